@@ -1,0 +1,395 @@
+//! The one registry of user-facing error codes (GZxxxx) and the error value that
+//! carries a code through every layer, into the store and out to the user.
+//!
+//! Ranges follow the earlier versions: 1xxx infrastructure, 2xxx execution and
+//! providers, 3xxx workflow, 4xxx auth, 5xxx storage, 6xxx network, 8xxx system,
+//! 9xxx CLI. Codes are stable: never renumber one, only add.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Domain {
+    Infrastructure,
+    Execution,
+    Provider,
+    Workflow,
+    Auth,
+    Storage,
+    Network,
+    System,
+    Cli,
+}
+
+impl Domain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Domain::Infrastructure => "infrastructure",
+            Domain::Execution => "execution",
+            Domain::Provider => "provider",
+            Domain::Workflow => "workflow",
+            Domain::Auth => "auth",
+            Domain::Storage => "storage",
+            Domain::Network => "network",
+            Domain::System => "system",
+            Domain::Cli => "cli",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One entry of the registry: what `gleitzeit errors show CODE` prints.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ErrorDef {
+    pub code: &'static str,
+    pub name: &'static str,
+    pub domain: Domain,
+    pub severity: Severity,
+    pub retryable: bool,
+    pub message: &'static str,
+    pub hint: &'static str,
+}
+
+macro_rules! registry {
+    ($( $variant:ident = $num:literal, $domain:ident, $sev:ident, $retry:literal, $msg:literal, $hint:literal; )*) => {
+        /// Every code a user can meet. `ErrorCode::X.def()` gives its registry entry.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum ErrorCode { $( $variant = $num, )* }
+
+        pub static REGISTRY: &[ErrorDef] = &[ $( ErrorDef {
+            code: concat!("GZ", stringify!($num)),
+            name: stringify!($variant),
+            domain: Domain::$domain,
+            severity: Severity::$sev,
+            retryable: $retry,
+            message: $msg,
+            hint: $hint,
+        }, )* ];
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$variant, )* ];
+
+            pub fn def(self) -> &'static ErrorDef {
+                // ALL and REGISTRY are generated in the same order.
+                let index = Self::ALL.iter().position(|c| *c == self).unwrap_or(0);
+                &REGISTRY[index]
+            }
+        }
+    };
+}
+
+registry! {
+    RedisConnectionFailed = 1001, Infrastructure, Critical, true,
+        "Cannot connect to Redis", "Check that Redis is running and that --redis-url / REDIS_URL points at it (e.g. redis://127.0.0.1:6379).";
+    ServerUnreachable = 1002, Infrastructure, High, true,
+        "Cannot reach the Gleitzeit server", "Start it with `gleitzeit serve`, or check --server / GLEITZEIT_HOST / GLEITZEIT_PORT.";
+    ServiceStartFailed = 1003, Infrastructure, High, false,
+        "A service could not start", "Another process may hold the port or file; choose another port or stop the other process.";
+    WorkerLost = 1004, Infrastructure, Medium, true,
+        "A worker node stopped responding", "Its tasks are reclaimed and re-run; check the worker's logs.";
+
+    TaskFailed = 2001, Execution, Medium, false,
+        "Task execution failed", "Read the task's error details; `gleitzeit get WORKFLOW_ID` shows every task's error.";
+    TaskTimeout = 2002, Execution, Medium, true,
+        "Task exceeded its timeout", "Raise `timeout:` on the task (seconds per attempt) or make the work smaller.";
+    ProviderUnavailable = 2003, Provider, High, false,
+        "No provider can run this method", "Check the method name (`gleitzeit functions list`, `gleitzeit providers list`) and that the provider is enabled in config.";
+    InvalidParameters = 2004, Execution, Medium, false,
+        "Task parameters are invalid", "Check the parameter names and types the method expects.";
+    TaskCancelled = 2005, Execution, Low, false,
+        "Task was cancelled", "The workflow was cancelled; `gleitzeit resume ID` continues it.";
+    DependencyFailed = 2006, Execution, Medium, false,
+        "A dependency of this task failed", "Fix the failed upstream task, or set `on_error: continue` on it to let dependants run.";
+    LlmEndpointUnreachable = 2010, Provider, High, true,
+        "LLM endpoint is unreachable", "Start the server (e.g. `ollama serve` or llama-server) or fix the endpoint URL in config / OLLAMA_HOST.";
+    ModelNotFound = 2011, Provider, High, false,
+        "Requested model is not available", "Install the model (e.g. `ollama pull llava`) or map the name to a served model with `models:` aliases in config.";
+    LlmRequestFailed = 2012, Provider, Medium, true,
+        "LLM request failed", "See the endpoint's error message; transient errors are retried on another endpoint.";
+    StructuredOutputInvalid = 2013, Provider, Medium, true,
+        "LLM reply does not match the requested schema", "Simplify the schema, raise retry.max_attempts, or use a model that follows instructions better.";
+    RateLimited = 2014, Provider, Low, true,
+        "Endpoint is rate limiting requests", "Lower concurrency or raise the endpoint's limits; the request is retried after the advised delay.";
+    NoHealthyEndpoint = 2015, Provider, High, true,
+        "No healthy endpoint serves this model", "Check `gleitzeit providers health`; endpoints come back after their circuit breaker cools down.";
+    PythonException = 2020, Execution, Medium, false,
+        "Python code raised an exception", "Read the traceback in the task's error; run the snippet with `gleitzeit exec` to iterate quickly.";
+    PythonWorkerCrashed = 2021, Execution, High, true,
+        "Python worker process died", "The code may have crashed the interpreter (segfault, os._exit); the worker was replaced.";
+    PythonMemoryLimit = 2022, Execution, High, false,
+        "Python task exceeded its memory limit", "Raise `memory_limit_mb` on the task or `python.memory_limit_mb` in config.";
+    PythonResultNotSerializable = 2023, Execution, Low, false,
+        "Python result is not JSON-serialisable", "Return plain dicts, lists, strings, numbers, booleans or None in `result`.";
+    PythonNotFound = 2024, System, Critical, false,
+        "python3 was not found", "Install Python 3 or set `python.interpreter` in config (or GLEITZEIT_PYTHON) to its path.";
+    FunctionNotFound = 2030, Execution, Medium, false,
+        "Unknown built-in function", "List the available functions with `gleitzeit functions list`.";
+    FunctionArgumentInvalid = 2031, Execution, Medium, false,
+        "Function argument is missing or has the wrong type", "See the function's arguments with `gleitzeit functions show NAME`.";
+    FunctionFailed = 2032, Execution, Medium, false,
+        "Built-in function failed", "Read the error message; it names the argument or value at fault.";
+    HttpRequestFailed = 2040, Provider, Medium, true,
+        "HTTP request failed", "Check the URL and the remote service; 5xx replies are retried.";
+    RetriesExhausted = 2050, Execution, Medium, false,
+        "Task failed after all retry attempts", "Look at the last attempt's error; raise retry.max_attempts if the failure is transient.";
+
+    YamlSyntax = 3001, Workflow, High, false,
+        "Workflow file is not valid YAML or JSON", "Fix the syntax at the reported line and column (indentation, quotes, colons).";
+    UnknownKey = 3002, Workflow, Medium, false,
+        "Unknown key in workflow", "Remove the key or fix its spelling; see SPEC §1 for the accepted keys.";
+    MissingField = 3003, Workflow, High, false,
+        "Required field is missing", "Add the field; every workflow needs `name` and `tasks`, every task an `id` or `name` and a `method`.";
+    WrongType = 3004, Workflow, Medium, false,
+        "Value has the wrong type", "Use the type the key expects (string, number, list, mapping).";
+    DuplicateTaskId = 3005, Workflow, High, false,
+        "Two tasks have the same id or name", "Give every task a unique id.";
+    MissingDependency = 3006, Workflow, High, false,
+        "Dependency names no task in this workflow", "Use the id or name of a task defined in the same file.";
+    DependencyCycle = 3007, Workflow, High, false,
+        "Tasks depend on each other in a cycle", "Remove one dependency of the printed cycle.";
+    UnknownMethod = 3008, Workflow, High, false,
+        "Unknown method", "Use one of llm/chat, llm/generate, llm/vision, llm/embed, python/execute, python/script, python/function, function/call (or a function name), http/request, mcp/call_tool, mcp/list_tools, or a custom provider's protocol/method.";
+    ReferenceNotAncestor = 3009, Workflow, High, false,
+        "Reference to a task that does not run before this one", "Add the referenced task to `dependencies` so its result exists when this task runs.";
+    InvalidRetryPolicy = 3010, Workflow, Medium, false,
+        "Retry policy is invalid", "max_attempts >= 1, delays >= 0, max_delay >= base_delay, strategy exponential|linear|fixed.";
+    EmptyWorkflow = 3011, Workflow, Medium, false,
+        "Workflow has no tasks", "Add at least one task under `tasks:`.";
+    UnknownReference = 3012, Workflow, High, false,
+        "Reference names no task or input", "Reference a task id or name, `inputs.NAME`, `item`, `index` or `env.NAME`.";
+    InvalidReference = 3013, Workflow, Medium, false,
+        "Reference syntax is invalid", "Write references as ${task.path} or {{task.path}}; filters: json, raw, trim, code, default(\"x\").";
+    InvalidValue = 3014, Workflow, Medium, false,
+        "Value is not one of the accepted choices", "Use one of the values listed in the message.";
+    ReferenceFieldMissing = 3020, Workflow, Medium, false,
+        "Referenced field does not exist in the task's result", "Use one of the fields the message lists, or add `| default(\"x\")`.";
+    WorkflowNotFound = 3021, Workflow, Medium, false,
+        "Workflow not found", "List workflows with `gleitzeit list`; ids can be shortened to a unique prefix.";
+    WorkflowNotResumable = 3022, Workflow, Medium, false,
+        "Workflow cannot be resumed", "Only workflows that are not finished and not running in another live process can be resumed.";
+    InvalidInput = 3024, Workflow, Medium, false,
+        "Workflow input is invalid", "Pass inputs as --input key=value (values are parsed as JSON when they can be) or --inputs FILE.";
+
+    AuthRequired = 4001, Auth, High, false,
+        "Authentication required", "Pass an API key with --api-key, GLEITZEIT_API_KEY or `gleitzeit auth login`.";
+    TokenExpired = 4002, Auth, High, false,
+        "Authentication token has expired", "Authenticate with: gleitzeit auth login";
+    PermissionDenied = 4003, Auth, High, false,
+        "Permission denied", "Ask an ADMIN for a key with the needed role.";
+    InvalidApiKey = 4004, Auth, High, false,
+        "API key is invalid", "Check for typos; keys look like gzt_… and carry a checksum.";
+
+    FileNotFound = 5001, Storage, Medium, false,
+        "Requested file does not exist", "Check the file path and that the file exists.";
+    FileUnreadable = 5002, Storage, Medium, false,
+        "File cannot be read", "Check the file's permissions and that it is text (UTF-8).";
+    DatabaseLocked = 5003, Storage, High, true,
+        "Database is locked by another process", "Wait for the other gleitzeit process to finish, or use --ephemeral / another --db path.";
+    DatabaseCorrupt = 5004, Storage, Critical, false,
+        "Database file is corrupt or not a Gleitzeit database", "Move the file away (it is in ~/.gleitzeit by default) and run again; a new one is created.";
+    DatabaseError = 5005, Storage, High, true,
+        "Database operation failed", "Check free disk space and file permissions of the database directory.";
+    SchemaTooNew = 5006, Storage, High, false,
+        "Database was written by a newer Gleitzeit", "Upgrade gleitzeit, or point --db at another file.";
+    FileWriteFailed = 5007, Storage, Medium, false,
+        "File cannot be written", "Check the directory exists and is writable, or choose another path.";
+
+    ConnectionRefused = 6001, Network, High, true,
+        "Connection refused", "Check that the remote service is running and the address is right.";
+    NetworkTimeout = 6002, Network, Medium, true,
+        "Network request timed out", "Check the remote service's load, or raise the timeout.";
+    AddressBlocked = 6004, Network, High, false,
+        "Target address is blocked", "Requests to loopback, private and link-local addresses are blocked unless config allows them (http.allow_private).";
+
+    ResourceExhausted = 8001, System, Critical, true,
+        "System resources exhausted", "Free memory or lower concurrency.";
+    InternalError = 8003, System, Critical, false,
+        "Internal error", "This is a bug in gleitzeit; please report it with the command you ran.";
+    Interrupted = 8004, System, Low, false,
+        "Interrupted", "The run was interrupted; `gleitzeit resume ID` continues it.";
+
+    InvalidArgument = 9001, Cli, Low, false,
+        "Invalid command-line argument", "See `gleitzeit COMMAND --help`.";
+    ConfigInvalid = 9003, Cli, Medium, false,
+        "Configuration is invalid", "Fix the reported key in the config file (`gleitzeit config show` prints the effective config).";
+    FileExists = 9004, Cli, Low, false,
+        "File already exists", "Choose another name or pass --force to overwrite.";
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        self.def().code
+    }
+
+    pub fn parse(text: &str) -> Option<ErrorCode> {
+        let wanted = text.trim().to_ascii_uppercase();
+        let wanted = if wanted.starts_with("GZ") {
+            wanted
+        } else {
+            format!("GZ{wanted}")
+        };
+        Self::ALL.iter().copied().find(|c| c.as_str() == wanted)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        // An unknown code from a newer version still round-trips as an internal error
+        // rather than making stored workflows unreadable.
+        Ok(ErrorCode::parse(&text).unwrap_or(ErrorCode::InternalError))
+    }
+}
+
+/// A user-facing error: a code from the registry plus what happened, where, and
+/// what to do. It is plain data so it can be stored with a task and sent over the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GzError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Specific advice for this occurrence; the registry's hint when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Where it came from: `file:line:col`, a task id, an endpoint, a reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    pub retryable: bool,
+    /// Extra structured context (traceback, available fields, HTTP status, …).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+}
+
+impl GzError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        GzError {
+            code,
+            message: message.into(),
+            hint: None,
+            location: None,
+            retryable: code.def().retryable,
+            details: serde_json::Value::Null,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn at(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+
+    pub fn retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn hint_text(&self) -> &str {
+        self.hint.as_deref().unwrap_or(self.code.def().hint)
+    }
+}
+
+impl fmt::Display for GzError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        if let Some(location) = &self.location {
+            write!(f, " (at {location})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GzError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_in_their_domain_range() {
+        let mut seen = HashSet::new();
+        for (code, def) in ErrorCode::ALL.iter().zip(REGISTRY) {
+            assert!(seen.insert(def.code), "duplicate {}", def.code);
+            assert_eq!(code.def().code, def.code);
+            let number = *code as u16;
+            let expected_thousands = match def.domain {
+                Domain::Infrastructure => 1,
+                Domain::Execution | Domain::Provider => 2,
+                Domain::Workflow => 3,
+                Domain::Auth => 4,
+                Domain::Storage => 5,
+                Domain::Network => 6,
+                Domain::System => {
+                    if number / 1000 == 2 {
+                        2
+                    } else {
+                        8
+                    }
+                }
+                Domain::Cli => 9,
+            };
+            assert_eq!(number / 1000, expected_thousands, "{} in wrong range", def.code);
+            assert!(!def.hint.is_empty() && !def.message.is_empty());
+        }
+        assert!(REGISTRY.len() >= 25, "the seeds promise 25+ errors");
+    }
+
+    #[test]
+    fn parse_accepts_with_or_without_prefix() {
+        assert_eq!(ErrorCode::parse("GZ1001"), Some(ErrorCode::RedisConnectionFailed));
+        assert_eq!(ErrorCode::parse("gz3007"), Some(ErrorCode::DependencyCycle));
+        assert_eq!(ErrorCode::parse("5001"), Some(ErrorCode::FileNotFound));
+        assert_eq!(ErrorCode::parse("GZ0000"), None);
+    }
+
+    #[test]
+    fn gz_error_round_trips_through_json() {
+        let error = GzError::new(ErrorCode::TaskTimeout, "took too long").at("task t1");
+        let text = serde_json::to_string(&error).unwrap();
+        assert!(text.contains("\"GZ2002\""));
+        let back: GzError = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, error);
+        assert!(back.retryable);
+    }
+}

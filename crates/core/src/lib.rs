@@ -1,0 +1,15 @@
+//! Gleitzeit's core: the workflow model, parsing and validation of workflow files,
+//! references between tasks, the pure scheduler and the GZ error registry.
+//!
+//! Nothing in this crate does I/O, reads a clock or spawns a task: it is the part
+//! of Gleitzeit that can be tested exhaustively and replayed exactly.
+
+pub mod errors;
+pub mod model;
+pub mod parse;
+pub mod refs;
+pub mod scheduler;
+pub mod yaml;
+
+pub use errors::{ErrorCode, GzError};
+pub use model::{OnError, Priority, RetryPolicy, TaskSpec, TaskState, Workflow, WorkflowState};

@@ -1,0 +1,876 @@
+//! From workflow text (YAML or JSON) to a validated [`Workflow`], reporting every
+//! problem at once with its line and column.
+
+use crate::errors::{ErrorCode, GzError};
+use crate::model::{Backoff, OnError, Priority, RetryPolicy, TaskSpec, Workflow};
+use crate::refs::{self, Root};
+use crate::yaml::{self, Node, NodeKind, Pos, Scalar};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// One problem found in a workflow file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub code: ErrorCode,
+    pub message: String,
+    pub hint: Option<String>,
+    pub file: String,
+    pub pos: Pos,
+}
+
+impl Diagnostic {
+    pub fn location(&self) -> String {
+        format!("{}:{}:{}", self.file, self.pos.line, self.pos.column)
+    }
+
+    pub fn to_error(&self) -> GzError {
+        let mut error = GzError::new(self.code, self.message.clone()).at(self.location());
+        error.hint = self.hint.clone();
+        error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} {}", self.location(), self.code, self.message)
+    }
+}
+
+/// Which methods exist. Implemented by the provider registry; core only asks.
+pub trait MethodCatalog {
+    /// Is `protocol/method` served by some provider?
+    fn has_method(&self, method: &str) -> bool;
+    /// Is `name` a built-in function (so `method: fibonacci` means function/call)?
+    fn has_function(&self, name: &str) -> bool;
+    /// All methods and function names, for "did you mean" suggestions.
+    fn all_names(&self) -> Vec<String>;
+}
+
+/// The methods every build knows, without function names. Used by tests and as
+/// the base of the provider registry's catalog.
+pub const CORE_METHODS: &[&str] = &[
+    "llm/chat",
+    "llm/generate",
+    "llm/vision",
+    "llm/embed",
+    "python/execute",
+    "python/script",
+    "python/function",
+    "function/call",
+    "http/request",
+    "mcp/call_tool",
+    "mcp/list_tools",
+];
+
+const WORKFLOW_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "version",
+    "metadata",
+    "defaults",
+    "inputs",
+    "tasks",
+];
+const TASK_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "protocol",
+    "method",
+    "parameters",
+    "params",
+    "dependencies",
+    "depends_on",
+    "priority",
+    "timeout",
+    "retry",
+    "on_error",
+];
+/// Keys of later features: named so the error says "not supported yet" rather
+/// than "unknown".
+const FUTURE_TASK_KEYS: &[&str] = &["when", "for_each", "cache", "requires", "max_parallel", "on_skip"];
+const DEFAULTS_KEYS: &[&str] = &[
+    "model",
+    "timeout",
+    "retry",
+    "priority",
+    "on_error",
+    "temperature",
+    "max_tokens",
+];
+const RETRY_KEYS: &[&str] = &[
+    "max_attempts",
+    "base_delay",
+    "max_delay",
+    "strategy",
+    "jitter",
+    "retry_on",
+];
+
+struct Ctx<'a> {
+    file: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, code: ErrorCode, pos: Pos, message: impl Into<String>, hint: Option<String>) {
+        self.diagnostics.push(Diagnostic {
+            code,
+            message: message.into(),
+            hint,
+            file: self.file.to_string(),
+            pos,
+        });
+    }
+
+    fn check_keys(&mut self, map: &[(Node, Node)], allowed: &[&str], what: &str) {
+        for (key, _) in map {
+            let Some(text) = key.key_text() else {
+                self.push(ErrorCode::WrongType, key.pos, format!("{what} keys must be strings"), None);
+                continue;
+            };
+            if allowed.contains(&text.as_str()) {
+                continue;
+            }
+            if what == "task" && FUTURE_TASK_KEYS.contains(&text.as_str()) {
+                self.push(
+                    ErrorCode::UnknownKey,
+                    key.pos,
+                    format!("task key `{text}` is not supported by this version yet"),
+                    Some("Remove it; the task would otherwise run differently than written.".into()),
+                );
+                continue;
+            }
+            let hint = suggest(&text, allowed.iter().copied())
+                .map(|s| format!("Did you mean `{s}`?"))
+                .or_else(|| Some(format!("Accepted {what} keys: {}", allowed.join(", "))));
+            self.push(ErrorCode::UnknownKey, key.pos, format!("unknown {what} key `{text}`"), hint);
+        }
+    }
+
+    fn wrong_type(&mut self, node: &Node, key: &str, expected: &str) {
+        self.push(
+            ErrorCode::WrongType,
+            node.pos,
+            format!("`{key}` must be {expected}, not {}", node.type_name()),
+            None,
+        );
+    }
+}
+
+/// The closest candidate by edit distance, if it is close enough to be a typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn number(node: &Node) -> Option<f64> {
+    match &node.kind {
+        NodeKind::Scalar(Scalar::Int(i)) => Some(*i as f64),
+        NodeKind::Scalar(Scalar::Float(f)) => Some(*f),
+        _ => None,
+    }
+}
+
+fn string_list(ctx: &mut Ctx, node: &Node, key: &str) -> Vec<(String, Pos)> {
+    match &node.kind {
+        NodeKind::Scalar(Scalar::Str(s)) => vec![(s.clone(), node.pos)],
+        NodeKind::Scalar(Scalar::Null) => vec![],
+        NodeKind::Seq(items) => items
+            .iter()
+            .filter_map(|item| match item.key_text() {
+                Some(text) if !matches!(item.kind, NodeKind::Scalar(Scalar::Null)) => Some((text, item.pos)),
+                _ => {
+                    ctx.wrong_type(item, key, "a list of strings");
+                    None
+                }
+            })
+            .collect(),
+        _ => {
+            ctx.wrong_type(node, key, "a list of strings");
+            vec![]
+        }
+    }
+}
+
+fn parse_retry(ctx: &mut Ctx, node: &Node, base: &RetryPolicy) -> RetryPolicy {
+    let mut policy = base.clone();
+    if base.max_attempts <= 1 {
+        policy.max_attempts = RetryPolicy::configured().max_attempts;
+    }
+    // `retry: 5` is shorthand for five attempts.
+    if let NodeKind::Scalar(Scalar::Int(n)) = node.kind {
+        if n < 1 {
+            ctx.push(ErrorCode::InvalidRetryPolicy, node.pos, "retry attempts must be at least 1", None);
+        }
+        policy.max_attempts = n.max(1) as u32;
+        return policy;
+    }
+    let Some(map) = node.as_map() else {
+        ctx.wrong_type(node, "retry", "a mapping or a number of attempts");
+        return policy;
+    };
+    ctx.check_keys(map, RETRY_KEYS, "retry");
+    for (key, value) in map {
+        let key_text = key.key_text().unwrap_or_default();
+        match key_text.as_str() {
+            "max_attempts" => match &value.kind {
+                NodeKind::Scalar(Scalar::Int(n)) if *n >= 1 && *n <= 1000 => policy.max_attempts = *n as u32,
+                NodeKind::Scalar(Scalar::Int(n)) => ctx.push(
+                    ErrorCode::InvalidRetryPolicy,
+                    value.pos,
+                    format!("retry.max_attempts must be between 1 and 1000, not {n}"),
+                    None,
+                ),
+                _ => ctx.wrong_type(value, "retry.max_attempts", "a whole number"),
+            },
+            "base_delay" | "max_delay" => match number(value) {
+                Some(n) if n >= 0.0 && n.is_finite() => {
+                    if key_text == "base_delay" {
+                        policy.base_delay = n
+                    } else {
+                        policy.max_delay = n
+                    }
+                }
+                Some(n) => ctx.push(
+                    ErrorCode::InvalidRetryPolicy,
+                    value.pos,
+                    format!("retry.{key_text} must be zero or more seconds, not {n}"),
+                    None,
+                ),
+                None => ctx.wrong_type(value, &format!("retry.{key_text}"), "a number of seconds"),
+            },
+            "strategy" => match value.as_str().and_then(Backoff::parse) {
+                Some(b) => policy.strategy = b,
+                None => ctx.push(
+                    ErrorCode::InvalidRetryPolicy,
+                    value.pos,
+                    format!(
+                        "retry.strategy must be one of {}, not `{}`",
+                        Backoff::NAMES.join(", "),
+                        value.key_text().unwrap_or_default()
+                    ),
+                    None,
+                ),
+            },
+            "jitter" => match value.kind {
+                NodeKind::Scalar(Scalar::Bool(b)) => policy.jitter = b,
+                _ => ctx.wrong_type(value, "retry.jitter", "true or false"),
+            },
+            "retry_on" => {
+                policy.retry_on = string_list(ctx, value, "retry.retry_on")
+                    .into_iter()
+                    .filter_map(|(code, pos)| match ErrorCode::parse(&code) {
+                        Some(c) => Some(c),
+                        None => {
+                            ctx.push(
+                                ErrorCode::InvalidRetryPolicy,
+                                pos,
+                                format!("retry.retry_on: `{code}` is not an error code"),
+                                Some("Codes look like GZ2002; `gleitzeit errors list` shows them.".into()),
+                            );
+                            None
+                        }
+                    })
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    if policy.max_delay < policy.base_delay {
+        ctx.push(
+            ErrorCode::InvalidRetryPolicy,
+            node.pos,
+            format!(
+                "retry.max_delay ({}) is smaller than retry.base_delay ({})",
+                policy.max_delay, policy.base_delay
+            ),
+            None,
+        );
+    }
+    policy
+}
+
+fn parse_timeout(ctx: &mut Ctx, node: &Node) -> Option<f64> {
+    match number(node) {
+        Some(t) if t > 0.0 && t.is_finite() => Some(t),
+        Some(t) => {
+            ctx.push(ErrorCode::InvalidValue, node.pos, format!("timeout must be more than 0 seconds, not {t}"), None);
+            None
+        }
+        None => {
+            ctx.wrong_type(node, "timeout", "a number of seconds");
+            None
+        }
+    }
+}
+
+fn parse_choice<T>(ctx: &mut Ctx, node: &Node, key: &str, names: &[&str], parse: fn(&str) -> Option<T>) -> Option<T> {
+    let text = node.key_text().unwrap_or_default();
+    match node.as_str().and_then(parse) {
+        Some(v) => Some(v),
+        None => {
+            let hint = suggest(&text, names.iter().copied()).map(|s| format!("Did you mean `{s}`?"));
+            ctx.push(
+                ErrorCode::InvalidValue,
+                node.pos,
+                format!("`{key}` must be one of {}, not `{text}`", names.join(", ")),
+                hint,
+            );
+            None
+        }
+    }
+}
+
+#[derive(Default)]
+struct Defaults {
+    params: Map<String, Value>,
+    timeout: Option<f64>,
+    retry: Option<RetryPolicy>,
+    priority: Option<Priority>,
+    on_error: Option<OnError>,
+}
+
+fn parse_defaults(ctx: &mut Ctx, node: &Node) -> Defaults {
+    let mut defaults = Defaults::default();
+    let Some(map) = node.as_map() else {
+        ctx.wrong_type(node, "defaults", "a mapping");
+        return defaults;
+    };
+    ctx.check_keys(map, DEFAULTS_KEYS, "defaults");
+    for (key, value) in map {
+        match key.key_text().unwrap_or_default().as_str() {
+            "timeout" => defaults.timeout = parse_timeout(ctx, value),
+            "retry" => defaults.retry = Some(parse_retry(ctx, value, &RetryPolicy::default())),
+            "priority" => defaults.priority = parse_choice(ctx, value, "priority", Priority::NAMES, Priority::parse),
+            "on_error" => defaults.on_error = parse_choice(ctx, value, "on_error", OnError::NAMES, OnError::parse),
+            other if DEFAULTS_KEYS.contains(&other) => {
+                defaults.params.insert(other.to_string(), value.to_json());
+            }
+            _ => {}
+        }
+    }
+    defaults
+}
+
+/// Normalises a method as written (plus an optional protocol) to `protocol/method`
+/// and the extra parameters it implies (`method: fibonacci` → function/call).
+fn normalise_method(
+    ctx: &mut Ctx,
+    method_node: &Node,
+    protocol: Option<(&str, Pos)>,
+    catalog: &dyn MethodCatalog,
+) -> Option<(String, Option<String>)> {
+    let Some(raw) = method_node.as_str() else {
+        ctx.wrong_type(method_node, "method", "a string like python/execute");
+        return None;
+    };
+    let raw = raw.trim();
+    let protocol_name = protocol.map(|(p, pos)| (p.split('/').next().unwrap_or(p).to_string(), pos));
+    let (method, function) = match raw.split_once('/') {
+        Some(("function", name)) if name != "call" => ("function/call".to_string(), Some(name.to_string())),
+        Some(_) => (raw.to_string(), None),
+        None => match &protocol_name {
+            Some((p, _)) if p != "function" => (format!("{p}/{raw}"), None),
+            _ if raw == "call" => ("function/call".to_string(), None),
+            _ if catalog.has_function(raw) => ("function/call".to_string(), Some(raw.to_string())),
+            _ => (raw.to_string(), None),
+        },
+    };
+    if let Some((p, pos)) = &protocol_name {
+        let method_protocol = method.split('/').next().unwrap_or("");
+        if method_protocol != p {
+            ctx.push(
+                ErrorCode::UnknownMethod,
+                *pos,
+                format!("protocol `{p}` does not match method `{method}`"),
+                Some(format!("Use protocol `{method_protocol}/v1` or drop `protocol:`; it is inferred from the method.")),
+            );
+            return None;
+        }
+    }
+    if let Some(name) = &function {
+        if !catalog.has_function(name) {
+            let names = catalog.all_names();
+            let hint = suggest(name, names.iter().map(String::as_str))
+                .map(|s| format!("Did you mean `{s}`? `gleitzeit functions list` shows all functions."))
+                .or_else(|| Some("`gleitzeit functions list` shows all functions.".into()));
+            ctx.push(ErrorCode::UnknownMethod, method_node.pos, format!("unknown function `{name}`"), hint);
+            return None;
+        }
+    } else if !catalog.has_method(&method) {
+        let names = catalog.all_names();
+        let hint = suggest(&method, names.iter().map(String::as_str))
+            .map(|s| format!("Did you mean `{s}`?"))
+            .or_else(|| Some(ErrorCode::UnknownMethod.def().hint.to_string()));
+        ctx.push(ErrorCode::UnknownMethod, method_node.pos, format!("unknown method `{raw}`"), hint);
+        return None;
+    }
+    Some((method, function))
+}
+
+struct RawTask<'n> {
+    spec: TaskSpec,
+    pos: Pos,
+    deps: Vec<(String, Pos)>,
+    params_node: Option<&'n Node>,
+}
+
+fn parse_task<'n>(
+    ctx: &mut Ctx,
+    node: &'n Node,
+    index: usize,
+    defaults: &Defaults,
+    catalog: &dyn MethodCatalog,
+) -> Option<RawTask<'n>> {
+    let Some(map) = node.as_map() else {
+        ctx.wrong_type(node, &format!("tasks[{index}]"), "a mapping");
+        return None;
+    };
+    ctx.check_keys(map, TASK_KEYS, "task");
+    let text_of = |ctx: &mut Ctx, key: &str| -> Option<String> {
+        let value = node.get(key)?;
+        match &value.kind {
+            NodeKind::Scalar(Scalar::Str(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            NodeKind::Scalar(Scalar::Int(i)) => Some(i.to_string()),
+            _ => {
+                ctx.wrong_type(value, key, "a non-empty string");
+                None
+            }
+        }
+    };
+    let id = text_of(ctx, "id");
+    let name = text_of(ctx, "name");
+    let key = id.clone().or_else(|| name.clone());
+    if key.is_none() && node.get("id").is_none() && node.get("name").is_none() {
+        ctx.push(
+            ErrorCode::MissingField,
+            node.pos,
+            format!("task #{} has neither `id` nor `name`", index + 1),
+            None,
+        );
+    }
+    let label = key.clone().unwrap_or_else(|| format!("#{}", index + 1));
+
+    let protocol = match node.get("protocol") {
+        Some(p) => match p.as_str() {
+            Some(s) => Some((s.trim(), p.pos)),
+            None => {
+                ctx.wrong_type(p, "protocol", "a string like python/v1");
+                None
+            }
+        },
+        None => None,
+    };
+    let method = match node.get("method") {
+        Some(m) => normalise_method(ctx, m, protocol, catalog),
+        None => {
+            ctx.push(
+                ErrorCode::MissingField,
+                node.pos,
+                format!("task `{label}` has no `method`"),
+                Some("Add e.g. `method: python/execute`.".into()),
+            );
+            None
+        }
+    };
+
+    let params_node = match (node.get("parameters"), node.get("params")) {
+        (Some(p), Some(_)) => {
+            ctx.push(
+                ErrorCode::UnknownKey,
+                p.pos,
+                format!("task `{label}` has both `parameters` and `params`"),
+                Some("They are synonyms; keep one.".into()),
+            );
+            Some(p)
+        }
+        (p, q) => p.or(q),
+    };
+    let mut params = match params_node {
+        None => Map::new(),
+        Some(p) => match p.to_json() {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => {
+                ctx.wrong_type(p, "parameters", "a mapping");
+                Map::new()
+            }
+        },
+    };
+
+    let mut deps = Vec::new();
+    for key in ["dependencies", "depends_on"] {
+        if let Some(d) = node.get(key) {
+            deps.extend(string_list(ctx, d, key));
+        }
+    }
+
+    let priority = node
+        .get("priority")
+        .and_then(|p| parse_choice(ctx, p, "priority", Priority::NAMES, Priority::parse))
+        .or(defaults.priority)
+        .unwrap_or_default();
+    let on_error = node
+        .get("on_error")
+        .and_then(|p| parse_choice(ctx, p, "on_error", OnError::NAMES, OnError::parse))
+        .or(defaults.on_error)
+        .unwrap_or_default();
+    let base_retry = match (&defaults.retry, on_error) {
+        (Some(r), _) => r.clone(),
+        (None, OnError::Retry) => RetryPolicy::configured(),
+        (None, _) => RetryPolicy::default(),
+    };
+    let retry = match node.get("retry") {
+        Some(r) => parse_retry(ctx, r, &base_retry),
+        None => base_retry,
+    };
+    let timeout = node
+        .get("timeout")
+        .and_then(|t| parse_timeout(ctx, t))
+        .or(defaults.timeout);
+
+    // A task with a bad method still takes part in the duplicate and dependency
+    // checks, so one run reports every problem.
+    let (method, function) = method.unwrap_or_default();
+    let key = key?;
+    if let Some(function) = function {
+        params.entry("function").or_insert(Value::String(function));
+    }
+    if method.starts_with("llm/") {
+        for (k, v) in &defaults.params {
+            params.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    Some(RawTask {
+        spec: TaskSpec {
+            id: key,
+            name: if id.is_some() { name } else { None },
+            method,
+            params: Value::Object(params),
+            dependencies: Vec::new(),
+            priority,
+            timeout,
+            retry,
+            on_error,
+        },
+        pos: node.pos,
+        deps,
+        params_node,
+    })
+}
+
+/// Collects (reference result, position) for every string inside a params node.
+fn references_in(node: &Node, names: &Vec<String>, out: &mut Vec<(Result<refs::Reference, GzError>, Pos)>) {
+    match &node.kind {
+        NodeKind::Scalar(Scalar::Str(s)) if refs::has_reference(s) => {
+            let mut found = Vec::new();
+            refs::collect_references(&Value::String(s.clone()), names, &mut found);
+            out.extend(found.into_iter().map(|r| (r, node.pos)));
+        }
+        NodeKind::Seq(items) => items.iter().for_each(|n| references_in(n, names, out)),
+        NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| references_in(v, names, out)),
+        _ => {}
+    }
+}
+
+/// Finds a dependency cycle, returned as task indexes with the first repeated last.
+fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut marks = vec![Mark::New; deps.len()];
+    for start in 0..deps.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // Iterative DFS: (node, next child index); the stack is the current path.
+        let mut stack = vec![(start, 0usize)];
+        marks[start] = Mark::Active;
+        while let Some(&mut (node, ref mut child)) = stack.last_mut() {
+            if let Some(&next) = deps[node].get(*child) {
+                *child += 1;
+                match marks[next] {
+                    Mark::Active => {
+                        let from = stack.iter().position(|(n, _)| *n == next).unwrap_or(0);
+                        let mut cycle: Vec<usize> = stack[from..].iter().map(|(n, _)| *n).collect();
+                        cycle.push(next);
+                        return Some(cycle);
+                    }
+                    Mark::New => {
+                        marks[next] = Mark::Active;
+                        stack.push((next, 0));
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                marks[node] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+/// Parses and validates workflow text. `overrides` replace or add workflow inputs
+/// (`--input k=v`). On failure every problem found is returned, sorted by position.
+pub fn load(
+    text: &str,
+    file: &str,
+    catalog: &dyn MethodCatalog,
+    overrides: &Map<String, Value>,
+) -> Result<Workflow, Vec<Diagnostic>> {
+    let mut ctx = Ctx {
+        file,
+        diagnostics: Vec::new(),
+    };
+    let root = match yaml::parse(text) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            ctx.push(ErrorCode::EmptyWorkflow, Pos { line: 1, column: 1 }, "workflow file is empty", None);
+            return Err(ctx.diagnostics);
+        }
+        Err(e) => {
+            ctx.push(ErrorCode::YamlSyntax, e.pos, format!("syntax error: {}", e.message), None);
+            return Err(ctx.diagnostics);
+        }
+    };
+    let Some(top) = root.as_map() else {
+        ctx.wrong_type(&root, "the workflow", "a mapping with `name` and `tasks`");
+        return Err(ctx.diagnostics);
+    };
+    ctx.check_keys(top, WORKFLOW_KEYS, "workflow");
+
+    let name = match root.get("name") {
+        Some(n) => match n.key_text() {
+            Some(s) if !s.trim().is_empty() => s,
+            _ => {
+                ctx.wrong_type(n, "name", "a non-empty string");
+                String::new()
+            }
+        },
+        None => {
+            ctx.push(
+                ErrorCode::MissingField,
+                root.pos,
+                "workflow has no `name`",
+                Some("Add `name: \"My workflow\"` at the top.".into()),
+            );
+            String::new()
+        }
+    };
+    let description = root.get("description").and_then(|d| d.key_text());
+    let defaults = root.get("defaults").map(|d| parse_defaults(&mut ctx, d)).unwrap_or_default();
+    let mut inputs = match root.get("inputs") {
+        None => Map::new(),
+        Some(node) => match node.to_json() {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => {
+                ctx.wrong_type(node, "inputs", "a mapping of names to values");
+                Map::new()
+            }
+        },
+    };
+    for (k, v) in overrides {
+        inputs.insert(k.clone(), v.clone());
+    }
+
+    let task_nodes: &[Node] = match root.get("tasks") {
+        Some(t) => match &t.kind {
+            NodeKind::Seq(items) => items,
+            NodeKind::Scalar(Scalar::Null) => &[],
+            _ => {
+                ctx.wrong_type(t, "tasks", "a list of tasks");
+                &[]
+            }
+        },
+        None => {
+            ctx.push(ErrorCode::MissingField, root.pos, "workflow has no `tasks`", None);
+            &[]
+        }
+    };
+    if task_nodes.is_empty() && root.get("tasks").is_some() {
+        let pos = root.get("tasks").map(|t| t.pos).unwrap_or_default();
+        ctx.push(ErrorCode::EmptyWorkflow, pos, "workflow has no tasks", None);
+    }
+
+    let mut raw: Vec<RawTask> = Vec::new();
+    for (i, node) in task_nodes.iter().enumerate() {
+        if let Some(task) = parse_task(&mut ctx, node, i, &defaults, catalog) {
+            raw.push(task);
+        }
+    }
+
+    // Ids and names share one namespace: references may use either.
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for (i, task) in raw.iter().enumerate() {
+        let mut keys = vec![task.spec.id.clone()];
+        if let Some(n) = &task.spec.name {
+            if n != &task.spec.id {
+                keys.push(n.clone());
+            }
+        }
+        for key in keys {
+            if let Some(&other) = owner.get(&key) {
+                ctx.push(
+                    ErrorCode::DuplicateTaskId,
+                    task.pos,
+                    format!("task `{key}` is defined twice (first at line {})", raw[other].pos.line),
+                    None,
+                );
+            } else {
+                owner.insert(key, i);
+            }
+        }
+    }
+
+    let mut dep_index: Vec<Vec<usize>> = vec![Vec::new(); raw.len()];
+    for (i, task) in raw.iter().enumerate() {
+        for (dep, pos) in &task.deps {
+            match owner.get(dep) {
+                Some(&j) if j == i => ctx.push(
+                    ErrorCode::DependencyCycle,
+                    *pos,
+                    format!("task `{}` depends on itself", task.spec.id),
+                    None,
+                ),
+                Some(&j) => {
+                    if !dep_index[i].contains(&j) {
+                        dep_index[i].push(j);
+                    }
+                }
+                None => {
+                    let hint = suggest(dep, owner.keys().map(String::as_str)).map(|s| format!("Did you mean `{s}`?"));
+                    ctx.push(
+                        ErrorCode::MissingDependency,
+                        *pos,
+                        format!("task `{}` depends on `{dep}`, which is not a task in this workflow", task.spec.id),
+                        hint,
+                    );
+                }
+            }
+        }
+    }
+
+    let cycle = find_cycle(&dep_index);
+    if let Some(cycle) = &cycle {
+        let path: Vec<&str> = cycle.iter().map(|&i| raw[i].spec.id.as_str()).collect();
+        ctx.push(
+            ErrorCode::DependencyCycle,
+            raw[cycle[0]].pos,
+            format!("dependency cycle: {}", path.join(" -> ")),
+            None,
+        );
+    }
+
+    // Ancestors (transitive dependencies), valid only without a cycle.
+    let ancestors: Vec<HashSet<usize>> = if cycle.is_none() {
+        let mut memo: Vec<Option<HashSet<usize>>> = vec![None; raw.len()];
+        fn collect(i: usize, deps: &[Vec<usize>], memo: &mut Vec<Option<HashSet<usize>>>) -> HashSet<usize> {
+            if let Some(done) = &memo[i] {
+                return done.clone();
+            }
+            let mut set = HashSet::new();
+            for &d in &deps[i] {
+                set.insert(d);
+                set.extend(collect(d, deps, memo));
+            }
+            memo[i] = Some(set.clone());
+            set
+        }
+        (0..raw.len()).map(|i| collect(i, &dep_index, &mut memo)).collect()
+    } else {
+        vec![HashSet::new(); raw.len()]
+    };
+
+    let names: Vec<String> = owner.keys().cloned().collect();
+    for (i, task) in raw.iter().enumerate() {
+        let Some(params) = task.params_node else { continue };
+        let mut found = Vec::new();
+        references_in(params, &names, &mut found);
+        for (reference, pos) in found {
+            match reference {
+                Err(e) => ctx.push(e.code, pos, e.message.clone(), e.hint.clone()),
+                Ok(r) => match &r.root {
+                    Root::Task(t) => {
+                        let Some(&j) = owner.get(t) else { continue };
+                        if cycle.is_none() && !ancestors[i].contains(&j) {
+                            ctx.push(
+                                ErrorCode::ReferenceNotAncestor,
+                                pos,
+                                format!(
+                                    "task `{}` refers to `{}` but does not depend on task `{t}`",
+                                    task.spec.id, r.text
+                                ),
+                                Some(format!("Add `{t}` to this task's `dependencies`.")),
+                            );
+                        }
+                    }
+                    Root::Input(name) if !inputs.contains_key(name) => ctx.push(
+                        ErrorCode::InvalidInput,
+                        pos,
+                        format!("reference `{}` names no workflow input `{name}`", r.text),
+                        Some("Declare it under `inputs:` or pass --input NAME=VALUE.".into()),
+                    ),
+                    Root::Item | Root::Index => ctx.push(
+                        ErrorCode::InvalidReference,
+                        pos,
+                        format!("`{}` is only defined inside `for_each` tasks", r.text),
+                        None,
+                    ),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    if !ctx.diagnostics.is_empty() {
+        let mut diagnostics = ctx.diagnostics;
+        diagnostics.sort_by_key(|d| (d.pos.line, d.pos.column));
+        diagnostics.dedup();
+        return Err(diagnostics);
+    }
+    // Dependencies are stored as task ids, whichever of id or name was written.
+    let id_of: Vec<String> = raw.iter().map(|t| t.spec.id.clone()).collect();
+    let tasks = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut t)| {
+            t.spec.dependencies = dep_index[i].iter().map(|&j| id_of[j].clone()).collect();
+            t.spec
+        })
+        .collect();
+    Ok(Workflow {
+        name,
+        description,
+        inputs,
+        tasks,
+    })
+}
+
+/// Parses a `--input key=value` argument: the value is JSON when it parses as
+/// JSON (numbers, lists, quoted strings), otherwise plain text.
+pub fn parse_input_override(arg: &str) -> Result<(String, Value), GzError> {
+    let Some((key, value)) = arg.split_once('=') else {
+        return Err(GzError::new(ErrorCode::InvalidInput, format!("`{arg}` is not KEY=VALUE"))
+            .with_hint("Write inputs as --input topic=Rust or --input n=5"));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(GzError::new(ErrorCode::InvalidInput, format!("`{arg}` has an empty key")));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    Ok((key.to_string(), value))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+//! Providers execute tasks. Each protocol (`python`, `function`, later `llm`,
+//! `http`, `mcp`) is one module behind the [`Provider`] trait; the [`Registry`]
+//! maps a method to its provider and tells the parser which methods exist.
+//!
+//! Providers receive parameters with every reference already resolved: they never
+//! see other tasks, the store or the scheduler.
+
+pub mod function;
+pub mod python;
+mod registry;
+
+pub use registry::Registry;
+
+use async_trait::async_trait;
+use gleitzeit_core::GzError;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Something a provider reports while a call is in flight (LLM tokens later).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProviderEvent {
+    Token { text: String },
+    Log { line: String },
+}
+
+/// Everything a call may need besides its parameters.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub workflow_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+    /// Per-attempt limit; the provider must stop its work (kill processes, abort
+    /// requests) and return `TaskTimeout` when it passes.
+    pub timeout: Option<Duration>,
+    /// Cancelled when the workflow is cancelled; the call should return promptly.
+    pub cancel: CancellationToken,
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<ProviderEvent>>,
+}
+
+impl CallContext {
+    pub fn detached(task_id: &str) -> CallContext {
+        CallContext {
+            workflow_id: String::new(),
+            task_id: task_id.to_string(),
+            attempt: 1,
+            timeout: None,
+            cancel: CancellationToken::new(),
+            events: None,
+        }
+    }
+}
+
+/// A method a provider serves, for `providers list` and validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodInfo {
+    pub method: String,
+    pub description: String,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The protocol name, the part of the method before `/`.
+    fn protocol(&self) -> &'static str;
+    fn methods(&self) -> Vec<MethodInfo>;
+    /// Runs one task attempt. `method` is the full `protocol/method`.
+    async fn call(&self, method: &str, params: Value, ctx: &CallContext) -> Result<Value, GzError>;
+    /// Releases processes and connections; called once at shutdown.
+    async fn shutdown(&self) {}
+}

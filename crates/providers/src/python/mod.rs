@@ -1,0 +1,1 @@
+//! PLACEHOLDER — the python provider is being implemented.
