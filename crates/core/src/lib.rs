@@ -5,6 +5,7 @@
 //! of Gleitzeit that can be tested exhaustively and replayed exactly.
 
 pub mod errors;
+pub mod events;
 pub mod model;
 pub mod parse;
 pub mod refs;

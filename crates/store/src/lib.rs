@@ -1,1 +1,170 @@
+//! Where workflows live: the [`Store`] trait and its implementations — in memory
+//! (tests, `--ephemeral`) and SQLite (the default, one file, WAL). Every write goes
+//! through [`Store::apply`], which commits a batch atomically; the runtime announces
+//! a change only after `apply` returns.
 
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+use async_trait::async_trait;
+use gleitzeit_core::events::Event;
+use gleitzeit_core::{ErrorCode, GzError, TaskState, Workflow, WorkflowState};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database is locked by another process: {0}")]
+    Locked(String),
+    #[error("database file is corrupt or not a Gleitzeit database: {0}")]
+    Corrupt(String),
+    #[error("database schema version {found} is newer than this gleitzeit supports ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("cannot open database {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("workflow `{0}` not found")]
+    WorkflowNotFound(String),
+    #[error("workflow id prefix `{0}` matches several workflows: {1}")]
+    Ambiguous(String, String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::Locked(_) => ErrorCode::DatabaseLocked,
+            StoreError::Corrupt(_) => ErrorCode::DatabaseCorrupt,
+            StoreError::SchemaTooNew { .. } => ErrorCode::SchemaTooNew,
+            StoreError::Open { .. } => ErrorCode::FileWriteFailed,
+            StoreError::WorkflowNotFound(_) | StoreError::Ambiguous(..) => ErrorCode::WorkflowNotFound,
+            StoreError::Other(_) => ErrorCode::DatabaseError,
+        }
+    }
+}
+
+impl From<StoreError> for GzError {
+    fn from(error: StoreError) -> GzError {
+        let mut gz = GzError::new(error.code(), error.to_string());
+        if let StoreError::Ambiguous(..) = error {
+            gz = gz.with_hint("Give more characters of the id.");
+        }
+        gz
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The process that is executing a workflow, so another process can tell a live
+/// run from one that was killed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub host: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRecord {
+    pub id: String,
+    pub name: String,
+    pub state: WorkflowState,
+    pub spec: Workflow,
+    /// The file it was loaded from, if any.
+    pub source: Option<String>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub error: Option<GzError>,
+    pub cancel_requested: bool,
+    pub owner: Option<Owner>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub workflow_id: String,
+    pub task_id: String,
+    /// Position in the workflow file.
+    pub position: u32,
+    pub method: String,
+    pub state: TaskState,
+    /// Attempts started so far.
+    pub attempt: u32,
+    pub result: Option<Value>,
+    pub error: Option<GzError>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+}
+
+impl TaskRecord {
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.finished_ms? - self.started_ms?)
+    }
+}
+
+/// One change; [`Store::apply`] commits a batch of them atomically.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Insert or replace a task row.
+    Task(TaskRecord),
+    Workflow {
+        id: String,
+        state: WorkflowState,
+        at_ms: i64,
+        error: Option<GzError>,
+    },
+    Event(Event),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<WorkflowState>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowSummary {
+    pub id: String,
+    pub name: String,
+    pub state: WorkflowState,
+    pub created_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub total: u32,
+    pub completed: u32,
+    pub failed: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreStats {
+    pub workflows_by_state: Vec<(String, u64)>,
+    pub tasks_by_state: Vec<(String, u64)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Stores a new workflow and all its tasks in one transaction.
+    async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()>;
+    /// Commits the batch atomically; returns after it is durable.
+    async fn apply(&self, writes: Vec<Write>) -> Result<()>;
+    async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>>;
+    /// Finds a workflow by full id or a unique prefix.
+    async fn find_workflow(&self, id_or_prefix: &str) -> Result<WorkflowRecord>;
+    async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>>;
+    async fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>>;
+    async fn request_cancel(&self, workflow_id: &str) -> Result<()>;
+    /// Sets the owner if it is still `expected` (compare-and-set); false otherwise.
+    async fn claim(&self, workflow_id: &str, expected: Option<&Owner>, owner: Option<&Owner>) -> Result<bool>;
+    /// Stored events of a workflow (or all workflows) after `after_seq`.
+    async fn events(&self, workflow_id: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>>;
+    async fn stats(&self) -> Result<StoreStats>;
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod conformance;

@@ -1,0 +1,243 @@
+//! One contract, every store: these tests run against memory and SQLite alike.
+
+use crate::*;
+use gleitzeit_core::model::TaskSpec;
+use serde_json::json;
+
+fn workflow(id: &str, created_ms: i64) -> (WorkflowRecord, Vec<TaskRecord>) {
+    let spec = Workflow {
+        name: format!("wf {id}"),
+        description: None,
+        inputs: Default::default(),
+        tasks: vec![TaskSpec {
+            id: "a".into(),
+            name: None,
+            method: "python/execute".into(),
+            params: json!({"code": "result = 1"}),
+            dependencies: vec![],
+            priority: Default::default(),
+            timeout: None,
+            retry: Default::default(),
+            on_error: Default::default(),
+        }],
+    };
+    let record = WorkflowRecord {
+        id: id.into(),
+        name: spec.name.clone(),
+        state: WorkflowState::Pending,
+        spec,
+        source: Some("flow.yaml".into()),
+        created_ms,
+        started_ms: None,
+        finished_ms: None,
+        error: None,
+        cancel_requested: false,
+        owner: None,
+    };
+    let tasks = vec![
+        task(id, "a", 0, TaskState::Pending),
+        task(id, "b", 1, TaskState::Pending),
+    ];
+    (record, tasks)
+}
+
+fn task(workflow_id: &str, task_id: &str, position: u32, state: TaskState) -> TaskRecord {
+    TaskRecord {
+        workflow_id: workflow_id.into(),
+        task_id: task_id.into(),
+        position,
+        method: "python/execute".into(),
+        state,
+        attempt: 0,
+        result: None,
+        error: None,
+        started_ms: None,
+        finished_ms: None,
+    }
+}
+
+fn event(workflow_id: &str, kind: &str) -> Event {
+    Event {
+        seq: 0,
+        kind: kind.into(),
+        workflow_id: workflow_id.into(),
+        at_ms: 5,
+        data: json!({"k": kind}),
+    }
+}
+
+async fn contract(store: &dyn Store) {
+    let (record, tasks) = workflow("wf-0001", 100);
+    store.create_workflow(&record, &tasks).await.unwrap();
+    let (other, other_tasks) = workflow("wf-0002", 200);
+    store.create_workflow(&other, &other_tasks).await.unwrap();
+
+    // Round trip of the whole record, spec included.
+    assert_eq!(store.workflow("wf-0001").await.unwrap().unwrap(), record);
+    assert!(store.workflow("nope").await.unwrap().is_none());
+
+    // Prefix lookup: unique prefix works, ambiguous and missing are errors.
+    assert_eq!(store.find_workflow("wf-0001").await.unwrap().id, "wf-0001");
+    assert_eq!(store.find_workflow("wf-0002").await.unwrap().id, "wf-0002");
+    assert!(matches!(store.find_workflow("wf-000").await, Err(StoreError::Ambiguous(..))));
+    assert!(matches!(store.find_workflow("zz").await, Err(StoreError::WorkflowNotFound(_))));
+
+    // A batch of writes lands together.
+    let mut done = task("wf-0001", "a", 0, TaskState::Completed);
+    done.attempt = 1;
+    done.result = Some(json!({"result": {"x": [1, 2]}}));
+    done.started_ms = Some(10);
+    done.finished_ms = Some(15);
+    let mut failed = task("wf-0001", "b", 1, TaskState::Failed);
+    failed.error = Some(GzError::new(ErrorCode::PythonException, "boom").with_hint("h"));
+    store
+        .apply(vec![
+            Write::Workflow {
+                id: "wf-0001".into(),
+                state: WorkflowState::Running,
+                at_ms: 9,
+                error: None,
+            },
+            Write::Task(done.clone()),
+            Write::Task(failed.clone()),
+            Write::Event(event("wf-0001", "task_completed")),
+            Write::Event(event("wf-0002", "workflow_started")),
+            Write::Event(event("wf-0001", "task_failed")),
+        ])
+        .await
+        .unwrap();
+    let tasks = store.tasks("wf-0001").await.unwrap();
+    assert_eq!(tasks, vec![done.clone(), failed.clone()]);
+    assert_eq!(tasks[0].duration_ms(), Some(5));
+    let running = store.workflow("wf-0001").await.unwrap().unwrap();
+    assert_eq!(running.state, WorkflowState::Running);
+    assert_eq!(running.started_ms, Some(9));
+
+    // Events: ordered, filtered, resumable from a sequence number.
+    let all = store.events(None, 0, 0).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mine = store.events(Some("wf-0001"), 0, 0).await.unwrap();
+    assert_eq!(mine.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["task_completed", "task_failed"]);
+    let after = store.events(Some("wf-0001"), mine[0].seq, 0).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].data, json!({"k": "task_failed"}));
+
+    // Ownership is compare-and-set; finishing clears it.
+    let me = Owner { host: "h".into(), pid: 1 };
+    let you = Owner { host: "h".into(), pid: 2 };
+    assert!(store.claim("wf-0001", None, Some(&me)).await.unwrap());
+    assert!(!store.claim("wf-0001", None, Some(&you)).await.unwrap());
+    assert!(store.claim("wf-0001", Some(&me), Some(&you)).await.unwrap());
+    assert_eq!(store.workflow("wf-0001").await.unwrap().unwrap().owner, Some(you.clone()));
+    assert!(store.claim("missing", None, Some(&me)).await.is_err());
+
+    store.request_cancel("wf-0001").await.unwrap();
+    assert!(store.workflow("wf-0001").await.unwrap().unwrap().cancel_requested);
+    assert!(store.request_cancel("missing").await.is_err());
+
+    let error = GzError::new(ErrorCode::TaskFailed, "x");
+    store
+        .apply(vec![Write::Workflow {
+            id: "wf-0001".into(),
+            state: WorkflowState::Failed,
+            at_ms: 30,
+            error: Some(error.clone()),
+        }])
+        .await
+        .unwrap();
+    let finished = store.workflow("wf-0001").await.unwrap().unwrap();
+    assert_eq!(finished.state, WorkflowState::Failed);
+    assert_eq!(finished.finished_ms, Some(30));
+    assert_eq!(finished.error, Some(error));
+    assert_eq!(finished.owner, None);
+
+    // Listing: newest first, filter by state, paginate, counts per state.
+    let listed = store.list_workflows(&ListFilter::default()).await.unwrap();
+    assert_eq!(listed.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["wf-0002", "wf-0001"]);
+    assert_eq!((listed[1].total, listed[1].completed, listed[1].failed), (2, 1, 1));
+    let failed_only = store
+        .list_workflows(&ListFilter {
+            state: Some(WorkflowState::Failed),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed_only.len(), 1);
+    let page = store
+        .list_workflows(&ListFilter {
+            limit: 1,
+            offset: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page[0].id, "wf-0001");
+
+    let stats = store.stats().await.unwrap();
+    assert!(stats.workflows_by_state.contains(&("failed".to_string(), 1)));
+    assert!(stats.tasks_by_state.contains(&("completed".to_string(), 1)));
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_contract() {
+    contract(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(SqliteOptions::new(dir.path().join("g.db"))).unwrap();
+    contract(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/g.db");
+    {
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let (record, tasks) = workflow("wf-keep", 1);
+        store.create_workflow(&record, &tasks).await.unwrap();
+    }
+    let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+    assert_eq!(store.tasks("wf-keep").await.unwrap().len(), 2);
+}
+
+#[test]
+fn corrupt_file_is_reported_as_gz5004() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.db");
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    let error = SqliteStore::open(SqliteOptions::new(&path)).err().unwrap();
+    assert_eq!(error.code(), ErrorCode::DatabaseCorrupt, "{error}");
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let error = SqliteStore::open(SqliteOptions::new(&path)).err().unwrap();
+    assert_eq!(error.code(), ErrorCode::SchemaTooNew);
+}
+
+#[tokio::test]
+async fn locked_database_is_reported_as_gz5003() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked.db");
+    let mut options = SqliteOptions::new(&path);
+    options.busy_timeout = std::time::Duration::from_millis(100);
+    let store = SqliteStore::open(options).unwrap();
+    // Another process holding an exclusive write transaction.
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (record, tasks) = workflow("wf-l", 1);
+    let error = store.create_workflow(&record, &tasks).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::DatabaseLocked, "{error}");
+    holder.execute_batch("ROLLBACK").unwrap();
+    store.create_workflow(&record, &tasks).await.unwrap();
+}

@@ -1,0 +1,196 @@
+//! The in-memory store: the same contract as SQLite, gone when the process ends.
+
+use crate::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Inner {
+    workflows: HashMap<String, WorkflowRecord>,
+    /// Tasks per workflow, in file order.
+    tasks: HashMap<String, Vec<TaskRecord>>,
+    events: Vec<Event>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied batch visible
+        // (batches are applied to clones first), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn summary(record: &WorkflowRecord, tasks: &[TaskRecord]) -> WorkflowSummary {
+    WorkflowSummary {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        state: record.state,
+        created_ms: record.created_ms,
+        finished_ms: record.finished_ms,
+        total: tasks.len() as u32,
+        completed: tasks.iter().filter(|t| t.state == TaskState::Completed).count() as u32,
+        failed: tasks.iter().filter(|t| t.state == TaskState::Failed).count() as u32,
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()> {
+        let mut inner = self.lock();
+        inner.workflows.insert(workflow.id.clone(), workflow.clone());
+        inner.tasks.insert(workflow.id.clone(), tasks.to_vec());
+        Ok(())
+    }
+
+    async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+        let mut inner = self.lock();
+        for write in writes {
+            match write {
+                Write::Task(task) => {
+                    let tasks = inner.tasks.entry(task.workflow_id.clone()).or_default();
+                    match tasks.iter_mut().find(|t| t.task_id == task.task_id) {
+                        Some(slot) => *slot = task,
+                        None => tasks.push(task),
+                    }
+                }
+                Write::Workflow { id, state, at_ms, error } => {
+                    if let Some(w) = inner.workflows.get_mut(&id) {
+                        apply_workflow_state(w, state, at_ms, error);
+                    }
+                }
+                Write::Event(mut event) => {
+                    event.seq = inner.events.len() as u64 + 1;
+                    inner.events.push(event);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>> {
+        Ok(self.lock().workflows.get(id).cloned())
+    }
+
+    async fn find_workflow(&self, id_or_prefix: &str) -> Result<WorkflowRecord> {
+        let inner = self.lock();
+        if let Some(w) = inner.workflows.get(id_or_prefix) {
+            return Ok(w.clone());
+        }
+        let matches: Vec<&WorkflowRecord> = inner
+            .workflows
+            .values()
+            .filter(|w| w.id.starts_with(id_or_prefix))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(StoreError::WorkflowNotFound(id_or_prefix.to_string())),
+            many => Err(StoreError::Ambiguous(
+                id_or_prefix.to_string(),
+                many.iter().map(|w| w.id.as_str()).take(5).collect::<Vec<_>>().join(", "),
+            )),
+        }
+    }
+
+    async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>> {
+        let mut tasks = self.lock().tasks.get(workflow_id).cloned().unwrap_or_default();
+        tasks.sort_by_key(|t| t.position);
+        Ok(tasks)
+    }
+
+    async fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>> {
+        let inner = self.lock();
+        let mut records: Vec<&WorkflowRecord> = inner
+            .workflows
+            .values()
+            .filter(|w| filter.state.is_none_or(|s| w.state == s))
+            .collect();
+        records.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        let limit = if filter.limit == 0 { usize::MAX } else { filter.limit };
+        Ok(records
+            .into_iter()
+            .skip(filter.offset)
+            .take(limit)
+            .map(|w| summary(w, inner.tasks.get(&w.id).map(Vec::as_slice).unwrap_or(&[])))
+            .collect())
+    }
+
+    async fn request_cancel(&self, workflow_id: &str) -> Result<()> {
+        match self.lock().workflows.get_mut(workflow_id) {
+            Some(w) => {
+                w.cancel_requested = true;
+                Ok(())
+            }
+            None => Err(StoreError::WorkflowNotFound(workflow_id.to_string())),
+        }
+    }
+
+    async fn claim(&self, workflow_id: &str, expected: Option<&Owner>, owner: Option<&Owner>) -> Result<bool> {
+        let mut inner = self.lock();
+        let Some(w) = inner.workflows.get_mut(workflow_id) else {
+            return Err(StoreError::WorkflowNotFound(workflow_id.to_string()));
+        };
+        if w.owner.as_ref() != expected {
+            return Ok(false);
+        }
+        w.owner = owner.cloned();
+        if owner.is_some() {
+            w.cancel_requested = false;
+        }
+        Ok(true)
+    }
+
+    async fn events(&self, workflow_id: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>> {
+        let inner = self.lock();
+        Ok(inner
+            .events
+            .iter()
+            .filter(|e| e.seq > after_seq && workflow_id.is_none_or(|id| e.workflow_id == id))
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .cloned()
+            .collect())
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let inner = self.lock();
+        let mut workflows: HashMap<&'static str, u64> = HashMap::new();
+        for w in inner.workflows.values() {
+            *workflows.entry(w.state.as_str()).or_default() += 1;
+        }
+        let mut tasks: HashMap<&'static str, u64> = HashMap::new();
+        for t in inner.tasks.values().flatten() {
+            *tasks.entry(t.state.as_str()).or_default() += 1;
+        }
+        let sorted = |m: HashMap<&'static str, u64>| {
+            let mut v: Vec<(String, u64)> = m.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            v.sort();
+            v
+        };
+        Ok(StoreStats {
+            workflows_by_state: sorted(workflows),
+            tasks_by_state: sorted(tasks),
+        })
+    }
+}
+
+pub(crate) fn apply_workflow_state(w: &mut WorkflowRecord, state: WorkflowState, at_ms: i64, error: Option<GzError>) {
+    if state == WorkflowState::Running && w.started_ms.is_none() {
+        w.started_ms = Some(at_ms);
+    }
+    if state.is_terminal() {
+        w.finished_ms = Some(at_ms);
+        w.owner = None;
+    } else {
+        w.finished_ms = None;
+    }
+    w.state = state;
+    w.error = error;
+}

@@ -1,0 +1,534 @@
+//! The SQLite store: one file in WAL mode. All writes go through one writer thread
+//! that commits whatever batches are waiting in a single transaction (group
+//! commit), so durability costs one commit per burst rather than per change.
+//! Reads use their own connection and never wait for the writer.
+
+use crate::*;
+use rusqlite::{params, Connection, ErrorCode as SqlCode, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    source TEXT,
+    created_ms INTEGER NOT NULL,
+    started_ms INTEGER,
+    finished_ms INTEGER,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
+);
+CREATE INDEX IF NOT EXISTS workflows_by_created ON workflows(created_ms DESC);
+CREATE TABLE IF NOT EXISTS tasks (
+    workflow_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    result TEXT,
+    error TEXT,
+    started_ms INTEGER,
+    finished_ms INTEGER,
+    PRIMARY KEY (workflow_id, task_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_workflow ON events(workflow_id, seq);
+"#;
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    /// `FULL` also survives power loss at the cost of an fsync per commit;
+    /// `NORMAL` (default) survives any process crash.
+    pub synchronous_full: bool,
+    pub busy_timeout: Duration,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> SqliteOptions {
+        SqliteOptions {
+            path: path.into(),
+            synchronous_full: false,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<()>>;
+
+enum Job {
+    Create(Box<WorkflowRecord>, Vec<TaskRecord>),
+    Apply(Vec<Write>),
+    Cancel(String),
+}
+
+struct Request {
+    job: Job,
+    reply: Reply,
+}
+
+pub struct SqliteStore {
+    writer: Mutex<mpsc::Sender<Request>>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+fn classify(error: rusqlite::Error, path: &Path) -> StoreError {
+    let text = error.to_string();
+    match error.sqlite_error_code() {
+        Some(SqlCode::DatabaseBusy) | Some(SqlCode::DatabaseLocked) => StoreError::Locked(path.display().to_string()),
+        Some(SqlCode::NotADatabase) | Some(SqlCode::DatabaseCorrupt) => {
+            StoreError::Corrupt(format!("{}: {text}", path.display()))
+        }
+        Some(SqlCode::CannotOpen) | Some(SqlCode::ReadOnly) | Some(SqlCode::PermissionDenied) => StoreError::Open {
+            path: path.display().to_string(),
+            reason: text,
+        },
+        _ => StoreError::Other(text),
+    }
+}
+
+fn json_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+fn open_connection(options: &SqliteOptions) -> Result<Connection> {
+    let path = &options.path;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| classify(e, path))?;
+    conn.busy_timeout(options.busy_timeout).map_err(|e| classify(e, path))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    pub fn open(options: SqliteOptions) -> Result<SqliteStore> {
+        let path = options.path.clone();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let conn = open_connection(&options)?;
+        let map = |e| classify(e, &path);
+        // The first statement that reads the file tells a corrupt or foreign file.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(map)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(map)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Other(format!("could not enable WAL mode (got {mode})")));
+        }
+        conn.execute_batch(if options.synchronous_full {
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+        } else {
+            "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+        })
+        .map_err(map)?;
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA).map_err(map)?;
+            conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}")).map_err(map)?;
+        }
+        let reader = open_connection(&options)?;
+        reader.execute_batch("PRAGMA query_only=1").map_err(map)?;
+
+        let (tx, rx) = mpsc::channel::<Request>();
+        let writer_path = path.clone();
+        std::thread::Builder::new()
+            .name("gleitzeit-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, writer_path))
+            .map_err(|e| StoreError::Other(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writer: Mutex::new(tx),
+            reader: Arc::new(Mutex::new(reader)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn send(&self, job: Job) -> Result<()> {
+        let (reply, wait) = oneshot::channel();
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Request { job, reply })
+            .map_err(|_| StoreError::Other("database writer has stopped".into()))?;
+        wait.await
+            .map_err(|_| StoreError::Other("database writer has stopped".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let reader = self.reader.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn).map_err(|e| classify(e, &path))
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("read task failed: {e}")))?
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, path: PathBuf) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let together = run_transaction(&mut conn, batch.iter().map(|r| &r.job));
+        match together {
+            Ok(()) => {
+                for request in batch {
+                    let _ = request.reply.send(Ok(()));
+                }
+            }
+            Err(_) if batch.len() > 1 => {
+                // One bad request must not fail its neighbours: retry one by one.
+                for request in batch {
+                    let result = run_transaction(&mut conn, std::iter::once(&request.job));
+                    let _ = request.reply.send(result.map_err(|e| classify(e, &path)));
+                }
+            }
+            Err(e) => {
+                let error = classify(e, &path);
+                for request in batch {
+                    let _ = request.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn run_transaction<'a>(conn: &mut Connection, jobs: impl Iterator<Item = &'a Job>) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for job in jobs {
+        match job {
+            Job::Create(workflow, tasks) => {
+                tx.prepare_cached(
+                    "INSERT INTO workflows (id, name, state, spec, source, created_ms, started_ms, finished_ms, error, cancel_requested, owner)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?
+                .execute(params![
+                    workflow.id,
+                    workflow.name,
+                    workflow.state.as_str(),
+                    json_text(&workflow.spec),
+                    workflow.source,
+                    workflow.created_ms,
+                    workflow.started_ms,
+                    workflow.finished_ms,
+                    workflow.error.as_ref().map(json_text),
+                    workflow.cancel_requested,
+                    workflow.owner.as_ref().map(json_text),
+                ])?;
+                for task in tasks {
+                    upsert_task(&tx, task)?;
+                }
+            }
+            Job::Apply(writes) => {
+                for write in writes {
+                    match write {
+                        Write::Task(task) => upsert_task(&tx, task)?,
+                        Write::Workflow { id, state, at_ms, error } => {
+                            let mut stmt = tx.prepare_cached(
+                                "UPDATE workflows SET state = ?2, error = ?3,
+                                   started_ms = CASE WHEN ?2 = 'running' AND started_ms IS NULL THEN ?4 ELSE started_ms END,
+                                   finished_ms = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled') THEN ?4 ELSE NULL END,
+                                   owner = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE owner END
+                                 WHERE id = ?1",
+                            )?;
+                            stmt.execute(params![id, state.as_str(), error.as_ref().map(json_text), at_ms])?;
+                        }
+                        Write::Event(event) => {
+                            tx.prepare_cached(
+                                "INSERT INTO events (workflow_id, kind, at_ms, data) VALUES (?1, ?2, ?3, ?4)",
+                            )?
+                            .execute(params![event.workflow_id, event.kind, event.at_ms, json_text(&event.data)])?;
+                        }
+                    }
+                }
+            }
+            Job::Cancel(id) => {
+                tx.prepare_cached("UPDATE workflows SET cancel_requested = 1 WHERE id = ?1")?
+                    .execute(params![id])?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+fn upsert_task(tx: &rusqlite::Transaction, task: &TaskRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO tasks (workflow_id, task_id, position, method, state, attempt, result, error, started_ms, finished_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (workflow_id, task_id) DO UPDATE SET
+           state = excluded.state, attempt = excluded.attempt, result = excluded.result,
+           error = excluded.error, started_ms = excluded.started_ms, finished_ms = excluded.finished_ms",
+    )?
+    .execute(params![
+        task.workflow_id,
+        task.task_id,
+        task.position,
+        task.method,
+        task.state.as_str(),
+        task.attempt,
+        task.result.as_ref().map(json_text),
+        task.error.as_ref().map(json_text),
+        task.started_ms,
+        task.finished_ms,
+    ])?;
+    Ok(())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: Option<String>, column: usize) -> rusqlite::Result<Option<T>> {
+    match text {
+        None => Ok(None),
+        Some(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))),
+    }
+}
+
+const WORKFLOW_COLUMNS: &str =
+    "id, name, state, spec, source, created_ms, started_ms, finished_ms, error, cancel_requested, owner";
+
+fn workflow_row(row: &rusqlite::Row) -> rusqlite::Result<WorkflowRecord> {
+    let state: String = row.get(2)?;
+    Ok(WorkflowRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        state: WorkflowState::parse(&state).unwrap_or(WorkflowState::Failed),
+        spec: parse_json(row.get(3)?, 3)?.ok_or(rusqlite::Error::InvalidColumnType(
+            3,
+            "spec".into(),
+            rusqlite::types::Type::Null,
+        ))?,
+        source: row.get(4)?,
+        created_ms: row.get(5)?,
+        started_ms: row.get(6)?,
+        finished_ms: row.get(7)?,
+        error: parse_json(row.get(8)?, 8)?,
+        cancel_requested: row.get(9)?,
+        owner: parse_json(row.get(10)?, 10)?,
+    })
+}
+
+fn task_row(row: &rusqlite::Row) -> rusqlite::Result<TaskRecord> {
+    let state: String = row.get(4)?;
+    Ok(TaskRecord {
+        workflow_id: row.get(0)?,
+        task_id: row.get(1)?,
+        position: row.get(2)?,
+        method: row.get(3)?,
+        state: TaskState::parse(&state).unwrap_or(TaskState::Pending),
+        attempt: row.get(5)?,
+        result: parse_json(row.get(6)?, 6)?,
+        error: parse_json(row.get(7)?, 7)?,
+        started_ms: row.get(8)?,
+        finished_ms: row.get(9)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()> {
+        self.send(Job::Create(Box::new(workflow.clone()), tasks.to_vec())).await
+    }
+
+    async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.send(Job::Apply(writes)).await
+    }
+
+    async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"))?
+                .query_row(params![id], workflow_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn find_workflow(&self, id_or_prefix: &str) -> Result<WorkflowRecord> {
+        if let Some(found) = self.workflow(id_or_prefix).await? {
+            return Ok(found);
+        }
+        let prefix = id_or_prefix.to_string();
+        let matches = self
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE substr(id, 1, length(?1)) = ?1 LIMIT 6"
+                ))?;
+                let rows = stmt.query_map(params![prefix], workflow_row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        let mut matches = matches;
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => Err(StoreError::WorkflowNotFound(id_or_prefix.to_string())),
+            _ => Err(StoreError::Ambiguous(
+                id_or_prefix.to_string(),
+                matches.iter().map(|w| w.id.as_str()).take(5).collect::<Vec<_>>().join(", "),
+            )),
+        }
+    }
+
+    async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>> {
+        let id = workflow_id.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT workflow_id, task_id, position, method, state, attempt, result, error, started_ms, finished_ms
+                 FROM tasks WHERE workflow_id = ?1 ORDER BY position",
+            )?;
+            let rows = stmt.query_map(params![id], task_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>> {
+        let state = filter.state.map(|s| s.as_str().to_string());
+        let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
+        let offset = filter.offset as i64;
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT w.id, w.name, w.state, w.created_ms, w.finished_ms,
+                        (SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id),
+                        (SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id AND t.state = 'completed'),
+                        (SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id AND t.state = 'failed')
+                 FROM workflows w WHERE (?1 IS NULL OR w.state = ?1)
+                 ORDER BY w.created_ms DESC, w.id DESC LIMIT ?2 OFFSET ?3",
+            )?;
+            let rows = stmt.query_map(params![state, limit, offset], |row| {
+                let state: String = row.get(2)?;
+                Ok(WorkflowSummary {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    state: WorkflowState::parse(&state).unwrap_or(WorkflowState::Failed),
+                    created_ms: row.get(3)?,
+                    finished_ms: row.get(4)?,
+                    total: row.get(5)?,
+                    completed: row.get(6)?,
+                    failed: row.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, workflow_id: &str) -> Result<()> {
+        if self.workflow(workflow_id).await?.is_none() {
+            return Err(StoreError::WorkflowNotFound(workflow_id.to_string()));
+        }
+        self.send(Job::Cancel(workflow_id.to_string())).await
+    }
+
+    async fn claim(&self, workflow_id: &str, expected: Option<&Owner>, owner: Option<&Owner>) -> Result<bool> {
+        // Compare-and-set through the writer connection's serialisation: a
+        // conditional UPDATE is atomic in SQLite.
+        let id = workflow_id.to_string();
+        let expected = expected.map(json_text);
+        let owner_text = owner.map(json_text);
+        let clears_cancel = owner.is_some();
+        let path = self.path.clone();
+        let options = SqliteOptions::new(path.clone());
+        tokio::task::spawn_blocking(move || {
+            let conn = open_connection(&options)?;
+            let changed = conn
+                .execute(
+                    "UPDATE workflows SET owner = ?2,
+                        cancel_requested = CASE WHEN ?4 THEN 0 ELSE cancel_requested END
+                     WHERE id = ?1 AND owner IS ?3",
+                    params![id, owner_text, expected, clears_cancel],
+                )
+                .map_err(|e| classify(e, &path))?;
+            if changed == 0 {
+                let exists: bool = conn
+                    .query_row("SELECT count(*) FROM workflows WHERE id = ?1", params![id], |r| r.get(0))
+                    .map_err(|e| classify(e, &path))?;
+                if !exists {
+                    return Err(StoreError::WorkflowNotFound(id));
+                }
+            }
+            Ok(changed == 1)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("claim task failed: {e}")))?
+    }
+
+    async fn events(&self, workflow_id: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>> {
+        let id = workflow_id.map(str::to_string);
+        let limit = if limit == 0 { -1 } else { limit as i64 };
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, kind, workflow_id, at_ms, data FROM events
+                 WHERE seq > ?1 AND (?2 IS NULL OR workflow_id = ?2) ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![after_seq as i64, id, limit], |row| {
+                let seq: i64 = row.get(0)?;
+                Ok(Event {
+                    seq: seq as u64,
+                    kind: row.get(1)?,
+                    workflow_id: row.get(2)?,
+                    at_ms: row.get(3)?,
+                    data: parse_json(row.get(4)?, 4)?.unwrap_or(Value::Null),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        self.read(|c| {
+            let group = |sql: &str| -> rusqlite::Result<Vec<(String, u64)>> {
+                let mut stmt = c.prepare_cached(sql)?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+                rows.collect()
+            };
+            Ok(StoreStats {
+                workflows_by_state: group("SELECT state, count(*) FROM workflows GROUP BY state ORDER BY state")?,
+                tasks_by_state: group("SELECT state, count(*) FROM tasks GROUP BY state ORDER BY state")?,
+            })
+        })
+        .await
+    }
+}
