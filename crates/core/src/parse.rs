@@ -566,7 +566,7 @@ fn parse_task<'n>(
 }
 
 /// Collects (reference result, position) for every string inside a params node.
-fn references_in(node: &Node, names: &Vec<String>, out: &mut Vec<(Result<refs::Reference, GzError>, Pos)>) {
+fn references_in(node: &Node, names: &dyn refs::Names, out: &mut Vec<(Result<refs::Reference, GzError>, Pos)>) {
     match &node.kind {
         NodeKind::Scalar(Scalar::Str(s)) if refs::has_reference(s) => {
             let mut found = Vec::new();
@@ -792,7 +792,7 @@ pub fn load(
         vec![HashSet::new(); raw.len()]
     };
 
-    let names: Vec<String> = owner.keys().cloned().collect();
+    let names: HashSet<String> = owner.keys().cloned().collect();
     for (i, task) in raw.iter().enumerate() {
         let Some(params) = task.params_node else { continue };
         let mut found = Vec::new();

@@ -73,19 +73,14 @@ pub enum Segment {
 }
 
 /// What a template may refer to by name. Task names can contain spaces and dots,
-/// so roots are matched against the known names, longest first.
+/// so a root is the longest prefix of the reference that names a task.
 pub trait Names {
     fn is_task(&self, name: &str) -> bool;
-    /// Every task id and name, for longest-prefix matching.
-    fn task_names(&self) -> Vec<&str>;
 }
 
 impl Names for [&str] {
     fn is_task(&self, name: &str) -> bool {
         self.contains(&name)
-    }
-    fn task_names(&self) -> Vec<&str> {
-        self.to_vec()
     }
 }
 
@@ -93,9 +88,23 @@ impl Names for Vec<String> {
     fn is_task(&self, name: &str) -> bool {
         self.iter().any(|n| n == name)
     }
-    fn task_names(&self) -> Vec<&str> {
-        self.iter().map(String::as_str).collect()
+}
+
+impl Names for std::collections::HashSet<String> {
+    fn is_task(&self, name: &str) -> bool {
+        self.contains(name)
     }
+}
+
+/// The longest prefix of `expr` that ends at a path boundary and names a task.
+fn task_root<'e>(expr: &'e str, names: &dyn Names) -> Option<&'e str> {
+    let mut cuts: Vec<usize> = expr
+        .char_indices()
+        .filter(|(_, c)| matches!(c, '.' | '['))
+        .map(|(i, _)| i)
+        .collect();
+    cuts.push(expr.len());
+    cuts.into_iter().rev().map(|cut| &expr[..cut]).find(|root| names.is_task(root))
 }
 
 fn invalid(text: &str, why: impl Into<String>) -> GzError {
@@ -317,9 +326,7 @@ fn parse_inner(inner: &str, syntax: Syntax, names: &dyn Names) -> Result<Referen
             || (expr.starts_with(name)
                 && matches!(expr.as_bytes().get(name.len()), Some(b'.') | Some(b'[')))
     };
-    let mut task_names = names.task_names();
-    task_names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    let (root, rest) = if let Some(name) = task_names.into_iter().find(|n| at_boundary(n)) {
+    let (root, rest) = if let Some(name) = task_root(expr, names) {
         (Root::Task(name.to_string()), &expr[name.len()..])
     } else if at_boundary("inputs") || at_boundary("env") {
         let is_env = expr.starts_with("env");

@@ -1,1 +1,225 @@
+//! The runtime executes workflows: it feeds the pure scheduler, performs its
+//! actions (resolve references, call providers, wait out retry delays), commits
+//! every transition to the store, and only then announces it as an event.
+//!
+//! One workflow run is one loop (`execution::run_loop`) that owns the scheduler;
+//! provider calls run as spawned tasks that report back over a channel.
 
+mod execution;
+mod scope;
+
+pub use execution::RunOutcome;
+
+use gleitzeit_core::events::Event;
+use gleitzeit_core::{ErrorCode, GzError, TaskState, Workflow, WorkflowState};
+use gleitzeit_providers::Registry;
+use gleitzeit_store::{now_ms, Owner, Store, TaskRecord, WorkflowRecord};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Max concurrent tasks per protocol (`python`, `function`, `llm`, …).
+    pub lane_limits: HashMap<String, usize>,
+    /// Concurrency for protocols not listed in `lane_limits`.
+    pub default_lane_limit: usize,
+    /// Max concurrent tasks of one workflow, all protocols together.
+    pub max_concurrent_tasks: usize,
+    /// Environment variables that `${env.NAME}` may read.
+    pub allowed_env: Vec<String>,
+    /// How often a run checks the store for a cancel request from another process.
+    pub cancel_poll: std::time::Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let mut lane_limits = HashMap::new();
+        lane_limits.insert("function".to_string(), 256);
+        lane_limits.insert("llm".to_string(), 8);
+        RuntimeConfig {
+            lane_limits,
+            default_lane_limit: 16,
+            max_concurrent_tasks: 10_000,
+            allowed_env: Vec::new(),
+            cancel_poll: std::time::Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Registry,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) events: broadcast::Sender<Event>,
+}
+
+impl Runtime {
+    pub fn new(store: Arc<dyn Store>, registry: Registry, config: RuntimeConfig) -> Runtime {
+        let (events, _) = broadcast::channel(8192);
+        Runtime {
+            store,
+            registry,
+            config,
+            events,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Live events of every workflow this runtime executes (after they are stored).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Stores a validated workflow as Pending and returns its id.
+    pub async fn submit(&self, workflow: Workflow, source: Option<String>) -> Result<String, GzError> {
+        let id = new_workflow_id();
+        let record = WorkflowRecord {
+            id: id.clone(),
+            name: workflow.name.clone(),
+            state: WorkflowState::Pending,
+            source,
+            created_ms: now_ms(),
+            started_ms: None,
+            finished_ms: None,
+            error: None,
+            cancel_requested: false,
+            owner: None,
+            spec: workflow,
+        };
+        let tasks: Vec<TaskRecord> = record
+            .spec
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TaskRecord {
+                workflow_id: id.clone(),
+                task_id: t.id.clone(),
+                position: i as u32,
+                method: t.method.clone(),
+                state: TaskState::Pending,
+                attempt: 0,
+                result: None,
+                error: None,
+                started_ms: None,
+                finished_ms: None,
+            })
+            .collect();
+        self.store.create_workflow(&record, &tasks).await?;
+        Ok(id)
+    }
+
+    /// Runs a stored workflow until it finishes or `cancel` fires. Also the way to
+    /// resume: completed tasks are kept, interrupted ones run again.
+    pub async fn run(&self, workflow_id: &str, cancel: CancellationToken) -> Result<RunOutcome, GzError> {
+        let record = self.store.find_workflow(workflow_id).await?;
+        if record.state.is_terminal() {
+            return Err(GzError::new(
+                ErrorCode::WorkflowNotResumable,
+                format!("workflow {} is already {}", record.id, record.state.as_str()),
+            )
+            .with_hint("Run the workflow file again to start a new run."));
+        }
+        let me = current_owner();
+        self.take_ownership(&record, &me).await?;
+        let result = execution::run_loop(self, record.clone(), cancel).await;
+        // Finishing clears the owner in the same commit; after an error the
+        // workflow stays resumable, so let go of it explicitly.
+        if result.is_err() {
+            let _ = self.store.claim(&record.id, Some(&me), None).await;
+        }
+        result
+    }
+
+    async fn take_ownership(&self, record: &WorkflowRecord, me: &Owner) -> Result<(), GzError> {
+        let current = self.store.workflow(&record.id).await?.and_then(|w| w.owner);
+        if let Some(owner) = &current {
+            if owner != me && process_alive(owner) {
+                return Err(GzError::new(
+                    ErrorCode::WorkflowNotResumable,
+                    format!(
+                        "workflow {} is being run by process {} on {}",
+                        record.id, owner.pid, owner.host
+                    ),
+                )
+                .with_hint("Wait for it to finish, or cancel it with `gleitzeit cancel ID`."));
+            }
+        }
+        if self.store.claim(&record.id, current.as_ref(), Some(me)).await? {
+            Ok(())
+        } else {
+            Err(GzError::new(
+                ErrorCode::WorkflowNotResumable,
+                format!("workflow {} was claimed by another process just now", record.id),
+            ))
+        }
+    }
+
+    /// Asks a workflow to stop. A run in this or another process sees the request
+    /// and cancels; a workflow nobody runs is marked Cancelled at once.
+    pub async fn cancel(&self, workflow_id: &str) -> Result<WorkflowRecord, GzError> {
+        let record = self.store.find_workflow(workflow_id).await?;
+        if record.state.is_terminal() {
+            return Ok(record);
+        }
+        let running_elsewhere = record.owner.as_ref().is_some_and(process_alive);
+        if running_elsewhere {
+            self.store.request_cancel(&record.id).await?;
+        } else {
+            execution::cancel_unowned(self, &record).await?;
+        }
+        Ok(self.store.find_workflow(&record.id).await?)
+    }
+}
+
+fn new_workflow_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("wf_{}", &id[..16])
+}
+
+pub fn current_owner() -> Owner {
+    Owner {
+        host: hostname(),
+        pid: std::process::id(),
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether the process that owns a workflow still exists. Owners on other hosts
+/// are assumed alive: only they can say otherwise.
+pub fn process_alive(owner: &Owner) -> bool {
+    if owner.host != hostname() {
+        return true;
+    }
+    if owner.pid == std::process::id() {
+        return true;
+    }
+    let Ok(pid) = libc::pid_t::try_from(owner.pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests;

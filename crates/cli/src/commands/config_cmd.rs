@@ -1,0 +1,76 @@
+//! `gleitzeit config [show|init|set KEY VALUE|path]`.
+
+use crate::config::{config_path, Config};
+use crate::context::Context;
+use crate::output::{self, Paint};
+use clap::{Args, Subcommand};
+use gleitzeit_core::{ErrorCode, GzError};
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: Option<ConfigAction>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print the effective configuration (the default)
+    Show,
+    /// Write a config file with the defaults
+    Init {
+        /// Overwrite an existing file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change one key in the config file, e.g. `execution.max_concurrent_tasks 8`
+    Set { key: String, value: String },
+    /// Print where the config file is
+    Path,
+}
+
+fn write(path: &std::path::Path, config: &Config) -> Result<(), GzError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            GzError::new(ErrorCode::FileWriteFailed, format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    let text = format!("# Gleitzeit configuration. `gleitzeit config show` prints the effective values.\n{}", config.to_yaml());
+    std::fs::write(path, text).map_err(|e| {
+        GzError::new(ErrorCode::FileWriteFailed, format!("cannot write {}: {e}", path.display())).at(path.display().to_string())
+    })
+}
+
+pub fn run(ctx: &Context, args: ConfigArgs) -> Result<u8, GzError> {
+    let path = config_path(ctx.global.config.as_deref());
+    let paint = Paint(output::color_stdout());
+    match args.action.unwrap_or(ConfigAction::Show) {
+        ConfigAction::Show => {
+            if ctx.global.json {
+                println!("{}", serde_json::to_string_pretty(&ctx.config).unwrap_or_default());
+            } else {
+                println!("{}", paint.dim(&format!("# {} ({})", path.display(), if path.exists() { "file" } else { "defaults; no file yet" })));
+                print!("{}", ctx.config.to_yaml());
+            }
+        }
+        ConfigAction::Init { force } => {
+            if path.exists() && !force {
+                return Err(GzError::new(ErrorCode::FileExists, format!("{} already exists", path.display()))
+                    .at(path.display().to_string()));
+            }
+            write(&path, &Config::default())?;
+            println!("{} wrote {}", paint.green("✓"), path.display());
+        }
+        ConfigAction::Set { key, value } => {
+            // Edit the file's own values, not the environment-overridden ones.
+            let mut config = match std::fs::read_to_string(&path) {
+                Ok(text) => Config::parse(&text, &path)?,
+                Err(_) => Config::default(),
+            };
+            config.set(&key, &value)?;
+            write(&path, &config)?;
+            println!("{} {key} = {value}  ({})", paint.green("✓"), path.display());
+        }
+        ConfigAction::Path => println!("{}", path.display()),
+    }
+    Ok(output::EXIT_OK)
+}

@@ -1,0 +1,235 @@
+//! `gleitzeit run` and `gleitzeit resume`.
+
+use super::progress::{summary, Display};
+use super::read_user_file;
+use crate::context::Context;
+use crate::output::{self, render_diagnostics, Paint};
+use clap::Args;
+use gleitzeit_core::model::{RetryPolicy, TaskSpec};
+use gleitzeit_core::parse::{self, parse_input_override};
+use gleitzeit_core::{ErrorCode, GzError, Workflow, WorkflowState};
+use gleitzeit_runtime::{RunOutcome, Runtime};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Workflow files (YAML or JSON), run one after another
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Workflow file (same as the positional FILE; earlier versions used it)
+    #[arg(long = "workflow", value_name = "FILE")]
+    pub workflow: Vec<PathBuf>,
+    /// Override a workflow input: --input topic=Rust (values are JSON when they parse)
+    #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+    pub inputs: Vec<String>,
+    /// Read inputs from a YAML or JSON file of KEY: VALUE
+    #[arg(long = "inputs", value_name = "FILE")]
+    pub inputs_file: Option<PathBuf>,
+    /// Keep nothing on disk: use an in-memory store for this run
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Print every task event as a line, even on a terminal
+    #[arg(long)]
+    pub watch: bool,
+    /// Print only the summary (no live progress)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Run one built-in function instead of a file: --function fibonacci --args n=10
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["files", "workflow"])]
+    pub function: Option<String>,
+    /// Arguments for --function as KEY=VALUE pairs
+    #[arg(long, value_name = "KEY=VALUE", num_args = 1.., requires = "function")]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// Workflow id (a unique prefix is enough)
+    pub id: String,
+    /// Print only the summary (no live progress)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
+    if let Some(function) = &args.function {
+        return run_function(ctx, function, &args).await;
+    }
+    let files: Vec<PathBuf> = args.files.iter().chain(&args.workflow).cloned().collect();
+    if files.is_empty() {
+        return Err(GzError::new(ErrorCode::InvalidArgument, "no workflow file given")
+            .with_hint("Run `gleitzeit run FILE.yaml`, or `gleitzeit init NAME` to create one."));
+    }
+    let overrides = collect_inputs(&args)?;
+    let store = ctx.open_store(args.ephemeral)?;
+    let runtime = ctx.runtime(store);
+
+    // Validate everything before running anything.
+    let mut workflows = Vec::new();
+    let mut invalid = false;
+    for file in &files {
+        let text = read_user_file(file)?;
+        let name = file.display().to_string();
+        match parse::load(&text, &name, runtime.registry(), &overrides) {
+            Ok(workflow) => workflows.push((workflow, name)),
+            Err(diagnostics) => {
+                invalid = true;
+                if ctx.global.json {
+                    println!("{}", super::validate::diagnostics_json(&name, &diagnostics));
+                } else {
+                    eprint!("{}", render_diagnostics(&diagnostics, &name, &Paint(output::color_stderr())));
+                }
+            }
+        }
+    }
+    if invalid {
+        return Ok(output::EXIT_INVALID);
+    }
+    let mut exit = output::EXIT_OK;
+    for (workflow, source) in workflows {
+        let id = runtime.submit(workflow, Some(source)).await?;
+        let code = execute(ctx, &runtime, &id, args.quiet, args.watch).await?;
+        exit = exit.max(code);
+    }
+    runtime.registry().shutdown().await;
+    Ok(exit)
+}
+
+pub async fn resume(ctx: &Context, args: ResumeArgs) -> Result<u8, GzError> {
+    let store = ctx.open_store(false)?;
+    let runtime = ctx.runtime(store);
+    let record = runtime.store().find_workflow(&args.id).await?;
+    let code = execute(ctx, &runtime, &record.id, args.quiet, false).await?;
+    runtime.registry().shutdown().await;
+    Ok(code)
+}
+
+fn collect_inputs(args: &RunArgs) -> Result<Map<String, Value>, GzError> {
+    let mut inputs = Map::new();
+    if let Some(path) = &args.inputs_file {
+        let text = read_user_file(path)?;
+        let node = gleitzeit_core::yaml::parse(&text).map_err(|e| {
+            GzError::new(ErrorCode::InvalidInput, format!("inputs file is not valid YAML/JSON: {}", e.message))
+                .at(format!("{}:{}:{}", path.display(), e.pos.line, e.pos.column))
+        })?;
+        match node.map(|n| n.to_json()) {
+            Some(Value::Object(map)) => inputs.extend(map),
+            None => {}
+            Some(_) => {
+                return Err(GzError::new(ErrorCode::InvalidInput, "inputs file must be a mapping of names to values")
+                    .at(path.display().to_string()))
+            }
+        }
+    }
+    for arg in &args.inputs {
+        let (key, value) = parse_input_override(arg)?;
+        inputs.insert(key, value);
+    }
+    Ok(inputs)
+}
+
+/// Runs a stored workflow with live progress, prints the summary, returns the exit code.
+async fn execute(ctx: &Context, runtime: &Runtime, id: &str, quiet: bool, watch: bool) -> Result<u8, GzError> {
+    let cancel = CancellationToken::new();
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signal_task = {
+        let cancel = cancel.clone();
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+                cancel.cancel();
+                eprintln!("\ncancelling… (press Ctrl-C again to quit at once)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        })
+    };
+    let display = (!ctx.global.json && !quiet).then(|| Display::start(runtime.subscribe(), id.to_string(), watch));
+    let result = runtime.run(id, cancel).await;
+    signal_task.abort();
+    if let Some(display) = display {
+        display.finish().await;
+    }
+    let outcome = result?;
+    let record = runtime.store().find_workflow(id).await?;
+    report(ctx, &record, &outcome);
+    Ok(match outcome.state {
+        WorkflowState::Completed => output::EXIT_OK,
+        WorkflowState::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => 130,
+        _ => output::EXIT_WORKFLOW_FAILED,
+    })
+}
+
+fn report(ctx: &Context, record: &gleitzeit_store::WorkflowRecord, outcome: &RunOutcome) {
+    if ctx.global.json {
+        println!("{}", super::inspect::workflow_json(record, &outcome.tasks));
+        return;
+    }
+    print!("{}", summary(record, &outcome.tasks, &Paint(output::color_stdout())));
+    if let Some(error) = &outcome.error {
+        if outcome.state == WorkflowState::Failed {
+            output::print_error(error);
+        }
+    }
+    if outcome.state == WorkflowState::Cancelled {
+        eprintln!("Resume with: gleitzeit resume {}", record.id);
+    }
+}
+
+async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, GzError> {
+    let mut params = Map::new();
+    params.insert("function".into(), Value::String(name.to_string()));
+    for arg in &args.args {
+        let Some((key, value)) = arg.split_once('=') else {
+            return Err(GzError::new(ErrorCode::InvalidArgument, format!("`{arg}` is not KEY=VALUE"))
+                .with_hint(format!("See the arguments with `gleitzeit functions show {name}`.")));
+        };
+        // Values stay text; the function converts them to its argument types.
+        params.insert(key.trim().to_string(), Value::String(value.to_string()));
+    }
+    if gleitzeit_functions::find(name).is_none() {
+        let names: Vec<&str> = gleitzeit_functions::all().iter().map(|f| f.name).collect();
+        let hint = parse::suggest(name, names.iter().copied())
+            .map(|s| format!("Did you mean `{s}`? `gleitzeit functions list` shows all functions."))
+            .unwrap_or_else(|| "`gleitzeit functions list` shows all functions.".into());
+        return Err(GzError::new(ErrorCode::FunctionNotFound, format!("unknown function `{name}`")).with_hint(hint));
+    }
+    let workflow = Workflow {
+        name: format!("function {name}"),
+        description: None,
+        inputs: Map::new(),
+        tasks: vec![TaskSpec {
+            id: name.to_string(),
+            name: None,
+            method: "function/call".into(),
+            params: Value::Object(params),
+            dependencies: vec![],
+            priority: Default::default(),
+            timeout: None,
+            retry: RetryPolicy::default(),
+            on_error: Default::default(),
+        }],
+    };
+    let store = ctx.open_store(args.ephemeral)?;
+    let runtime = ctx.runtime(store);
+    let id = runtime.submit(workflow, None).await?;
+    let outcome = runtime.run(&id, CancellationToken::new()).await?;
+    let task = &outcome.tasks[0];
+    if ctx.global.json {
+        let record = runtime.store().find_workflow(&id).await?;
+        println!("{}", super::inspect::workflow_json(&record, &outcome.tasks));
+    } else if let Some(error) = &task.error {
+        output::print_error(error);
+    } else {
+        let result = task.result.as_ref().and_then(|r| r.get("result")).cloned().unwrap_or(Value::Null);
+        println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+    }
+    Ok(match outcome.state {
+        WorkflowState::Completed => output::EXIT_OK,
+        _ => task.error.as_ref().map(output::exit_code).unwrap_or(output::EXIT_WORKFLOW_FAILED),
+    })
+}

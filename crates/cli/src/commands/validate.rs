@@ -1,0 +1,67 @@
+//! `gleitzeit validate FILE…`: every problem in every file, without running.
+
+use super::read_user_file;
+use crate::context::Context;
+use crate::output::{self, render_diagnostics, Paint};
+use clap::Args;
+use gleitzeit_core::parse::{self, Diagnostic};
+use gleitzeit_core::GzError;
+use serde_json::{json, Map};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Workflow files (YAML or JSON)
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+pub fn diagnostics_json(file: &str, diagnostics: &[Diagnostic]) -> serde_json::Value {
+    json!({
+        "file": file,
+        "valid": diagnostics.is_empty(),
+        "problems": diagnostics.iter().map(|d| json!({
+            "code": d.code,
+            "message": d.message,
+            "hint": d.to_error().hint_text(),
+            "line": d.pos.line,
+            "column": d.pos.column,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn run(ctx: &Context, args: ValidateArgs) -> Result<u8, GzError> {
+    let registry = ctx.registry();
+    let mut exit = output::EXIT_OK;
+    let mut reports = Vec::new();
+    for file in &args.files {
+        let name = file.display().to_string();
+        let text = read_user_file(file)?;
+        let result = parse::load(&text, &name, &registry, &Map::new());
+        let diagnostics = match &result {
+            Ok(_) => Vec::new(),
+            Err(d) => d.clone(),
+        };
+        if !diagnostics.is_empty() {
+            exit = output::EXIT_INVALID;
+        }
+        if ctx.global.json {
+            reports.push(diagnostics_json(&name, &diagnostics));
+        } else if let Ok(workflow) = result {
+            let paint = Paint(output::color_stdout());
+            println!(
+                "{} {name}: workflow \"{}\" is valid ({} tasks)",
+                paint.green("✓"),
+                workflow.name,
+                workflow.tasks.len()
+            );
+        } else {
+            eprint!("{}", render_diagnostics(&diagnostics, &name, &Paint(output::color_stderr())));
+        }
+    }
+    if ctx.global.json {
+        let value = if reports.len() == 1 { reports.remove(0) } else { json!(reports) };
+        println!("{value}");
+    }
+    Ok(exit)
+}

@@ -1,0 +1,272 @@
+//! Configuration: `~/.gleitzeit/config.yaml` (or `--config` / GLEITZEIT_CONFIG),
+//! then environment variables, then flags. The file format is the one the earlier
+//! versions wrote (`persistence:`, `providers:`, `execution:`), so old files load.
+
+use gleitzeit_core::{yaml, ErrorCode, GzError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    pub persistence: Persistence,
+    pub providers: Providers,
+    pub execution: Execution,
+    /// Environment variables that `${env.NAME}` may read.
+    pub allowed_env: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Persistence {
+    pub backend: String,
+    pub sqlite: SqliteSection,
+    /// FULL synchronous mode: survives power loss, slower.
+    pub durable_fsync: bool,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Persistence {
+            backend: "sqlite".into(),
+            sqlite: SqliteSection::default(),
+            durable_fsync: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct SqliteSection {
+    pub db_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Providers {
+    pub python: PythonSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PythonSection {
+    pub enabled: bool,
+    pub interpreter: String,
+    /// Warm worker processes; 0 = one per CPU (at least 2).
+    pub workers: usize,
+    pub memory_limit_mb: u64,
+}
+
+impl Default for PythonSection {
+    fn default() -> Self {
+        PythonSection {
+            enabled: true,
+            interpreter: "python3".into(),
+            workers: 0,
+            memory_limit_mb: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Execution {
+    /// Max tasks of one workflow running at once.
+    pub max_concurrent_tasks: usize,
+    /// Max concurrent built-in function tasks.
+    pub max_concurrent_functions: usize,
+}
+
+impl Default for Execution {
+    fn default() -> Self {
+        Execution {
+            max_concurrent_tasks: 10_000,
+            max_concurrent_functions: 256,
+        }
+    }
+}
+
+/// `~/.gleitzeit`, or GLEITZEIT_HOME.
+pub fn home_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("GLEITZEIT_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".gleitzeit")
+}
+
+pub fn expand_tilde(path: &str) -> PathBuf {
+    if let Some(rest) = path.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    PathBuf::from(path)
+}
+
+pub fn config_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(path) = flag {
+        return path.to_path_buf();
+    }
+    if let Some(path) = std::env::var_os("GLEITZEIT_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    home_dir().join("config.yaml")
+}
+
+fn config_error(path: &Path, message: impl Into<String>) -> GzError {
+    GzError::new(ErrorCode::ConfigInvalid, message).at(path.display().to_string())
+}
+
+impl Config {
+    /// Loads the file if it exists (an explicit `--config` must exist), then
+    /// applies environment overrides.
+    pub fn load(flag: Option<&Path>) -> Result<Config, GzError> {
+        let path = config_path(flag);
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && flag.is_none() => Config::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(GzError::new(ErrorCode::FileNotFound, format!("config file {} does not exist", path.display()))
+                    .with_hint("Create one with `gleitzeit config init`."))
+            }
+            Err(e) => {
+                return Err(GzError::new(ErrorCode::FileUnreadable, format!("cannot read {}: {e}", path.display())))
+            }
+        };
+        config.apply_env();
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, GzError> {
+        let node = yaml::parse(text).map_err(|e| {
+            config_error(path, format!("line {}:{}: {}", e.pos.line, e.pos.column, e.message))
+        })?;
+        let Some(node) = node else {
+            return Ok(Config::default());
+        };
+        serde_json::from_value(node.to_json()).map_err(|e| config_error(path, e.to_string()))
+    }
+
+    fn apply_env(&mut self) {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(backend) = var("GLEITZEIT_BACKEND") {
+            self.persistence.backend = backend;
+        }
+        if let Some(path) = var("GLEITZEIT_SQLITE_PATH").or_else(|| var("GLEITZEIT_DB")) {
+            self.persistence.sqlite.db_path = Some(path);
+        }
+        if let Some(python) = var("GLEITZEIT_PYTHON") {
+            self.providers.python.interpreter = python;
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        match &self.persistence.sqlite.db_path {
+            Some(p) => expand_tilde(p),
+            None => home_dir().join("gleitzeit.db"),
+        }
+    }
+
+    pub fn to_yaml(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        let mut out = String::new();
+        write_yaml(&value, 0, &mut out);
+        out
+    }
+
+    /// Sets a dotted key (`execution.max_concurrent_tasks`) to a value parsed as
+    /// JSON when possible, text otherwise. Unknown keys are refused.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), GzError> {
+        let mut tree = serde_json::to_value(&*self).unwrap_or_default();
+        let parsed: serde_json::Value =
+            serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        let mut slot = &mut tree;
+        for part in key.split('.') {
+            slot = match slot.get_mut(part) {
+                Some(next) => next,
+                None => {
+                    return Err(GzError::new(ErrorCode::ConfigInvalid, format!("unknown config key `{key}`"))
+                        .with_hint("`gleitzeit config show` lists every key."))
+                }
+            };
+        }
+        *slot = parsed;
+        *self = serde_json::from_value(tree)
+            .map_err(|e| GzError::new(ErrorCode::ConfigInvalid, format!("`{key}`: {e}")))?;
+        Ok(())
+    }
+}
+
+/// A small YAML writer for config files (mappings, lists and scalars only).
+fn write_yaml(value: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::Object(m) if !m.is_empty() => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        write_yaml(v, indent + 2, out);
+                    }
+                    Value::Array(items) if !items.is_empty() => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        for item in items {
+                            out.push_str(&format!("{pad}  - {}\n", scalar(item)));
+                        }
+                    }
+                    _ => out.push_str(&format!("{pad}{k}: {}\n", scalar(v))),
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+    }
+}
+
+fn scalar(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Array(a) if a.is_empty() => "[]".into(),
+        serde_json::Value::Object(o) if o.is_empty() => "{}".into(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_001_config_file_loads() {
+        let text = "persistence:\n  backend: sqlite\n  sqlite:\n    db_path: ~/.gleitzeit/workflows.db\n  redis:\n    host: localhost\n    port: 6379\n    db: 0\nproviders:\n  python:\n    enabled: true\n  ollama:\n    enabled: true\n    endpoint: http://localhost:11434\nexecution:\n  max_concurrent_tasks: 5\n";
+        let config = Config::parse(text, Path::new("c.yaml")).unwrap();
+        assert_eq!(config.execution.max_concurrent_tasks, 5);
+        assert!(config.db_path().ends_with(".gleitzeit/workflows.db"));
+    }
+
+    #[test]
+    fn written_yaml_reads_back() {
+        let mut config = Config::default();
+        config.allowed_env = vec!["HOME".into()];
+        config.set("execution.max_concurrent_tasks", "7").unwrap();
+        let back = Config::parse(&config.to_yaml(), Path::new("c")).unwrap();
+        assert_eq!(back.execution.max_concurrent_tasks, 7);
+        assert_eq!(back.allowed_env, vec!["HOME".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_and_keys_are_gz9003() {
+        let mut config = Config::default();
+        assert_eq!(config.set("execution.nope", "1").unwrap_err().code, ErrorCode::ConfigInvalid);
+        assert_eq!(
+            config.set("execution.max_concurrent_tasks", "many").unwrap_err().code,
+            ErrorCode::ConfigInvalid
+        );
+        let error = Config::parse("execution: {max_concurrent_tasks: [1]}", Path::new("c.yaml")).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ConfigInvalid);
+        assert_eq!(error.location.as_deref(), Some("c.yaml"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Builds what commands need from config and flags: the store, the provider
+//! registry and the runtime.
+
+use crate::config::Config;
+use crate::GlobalOpts;
+use gleitzeit_core::{ErrorCode, GzError};
+use gleitzeit_providers::function::FunctionProvider;
+use gleitzeit_providers::python::{PythonConfig, PythonProvider};
+use gleitzeit_providers::Registry;
+use gleitzeit_runtime::{Runtime, RuntimeConfig};
+use gleitzeit_store::{MemoryStore, SqliteOptions, SqliteStore, Store};
+use std::sync::Arc;
+
+pub struct Context {
+    pub config: Config,
+    pub global: GlobalOpts,
+}
+
+impl Context {
+    pub fn load(global: &GlobalOpts) -> Result<Context, GzError> {
+        let mut config = Config::load(global.config.as_deref())?;
+        if let Some(backend) = &global.backend {
+            config.persistence.backend = backend.clone();
+        }
+        if let Some(db) = &global.db {
+            config.persistence.sqlite.db_path = Some(db.display().to_string());
+        }
+        Ok(Context {
+            config,
+            global: global.clone(),
+        })
+    }
+
+    pub fn backend(&self) -> &str {
+        &self.config.persistence.backend
+    }
+
+    pub fn open_store(&self, ephemeral: bool) -> Result<Arc<dyn Store>, GzError> {
+        if ephemeral {
+            return Ok(Arc::new(MemoryStore::new()));
+        }
+        match self.backend() {
+            "memory" => Ok(Arc::new(MemoryStore::new())),
+            "sqlite" => {
+                let mut options = SqliteOptions::new(self.config.db_path());
+                options.synchronous_full = self.config.persistence.durable_fsync;
+                Ok(Arc::new(SqliteStore::open(options)?))
+            }
+            "redis" => Err(GzError::new(
+                ErrorCode::RedisConnectionFailed,
+                "the redis backend is not available in this build yet",
+            )
+            .with_hint("Use --backend sqlite (the default) or --backend memory.")),
+            other => Err(GzError::new(ErrorCode::InvalidArgument, format!("unknown backend `{other}`"))
+                .with_hint("Backends: sqlite (default), memory.")),
+        }
+    }
+
+    pub fn python_config(&self) -> PythonConfig {
+        let section = &self.config.providers.python;
+        let mut python = PythonConfig {
+            interpreter: section.interpreter.clone().into(),
+            memory_limit_mb: section.memory_limit_mb,
+            ..PythonConfig::default()
+        };
+        if section.workers > 0 {
+            python.workers = section.workers;
+        }
+        python
+    }
+
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::new();
+        registry.register(Arc::new(FunctionProvider));
+        if self.config.providers.python.enabled {
+            registry.register(Arc::new(PythonProvider::new(self.python_config())));
+        }
+        registry
+    }
+
+    pub fn runtime(&self, store: Arc<dyn Store>) -> Runtime {
+        let registry = self.registry();
+        let mut config = RuntimeConfig {
+            max_concurrent_tasks: self.config.execution.max_concurrent_tasks.max(1),
+            allowed_env: self.config.allowed_env.clone(),
+            ..RuntimeConfig::default()
+        };
+        let python_workers = self.python_config().workers.max(1);
+        config.lane_limits.insert("python".into(), python_workers);
+        config
+            .lane_limits
+            .insert("function".into(), self.config.execution.max_concurrent_functions.max(1));
+        Runtime::new(store, registry, config)
+    }
+}

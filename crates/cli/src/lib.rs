@@ -1,0 +1,124 @@
+//! The `gleitzeit` command line: parses arguments once, builds the store, the
+//! providers and the runtime from config, and hands off to one command module.
+//! No workflow logic lives here.
+
+mod commands;
+pub mod config;
+mod context;
+pub mod output;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gleitzeit",
+    version,
+    about = "Local-first orchestrator for LLM workflows",
+    long_about = "Gleitzeit runs DAGs of tasks (LLM calls, Python code, built-in functions) described in YAML, durably, on an embedded SQLite store.\n\nStart with `gleitzeit run examples/quickstart.yaml`."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// Config file [default: ~/.gleitzeit/config.yaml, or GLEITZEIT_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where workflows are stored: sqlite (default) or memory
+    #[arg(long, global = true, value_name = "BACKEND")]
+    pub backend: Option<String>,
+    /// SQLite database file [default: ~/.gleitzeit/gleitzeit.db]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Debug log output
+    #[arg(long, global = true)]
+    pub debug: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run workflow files (or a single built-in function) and wait for the result
+    Run(commands::run::RunArgs),
+    /// Continue a workflow that was interrupted (completed tasks are kept)
+    Resume(commands::run::ResumeArgs),
+    /// Check workflow files without running them; reports every problem
+    Validate(commands::validate::ValidateArgs),
+    /// Execute Python code directly and print its output
+    Exec(commands::exec::ExecArgs),
+    /// Write a runnable workflow template NAME.yaml
+    Init(commands::init::InitArgs),
+    /// Show store statistics, running workflows and provider availability
+    Status(commands::inspect::StatusArgs),
+    /// List workflows, newest first
+    List(commands::inspect::ListArgs),
+    /// Show one workflow with its tasks, results and errors
+    Get(commands::inspect::GetArgs),
+    /// Cancel a workflow (running here, in another process, or not running)
+    Cancel(commands::inspect::CancelArgs),
+    /// Show or change configuration
+    Config(commands::config_cmd::ConfigArgs),
+    /// Built-in functions: list them or show one
+    #[command(subcommand)]
+    Functions(commands::functions::FunctionsCommand),
+    /// The error code registry: list, show, search
+    #[command(subcommand)]
+    Errors(commands::errors::ErrorsCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => output::EXIT_INVALID,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error[GZ8001]: cannot start the async runtime: {e}");
+            return ExitCode::from(output::EXIT_BACKEND);
+        }
+    };
+    let code = runtime.block_on(commands::dispatch(cli));
+    // Providers may hold child processes; do not wait for stray blocking work.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(code)
+}
+
+fn init_logging(global: &GlobalOpts) {
+    let level = if global.debug {
+        "debug"
+    } else {
+        match global.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GLEITZEIT_LOG_LEVEL")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

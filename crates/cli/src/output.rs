@@ -1,0 +1,168 @@
+//! How the CLI talks to people: errors with code, place and hint; colour only on
+//! a terminal (and never with NO_COLOR); exit codes per the spec.
+
+use gleitzeit_core::parse::Diagnostic;
+use gleitzeit_core::{ErrorCode, GzError};
+use std::io::IsTerminal;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_WORKFLOW_FAILED: u8 = 1;
+pub const EXIT_INVALID: u8 = 2;
+pub const EXIT_BACKEND: u8 = 3;
+
+/// Exit code for an error that stopped a command.
+pub fn exit_code(error: &GzError) -> u8 {
+    if matches!(
+        error.code,
+        ErrorCode::FunctionArgumentInvalid | ErrorCode::FunctionNotFound | ErrorCode::InvalidParameters
+    ) {
+        return EXIT_INVALID;
+    }
+    match error.code as u16 / 1000 {
+        1 | 5 | 6 => EXIT_BACKEND,
+        3 | 9 | 4 => EXIT_INVALID,
+        _ if error.code == ErrorCode::PythonNotFound => EXIT_BACKEND,
+        _ => EXIT_WORKFLOW_FAILED,
+    }
+}
+
+pub fn color_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
+pub fn color_stdout() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
+pub struct Paint(pub bool);
+
+impl Paint {
+    fn wrap(&self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    pub fn red(&self, t: &str) -> String {
+        self.wrap("1;31", t)
+    }
+    pub fn green(&self, t: &str) -> String {
+        self.wrap("32", t)
+    }
+    pub fn yellow(&self, t: &str) -> String {
+        self.wrap("33", t)
+    }
+    pub fn cyan(&self, t: &str) -> String {
+        self.wrap("36", t)
+    }
+    pub fn dim(&self, t: &str) -> String {
+        self.wrap("2", t)
+    }
+    pub fn bold(&self, t: &str) -> String {
+        self.wrap("1", t)
+    }
+}
+
+/// One paragraph: `error[GZxxxx]: message`, where it happened, what to do.
+pub fn render_error(error: &GzError, paint: &Paint) -> String {
+    let mut out = format!("{}: {}\n", paint.red(&format!("error[{}]", error.code)), error.message);
+    if let Some(location) = &error.location {
+        out.push_str(&format!("  {} {location}\n", paint.cyan("-->")));
+    }
+    if let Some(traceback) = error.details.get("traceback").and_then(|t| t.as_str()) {
+        for line in traceback.trim_end().lines() {
+            out.push_str(&format!("  {} {line}\n", paint.dim("|")));
+        }
+    }
+    out.push_str(&format!("  {} {}\n", paint.yellow("hint:"), error.hint_text()));
+    out
+}
+
+pub fn print_error(error: &GzError) {
+    eprint!("{}", render_error(error, &Paint(color_stderr())));
+}
+
+pub fn render_diagnostics(diagnostics: &[Diagnostic], file: &str, paint: &Paint) -> String {
+    let mut out = String::new();
+    for d in diagnostics {
+        out.push_str(&render_error(&d.to_error(), paint));
+    }
+    let n = diagnostics.len();
+    out.push_str(&format!(
+        "{} {n} problem{} found in {file}\n",
+        paint.red("✗"),
+        if n == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+pub fn json_error(error: &GzError) -> serde_json::Value {
+    serde_json::json!({
+        "code": error.code,
+        "message": error.message,
+        "hint": error.hint_text(),
+        "location": error.location,
+        "retryable": error.retryable,
+        "details": error.details,
+    })
+}
+
+pub fn format_ms(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.2} s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+pub fn format_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A one-line preview of a value, cut to `width` characters.
+pub fn preview(value: &serde_json::Value, width: usize) -> String {
+    let text = match value {
+        serde_json::Value::String(s) => s.replace('\n', "⏎"),
+        other => other.to_string(),
+    };
+    if text.chars().count() > width {
+        let cut: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_paragraph_has_code_location_and_hint() {
+        let error = GzError::new(ErrorCode::MissingDependency, "task `a` depends on `x`").at("flow.yaml:5:3");
+        let text = render_error(&error, &Paint(false));
+        assert_eq!(
+            text,
+            "error[GZ3006]: task `a` depends on `x`\n  --> flow.yaml:5:3\n  hint: Use the id or name of a task defined in the same file.\n"
+        );
+    }
+
+    #[test]
+    fn exit_codes_follow_the_spec() {
+        assert_eq!(exit_code(&GzError::new(ErrorCode::YamlSyntax, "")), EXIT_INVALID);
+        assert_eq!(exit_code(&GzError::new(ErrorCode::DatabaseLocked, "")), EXIT_BACKEND);
+        assert_eq!(exit_code(&GzError::new(ErrorCode::PythonException, "")), EXIT_WORKFLOW_FAILED);
+        assert_eq!(exit_code(&GzError::new(ErrorCode::InvalidArgument, "")), EXIT_INVALID);
+    }
+
+    #[test]
+    fn previews_are_cut() {
+        assert_eq!(preview(&serde_json::json!("a\nb"), 10), "a⏎b");
+        assert_eq!(preview(&serde_json::json!("abcdefghijkl"), 5), "abcd…");
+    }
+}

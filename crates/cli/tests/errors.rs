@@ -1,0 +1,142 @@
+//! Bad input: every user-facing failure path ends in a GZ code, a place, a hint
+//! and the right exit code — never a panic.
+
+mod common;
+use common::Env;
+
+#[test]
+fn validate_reports_every_problem_with_positions() {
+    let env = Env::new();
+    let file = env.write(
+        "bad.yaml",
+        r#"name: bad
+tasks:
+  - id: a
+    method: python/execute
+    dependencies: [c]
+    retyr: {max_attempts: 3}
+  - id: b
+    method: pyhton/execute
+    dependencies: [missing]
+  - id: c
+    method: python/execute
+    dependencies: [a]
+    parameters: {code: "x = ${b.result}"}
+  - id: c
+    method: python/execute
+    retry: {strategy: sometimes}
+"#,
+    );
+    let run = env.run(&["validate", file.to_str().unwrap()]).code(2);
+    for expected in [
+        "error[GZ3007]: dependency cycle: a -> c -> a",
+        "bad.yaml:6:5",
+        "error[GZ3002]: unknown task key `retyr`",
+        "Did you mean `retry`?",
+        "error[GZ3008]: unknown method `pyhton/execute`",
+        "error[GZ3006]",
+        "error[GZ3005]: task `c` is defined twice",
+        "error[GZ3010]",
+        "problems found in",
+    ] {
+        assert!(run.stderr.contains(expected), "missing {expected:?} in:\n{}", run.stderr);
+    }
+    let json = env.run(&["--json", "validate", file.to_str().unwrap()]).code(2).json();
+    assert_eq!(json["valid"], false);
+    assert!(json["problems"].as_array().unwrap().len() >= 6);
+}
+
+#[test]
+fn validate_accepts_good_files() {
+    let env = Env::new();
+    let file = common::examples().join("quickstart.yaml");
+    let run = env.run(&["validate", file.to_str().unwrap()]).ok();
+    assert!(run.stdout.contains("is valid (4 tasks)"), "{}", run.stdout);
+}
+
+#[test]
+fn malformed_yaml_is_gz3001_with_position() {
+    let env = Env::new();
+    let file = env.write("broken.yaml", "name: x\ntasks:\n  - id: a\n    method: [python\n");
+    let run = env.run(&["run", file.to_str().unwrap()]).code(2);
+    assert!(run.stderr.contains("error[GZ3001]"), "{}", run.stderr);
+    assert!(run.stderr.contains("broken.yaml:"), "{}", run.stderr);
+}
+
+#[test]
+fn unreadable_and_missing_files() {
+    let env = Env::new();
+    let run = env.run(&["run", "does-not-exist.yaml"]).code(3);
+    assert!(run.stderr.contains("GZ5001") && run.stderr.contains("does-not-exist.yaml"), "{}", run.stderr);
+    let binary = env.path("binary.yaml");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let run = env.run(&["run", binary.to_str().unwrap()]).code(3);
+    assert!(run.stderr.contains("GZ5002"), "{}", run.stderr);
+}
+
+#[test]
+fn corrupt_database_is_gz5004_exit_3_and_left_untouched() {
+    let env = Env::new();
+    let db = env.path("gleitzeit.db");
+    let garbage = vec![b'g'; 4096];
+    std::fs::write(&db, &garbage).unwrap();
+    let file = common::examples().join("fan_out.yaml");
+    let run = env.run(&["run", file.to_str().unwrap()]).code(3);
+    assert!(run.stderr.contains("error[GZ5004]") && run.stderr.contains("hint:"), "{}", run.stderr);
+    assert_eq!(std::fs::read(&db).unwrap(), garbage, "no partial write into a file we do not understand");
+}
+
+#[test]
+fn locked_database_is_gz5003_exit_3() {
+    let env = Env::new();
+    let file = common::examples().join("fan_out.yaml");
+    env.run(&["run", file.to_str().unwrap()]).ok();
+    let db = env.path("gleitzeit.db");
+    let mut holder = rusqlite_lock(&db);
+    let output = env
+        .command()
+        .args(["run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("GZ5003"), "{stderr}");
+}
+
+/// Holds an exclusive lock on the database from another process (python3's sqlite3).
+fn rusqlite_lock(db: &std::path::Path) -> std::process::Child {
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time\nc=sqlite3.connect(sys.argv[1],isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked',flush=True)\ntime.sleep(60)",
+            db.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    child
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::new();
+    env.run(&["run"]).code(2);
+    env.run(&["frobnicate"]).code(2);
+    let run = env.run(&["run", "x.yaml", "--input", "novalue"]).code(2);
+    assert!(run.stderr.contains("GZ3024"), "{}", run.stderr);
+    let run = env.run(&["list", "--state", "sleepy"]).code(2);
+    assert!(run.stderr.contains("GZ9001"), "{}", run.stderr);
+}
+
+#[test]
+fn bad_config_is_gz9003() {
+    let env = Env::new();
+    let config = env.write("cfg.yaml", "execution:\n  max_concurrent_tasks: lots\n");
+    let run = env.run(&["--config", config.to_str().unwrap(), "status"]).code(2);
+    assert!(run.stderr.contains("GZ9003") && run.stderr.contains("cfg.yaml"), "{}", run.stderr);
+}

@@ -1,0 +1,442 @@
+//! Tests against the real system `python3`.
+
+use super::*;
+use serde_json::json;
+
+fn provider(workers: usize) -> PythonProvider {
+    PythonProvider::new(PythonConfig { workers, ..PythonConfig::default() })
+}
+
+fn ctx() -> CallContext {
+    CallContext::detached("t")
+}
+
+async fn execute(p: &PythonProvider, params: Value) -> Result<Value, GzError> {
+    p.call("python/execute", params, &ctx()).await
+}
+
+async fn code(p: &PythonProvider, code: &str) -> Result<Value, GzError> {
+    execute(p, json!({ "code": code })).await
+}
+
+/// True once no process with this pid exists (a zombie counts as existing).
+fn pid_gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) }
+}
+
+/// True once the process is gone or a zombie (orphans may be reaped by an init
+/// that is slow to do so; a zombie no longer runs).
+fn pid_dead(pid: i32) -> bool {
+    if pid_gone(pid) {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(true)
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn read_pid(path: &Path) -> i32 {
+    let mut pid = 0;
+    wait_until("the job wrote its pid", || {
+        pid = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        pid > 0
+    })
+    .await;
+    pid
+}
+
+async fn assert_pool_works(p: &PythonProvider) {
+    let out = code(p, "result = 6 * 7").await.unwrap();
+    assert_eq!(out["result"], 42);
+}
+
+#[tokio::test]
+async fn python_execute_result_variable() {
+    let p = provider(2);
+    let out = code(&p, "x = 2\nresult = {'answer': x * 21, 'items': [1, 'a', None]}").await.unwrap();
+    assert_eq!(out["result"], json!({"answer": 42, "items": [1, "a", null]}));
+    assert_eq!(out["stdout"], "");
+    assert_eq!(out["stderr"], "");
+    assert!(out["duration_ms"].is_u64());
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn python_stdout_is_the_result_without_result_variable() {
+    let p = provider(1);
+    let out = code(&p, "import sys\nprint('hello')\nprint('oops', file=sys.stderr)").await.unwrap();
+    assert_eq!(out["result"], "hello");
+    assert_eq!(out["stdout"], "hello\n");
+    assert_eq!(out["stderr"], "oops\n");
+    let out = code(&p, "x = 1").await.unwrap();
+    assert_eq!(out["result"], Value::Null);
+}
+
+#[tokio::test]
+async fn python_inputs_are_a_dict() {
+    let p = provider(1);
+    let out = execute(&p, json!({"code": "result = inputs['a'] + inputs['b']", "inputs": {"a": 2, "b": 3}}))
+        .await
+        .unwrap();
+    assert_eq!(out["result"], 5);
+    let out = code(&p, "result = inputs").await.unwrap();
+    assert_eq!(out["result"], json!({}));
+    let err = execute(&p, json!({"code": "x = 1", "inputs": [1]})).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidParameters);
+}
+
+#[tokio::test]
+async fn python_unserialisable_result_becomes_repr() {
+    let p = provider(1);
+    let out = code(&p, "class Thing:\n    def __repr__(self):\n        return 'Thing()'\nresult = Thing()").await.unwrap();
+    assert_eq!(out["result"], "Thing()");
+    assert!(out["stderr"].as_str().unwrap().contains("repr()"), "{out}");
+    let out = code(&p, "result = {'s': {1}, 'n': 1}").await.unwrap();
+    assert_eq!(out["result"], json!({"s": "{1}", "n": 1}));
+}
+
+#[tokio::test]
+async fn python_exception_carries_the_traceback() {
+    let p = provider(1);
+    let err = code(&p, "x = 1\ny = x / 0\n").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonException);
+    let traceback = err.details["traceback"].as_str().unwrap();
+    assert!(traceback.contains("File \"<task>\", line 2"), "{traceback}");
+    assert!(traceback.contains("y = x / 0"), "{traceback}");
+    assert!(!traceback.contains("<string>"), "worker frames leak: {traceback}");
+    assert_eq!(err.message.lines().last(), Some("ZeroDivisionError: division by zero"));
+    assert!(err.message.starts_with("ZeroDivisionError: division by zero\n"), "{}", err.message);
+    assert_eq!(err.location.as_deref(), Some("<task>:2"));
+    assert_eq!(err.details["type"], "ZeroDivisionError");
+    assert_pool_works(&p).await;
+}
+
+#[tokio::test]
+async fn python_syntax_error() {
+    let p = provider(1);
+    let err = code(&p, "x = 1\ndef (:\n").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonException);
+    assert_eq!(err.details["type"], "SyntaxError");
+    assert!(err.message.contains("SyntaxError"), "{}", err.message);
+    assert_eq!(err.location.as_deref(), Some("<task>:2"));
+}
+
+#[tokio::test]
+async fn python_system_exit() {
+    let p = provider(1);
+    let out = code(&p, "import sys\nprint('bye')\nsys.exit(0)").await.unwrap();
+    assert_eq!(out["result"], "bye");
+    let out = code(&p, "import sys\nresult = 1\nsys.exit()").await.unwrap();
+    assert_eq!(out["result"], 1);
+    let err = code(&p, "import sys\nsys.exit(2)").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonException);
+    assert!(err.message.contains("exit code 2"), "{}", err.message);
+    assert_pool_works(&p).await;
+}
+
+#[tokio::test]
+async fn python_timeout_kills_the_worker() {
+    let p = provider(1);
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let started = Instant::now();
+    let job = format!(
+        "import os, subprocess\nopen({:?}, 'w').write(str(os.getpid()))\n\
+         child = subprocess.Popen(['sleep', '100'])\nopen({:?}, 'w').write(str(child.pid))\nwhile True: pass",
+        pidfile.to_str().unwrap(),
+        dir.path().join("child").to_str().unwrap(),
+    );
+    let err = execute(&p, json!({"code": job, "timeout": 1})).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::TaskTimeout);
+    assert!(err.message.contains("after 1 s"), "{}", err.message);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let worker = read_pid(&pidfile).await;
+    let child = read_pid(&dir.path().join("child")).await;
+    wait_until("the worker is reaped", || pid_gone(worker)).await;
+    wait_until("the worker's subprocess is killed", || pid_dead(child)).await;
+    assert_pool_works(&p).await;
+
+    // The context's timeout works the same way.
+    let mut context = ctx();
+    context.timeout = Some(Duration::from_millis(500));
+    let err = p.call("python/execute", json!({"code": "while True: pass"}), &context).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::TaskTimeout);
+    assert_pool_works(&p).await;
+}
+
+#[tokio::test]
+async fn python_cancellation_kills_the_worker() {
+    let p = Arc::new(provider(1));
+    let context = ctx();
+    let cancel = context.cancel.clone();
+    let task = {
+        let p = p.clone();
+        tokio::spawn(async move { p.call("python/execute", json!({"code": "while True: pass"}), &context).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    let err = tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(err.code, ErrorCode::TaskCancelled);
+    assert_pool_works(&p).await;
+}
+
+#[tokio::test]
+async fn python_dropped_call_kills_the_worker() {
+    let p = Arc::new(provider(1));
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let job = format!("import os\nopen({:?}, 'w').write(str(os.getpid()))\nwhile True: pass", pidfile.to_str().unwrap());
+    let task = {
+        let p = p.clone();
+        tokio::spawn(async move { p.call("python/execute", json!({"code": job}), &ctx()).await })
+    };
+    let pid = read_pid(&pidfile).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    wait_until("the abandoned worker is killed and reaped", || pid_gone(pid)).await;
+    let out = code(&p, "import os\nresult = os.getpid()").await.unwrap();
+    assert_ne!(out["result"], pid);
+}
+
+#[tokio::test]
+async fn python_worker_crash_is_reported_and_replaced() {
+    let p = provider(1);
+    let err = code(&p, "import os, sys\nsys.stderr.flush()\nos.write(2, b'about to exit\\n')\nos._exit(3)").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonWorkerCrashed);
+    assert_eq!(err.details["exit_code"], 3, "{err:?}");
+    assert!(err.message.contains("exit status: 3"), "{}", err.message);
+    assert!(err.message.contains("about to exit"), "{}", err.message);
+    assert_pool_works(&p).await;
+
+    let err = code(&p, "import ctypes\nctypes.string_at(0)").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonWorkerCrashed);
+    assert_eq!(err.details["signal"], libc::SIGSEGV, "{err:?}");
+    assert_pool_works(&p).await;
+}
+
+#[tokio::test]
+async fn python_memory_limit() {
+    let p = provider(1);
+    let err = execute(&p, json!({"code": "x = bytearray(2 * 1024 ** 3)", "memory_limit_mb": 256})).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonMemoryLimit, "{err:?}");
+    assert!(err.message.contains("256 MB"), "{}", err.message);
+    // The per-job limit is lifted again afterwards.
+    let out = code(&p, "x = bytearray(300 * 1024 ** 2)\nresult = len(x)").await.unwrap();
+    assert_eq!(out["result"], 300 * 1024 * 1024);
+    // The pool-wide limit holds without a per-job one.
+    let err = code(&p, "x = bytearray(2 * 1024 ** 3)").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonMemoryLimit);
+    assert!(err.message.contains("1024 MB"), "{}", err.message);
+    assert_pool_works(&p).await;
+}
+
+#[tokio::test]
+async fn python_low_level_output_does_not_corrupt_the_protocol() {
+    let p = provider(1);
+    let out = code(
+        &p,
+        "import os, sys\nos.system('echo corrupt')\nos.write(1, b'raw\\n')\nsys.__stdout__.write('x\\n')\n\
+         sys.__stdout__.flush()\nprint('fine')\nresult = input.__name__",
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["result"], "input");
+    assert_eq!(out["stdout"], "fine\n");
+    // Reading stdin sees end of file instead of the protocol.
+    let err = code(&p, "input()").await.unwrap_err();
+    assert_eq!(err.details["type"], "EOFError");
+    assert_pool_works(&p).await;
+}
+
+#[tokio::test]
+async fn python_output_capture_is_bounded() {
+    let p = provider(1);
+    let out = code(&p, "print('x' * (3 * 1024 * 1024))\nresult = 1").await.unwrap();
+    let stdout = out["stdout"].as_str().unwrap();
+    assert!(stdout.len() < 1024 * 1024 + 200, "{}", stdout.len());
+    assert!(stdout.ends_with("truncated after 1048576 characters]\n"));
+}
+
+#[tokio::test]
+async fn python_script_with_args() {
+    let p = provider(1);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("job.py");
+    std::fs::write(
+        &script,
+        "import sys\nresult = {'argv': sys.argv[1:], 'name': __name__, 'file': __file__, 'x': inputs.get('x')}\n",
+    )
+    .unwrap();
+    let out = p
+        .call("python/script", json!({"file": script, "args": ["a", "b", 3], "inputs": {"x": 1}}), &ctx())
+        .await
+        .unwrap();
+    assert_eq!(
+        out["result"],
+        json!({"argv": ["a", "b", "3"], "name": "__main__", "file": script.to_str().unwrap(), "x": 1})
+    );
+
+    let missing = dir.path().join("missing.py");
+    let err = p.call("python/script", json!({"path": missing}), &ctx()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::FileNotFound);
+    assert_eq!(err.code.as_str(), "GZ5001");
+    assert!(err.message.contains(missing.to_str().unwrap()), "{}", err.message);
+
+    // Relative paths resolve in the working directory, and tracebacks name the file.
+    std::fs::write(dir.path().join("fail.py"), "def f():\n    raise ValueError('bad')\nf()\n").unwrap();
+    let p = PythonProvider::new(PythonConfig {
+        workers: 1,
+        working_dir: Some(dir.path().to_path_buf()),
+        ..PythonConfig::default()
+    });
+    let err = p.call("python/script", json!({"file": "fail.py"}), &ctx()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonException);
+    assert!(err.details["traceback"].as_str().unwrap().contains("raise ValueError('bad')"), "{err:?}");
+    assert!(err.location.unwrap().ends_with("fail.py:2"));
+}
+
+#[tokio::test]
+async fn python_function_from_a_module_file() {
+    let p = provider(1);
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("mathy.py");
+    std::fs::write(&module, "def add(a, b, scale=1):\n    print('adding')\n    return (a + b) * scale\n").unwrap();
+    let out = p
+        .call(
+            "python/function",
+            json!({"module": module, "function": "add", "args": [1, 2], "kwargs": {"scale": 10}}),
+            &ctx(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["result"], 30);
+    assert_eq!(out["stdout"], "adding\n");
+
+    let out = p
+        .call("python/function", json!({"module": "json", "function": "dumps", "args": [[1, 2]]}), &ctx())
+        .await
+        .unwrap();
+    assert_eq!(out["result"], "[1, 2]");
+
+    let err = p.call("python/function", json!({"module": module, "function": "nope"}), &ctx()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidParameters);
+    let err = p
+        .call("python/function", json!({"module": dir.path().join("no.py"), "function": "f"}), &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::FileNotFound);
+    let err = p.call("python/function", json!({"module": "no_such_module_xyz", "function": "f"}), &ctx()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonException);
+    assert_eq!(err.details["type"], "ModuleNotFoundError");
+}
+
+#[tokio::test]
+async fn python_missing_interpreter() {
+    let p = PythonProvider::new(PythonConfig {
+        interpreter: PathBuf::from("/nonexistent/bin/python3"),
+        ..PythonConfig::default()
+    });
+    let err = p.check().await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonNotFound);
+    assert!(err.hint_text().contains("python.interpreter"));
+    assert!(err.hint_text().contains("GLEITZEIT_PYTHON"));
+    let err = code(&p, "result = 1").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonNotFound);
+    assert!(err.message.contains("/nonexistent/bin/python3"), "{}", err.message);
+
+    // Something that runs but is no python.
+    let p = PythonProvider::new(PythonConfig { interpreter: PathBuf::from("false"), ..PythonConfig::default() });
+    let err = code(&p, "result = 1").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonNotFound);
+}
+
+#[tokio::test]
+async fn python_check_reports_the_version() {
+    let p = provider(2);
+    let version = p.check().await.unwrap();
+    assert!(version.starts_with("3."), "{version}");
+}
+
+#[tokio::test]
+async fn python_many_concurrent_jobs() {
+    let p = Arc::new(provider(4));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                execute(&p, json!({"code": "result = inputs['i'] * 2", "inputs": {"i": i}})).await
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let out = task.await.unwrap().unwrap();
+        assert_eq!(out["result"], json!(i * 2));
+    }
+}
+
+#[tokio::test]
+async fn python_jobs_do_not_share_globals() {
+    let p = provider(1);
+    code(&p, "leak = 1\nimport os\nos.chdir('/')").await.unwrap();
+    let out = code(&p, "import os\nresult = ['leak' in globals(), os.getcwd() == '/']").await.unwrap();
+    assert_eq!(out["result"], json!([false, std::env::current_dir().unwrap() == Path::new("/")]));
+}
+
+#[tokio::test]
+async fn python_shutdown_kills_workers() {
+    let p = provider(2);
+    let out = code(&p, "import os\nresult = os.getpid()").await.unwrap();
+    let pid = out["result"].as_i64().unwrap() as i32;
+    p.shutdown().await;
+    wait_until("the worker is gone", || pid_gone(pid)).await;
+    let err = code(&p, "result = 1").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ProviderUnavailable);
+}
+
+#[tokio::test]
+async fn python_bad_parameters() {
+    let p = provider(1);
+    let err = execute(&p, json!({})).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidParameters);
+    let err = execute(&p, json!({"code": "x = 1", "timeout": "soon"})).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidParameters);
+    let err = p.call("python/nope", json!({}), &ctx()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ProviderUnavailable);
+}
+
+/// Ad-hoc throughput measurement: `cargo test -p gleitzeit-providers --release
+/// python_throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn python_throughput() {
+    let p = Arc::new(provider(2));
+    p.check().await.unwrap();
+    assert_pool_works(&p).await;
+    let jobs = 5000;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                for i in 0..jobs / 8 {
+                    let out = execute(&p, json!({"code": "result = inputs['i'] + 1", "inputs": {"i": i}})).await.unwrap();
+                    assert_eq!(out["result"], json!(i + 1));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    println!("{jobs} jobs in {:?}: {rate:.0} jobs/s", started.elapsed());
+}

@@ -1,0 +1,60 @@
+//! What references see while a workflow runs: finished tasks' result records,
+//! workflow inputs and allowed environment variables.
+
+use gleitzeit_core::model::primary_field;
+use gleitzeit_core::refs::{Names, Scope, TaskView};
+use gleitzeit_core::Workflow;
+use serde_json::Value;
+use std::collections::HashSet;
+
+pub(crate) struct RunScope<'a> {
+    pub workflow: &'a Workflow,
+    /// Result record per task index; failed tasks hold `{"error": …}`.
+    pub records: &'a [Option<Value>],
+    pub allowed_env: &'a [String],
+}
+
+impl Scope for RunScope<'_> {
+    fn task(&self, id_or_name: &str) -> Option<TaskView<'_>> {
+        let index = self.workflow.task_index(id_or_name)?;
+        let record = self.records.get(index)?.as_ref()?;
+        Some(TaskView {
+            record,
+            primary: primary_field(&self.workflow.tasks[index].method),
+        })
+    }
+
+    fn input(&self, name: &str) -> Option<&Value> {
+        self.workflow.inputs.get(name)
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        if self.allowed_env.iter().any(|allowed| allowed == name) {
+            std::env::var(name).ok()
+        } else {
+            None
+        }
+    }
+}
+
+/// Task ids and names of a workflow, for matching reference roots.
+pub(crate) struct TaskNames(pub HashSet<String>);
+
+impl TaskNames {
+    pub fn of(workflow: &Workflow) -> TaskNames {
+        let mut names = HashSet::with_capacity(workflow.tasks.len() * 2);
+        for task in &workflow.tasks {
+            names.insert(task.id.clone());
+            if let Some(name) = &task.name {
+                names.insert(name.clone());
+            }
+        }
+        TaskNames(names)
+    }
+}
+
+impl Names for TaskNames {
+    fn is_task(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+}
