@@ -127,13 +127,21 @@ impl Config {
         let path = config_path(flag);
         let mut config = match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text, &path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && flag.is_none() => Config::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && flag.is_none() => {
+                Config::default()
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(GzError::new(ErrorCode::FileNotFound, format!("config file {} does not exist", path.display()))
-                    .with_hint("Create one with `gleitzeit config init`."))
+                return Err(GzError::new(
+                    ErrorCode::FileNotFound,
+                    format!("config file {} does not exist", path.display()),
+                )
+                .with_hint("Create one with `gleitzeit config init`."))
             }
             Err(e) => {
-                return Err(GzError::new(ErrorCode::FileUnreadable, format!("cannot read {}: {e}", path.display())))
+                return Err(GzError::new(
+                    ErrorCode::FileUnreadable,
+                    format!("cannot read {}: {e}", path.display()),
+                ))
             }
         };
         config.apply_env();
@@ -142,7 +150,10 @@ impl Config {
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, GzError> {
         let node = yaml::parse(text).map_err(|e| {
-            config_error(path, format!("line {}:{}: {}", e.pos.line, e.pos.column, e.message))
+            config_error(
+                path,
+                format!("line {}:{}: {}", e.pos.line, e.pos.column, e.message),
+            )
         })?;
         let Some(node) = node else {
             return Ok(Config::default());
@@ -181,15 +192,18 @@ impl Config {
     /// JSON when possible, text otherwise. Unknown keys are refused.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), GzError> {
         let mut tree = serde_json::to_value(&*self).unwrap_or_default();
-        let parsed: serde_json::Value =
-            serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        let parsed: serde_json::Value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
         let mut slot = &mut tree;
         for part in key.split('.') {
             slot = match slot.get_mut(part) {
                 Some(next) => next,
                 None => {
-                    return Err(GzError::new(ErrorCode::ConfigInvalid, format!("unknown config key `{key}`"))
-                        .with_hint("`gleitzeit config show` lists every key."))
+                    return Err(GzError::new(
+                        ErrorCode::ConfigInvalid,
+                        format!("unknown config key `{key}`"),
+                    )
+                    .with_hint("`gleitzeit config show` lists every key."))
                 }
             };
         }
@@ -249,8 +263,10 @@ mod tests {
 
     #[test]
     fn written_yaml_reads_back() {
-        let mut config = Config::default();
-        config.allowed_env = vec!["HOME".into()];
+        let mut config = Config {
+            allowed_env: vec!["HOME".into()],
+            ..Config::default()
+        };
         config.set("execution.max_concurrent_tasks", "7").unwrap();
         let back = Config::parse(&config.to_yaml(), Path::new("c")).unwrap();
         assert_eq!(back.execution.max_concurrent_tasks, 7);
@@ -260,12 +276,22 @@ mod tests {
     #[test]
     fn bad_values_and_keys_are_gz9003() {
         let mut config = Config::default();
-        assert_eq!(config.set("execution.nope", "1").unwrap_err().code, ErrorCode::ConfigInvalid);
         assert_eq!(
-            config.set("execution.max_concurrent_tasks", "many").unwrap_err().code,
+            config.set("execution.nope", "1").unwrap_err().code,
             ErrorCode::ConfigInvalid
         );
-        let error = Config::parse("execution: {max_concurrent_tasks: [1]}", Path::new("c.yaml")).unwrap_err();
+        assert_eq!(
+            config
+                .set("execution.max_concurrent_tasks", "many")
+                .unwrap_err()
+                .code,
+            ErrorCode::ConfigInvalid
+        );
+        let error = Config::parse(
+            "execution: {max_concurrent_tasks: [1]}",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
         assert_eq!(error.code, ErrorCode::ConfigInvalid);
         assert_eq!(error.location.as_deref(), Some("c.yaml"));
     }

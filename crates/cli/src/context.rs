@@ -51,8 +51,11 @@ impl Context {
                 "the redis backend is not available in this build yet",
             )
             .with_hint("Use --backend sqlite (the default) or --backend memory.")),
-            other => Err(GzError::new(ErrorCode::InvalidArgument, format!("unknown backend `{other}`"))
-                .with_hint("Backends: sqlite (default), memory.")),
+            other => Err(GzError::new(
+                ErrorCode::InvalidArgument,
+                format!("unknown backend `{other}`"),
+            )
+            .with_hint("Backends: sqlite (default), memory.")),
         }
     }
 
@@ -87,9 +90,10 @@ impl Context {
         };
         let python_workers = self.python_config().workers.max(1);
         config.lane_limits.insert("python".into(), python_workers);
-        config
-            .lane_limits
-            .insert("function".into(), self.config.execution.max_concurrent_functions.max(1));
+        config.lane_limits.insert(
+            "function".into(),
+            self.config.execution.max_concurrent_functions.max(1),
+        );
         Runtime::new(store, registry, config)
     }
 }

@@ -90,7 +90,10 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error[GZ8001]: cannot start the async runtime: {e}");

@@ -14,7 +14,9 @@ pub const EXIT_BACKEND: u8 = 3;
 pub fn exit_code(error: &GzError) -> u8 {
     if matches!(
         error.code,
-        ErrorCode::FunctionArgumentInvalid | ErrorCode::FunctionNotFound | ErrorCode::InvalidParameters
+        ErrorCode::FunctionArgumentInvalid
+            | ErrorCode::FunctionNotFound
+            | ErrorCode::InvalidParameters
     ) {
         return EXIT_INVALID;
     }
@@ -66,7 +68,11 @@ impl Paint {
 
 /// One paragraph: `error[GZxxxx]: message`, where it happened, what to do.
 pub fn render_error(error: &GzError, paint: &Paint) -> String {
-    let mut out = format!("{}: {}\n", paint.red(&format!("error[{}]", error.code)), error.message);
+    let mut out = format!(
+        "{}: {}\n",
+        paint.red(&format!("error[{}]", error.code)),
+        error.message
+    );
     if let Some(location) = &error.location {
         out.push_str(&format!("  {} {location}\n", paint.cyan("-->")));
     }
@@ -75,7 +81,11 @@ pub fn render_error(error: &GzError, paint: &Paint) -> String {
             out.push_str(&format!("  {} {line}\n", paint.dim("|")));
         }
     }
-    out.push_str(&format!("  {} {}\n", paint.yellow("hint:"), error.hint_text()));
+    out.push_str(&format!(
+        "  {} {}\n",
+        paint.yellow("hint:"),
+        error.hint_text()
+    ));
     out
 }
 
@@ -120,7 +130,11 @@ pub fn format_ms(ms: i64) -> String {
 
 pub fn format_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_else(|| "-".into())
 }
 
@@ -144,7 +158,8 @@ mod tests {
 
     #[test]
     fn error_paragraph_has_code_location_and_hint() {
-        let error = GzError::new(ErrorCode::MissingDependency, "task `a` depends on `x`").at("flow.yaml:5:3");
+        let error = GzError::new(ErrorCode::MissingDependency, "task `a` depends on `x`")
+            .at("flow.yaml:5:3");
         let text = render_error(&error, &Paint(false));
         assert_eq!(
             text,
@@ -154,10 +169,22 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_the_spec() {
-        assert_eq!(exit_code(&GzError::new(ErrorCode::YamlSyntax, "")), EXIT_INVALID);
-        assert_eq!(exit_code(&GzError::new(ErrorCode::DatabaseLocked, "")), EXIT_BACKEND);
-        assert_eq!(exit_code(&GzError::new(ErrorCode::PythonException, "")), EXIT_WORKFLOW_FAILED);
-        assert_eq!(exit_code(&GzError::new(ErrorCode::InvalidArgument, "")), EXIT_INVALID);
+        assert_eq!(
+            exit_code(&GzError::new(ErrorCode::YamlSyntax, "")),
+            EXIT_INVALID
+        );
+        assert_eq!(
+            exit_code(&GzError::new(ErrorCode::DatabaseLocked, "")),
+            EXIT_BACKEND
+        );
+        assert_eq!(
+            exit_code(&GzError::new(ErrorCode::PythonException, "")),
+            EXIT_WORKFLOW_FAILED
+        );
+        assert_eq!(
+            exit_code(&GzError::new(ErrorCode::InvalidArgument, "")),
+            EXIT_INVALID
+        );
     }
 
     #[test]

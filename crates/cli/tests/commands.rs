@@ -31,10 +31,24 @@ fn errors_registry_commands() {
     assert!(show.stdout.contains("Redis") && show.stdout.contains("Resolution"));
     let search = env.run(&["errors", "search", "timeout"]).ok();
     assert!(search.stdout.contains("GZ2002"));
-    let domain = env.run(&["--json", "errors", "list", "--domain", "workflow"]).ok().json();
-    assert!(domain.as_array().unwrap().iter().all(|e| e["domain"] == "workflow"));
-    let severe = env.run(&["--json", "errors", "list", "--severity", "critical"]).ok().json();
-    assert!(severe.as_array().unwrap().iter().all(|e| e["severity"] == "critical"));
+    let domain = env
+        .run(&["--json", "errors", "list", "--domain", "workflow"])
+        .ok()
+        .json();
+    assert!(domain
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["domain"] == "workflow"));
+    let severe = env
+        .run(&["--json", "errors", "list", "--severity", "critical"])
+        .ok()
+        .json();
+    assert!(severe
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["severity"] == "critical"));
     env.run(&["errors", "stats"]).ok();
     env.run(&["errors", "validate"]).ok();
     let unknown = env.run(&["errors", "show", "GZ0000"]).code(2);
@@ -45,15 +59,35 @@ fn errors_registry_commands() {
 fn functions_commands() {
     let env = Env::new();
     let list = env.run(&["--json", "functions", "list"]).ok().json();
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     assert!(names.len() >= 30, "{names:?}");
-    for required in ["fibonacci", "analyze_numbers", "random_data", "count_words", "extract_keywords", "csv_filter"] {
+    for required in [
+        "fibonacci",
+        "analyze_numbers",
+        "random_data",
+        "count_words",
+        "extract_keywords",
+        "csv_filter",
+    ] {
         assert!(names.contains(&required), "{required} missing");
     }
     let show = env.run(&["functions", "show", "fibonacci"]).ok();
-    assert!(show.stdout.contains("arguments") && show.stdout.contains("n "), "{}", show.stdout);
+    assert!(
+        show.stdout.contains("arguments") && show.stdout.contains("n "),
+        "{}",
+        show.stdout
+    );
     let missing = env.run(&["functions", "show", "fibonaci"]).code(2);
-    assert!(missing.stderr.contains("Did you mean `fibonacci`?"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("Did you mean `fibonacci`?"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[test]
@@ -61,20 +95,38 @@ fn config_init_set_show() {
     let env = Env::new();
     env.run(&["config", "init"]).ok();
     assert!(env.path("config.yaml").exists());
-    env.run(&["config", "set", "execution.max_concurrent_tasks", "3"]).ok();
+    env.run(&["config", "set", "execution.max_concurrent_tasks", "3"])
+        .ok();
     let show = env.run(&["--json", "config", "show"]).ok().json();
     assert_eq!(show["execution"]["max_concurrent_tasks"], 3);
     let bad = env.run(&["config", "set", "execution.nope", "1"]).code(2);
     assert!(bad.stderr.contains("GZ9003"));
     // The bare command shows the config, as in the earlier versions.
     let bare = env.run(&["config"]).ok();
-    assert!(bare.stdout.contains("max_concurrent_tasks: 3"), "{}", bare.stdout);
+    assert!(
+        bare.stdout.contains("max_concurrent_tasks: 3"),
+        "{}",
+        bare.stdout
+    );
 }
 
 #[test]
 fn help_is_available_for_every_command() {
     let env = Env::new();
-    for cmd in ["run", "resume", "validate", "exec", "init", "status", "list", "get", "cancel", "config", "functions", "errors"] {
+    for cmd in [
+        "run",
+        "resume",
+        "validate",
+        "exec",
+        "init",
+        "status",
+        "list",
+        "get",
+        "cancel",
+        "config",
+        "functions",
+        "errors",
+    ] {
         let run = env.run(&[cmd, "--help"]).ok();
         assert!(run.stdout.contains("Usage"), "{cmd}");
     }

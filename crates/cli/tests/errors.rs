@@ -39,9 +39,16 @@ tasks:
         "error[GZ3010]",
         "problems found in",
     ] {
-        assert!(run.stderr.contains(expected), "missing {expected:?} in:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(expected),
+            "missing {expected:?} in:\n{}",
+            run.stderr
+        );
     }
-    let json = env.run(&["--json", "validate", file.to_str().unwrap()]).code(2).json();
+    let json = env
+        .run(&["--json", "validate", file.to_str().unwrap()])
+        .code(2)
+        .json();
     assert_eq!(json["valid"], false);
     assert!(json["problems"].as_array().unwrap().len() >= 6);
 }
@@ -57,7 +64,10 @@ fn validate_accepts_good_files() {
 #[test]
 fn malformed_yaml_is_gz3001_with_position() {
     let env = Env::new();
-    let file = env.write("broken.yaml", "name: x\ntasks:\n  - id: a\n    method: [python\n");
+    let file = env.write(
+        "broken.yaml",
+        "name: x\ntasks:\n  - id: a\n    method: [python\n",
+    );
     let run = env.run(&["run", file.to_str().unwrap()]).code(2);
     assert!(run.stderr.contains("error[GZ3001]"), "{}", run.stderr);
     assert!(run.stderr.contains("broken.yaml:"), "{}", run.stderr);
@@ -67,7 +77,11 @@ fn malformed_yaml_is_gz3001_with_position() {
 fn unreadable_and_missing_files() {
     let env = Env::new();
     let run = env.run(&["run", "does-not-exist.yaml"]).code(3);
-    assert!(run.stderr.contains("GZ5001") && run.stderr.contains("does-not-exist.yaml"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("GZ5001") && run.stderr.contains("does-not-exist.yaml"),
+        "{}",
+        run.stderr
+    );
     let binary = env.path("binary.yaml");
     std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x41]).unwrap();
     let run = env.run(&["run", binary.to_str().unwrap()]).code(3);
@@ -82,8 +96,16 @@ fn corrupt_database_is_gz5004_exit_3_and_left_untouched() {
     std::fs::write(&db, &garbage).unwrap();
     let file = common::examples().join("fan_out.yaml");
     let run = env.run(&["run", file.to_str().unwrap()]).code(3);
-    assert!(run.stderr.contains("error[GZ5004]") && run.stderr.contains("hint:"), "{}", run.stderr);
-    assert_eq!(std::fs::read(&db).unwrap(), garbage, "no partial write into a file we do not understand");
+    assert!(
+        run.stderr.contains("error[GZ5004]") && run.stderr.contains("hint:"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        garbage,
+        "no partial write into a file we do not understand"
+    );
 }
 
 #[test]
@@ -117,7 +139,11 @@ fn rusqlite_lock(db: &std::path::Path) -> std::process::Child {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     assert_eq!(line.trim(), "locked");
     child
 }
@@ -137,6 +163,12 @@ fn usage_errors_exit_2() {
 fn bad_config_is_gz9003() {
     let env = Env::new();
     let config = env.write("cfg.yaml", "execution:\n  max_concurrent_tasks: lots\n");
-    let run = env.run(&["--config", config.to_str().unwrap(), "status"]).code(2);
-    assert!(run.stderr.contains("GZ9003") && run.stderr.contains("cfg.yaml"), "{}", run.stderr);
+    let run = env
+        .run(&["--config", config.to_str().unwrap(), "status"])
+        .code(2);
+    assert!(
+        run.stderr.contains("GZ9003") && run.stderr.contains("cfg.yaml"),
+        "{}",
+        run.stderr
+    );
 }

@@ -12,8 +12,16 @@ use std::time::{Duration, Instant};
 fn chain(env: &Env, side_effects: &std::path::Path, pause: f64) -> std::path::PathBuf {
     let mut yaml = String::from("name: durable\ntasks:\n");
     for i in 0..5 {
-        let deps = if i == 0 { String::new() } else { format!("    dependencies: [step{}]\n", i - 1) };
-        let previous = if i == 0 { "0".to_string() } else { format!("${{step{}}}", i - 1) };
+        let deps = if i == 0 {
+            String::new()
+        } else {
+            format!("    dependencies: [step{}]\n", i - 1)
+        };
+        let previous = if i == 0 {
+            "0".to_string()
+        } else {
+            format!("${{step{}}}", i - 1)
+        };
         yaml.push_str(&format!(
             "  - id: step{i}\n    method: python/execute\n{deps}    parameters:\n      code: |\n        import time\n        with open({path:?}, 'a') as f:\n            f.write('step{i}\\n')\n        time.sleep({pause})\n        result = {previous} * 2 + {i}\n",
             path = side_effects.display().to_string(),
@@ -44,7 +52,10 @@ fn sigkill_then_resume_completes_without_rerunning_completed_tasks() {
     let reference = Env::new();
     let reference_effects = reference.path("effects.txt");
     let file = chain(&reference, &reference_effects, 0.0);
-    let expected = reference.run(&["--json", "run", file.to_str().unwrap()]).ok().json();
+    let expected = reference
+        .run(&["--json", "run", file.to_str().unwrap()])
+        .ok()
+        .json();
 
     let env = Env::new();
     let effects = env.path("effects.txt");
@@ -70,7 +81,11 @@ fn sigkill_then_resume_completes_without_rerunning_completed_tasks() {
 
     let after = lines(&effects);
     for step in ["step0", "step1"] {
-        assert_eq!(after.iter().filter(|l| *l == step).count(), 1, "{step} ran twice: {after:?}");
+        assert_eq!(
+            after.iter().filter(|l| *l == step).count(),
+            1,
+            "{step} ran twice: {after:?}"
+        );
     }
     // The interrupted step may run twice (at-least-once); every later step once.
     for step in ["step3", "step4"] {
@@ -108,7 +123,14 @@ fn ctrl_c_cancels_and_kills_python_children() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(|| std::fs::read_to_string(&pid_file).map(|s| s.contains(' ')).unwrap_or(false), "python to start");
+    wait_for(
+        || {
+            std::fs::read_to_string(&pid_file)
+                .map(|s| s.contains(' '))
+                .unwrap_or(false)
+        },
+        "python to start",
+    );
     let pids: Vec<i32> = std::fs::read_to_string(&pid_file)
         .unwrap()
         .split_whitespace()
@@ -135,7 +157,10 @@ fn ctrl_c_cancels_and_kills_python_children() {
     }
     let list = env.run(&["--json", "list"]).ok().json();
     assert_eq!(list[0]["state"], "cancelled");
-    let get = env.run(&["--json", "get", list[0]["id"].as_str().unwrap()]).ok().json();
+    let get = env
+        .run(&["--json", "get", list[0]["id"].as_str().unwrap()])
+        .ok()
+        .json();
     assert_eq!(get["tasks"][0]["state"], "cancelled");
     assert_eq!(get["tasks"][1]["state"], "cancelled");
 }
@@ -175,7 +200,11 @@ fn cancel_from_another_process() {
         "the workflow to be running",
     );
     let cancel = env.run(&["cancel", &id]).ok();
-    assert!(cancel.stdout.contains("Asked the process"), "{}", cancel.stdout);
+    assert!(
+        cancel.stdout.contains("Asked the process"),
+        "{}",
+        cancel.stdout
+    );
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     let get = env.run(&["--json", "get", &id]).ok().json();

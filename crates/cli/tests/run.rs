@@ -9,10 +9,21 @@ fn quickstart_runs_and_reports() {
     let env = Env::new();
     let file = examples().join("quickstart.yaml");
     let run = env.run(&["run", file.to_str().unwrap()]).ok();
-    assert!(run.stdout.contains("Workflow \"Quickstart\" completed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Workflow \"Quickstart\" completed"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("4/4 tasks completed"), "{}", run.stdout);
-    assert!(run.stderr.contains("8 numbers, mean"), "live output shows task stdout: {}", run.stderr);
-    assert!(env.path("gleitzeit.db").exists(), "the default store is SQLite in GLEITZEIT_HOME");
+    assert!(
+        run.stderr.contains("8 numbers, mean"),
+        "live output shows task stdout: {}",
+        run.stderr
+    );
+    assert!(
+        env.path("gleitzeit.db").exists(),
+        "the default store is SQLite in GLEITZEIT_HOME"
+    );
 }
 
 #[test]
@@ -30,7 +41,10 @@ fn seed_001_example_prints_sum_and_average() {
     let numbers = tasks[0]["result"]["numbers"].as_array().unwrap();
     let total: i64 = numbers.iter().map(|n| n.as_i64().unwrap()).sum();
     assert_eq!(process["result"]["total"], total);
-    assert_eq!(process["result"]["average"].as_f64().unwrap(), total as f64 / 5.0);
+    assert_eq!(
+        process["result"]["average"].as_f64().unwrap(),
+        total as f64 / 5.0
+    );
 }
 
 #[test]
@@ -69,7 +83,15 @@ fn inputs_override_and_json_output() {
         "name: greet\ninputs: {who: world, n: 1}\ntasks:\n  - id: hi\n    method: python/execute\n    parameters:\n      code: |\n        result = '${inputs.who}' * ${inputs.n}\n",
     );
     let run = env
-        .run(&["--json", "run", file.to_str().unwrap(), "--input", "who=ab", "-i", "n=3"])
+        .run(&[
+            "--json",
+            "run",
+            file.to_str().unwrap(),
+            "--input",
+            "who=ab",
+            "-i",
+            "n=3",
+        ])
         .ok();
     assert_eq!(run.json()["tasks"][0]["result"], "ababab");
 }
@@ -89,7 +111,11 @@ new line __import__('os').system('touch PWNED') {x} ${y}"#;
     let run = env.run(&["--json", "run", file.to_str().unwrap()]).ok();
     let json = run.json();
     for (i, task) in json["tasks"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(task["result"], Value::String(nasty.to_string()), "task {i}: {task}");
+        assert_eq!(
+            task["result"],
+            Value::String(nasty.to_string()),
+            "task {i}: {task}"
+        );
     }
     assert!(!env.path("PWNED").exists(), "the text ran as code");
 }
@@ -105,21 +131,45 @@ fn failing_task_exits_1_with_traceback_and_hint() {
     assert!(run.stderr.contains("error[GZ2001]"), "{}", run.stderr);
     assert!(run.stderr.contains("ZeroDivisionError"), "{}", run.stderr);
     assert!(run.stderr.contains("hint:"), "{}", run.stderr);
-    assert!(run.stdout.contains("skipped because dependency `divide` failed"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("skipped because dependency `divide` failed"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
 fn run_function_shortcut() {
     let env = Env::new();
-    let run = env.run(&["run", "--function", "fibonacci", "--args", "n=10"]).ok();
+    let run = env
+        .run(&["run", "--function", "fibonacci", "--args", "n=10"])
+        .ok();
     let value: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(value, serde_json::json!([0, 1, 1, 2, 3, 5, 8, 13, 21, 34]));
     let run = env
-        .run(&["run", "--function", "random_data", "--args", "data_type=numbers", "count=100", "min=1", "max=1000"])
+        .run(&[
+            "run",
+            "--function",
+            "random_data",
+            "--args",
+            "data_type=numbers",
+            "count=100",
+            "min=1",
+            "max=1000",
+        ])
         .ok();
     let value: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(value.as_array().unwrap().len(), 100);
-    let run = env.run(&["run", "--function", "analyze_numbers", "--args", "numbers=[1,5,10,15,20]"]).ok();
+    let run = env
+        .run(&[
+            "run",
+            "--function",
+            "analyze_numbers",
+            "--args",
+            "numbers=[1,5,10,15,20]",
+        ])
+        .ok();
     let value: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(value["mean"], 10.2);
 }
@@ -127,12 +177,32 @@ fn run_function_shortcut() {
 #[test]
 fn function_errors_are_gz_errors() {
     let env = Env::new();
-    let run = env.run(&["run", "--function", "fibonaci", "--args", "n=3"]).code(2);
-    assert!(run.stderr.contains("GZ2030") && run.stderr.contains("fibonacci"), "{}", run.stderr);
-    let run = env.run(&["run", "--function", "fibonacci", "--args", "n=abc"]).code(2);
+    let run = env
+        .run(&["run", "--function", "fibonaci", "--args", "n=3"])
+        .code(2);
+    assert!(
+        run.stderr.contains("GZ2030") && run.stderr.contains("fibonacci"),
+        "{}",
+        run.stderr
+    );
+    let run = env
+        .run(&["run", "--function", "fibonacci", "--args", "n=abc"])
+        .code(2);
     assert!(run.stderr.contains("GZ2031"), "{}", run.stderr);
-    let run = env.run(&["run", "--function", "analyze_data", "--args", "data=missing_file.csv"]).code(3);
-    assert!(run.stderr.contains("GZ5001") && run.stderr.contains("missing_file.csv"), "{}", run.stderr);
+    let run = env
+        .run(&[
+            "run",
+            "--function",
+            "analyze_data",
+            "--args",
+            "data=missing_file.csv",
+        ])
+        .code(3);
+    assert!(
+        run.stderr.contains("GZ5001") && run.stderr.contains("missing_file.csv"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -143,7 +213,11 @@ fn exec_runs_python_directly() {
     let run = env.run(&["exec", "result = {'x': 1}"]).ok();
     assert!(run.stdout.contains("\"x\": 1"), "{}", run.stdout);
     let run = env.run(&["exec", "raise KeyError('nope')"]).code(1);
-    assert!(run.stderr.contains("GZ2020") && run.stderr.contains("KeyError"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("GZ2020") && run.stderr.contains("KeyError"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -158,7 +232,10 @@ fn missing_python_is_reported_before_running() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("GZ2024") && stderr.contains("hint:"), "{stderr}");
+    assert!(
+        stderr.contains("GZ2024") && stderr.contains("hint:"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -184,6 +261,7 @@ fn list_get_status_after_runs() {
 fn ephemeral_runs_leave_no_database() {
     let env = Env::new();
     let file = examples().join("fan_out.yaml");
-    env.run(&["run", "--ephemeral", file.to_str().unwrap()]).ok();
+    env.run(&["run", "--ephemeral", file.to_str().unwrap()])
+        .ok();
     assert!(!env.path("gleitzeit.db").exists());
 }

@@ -109,7 +109,7 @@ registry! {
     WorkerLost = 1004, Infrastructure, Medium, true,
         "A worker node stopped responding", "Its tasks are reclaimed and re-run; check the worker's logs.";
 
-    TaskFailed = 2001, Execution, Medium, false,
+    TaskFailed = 2001, Execution, Medium, true,
         "Task execution failed", "Read the task's error details; `gleitzeit get WORKFLOW_ID` shows every task's error.";
     TaskTimeout = 2002, Execution, Medium, true,
         "Task exceeded its timeout", "Raise `timeout:` on the task (seconds per attempt) or make the work smaller.";
@@ -133,7 +133,7 @@ registry! {
         "Endpoint is rate limiting requests", "Lower concurrency or raise the endpoint's limits; the request is retried after the advised delay.";
     NoHealthyEndpoint = 2015, Provider, High, true,
         "No healthy endpoint serves this model", "Check `gleitzeit providers health`; endpoints come back after their circuit breaker cools down.";
-    PythonException = 2020, Execution, Medium, false,
+    PythonException = 2020, Execution, Medium, true,
         "Python code raised an exception", "Read the traceback in the task's error; run the snippet with `gleitzeit exec` to iterate quickly.";
     PythonWorkerCrashed = 2021, Execution, High, true,
         "Python worker process died", "The code may have crashed the interpreter (segfault, os._exit); the worker was replaced.";
@@ -369,7 +369,12 @@ mod tests {
                 }
                 Domain::Cli => 9,
             };
-            assert_eq!(number / 1000, expected_thousands, "{} in wrong range", def.code);
+            assert_eq!(
+                number / 1000,
+                expected_thousands,
+                "{} in wrong range",
+                def.code
+            );
             assert!(!def.hint.is_empty() && !def.message.is_empty());
         }
         assert!(REGISTRY.len() >= 25, "the seeds promise 25+ errors");
@@ -377,7 +382,10 @@ mod tests {
 
     #[test]
     fn parse_accepts_with_or_without_prefix() {
-        assert_eq!(ErrorCode::parse("GZ1001"), Some(ErrorCode::RedisConnectionFailed));
+        assert_eq!(
+            ErrorCode::parse("GZ1001"),
+            Some(ErrorCode::RedisConnectionFailed)
+        );
         assert_eq!(ErrorCode::parse("gz3007"), Some(ErrorCode::DependencyCycle));
         assert_eq!(ErrorCode::parse("5001"), Some(ErrorCode::FileNotFound));
         assert_eq!(ErrorCode::parse("GZ0000"), None);

@@ -89,7 +89,14 @@ const TASK_KEYS: &[&str] = &[
 ];
 /// Keys of later features: named so the error says "not supported yet" rather
 /// than "unknown".
-const FUTURE_TASK_KEYS: &[&str] = &["when", "for_each", "cache", "requires", "max_parallel", "on_skip"];
+const FUTURE_TASK_KEYS: &[&str] = &[
+    "when",
+    "for_each",
+    "cache",
+    "requires",
+    "max_parallel",
+    "on_skip",
+];
 const DEFAULTS_KEYS: &[&str] = &[
     "model",
     "timeout",
@@ -114,7 +121,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn push(&mut self, code: ErrorCode, pos: Pos, message: impl Into<String>, hint: Option<String>) {
+    fn push(
+        &mut self,
+        code: ErrorCode,
+        pos: Pos,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         self.diagnostics.push(Diagnostic {
             code,
             message: message.into(),
@@ -127,7 +140,12 @@ impl Ctx<'_> {
     fn check_keys(&mut self, map: &[(Node, Node)], allowed: &[&str], what: &str) {
         for (key, _) in map {
             let Some(text) = key.key_text() else {
-                self.push(ErrorCode::WrongType, key.pos, format!("{what} keys must be strings"), None);
+                self.push(
+                    ErrorCode::WrongType,
+                    key.pos,
+                    format!("{what} keys must be strings"),
+                    None,
+                );
                 continue;
             };
             if allowed.contains(&text.as_str()) {
@@ -138,14 +156,21 @@ impl Ctx<'_> {
                     ErrorCode::UnknownKey,
                     key.pos,
                     format!("task key `{text}` is not supported by this version yet"),
-                    Some("Remove it; the task would otherwise run differently than written.".into()),
+                    Some(
+                        "Remove it; the task would otherwise run differently than written.".into(),
+                    ),
                 );
                 continue;
             }
             let hint = suggest(&text, allowed.iter().copied())
                 .map(|s| format!("Did you mean `{s}`?"))
                 .or_else(|| Some(format!("Accepted {what} keys: {}", allowed.join(", "))));
-            self.push(ErrorCode::UnknownKey, key.pos, format!("unknown {what} key `{text}`"), hint);
+            self.push(
+                ErrorCode::UnknownKey,
+                key.pos,
+                format!("unknown {what} key `{text}`"),
+                hint,
+            );
         }
     }
 
@@ -184,7 +209,9 @@ fn string_list(ctx: &mut Ctx, node: &Node, key: &str) -> Vec<(String, Pos)> {
         NodeKind::Seq(items) => items
             .iter()
             .filter_map(|item| match item.key_text() {
-                Some(text) if !matches!(item.kind, NodeKind::Scalar(Scalar::Null)) => Some((text, item.pos)),
+                Some(text) if !matches!(item.kind, NodeKind::Scalar(Scalar::Null)) => {
+                    Some((text, item.pos))
+                }
                 _ => {
                     ctx.wrong_type(item, key, "a list of strings");
                     None
@@ -206,7 +233,12 @@ fn parse_retry(ctx: &mut Ctx, node: &Node, base: &RetryPolicy) -> RetryPolicy {
     // `retry: 5` is shorthand for five attempts.
     if let NodeKind::Scalar(Scalar::Int(n)) = node.kind {
         if n < 1 {
-            ctx.push(ErrorCode::InvalidRetryPolicy, node.pos, "retry attempts must be at least 1", None);
+            ctx.push(
+                ErrorCode::InvalidRetryPolicy,
+                node.pos,
+                "retry attempts must be at least 1",
+                None,
+            );
         }
         policy.max_attempts = n.max(1) as u32;
         return policy;
@@ -220,7 +252,9 @@ fn parse_retry(ctx: &mut Ctx, node: &Node, base: &RetryPolicy) -> RetryPolicy {
         let key_text = key.key_text().unwrap_or_default();
         match key_text.as_str() {
             "max_attempts" => match &value.kind {
-                NodeKind::Scalar(Scalar::Int(n)) if *n >= 1 && *n <= 1000 => policy.max_attempts = *n as u32,
+                NodeKind::Scalar(Scalar::Int(n)) if *n >= 1 && *n <= 1000 => {
+                    policy.max_attempts = *n as u32
+                }
                 NodeKind::Scalar(Scalar::Int(n)) => ctx.push(
                     ErrorCode::InvalidRetryPolicy,
                     value.pos,
@@ -272,7 +306,10 @@ fn parse_retry(ctx: &mut Ctx, node: &Node, base: &RetryPolicy) -> RetryPolicy {
                                 ErrorCode::InvalidRetryPolicy,
                                 pos,
                                 format!("retry.retry_on: `{code}` is not an error code"),
-                                Some("Codes look like GZ2002; `gleitzeit errors list` shows them.".into()),
+                                Some(
+                                    "Codes look like GZ2002; `gleitzeit errors list` shows them."
+                                        .into(),
+                                ),
                             );
                             None
                         }
@@ -300,7 +337,12 @@ fn parse_timeout(ctx: &mut Ctx, node: &Node) -> Option<f64> {
     match number(node) {
         Some(t) if t > 0.0 && t.is_finite() => Some(t),
         Some(t) => {
-            ctx.push(ErrorCode::InvalidValue, node.pos, format!("timeout must be more than 0 seconds, not {t}"), None);
+            ctx.push(
+                ErrorCode::InvalidValue,
+                node.pos,
+                format!("timeout must be more than 0 seconds, not {t}"),
+                None,
+            );
             None
         }
         None => {
@@ -310,12 +352,19 @@ fn parse_timeout(ctx: &mut Ctx, node: &Node) -> Option<f64> {
     }
 }
 
-fn parse_choice<T>(ctx: &mut Ctx, node: &Node, key: &str, names: &[&str], parse: fn(&str) -> Option<T>) -> Option<T> {
+fn parse_choice<T>(
+    ctx: &mut Ctx,
+    node: &Node,
+    key: &str,
+    names: &[&str],
+    parse: fn(&str) -> Option<T>,
+) -> Option<T> {
     let text = node.key_text().unwrap_or_default();
     match node.as_str().and_then(parse) {
         Some(v) => Some(v),
         None => {
-            let hint = suggest(&text, names.iter().copied()).map(|s| format!("Did you mean `{s}`?"));
+            let hint =
+                suggest(&text, names.iter().copied()).map(|s| format!("Did you mean `{s}`?"));
             ctx.push(
                 ErrorCode::InvalidValue,
                 node.pos,
@@ -347,8 +396,14 @@ fn parse_defaults(ctx: &mut Ctx, node: &Node) -> Defaults {
         match key.key_text().unwrap_or_default().as_str() {
             "timeout" => defaults.timeout = parse_timeout(ctx, value),
             "retry" => defaults.retry = Some(parse_retry(ctx, value, &RetryPolicy::default())),
-            "priority" => defaults.priority = parse_choice(ctx, value, "priority", Priority::NAMES, Priority::parse),
-            "on_error" => defaults.on_error = parse_choice(ctx, value, "on_error", OnError::NAMES, OnError::parse),
+            "priority" => {
+                defaults.priority =
+                    parse_choice(ctx, value, "priority", Priority::NAMES, Priority::parse)
+            }
+            "on_error" => {
+                defaults.on_error =
+                    parse_choice(ctx, value, "on_error", OnError::NAMES, OnError::parse)
+            }
             other if DEFAULTS_KEYS.contains(&other) => {
                 defaults.params.insert(other.to_string(), value.to_json());
             }
@@ -371,9 +426,12 @@ fn normalise_method(
         return None;
     };
     let raw = raw.trim();
-    let protocol_name = protocol.map(|(p, pos)| (p.split('/').next().unwrap_or(p).to_string(), pos));
+    let protocol_name =
+        protocol.map(|(p, pos)| (p.split('/').next().unwrap_or(p).to_string(), pos));
     let (method, function) = match raw.split_once('/') {
-        Some(("function", name)) if name != "call" => ("function/call".to_string(), Some(name.to_string())),
+        Some(("function", name)) if name != "call" => {
+            ("function/call".to_string(), Some(name.to_string()))
+        }
         Some(_) => (raw.to_string(), None),
         None => match &protocol_name {
             Some((p, _)) if p != "function" => (format!("{p}/{raw}"), None),
@@ -398,9 +456,16 @@ fn normalise_method(
         if !catalog.has_function(name) {
             let names = catalog.all_names();
             let hint = suggest(name, names.iter().map(String::as_str))
-                .map(|s| format!("Did you mean `{s}`? `gleitzeit functions list` shows all functions."))
+                .map(|s| {
+                    format!("Did you mean `{s}`? `gleitzeit functions list` shows all functions.")
+                })
                 .or_else(|| Some("`gleitzeit functions list` shows all functions.".into()));
-            ctx.push(ErrorCode::UnknownMethod, method_node.pos, format!("unknown function `{name}`"), hint);
+            ctx.push(
+                ErrorCode::UnknownMethod,
+                method_node.pos,
+                format!("unknown function `{name}`"),
+                hint,
+            );
             return None;
         }
     } else if !catalog.has_method(&method) {
@@ -408,7 +473,12 @@ fn normalise_method(
         let hint = suggest(&method, names.iter().map(String::as_str))
             .map(|s| format!("Did you mean `{s}`?"))
             .or_else(|| Some(ErrorCode::UnknownMethod.def().hint.to_string()));
-        ctx.push(ErrorCode::UnknownMethod, method_node.pos, format!("unknown method `{raw}`"), hint);
+        ctx.push(
+            ErrorCode::UnknownMethod,
+            method_node.pos,
+            format!("unknown method `{raw}`"),
+            hint,
+        );
         return None;
     }
     Some((method, function))
@@ -566,7 +636,11 @@ fn parse_task<'n>(
 }
 
 /// Collects (reference result, position) for every string inside a params node.
-fn references_in(node: &Node, names: &dyn refs::Names, out: &mut Vec<(Result<refs::Reference, GzError>, Pos)>) {
+fn references_in(
+    node: &Node,
+    names: &dyn refs::Names,
+    out: &mut Vec<(Result<refs::Reference, GzError>, Pos)>,
+) {
     match &node.kind {
         NodeKind::Scalar(Scalar::Str(s)) if refs::has_reference(s) => {
             let mut found = Vec::new();
@@ -574,7 +648,9 @@ fn references_in(node: &Node, names: &dyn refs::Names, out: &mut Vec<(Result<ref
             out.extend(found.into_iter().map(|r| (r, node.pos)));
         }
         NodeKind::Seq(items) => items.iter().for_each(|n| references_in(n, names, out)),
-        NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| references_in(v, names, out)),
+        NodeKind::Map(entries) => entries
+            .iter()
+            .for_each(|(_, v)| references_in(v, names, out)),
         _ => {}
     }
 }
@@ -635,11 +711,21 @@ pub fn load(
     let root = match yaml::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
-            ctx.push(ErrorCode::EmptyWorkflow, Pos { line: 1, column: 1 }, "workflow file is empty", None);
+            ctx.push(
+                ErrorCode::EmptyWorkflow,
+                Pos { line: 1, column: 1 },
+                "workflow file is empty",
+                None,
+            );
             return Err(ctx.diagnostics);
         }
         Err(e) => {
-            ctx.push(ErrorCode::YamlSyntax, e.pos, format!("syntax error: {}", e.message), None);
+            ctx.push(
+                ErrorCode::YamlSyntax,
+                e.pos,
+                format!("syntax error: {}", e.message),
+                None,
+            );
             return Err(ctx.diagnostics);
         }
     };
@@ -668,7 +754,10 @@ pub fn load(
         }
     };
     let description = root.get("description").and_then(|d| d.key_text());
-    let defaults = root.get("defaults").map(|d| parse_defaults(&mut ctx, d)).unwrap_or_default();
+    let defaults = root
+        .get("defaults")
+        .map(|d| parse_defaults(&mut ctx, d))
+        .unwrap_or_default();
     let mut inputs = match root.get("inputs") {
         None => Map::new(),
         Some(node) => match node.to_json() {
@@ -694,7 +783,12 @@ pub fn load(
             }
         },
         None => {
-            ctx.push(ErrorCode::MissingField, root.pos, "workflow has no `tasks`", None);
+            ctx.push(
+                ErrorCode::MissingField,
+                root.pos,
+                "workflow has no `tasks`",
+                None,
+            );
             &[]
         }
     };
@@ -724,7 +818,10 @@ pub fn load(
                 ctx.push(
                     ErrorCode::DuplicateTaskId,
                     task.pos,
-                    format!("task `{key}` is defined twice (first at line {})", raw[other].pos.line),
+                    format!(
+                        "task `{key}` is defined twice (first at line {})",
+                        raw[other].pos.line
+                    ),
                     None,
                 );
             } else {
@@ -749,11 +846,15 @@ pub fn load(
                     }
                 }
                 None => {
-                    let hint = suggest(dep, owner.keys().map(String::as_str)).map(|s| format!("Did you mean `{s}`?"));
+                    let hint = suggest(dep, owner.keys().map(String::as_str))
+                        .map(|s| format!("Did you mean `{s}`?"));
                     ctx.push(
                         ErrorCode::MissingDependency,
                         *pos,
-                        format!("task `{}` depends on `{dep}`, which is not a task in this workflow", task.spec.id),
+                        format!(
+                            "task `{}` depends on `{dep}`, which is not a task in this workflow",
+                            task.spec.id
+                        ),
                         hint,
                     );
                 }
@@ -775,7 +876,11 @@ pub fn load(
     // Ancestors (transitive dependencies), valid only without a cycle.
     let ancestors: Vec<HashSet<usize>> = if cycle.is_none() {
         let mut memo: Vec<Option<HashSet<usize>>> = vec![None; raw.len()];
-        fn collect(i: usize, deps: &[Vec<usize>], memo: &mut Vec<Option<HashSet<usize>>>) -> HashSet<usize> {
+        fn collect(
+            i: usize,
+            deps: &[Vec<usize>],
+            memo: &mut Vec<Option<HashSet<usize>>>,
+        ) -> HashSet<usize> {
             if let Some(done) = &memo[i] {
                 return done.clone();
             }
@@ -787,14 +892,18 @@ pub fn load(
             memo[i] = Some(set.clone());
             set
         }
-        (0..raw.len()).map(|i| collect(i, &dep_index, &mut memo)).collect()
+        (0..raw.len())
+            .map(|i| collect(i, &dep_index, &mut memo))
+            .collect()
     } else {
         vec![HashSet::new(); raw.len()]
     };
 
     let names: HashSet<String> = owner.keys().cloned().collect();
     for (i, task) in raw.iter().enumerate() {
-        let Some(params) = task.params_node else { continue };
+        let Some(params) = task.params_node else {
+            continue;
+        };
         let mut found = Vec::new();
         references_in(params, &names, &mut found);
         for (reference, pos) in found {
@@ -861,12 +970,17 @@ pub fn load(
 /// JSON (numbers, lists, quoted strings), otherwise plain text.
 pub fn parse_input_override(arg: &str) -> Result<(String, Value), GzError> {
     let Some((key, value)) = arg.split_once('=') else {
-        return Err(GzError::new(ErrorCode::InvalidInput, format!("`{arg}` is not KEY=VALUE"))
-            .with_hint("Write inputs as --input topic=Rust or --input n=5"));
+        return Err(
+            GzError::new(ErrorCode::InvalidInput, format!("`{arg}` is not KEY=VALUE"))
+                .with_hint("Write inputs as --input topic=Rust or --input n=5"),
+        );
     };
     let key = key.trim();
     if key.is_empty() {
-        return Err(GzError::new(ErrorCode::InvalidInput, format!("`{arg}` has an empty key")));
+        return Err(GzError::new(
+            ErrorCode::InvalidInput,
+            format!("`{arg}` has an empty key"),
+        ));
     }
     let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
     Ok((key.to_string(), value))

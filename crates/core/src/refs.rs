@@ -104,7 +104,10 @@ fn task_root<'e>(expr: &'e str, names: &dyn Names) -> Option<&'e str> {
         .map(|(i, _)| i)
         .collect();
     cuts.push(expr.len());
-    cuts.into_iter().rev().map(|cut| &expr[..cut]).find(|root| names.is_task(root))
+    cuts.into_iter()
+        .rev()
+        .map(|cut| &expr[..cut])
+        .find(|root| names.is_task(root))
 }
 
 fn invalid(text: &str, why: impl Into<String>) -> GzError {
@@ -249,7 +252,9 @@ fn split_filters(inner: &str) -> Vec<&str> {
 fn parse_filter(text: &str, whole: &str) -> Result<Filter, GzError> {
     let text = text.trim();
     let (name, arg) = match text.find('(') {
-        Some(open) if text.ends_with(')') => (text[..open].trim(), Some(&text[open + 1..text.len() - 1])),
+        Some(open) if text.ends_with(')') => {
+            (text[..open].trim(), Some(&text[open + 1..text.len() - 1]))
+        }
         Some(_) => return Err(invalid(whole, format!("filter `{text}` is missing `)`"))),
         None => (text, None),
     };
@@ -260,14 +265,12 @@ fn parse_filter(text: &str, whole: &str) -> Result<Filter, GzError> {
         ("code", None) => Ok(Filter::Code),
         ("default", Some(arg)) => {
             let arg = arg.trim();
-            let value = if let Some(inner) = arg
-                .strip_prefix('\'')
-                .and_then(|a| a.strip_suffix('\''))
-            {
-                Value::String(inner.replace("\\'", "'"))
-            } else {
-                serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.to_string()))
-            };
+            let value =
+                if let Some(inner) = arg.strip_prefix('\'').and_then(|a| a.strip_suffix('\'')) {
+                    Value::String(inner.replace("\\'", "'"))
+                } else {
+                    serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.to_string()))
+                };
             Ok(Filter::Default(value))
         }
         ("default", None) => Err(invalid(whole, "`default` needs a value: default(\"x\")")),
@@ -406,7 +409,9 @@ fn navigate<'v>(mut value: &'v Value, path: &[PathSeg]) -> Result<&'v Value, (us
                 let idx = if *n < 0 { items.len() as i64 + n } else { *n };
                 usize::try_from(idx).ok().and_then(|i| items.get(i))
             }
-            (PathSeg::Key(k), Value::Array(items)) => k.parse::<usize>().ok().and_then(|i| items.get(i)),
+            (PathSeg::Key(k), Value::Array(items)) => {
+                k.parse::<usize>().ok().and_then(|i| items.get(i))
+            }
             _ => None,
         };
         match next {
@@ -508,36 +513,52 @@ fn lookup(reference: &Reference, scope: &dyn Scope) -> Result<Value, GzError> {
                 )
                 .with_hint("Declare it under `inputs:` in the workflow or pass --input NAME=VALUE.")
             })?;
-            navigate(value, &reference.path).cloned().map_err(|(depth, at)| {
+            navigate(value, &reference.path)
+                .cloned()
+                .map_err(|(depth, at)| {
+                    missing(
+                        reference,
+                        format!(
+                            "reference `{}`: input `{name}` has no field `{}`",
+                            reference.text,
+                            describe(&reference.path[..=depth])
+                        ),
+                        available(at),
+                    )
+                })
+        }
+        Root::Item => {
+            let item = scope.item().ok_or_else(|| {
+                invalid(
+                    &reference.text,
+                    "`item` is only defined inside `for_each` tasks",
+                )
+            })?;
+            navigate(item, &reference.path).cloned().map_err(|(_, at)| {
                 missing(
                     reference,
-                    format!(
-                        "reference `{}`: input `{name}` has no field `{}`",
-                        reference.text,
-                        describe(&reference.path[..=depth])
-                    ),
+                    format!("reference `{}`: no such field", reference.text),
                     available(at),
                 )
             })
         }
-        Root::Item => {
-            let item = scope.item().ok_or_else(|| {
-                invalid(&reference.text, "`item` is only defined inside `for_each` tasks")
-            })?;
-            navigate(item, &reference.path).cloned().map_err(|(_, at)| {
-                missing(reference, format!("reference `{}`: no such field", reference.text), available(at))
-            })
-        }
-        Root::Index => scope
-            .index()
-            .map(Value::from)
-            .ok_or_else(|| invalid(&reference.text, "`index` is only defined inside `for_each` tasks")),
+        Root::Index => scope.index().map(Value::from).ok_or_else(|| {
+            invalid(
+                &reference.text,
+                "`index` is only defined inside `for_each` tasks",
+            )
+        }),
         Root::Env(name) => scope.env(name).map(Value::String).ok_or_else(|| {
             GzError::new(
                 ErrorCode::InvalidReference,
-                format!("reference `{}`: environment variable `{name}` is not allowed or not set", reference.text),
+                format!(
+                    "reference `{}`: environment variable `{name}` is not allowed or not set",
+                    reference.text
+                ),
             )
-            .with_hint("List the variable under `allowed_env` in ~/.gleitzeit/config.yaml and set it.")
+            .with_hint(
+                "List the variable under `allowed_env` in ~/.gleitzeit/config.yaml and set it.",
+            )
         }),
     }
 }
@@ -639,7 +660,11 @@ pub fn render_value(value: &Value, names: &dyn Names, scope: &dyn Scope) -> Resu
 
 /// Every reference in a JSON value, for validation. Keeps going after a bad
 /// reference so all of them are reported.
-pub fn collect_references(value: &Value, names: &dyn Names, out: &mut Vec<Result<Reference, GzError>>) {
+pub fn collect_references(
+    value: &Value,
+    names: &dyn Names,
+    out: &mut Vec<Result<Reference, GzError>>,
+) {
     match value {
         Value::String(text) if has_reference(text) => {
             let mut i = 0;
@@ -678,7 +703,9 @@ mod tests {
 
     impl Scope for TestScope {
         fn task(&self, id: &str) -> Option<TaskView<'_>> {
-            self.tasks.get(id).map(|(record, primary)| TaskView { record, primary })
+            self.tasks
+                .get(id)
+                .map(|(record, primary)| TaskView { record, primary })
         }
         fn input(&self, name: &str) -> Option<&Value> {
             self.inputs.get(name)
@@ -689,11 +716,17 @@ mod tests {
         let mut tasks = HashMap::new();
         tasks.insert(
             "Generate Data".to_string(),
-            (json!({"result": {"numbers": [1, 2, 3]}, "stdout": "hi\n"}), "result"),
+            (
+                json!({"result": {"numbers": [1, 2, 3]}, "stdout": "hi\n"}),
+                "result",
+            ),
         );
         tasks.insert(
             "llm_task".to_string(),
-            (json!({"response": "```python\nprint(1)\n```", "model": "m"}), "response"),
+            (
+                json!({"response": "```python\nprint(1)\n```", "model": "m"}),
+                "response",
+            ),
         );
         let mut inputs = HashMap::new();
         inputs.insert("topic".to_string(), json!("Rust"));
@@ -709,7 +742,10 @@ mod tests {
         let r = |t: &str| render_str(t, &names, &scope).unwrap();
         assert_eq!(r("${Generate Data}"), json!({"numbers": [1, 2, 3]}));
         assert_eq!(r("${Generate Data.result}"), json!({"numbers": [1, 2, 3]}));
-        assert_eq!(r("${Generate Data.result.result}"), json!({"numbers": [1, 2, 3]}));
+        assert_eq!(
+            r("${Generate Data.result.result}"),
+            json!({"numbers": [1, 2, 3]})
+        );
         assert_eq!(r("${Generate Data.stdout}"), json!("hi\n"));
         assert_eq!(r("${Generate Data.result.numbers[1]}"), json!(2));
         assert_eq!(r("{{Generate Data.numbers[-1]}}"), json!(3));
@@ -734,9 +770,16 @@ mod tests {
         let (names, scope) = scope();
         let error = render_str("${Generate Data.result.nope}", &names, &scope).unwrap_err();
         assert_eq!(error.code, ErrorCode::ReferenceFieldMissing);
-        assert!(error.message.contains("Generate Data.result.nope"), "{}", error.message);
+        assert!(
+            error.message.contains("Generate Data.result.nope"),
+            "{}",
+            error.message
+        );
         let hint = error.hint.unwrap();
-        assert!(hint.contains("stdout") && hint.contains("result.numbers"), "{hint}");
+        assert!(
+            hint.contains("stdout") && hint.contains("result.numbers"),
+            "{hint}"
+        );
     }
 
     #[test]
@@ -744,8 +787,14 @@ mod tests {
         let (names, scope) = scope();
         let error = render_str("${nobody.result}", &names, &scope).unwrap_err();
         assert_eq!(error.code, ErrorCode::UnknownReference);
-        assert_eq!(render_str("{{ jinja }}", &names, &scope).unwrap(), json!("{{ jinja }}"));
-        assert_eq!(render_str("cost $${x}", &names, &scope).unwrap(), json!("cost ${x}"));
+        assert_eq!(
+            render_str("{{ jinja }}", &names, &scope).unwrap(),
+            json!("{{ jinja }}")
+        );
+        assert_eq!(
+            render_str("cost $${x}", &names, &scope).unwrap(),
+            json!("cost ${x}")
+        );
     }
 
     #[test]
@@ -758,7 +807,10 @@ mod tests {
 
     #[test]
     fn extract_code_takes_first_fence() {
-        assert_eq!(extract_code("Here:\n```python\na = 1\nb = 2\n```\nmore ```x```"), "a = 1\nb = 2");
+        assert_eq!(
+            extract_code("Here:\n```python\na = 1\nb = 2\n```\nmore ```x```"),
+            "a = 1\nb = 2"
+        );
         assert_eq!(extract_code("  plain  "), "plain");
     }
 }

@@ -69,30 +69,60 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Start,
-    Succeeded { task: TaskIdx },
-    Failed { task: TaskIdx, code: ErrorCode, retryable: bool },
-    RetryDue { task: TaskIdx },
+    Succeeded {
+        task: TaskIdx,
+    },
+    Failed {
+        task: TaskIdx,
+        code: ErrorCode,
+        retryable: bool,
+    },
+    RetryDue {
+        task: TaskIdx,
+    },
     /// A running task stopped after an [`Action::Abort`].
-    Aborted { task: TaskIdx },
+    Aborted {
+        task: TaskIdx,
+    },
     Cancel,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start attempt `attempt` (1-based) of the task.
-    Run { task: TaskIdx, attempt: u32 },
-    Completed { task: TaskIdx },
+    Run {
+        task: TaskIdx,
+        attempt: u32,
+    },
+    Completed {
+        task: TaskIdx,
+    },
     /// The attempt failed and another comes after `delay` (before jitter).
-    Retry { task: TaskIdx, next_attempt: u32, delay: Duration },
+    Retry {
+        task: TaskIdx,
+        next_attempt: u32,
+        delay: Duration,
+    },
     /// The task failed for good.
-    Failed { task: TaskIdx },
+    Failed {
+        task: TaskIdx,
+    },
     /// Not run because `cause` failed or was skipped, or the workflow stopped.
-    Skipped { task: TaskIdx, cause: Option<TaskIdx> },
+    Skipped {
+        task: TaskIdx,
+        cause: Option<TaskIdx>,
+    },
     /// Not run (or its retry dropped) because the workflow was cancelled.
-    Cancelled { task: TaskIdx },
+    Cancelled {
+        task: TaskIdx,
+    },
     /// Stop a running task; answer with [`Input::Aborted`].
-    Abort { task: TaskIdx },
-    Finished { state: WorkflowState },
+    Abort {
+        task: TaskIdx,
+    },
+    Finished {
+        state: WorkflowState,
+    },
 }
 
 #[derive(Debug)]
@@ -327,7 +357,10 @@ impl Scheduler {
                         continue;
                     }
                     self.waiting_on[dependant] -= 1;
-                    if self.waiting_on[dependant] == 0 && self.stopped_by.is_none() && !self.cancelled {
+                    if self.waiting_on[dependant] == 0
+                        && self.stopped_by.is_none()
+                        && !self.cancelled
+                    {
                         self.make_ready(dependant);
                     }
                 }
@@ -387,7 +420,13 @@ impl Scheduler {
             // The best ready task among lanes that have room.
             let mut best: Option<(usize, (Priority, Reverse<TaskIdx>))> = None;
             for (lane, heap) in self.ready.iter().enumerate() {
-                let limit = self.plan.lane_limits.get(lane).copied().unwrap_or(usize::MAX).max(1);
+                let limit = self
+                    .plan
+                    .lane_limits
+                    .get(lane)
+                    .copied()
+                    .unwrap_or(usize::MAX)
+                    .max(1);
                 if self.running_in_lane[lane] >= limit {
                     continue;
                 }
@@ -398,7 +437,9 @@ impl Scheduler {
                 }
             }
             let Some((lane, _)) = best else { break };
-            let Some((_, Reverse(task))) = self.ready[lane].pop() else { break };
+            let Some((_, Reverse(task))) = self.ready[lane].pop() else {
+                break;
+            };
             self.states[task] = TaskState::Running;
             self.attempts[task] += 1;
             self.running += 1;
@@ -414,11 +455,9 @@ impl Scheduler {
         if self.running > 0 || self.finished.is_some() {
             return;
         }
-        let all_terminal = self.states.iter().all(|s| s.is_terminal());
-        let stuck = !all_terminal
-            && (self.cancelled || self.stopped_by.is_some())
-            && !self.states.iter().any(|s| *s == TaskState::Retrying);
-        if !all_terminal && !stuck {
+        // Cancel and stop turn every task that is not running terminal at once,
+        // so once nothing runs, everything is terminal.
+        if !self.states.iter().all(|s| s.is_terminal()) {
             return;
         }
         let state = if self.cancelled {

@@ -296,7 +296,9 @@ mod tests {
 
     #[test]
     fn plain_scalars_are_typed_and_quoted_ones_stay_strings() {
-        let node = parse("a: 5\nb: '5'\nc: true\nd: 1.5\ne: ~\nf: hello").unwrap().unwrap();
+        let node = parse("a: 5\nb: '5'\nc: true\nd: 1.5\ne: ~\nf: hello")
+            .unwrap()
+            .unwrap();
         let json = node.to_json();
         assert_eq!(
             json,
@@ -306,7 +308,9 @@ mod tests {
 
     #[test]
     fn json_documents_parse_with_positions() {
-        let node = parse("{\n  \"name\": \"x\",\n  \"tasks\": []\n}").unwrap().unwrap();
+        let node = parse("{\n  \"name\": \"x\",\n  \"tasks\": []\n}")
+            .unwrap()
+            .unwrap();
         assert_eq!(node.get("tasks").unwrap().pos.line, 3);
     }
 

@@ -83,16 +83,20 @@ pub(crate) const FUNCTIONS: &[Function] = &[
 pub(crate) const RANDOM_MAX_COUNT: i64 = 1_000_000;
 const DATA_TYPES: &[&str] = &["numbers", "strings", "booleans", "names", "emails"];
 const FIRST_NAMES: &[&str] = &[
-    "Alice", "Bob", "Carla", "David", "Emma", "Felix", "Grace", "Hannah", "Ivan", "Julia", "Karl", "Lena", "Max",
-    "Nora", "Oscar", "Paula", "Quentin", "Rosa", "Sam", "Tara", "Uwe", "Vera", "Wes", "Yara", "Zoe",
+    "Alice", "Bob", "Carla", "David", "Emma", "Felix", "Grace", "Hannah", "Ivan", "Julia", "Karl",
+    "Lena", "Max", "Nora", "Oscar", "Paula", "Quentin", "Rosa", "Sam", "Tara", "Uwe", "Vera",
+    "Wes", "Yara", "Zoe",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Anderson", "Becker", "Chen", "Diaz", "Fischer", "Garcia", "Hoffmann", "Ito", "Jensen", "Kim", "Lopez",
-    "Meyer", "Nguyen", "Okafor", "Patel", "Rossi", "Schmidt", "Smith", "Tanaka", "Weber",
+    "Anderson", "Becker", "Chen", "Diaz", "Fischer", "Garcia", "Hoffmann", "Ito", "Jensen", "Kim",
+    "Lopez", "Meyer", "Nguyen", "Okafor", "Patel", "Rossi", "Schmidt", "Smith", "Tanaka", "Weber",
 ];
 
 fn pick<'a>(rng: &mut fastrand::Rng, items: &[&'a str]) -> &'a str {
-    items.get(rng.usize(..items.len().max(1))).copied().unwrap_or("")
+    items
+        .get(rng.usize(..items.len().max(1)))
+        .copied()
+        .unwrap_or("")
 }
 
 fn random_data(m: &Map<String, Value>) -> Res {
@@ -108,14 +112,18 @@ fn random_data(m: &Map<String, Value>) -> Res {
     let count = a.int_in("count", 0, RANDOM_MAX_COUNT)? as usize;
     let (min, max) = (a.number("min")?, a.number("max")?);
     if min > max {
-        return Err(a.error("min", format!("({min}) must not be larger than `max` ({max})")));
+        return Err(a.error(
+            "min",
+            format!("({min}) must not be larger than `max` ({max})"),
+        ));
     }
     let mut rng = match a.opt_int("seed")? {
         Some(seed) => fastrand::Rng::with_seed(seed as u64),
         None => fastrand::Rng::new(),
     };
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    let whole = min.fract() == 0.0 && max.fract() == 0.0 && min.abs() <= EXACT && max.abs() <= EXACT;
+    let whole =
+        min.fract() == 0.0 && max.fract() == 0.0 && min.abs() <= EXACT && max.abs() <= EXACT;
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let value = match data_type.as_str() {
@@ -123,12 +131,20 @@ fn random_data(m: &Map<String, Value>) -> Res {
             "numbers" => {
                 let t = rng.f64();
                 let span = max - min;
-                let x = if span.is_finite() { min + span * t } else { min * (1.0 - t) + max * t };
+                let x = if span.is_finite() {
+                    min + span * t
+                } else {
+                    min * (1.0 - t) + max * t
+                };
                 num(x.clamp(min, max))
             }
             "strings" => Value::String((0..8).map(|_| rng.alphanumeric()).collect()),
             "booleans" => Value::Bool(rng.bool()),
-            "names" => Value::String(format!("{} {}", pick(&mut rng, FIRST_NAMES), pick(&mut rng, LAST_NAMES))),
+            "names" => Value::String(format!(
+                "{} {}",
+                pick(&mut rng, FIRST_NAMES),
+                pick(&mut rng, LAST_NAMES)
+            )),
             _ => Value::String(format!(
                 "{}.{}{}@example.com",
                 pick(&mut rng, FIRST_NAMES).to_lowercase(),
@@ -156,11 +172,14 @@ fn type_rank(v: &Value) -> u8 {
 pub(crate) fn compare(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
-        (Value::Number(x), Value::Number(y)) => {
-            x.as_f64().unwrap_or(f64::NAN).total_cmp(&y.as_f64().unwrap_or(f64::NAN))
-        }
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .unwrap_or(f64::NAN)
+            .total_cmp(&y.as_f64().unwrap_or(f64::NAN)),
         (Value::String(x), Value::String(y)) => x.cmp(y),
-        (Value::Array(_), Value::Array(_)) | (Value::Object(_), Value::Object(_)) => a.to_string().cmp(&b.to_string()),
+        (Value::Array(_), Value::Array(_)) | (Value::Object(_), Value::Object(_)) => {
+            a.to_string().cmp(&b.to_string())
+        }
         _ => type_rank(a).cmp(&type_rank(b)),
     }
 }
@@ -178,7 +197,10 @@ fn sort_list(m: &Map<String, Value>) -> Res {
     };
     if let Some(k) = key {
         if let Some(i) = items.iter().position(|v| !v.is_object()) {
-            return Err(a.error("key", format!("({k:?}) needs a list of objects, but item {i} is not an object")));
+            return Err(a.error(
+                "key",
+                format!("({k:?}) needs a list of objects, but item {i} is not an object"),
+            ));
         }
     }
     items.sort_by(|x, y| {
@@ -195,7 +217,11 @@ fn sort_list(m: &Map<String, Value>) -> Res {
 fn unique(m: &Map<String, Value>) -> Res {
     let a = Args::new("unique", m);
     let mut seen = HashSet::new();
-    let items = a.list("items")?.iter().filter(|v| seen.insert(v.to_string())).cloned();
+    let items = a
+        .list("items")?
+        .iter()
+        .filter(|v| seen.insert(v.to_string()))
+        .cloned();
     Ok(Value::Array(items.collect()))
 }
 
@@ -204,7 +230,13 @@ fn filter_numbers(m: &Map<String, Value>) -> Res {
     let numbers = a.numbers("numbers")?;
     let min = a.opt_num("min")?.unwrap_or(f64::NEG_INFINITY);
     let max = a.opt_num("max")?.unwrap_or(f64::INFINITY);
-    Ok(Value::Array(numbers.into_iter().filter(|x| (min..=max).contains(x)).map(num).collect()))
+    Ok(Value::Array(
+        numbers
+            .into_iter()
+            .filter(|x| (min..=max).contains(x))
+            .map(num)
+            .collect(),
+    ))
 }
 
 /// A value as text: strings as they are, everything else as JSON.
@@ -229,67 +261,162 @@ mod tests {
 
     #[test]
     fn random_numbers_respect_bounds_and_seed() {
-        let args = json!({"data_type": "numbers", "count": "100", "min": "1", "max": "1000", "seed": 42});
+        let args =
+            json!({"data_type": "numbers", "count": "100", "min": "1", "max": "1000", "seed": 42});
         let first = call("random_data", args.clone()).unwrap();
         let list = first.as_array().unwrap();
         assert_eq!(list.len(), 100);
-        assert!(list.iter().all(|v| v.as_i64().is_some_and(|n| (1..=1000).contains(&n))), "{first}");
-        assert_eq!(call("random_data", args).unwrap(), first, "same seed, same data");
-        let floats = call("random_data", json!({"min": 0.5, "max": 0.75, "count": 50, "seed": 1})).unwrap();
-        assert!(floats.as_array().unwrap().iter().all(|v| v.as_f64().is_some_and(|f| (0.5..=0.75).contains(&f))));
-        let extreme = call("random_data", json!({"min": -1e308, "max": 1e308, "count": 20})).unwrap();
+        assert!(
+            list.iter()
+                .all(|v| v.as_i64().is_some_and(|n| (1..=1000).contains(&n))),
+            "{first}"
+        );
+        assert_eq!(
+            call("random_data", args).unwrap(),
+            first,
+            "same seed, same data"
+        );
+        let floats = call(
+            "random_data",
+            json!({"min": 0.5, "max": 0.75, "count": 50, "seed": 1}),
+        )
+        .unwrap();
+        assert!(floats
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_f64().is_some_and(|f| (0.5..=0.75).contains(&f))));
+        let extreme = call(
+            "random_data",
+            json!({"min": -1e308, "max": 1e308, "count": 20}),
+        )
+        .unwrap();
         assert!(extreme.as_array().unwrap().iter().all(|v| v.is_number()));
-        assert_eq!(call("random_data", json!({})).unwrap().as_array().unwrap().len(), 10, "defaults");
+        assert_eq!(
+            call("random_data", json!({}))
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            10,
+            "defaults"
+        );
     }
 
     #[test]
     fn random_other_types() {
-        let names = call("random_data", json!({"data_type": "names", "count": 5, "seed": 7})).unwrap();
-        assert!(names.as_array().unwrap().iter().all(|n| n.as_str().unwrap().split(' ').count() == 2));
-        let emails = call("random_data", json!({"data_type": "emails", "count": 3, "seed": 7})).unwrap();
+        let names = call(
+            "random_data",
+            json!({"data_type": "names", "count": 5, "seed": 7}),
+        )
+        .unwrap();
+        assert!(names
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n.as_str().unwrap().split(' ').count() == 2));
+        let emails = call(
+            "random_data",
+            json!({"data_type": "emails", "count": 3, "seed": 7}),
+        )
+        .unwrap();
         for (i, e) in emails.as_array().unwrap().iter().enumerate() {
             let e = e.as_str().unwrap();
-            assert!(e.ends_with(&format!("{}@example.com", i + 1)) && e.contains('.'), "{e}");
+            assert!(
+                e.ends_with(&format!("{}@example.com", i + 1)) && e.contains('.'),
+                "{e}"
+            );
         }
         let strings = call("random_data", json!({"data_type": "strings", "count": 3})).unwrap();
-        assert!(strings.as_array().unwrap().iter().all(|s| s.as_str().unwrap().len() == 8));
+        assert!(strings
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s.as_str().unwrap().len() == 8));
         let bools = call("random_data", json!({"data_type": "booleans", "count": 3})).unwrap();
         assert!(bools.as_array().unwrap().iter().all(|b| b.is_boolean()));
         let bad = call("random_data", json!({"data_type": "nmbers"})).unwrap_err();
         assert_eq!(bad.code, ErrorCode::FunctionArgumentInvalid);
         assert!(bad.message.contains("\"numbers\""), "{}", bad.message);
-        assert_eq!(err_code("random_data", json!({"count": 1_000_001})), ErrorCode::FunctionArgumentInvalid);
-        assert_eq!(err_code("random_data", json!({"min": 5, "max": 1})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            err_code("random_data", json!({"count": 1_000_001})),
+            ErrorCode::FunctionArgumentInvalid
+        );
+        assert_eq!(
+            err_code("random_data", json!({"min": 5, "max": 1})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
     fn sorting() {
-        assert_eq!(call("sort_list", json!({"items": "3,10,2"})).unwrap(), json!([2, 3, 10]));
-        assert_eq!(call("sort_list", json!({"items": "b,c,a", "reverse": true})).unwrap(), json!(["c", "b", "a"]));
-        assert_eq!(call("sort_list", json!({"items": ["b", 2, null, true, 1.5]})).unwrap(), json!([null, true, 1.5, 2, "b"]));
+        assert_eq!(
+            call("sort_list", json!({"items": "3,10,2"})).unwrap(),
+            json!([2, 3, 10])
+        );
+        assert_eq!(
+            call("sort_list", json!({"items": "b,c,a", "reverse": true})).unwrap(),
+            json!(["c", "b", "a"])
+        );
+        assert_eq!(
+            call("sort_list", json!({"items": ["b", 2, null, true, 1.5]})).unwrap(),
+            json!([null, true, 1.5, 2, "b"])
+        );
         let people = json!([{"name": "b", "age": 30}, {"name": "a", "age": 20}, {"name": "c"}]);
         let by_age = call("sort_list", json!({"items": people, "key": "age"})).unwrap();
-        assert_eq!(by_age, json!([{"name": "c"}, {"name": "a", "age": 20}, {"name": "b", "age": 30}]));
-        assert_eq!(err_code("sort_list", json!({"items": [1], "key": "age"})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            by_age,
+            json!([{"name": "c"}, {"name": "a", "age": 20}, {"name": "b", "age": 30}])
+        );
+        assert_eq!(
+            err_code("sort_list", json!({"items": [1], "key": "age"})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
     fn uniqueness() {
-        assert_eq!(call("unique", json!({"items": "a,b,a,c,b"})).unwrap(), json!(["a", "b", "c"]));
-        assert_eq!(call("unique", json!({"items": [1, [1], 1, {"a": 1}, [1]]})).unwrap(), json!([1, [1], {"a": 1}]));
+        assert_eq!(
+            call("unique", json!({"items": "a,b,a,c,b"})).unwrap(),
+            json!(["a", "b", "c"])
+        );
+        assert_eq!(
+            call("unique", json!({"items": [1, [1], 1, {"a": 1}, [1]]})).unwrap(),
+            json!([1, [1], {"a": 1}])
+        );
     }
 
     #[test]
     fn filtering_numbers() {
-        let out = call("filter_numbers", json!({"numbers": "[1,5,10,20]", "min": 5, "max": "10"})).unwrap();
+        let out = call(
+            "filter_numbers",
+            json!({"numbers": "[1,5,10,20]", "min": 5, "max": "10"}),
+        )
+        .unwrap();
         assert_eq!(out, json!([5, 10]));
-        assert_eq!(call("filter_numbers", json!({"numbers": [1, 2.5], "min": 2})).unwrap(), json!([2.5]));
-        assert_eq!(call("filter_numbers", json!({"numbers": [3, -1]})).unwrap(), json!([3, -1]));
+        assert_eq!(
+            call("filter_numbers", json!({"numbers": [1, 2.5], "min": 2})).unwrap(),
+            json!([2.5])
+        );
+        assert_eq!(
+            call("filter_numbers", json!({"numbers": [3, -1]})).unwrap(),
+            json!([3, -1])
+        );
     }
 
     #[test]
     fn joining() {
-        assert_eq!(call("join_list", json!({"items": ["a", "b"], "separator": " | "})).unwrap(), json!("a | b"));
-        assert_eq!(call("join_list", json!({"items": [1, "x", null, {"k": 1}]})).unwrap(), json!("1, x, null, {\"k\":1}"));
+        assert_eq!(
+            call(
+                "join_list",
+                json!({"items": ["a", "b"], "separator": " | "})
+            )
+            .unwrap(),
+            json!("a | b")
+        );
+        assert_eq!(
+            call("join_list", json!({"items": [1, "x", null, {"k": 1}]})).unwrap(),
+            json!("1, x, null, {\"k\":1}")
+        );
     }
 }

@@ -7,7 +7,9 @@
 
 use crate::{Args, Function};
 use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta, Timelike, Utc};
+use chrono::{
+    DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta, Timelike, Utc,
+};
 use gleitzeit_core::GzError;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
@@ -134,10 +136,20 @@ const DATETIME_FORMATS: &[&str] = &[
     "%m/%d/%Y %H:%M:%S",
     "%m/%d/%Y %H:%M",
 ];
-const DATE_FORMATS: &[&str] =
-    &["%Y-%m-%d", "%Y/%m/%d", "%d.%m.%Y", "%m/%d/%Y", "%d %B %Y", "%d %b %Y", "%B %d, %Y", "%b %d, %Y", "%B %d %Y"];
+const DATE_FORMATS: &[&str] = &[
+    "%Y-%m-%d",
+    "%Y/%m/%d",
+    "%d.%m.%Y",
+    "%m/%d/%Y",
+    "%d %B %Y",
+    "%d %b %Y",
+    "%B %d, %Y",
+    "%b %d, %Y",
+    "%B %d %Y",
+];
 
-const ACCEPTED: &str = "2024-03-15, 2024-03-15T10:30:00Z, 2024-03-15 10:30, 15.03.2024, 03/15/2024, \
+const ACCEPTED: &str =
+    "2024-03-15, 2024-03-15T10:30:00Z, 2024-03-15 10:30, 15.03.2024, 03/15/2024, \
                         15 March 2024, March 15, 2024, a Unix timestamp, now or today";
 
 /// Parses `text` as a date, with `format` when given.
@@ -145,7 +157,9 @@ pub(crate) fn parse_when(text: &str, format: Option<&str>) -> Result<When, Strin
     let text = text.trim();
     if let Some(format) = format {
         if StrftimeItems::new(format).any(|i| i == Item::Error) {
-            return Err(format!("the format {format:?} is not a valid strftime format"));
+            return Err(format!(
+                "the format {format:?} is not a valid strftime format"
+            ));
         }
         if let Ok(dt) = DateTime::parse_from_str(text, format) {
             return Ok(When::DateTime(dt.naive_utc()));
@@ -177,11 +191,17 @@ pub(crate) fn parse_when(text: &str, format: Option<&str>) -> Result<When, Strin
     }
     let digits = text.strip_prefix('-').unwrap_or(text);
     if digits.len() >= 9 && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Some(dt) = text.parse::<i64>().ok().and_then(|s| DateTime::from_timestamp(s, 0)) {
+        if let Some(dt) = text
+            .parse::<i64>()
+            .ok()
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+        {
             return Ok(When::DateTime(dt.naive_utc()));
         }
     }
-    Err(format!("cannot read {text:?} as a date; accepted forms: {ACCEPTED} (or pass `format`)"))
+    Err(format!(
+        "cannot read {text:?} as a date; accepted forms: {ACCEPTED} (or pass `format`)"
+    ))
 }
 
 fn when(a: &Args, name: &str, format: Option<&str>) -> Result<When, GzError> {
@@ -193,7 +213,10 @@ fn when(a: &Args, name: &str, format: Option<&str>) -> Result<When, GzError> {
 fn strftime(a: &Args, name: &str, value: DateTime<Utc>, format: &str) -> Result<String, GzError> {
     let items: Vec<Item> = StrftimeItems::new(format).collect();
     if items.contains(&Item::Error) {
-        return Err(a.error(name, format!("({format:?}) is not a valid strftime format; e.g. %Y-%m-%d %H:%M")));
+        return Err(a.error(
+            name,
+            format!("({format:?}) is not a valid strftime format; e.g. %Y-%m-%d %H:%M"),
+        ));
     }
     let mut out = String::new();
     write!(out, "{}", value.format_with_items(items.iter()))
@@ -206,7 +229,9 @@ fn now(m: &Map<String, Value>) -> Res {
     let current = Utc::now();
     match a.opt_str("format")? {
         Some(format) => Ok(Value::String(strftime(&a, "format", current, format)?)),
-        None => Ok(Value::String(current.to_rfc3339_opts(SecondsFormat::Secs, true))),
+        None => Ok(Value::String(
+            current.to_rfc3339_opts(SecondsFormat::Secs, true),
+        )),
     }
 }
 
@@ -267,7 +292,12 @@ fn date_diff(m: &Map<String, Value>) -> Res {
         "hour" => delta.num_hours(),
         "day" => delta.num_days(),
         "week" => delta.num_weeks(),
-        _ => return Err(a.error("unit", format!("is {unit:?}; use seconds, minutes, hours, days or weeks"))),
+        _ => {
+            return Err(a.error(
+                "unit",
+                format!("is {unit:?}; use seconds, minutes, hours, days or weeks"),
+            ))
+        }
     };
     Ok(Value::from(value))
 }
@@ -276,7 +306,12 @@ fn add_days(m: &Map<String, Value>) -> Res {
     let a = Args::new("add_days", m);
     let start = when(&a, "date", None)?;
     let days = a.int("days")?;
-    let out_of_range = || a.failed(format!("{} plus {days} days is outside the supported dates", start.iso()));
+    let out_of_range = || {
+        a.failed(format!(
+            "{} plus {days} days is outside the supported dates",
+            start.iso()
+        ))
+    };
     let delta = TimeDelta::try_days(days).ok_or_else(out_of_range)?;
     let shifted = match start {
         When::Date(d) => d.checked_add_signed(delta).map(When::Date),
@@ -287,7 +322,13 @@ fn add_days(m: &Map<String, Value>) -> Res {
 
 fn day_of_week(m: &Map<String, Value>) -> Res {
     let a = Args::new("day_of_week", m);
-    Ok(Value::String(when(&a, "date", None)?.date().weekday().to_string_long().to_string()))
+    Ok(Value::String(
+        when(&a, "date", None)?
+            .date()
+            .weekday()
+            .to_string_long()
+            .to_string(),
+    ))
 }
 
 fn format_date(m: &Map<String, Value>) -> Res {
@@ -311,20 +352,37 @@ mod tests {
         assert!(DateTime::parse_from_rfc3339(iso).is_ok());
         let year = call("now", json!({"format": "%Y"})).unwrap();
         assert_eq!(year, json!(Utc::now().year().to_string()));
-        assert_eq!(err_code("now", json!({"format": "%Q %"})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            err_code("now", json!({"format": "%Q %"})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
     fn parses_many_forms() {
         let march15 = When::Date(NaiveDate::from_ymd_opt(2024, 3, 15).unwrap());
-        for text in ["2024-03-15", "2024/03/15", "15.03.2024", "03/15/2024", "15 March 2024", "March 15, 2024", "15 Mar 2024"] {
+        for text in [
+            "2024-03-15",
+            "2024/03/15",
+            "15.03.2024",
+            "03/15/2024",
+            "15 March 2024",
+            "March 15, 2024",
+            "15 Mar 2024",
+        ] {
             assert_eq!(parse_when(text, None), Ok(march15), "{text}");
         }
         assert_eq!(parse_when("15/03/24", Some("%d/%m/%y")), Ok(march15));
         let t = parse_when("2024-03-15T12:30:00+02:00", None).unwrap();
         assert_eq!(t.iso(), "2024-03-15T10:30:00Z");
-        assert_eq!(parse_when("2024-03-15 10:30", None).unwrap().iso(), "2024-03-15T10:30:00Z");
-        assert_eq!(parse_when("1710498600", None).unwrap().iso(), "2024-03-15T10:30:00Z");
+        assert_eq!(
+            parse_when("2024-03-15 10:30", None).unwrap().iso(),
+            "2024-03-15T10:30:00Z"
+        );
+        assert_eq!(
+            parse_when("1710498600", None).unwrap().iso(),
+            "2024-03-15T10:30:00Z"
+        );
         assert!(parse_when("yesterday-ish", None).is_err());
         assert!(parse_when("2024-02-30", None).is_err());
         assert!(parse_when("x", Some("%")).is_err());
@@ -336,14 +394,24 @@ mod tests {
         assert_eq!(out["iso"], "2024-03-15T10:30:05Z");
         assert_eq!(out["date"], "2024-03-15");
         assert_eq!(out["time"], "10:30:05");
-        assert_eq!((out["year"].clone(), out["month"].clone(), out["day"].clone()), (json!(2024), json!(3), json!(15)));
+        assert_eq!(
+            (
+                out["year"].clone(),
+                out["month"].clone(),
+                out["day"].clone()
+            ),
+            (json!(2024), json!(3), json!(15))
+        );
         assert_eq!(out["weekday"], "Friday");
         assert_eq!(out["day_of_year"], 75);
         assert_eq!(out["iso_week"], 11);
         assert_eq!(out["timestamp"], 1710498605);
         assert_eq!(out["is_leap_year"], true);
         let date_only = call("parse_date", json!({"date": "2023-12-31"})).unwrap();
-        assert_eq!((date_only["iso"].clone(), date_only["time"].clone()), (json!("2023-12-31"), Value::Null));
+        assert_eq!(
+            (date_only["iso"].clone(), date_only["time"].clone()),
+            (json!("2023-12-31"), Value::Null)
+        );
         let bad = call("parse_date", json!({"date": "someday"})).unwrap_err();
         assert_eq!(bad.code, ErrorCode::FunctionArgumentInvalid);
         assert!(bad.message.contains("`date`"), "{}", bad.message);
@@ -351,35 +419,91 @@ mod tests {
 
     #[test]
     fn differences() {
-        assert_eq!(call("date_diff", json!({"start": "2024-01-01", "end": "2024-03-01"})).unwrap(), json!(60));
-        assert_eq!(call("date_diff", json!({"start": "2024-03-01", "end": "2024-01-01"})).unwrap(), json!(-60));
-        let hours = call("date_diff", json!({"start": "2024-01-01", "end": "2024-01-02T06:00:00Z", "unit": "hours"}));
-        assert_eq!(hours.unwrap(), json!(30));
-        assert_eq!(call("date_diff", json!({"start": "2024-01-01", "end": "2024-01-16", "unit": "week"})).unwrap(), json!(2));
         assert_eq!(
-            err_code("date_diff", json!({"start": "2024-01-01", "end": "2024-01-02", "unit": "fortnights"})),
+            call(
+                "date_diff",
+                json!({"start": "2024-01-01", "end": "2024-03-01"})
+            )
+            .unwrap(),
+            json!(60)
+        );
+        assert_eq!(
+            call(
+                "date_diff",
+                json!({"start": "2024-03-01", "end": "2024-01-01"})
+            )
+            .unwrap(),
+            json!(-60)
+        );
+        let hours = call(
+            "date_diff",
+            json!({"start": "2024-01-01", "end": "2024-01-02T06:00:00Z", "unit": "hours"}),
+        );
+        assert_eq!(hours.unwrap(), json!(30));
+        assert_eq!(
+            call(
+                "date_diff",
+                json!({"start": "2024-01-01", "end": "2024-01-16", "unit": "week"})
+            )
+            .unwrap(),
+            json!(2)
+        );
+        assert_eq!(
+            err_code(
+                "date_diff",
+                json!({"start": "2024-01-01", "end": "2024-01-02", "unit": "fortnights"})
+            ),
             ErrorCode::FunctionArgumentInvalid
         );
     }
 
     #[test]
     fn adding_days() {
-        assert_eq!(call("add_days", json!({"date": "2024-02-27", "days": 3})).unwrap(), json!("2024-03-01"));
-        assert_eq!(call("add_days", json!({"date": "2024-03-01", "days": "-1"})).unwrap(), json!("2024-02-29"));
         assert_eq!(
-            call("add_days", json!({"date": "2024-12-31T23:00:00Z", "days": 1})).unwrap(),
+            call("add_days", json!({"date": "2024-02-27", "days": 3})).unwrap(),
+            json!("2024-03-01")
+        );
+        assert_eq!(
+            call("add_days", json!({"date": "2024-03-01", "days": "-1"})).unwrap(),
+            json!("2024-02-29")
+        );
+        assert_eq!(
+            call(
+                "add_days",
+                json!({"date": "2024-12-31T23:00:00Z", "days": 1})
+            )
+            .unwrap(),
             json!("2025-01-01T23:00:00Z")
         );
-        assert_eq!(err_code("add_days", json!({"date": "2024-01-01", "days": i64::MAX})), ErrorCode::FunctionFailed);
-        assert_eq!(err_code("add_days", json!({"date": "2024-01-01", "days": 10_000_000_000i64})), ErrorCode::FunctionFailed);
+        assert_eq!(
+            err_code("add_days", json!({"date": "2024-01-01", "days": i64::MAX})),
+            ErrorCode::FunctionFailed
+        );
+        assert_eq!(
+            err_code(
+                "add_days",
+                json!({"date": "2024-01-01", "days": 10_000_000_000i64})
+            ),
+            ErrorCode::FunctionFailed
+        );
     }
 
     #[test]
     fn weekdays_and_formatting() {
-        assert_eq!(call("day_of_week", json!({"date": "2024-03-15"})).unwrap(), json!("Friday"));
-        assert_eq!(call("day_of_week", json!({"date": "2000-01-01"})).unwrap(), json!("Saturday"));
         assert_eq!(
-            call("format_date", json!({"date": "2024-03-15", "format": "%d %B %Y, %A %H:%M %Z"})).unwrap(),
+            call("day_of_week", json!({"date": "2024-03-15"})).unwrap(),
+            json!("Friday")
+        );
+        assert_eq!(
+            call("day_of_week", json!({"date": "2000-01-01"})).unwrap(),
+            json!("Saturday")
+        );
+        assert_eq!(
+            call(
+                "format_date",
+                json!({"date": "2024-03-15", "format": "%d %B %Y, %A %H:%M %Z"})
+            )
+            .unwrap(),
             json!("15 March 2024, Friday 00:00 UTC")
         );
         assert_eq!(

@@ -96,7 +96,9 @@ fn expand(path: &str) -> PathBuf {
 }
 
 fn not_found(a: &Args, argument: &str, path: &str) -> GzError {
-    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "?".into());
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "?".into());
     GzError::new(ErrorCode::FileNotFound, format!("{}: file not found: {path}", a.function))
         .with_hint(format!(
             "Check the path given as `{argument}`; relative paths are resolved from the working directory ({cwd})."
@@ -105,8 +107,11 @@ fn not_found(a: &Args, argument: &str, path: &str) -> GzError {
 }
 
 fn unreadable(a: &Args, argument: &str, path: &str, why: impl std::fmt::Display) -> GzError {
-    GzError::new(ErrorCode::FileUnreadable, format!("{}: cannot read {path}: {why}", a.function))
-        .with_details(json!({ "function": a.function, "argument": argument, "path": path }))
+    GzError::new(
+        ErrorCode::FileUnreadable,
+        format!("{}: cannot read {path}: {why}", a.function),
+    )
+    .with_details(json!({ "function": a.function, "argument": argument, "path": path }))
 }
 
 /// Opens a regular file for reading, mapping failures to GZ5001/GZ5002.
@@ -128,7 +133,15 @@ fn open(a: &Args, argument: &str, path: &str) -> Result<(std::fs::File, u64), Gz
 
 fn utf8(a: &Args, argument: &str, path: &str, bytes: Vec<u8>) -> Result<String, GzError> {
     let mut text = String::from_utf8(bytes).map_err(|e| {
-        unreadable(a, argument, path, format!("it is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+        unreadable(
+            a,
+            argument,
+            path,
+            format!(
+                "it is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
     })?;
     if text.starts_with('\u{feff}') {
         text.drain(..'\u{feff}'.len_utf8());
@@ -140,12 +153,24 @@ fn utf8(a: &Args, argument: &str, path: &str, bytes: Vec<u8>) -> Result<String, 
 pub(crate) fn read_text(a: &Args, argument: &str, path: &str) -> Result<String, GzError> {
     let (file, size) = open(a, argument, path)?;
     if size > MAX_FILE_BYTES {
-        return Err(unreadable(a, argument, path, format!("it is {size} bytes; the limit is {MAX_FILE_BYTES}")));
+        return Err(unreadable(
+            a,
+            argument,
+            path,
+            format!("it is {size} bytes; the limit is {MAX_FILE_BYTES}"),
+        ));
     }
     let mut bytes = Vec::with_capacity(size as usize);
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| unreadable(a, argument, path, e))?;
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(a, argument, path, e))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(unreadable(a, argument, path, format!("it is larger than the limit of {MAX_FILE_BYTES} bytes")));
+        return Err(unreadable(
+            a,
+            argument,
+            path,
+            format!("it is larger than the limit of {MAX_FILE_BYTES} bytes"),
+        ));
     }
     utf8(a, argument, path, bytes)
 }
@@ -218,11 +243,19 @@ impl Table {
         let mut records = parse_csv(text, delimiter).into_iter();
         let header = records.next().unwrap_or_default();
         let rows: Vec<Vec<String>> = records.collect();
-        let width = rows.iter().map(Vec::len).max().unwrap_or(0).max(header.len());
+        let width = rows
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(header.len());
         let mut columns = Vec::with_capacity(width);
         let mut seen = HashSet::new();
         for i in 0..width {
-            let base = header.get(i).map(|h| h.trim().to_string()).filter(|h| !h.is_empty());
+            let base = header
+                .get(i)
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty());
             let base = base.unwrap_or_else(|| format!("column_{}", i + 1));
             let mut name = base.clone();
             let mut n = 2;
@@ -240,8 +273,12 @@ impl Table {
     }
 
     pub fn row_object(&self, row: &[String]) -> Value {
-        let object: Map<String, Value> =
-            self.columns.iter().enumerate().map(|(i, c)| (c.clone(), typed(self.cell(row, i)))).collect();
+        let object: Map<String, Value> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), typed(self.cell(row, i))))
+            .collect();
         Value::Object(object)
     }
 
@@ -249,10 +286,17 @@ impl Table {
         if let Some(i) = self.columns.iter().position(|c| c == column) {
             return Ok(i);
         }
-        if let Some(i) = self.columns.iter().position(|c| c.eq_ignore_ascii_case(column.trim())) {
+        if let Some(i) = self
+            .columns
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(column.trim()))
+        {
             return Ok(i);
         }
-        let mut message = format!("names no column: {column:?}; the columns are {}", self.columns.join(", "));
+        let mut message = format!(
+            "names no column: {column:?}; the columns are {}",
+            self.columns.join(", ")
+        );
         if let Some(close) = closest(column, self.columns.iter().map(String::as_str)) {
             message.push_str(&format!(" (did you mean {close:?}?)"));
         }
@@ -280,8 +324,13 @@ fn cell_number(text: &str) -> Option<f64> {
         return n.as_f64();
     }
     let digits = text.trim_start_matches(['+', '-']);
-    let leading_zero = digits.len() > 1 && digits.starts_with('0') && digits.as_bytes().get(1).is_some_and(u8::is_ascii_digit);
-    let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c));
+    let leading_zero = digits.len() > 1
+        && digits.starts_with('0')
+        && digits.as_bytes().get(1).is_some_and(u8::is_ascii_digit);
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+-.eE".contains(c));
     if !plain || leading_zero {
         return None;
     }
@@ -334,7 +383,12 @@ fn csv_filter(m: &Map<String, Value>) -> Res {
         }
         true
     };
-    let rows: Vec<Value> = table.rows.iter().filter(|r| keep(r)).map(|r| table.row_object(r)).collect();
+    let rows: Vec<Value> = table
+        .rows
+        .iter()
+        .filter(|r| keep(r))
+        .map(|r| table.row_object(r))
+        .collect();
     Ok(json!({
         "count": rows.len(),
         "total_rows": table.rows.len(),
@@ -352,7 +406,12 @@ fn read_csv(m: &Map<String, Value>) -> Res {
         None => usize::MAX,
     };
     let table = load_table(&a, "file", path)?;
-    let rows: Vec<Value> = table.rows.iter().take(limit).map(|r| table.row_object(r)).collect();
+    let rows: Vec<Value> = table
+        .rows
+        .iter()
+        .take(limit)
+        .map(|r| table.row_object(r))
+        .collect();
     Ok(json!({ "count": rows.len(), "columns": table.columns, "rows": rows }))
 }
 
@@ -368,9 +427,18 @@ fn json_rows(doc: Value) -> Vec<Map<String, Value>> {
     match doc {
         Value::Array(items) => items.into_iter().map(single).collect(),
         Value::Object(map) if !map.is_empty() && map.values().all(Value::is_array) => {
-            let len = map.values().filter_map(Value::as_array).map(Vec::len).max().unwrap_or(0);
+            let len = map
+                .values()
+                .filter_map(Value::as_array)
+                .map(Vec::len)
+                .max()
+                .unwrap_or(0);
             (0..len)
-                .map(|i| map.iter().map(|(k, v)| (k.clone(), v.get(i).cloned().unwrap_or(Value::Null))).collect())
+                .map(|i| {
+                    map.iter()
+                        .map(|(k, v)| (k.clone(), v.get(i).cloned().unwrap_or(Value::Null)))
+                        .collect()
+                })
                 .collect()
         }
         other => vec![single(other)],
@@ -421,12 +489,20 @@ fn column_stats(values: &[&Value]) -> Value {
             for (i, t) in texts.iter().enumerate() {
                 counts.entry(t.as_str()).or_insert((0, i)).0 += 1;
             }
-            let most = counts.iter().max_by(|x, y| x.1 .0.cmp(&y.1 .0).then(y.1 .1.cmp(&x.1 .1)));
+            let most = counts
+                .iter()
+                .max_by(|x, y| x.1 .0.cmp(&y.1 .0).then(y.1 .1.cmp(&x.1 .1)));
             if let Some((value, (count, _))) = most {
-                out.insert("most_common".into(), json!({ "value": value, "count": count }));
+                out.insert(
+                    "most_common".into(),
+                    json!({ "value": value, "count": count }),
+                );
             }
             let lengths = texts.iter().map(|t| t.chars().count());
-            out.insert("min_length".into(), lengths.clone().min().unwrap_or(0).into());
+            out.insert(
+                "min_length".into(),
+                lengths.clone().min().unwrap_or(0).into(),
+            );
             out.insert("max_length".into(), lengths.max().unwrap_or(0).into());
         }
         _ => {}
@@ -441,12 +517,17 @@ fn analyze_data(m: &Map<String, Value>) -> Res {
     let lower = path.to_ascii_lowercase();
     let trimmed = text.trim_start();
     let is_json = lower.ends_with(".json")
-        || (!lower.ends_with(".csv") && !lower.ends_with(".tsv") && (trimmed.starts_with('[') || trimmed.starts_with('{')));
+        || (!lower.ends_with(".csv")
+            && !lower.ends_with(".tsv")
+            && (trimmed.starts_with('[') || trimmed.starts_with('{')));
     let (format, columns, rows): (&str, Vec<String>, Vec<Map<String, Value>>) = if is_json {
         let doc: Value = serde_json::from_str(&text).map_err(|e| {
-            GzError::new(ErrorCode::FunctionFailed, format!("analyze_data: {path} is not valid JSON: {e}"))
-                .with_hint("Give a JSON list of objects, or a .csv file.")
-                .with_details(json!({ "function": "analyze_data", "path": path }))
+            GzError::new(
+                ErrorCode::FunctionFailed,
+                format!("analyze_data: {path} is not valid JSON: {e}"),
+            )
+            .with_hint("Give a JSON list of objects, or a .csv file.")
+            .with_details(json!({ "function": "analyze_data", "path": path }))
         })?;
         let rows = json_rows(doc);
         let mut columns: Vec<String> = Vec::new();
@@ -472,7 +553,10 @@ fn analyze_data(m: &Map<String, Value>) -> Res {
     let null = Value::Null;
     let mut statistics = Map::new();
     for column in &columns {
-        let values: Vec<&Value> = rows.iter().map(|r| r.get(column).unwrap_or(&null)).collect();
+        let values: Vec<&Value> = rows
+            .iter()
+            .map(|r| r.get(column).unwrap_or(&null))
+            .collect();
         statistics.insert(column.clone(), column_stats(&values));
     }
     Ok(json!({
@@ -490,7 +574,9 @@ fn read_file(m: &Map<String, Value>) -> Res {
     let max = a.int_in("max_bytes", 0, MAX_FILE_BYTES as i64)? as u64;
     let (file, size) = open(&a, "path", path)?;
     let mut bytes = Vec::with_capacity(size.min(max) as usize);
-    file.take(max).read_to_end(&mut bytes).map_err(|e| unreadable(&a, "path", path, e))?;
+    file.take(max)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(&a, "path", path, e))?;
     let truncated = size > bytes.len() as u64;
     if truncated {
         // Do not cut a UTF-8 character in half.
@@ -516,10 +602,9 @@ fn file_info(m: &Map<String, Value>) -> Res {
         }
         Err(e) => return Err(unreadable(&a, "path", path, e)),
     };
-    let modified = meta
-        .modified()
-        .ok()
-        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let modified = meta.modified().ok().map(|t| {
+        chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
     Ok(json!({
         "path": path,
         "exists": true,
@@ -555,7 +640,8 @@ mod tests {
             pub fn new() -> Dir {
                 static N: AtomicUsize = AtomicUsize::new(0);
                 let n = N.fetch_add(1, Ordering::SeqCst);
-                let path = std::env::temp_dir().join(format!("gz-functions-test-{}-{n}", std::process::id()));
+                let path = std::env::temp_dir()
+                    .join(format!("gz-functions-test-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&path).unwrap();
                 Dir { path }
             }
@@ -578,12 +664,21 @@ mod tests {
     fn csv_reader_handles_quotes_and_line_breaks() {
         let records = parse_csv(SALES, ',');
         assert_eq!(records.len(), 5);
-        assert_eq!(records[1], vec!["north", "Widget, large", "120", "said \"hi\""]);
+        assert_eq!(
+            records[1],
+            vec!["north", "Widget, large", "120", "said \"hi\""]
+        );
         assert_eq!(records[2], vec!["south", "Gadget", "80", ""]);
         assert_eq!(records[3][3], "multi\nline");
-        assert_eq!(parse_csv("a,b\n1,2", ','), vec![vec!["a", "b"], vec!["1", "2"]]);
+        assert_eq!(
+            parse_csv("a,b\n1,2", ','),
+            vec![vec!["a", "b"], vec!["1", "2"]]
+        );
         assert_eq!(parse_csv("\"\"\n", ','), vec![vec![""]]);
-        assert_eq!(parse_csv("\"unterminated,x", ','), vec![vec!["unterminated,x"]]);
+        assert_eq!(
+            parse_csv("\"unterminated,x", ','),
+            vec![vec!["unterminated,x"]]
+        );
         assert!(parse_csv("", ',').is_empty());
         let table = Table::from_csv("a,,a\n1,2,3,4\n", ',');
         assert_eq!(table.columns, vec!["a", "column_2", "a_2", "column_4"]);
@@ -604,25 +699,57 @@ mod tests {
     #[test]
     fn csv_filter_by_range_and_equality() {
         let (_dir, path) = temp_file("sales.csv", SALES);
-        let out = call("csv_filter", json!({"file": path, "column": "amount", "min_value": "100"})).unwrap();
+        let out = call(
+            "csv_filter",
+            json!({"file": path, "column": "amount", "min_value": "100"}),
+        )
+        .unwrap();
         assert_eq!(out["count"], 2);
         assert_eq!(out["total_rows"], 4);
-        assert_eq!(out["columns"], json!(["region", "product", "amount", "note"]));
-        assert_eq!(out["rows"][0], json!({"region": "north", "product": "Widget, large", "amount": 120, "note": "said \"hi\""}));
+        assert_eq!(
+            out["columns"],
+            json!(["region", "product", "amount", "note"])
+        );
+        assert_eq!(
+            out["rows"][0],
+            json!({"region": "north", "product": "Widget, large", "amount": 120, "note": "said \"hi\""})
+        );
         assert_eq!(out["rows"][1]["amount"], 250.5);
-        let out = call("csv_filter", json!({"file": path, "column": "amount", "max_value": 100})).unwrap();
-        assert_eq!(out["rows"], json!([{"region": "south", "product": "Gadget", "amount": 80, "note": null}]));
-        let out = call("csv_filter", json!({"file": path, "column": "product", "equals": "Widget"})).unwrap();
+        let out = call(
+            "csv_filter",
+            json!({"file": path, "column": "amount", "max_value": 100}),
+        )
+        .unwrap();
+        assert_eq!(
+            out["rows"],
+            json!([{"region": "south", "product": "Gadget", "amount": 80, "note": null}])
+        );
+        let out = call(
+            "csv_filter",
+            json!({"file": path, "column": "product", "equals": "Widget"}),
+        )
+        .unwrap();
         assert_eq!(out["count"], 1);
         assert_eq!(out["rows"][0]["region"], "east");
-        let out = call("csv_filter", json!({"file": path, "column": "amount", "equals": 120.0})).unwrap();
+        let out = call(
+            "csv_filter",
+            json!({"file": path, "column": "amount", "equals": 120.0}),
+        )
+        .unwrap();
         assert_eq!(out["count"], 1, "numbers compare numerically");
         let all = call("csv_filter", json!({"file": path, "column": "REGION"})).unwrap();
-        assert_eq!(all["count"], 4, "no condition keeps every row; column names match case-insensitively");
+        assert_eq!(
+            all["count"], 4,
+            "no condition keeps every row; column names match case-insensitively"
+        );
         let bad = call("csv_filter", json!({"file": path, "column": "amout"})).unwrap_err();
         assert_eq!(bad.code, ErrorCode::FunctionArgumentInvalid);
         assert!(bad.message.contains("\"amount\""), "{}", bad.message);
-        let missing = call("csv_filter", json!({"file": "/no/such/file.csv", "column": "a"})).unwrap_err();
+        let missing = call(
+            "csv_filter",
+            json!({"file": "/no/such/file.csv", "column": "a"}),
+        )
+        .unwrap_err();
         assert_eq!(missing.code, ErrorCode::FileNotFound);
     }
 
@@ -638,19 +765,39 @@ mod tests {
         let out = call("analyze_data", json!({"data": path2})).unwrap();
         let x = &out["statistics"]["x"];
         assert_eq!(
-            (x["type"].clone(), x["count"].clone(), x["min"].clone(), x["max"].clone(), x["mean"].clone(), x["sum"].clone()),
-            (json!("numeric"), json!(3), json!(1), json!(6), json!(3), json!(9))
+            (
+                x["type"].clone(),
+                x["count"].clone(),
+                x["min"].clone(),
+                x["max"].clone(),
+                x["mean"].clone(),
+                x["sum"].clone()
+            ),
+            (
+                json!("numeric"),
+                json!(3),
+                json!(1),
+                json!(6),
+                json!(3),
+                json!(9)
+            )
         );
         assert_eq!(x["median"], 2);
         let y = &out["statistics"]["y"];
-        assert_eq!((y["type"].clone(), y["missing"].clone(), y["unique"].clone()), (json!("text"), json!(1), json!(1)));
+        assert_eq!(
+            (y["type"].clone(), y["missing"].clone(), y["unique"].clone()),
+            (json!("text"), json!(1), json!(1))
+        );
         assert_eq!(y["most_common"], json!({"value": "a", "count": 2}));
         assert_eq!(out["statistics"]["ok"]["true_count"], 2);
     }
 
     #[test]
     fn analyze_data_reads_json() {
-        let (_dir, path) = temp_file("d.json", r#"[{"a": 1, "b": "x"}, {"a": 3}, {"a": null, "c": true}]"#);
+        let (_dir, path) = temp_file(
+            "d.json",
+            r#"[{"a": 1, "b": "x"}, {"a": 3}, {"a": null, "c": true}]"#,
+        );
         let out = call("analyze_data", json!({"data": path})).unwrap();
         assert_eq!(out["format"], "json");
         assert_eq!(out["columns"], json!(["a", "b", "c"]));
@@ -662,17 +809,32 @@ mod tests {
         assert_eq!(out["rows"], 3);
         assert_eq!(out["statistics"]["u"]["missing"], 1);
         let (_dir3, broken) = temp_file("b.json", "[1,");
-        assert_eq!(err_code("analyze_data", json!({"data": broken})), ErrorCode::FunctionFailed);
+        assert_eq!(
+            err_code("analyze_data", json!({"data": broken})),
+            ErrorCode::FunctionFailed
+        );
     }
 
     #[test]
     fn analyze_data_missing_file_is_gz5001_naming_the_path() {
-        let error = call("analyze_data", json!({"data": "/definitely/missing/data.csv"})).unwrap_err();
+        let error = call(
+            "analyze_data",
+            json!({"data": "/definitely/missing/data.csv"}),
+        )
+        .unwrap_err();
         assert_eq!(error.code, ErrorCode::FileNotFound);
         assert_eq!(error.code.as_str(), "GZ5001");
-        assert!(error.message.contains("/definitely/missing/data.csv"), "{}", error.message);
+        assert!(
+            error.message.contains("/definitely/missing/data.csv"),
+            "{}",
+            error.message
+        );
         let dir = tempdir::Dir::new();
-        let error = call("analyze_data", json!({"data": dir.path.display().to_string()})).unwrap_err();
+        let error = call(
+            "analyze_data",
+            json!({"data": dir.path.display().to_string()}),
+        )
+        .unwrap_err();
         assert_eq!(error.code, ErrorCode::FileUnreadable);
     }
 
@@ -680,7 +842,10 @@ mod tests {
     fn read_csv_rows() {
         let (_dir, path) = temp_file("sales.tsv", "a\tb\n1\tx y\n2\tz\n");
         let out = call("read_csv", json!({"file": path, "limit": 1})).unwrap();
-        assert_eq!(out, json!({"count": 1, "columns": ["a", "b"], "rows": [{"a": 1, "b": "x y"}]}));
+        assert_eq!(
+            out,
+            json!({"count": 1, "columns": ["a", "b"], "rows": [{"a": 1, "b": "x y"}]})
+        );
     }
 
     #[test]
@@ -694,15 +859,28 @@ mod tests {
         assert_eq!(cut["truncated"], true);
         let (_dir2, binary) = temp_file("bin", "");
         std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
-        assert_eq!(err_code("read_file", json!({"path": binary})), ErrorCode::FileUnreadable);
-        assert_eq!(err_code("read_file", json!({"path": "/no/such"})), ErrorCode::FileNotFound);
+        assert_eq!(
+            err_code("read_file", json!({"path": binary})),
+            ErrorCode::FileUnreadable
+        );
+        assert_eq!(
+            err_code("read_file", json!({"path": "/no/such"})),
+            ErrorCode::FileNotFound
+        );
     }
 
     #[test]
     fn file_info_reports_existence() {
         let (_dir, path) = temp_file("r.pdf", "12345");
         let out = call("file_info", json!({"path": path})).unwrap();
-        assert_eq!((out["exists"].clone(), out["size"].clone(), out["extension"].clone()), (json!(true), json!(5), json!("pdf")));
+        assert_eq!(
+            (
+                out["exists"].clone(),
+                out["size"].clone(),
+                out["extension"].clone()
+            ),
+            (json!(true), json!(5), json!("pdf"))
+        );
         assert!(out["modified"].as_str().unwrap().ends_with('Z'));
         let missing = call("file_info", json!({"path": "/no/such.txt"})).unwrap();
         assert_eq!(missing["exists"], false);

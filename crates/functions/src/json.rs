@@ -90,7 +90,12 @@ pub(crate) const FUNCTIONS: &[Function] = &[
 const MAX_DEPTH: usize = 512;
 
 fn path_segments(path: &str) -> Vec<String> {
-    path.replace('[', ".").replace(']', "").split('.').filter(|s| !s.is_empty()).map(String::from).collect()
+    path.replace('[', ".")
+        .replace(']', "")
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// The value at `segments`, or the index of the first segment that is missing.
@@ -109,36 +114,63 @@ pub(crate) fn lookup<'v>(data: &'v Value, segments: &[String]) -> Result<&'v Val
 
 fn json_get(m: &Map<String, Value>) -> Res {
     let a = Args::new("json_get", m);
-    let data = a.get("data").ok_or_else(|| a.error("data", "is required"))?;
+    let data = a
+        .get("data")
+        .ok_or_else(|| a.error("data", "is required"))?;
     let path = a.str("path")?;
     let segments = path_segments(path);
     match lookup(data, &segments) {
         Ok(value) => Ok(value.clone()),
-        Err(_) if a.get("default").is_some() => Ok(a.get("default").cloned().unwrap_or(Value::Null)),
+        Err(_) if a.get("default").is_some() => {
+            Ok(a.get("default").cloned().unwrap_or(Value::Null))
+        }
         Err(i) => {
             let found = segments.get(..i).map(|s| s.join(".")).unwrap_or_default();
             let missing = segments.get(i).cloned().unwrap_or_default();
-            let parent = segments.get(..i).and_then(|s| lookup(data, s).ok()).unwrap_or(&Value::Null);
+            let parent = segments
+                .get(..i)
+                .and_then(|s| lookup(data, s).ok())
+                .unwrap_or(&Value::Null);
             let available = match parent {
-                Value::Object(map) => format!("available keys: {}", map.keys().cloned().collect::<Vec<_>>().join(", ")),
-                Value::Array(items) => format!("it is a list of {} items (indexes 0 to {})", items.len(), items.len().saturating_sub(1)),
+                Value::Object(map) => format!(
+                    "available keys: {}",
+                    map.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                Value::Array(items) => format!(
+                    "it is a list of {} items (indexes 0 to {})",
+                    items.len(),
+                    items.len().saturating_sub(1)
+                ),
                 other => format!("it is {}, which has no fields", crate::describe(other)),
             };
-            let at = if found.is_empty() { "the top level".to_string() } else { format!("`{found}`") };
+            let at = if found.is_empty() {
+                "the top level".to_string()
+            } else {
+                format!("`{found}`")
+            };
             Err(a
-                .failed(format!("path `{path}` does not exist: no `{missing}` at {at}; {available}"))
+                .failed(format!(
+                    "path `{path}` does not exist: no `{missing}` at {at}; {available}"
+                ))
                 .with_hint("Fix the path, or pass `default` to get a value instead of an error."))
         }
     }
 }
 
-fn merge(base: &mut Map<String, Value>, other: &Map<String, Value>, deep: bool, depth: usize) -> Result<(), ()> {
+fn merge(
+    base: &mut Map<String, Value>,
+    other: &Map<String, Value>,
+    deep: bool,
+    depth: usize,
+) -> Result<(), ()> {
     if depth > MAX_DEPTH {
         return Err(());
     }
     for (key, value) in other {
         match (base.get_mut(key), value) {
-            (Some(Value::Object(inner)), Value::Object(over)) if deep => merge(inner, over, deep, depth + 1)?,
+            (Some(Value::Object(inner)), Value::Object(over)) if deep => {
+                merge(inner, over, deep, depth + 1)?
+            }
             _ => {
                 base.insert(key.clone(), value.clone());
             }
@@ -152,20 +184,39 @@ fn json_merge(m: &Map<String, Value>) -> Res {
     let mut base = a.object("base")?.clone();
     let other = a.object("other")?;
     let deep = a.bool("deep")?;
-    merge(&mut base, other, deep, 0).map_err(|_| a.failed(format!("objects nested deeper than {MAX_DEPTH} levels")))?;
+    merge(&mut base, other, deep, 0)
+        .map_err(|_| a.failed(format!("objects nested deeper than {MAX_DEPTH} levels")))?;
     Ok(Value::Object(base))
 }
 
 fn json_keys(m: &Map<String, Value>) -> Res {
     let a = Args::new("json_keys", m);
-    Ok(Value::Array(a.object("data")?.keys().cloned().map(Value::String).collect()))
+    Ok(Value::Array(
+        a.object("data")?
+            .keys()
+            .cloned()
+            .map(Value::String)
+            .collect(),
+    ))
 }
 
-fn flatten_into(prefix: &str, value: &Value, sep: &str, out: &mut Map<String, Value>, depth: usize) -> Result<(), ()> {
+fn flatten_into(
+    prefix: &str,
+    value: &Value,
+    sep: &str,
+    out: &mut Map<String, Value>,
+    depth: usize,
+) -> Result<(), ()> {
     if depth > MAX_DEPTH {
         return Err(());
     }
-    let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}{sep}{k}") };
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}{sep}{k}")
+        }
+    };
     match value {
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
@@ -186,9 +237,14 @@ fn flatten_into(prefix: &str, value: &Value, sep: &str, out: &mut Map<String, Va
 
 fn flatten_json(m: &Map<String, Value>) -> Res {
     let a = Args::new("flatten_json", m);
-    let data = a.get("data").ok_or_else(|| a.error("data", "is required"))?;
+    let data = a
+        .get("data")
+        .ok_or_else(|| a.error("data", "is required"))?;
     if !(data.is_object() || data.is_array()) {
-        return Err(a.error("data", format!("must be an object or a list, got {}", crate::describe(data))));
+        return Err(a.error(
+            "data",
+            format!("must be an object or a list, got {}", crate::describe(data)),
+        ));
     }
     let separator = a.str("separator")?;
     let mut out = Map::new();
@@ -205,8 +261,14 @@ fn json_parse(m: &Map<String, Value>) -> Res {
 
 fn json_stringify(m: &Map<String, Value>) -> Res {
     let a = Args::new("json_stringify", m);
-    let value = a.get("value").ok_or_else(|| a.error("value", "is required"))?;
-    let text = if a.bool("pretty")? { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
+    let value = a
+        .get("value")
+        .ok_or_else(|| a.error("value", "is required"))?;
+    let text = if a.bool("pretty")? {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
     text.map(Value::String).map_err(|e| a.failed(e.to_string()))
 }
 
@@ -219,18 +281,45 @@ mod tests {
     #[test]
     fn json_get_follows_paths() {
         let data = json!({"user": {"name": "Ada", "tags": ["x", {"id": 7}]}});
-        assert_eq!(call("json_get", json!({"data": data, "path": "user.name"})).unwrap(), json!("Ada"));
-        assert_eq!(call("json_get", json!({"data": data, "path": "user.tags.1.id"})).unwrap(), json!(7));
-        assert_eq!(call("json_get", json!({"data": data, "path": "user.tags[0]"})).unwrap(), json!("x"));
-        assert_eq!(call("json_get", json!({"data": data, "path": ""})).unwrap(), data);
-        let from_cli = call("json_get", json!({"data": "{\"a\": {\"b\": 1}}", "path": "a.b"})).unwrap();
+        assert_eq!(
+            call("json_get", json!({"data": data, "path": "user.name"})).unwrap(),
+            json!("Ada")
+        );
+        assert_eq!(
+            call("json_get", json!({"data": data, "path": "user.tags.1.id"})).unwrap(),
+            json!(7)
+        );
+        assert_eq!(
+            call("json_get", json!({"data": data, "path": "user.tags[0]"})).unwrap(),
+            json!("x")
+        );
+        assert_eq!(
+            call("json_get", json!({"data": data, "path": ""})).unwrap(),
+            data
+        );
+        let from_cli = call(
+            "json_get",
+            json!({"data": "{\"a\": {\"b\": 1}}", "path": "a.b"}),
+        )
+        .unwrap();
         assert_eq!(from_cli, json!(1), "JSON text is parsed");
         let missing = call("json_get", json!({"data": data, "path": "user.email"})).unwrap_err();
         assert_eq!(missing.code, ErrorCode::FunctionFailed);
-        assert!(missing.message.contains("available keys: name, tags"), "{}", missing.message);
-        let defaulted = call("json_get", json!({"data": data, "path": "user.email", "default": "none"})).unwrap();
+        assert!(
+            missing.message.contains("available keys: name, tags"),
+            "{}",
+            missing.message
+        );
+        let defaulted = call(
+            "json_get",
+            json!({"data": data, "path": "user.email", "default": "none"}),
+        )
+        .unwrap();
         assert_eq!(defaulted, json!("none"));
-        assert_eq!(err_code("json_get", json!({"data": data, "path": "user.tags.9"})), ErrorCode::FunctionFailed);
+        assert_eq!(
+            err_code("json_get", json!({"data": data, "path": "user.tags.9"})),
+            ErrorCode::FunctionFailed
+        );
     }
 
     #[test]
@@ -239,11 +328,22 @@ mod tests {
         let other = json!({"b": 2, "n": {"y": 3}});
         let deep = call("json_merge", json!({"base": base, "other": other})).unwrap();
         assert_eq!(deep, json!({"a": 1, "n": {"x": 1, "y": 3}, "b": 2}));
-        let shallow = call("json_merge", json!({"base": base, "other": other, "deep": false})).unwrap();
+        let shallow = call(
+            "json_merge",
+            json!({"base": base, "other": other, "deep": false}),
+        )
+        .unwrap();
         assert_eq!(shallow, json!({"a": 1, "n": {"y": 3}, "b": 2}));
-        let from_text = call("json_merge", json!({"base": "{\"a\":1}", "other": "{\"b\":2}"})).unwrap();
+        let from_text = call(
+            "json_merge",
+            json!({"base": "{\"a\":1}", "other": "{\"b\":2}"}),
+        )
+        .unwrap();
         assert_eq!(from_text, json!({"a": 1, "b": 2}));
-        assert_eq!(err_code("json_merge", json!({"base": "[1]", "other": {}})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            err_code("json_merge", json!({"base": "[1]", "other": {}})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
@@ -254,20 +354,42 @@ mod tests {
 
     #[test]
     fn flattening() {
-        let out = call("flatten_json", json!({"data": {"a": {"b": 1}, "c": [2, {"d": 3}], "e": {}}})).unwrap();
+        let out = call(
+            "flatten_json",
+            json!({"data": {"a": {"b": 1}, "c": [2, {"d": 3}], "e": {}}}),
+        )
+        .unwrap();
         assert_eq!(out, json!({"a.b": 1, "c.0": 2, "c.1.d": 3, "e": {}}));
         let out = call("flatten_json", json!({"data": [[1]], "separator": "/"})).unwrap();
         assert_eq!(out, json!({"0/0": 1}));
-        assert_eq!(err_code("flatten_json", json!({"data": 5})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            err_code("flatten_json", json!({"data": 5})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
     fn parse_and_stringify() {
-        assert_eq!(call("json_parse", json!({"text": "{\"ok\": true}"})).unwrap(), json!({"ok": true}));
+        assert_eq!(
+            call("json_parse", json!({"text": "{\"ok\": true}"})).unwrap(),
+            json!({"ok": true})
+        );
         assert_eq!(call("json_parse", json!({"text": "3"})).unwrap(), json!(3));
-        assert_eq!(err_code("json_parse", json!({"text": "{nope"})), ErrorCode::FunctionArgumentInvalid);
-        assert_eq!(call("json_stringify", json!({"value": [1, 2]})).unwrap(), json!("[1,2]"));
-        assert_eq!(call("json_stringify", json!({"value": {"a": 1}, "pretty": true})).unwrap(), json!("{\n  \"a\": 1\n}"));
-        assert_eq!(call("json_stringify", json!({"value": "hi"})).unwrap(), json!("\"hi\""));
+        assert_eq!(
+            err_code("json_parse", json!({"text": "{nope"})),
+            ErrorCode::FunctionArgumentInvalid
+        );
+        assert_eq!(
+            call("json_stringify", json!({"value": [1, 2]})).unwrap(),
+            json!("[1,2]")
+        );
+        assert_eq!(
+            call("json_stringify", json!({"value": {"a": 1}, "pretty": true})).unwrap(),
+            json!("{\n  \"a\": 1\n}")
+        );
+        assert_eq!(
+            call("json_stringify", json!({"value": "hi"})).unwrap(),
+            json!("\"hi\"")
+        );
     }
 }

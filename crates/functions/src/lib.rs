@@ -7,10 +7,6 @@
 //! them into the kinds each function declares in its [`ArgSpec`] list before
 //! running it. The functions themselves live in one module per category.
 
-// `Function::run` returns `Result<Value, GzError>` by contract, and `GzError` is
-// deliberately plain data (code, message, hint, details), so it is large.
-#![allow(clippy::result_large_err)]
-
 use gleitzeit_core::{ErrorCode, GzError};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -20,10 +16,22 @@ use std::sync::OnceLock;
 /// `arg!("n", Integer, default "10", "…")`: one [`ArgSpec`].
 macro_rules! arg {
     ($name:literal, $kind:ident, required, $desc:literal) => {
-        $crate::ArgSpec { name: $name, kind: $crate::ArgKind::$kind, required: true, default: None, description: $desc }
+        $crate::ArgSpec {
+            name: $name,
+            kind: $crate::ArgKind::$kind,
+            required: true,
+            default: None,
+            description: $desc,
+        }
     };
     ($name:literal, $kind:ident, optional, $desc:literal) => {
-        $crate::ArgSpec { name: $name, kind: $crate::ArgKind::$kind, required: false, default: None, description: $desc }
+        $crate::ArgSpec {
+            name: $name,
+            kind: $crate::ArgKind::$kind,
+            required: false,
+            default: None,
+            description: $desc,
+        }
     };
     ($name:literal, $kind:ident, default $default:literal, $desc:literal) => {
         $crate::ArgSpec {
@@ -149,7 +157,10 @@ pub fn suggest(name: &str) -> Option<&'static str> {
 }
 
 /// The candidate most similar to `word`, if any is similar enough.
-pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let word = word.to_lowercase();
     candidates
         .into_iter()
@@ -166,15 +177,21 @@ fn show_hint(function: &str) -> String {
 /// A `FunctionArgumentInvalid` (GZ2031) error about one argument, with the
 /// standard hint.
 pub(crate) fn arg_error(function: &str, argument: &str, message: impl Into<String>) -> GzError {
-    GzError::new(ErrorCode::FunctionArgumentInvalid, format!("{function}: argument `{argument}` {}", message.into()))
-        .with_hint(show_hint(function))
-        .with_details(serde_json::json!({ "function": function, "argument": argument }))
+    GzError::new(
+        ErrorCode::FunctionArgumentInvalid,
+        format!("{function}: argument `{argument}` {}", message.into()),
+    )
+    .with_hint(show_hint(function))
+    .with_details(serde_json::json!({ "function": function, "argument": argument }))
 }
 
 /// A `FunctionFailed` (GZ2032) error.
 pub(crate) fn failed(function: &str, message: impl Into<String>) -> GzError {
-    GzError::new(ErrorCode::FunctionFailed, format!("{function}: {}", message.into()))
-        .with_details(serde_json::json!({ "function": function }))
+    GzError::new(
+        ErrorCode::FunctionFailed,
+        format!("{function}: {}", message.into()),
+    )
+    .with_details(serde_json::json!({ "function": function }))
 }
 
 /// A short description of a value for error messages: `the text "abc"`, `a list`.
@@ -206,7 +223,10 @@ pub(crate) fn describe(value: &Value) -> String {
 ///
 /// Errors are `FunctionArgumentInvalid` (GZ2031) naming the function and argument.
 /// Borrows `args` unchanged when nothing needed converting.
-pub fn coerce_args<'a>(function: &Function, args: &'a Map<String, Value>) -> Result<Cow<'a, Map<String, Value>>, GzError> {
+pub fn coerce_args<'a>(
+    function: &Function,
+    args: &'a Map<String, Value>,
+) -> Result<Cow<'a, Map<String, Value>>, GzError> {
     let name = function.name;
     for key in args.keys() {
         if function.arg(key).is_none() {
@@ -222,7 +242,9 @@ pub fn coerce_args<'a>(function: &Function, args: &'a Map<String, Value>) -> Res
             };
             return Err(GzError::new(ErrorCode::FunctionArgumentInvalid, message)
                 .with_hint(format!("{accepted} {}", show_hint(name)))
-                .with_details(serde_json::json!({ "function": name, "argument": key, "accepted": known })));
+                .with_details(
+                    serde_json::json!({ "function": name, "argument": key, "accepted": known }),
+                ));
         }
     }
     let mut owned: Option<Map<String, Value>> = None;
@@ -238,17 +260,25 @@ pub fn coerce_args<'a>(function: &Function, args: &'a Map<String, Value>) -> Res
                         )
                     })?;
                     let default = coerce_value(name, spec, &default)?.unwrap_or(default);
-                    owned.get_or_insert_with(|| args.clone()).insert(spec.name.to_string(), default);
+                    owned
+                        .get_or_insert_with(|| args.clone())
+                        .insert(spec.name.to_string(), default);
                 } else if spec.required {
-                    return Err(arg_error(name, spec.name, format!("is required ({})", spec.description))
-                        .with_details(serde_json::json!({
-                            "function": name, "argument": spec.name, "expected": spec.kind,
-                        })));
+                    return Err(arg_error(
+                        name,
+                        spec.name,
+                        format!("is required ({})", spec.description),
+                    )
+                    .with_details(serde_json::json!({
+                        "function": name, "argument": spec.name, "expected": spec.kind,
+                    })));
                 }
             }
             Some(value) => {
                 if let Some(converted) = coerce_value(name, spec, value)? {
-                    owned.get_or_insert_with(|| args.clone()).insert(spec.name.to_string(), converted);
+                    owned
+                        .get_or_insert_with(|| args.clone())
+                        .insert(spec.name.to_string(), converted);
                 }
             }
         }
@@ -262,10 +292,18 @@ pub fn coerce_args<'a>(function: &Function, args: &'a Map<String, Value>) -> Res
 /// `Ok(None)` when `value` already has the kind, `Ok(Some(v))` when converted.
 fn coerce_value(function: &str, spec: &ArgSpec, value: &Value) -> Result<Option<Value>, GzError> {
     let wrong = |extra: &str| {
-        arg_error(function, spec.name, format!("must be {}, got {}{extra}", spec.kind.expected(), describe(value)))
-            .with_details(serde_json::json!({
-                "function": function, "argument": spec.name, "expected": spec.kind, "got": value,
-            }))
+        arg_error(
+            function,
+            spec.name,
+            format!(
+                "must be {}, got {}{extra}",
+                spec.kind.expected(),
+                describe(value)
+            ),
+        )
+        .with_details(serde_json::json!({
+            "function": function, "argument": spec.name, "expected": spec.kind, "got": value,
+        }))
     };
     match spec.kind {
         ArgKind::Any => Ok(match value {
@@ -276,7 +314,9 @@ fn coerce_value(function: &str, spec: &ArgSpec, value: &Value) -> Result<Option<
             Value::Number(n) if n.is_i64() => Ok(None),
             Value::Number(n) => match n.as_f64().and_then(integral) {
                 Some(i) => Ok(Some(Value::from(i))),
-                None => Err(wrong(" (whole numbers between -9223372036854775808 and 9223372036854775807)")),
+                None => Err(wrong(
+                    " (whole numbers between -9223372036854775808 and 9223372036854775807)",
+                )),
             },
             Value::String(s) => match parse_integer(s) {
                 Some(i) => Ok(Some(Value::from(i))),
@@ -369,7 +409,12 @@ fn split_list(text: &str) -> Value {
         .collect();
     match numbers {
         Some(numbers) => Value::Array(numbers),
-        None => Value::Array(items.into_iter().map(|s| Value::String(s.to_string())).collect()),
+        None => Value::Array(
+            items
+                .into_iter()
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
     }
 }
 
@@ -382,7 +427,9 @@ pub(crate) fn integral(f: f64) -> Option<i64> {
 
 pub(crate) fn parse_integer(s: &str) -> Option<i64> {
     let s = s.trim().replace('_', "");
-    s.parse::<i64>().ok().or_else(|| s.parse::<f64>().ok().and_then(integral))
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| s.parse::<f64>().ok().and_then(integral))
 }
 
 /// A finite number from text, kept an integer when it is written as one.
@@ -410,7 +457,9 @@ pub(crate) fn num(f: f64) -> Value {
     if f.is_finite() && f.fract() == 0.0 && f.abs() <= EXACT {
         Value::from(f as i64)
     } else {
-        serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+        serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -441,7 +490,8 @@ impl<'a> Args<'a> {
     }
 
     fn required(&self, name: &str) -> Result<&'a Value, GzError> {
-        self.get(name).ok_or_else(|| self.error(name, "is required"))
+        self.get(name)
+            .ok_or_else(|| self.error(name, "is required"))
     }
 
     fn wrong(&self, name: &str, expected: &str, value: &Value) -> GzError {
@@ -461,7 +511,8 @@ impl<'a> Args<'a> {
     }
 
     pub fn int(&self, name: &str) -> Result<i64, GzError> {
-        self.opt_int(name)?.ok_or_else(|| self.error(name, "is required"))
+        self.opt_int(name)?
+            .ok_or_else(|| self.error(name, "is required"))
     }
 
     /// An integer in `min..=max`, with a message naming the range otherwise.
@@ -486,7 +537,8 @@ impl<'a> Args<'a> {
     }
 
     pub fn number(&self, name: &str) -> Result<f64, GzError> {
-        self.opt_num(name)?.ok_or_else(|| self.error(name, "is required"))
+        self.opt_num(name)?
+            .ok_or_else(|| self.error(name, "is required"))
     }
 
     pub fn opt_str(&self, name: &str) -> Result<Option<&'a str>, GzError> {
@@ -498,13 +550,17 @@ impl<'a> Args<'a> {
     }
 
     pub fn str(&self, name: &str) -> Result<&'a str, GzError> {
-        self.opt_str(name)?.ok_or_else(|| self.error(name, "is required"))
+        self.opt_str(name)?
+            .ok_or_else(|| self.error(name, "is required"))
     }
 
     pub fn bool(&self, name: &str) -> Result<bool, GzError> {
         match self.required(name)? {
             Value::Bool(b) => Ok(*b),
-            v => v.as_str().and_then(parse_bool).ok_or_else(|| self.wrong(name, "true or false", v)),
+            v => v
+                .as_str()
+                .and_then(parse_bool)
+                .ok_or_else(|| self.wrong(name, "true or false", v)),
         }
     }
 
@@ -531,7 +587,12 @@ impl<'a> Args<'a> {
                 v.as_f64()
                     .or_else(|| v.as_str().and_then(parse_number).and_then(|n| n.as_f64()))
                     .filter(|f| f.is_finite())
-                    .ok_or_else(|| self.error(name, format!("must be a list of numbers, but item {i} is {}", describe(v))))
+                    .ok_or_else(|| {
+                        self.error(
+                            name,
+                            format!("must be a list of numbers, but item {i} is {}", describe(v)),
+                        )
+                    })
             })
             .collect()
     }

@@ -115,7 +115,7 @@ pub(crate) const FUNCTIONS: &[Function] = &[
             arg!("decimals", Integer, default "0", "Decimal places, -15 to 15"),
         ],
         returns: "number",
-        example: "gleitzeit run --function round_number --args value=3.14159 decimals=2",
+        example: "gleitzeit run --function round_number --args value=1.23456 decimals=2",
         blocking: false,
         run: round_number,
     },
@@ -205,7 +205,16 @@ pub(crate) fn stats(values: &[f64]) -> Option<Stats> {
     } else {
         0.0
     };
-    Some(Stats { count, sum, mean, median, min, max, variance, std_dev: variance.sqrt() })
+    Some(Stats {
+        count,
+        sum,
+        mean,
+        median,
+        min,
+        max,
+        variance,
+        std_dev: variance.sqrt(),
+    })
 }
 
 impl Stats {
@@ -255,7 +264,10 @@ fn factorial(m: &Map<String, Value>) -> Res {
         return Err(a.error("n", format!("must be 0 or more, got {n}")));
     }
     if n > 170 {
-        return Err(a.error("n", format!("is {n}, but {n}! exceeds the largest floating-point number (n at most 170)")));
+        return Err(a.error(
+            "n",
+            format!("is {n}, but {n}! exceeds the largest floating-point number (n at most 170)"),
+        ));
     }
     if n <= 20 {
         let exact: u64 = (1..=n as u64).product();
@@ -375,7 +387,9 @@ fn lcm(m: &Map<String, Value>) -> Res {
 pub(crate) fn round_to(value: f64, decimals: i64) -> f64 {
     if decimals >= 0 {
         // Formatting rounds the exact binary value, like Python's round().
-        format!("{value:.*}", decimals as usize).parse().unwrap_or(value)
+        format!("{value:.*}", decimals as usize)
+            .parse()
+            .unwrap_or(value)
     } else {
         let scale = 10f64.powi(decimals.unsigned_abs() as i32);
         let rounded = (value / scale).round_ties_even() * scale;
@@ -415,24 +429,41 @@ mod tests {
 
     #[test]
     fn fibonacci_lists_the_first_n() {
-        assert_eq!(call("fibonacci", json!({"n": 10})).unwrap(), json!([0, 1, 1, 2, 3, 5, 8, 13, 21, 34]));
+        assert_eq!(
+            call("fibonacci", json!({"n": 10})).unwrap(),
+            json!([0, 1, 1, 2, 3, 5, 8, 13, 21, 34])
+        );
         assert_eq!(call("fibonacci", json!({"n": 0})).unwrap(), json!([]));
         let long = call("fibonacci", json!({"n": 186})).unwrap();
         let list = long.as_array().unwrap();
         assert_eq!(list.len(), 186);
-        assert_eq!(list[93], json!(12200160415121876738u64), "F(93) is the last u64");
+        assert_eq!(
+            list[93],
+            json!(12200160415121876738u64),
+            "F(93) is the last u64"
+        );
         assert_eq!(list[94], json!("19740274219868223167"));
         assert_eq!(list[185], json!("205697230343233228174223751303346572685"));
         let error = call("fibonacci", json!({"n": 187})).unwrap_err();
         assert_eq!(error.code, ErrorCode::FunctionArgumentInvalid);
         assert!(error.message.contains("186"), "{}", error.message);
-        assert_eq!(err_code("fibonacci", json!({"n": 10_000})), ErrorCode::FunctionArgumentInvalid);
-        assert_eq!(err_code("fibonacci", json!({"n": -1})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            err_code("fibonacci", json!({"n": 10_000})),
+            ErrorCode::FunctionArgumentInvalid
+        );
+        assert_eq!(
+            err_code("fibonacci", json!({"n": -1})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
     fn analyze_numbers_summarises() {
-        let out = call("analyze_numbers", json!({"numbers": [2, 4, 4, 4, 5, 5, 7, 9]})).unwrap();
+        let out = call(
+            "analyze_numbers",
+            json!({"numbers": [2, 4, 4, 4, 5, 5, 7, 9]}),
+        )
+        .unwrap();
         assert_eq!(out["count"], 8);
         assert_eq!(out["sum"], 40);
         assert_eq!(out["mean"], 5);
@@ -443,8 +474,14 @@ mod tests {
         assert!((variance - 32.0 / 7.0).abs() < 1e-12);
         assert!((out["std_dev"].as_f64().unwrap() - variance.sqrt()).abs() < 1e-12);
         let one = call("analyze_numbers", json!({"numbers": "7"})).unwrap();
-        assert_eq!((one["median"].clone(), one["variance"].clone()), (json!(7), json!(0)));
-        assert_eq!(err_code("analyze_numbers", json!({"numbers": []})), ErrorCode::FunctionFailed);
+        assert_eq!(
+            (one["median"].clone(), one["variance"].clone()),
+            (json!(7), json!(0))
+        );
+        assert_eq!(
+            err_code("analyze_numbers", json!({"numbers": []})),
+            ErrorCode::FunctionFailed
+        );
         let bad = call("analyze_numbers", json!({"numbers": [1, "x"]})).unwrap_err();
         assert_eq!(bad.code, ErrorCode::FunctionArgumentInvalid);
         assert!(bad.message.contains("item 1"), "{}", bad.message);
@@ -452,23 +489,50 @@ mod tests {
 
     #[test]
     fn sum_and_mean() {
-        assert_eq!(call("sum", json!({"numbers": "1,2,3.5"})).unwrap(), json!(6.5));
+        assert_eq!(
+            call("sum", json!({"numbers": "1,2,3.5"})).unwrap(),
+            json!(6.5)
+        );
         assert_eq!(call("sum", json!({"numbers": []})).unwrap(), json!(0));
-        assert_eq!(err_code("sum", json!({"numbers": [1e308, 1e308]})), ErrorCode::FunctionFailed);
-        assert_eq!(call("mean", json!({"numbers": [2, 4, 9]})).unwrap(), json!(5));
-        assert_eq!(call("mean", json!({"numbers": [1e308, 1e308]})).unwrap(), json!(1e308));
-        assert_eq!(err_code("mean", json!({"numbers": []})), ErrorCode::FunctionFailed);
+        assert_eq!(
+            err_code("sum", json!({"numbers": [1e308, 1e308]})),
+            ErrorCode::FunctionFailed
+        );
+        assert_eq!(
+            call("mean", json!({"numbers": [2, 4, 9]})).unwrap(),
+            json!(5)
+        );
+        assert_eq!(
+            call("mean", json!({"numbers": [1e308, 1e308]})).unwrap(),
+            json!(1e308)
+        );
+        assert_eq!(
+            err_code("mean", json!({"numbers": []})),
+            ErrorCode::FunctionFailed
+        );
     }
 
     #[test]
     fn factorial_exact_then_approximate() {
         assert_eq!(call("factorial", json!({"n": 0})).unwrap(), json!(1));
         assert_eq!(call("factorial", json!({"n": 10})).unwrap(), json!(3628800));
-        assert_eq!(call("factorial", json!({"n": 20})).unwrap(), json!(2432902008176640000u64));
-        let big = call("factorial", json!({"n": 170})).unwrap().as_f64().unwrap();
+        assert_eq!(
+            call("factorial", json!({"n": 20})).unwrap(),
+            json!(2432902008176640000u64)
+        );
+        let big = call("factorial", json!({"n": 170}))
+            .unwrap()
+            .as_f64()
+            .unwrap();
         assert!(big > 7.25e306 && big < 7.26e306);
-        assert_eq!(err_code("factorial", json!({"n": 1000})), ErrorCode::FunctionArgumentInvalid);
-        assert_eq!(err_code("factorial", json!({"n": -3})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            err_code("factorial", json!({"n": 1000})),
+            ErrorCode::FunctionArgumentInvalid
+        );
+        assert_eq!(
+            err_code("factorial", json!({"n": -3})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
@@ -476,47 +540,114 @@ mod tests {
         assert_eq!(call("is_prime", json!({"n": 97})).unwrap(), json!(true));
         assert_eq!(call("is_prime", json!({"n": 1})).unwrap(), json!(false));
         assert_eq!(call("is_prime", json!({"n": -7})).unwrap(), json!(false));
-        assert_eq!(call("is_prime", json!({"n": 561})).unwrap(), json!(false), "Carmichael number");
-        assert_eq!(call("is_prime", json!({"n": 9223372036854775783i64})).unwrap(), json!(true));
-        assert_eq!(call("is_prime", json!({"n": i64::MAX})).unwrap(), json!(false));
+        assert_eq!(
+            call("is_prime", json!({"n": 561})).unwrap(),
+            json!(false),
+            "Carmichael number"
+        );
+        assert_eq!(
+            call("is_prime", json!({"n": 9223372036854775783i64})).unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            call("is_prime", json!({"n": i64::MAX})).unwrap(),
+            json!(false)
+        );
     }
 
     #[test]
     fn primes_up_to_n() {
-        assert_eq!(call("primes", json!({"n": 30})).unwrap(), json!([2, 3, 5, 7, 11, 13, 17, 19, 23, 29]));
+        assert_eq!(
+            call("primes", json!({"n": 30})).unwrap(),
+            json!([2, 3, 5, 7, 11, 13, 17, 19, 23, 29])
+        );
         assert_eq!(call("primes", json!({"n": 2})).unwrap(), json!([2]));
         assert_eq!(call("primes", json!({"n": 1})).unwrap(), json!([]));
-        assert_eq!(call("primes", json!({"n": 100_000})).unwrap().as_array().unwrap().len(), 9592);
-        assert_eq!(err_code("primes", json!({"n": 10_000_001})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            call("primes", json!({"n": 100_000}))
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            9592
+        );
+        assert_eq!(
+            err_code("primes", json!({"n": 10_000_001})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
     fn gcd_and_lcm() {
         assert_eq!(call("gcd", json!({"a": 48, "b": 18})).unwrap(), json!(6));
         assert_eq!(call("gcd", json!({"a": -48, "b": 0})).unwrap(), json!(48));
-        assert_eq!(call("gcd", json!({"a": i64::MIN, "b": 0})).unwrap(), json!(9223372036854775808u64));
+        assert_eq!(
+            call("gcd", json!({"a": i64::MIN, "b": 0})).unwrap(),
+            json!(9223372036854775808u64)
+        );
         assert_eq!(call("lcm", json!({"a": 4, "b": 6})).unwrap(), json!(12));
         assert_eq!(call("lcm", json!({"a": 0, "b": 6})).unwrap(), json!(0));
-        assert_eq!(err_code("lcm", json!({"a": i64::MAX, "b": i64::MAX - 1})), ErrorCode::FunctionFailed);
+        assert_eq!(
+            err_code("lcm", json!({"a": i64::MAX, "b": i64::MAX - 1})),
+            ErrorCode::FunctionFailed
+        );
     }
 
     #[test]
     fn rounding() {
-        assert_eq!(call("round_number", json!({"value": 3.14159, "decimals": 2})).unwrap(), json!(3.14));
-        assert_eq!(call("round_number", json!({"value": 2.5})).unwrap(), json!(2), "halves to even");
-        assert_eq!(call("round_number", json!({"value": 3.5})).unwrap(), json!(4));
-        assert_eq!(call("round_number", json!({"value": 2.675, "decimals": 2})).unwrap(), json!(2.67), "binary value");
-        assert_eq!(call("round_number", json!({"value": 250, "decimals": -2})).unwrap(), json!(200));
-        assert_eq!(call("round_number", json!({"value": 1234.5, "decimals": -2})).unwrap(), json!(1200));
-        assert_eq!(call("round_number", json!({"value": 1e308, "decimals": 15})).unwrap(), json!(1e308));
-        assert_eq!(err_code("round_number", json!({"value": 1, "decimals": 99})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            call("round_number", json!({"value": 1.23456, "decimals": 2})).unwrap(),
+            json!(1.23)
+        );
+        assert_eq!(
+            call("round_number", json!({"value": 2.5})).unwrap(),
+            json!(2),
+            "halves to even"
+        );
+        assert_eq!(
+            call("round_number", json!({"value": 3.5})).unwrap(),
+            json!(4)
+        );
+        assert_eq!(
+            call("round_number", json!({"value": 2.675, "decimals": 2})).unwrap(),
+            json!(2.67),
+            "binary value"
+        );
+        assert_eq!(
+            call("round_number", json!({"value": 250, "decimals": -2})).unwrap(),
+            json!(200)
+        );
+        assert_eq!(
+            call("round_number", json!({"value": 1234.5, "decimals": -2})).unwrap(),
+            json!(1200)
+        );
+        assert_eq!(
+            call("round_number", json!({"value": 1e308, "decimals": 15})).unwrap(),
+            json!(1e308)
+        );
+        assert_eq!(
+            err_code("round_number", json!({"value": 1, "decimals": 99})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
     fn percent_changes() {
-        assert_eq!(call("percent_change", json!({"old": 80, "new": 100})).unwrap(), json!(25));
-        assert_eq!(call("percent_change", json!({"old": -50, "new": -25})).unwrap(), json!(50));
-        assert_eq!(call("percent_change", json!({"old": 3, "new": 1})).unwrap(), json!(-66.6666666667));
-        assert_eq!(err_code("percent_change", json!({"old": 0, "new": 5})), ErrorCode::FunctionFailed);
+        assert_eq!(
+            call("percent_change", json!({"old": 80, "new": 100})).unwrap(),
+            json!(25)
+        );
+        assert_eq!(
+            call("percent_change", json!({"old": -50, "new": -25})).unwrap(),
+            json!(50)
+        );
+        assert_eq!(
+            call("percent_change", json!({"old": 3, "new": 1})).unwrap(),
+            json!(-66.6666666667)
+        );
+        assert_eq!(
+            err_code("percent_change", json!({"old": 0, "new": 5})),
+            ErrorCode::FunctionFailed
+        );
     }
 }

@@ -200,23 +200,215 @@ pub(crate) const FUNCTIONS: &[Function] = &[
 ];
 
 pub(crate) const STOP_WORDS: &[&str] = &[
-    "a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are", "aren't",
-    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can",
-    "can't", "cannot", "could", "couldn't", "did", "didn't", "do", "does", "doesn't", "doing", "don't", "down",
-    "during", "each", "even", "ever", "every", "few", "for", "from", "further", "get", "gets", "got", "had",
-    "hadn't", "has", "hasn't", "have", "haven't", "having", "he", "he'd", "he'll", "he's", "her", "here",
-    "here's", "hers", "herself", "him", "himself", "his", "how", "how's", "however", "i", "i'd", "i'll", "i'm",
-    "i've", "if", "in", "into", "is", "isn't", "it", "it's", "its", "itself", "just", "let's", "like", "made",
-    "make", "many", "may", "me", "might", "more", "most", "much", "must", "mustn't", "my", "myself", "never",
-    "no", "nor", "not", "now", "of", "off", "on", "once", "one", "only", "or", "other", "ought", "our", "ours",
-    "ourselves", "out", "over", "own", "same", "shall", "shan't", "she", "she'd", "she'll", "she's", "should",
-    "shouldn't", "since", "so", "some", "still", "such", "than", "that", "that's", "the", "their", "theirs",
-    "them", "themselves", "then", "there", "there's", "these", "they", "they'd", "they'll", "they're",
-    "they've", "this", "those", "though", "through", "thus", "to", "too", "under", "until", "up", "upon", "us",
-    "very", "was", "wasn't", "we", "we'd", "we'll", "we're", "we've", "well", "were", "weren't", "what",
-    "what's", "when", "when's", "where", "where's", "whether", "which", "while", "who", "who's", "whom",
-    "whose", "why", "why's", "will", "with", "within", "without", "won't", "would", "wouldn't", "yet", "you",
-    "you'd", "you'll", "you're", "you've", "your", "yours", "yourself", "yourselves",
+    "a",
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "all",
+    "also",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "aren't",
+    "as",
+    "at",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "but",
+    "by",
+    "can",
+    "can't",
+    "cannot",
+    "could",
+    "couldn't",
+    "did",
+    "didn't",
+    "do",
+    "does",
+    "doesn't",
+    "doing",
+    "don't",
+    "down",
+    "during",
+    "each",
+    "even",
+    "ever",
+    "every",
+    "few",
+    "for",
+    "from",
+    "further",
+    "get",
+    "gets",
+    "got",
+    "had",
+    "hadn't",
+    "has",
+    "hasn't",
+    "have",
+    "haven't",
+    "having",
+    "he",
+    "he'd",
+    "he'll",
+    "he's",
+    "her",
+    "here",
+    "here's",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "how's",
+    "however",
+    "i",
+    "i'd",
+    "i'll",
+    "i'm",
+    "i've",
+    "if",
+    "in",
+    "into",
+    "is",
+    "isn't",
+    "it",
+    "it's",
+    "its",
+    "itself",
+    "just",
+    "let's",
+    "like",
+    "made",
+    "make",
+    "many",
+    "may",
+    "me",
+    "might",
+    "more",
+    "most",
+    "much",
+    "must",
+    "mustn't",
+    "my",
+    "myself",
+    "never",
+    "no",
+    "nor",
+    "not",
+    "now",
+    "of",
+    "off",
+    "on",
+    "once",
+    "one",
+    "only",
+    "or",
+    "other",
+    "ought",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "same",
+    "shall",
+    "shan't",
+    "she",
+    "she'd",
+    "she'll",
+    "she's",
+    "should",
+    "shouldn't",
+    "since",
+    "so",
+    "some",
+    "still",
+    "such",
+    "than",
+    "that",
+    "that's",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "there",
+    "there's",
+    "these",
+    "they",
+    "they'd",
+    "they'll",
+    "they're",
+    "they've",
+    "this",
+    "those",
+    "though",
+    "through",
+    "thus",
+    "to",
+    "too",
+    "under",
+    "until",
+    "up",
+    "upon",
+    "us",
+    "very",
+    "was",
+    "wasn't",
+    "we",
+    "we'd",
+    "we'll",
+    "we're",
+    "we've",
+    "well",
+    "were",
+    "weren't",
+    "what",
+    "what's",
+    "when",
+    "when's",
+    "where",
+    "where's",
+    "whether",
+    "which",
+    "while",
+    "who",
+    "who's",
+    "whom",
+    "whose",
+    "why",
+    "why's",
+    "will",
+    "with",
+    "within",
+    "without",
+    "won't",
+    "would",
+    "wouldn't",
+    "yet",
+    "you",
+    "you'd",
+    "you'll",
+    "you're",
+    "you've",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
 ];
 
 fn is_stop_word(word: &str) -> bool {
@@ -234,7 +426,9 @@ pub(crate) fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 /// Sentences: stretches of text ending at `.`, `!` or `?` (or the end) that
 /// contain at least one letter or digit.
 fn sentence_count(text: &str) -> usize {
-    text.split(['.', '!', '?']).filter(|s| s.chars().any(char::is_alphanumeric)).count()
+    text.split(['.', '!', '?'])
+        .filter(|s| s.chars().any(char::is_alphanumeric))
+        .count()
 }
 
 /// Words with their counts, most frequent first, ties by first appearance.
@@ -243,7 +437,10 @@ fn ranked(words: impl Iterator<Item = String>) -> Vec<(String, usize)> {
     for (position, word) in words.enumerate() {
         counts.entry(word).or_insert((0, position)).0 += 1;
     }
-    let mut ranked: Vec<(String, usize, usize)> = counts.into_iter().map(|(w, (n, first))| (w, n, first)).collect();
+    let mut ranked: Vec<(String, usize, usize)> = counts
+        .into_iter()
+        .map(|(w, (n, first))| (w, n, first))
+        .collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
     ranked.into_iter().map(|(w, n, _)| (w, n)).collect()
 }
@@ -269,9 +466,13 @@ fn extract_keywords(m: &Map<String, Value>) -> Res {
     if max < 0 {
         return Err(a.error("max_keywords", format!("must be 0 or more, got {max}")));
     }
-    let candidates = words(text)
-        .filter(|w| w.chars().count() >= 3 && w.chars().any(char::is_alphabetic) && !is_stop_word(w));
-    let keywords = ranked(candidates).into_iter().take(max as usize).map(|(w, _)| Value::String(w));
+    let candidates = words(text).filter(|w| {
+        w.chars().count() >= 3 && w.chars().any(char::is_alphabetic) && !is_stop_word(w)
+    });
+    let keywords = ranked(candidates)
+        .into_iter()
+        .take(max as usize)
+        .map(|(w, _)| Value::String(w));
     Ok(Value::Array(keywords.collect()))
 }
 
@@ -285,7 +486,11 @@ fn word_frequency(m: &Map<String, Value>) -> Res {
     };
     let skip_stop = a.bool("ignore_stop_words")?;
     let all = words(text).filter(|w| !(skip_stop && is_stop_word(w)));
-    let out: Map<String, Value> = ranked(all).into_iter().take(top).map(|(w, n)| (w, Value::from(n))).collect();
+    let out: Map<String, Value> = ranked(all)
+        .into_iter()
+        .take(top)
+        .map(|(w, n)| (w, Value::from(n)))
+        .collect();
     Ok(Value::Object(out))
 }
 
@@ -296,7 +501,13 @@ fn text_stats(m: &Map<String, Value>) -> Res {
     let word_count = all.len();
     let sentences = sentence_count(text);
     let letters: usize = all.iter().map(|w| w.chars().count()).sum();
-    let longest = all.iter().fold("", |best, w| if w.chars().count() > best.chars().count() { w } else { best });
+    let longest = all.iter().fold("", |best, w| {
+        if w.chars().count() > best.chars().count() {
+            w
+        } else {
+            best
+        }
+    });
     let paragraphs = text.split("\n\n").filter(|p| !p.trim().is_empty()).count();
     let ratio = |x: usize, y: usize| if y == 0 { 0.0 } else { x as f64 / y as f64 };
     Ok(json!({
@@ -312,15 +523,25 @@ fn text_stats(m: &Map<String, Value>) -> Res {
 }
 
 fn uppercase(m: &Map<String, Value>) -> Res {
-    Ok(Value::String(Args::new("uppercase", m).str("text")?.to_uppercase()))
+    Ok(Value::String(
+        Args::new("uppercase", m).str("text")?.to_uppercase(),
+    ))
 }
 
 fn lowercase(m: &Map<String, Value>) -> Res {
-    Ok(Value::String(Args::new("lowercase", m).str("text")?.to_lowercase()))
+    Ok(Value::String(
+        Args::new("lowercase", m).str("text")?.to_lowercase(),
+    ))
 }
 
 fn reverse_text(m: &Map<String, Value>) -> Res {
-    Ok(Value::String(Args::new("reverse_text", m).str("text")?.chars().rev().collect()))
+    Ok(Value::String(
+        Args::new("reverse_text", m)
+            .str("text")?
+            .chars()
+            .rev()
+            .collect(),
+    ))
 }
 
 fn slugify(m: &Map<String, Value>) -> Res {
@@ -370,7 +591,12 @@ fn regex_extract(m: &Map<String, Value>) -> Res {
     let group = usize::try_from(group)
         .ok()
         .filter(|g| *g < groups)
-        .ok_or_else(|| a.error("group", format!("is {group}, but the pattern has groups 0 to {}", groups - 1)))?;
+        .ok_or_else(|| {
+            a.error(
+                "group",
+                format!("is {group}, but the pattern has groups 0 to {}", groups - 1),
+            )
+        })?;
     let matches = regex
         .captures_iter(text)
         .filter_map(|c| c.get(group))
@@ -428,13 +654,21 @@ fn hash_text(m: &Map<String, Value>) -> Res {
     let a = Args::new("hash_text", m);
     let text = a.str("text")?.as_bytes();
     let algorithm = a.str("algorithm")?;
-    let digest = match algorithm.trim().to_ascii_lowercase().replace('-', "").as_str() {
+    let digest = match algorithm
+        .trim()
+        .to_ascii_lowercase()
+        .replace('-', "")
+        .as_str()
+    {
         "sha224" => hex(&sha2::Sha224::digest(text)),
         "sha256" => hex(&sha2::Sha256::digest(text)),
         "sha384" => hex(&sha2::Sha384::digest(text)),
         "sha512" => hex(&sha2::Sha512::digest(text)),
         _ => {
-            return Err(a.error("algorithm", format!("is {algorithm:?}; use sha224, sha256, sha384 or sha512")))
+            return Err(a.error(
+                "algorithm",
+                format!("is {algorithm:?}; use sha224, sha256, sha384 or sha512"),
+            ))
         }
     };
     Ok(Value::String(digest))
@@ -465,15 +699,24 @@ pub(crate) fn encode_base64(bytes: &[u8], url_safe: bool) -> String {
 
 /// Decodes standard or URL-safe base64; `Err` names the offending character.
 pub(crate) fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
-    let cleaned: Vec<(usize, char)> = text.char_indices().filter(|(_, c)| !c.is_whitespace()).collect();
-    let end = cleaned.iter().rposition(|(_, c)| *c != '=').map_or(0, |p| p + 1);
+    let cleaned: Vec<(usize, char)> = text
+        .char_indices()
+        .filter(|(_, c)| !c.is_whitespace())
+        .collect();
+    let end = cleaned
+        .iter()
+        .rposition(|(_, c)| *c != '=')
+        .map_or(0, |p| p + 1);
     let padding = cleaned.len() - end;
     if padding > 2 {
         return Err("too much '=' padding".into());
     }
     let symbols = cleaned.get(..end).unwrap_or_default();
     if symbols.len() % 4 == 1 {
-        return Err(format!("{} symbols is not a valid base64 length", symbols.len()));
+        return Err(format!(
+            "{} symbols is not a valid base64 length",
+            symbols.len()
+        ));
     }
     let mut out = Vec::with_capacity(symbols.len() / 4 * 3 + 2);
     for chunk in symbols.chunks(4) {
@@ -506,10 +749,11 @@ fn base64_encode(m: &Map<String, Value>) -> Res {
 fn base64_decode(m: &Map<String, Value>) -> Res {
     let a = Args::new("base64_decode", m);
     let text = a.str("text")?;
-    let bytes = decode_base64(text).map_err(|e| a.error("text", format!("is not valid base64: {e}")))?;
-    String::from_utf8(bytes)
-        .map(Value::String)
-        .map_err(|_| a.failed("the decoded bytes are not UTF-8 text (binary data cannot be returned as text)"))
+    let bytes =
+        decode_base64(text).map_err(|e| a.error("text", format!("is not valid base64: {e}")))?;
+    String::from_utf8(bytes).map(Value::String).map_err(|_| {
+        a.failed("the decoded bytes are not UTF-8 text (binary data cannot be returned as text)")
+    })
 }
 
 #[cfg(test)]
@@ -520,7 +764,11 @@ mod tests {
 
     #[test]
     fn count_words_counts_everything() {
-        let out = call("count_words", json!({"text": "The cat sat. The dog ran!\nWhy?"})).unwrap();
+        let out = call(
+            "count_words",
+            json!({"text": "The cat sat. The dog ran!\nWhy?"}),
+        )
+        .unwrap();
         assert_eq!(
             out,
             json!({
@@ -531,7 +779,10 @@ mod tests {
         let empty = call("count_words", json!({"text": ""})).unwrap();
         assert_eq!(empty["words"], 0);
         assert_eq!(empty["sentences"], 0);
-        assert_eq!(call("count_words", json!({"text": "no full stop"})).unwrap()["sentences"], 1);
+        assert_eq!(
+            call("count_words", json!({"text": "no full stop"})).unwrap()["sentences"],
+            1
+        );
     }
 
     #[test]
@@ -541,7 +792,10 @@ mod tests {
         assert_eq!(out, json!(["rust", "fast", "safe", "programs"]));
         let default = call("extract_keywords", json!({"text": text})).unwrap();
         assert_eq!(default.as_array().unwrap().len(), 5);
-        assert_eq!(call("extract_keywords", json!({"text": "the and of"})).unwrap(), json!([]));
+        assert_eq!(
+            call("extract_keywords", json!({"text": "the and of"})).unwrap(),
+            json!([])
+        );
         assert_eq!(
             err_code("extract_keywords", json!({"text": "x", "max_keywords": -1})),
             ErrorCode::FunctionArgumentInvalid
@@ -552,13 +806,21 @@ mod tests {
     fn word_frequency_orders_by_count() {
         let out = call("word_frequency", json!({"text": "b a b c a b", "top": 2})).unwrap();
         assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"b":3,"a":2}"#);
-        let out = call("word_frequency", json!({"text": "The cat and the hat", "ignore_stop_words": "yes"})).unwrap();
+        let out = call(
+            "word_frequency",
+            json!({"text": "The cat and the hat", "ignore_stop_words": "yes"}),
+        )
+        .unwrap();
         assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"cat":1,"hat":1}"#);
     }
 
     #[test]
     fn text_stats_reports_lengths() {
-        let out = call("text_stats", json!({"text": "One two three. Four five.\n\nSix!"})).unwrap();
+        let out = call(
+            "text_stats",
+            json!({"text": "One two three. Four five.\n\nSix!"}),
+        )
+        .unwrap();
         assert_eq!(out["words"], 6);
         assert_eq!(out["sentences"], 3);
         assert_eq!(out["paragraphs"], 2);
@@ -570,44 +832,102 @@ mod tests {
 
     #[test]
     fn case_and_reverse() {
-        assert_eq!(call("uppercase", json!({"text": "straße"})).unwrap(), json!("STRASSE"));
-        assert_eq!(call("lowercase", json!({"text": "Hello World"})).unwrap(), json!("hello world"));
-        assert_eq!(call("reverse_text", json!({"text": "stressed"})).unwrap(), json!("desserts"));
-        assert_eq!(call("reverse_text", json!({"text": "añb"})).unwrap(), json!("bña"));
+        assert_eq!(
+            call("uppercase", json!({"text": "straße"})).unwrap(),
+            json!("STRASSE")
+        );
+        assert_eq!(
+            call("lowercase", json!({"text": "Hello World"})).unwrap(),
+            json!("hello world")
+        );
+        assert_eq!(
+            call("reverse_text", json!({"text": "stressed"})).unwrap(),
+            json!("desserts")
+        );
+        assert_eq!(
+            call("reverse_text", json!({"text": "añb"})).unwrap(),
+            json!("bña")
+        );
     }
 
     #[test]
     fn slugs() {
-        assert_eq!(call("slugify", json!({"text": "Hello, World! 2024"})).unwrap(), json!("hello-world-2024"));
-        assert_eq!(call("slugify", json!({"text": "  Über  cool ", "separator": "_"})).unwrap(), json!("über_cool"));
+        assert_eq!(
+            call("slugify", json!({"text": "Hello, World! 2024"})).unwrap(),
+            json!("hello-world-2024")
+        );
+        assert_eq!(
+            call(
+                "slugify",
+                json!({"text": "  Über  cool ", "separator": "_"})
+            )
+            .unwrap(),
+            json!("über_cool")
+        );
         assert_eq!(call("slugify", json!({"text": "!!!"})).unwrap(), json!(""));
     }
 
     #[test]
     fn truncation() {
         let text = "A long sentence here";
-        assert_eq!(call("truncate", json!({"text": text, "length": 10})).unwrap(), json!("A long ..."));
-        assert_eq!(call("truncate", json!({"text": text, "length": 50})).unwrap(), json!(text));
-        assert_eq!(call("truncate", json!({"text": text, "length": 2})).unwrap(), json!(".."));
-        assert_eq!(call("truncate", json!({"text": "äöüß", "length": 3, "suffix": "…"})).unwrap(), json!("äö…"));
-        assert_eq!(err_code("truncate", json!({"text": text, "length": -1})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            call("truncate", json!({"text": text, "length": 10})).unwrap(),
+            json!("A long ...")
+        );
+        assert_eq!(
+            call("truncate", json!({"text": text, "length": 50})).unwrap(),
+            json!(text)
+        );
+        assert_eq!(
+            call("truncate", json!({"text": text, "length": 2})).unwrap(),
+            json!("..")
+        );
+        assert_eq!(
+            call(
+                "truncate",
+                json!({"text": "äöüß", "length": 3, "suffix": "…"})
+            )
+            .unwrap(),
+            json!("äö…")
+        );
+        assert_eq!(
+            err_code("truncate", json!({"text": text, "length": -1})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
     fn regex_extraction() {
-        let out = call("regex_extract", json!({"text": "a1 b22 c333", "pattern": "\\d+"})).unwrap();
+        let out = call(
+            "regex_extract",
+            json!({"text": "a1 b22 c333", "pattern": "\\d+"}),
+        )
+        .unwrap();
         assert_eq!(out, json!(["1", "22", "333"]));
-        let out = call("regex_extract", json!({"text": "ann@x.org, bob@y.com", "pattern": "(\\w+)@", "group": 1}));
+        let out = call(
+            "regex_extract",
+            json!({"text": "ann@x.org, bob@y.com", "pattern": "(\\w+)@", "group": 1}),
+        );
         assert_eq!(out.unwrap(), json!(["ann", "bob"]));
-        let bad = call("regex_extract", json!({"text": "x", "pattern": "(unclosed"})).unwrap_err();
+        let bad = call(
+            "regex_extract",
+            json!({"text": "x", "pattern": "(unclosed"}),
+        )
+        .unwrap_err();
         assert_eq!(bad.code, ErrorCode::FunctionArgumentInvalid);
         assert!(bad.message.contains("`pattern`"), "{}", bad.message);
         assert_eq!(
-            err_code("regex_extract", json!({"text": "x", "pattern": "x", "group": 2})),
+            err_code(
+                "regex_extract",
+                json!({"text": "x", "pattern": "x", "group": 2})
+            ),
             ErrorCode::FunctionArgumentInvalid
         );
         assert_eq!(
-            err_code("regex_extract", json!({"text": "x", "pattern": "\\w{1000}{1000}"})),
+            err_code(
+                "regex_extract",
+                json!({"text": "x", "pattern": "\\w{1000}{1000}"})
+            ),
             ErrorCode::FunctionArgumentInvalid,
             "size limit"
         );
@@ -615,21 +935,43 @@ mod tests {
 
     #[test]
     fn splitting() {
-        assert_eq!(call("split_text", json!({"text": "a, b,, c"})).unwrap(), json!(["a", "b", "c"]));
         assert_eq!(
-            call("split_text", json!({"text": "a, b", "separator": ",", "trim": false})).unwrap(),
+            call("split_text", json!({"text": "a, b,, c"})).unwrap(),
+            json!(["a", "b", "c"])
+        );
+        assert_eq!(
+            call(
+                "split_text",
+                json!({"text": "a, b", "separator": ",", "trim": false})
+            )
+            .unwrap(),
             json!(["a", " b"])
         );
-        assert_eq!(call("split_text", json!({"text": "a b", "separator": " "})).unwrap(), json!(["a", "b"]));
-        assert_eq!(call("split_text", json!({"text": "ab", "separator": ""})).unwrap(), json!(["a", "b"]));
+        assert_eq!(
+            call("split_text", json!({"text": "a b", "separator": " "})).unwrap(),
+            json!(["a", "b"])
+        );
+        assert_eq!(
+            call("split_text", json!({"text": "ab", "separator": ""})).unwrap(),
+            json!(["a", "b"])
+        );
     }
 
     #[test]
     fn replacing() {
-        let out = call("replace_text", json!({"text": "hello world, world", "find": "world", "replace": "there"}));
+        let out = call(
+            "replace_text",
+            json!({"text": "hello world, world", "find": "world", "replace": "there"}),
+        );
         assert_eq!(out.unwrap(), json!("hello there, there"));
-        assert_eq!(call("replace_text", json!({"text": "a-b-c", "find": "-"})).unwrap(), json!("abc"));
-        assert_eq!(err_code("replace_text", json!({"text": "x", "find": ""})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            call("replace_text", json!({"text": "a-b-c", "find": "-"})).unwrap(),
+            json!("abc")
+        );
+        assert_eq!(
+            err_code("replace_text", json!({"text": "x", "find": ""})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
@@ -642,23 +984,70 @@ mod tests {
             call("hash_text", json!({"text": "", "algorithm": "SHA-224"})).unwrap(),
             json!("d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f")
         );
-        assert_eq!(call("hash_text", json!({"text": "", "algorithm": "sha512"})).unwrap().as_str().unwrap().len(), 128);
-        assert_eq!(err_code("hash_text", json!({"text": "x", "algorithm": "md5"})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            call("hash_text", json!({"text": "", "algorithm": "sha512"}))
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .len(),
+            128
+        );
+        assert_eq!(
+            err_code("hash_text", json!({"text": "x", "algorithm": "md5"})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
     fn base64_round_trips() {
-        assert_eq!(call("base64_encode", json!({"text": "hello world"})).unwrap(), json!("aGVsbG8gd29ybGQ="));
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")] {
-            assert_eq!(call("base64_encode", json!({"text": plain})).unwrap(), json!(encoded));
-            assert_eq!(call("base64_decode", json!({"text": encoded})).unwrap(), json!(plain));
+        assert_eq!(
+            call("base64_encode", json!({"text": "hello world"})).unwrap(),
+            json!("aGVsbG8gd29ybGQ=")
+        );
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+        ] {
+            assert_eq!(
+                call("base64_encode", json!({"text": plain})).unwrap(),
+                json!(encoded)
+            );
+            assert_eq!(
+                call("base64_decode", json!({"text": encoded})).unwrap(),
+                json!(plain)
+            );
         }
-        assert_eq!(call("base64_encode", json!({"text": "??>", "url_safe": true})).unwrap(), json!("Pz8-"));
-        assert_eq!(call("base64_encode", json!({"text": "??>"})).unwrap(), json!("Pz8+"));
-        assert_eq!(call("base64_decode", json!({"text": "Pz8-"})).unwrap(), json!("??>"));
-        assert_eq!(call("base64_decode", json!({"text": "aGVs\nbG8"})).unwrap(), json!("hello"));
-        assert_eq!(err_code("base64_decode", json!({"text": "a!=="})), ErrorCode::FunctionArgumentInvalid);
-        assert_eq!(err_code("base64_decode", json!({"text": "abcde"})), ErrorCode::FunctionArgumentInvalid);
-        assert_eq!(err_code("base64_decode", json!({"text": "/w=="})), ErrorCode::FunctionFailed, "0xff is not UTF-8");
+        assert_eq!(
+            call("base64_encode", json!({"text": "??>", "url_safe": true})).unwrap(),
+            json!("Pz8-")
+        );
+        assert_eq!(
+            call("base64_encode", json!({"text": "??>"})).unwrap(),
+            json!("Pz8+")
+        );
+        assert_eq!(
+            call("base64_decode", json!({"text": "Pz8-"})).unwrap(),
+            json!("??>")
+        );
+        assert_eq!(
+            call("base64_decode", json!({"text": "aGVs\nbG8"})).unwrap(),
+            json!("hello")
+        );
+        assert_eq!(
+            err_code("base64_decode", json!({"text": "a!=="})),
+            ErrorCode::FunctionArgumentInvalid
+        );
+        assert_eq!(
+            err_code("base64_decode", json!({"text": "abcde"})),
+            ErrorCode::FunctionArgumentInvalid
+        );
+        assert_eq!(
+            err_code("base64_decode", json!({"text": "/w=="})),
+            ErrorCode::FunctionFailed,
+            "0xff is not UTF-8"
+        );
     }
 }

@@ -48,7 +48,9 @@ fn noop(m: &Map<String, Value>) -> Res {
 
 fn echo(m: &Map<String, Value>) -> Res {
     let a = Args::new("echo", m);
-    a.get("value").cloned().ok_or_else(|| a.error("value", "is required"))
+    a.get("value")
+        .cloned()
+        .ok_or_else(|| a.error("value", "is required"))
 }
 
 fn sleep_ms(m: &Map<String, Value>) -> Res {
@@ -68,15 +70,27 @@ mod tests {
     #[test]
     fn noop_returns_value_or_null() {
         assert_eq!(call("noop", json!({})).unwrap(), Value::Null);
-        assert_eq!(call("noop", json!({"value": {"a": [1]}})).unwrap(), json!({"a": [1]}));
-        assert_eq!(call("noop", json!({"value": "[1, 2]"})).unwrap(), json!([1, 2]));
+        assert_eq!(
+            call("noop", json!({"value": {"a": [1]}})).unwrap(),
+            json!({"a": [1]})
+        );
+        assert_eq!(
+            call("noop", json!({"value": "[1, 2]"})).unwrap(),
+            json!([1, 2])
+        );
     }
 
     #[test]
     fn echo_returns_value() {
-        assert_eq!(call("echo", json!({"value": "hello"})).unwrap(), json!("hello"));
+        assert_eq!(
+            call("echo", json!({"value": "hello"})).unwrap(),
+            json!("hello")
+        );
         assert_eq!(call("echo", json!({"value": 3})).unwrap(), json!(3));
-        assert_eq!(err_code("echo", json!({})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            err_code("echo", json!({})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 
     #[test]
@@ -86,6 +100,9 @@ mod tests {
         let error = call("sleep_ms", json!({"ms": 60_001})).unwrap_err();
         assert_eq!(error.code, ErrorCode::FunctionArgumentInvalid);
         assert!(error.message.contains("60000"), "{}", error.message);
-        assert_eq!(err_code("sleep_ms", json!({"ms": -1})), ErrorCode::FunctionArgumentInvalid);
+        assert_eq!(
+            err_code("sleep_ms", json!({"ms": -1})),
+            ErrorCode::FunctionArgumentInvalid
+        );
     }
 }

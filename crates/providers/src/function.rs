@@ -12,24 +12,35 @@ pub struct FunctionProvider;
 /// `args` / `kwargs` (seed 000's Python API).
 pub fn arguments(params: &Value) -> Result<(String, Map<String, Value>), GzError> {
     let Some(map) = params.as_object() else {
-        return Err(GzError::new(ErrorCode::InvalidParameters, "function/call parameters must be a mapping"));
+        return Err(GzError::new(
+            ErrorCode::InvalidParameters,
+            "function/call parameters must be a mapping",
+        ));
     };
     let name = map
         .get("function")
         .or_else(|| map.get("name"))
         .and_then(Value::as_str)
         .ok_or_else(|| {
-            GzError::new(ErrorCode::InvalidParameters, "function/call needs `function: NAME`")
-                .with_hint("Name the function, e.g. `function: fibonacci`, or write `method: fibonacci`.")
+            GzError::new(
+                ErrorCode::InvalidParameters,
+                "function/call needs `function: NAME`",
+            )
+            .with_hint(
+                "Name the function, e.g. `function: fibonacci`, or write `method: fibonacci`.",
+            )
         })?
         .to_string();
     let mut args = Map::new();
     for (k, v) in map {
         match k.as_str() {
             "function" | "name" | "timeout" => {}
-            "args" | "kwargs" if v.is_object() => {
-                args.extend(v.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())))
-            }
+            "args" | "kwargs" if v.is_object() => args.extend(
+                v.as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            ),
             _ => {
                 args.insert(k.clone(), v.clone());
             }
@@ -51,15 +62,28 @@ impl Provider for FunctionProvider {
         }]
     }
 
-    async fn call(&self, _method: &str, params: Value, _ctx: &CallContext) -> Result<Value, GzError> {
+    async fn call(
+        &self,
+        _method: &str,
+        params: Value,
+        _ctx: &CallContext,
+    ) -> Result<Value, GzError> {
         let (name, args) = arguments(&params)?;
         let function = gleitzeit_functions::find(&name).ok_or_else(|| {
-            GzError::new(ErrorCode::FunctionNotFound, format!("unknown function `{name}`"))
+            GzError::new(
+                ErrorCode::FunctionNotFound,
+                format!("unknown function `{name}`"),
+            )
         })?;
         let result = if function.blocking {
             tokio::task::spawn_blocking(move || function.call(&args))
                 .await
-                .map_err(|e| GzError::new(ErrorCode::InternalError, format!("function `{name}` panicked: {e}")))?
+                .map_err(|e| {
+                    GzError::new(
+                        ErrorCode::InternalError,
+                        format!("function `{name}` panicked: {e}"),
+                    )
+                })?
         } else {
             function.call(&args)
         }?;
@@ -76,9 +100,13 @@ mod tests {
     fn flat_and_nested_arguments() {
         let (name, args) = arguments(&json!({"function": "fibonacci", "n": 5})).unwrap();
         assert_eq!((name.as_str(), &args["n"]), ("fibonacci", &json!(5)));
-        let (_, args) = arguments(&json!({"function": "f", "kwargs": {"n": 3}, "args": {"m": 1}})).unwrap();
+        let (_, args) =
+            arguments(&json!({"function": "f", "kwargs": {"n": 3}, "args": {"m": 1}})).unwrap();
         assert_eq!(args["n"], 3);
         assert_eq!(args["m"], 1);
-        assert_eq!(arguments(&json!({"n": 1})).unwrap_err().code, ErrorCode::InvalidParameters);
+        assert_eq!(
+            arguments(&json!({"n": 1})).unwrap_err().code,
+            ErrorCode::InvalidParameters
+        );
     }
 }

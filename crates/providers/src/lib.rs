@@ -67,6 +67,12 @@ pub trait Provider: Send + Sync {
     fn methods(&self) -> Vec<MethodInfo>;
     /// Runs one task attempt. `method` is the full `protocol/method`.
     async fn call(&self, method: &str, params: Value, ctx: &CallContext) -> Result<Value, GzError>;
+    /// Checks that the provider can work (interpreter found, endpoint reachable)
+    /// and warms it up. Called before a workflow that uses it starts, so a broken
+    /// setup is reported once, before any task runs.
+    async fn prepare(&self) -> Result<(), GzError> {
+        Ok(())
+    }
     /// Releases processes and connections; called once at shutdown.
     async fn shutdown(&self) {}
 }

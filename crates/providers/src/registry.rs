@@ -54,7 +54,11 @@ impl MethodCatalog for Registry {
         for provider in self.providers.values() {
             names.extend(provider.methods().into_iter().map(|m| m.method));
         }
-        names.extend(gleitzeit_functions::all().iter().map(|f| f.name.to_string()));
+        names.extend(
+            gleitzeit_functions::all()
+                .iter()
+                .map(|f| f.name.to_string()),
+        );
         names.sort();
         names.dedup();
         names

@@ -69,20 +69,41 @@ pub(crate) async fn run_loop(
     cancel: CancellationToken,
 ) -> Result<crate::RunOutcome, GzError> {
     let workflow = record.spec.clone();
+    let mut prepared = std::collections::HashSet::new();
+    for task in &workflow.tasks {
+        if let Some(provider) = rt.registry.for_method(&task.method) {
+            if prepared.insert(provider.protocol()) {
+                provider.prepare().await?;
+            }
+        }
+    }
     let stored = rt.store.tasks(&record.id).await?;
     let lanes: Vec<String> = {
-        let mut lanes: Vec<String> = workflow.tasks.iter().map(|t| t.protocol().to_string()).collect();
+        let mut lanes: Vec<String> = workflow
+            .tasks
+            .iter()
+            .map(|t| t.protocol().to_string())
+            .collect();
         lanes.sort();
         lanes.dedup();
         lanes
     };
     let limits = lanes
         .iter()
-        .map(|l| rt.config.lane_limits.get(l).copied().unwrap_or(rt.config.default_lane_limit))
+        .map(|l| {
+            rt.config
+                .lane_limits
+                .get(l)
+                .copied()
+                .unwrap_or(rt.config.default_lane_limit)
+        })
         .collect();
-    let plan = Plan::from_workflow(&workflow, limits, rt.config.max_concurrent_tasks, |protocol| {
-        lanes.iter().position(|l| l == protocol).unwrap_or(0)
-    });
+    let plan = Plan::from_workflow(
+        &workflow,
+        limits,
+        rt.config.max_concurrent_tasks,
+        |protocol| lanes.iter().position(|l| l == protocol).unwrap_or(0),
+    );
     let mut scheduler = Scheduler::new(plan);
 
     let n = workflow.tasks.len();
@@ -243,11 +264,17 @@ impl Run<'_> {
     fn receive(&mut self, msg: Msg) {
         match msg {
             Msg::RetryDue { task } => self.queue.push_back(Input::RetryDue { task }),
-            Msg::Done { task, attempt, outcome } => {
+            Msg::Done {
+                task,
+                attempt,
+                outcome,
+            } => {
                 if attempt != self.scheduler.attempts(task) {
                     return;
                 }
-                let aborting = self.task_tokens[task].as_ref().is_some_and(|t| t.is_cancelled());
+                let aborting = self.task_tokens[task]
+                    .as_ref()
+                    .is_some_and(|t| t.is_cancelled());
                 self.task_tokens[task] = None;
                 match outcome {
                     Ok(record) => {
@@ -258,7 +285,11 @@ impl Run<'_> {
                     Err(error) => {
                         let (code, retryable) = (error.code, error.retryable);
                         self.last_error[task] = Some(error);
-                        self.queue.push_back(Input::Failed { task, code, retryable });
+                        self.queue.push_back(Input::Failed {
+                            task,
+                            code,
+                            retryable,
+                        });
                     }
                 }
             }
@@ -284,9 +315,14 @@ impl Run<'_> {
                     Err(error) => {
                         // Bad references fail the attempt without running it.
                         let (code, retryable) = (error.code, error.retryable);
-                        self.last_error[task] = Some(error.at(format!("task {}", self.workflow.tasks[task].id)));
+                        self.last_error[task] =
+                            Some(error.at(format!("task {}", self.workflow.tasks[task].id)));
                         self.tasks[task].started_ms = Some(now);
-                        self.queue.push_back(Input::Failed { task, code, retryable });
+                        self.queue.push_back(Input::Failed {
+                            task,
+                            code,
+                            retryable,
+                        });
                     }
                 }
             }
@@ -316,7 +352,10 @@ impl Run<'_> {
                     data.insert("stdout".into(), json!(cut));
                 }
                 data.insert("duration_ms".into(), json!(duration_ms));
-                data.insert("duration_seconds".into(), json!(duration_ms as f64 / 1000.0));
+                data.insert(
+                    "duration_seconds".into(),
+                    json!(duration_ms as f64 / 1000.0),
+                );
                 self.task_event(events::TASK_COMPLETED, task, data);
                 self.progress();
             }
@@ -336,7 +375,10 @@ impl Run<'_> {
                 let mut data = Map::new();
                 data.insert("next_attempt".into(), json!(next_attempt));
                 data.insert("delay_seconds".into(), json!(delay.as_secs_f64()));
-                data.insert("error".into(), serde_json::to_value(&error).unwrap_or(Value::Null));
+                data.insert(
+                    "error".into(),
+                    serde_json::to_value(&error).unwrap_or(Value::Null),
+                );
                 self.task_event(events::TASK_RETRYING, task, data);
                 let tx = self.tx.clone();
                 self.running.spawn(async move {
@@ -350,9 +392,12 @@ impl Run<'_> {
                     GzError::new(ErrorCode::TaskFailed, format!("task `{}` failed", spec.id))
                 });
                 if self.tasks[task].attempt > 1 {
-                    error.details = merge_details(error.details, json!({"attempts": self.tasks[task].attempt}));
+                    error.details =
+                        merge_details(error.details, json!({"attempts": self.tasks[task].attempt}));
                 }
-                if matches!(spec.on_error, OnError::Stop | OnError::Retry) && self.first_failure.is_none() {
+                if matches!(spec.on_error, OnError::Stop | OnError::Retry)
+                    && self.first_failure.is_none()
+                {
                     self.first_failure = Some(task);
                 }
                 self.records[task] = Some(error_record(Some(&error)));
@@ -362,7 +407,10 @@ impl Run<'_> {
                 t.finished_ms = Some(now);
                 self.save_task(task);
                 let mut data = Map::new();
-                data.insert("error".into(), serde_json::to_value(&error).unwrap_or(Value::Null));
+                data.insert(
+                    "error".into(),
+                    serde_json::to_value(&error).unwrap_or(Value::Null),
+                );
                 self.task_event(events::TASK_FAILED, task, data);
                 self.progress();
             }
@@ -376,10 +424,16 @@ impl Run<'_> {
                             TaskState::Cancelled => "was cancelled",
                             _ => "did not complete",
                         };
-                        if self.workflow.tasks[task].dependencies.contains(&cause_spec.id) {
+                        if self.workflow.tasks[task]
+                            .dependencies
+                            .contains(&cause_spec.id)
+                        {
                             format!("skipped because dependency `{}` {what}", cause_spec.id)
                         } else {
-                            format!("skipped because the workflow stopped after `{}` {what}", cause_spec.id)
+                            format!(
+                                "skipped because the workflow stopped after `{}` {what}",
+                                cause_spec.id
+                            )
                         }
                     }
                     None => "skipped".to_string(),
@@ -423,7 +477,10 @@ impl Run<'_> {
                         }
                         error
                     }),
-                    WorkflowState::Cancelled => Some(GzError::new(ErrorCode::TaskCancelled, "workflow was cancelled")),
+                    WorkflowState::Cancelled => Some(GzError::new(
+                        ErrorCode::TaskCancelled,
+                        "workflow was cancelled",
+                    )),
                     _ => None,
                 };
                 self.writes.push(Write::Workflow {
@@ -494,7 +551,9 @@ impl Run<'_> {
         for dep in &spec.dependencies {
             if let Some(i) = self.workflow.task_index(dep) {
                 if let Some(record) = &self.records[i] {
-                    let primary = record.get(primary_field(&self.workflow.tasks[i].method)).cloned();
+                    let primary = record
+                        .get(primary_field(&self.workflow.tasks[i].method))
+                        .cloned();
                     inputs.insert(dep.clone(), primary.unwrap_or(Value::Null));
                 }
             }
@@ -542,9 +601,13 @@ impl Run<'_> {
         let spec = &self.workflow.tasks[task];
         let token = CancellationToken::new();
         self.task_tokens[task] = Some(token.clone());
-        let timeout = spec
-            .timeout_duration()
-            .or_else(|| params.get("timeout").and_then(Value::as_f64).filter(|t| *t > 0.0).map(Duration::from_secs_f64));
+        let timeout = spec.timeout_duration().or_else(|| {
+            params
+                .get("timeout")
+                .and_then(Value::as_f64)
+                .filter(|t| *t > 0.0)
+                .map(Duration::from_secs_f64)
+        });
         let ctx = CallContext {
             workflow_id: self.id.clone(),
             task_id: spec.id.clone(),

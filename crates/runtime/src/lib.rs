@@ -81,7 +81,11 @@ impl Runtime {
     }
 
     /// Stores a validated workflow as Pending and returns its id.
-    pub async fn submit(&self, workflow: Workflow, source: Option<String>) -> Result<String, GzError> {
+    pub async fn submit(
+        &self,
+        workflow: Workflow,
+        source: Option<String>,
+    ) -> Result<String, GzError> {
         let id = new_workflow_id();
         let record = WorkflowRecord {
             id: id.clone(),
@@ -120,12 +124,20 @@ impl Runtime {
 
     /// Runs a stored workflow until it finishes or `cancel` fires. Also the way to
     /// resume: completed tasks are kept, interrupted ones run again.
-    pub async fn run(&self, workflow_id: &str, cancel: CancellationToken) -> Result<RunOutcome, GzError> {
+    pub async fn run(
+        &self,
+        workflow_id: &str,
+        cancel: CancellationToken,
+    ) -> Result<RunOutcome, GzError> {
         let record = self.store.find_workflow(workflow_id).await?;
         if record.state.is_terminal() {
             return Err(GzError::new(
                 ErrorCode::WorkflowNotResumable,
-                format!("workflow {} is already {}", record.id, record.state.as_str()),
+                format!(
+                    "workflow {} is already {}",
+                    record.id,
+                    record.state.as_str()
+                ),
             )
             .with_hint("Run the workflow file again to start a new run."));
         }
@@ -154,12 +166,19 @@ impl Runtime {
                 .with_hint("Wait for it to finish, or cancel it with `gleitzeit cancel ID`."));
             }
         }
-        if self.store.claim(&record.id, current.as_ref(), Some(me)).await? {
+        if self
+            .store
+            .claim(&record.id, current.as_ref(), Some(me))
+            .await?
+        {
             Ok(())
         } else {
             Err(GzError::new(
                 ErrorCode::WorkflowNotResumable,
-                format!("workflow {} was claimed by another process just now", record.id),
+                format!(
+                    "workflow {} was claimed by another process just now",
+                    record.id
+                ),
             ))
         }
     }

@@ -33,20 +33,31 @@ impl Provider for TestProvider {
             .collect()
     }
     async fn call(&self, method: &str, params: Value, ctx: &CallContext) -> Result<Value, GzError> {
-        *self.calls.lock().unwrap().entry(ctx.task_id.clone()).or_default() += 1;
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(ctx.task_id.clone())
+            .or_default() += 1;
         self.total.fetch_add(1, Ordering::SeqCst);
         match method {
-            "test/echo" => Ok(json!({"result": params.get("value").cloned().unwrap_or(Value::Null), "extra": 1})),
+            "test/echo" => Ok(
+                json!({"result": params.get("value").cloned().unwrap_or(Value::Null), "extra": 1}),
+            ),
             "test/flaky" => {
                 let succeed_on = params["succeed_on"].as_u64().unwrap_or(1) as u32;
                 if ctx.attempt >= succeed_on {
                     Ok(json!({"result": ctx.attempt}))
                 } else {
-                    Err(GzError::new(ErrorCode::TaskFailed, format!("attempt {} failed", ctx.attempt)))
+                    Err(GzError::new(
+                        ErrorCode::TaskFailed,
+                        format!("attempt {} failed", ctx.attempt),
+                    ))
                 }
             }
             "test/sleep" => {
-                tokio::time::sleep(Duration::from_millis(params["ms"].as_u64().unwrap_or(10))).await;
+                tokio::time::sleep(Duration::from_millis(params["ms"].as_u64().unwrap_or(10)))
+                    .await;
                 Ok(json!({"result": "slept"}))
             }
             _ => Err(GzError::new(ErrorCode::TaskFailed, "told to fail").retryable(false)),
@@ -98,14 +109,29 @@ tasks:
     )
     .await;
     assert_eq!(outcome.state, WorkflowState::Completed);
-    assert_eq!(task(&outcome, "b").result, Some(json!({"result": 3, "extra": 1})));
-    assert_eq!(task(&outcome, "c").result.as_ref().unwrap()["result"], json!("hi 3 1"));
+    assert_eq!(
+        task(&outcome, "b").result,
+        Some(json!({"result": 3, "extra": 1}))
+    );
+    assert_eq!(
+        task(&outcome, "c").result.as_ref().unwrap()["result"],
+        json!("hi 3 1")
+    );
     let stored = rt.store().tasks(&outcome.workflow_id).await.unwrap();
     assert_eq!(stored, outcome.tasks);
-    let record = rt.store().workflow(&outcome.workflow_id).await.unwrap().unwrap();
+    let record = rt
+        .store()
+        .workflow(&outcome.workflow_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.state, WorkflowState::Completed);
     assert!(record.owner.is_none());
-    let events = rt.store().events(Some(&outcome.workflow_id), 0, 0).await.unwrap();
+    let events = rt
+        .store()
+        .events(Some(&outcome.workflow_id), 0, 0)
+        .await
+        .unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"workflow_started"));
     assert_eq!(kinds.last(), Some(&"workflow_completed"));
@@ -134,7 +160,7 @@ async fn failure_stops_the_workflow_and_skips_dependants() {
     )
     .await;
     assert_eq!(outcome.state, WorkflowState::Failed);
-    let error = outcome.error.unwrap();
+    let error = outcome.error.clone().unwrap();
     assert_eq!(error.code, ErrorCode::TaskFailed);
     assert!(error.message.contains("bad"), "{}", error.message);
     assert_eq!(task(&outcome, "after").state, TaskState::Skipped);
@@ -150,7 +176,10 @@ async fn on_error_continue_exposes_the_error_to_dependants() {
     )
     .await;
     assert_eq!(outcome.state, WorkflowState::Completed);
-    assert_eq!(task(&outcome, "report").result.as_ref().unwrap()["result"], json!("GZ2001"));
+    assert_eq!(
+        task(&outcome, "report").result.as_ref().unwrap()["result"],
+        json!("GZ2001")
+    );
 }
 
 #[tokio::test]
@@ -206,14 +235,23 @@ async fn cancelling_aborts_running_tasks_and_marks_everything_cancelled() {
         .expect("cancel must not hang")
         .unwrap();
     assert_eq!(outcome.state, WorkflowState::Cancelled);
-    assert!(outcome.tasks.iter().all(|t| t.state == TaskState::Cancelled));
+    assert!(outcome
+        .tasks
+        .iter()
+        .all(|t| t.state == TaskState::Cancelled));
 }
 
 #[tokio::test]
 async fn cancel_request_in_the_store_stops_a_run() {
     let (rt, _) = runtime();
     let id = rt
-        .submit(workflow(&rt, "name: c\ntasks:\n  - {id: slow, method: test/sleep, params: {ms: 60000}}\n"), None)
+        .submit(
+            workflow(
+                &rt,
+                "name: c\ntasks:\n  - {id: slow, method: test/sleep, params: {ms: 60000}}\n",
+            ),
+            None,
+        )
         .await
         .unwrap();
     let store = rt.store().clone();
@@ -222,17 +260,21 @@ async fn cancel_request_in_the_store_stops_a_run() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         store.request_cancel(&target).await.unwrap();
     });
-    let outcome = tokio::time::timeout(Duration::from_secs(10), rt.run(&id, CancellationToken::new()))
-        .await
-        .unwrap()
-        .unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        rt.run(&id, CancellationToken::new()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(outcome.state, WorkflowState::Cancelled);
 }
 
 #[tokio::test]
 async fn resume_keeps_completed_tasks_and_reruns_the_interrupted_one() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("g.db"))).unwrap());
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("g.db"))).unwrap());
     let (rt, provider) = runtime_with(store.clone());
     let id = rt
         .submit(
@@ -276,7 +318,10 @@ async fn resume_keeps_completed_tasks_and_reruns_the_interrupted_one() {
     assert!(!calls.contains_key("a"), "completed task ran again");
     assert_eq!((calls["b"], calls["c"]), (1, 1));
     assert_eq!(task(&outcome, "b").attempt, 1);
-    assert_eq!(task(&outcome, "c").result.as_ref().unwrap()["result"], json!(7));
+    assert_eq!(
+        task(&outcome, "c").result.as_ref().unwrap()["result"],
+        json!(7)
+    );
 
     // A finished workflow cannot be resumed.
     let again = rt.run(&id, CancellationToken::new()).await.unwrap_err();
@@ -287,7 +332,10 @@ async fn resume_keeps_completed_tasks_and_reruns_the_interrupted_one() {
 async fn a_live_owner_blocks_resume() {
     let (rt, _) = runtime();
     let id = rt
-        .submit(workflow(&rt, "name: o\ntasks:\n  - {id: a, method: test/echo}\n"), None)
+        .submit(
+            workflow(&rt, "name: o\ntasks:\n  - {id: a, method: test/echo}\n"),
+            None,
+        )
         .await
         .unwrap();
     let alive = gleitzeit_store::Owner {
@@ -304,12 +352,18 @@ async fn a_live_owner_blocks_resume() {
 async fn cancel_of_an_unowned_workflow_marks_it_cancelled() {
     let (rt, _) = runtime();
     let id = rt
-        .submit(workflow(&rt, "name: u\ntasks:\n  - {id: a, method: test/echo}\n"), None)
+        .submit(
+            workflow(&rt, "name: u\ntasks:\n  - {id: a, method: test/echo}\n"),
+            None,
+        )
         .await
         .unwrap();
     let record = rt.cancel(&id).await.unwrap();
     assert_eq!(record.state, WorkflowState::Cancelled);
-    assert_eq!(rt.store().tasks(&id).await.unwrap()[0].state, TaskState::Cancelled);
+    assert_eq!(
+        rt.store().tasks(&id).await.unwrap()[0].state,
+        TaskState::Cancelled
+    );
 }
 
 #[tokio::test]
@@ -317,7 +371,9 @@ async fn wide_fan_out_and_fan_in() {
     let (rt, provider) = runtime();
     let mut yaml = String::from("name: fan\ntasks:\n");
     for i in 0..300 {
-        yaml.push_str(&format!("  - {{id: t{i}, method: test/echo, params: {{value: {i}}}}}\n"));
+        yaml.push_str(&format!(
+            "  - {{id: t{i}, method: test/echo, params: {{value: {i}}}}}\n"
+        ));
     }
     let deps: Vec<String> = (0..300).map(|i| format!("t{i}")).collect();
     yaml.push_str(&format!(
@@ -327,5 +383,8 @@ async fn wide_fan_out_and_fan_in() {
     let outcome = run_yaml(&rt, &yaml).await;
     assert_eq!(outcome.state, WorkflowState::Completed);
     assert_eq!(provider.total.load(Ordering::SeqCst), 301);
-    assert_eq!(task(&outcome, "join").result.as_ref().unwrap()["result"], json!(299));
+    assert_eq!(
+        task(&outcome, "join").result.as_ref().unwrap()["result"],
+        json!(299)
+    );
 }

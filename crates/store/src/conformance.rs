@@ -79,8 +79,14 @@ async fn contract(store: &dyn Store) {
     // Prefix lookup: unique prefix works, ambiguous and missing are errors.
     assert_eq!(store.find_workflow("wf-0001").await.unwrap().id, "wf-0001");
     assert_eq!(store.find_workflow("wf-0002").await.unwrap().id, "wf-0002");
-    assert!(matches!(store.find_workflow("wf-000").await, Err(StoreError::Ambiguous(..))));
-    assert!(matches!(store.find_workflow("zz").await, Err(StoreError::WorkflowNotFound(_))));
+    assert!(matches!(
+        store.find_workflow("wf-000").await,
+        Err(StoreError::Ambiguous(..))
+    ));
+    assert!(matches!(
+        store.find_workflow("zz").await,
+        Err(StoreError::WorkflowNotFound(_))
+    ));
 
     // A batch of writes lands together.
     let mut done = task("wf-0001", "a", 0, TaskState::Completed);
@@ -118,22 +124,41 @@ async fn contract(store: &dyn Store) {
     assert_eq!(all.len(), 3);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     let mine = store.events(Some("wf-0001"), 0, 0).await.unwrap();
-    assert_eq!(mine.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["task_completed", "task_failed"]);
+    assert_eq!(
+        mine.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["task_completed", "task_failed"]
+    );
     let after = store.events(Some("wf-0001"), mine[0].seq, 0).await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].data, json!({"k": "task_failed"}));
 
     // Ownership is compare-and-set; finishing clears it.
-    let me = Owner { host: "h".into(), pid: 1 };
-    let you = Owner { host: "h".into(), pid: 2 };
+    let me = Owner {
+        host: "h".into(),
+        pid: 1,
+    };
+    let you = Owner {
+        host: "h".into(),
+        pid: 2,
+    };
     assert!(store.claim("wf-0001", None, Some(&me)).await.unwrap());
     assert!(!store.claim("wf-0001", None, Some(&you)).await.unwrap());
     assert!(store.claim("wf-0001", Some(&me), Some(&you)).await.unwrap());
-    assert_eq!(store.workflow("wf-0001").await.unwrap().unwrap().owner, Some(you.clone()));
+    assert_eq!(
+        store.workflow("wf-0001").await.unwrap().unwrap().owner,
+        Some(you.clone())
+    );
     assert!(store.claim("missing", None, Some(&me)).await.is_err());
 
     store.request_cancel("wf-0001").await.unwrap();
-    assert!(store.workflow("wf-0001").await.unwrap().unwrap().cancel_requested);
+    assert!(
+        store
+            .workflow("wf-0001")
+            .await
+            .unwrap()
+            .unwrap()
+            .cancel_requested
+    );
     assert!(store.request_cancel("missing").await.is_err());
 
     let error = GzError::new(ErrorCode::TaskFailed, "x");
@@ -154,8 +179,14 @@ async fn contract(store: &dyn Store) {
 
     // Listing: newest first, filter by state, paginate, counts per state.
     let listed = store.list_workflows(&ListFilter::default()).await.unwrap();
-    assert_eq!(listed.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["wf-0002", "wf-0001"]);
-    assert_eq!((listed[1].total, listed[1].completed, listed[1].failed), (2, 1, 1));
+    assert_eq!(
+        listed.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        ["wf-0002", "wf-0001"]
+    );
+    assert_eq!(
+        (listed[1].total, listed[1].completed, listed[1].failed),
+        (2, 1, 1)
+    );
     let failed_only = store
         .list_workflows(&ListFilter {
             state: Some(WorkflowState::Failed),
@@ -175,7 +206,9 @@ async fn contract(store: &dyn Store) {
     assert_eq!(page[0].id, "wf-0001");
 
     let stats = store.stats().await.unwrap();
-    assert!(stats.workflows_by_state.contains(&("failed".to_string(), 1)));
+    assert!(stats
+        .workflows_by_state
+        .contains(&("failed".to_string(), 1)));
     assert!(stats.tasks_by_state.contains(&("completed".to_string(), 1)));
 }
 

@@ -40,7 +40,9 @@ impl StoreError {
             StoreError::Corrupt(_) => ErrorCode::DatabaseCorrupt,
             StoreError::SchemaTooNew { .. } => ErrorCode::SchemaTooNew,
             StoreError::Open { .. } => ErrorCode::FileWriteFailed,
-            StoreError::WorkflowNotFound(_) | StoreError::Ambiguous(..) => ErrorCode::WorkflowNotFound,
+            StoreError::WorkflowNotFound(_) | StoreError::Ambiguous(..) => {
+                ErrorCode::WorkflowNotFound
+            }
             StoreError::Other(_) => ErrorCode::DatabaseError,
         }
     }
@@ -156,9 +158,19 @@ pub trait Store: Send + Sync {
     async fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>>;
     async fn request_cancel(&self, workflow_id: &str) -> Result<()>;
     /// Sets the owner if it is still `expected` (compare-and-set); false otherwise.
-    async fn claim(&self, workflow_id: &str, expected: Option<&Owner>, owner: Option<&Owner>) -> Result<bool>;
+    async fn claim(
+        &self,
+        workflow_id: &str,
+        expected: Option<&Owner>,
+        owner: Option<&Owner>,
+    ) -> Result<bool>;
     /// Stored events of a workflow (or all workflows) after `after_seq`.
-    async fn events(&self, workflow_id: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>>;
+    async fn events(
+        &self,
+        workflow_id: Option<&str>,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
     async fn stats(&self) -> Result<StoreStats>;
 }
 

@@ -37,8 +37,14 @@ fn summary(record: &WorkflowRecord, tasks: &[TaskRecord]) -> WorkflowSummary {
         created_ms: record.created_ms,
         finished_ms: record.finished_ms,
         total: tasks.len() as u32,
-        completed: tasks.iter().filter(|t| t.state == TaskState::Completed).count() as u32,
-        failed: tasks.iter().filter(|t| t.state == TaskState::Failed).count() as u32,
+        completed: tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Completed)
+            .count() as u32,
+        failed: tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Failed)
+            .count() as u32,
     }
 }
 
@@ -46,7 +52,9 @@ fn summary(record: &WorkflowRecord, tasks: &[TaskRecord]) -> WorkflowSummary {
 impl Store for MemoryStore {
     async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()> {
         let mut inner = self.lock();
-        inner.workflows.insert(workflow.id.clone(), workflow.clone());
+        inner
+            .workflows
+            .insert(workflow.id.clone(), workflow.clone());
         inner.tasks.insert(workflow.id.clone(), tasks.to_vec());
         Ok(())
     }
@@ -62,7 +70,12 @@ impl Store for MemoryStore {
                         None => tasks.push(task),
                     }
                 }
-                Write::Workflow { id, state, at_ms, error } => {
+                Write::Workflow {
+                    id,
+                    state,
+                    at_ms,
+                    error,
+                } => {
                     if let Some(w) = inner.workflows.get_mut(&id) {
                         apply_workflow_state(w, state, at_ms, error);
                     }
@@ -95,13 +108,22 @@ impl Store for MemoryStore {
             [] => Err(StoreError::WorkflowNotFound(id_or_prefix.to_string())),
             many => Err(StoreError::Ambiguous(
                 id_or_prefix.to_string(),
-                many.iter().map(|w| w.id.as_str()).take(5).collect::<Vec<_>>().join(", "),
+                many.iter()
+                    .map(|w| w.id.as_str())
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             )),
         }
     }
 
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>> {
-        let mut tasks = self.lock().tasks.get(workflow_id).cloned().unwrap_or_default();
+        let mut tasks = self
+            .lock()
+            .tasks
+            .get(workflow_id)
+            .cloned()
+            .unwrap_or_default();
         tasks.sort_by_key(|t| t.position);
         Ok(tasks)
     }
@@ -114,7 +136,11 @@ impl Store for MemoryStore {
             .filter(|w| filter.state.is_none_or(|s| w.state == s))
             .collect();
         records.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
-        let limit = if filter.limit == 0 { usize::MAX } else { filter.limit };
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
         Ok(records
             .into_iter()
             .skip(filter.offset)
@@ -133,7 +159,12 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn claim(&self, workflow_id: &str, expected: Option<&Owner>, owner: Option<&Owner>) -> Result<bool> {
+    async fn claim(
+        &self,
+        workflow_id: &str,
+        expected: Option<&Owner>,
+        owner: Option<&Owner>,
+    ) -> Result<bool> {
         let mut inner = self.lock();
         let Some(w) = inner.workflows.get_mut(workflow_id) else {
             return Err(StoreError::WorkflowNotFound(workflow_id.to_string()));
@@ -148,7 +179,12 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn events(&self, workflow_id: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>> {
+    async fn events(
+        &self,
+        workflow_id: Option<&str>,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let inner = self.lock();
         Ok(inner
             .events
@@ -170,7 +206,8 @@ impl Store for MemoryStore {
             *tasks.entry(t.state.as_str()).or_default() += 1;
         }
         let sorted = |m: HashMap<&'static str, u64>| {
-            let mut v: Vec<(String, u64)> = m.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let mut v: Vec<(String, u64)> =
+                m.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             v.sort();
             v
         };
@@ -181,7 +218,12 @@ impl Store for MemoryStore {
     }
 }
 
-pub(crate) fn apply_workflow_state(w: &mut WorkflowRecord, state: WorkflowState, at_ms: i64, error: Option<GzError>) {
+pub(crate) fn apply_workflow_state(
+    w: &mut WorkflowRecord,
+    state: WorkflowState,
+    at_ms: i64,
+    error: Option<GzError>,
+) {
     if state == WorkflowState::Running && w.started_ms.is_none() {
         w.started_ms = Some(at_ms);
     }

@@ -91,14 +91,18 @@ pub struct SqliteStore {
 fn classify(error: rusqlite::Error, path: &Path) -> StoreError {
     let text = error.to_string();
     match error.sqlite_error_code() {
-        Some(SqlCode::DatabaseBusy) | Some(SqlCode::DatabaseLocked) => StoreError::Locked(path.display().to_string()),
+        Some(SqlCode::DatabaseBusy) | Some(SqlCode::DatabaseLocked) => {
+            StoreError::Locked(path.display().to_string())
+        }
         Some(SqlCode::NotADatabase) | Some(SqlCode::DatabaseCorrupt) => {
             StoreError::Corrupt(format!("{}: {text}", path.display()))
         }
-        Some(SqlCode::CannotOpen) | Some(SqlCode::ReadOnly) | Some(SqlCode::PermissionDenied) => StoreError::Open {
-            path: path.display().to_string(),
-            reason: text,
-        },
+        Some(SqlCode::CannotOpen) | Some(SqlCode::ReadOnly) | Some(SqlCode::PermissionDenied) => {
+            StoreError::Open {
+                path: path.display().to_string(),
+                reason: text,
+            }
+        }
         _ => StoreError::Other(text),
     }
 }
@@ -111,10 +115,13 @@ fn open_connection(options: &SqliteOptions) -> Result<Connection> {
     let path = &options.path;
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| classify(e, path))?;
-    conn.busy_timeout(options.busy_timeout).map_err(|e| classify(e, path))?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(|e| classify(e, path))?;
     Ok(conn)
 }
 
@@ -130,7 +137,9 @@ impl SqliteStore {
         let conn = open_connection(&options)?;
         let map = |e| classify(e, &path);
         // The first statement that reads the file tells a corrupt or foreign file.
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(map)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(map)?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew {
                 found: version,
@@ -141,7 +150,9 @@ impl SqliteStore {
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(map)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Other(format!("could not enable WAL mode (got {mode})")));
+            return Err(StoreError::Other(format!(
+                "could not enable WAL mode (got {mode})"
+            )));
         }
         conn.execute_batch(if options.synchronous_full {
             "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
@@ -151,7 +162,8 @@ impl SqliteStore {
         .map_err(map)?;
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA).map_err(map)?;
-            conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}")).map_err(map)?;
+            conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
+                .map_err(map)?;
         }
         let reader = open_connection(&options)?;
         reader.execute_batch("PRAGMA query_only=1").map_err(map)?;
@@ -232,7 +244,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, path: PathBuf)
     }
 }
 
-fn run_transaction<'a>(conn: &mut Connection, jobs: impl Iterator<Item = &'a Job>) -> rusqlite::Result<()> {
+fn run_transaction<'a>(
+    conn: &mut Connection,
+    jobs: impl Iterator<Item = &'a Job>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for job in jobs {
         match job {
@@ -262,7 +277,12 @@ fn run_transaction<'a>(conn: &mut Connection, jobs: impl Iterator<Item = &'a Job
                 for write in writes {
                     match write {
                         Write::Task(task) => upsert_task(&tx, task)?,
-                        Write::Workflow { id, state, at_ms, error } => {
+                        Write::Workflow {
+                            id,
+                            state,
+                            at_ms,
+                            error,
+                        } => {
                             let mut stmt = tx.prepare_cached(
                                 "UPDATE workflows SET state = ?2, error = ?3,
                                    started_ms = CASE WHEN ?2 = 'running' AND started_ms IS NULL THEN ?4 ELSE started_ms END,
@@ -270,7 +290,12 @@ fn run_transaction<'a>(conn: &mut Connection, jobs: impl Iterator<Item = &'a Job
                                    owner = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE owner END
                                  WHERE id = ?1",
                             )?;
-                            stmt.execute(params![id, state.as_str(), error.as_ref().map(json_text), at_ms])?;
+                            stmt.execute(params![
+                                id,
+                                state.as_str(),
+                                error.as_ref().map(json_text),
+                                at_ms
+                            ])?;
                         }
                         Write::Event(event) => {
                             tx.prepare_cached(
@@ -313,12 +338,19 @@ fn upsert_task(tx: &rusqlite::Transaction, task: &TaskRecord) -> rusqlite::Resul
     Ok(())
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(text: Option<String>, column: usize) -> rusqlite::Result<Option<T>> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    column: usize,
+) -> rusqlite::Result<Option<T>> {
     match text {
         None => Ok(None),
-        Some(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))),
+        Some(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        }),
     }
 }
 
@@ -365,7 +397,8 @@ fn task_row(row: &rusqlite::Row) -> rusqlite::Result<TaskRecord> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()> {
-        self.send(Job::Create(Box::new(workflow.clone()), tasks.to_vec())).await
+        self.send(Job::Create(Box::new(workflow.clone()), tasks.to_vec()))
+            .await
     }
 
     async fn apply(&self, writes: Vec<Write>) -> Result<()> {
@@ -378,9 +411,11 @@ impl Store for SqliteStore {
     async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>> {
         let id = id.to_string();
         self.read(move |c| {
-            c.prepare_cached(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"))?
-                .query_row(params![id], workflow_row)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"
+            ))?
+            .query_row(params![id], workflow_row)
+            .optional()
         })
         .await
     }
@@ -405,7 +440,12 @@ impl Store for SqliteStore {
             0 => Err(StoreError::WorkflowNotFound(id_or_prefix.to_string())),
             _ => Err(StoreError::Ambiguous(
                 id_or_prefix.to_string(),
-                matches.iter().map(|w| w.id.as_str()).take(5).collect::<Vec<_>>().join(", "),
+                matches
+                    .iter()
+                    .map(|w| w.id.as_str())
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             )),
         }
     }
@@ -425,7 +465,11 @@ impl Store for SqliteStore {
 
     async fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>> {
         let state = filter.state.map(|s| s.as_str().to_string());
-        let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
+        let limit = if filter.limit == 0 {
+            -1
+        } else {
+            filter.limit as i64
+        };
         let offset = filter.offset as i64;
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -461,7 +505,12 @@ impl Store for SqliteStore {
         self.send(Job::Cancel(workflow_id.to_string())).await
     }
 
-    async fn claim(&self, workflow_id: &str, expected: Option<&Owner>, owner: Option<&Owner>) -> Result<bool> {
+    async fn claim(
+        &self,
+        workflow_id: &str,
+        expected: Option<&Owner>,
+        owner: Option<&Owner>,
+    ) -> Result<bool> {
         // Compare-and-set through the writer connection's serialisation: a
         // conditional UPDATE is atomic in SQLite.
         let id = workflow_id.to_string();
@@ -482,7 +531,11 @@ impl Store for SqliteStore {
                 .map_err(|e| classify(e, &path))?;
             if changed == 0 {
                 let exists: bool = conn
-                    .query_row("SELECT count(*) FROM workflows WHERE id = ?1", params![id], |r| r.get(0))
+                    .query_row(
+                        "SELECT count(*) FROM workflows WHERE id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
                     .map_err(|e| classify(e, &path))?;
                 if !exists {
                     return Err(StoreError::WorkflowNotFound(id));
@@ -494,7 +547,12 @@ impl Store for SqliteStore {
         .map_err(|e| StoreError::Other(format!("claim task failed: {e}")))?
     }
 
-    async fn events(&self, workflow_id: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>> {
+    async fn events(
+        &self,
+        workflow_id: Option<&str>,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let id = workflow_id.map(str::to_string);
         let limit = if limit == 0 { -1 } else { limit as i64 };
         self.read(move |c| {
@@ -521,12 +579,18 @@ impl Store for SqliteStore {
         self.read(|c| {
             let group = |sql: &str| -> rusqlite::Result<Vec<(String, u64)>> {
                 let mut stmt = c.prepare_cached(sql)?;
-                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?;
                 rows.collect()
             };
             Ok(StoreStats {
-                workflows_by_state: group("SELECT state, count(*) FROM workflows GROUP BY state ORDER BY state")?,
-                tasks_by_state: group("SELECT state, count(*) FROM tasks GROUP BY state ORDER BY state")?,
+                workflows_by_state: group(
+                    "SELECT state, count(*) FROM workflows GROUP BY state ORDER BY state",
+                )?,
+                tasks_by_state: group(
+                    "SELECT state, count(*) FROM tasks GROUP BY state ORDER BY state",
+                )?,
             })
         })
         .await

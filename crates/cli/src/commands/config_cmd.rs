@@ -31,12 +31,22 @@ pub enum ConfigAction {
 fn write(path: &std::path::Path, config: &Config) -> Result<(), GzError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
-            GzError::new(ErrorCode::FileWriteFailed, format!("cannot create {}: {e}", parent.display()))
+            GzError::new(
+                ErrorCode::FileWriteFailed,
+                format!("cannot create {}: {e}", parent.display()),
+            )
         })?;
     }
-    let text = format!("# Gleitzeit configuration. `gleitzeit config show` prints the effective values.\n{}", config.to_yaml());
+    let text = format!(
+        "# Gleitzeit configuration. `gleitzeit config show` prints the effective values.\n{}",
+        config.to_yaml()
+    );
     std::fs::write(path, text).map_err(|e| {
-        GzError::new(ErrorCode::FileWriteFailed, format!("cannot write {}: {e}", path.display())).at(path.display().to_string())
+        GzError::new(
+            ErrorCode::FileWriteFailed,
+            format!("cannot write {}: {e}", path.display()),
+        )
+        .at(path.display().to_string())
     })
 }
 
@@ -46,16 +56,33 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> Result<u8, GzError> {
     match args.action.unwrap_or(ConfigAction::Show) {
         ConfigAction::Show => {
             if ctx.global.json {
-                println!("{}", serde_json::to_string_pretty(&ctx.config).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&ctx.config).unwrap_or_default()
+                );
             } else {
-                println!("{}", paint.dim(&format!("# {} ({})", path.display(), if path.exists() { "file" } else { "defaults; no file yet" })));
+                println!(
+                    "{}",
+                    paint.dim(&format!(
+                        "# {} ({})",
+                        path.display(),
+                        if path.exists() {
+                            "file"
+                        } else {
+                            "defaults; no file yet"
+                        }
+                    ))
+                );
                 print!("{}", ctx.config.to_yaml());
             }
         }
         ConfigAction::Init { force } => {
             if path.exists() && !force {
-                return Err(GzError::new(ErrorCode::FileExists, format!("{} already exists", path.display()))
-                    .at(path.display().to_string()));
+                return Err(GzError::new(
+                    ErrorCode::FileExists,
+                    format!("{} already exists", path.display()),
+                )
+                .at(path.display().to_string()));
             }
             write(&path, &Config::default())?;
             println!("{} wrote {}", paint.green("✓"), path.display());

@@ -60,15 +60,24 @@ pub fn run(cmd: &ErrorsCommand, json: bool) -> Result<u8, GzError> {
         ErrorsCommand::List { domain, severity } => {
             let min = match severity {
                 Some(s) => Some(severity_rank(s).ok_or_else(|| {
-                    GzError::new(ErrorCode::InvalidArgument, format!("unknown severity `{s}`"))
-                        .with_hint("Severities: low, medium, high, critical.")
+                    GzError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("unknown severity `{s}`"),
+                    )
+                    .with_hint("Severities: low, medium, high, critical.")
                 })?),
                 None => None,
             };
             let defs: Vec<&ErrorDef> = REGISTRY
                 .iter()
-                .filter(|d| domain.as_deref().is_none_or(|x| d.domain.as_str().eq_ignore_ascii_case(x)))
-                .filter(|d| min.is_none_or(|m| severity_rank(d.severity.as_str()).unwrap_or(0) >= m))
+                .filter(|d| {
+                    domain
+                        .as_deref()
+                        .is_none_or(|x| d.domain.as_str().eq_ignore_ascii_case(x))
+                })
+                .filter(|d| {
+                    min.is_none_or(|m| severity_rank(d.severity.as_str()).unwrap_or(0) >= m)
+                })
                 .collect();
             print_defs(&defs, json);
         }
@@ -83,14 +92,22 @@ pub fn run(cmd: &ErrorsCommand, json: bool) -> Result<u8, GzError> {
                 return Ok(output::EXIT_OK);
             }
             let paint = Paint(output::color_stdout());
-            println!("{} {}", paint.red(&format!("❌ Error {}:", d.code)), d.message);
+            println!(
+                "{} {}",
+                paint.red(&format!("❌ Error {}:", d.code)),
+                d.message
+            );
             println!("{} {}", paint.yellow("💡 Resolution:"), d.hint);
             println!("   name       {}", d.name);
             println!("   domain     {}", d.domain.as_str());
             println!("   severity   {}", d.severity.as_str());
             println!(
                 "   retryable  {}",
-                if d.retryable { "yes (retried automatically under a retry policy)" } else { "no (permanent)" }
+                if d.retryable {
+                    "yes (retried automatically under a retry policy)"
+                } else {
+                    "no (permanent)"
+                }
             );
         }
         ErrorsCommand::Search { query } => {
@@ -98,7 +115,15 @@ pub fn run(cmd: &ErrorsCommand, json: bool) -> Result<u8, GzError> {
             let defs: Vec<&ErrorDef> = REGISTRY
                 .iter()
                 .filter(|d| {
-                    let hay = format!("{} {} {} {} {}", d.code, d.name, d.message, d.hint, d.domain.as_str()).to_ascii_lowercase();
+                    let hay = format!(
+                        "{} {} {} {} {}",
+                        d.code,
+                        d.name,
+                        d.message,
+                        d.hint,
+                        d.domain.as_str()
+                    )
+                    .to_ascii_lowercase();
                     words.iter().all(|w| hay.contains(w.as_str()))
                 })
                 .collect();
@@ -118,7 +143,11 @@ pub fn run(cmd: &ErrorsCommand, json: bool) -> Result<u8, GzError> {
                     serde_json::json!({"total": REGISTRY.len(), "domains": by_domain, "severities": by_severity, "retryable": retryable})
                 );
             } else {
-                println!("{} errors across {} domains ({retryable} retryable)", REGISTRY.len(), by_domain.len());
+                println!(
+                    "{} errors across {} domains ({retryable} retryable)",
+                    REGISTRY.len(),
+                    by_domain.len()
+                );
                 for (domain, n) in by_domain {
                     println!("  {domain:<15} {n}");
                 }
@@ -142,7 +171,10 @@ pub fn run(cmd: &ErrorsCommand, json: bool) -> Result<u8, GzError> {
                 })
                 .collect();
             if problems.is_empty() {
-                println!("✓ {} error codes, all unique, all with message and hint", REGISTRY.len());
+                println!(
+                    "✓ {} error codes, all unique, all with message and hint",
+                    REGISTRY.len()
+                );
             } else {
                 for p in &problems {
                     println!("✗ {p}");

@@ -5,8 +5,8 @@ use crate::context::Context;
 use crate::output;
 use clap::Args;
 use gleitzeit_core::{ErrorCode, GzError};
-use gleitzeit_providers::{CallContext, Provider};
 use gleitzeit_providers::python::PythonProvider;
+use gleitzeit_providers::{CallContext, Provider};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -22,14 +22,21 @@ pub struct ExecArgs {
 pub async fn run(ctx: &Context, args: ExecArgs) -> Result<u8, GzError> {
     let code = if args.code == "-" {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .map_err(|e| GzError::new(ErrorCode::FileUnreadable, format!("cannot read standard input: {e}")))?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+            GzError::new(
+                ErrorCode::FileUnreadable,
+                format!("cannot read standard input: {e}"),
+            )
+        })?;
         text
     } else {
         args.code
     };
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        return Err(GzError::new(ErrorCode::InvalidArgument, "--timeout must be a positive number of seconds"));
+        return Err(GzError::new(
+            ErrorCode::InvalidArgument,
+            "--timeout must be a positive number of seconds",
+        ));
     }
     let mut python_config = ctx.python_config();
     python_config.workers = 1;
@@ -57,7 +64,10 @@ pub async fn run(ctx: &Context, args: ExecArgs) -> Result<u8, GzError> {
     let result = record.get("result").cloned().unwrap_or(Value::Null);
     let printed = stdout.trim_end_matches('\n');
     if !result.is_null() && result.as_str() != Some(printed) {
-        println!("result: {}", serde_json::to_string_pretty(&result).unwrap_or_default());
+        println!(
+            "result: {}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        );
     }
     Ok(output::EXIT_OK)
 }

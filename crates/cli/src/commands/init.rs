@@ -123,8 +123,11 @@ pub fn run(args: InitArgs) -> Result<u8, GzError> {
         PathBuf::from(format!("{}.yaml", args.name))
     };
     if file.exists() && !args.force {
-        return Err(GzError::new(ErrorCode::FileExists, format!("{} already exists", file.display()))
-            .at(file.display().to_string()));
+        return Err(GzError::new(
+            ErrorCode::FileExists,
+            format!("{} already exists", file.display()),
+        )
+        .at(file.display().to_string()));
     }
     let name = file
         .file_stem()
@@ -137,14 +140,19 @@ pub fn run(args: InitArgs) -> Result<u8, GzError> {
         TemplateKind::Mixed => MIXED,
     };
     std::fs::write(&file, template.replace("{name}", &name)).map_err(|e| {
-        GzError::new(ErrorCode::FileWriteFailed, format!("cannot write {}: {e}", file.display()))
-            .at(file.display().to_string())
+        GzError::new(
+            ErrorCode::FileWriteFailed,
+            format!("cannot write {}: {e}", file.display()),
+        )
+        .at(file.display().to_string())
     })?;
     let paint = Paint(output::color_stdout());
     println!("{} wrote {}", paint.green("✓"), file.display());
     println!("  run it with: gleitzeit run {}", file.display());
     if !matches!(args.kind, TemplateKind::Python) {
-        println!("  (LLM tasks need a model endpoint: set OLLAMA_HOST or `providers.llm` in the config)");
+        println!(
+            "  (LLM tasks need a model endpoint: set OLLAMA_HOST or `providers.llm` in the config)"
+        );
     }
     Ok(output::EXIT_OK)
 }

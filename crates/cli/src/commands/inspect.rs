@@ -84,12 +84,18 @@ pub async fn status(ctx: &Context, _args: StatusArgs) -> Result<u8, GzError> {
         gleitzeit_providers::Provider::shutdown(&provider).await;
         version
     } else {
-        Err(GzError::new(ErrorCode::ProviderUnavailable, "disabled in config"))
+        Err(GzError::new(
+            ErrorCode::ProviderUnavailable,
+            "disabled in config",
+        ))
     };
     let mut running_info = Vec::new();
     for w in &running {
         let record = store.workflow(&w.id).await?;
-        let live = record.as_ref().and_then(|r| r.owner.clone()).is_some_and(|o| process_alive(&o));
+        let live = record
+            .as_ref()
+            .and_then(|r| r.owner.clone())
+            .is_some_and(|o| process_alive(&o));
         running_info.push((w, live));
     }
     let location = match ctx.backend() {
@@ -120,21 +126,37 @@ pub async fn status(ctx: &Context, _args: StatusArgs) -> Result<u8, GzError> {
         if pairs.is_empty() {
             "none".to_string()
         } else {
-            pairs.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     };
     println!("  workflows  {}", fmt(&stats.workflows_by_state));
     println!("  tasks      {}", fmt(&stats.tasks_by_state));
     match &python {
         Ok(version) => println!("  python     {} {version}", paint.green("available")),
-        Err(e) => println!("  python     {} {} {}", paint.red("unavailable"), e.code, e.message),
+        Err(e) => println!(
+            "  python     {} {} {}",
+            paint.red("unavailable"),
+            e.code,
+            e.message
+        ),
     }
     println!("  functions  {} built-in", gleitzeit_functions::all().len());
     if !running_info.is_empty() {
         println!("  running:");
         for (w, live) in running_info {
-            let note = if live { "" } else { "  (interrupted — `gleitzeit resume` continues it)" };
-            println!("    {}  {}  {}/{}{note}", w.id, w.name, w.completed, w.total);
+            let note = if live {
+                ""
+            } else {
+                "  (interrupted — `gleitzeit resume` continues it)"
+            };
+            println!(
+                "    {}  {}  {}/{}{note}",
+                w.id, w.name, w.completed, w.total
+            );
         }
     }
     Ok(output::EXIT_OK)
@@ -143,10 +165,12 @@ pub async fn status(ctx: &Context, _args: StatusArgs) -> Result<u8, GzError> {
 pub async fn list(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
     let state = match &args.state {
         None => None,
-        Some(s) => Some(WorkflowState::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
-            GzError::new(ErrorCode::InvalidArgument, format!("unknown state `{s}`"))
-                .with_hint("States: pending, running, completed, failed, cancelled, paused.")
-        })?),
+        Some(s) => Some(
+            WorkflowState::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
+                GzError::new(ErrorCode::InvalidArgument, format!("unknown state `{s}`"))
+                    .with_hint("States: pending, running, completed, failed, cancelled, paused.")
+            })?,
+        ),
     };
     let store = ctx.open_store(false)?;
     let workflows = store
@@ -165,9 +189,18 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
         return Ok(output::EXIT_OK);
     }
     let paint = Paint(output::color_stdout());
-    println!("{}", paint.bold(&format!("{:<19}  {:<10}  {:>7}  {:<19}  {:>9}  NAME", "ID", "STATE", "TASKS", "CREATED", "DURATION")));
+    println!(
+        "{}",
+        paint.bold(&format!(
+            "{:<19}  {:<10}  {:>7}  {:<19}  {:>9}  NAME",
+            "ID", "STATE", "TASKS", "CREATED", "DURATION"
+        ))
+    );
     for w in workflows {
-        let duration = w.finished_ms.map(|f| format_ms(f - w.created_ms)).unwrap_or_else(|| "-".into());
+        let duration = w
+            .finished_ms
+            .map(|f| format_ms(f - w.created_ms))
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<19}  {:<10}  {:>7}  {:<19}  {:>9}  {}",
             w.id,
@@ -191,12 +224,21 @@ pub async fn get(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
     }
     let paint = Paint(output::color_stdout());
     print!("{}", summary(&record, &tasks, &paint));
-    println!("  {} {}", paint.dim("created"), format_time(record.created_ms));
+    println!(
+        "  {} {}",
+        paint.dim("created"),
+        format_time(record.created_ms)
+    );
     if let Some(source) = &record.source {
         println!("  {} {source}", paint.dim("source "));
     }
     if let Some(error) = &record.error {
-        println!("  {} {} {}", paint.dim("error  "), error.code, error.message);
+        println!(
+            "  {} {} {}",
+            paint.dim("error  "),
+            error.code,
+            error.message
+        );
     }
     Ok(output::EXIT_OK)
 }
@@ -207,15 +249,25 @@ pub async fn cancel(ctx: &Context, args: CancelArgs) -> Result<u8, GzError> {
     let before = runtime.store().find_workflow(&args.id).await?;
     let after = runtime.cancel(&before.id).await?;
     if ctx.global.json {
-        println!("{}", json!({"workflow_id": after.id, "state": after.state, "cancel_requested": after.cancel_requested}));
+        println!(
+            "{}",
+            json!({"workflow_id": after.id, "state": after.state, "cancel_requested": after.cancel_requested})
+        );
         return Ok(output::EXIT_OK);
     }
     if before.state.is_terminal() {
-        println!("Workflow {} is already {}; nothing to cancel.", after.id, after.state.as_str());
+        println!(
+            "Workflow {} is already {}; nothing to cancel.",
+            after.id,
+            after.state.as_str()
+        );
     } else if after.state == WorkflowState::Cancelled {
         println!("Cancelled workflow {}.", after.id);
     } else {
-        println!("Asked the process running workflow {} to cancel it.", after.id);
+        println!(
+            "Asked the process running workflow {} to cancel it.",
+            after.id
+        );
     }
     Ok(output::EXIT_OK)
 }

@@ -66,15 +66,21 @@ pub fn read_user_file(path: &std::path::Path) -> Result<String, GzError> {
     use gleitzeit_core::ErrorCode;
     match std::fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
-            GzError::new(ErrorCode::FileUnreadable, format!("{} is not UTF-8 text", path.display()))
-                .at(path.display().to_string())
+            GzError::new(
+                ErrorCode::FileUnreadable,
+                format!("{} is not UTF-8 text", path.display()),
+            )
+            .at(path.display().to_string())
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(GzError::new(
             ErrorCode::FileNotFound,
             format!("file {} does not exist", path.display()),
         )
         .at(path.display().to_string())),
-        Err(e) => Err(GzError::new(ErrorCode::FileUnreadable, format!("cannot read {}: {e}", path.display()))
-            .at(path.display().to_string())),
+        Err(e) => Err(GzError::new(
+            ErrorCode::FileUnreadable,
+            format!("cannot read {}: {e}", path.display()),
+        )
+        .at(path.display().to_string())),
     }
 }

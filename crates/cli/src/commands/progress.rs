@@ -23,7 +23,11 @@ pub struct Display {
 }
 
 impl Display {
-    pub fn start(mut events: broadcast::Receiver<Event>, workflow_id: String, force_lines: bool) -> Display {
+    pub fn start(
+        mut events: broadcast::Receiver<Event>,
+        workflow_id: String,
+        force_lines: bool,
+    ) -> Display {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let tty = std::io::stderr().is_terminal() && !force_lines;
@@ -74,10 +78,13 @@ struct View {
 impl View {
     fn new(tty: bool) -> View {
         let bar = tty.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
+            let bar =
+                ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
             bar.set_style(
-                ProgressStyle::with_template("{spinner:.cyan} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{spinner:.cyan} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(std::time::Duration::from_millis(100));
             bar
@@ -99,7 +106,11 @@ impl View {
 
     fn show(&mut self, event: &Event) {
         let data = &event.data;
-        let name = data.get("task_name").and_then(Value::as_str).unwrap_or("?").to_string();
+        let name = data
+            .get("task_name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
         let p = &self.paint;
         match event.kind.as_str() {
             events::WORKFLOW_STARTED => {
@@ -107,23 +118,44 @@ impl View {
                 if let Some(bar) = &self.bar {
                     bar.set_length(total);
                 }
-                let resumed = if data.get("resumed").and_then(Value::as_bool) == Some(true) { " (resumed)" } else { "" };
+                let resumed = if data.get("resumed").and_then(Value::as_bool) == Some(true) {
+                    " (resumed)"
+                } else {
+                    ""
+                };
                 let wf_name = data.get("name").and_then(Value::as_str).unwrap_or("");
-                self.line(format!("{} {}{resumed} — {total} tasks  {}", p.bold("▶"), p.bold(wf_name), p.dim(&event.workflow_id)));
+                self.line(format!(
+                    "{} {}{resumed} — {total} tasks  {}",
+                    p.bold("▶"),
+                    p.bold(wf_name),
+                    p.dim(&event.workflow_id)
+                ));
             }
             events::TASK_STARTED => {
                 self.running.insert(name.clone());
                 if self.bar.is_none() {
                     let attempt = data.get("attempt").and_then(Value::as_u64).unwrap_or(1);
-                    let suffix = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                    let suffix = if attempt > 1 {
+                        format!(" (attempt {attempt})")
+                    } else {
+                        String::new()
+                    };
                     self.line(format!("{} {name}{suffix}", p.cyan("→")));
                 }
             }
             events::TASK_COMPLETED => {
                 self.running.remove(&name);
                 let ms = data.get("duration_ms").and_then(Value::as_i64).unwrap_or(0);
-                let result = data.get("result").map(|r| preview(r, 60)).unwrap_or_default();
-                self.line(format!("{} {name} {} {}", p.green("✓"), p.dim(&format_ms(ms)), p.dim(&result)));
+                let result = data
+                    .get("result")
+                    .map(|r| preview(r, 60))
+                    .unwrap_or_default();
+                self.line(format!(
+                    "{} {name} {} {}",
+                    p.green("✓"),
+                    p.dim(&format_ms(ms)),
+                    p.dim(&result)
+                ));
                 if let Some(stdout) = data.get("stdout").and_then(Value::as_str) {
                     for out in stdout.lines() {
                         self.line(format!("  {} {out}", p.dim("│")));
@@ -133,22 +165,37 @@ impl View {
             events::TASK_FAILED => {
                 self.running.remove(&name);
                 let error = data.get("error");
-                let code = error.and_then(|e| e.get("code")).and_then(Value::as_str).unwrap_or("");
-                let message = error.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("");
+                let code = error
+                    .and_then(|e| e.get("code"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let message = error
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 let first = message.lines().next().unwrap_or("");
                 self.line(format!("{} {name} {} {first}", p.red("✗"), p.red(code)));
             }
             events::TASK_RETRYING => {
                 self.running.remove(&name);
-                let delay = data.get("delay_seconds").and_then(Value::as_f64).unwrap_or(0.0);
-                let next = data.get("next_attempt").and_then(Value::as_u64).unwrap_or(0);
+                let delay = data
+                    .get("delay_seconds")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                let next = data
+                    .get("next_attempt")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
                 let message = data
                     .get("error")
                     .and_then(|e| e.get("message"))
                     .and_then(Value::as_str)
                     .and_then(|m| m.lines().next())
                     .unwrap_or("");
-                self.line(format!("{} {name} retry {next} in {delay:.2} s: {message}", p.yellow("↻")));
+                self.line(format!(
+                    "{} {name} retry {next} in {delay:.2} s: {message}",
+                    p.yellow("↻")
+                ));
             }
             events::TASK_SKIPPED => {
                 let reason = data.get("reason").and_then(Value::as_str).unwrap_or("");
@@ -190,7 +237,10 @@ impl View {
 /// The readable summary printed after a run or by `get`.
 pub fn summary(record: &WorkflowRecord, tasks: &[TaskRecord], paint: &Paint) -> String {
     let total = tasks.len();
-    let completed = tasks.iter().filter(|t| t.state == TaskState::Completed).count();
+    let completed = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Completed)
+        .count();
     let duration = match (record.started_ms, record.finished_ms) {
         (Some(s), Some(f)) => format!(" in {}", format_ms(f - s)),
         _ => String::new(),
@@ -206,7 +256,12 @@ pub fn summary(record: &WorkflowRecord, tasks: &[TaskRecord], paint: &Paint) -> 
         paint.bold(&format!("\"{}\"", record.name)),
         paint.dim(&record.id)
     );
-    let width = tasks.iter().map(|t| t.task_id.chars().count()).max().unwrap_or(4).min(32);
+    let width = tasks
+        .iter()
+        .map(|t| t.task_id.chars().count())
+        .max()
+        .unwrap_or(4)
+        .min(32);
     for task in tasks {
         let (mark, detail) = match task.state {
             TaskState::Completed => {
@@ -227,12 +282,19 @@ pub fn summary(record: &WorkflowRecord, tasks: &[TaskRecord], paint: &Paint) -> 
             ),
             TaskState::Skipped | TaskState::Cancelled => (
                 paint.dim("-"),
-                task.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| task.state.as_str().into()),
+                task.error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_else(|| task.state.as_str().into()),
             ),
             other => (paint.cyan("…"), other.as_str().to_string()),
         };
         let time = task.duration_ms().map(format_ms).unwrap_or_default();
-        let retries = if task.attempt > 1 { format!(" ({} attempts)", task.attempt) } else { String::new() };
+        let retries = if task.attempt > 1 {
+            format!(" ({} attempts)", task.attempt)
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
             "  {mark} {:<width$} {:>9}{retries}  {}\n",
             task.task_id,

@@ -59,8 +59,11 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
     }
     let files: Vec<PathBuf> = args.files.iter().chain(&args.workflow).cloned().collect();
     if files.is_empty() {
-        return Err(GzError::new(ErrorCode::InvalidArgument, "no workflow file given")
-            .with_hint("Run `gleitzeit run FILE.yaml`, or `gleitzeit init NAME` to create one."));
+        return Err(
+            GzError::new(ErrorCode::InvalidArgument, "no workflow file given").with_hint(
+                "Run `gleitzeit run FILE.yaml`, or `gleitzeit init NAME` to create one.",
+            ),
+        );
     }
     let overrides = collect_inputs(&args)?;
     let store = ctx.open_store(args.ephemeral)?;
@@ -79,7 +82,10 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
                 if ctx.global.json {
                     println!("{}", super::validate::diagnostics_json(&name, &diagnostics));
                 } else {
-                    eprint!("{}", render_diagnostics(&diagnostics, &name, &Paint(output::color_stderr())));
+                    eprint!(
+                        "{}",
+                        render_diagnostics(&diagnostics, &name, &Paint(output::color_stderr()))
+                    );
                 }
             }
         }
@@ -111,15 +117,26 @@ fn collect_inputs(args: &RunArgs) -> Result<Map<String, Value>, GzError> {
     if let Some(path) = &args.inputs_file {
         let text = read_user_file(path)?;
         let node = gleitzeit_core::yaml::parse(&text).map_err(|e| {
-            GzError::new(ErrorCode::InvalidInput, format!("inputs file is not valid YAML/JSON: {}", e.message))
-                .at(format!("{}:{}:{}", path.display(), e.pos.line, e.pos.column))
+            GzError::new(
+                ErrorCode::InvalidInput,
+                format!("inputs file is not valid YAML/JSON: {}", e.message),
+            )
+            .at(format!(
+                "{}:{}:{}",
+                path.display(),
+                e.pos.line,
+                e.pos.column
+            ))
         })?;
         match node.map(|n| n.to_json()) {
             Some(Value::Object(map)) => inputs.extend(map),
             None => {}
             Some(_) => {
-                return Err(GzError::new(ErrorCode::InvalidInput, "inputs file must be a mapping of names to values")
-                    .at(path.display().to_string()))
+                return Err(GzError::new(
+                    ErrorCode::InvalidInput,
+                    "inputs file must be a mapping of names to values",
+                )
+                .at(path.display().to_string()))
             }
         }
     }
@@ -131,7 +148,13 @@ fn collect_inputs(args: &RunArgs) -> Result<Map<String, Value>, GzError> {
 }
 
 /// Runs a stored workflow with live progress, prints the summary, returns the exit code.
-async fn execute(ctx: &Context, runtime: &Runtime, id: &str, quiet: bool, watch: bool) -> Result<u8, GzError> {
+async fn execute(
+    ctx: &Context,
+    runtime: &Runtime,
+    id: &str,
+    quiet: bool,
+    watch: bool,
+) -> Result<u8, GzError> {
     let cancel = CancellationToken::new();
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let signal_task = {
@@ -148,7 +171,8 @@ async fn execute(ctx: &Context, runtime: &Runtime, id: &str, quiet: bool, watch:
             }
         })
     };
-    let display = (!ctx.global.json && !quiet).then(|| Display::start(runtime.subscribe(), id.to_string(), watch));
+    let display = (!ctx.global.json && !quiet)
+        .then(|| Display::start(runtime.subscribe(), id.to_string(), watch));
     let result = runtime.run(id, cancel).await;
     signal_task.abort();
     if let Some(display) = display {
@@ -169,7 +193,10 @@ fn report(ctx: &Context, record: &gleitzeit_store::WorkflowRecord, outcome: &Run
         println!("{}", super::inspect::workflow_json(record, &outcome.tasks));
         return;
     }
-    print!("{}", summary(record, &outcome.tasks, &Paint(output::color_stdout())));
+    print!(
+        "{}",
+        summary(record, &outcome.tasks, &Paint(output::color_stdout()))
+    );
     if let Some(error) = &outcome.error {
         if outcome.state == WorkflowState::Failed {
             output::print_error(error);
@@ -185,8 +212,13 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
     params.insert("function".into(), Value::String(name.to_string()));
     for arg in &args.args {
         let Some((key, value)) = arg.split_once('=') else {
-            return Err(GzError::new(ErrorCode::InvalidArgument, format!("`{arg}` is not KEY=VALUE"))
-                .with_hint(format!("See the arguments with `gleitzeit functions show {name}`.")));
+            return Err(GzError::new(
+                ErrorCode::InvalidArgument,
+                format!("`{arg}` is not KEY=VALUE"),
+            )
+            .with_hint(format!(
+                "See the arguments with `gleitzeit functions show {name}`."
+            )));
         };
         // Values stay text; the function converts them to its argument types.
         params.insert(key.trim().to_string(), Value::String(value.to_string()));
@@ -196,7 +228,11 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
         let hint = parse::suggest(name, names.iter().copied())
             .map(|s| format!("Did you mean `{s}`? `gleitzeit functions list` shows all functions."))
             .unwrap_or_else(|| "`gleitzeit functions list` shows all functions.".into());
-        return Err(GzError::new(ErrorCode::FunctionNotFound, format!("unknown function `{name}`")).with_hint(hint));
+        return Err(GzError::new(
+            ErrorCode::FunctionNotFound,
+            format!("unknown function `{name}`"),
+        )
+        .with_hint(hint));
     }
     let workflow = Workflow {
         name: format!("function {name}"),
@@ -225,11 +261,23 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
     } else if let Some(error) = &task.error {
         output::print_error(error);
     } else {
-        let result = task.result.as_ref().and_then(|r| r.get("result")).cloned().unwrap_or(Value::Null);
-        println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+        let result = task
+            .result
+            .as_ref()
+            .and_then(|r| r.get("result"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        );
     }
     Ok(match outcome.state {
         WorkflowState::Completed => output::EXIT_OK,
-        _ => task.error.as_ref().map(output::exit_code).unwrap_or(output::EXIT_WORKFLOW_FAILED),
+        _ => task
+            .error
+            .as_ref()
+            .map(output::exit_code)
+            .unwrap_or(output::EXIT_WORKFLOW_FAILED),
     })
 }

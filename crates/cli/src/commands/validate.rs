@@ -56,11 +56,18 @@ pub fn run(ctx: &Context, args: ValidateArgs) -> Result<u8, GzError> {
                 workflow.tasks.len()
             );
         } else {
-            eprint!("{}", render_diagnostics(&diagnostics, &name, &Paint(output::color_stderr())));
+            eprint!(
+                "{}",
+                render_diagnostics(&diagnostics, &name, &Paint(output::color_stderr()))
+            );
         }
     }
     if ctx.global.json {
-        let value = if reports.len() == 1 { reports.remove(0) } else { json!(reports) };
+        let value = if reports.len() == 1 {
+            reports.remove(0)
+        } else {
+            json!(reports)
+        };
         println!("{value}");
     }
     Ok(exit)

@@ -28,12 +28,20 @@ fn load_ok(text: &str) -> Workflow {
 
 /// Prints every diagnostic as `line:col CODE message [hint]`.
 fn check_problems(text: &str, expected: Expect) {
-    let problems = load(text, "flow.yaml", &TestCatalog, &Map::new()).expect_err("should not validate");
+    let problems =
+        load(text, "flow.yaml", &TestCatalog, &Map::new()).expect_err("should not validate");
     let rendered: String = problems
         .iter()
         .map(|d| {
-            let hint = d.hint.as_deref().map(|h| format!(" [{h}]")).unwrap_or_default();
-            format!("{}:{} {} {}{}\n", d.pos.line, d.pos.column, d.code, d.message, hint)
+            let hint = d
+                .hint
+                .as_deref()
+                .map(|h| format!(" [{h}]"))
+                .unwrap_or_default();
+            format!(
+                "{}:{} {} {}{}\n",
+                d.pos.line, d.pos.column, d.code, d.message, hint
+            )
         })
         .collect();
     expected.assert_eq(&rendered);
@@ -107,7 +115,10 @@ tasks:
     assert_eq!(fib.retry.max_attempts, 2);
     let chat = &workflow.tasks[1];
     assert_eq!(chat.dependencies, vec!["fib".to_string()]);
-    assert_eq!(chat.params["model"], "llama3.2", "llm tasks get default model");
+    assert_eq!(
+        chat.params["model"], "llama3.2",
+        "llm tasks get default model"
+    );
     assert!(fib.params.get("model").is_none(), "non-llm tasks do not");
     let call = &workflow.tasks[2];
     assert_eq!(call.params["function"], "count_words");
@@ -123,7 +134,9 @@ fn protocol_without_prefix_on_method() {
 
 #[test]
 fn json_workflows_are_accepted() {
-    let workflow = load_ok(r#"{"name": "j", "tasks": [{"id": "a", "method": "python/execute", "params": {"code": "result = 1"}}]}"#);
+    let workflow = load_ok(
+        r#"{"name": "j", "tasks": [{"id": "a", "method": "python/execute", "params": {"code": "result = 1"}}]}"#,
+    );
     assert_eq!(workflow.tasks[0].id, "a");
 }
 
@@ -139,9 +152,18 @@ fn input_overrides_replace_declared_inputs() {
     )
     .unwrap();
     assert_eq!(workflow.inputs["topic"], "Go");
-    assert_eq!(parse_input_override("n=5").unwrap(), ("n".into(), Value::from(5)));
-    assert_eq!(parse_input_override("s=hello world").unwrap().1, Value::from("hello world"));
-    assert_eq!(parse_input_override("novalue").unwrap_err().code, ErrorCode::InvalidInput);
+    assert_eq!(
+        parse_input_override("n=5").unwrap(),
+        ("n".into(), Value::from(5))
+    );
+    assert_eq!(
+        parse_input_override("s=hello world").unwrap().1,
+        Value::from("hello world")
+    );
+    assert_eq!(
+        parse_input_override("novalue").unwrap_err().code,
+        ErrorCode::InvalidInput
+    );
 }
 
 #[test]
@@ -245,23 +267,38 @@ tasks:
 
 #[test]
 fn empty_and_malformed_files() {
-    check_problems("name: x\ntasks: []\n", expect![[r#"
+    check_problems(
+        "name: x\ntasks: []\n",
+        expect![[r#"
         2:8 GZ3011 workflow has no tasks
-    "#]]);
-    check_problems("", expect![[r#"
+    "#]],
+    );
+    check_problems(
+        "",
+        expect![[r#"
         1:1 GZ3011 workflow file is empty
-    "#]]);
-    check_problems("name: x\ntasks:\n  - id: a\n   method: x\n", expect![[r#"
+    "#]],
+    );
+    check_problems(
+        "name: x\ntasks:\n  - id: a\n   method: x\n",
+        expect![[r#"
         4:4 GZ3001 syntax error: while parsing a block collection, did not find expected '-' indicator
-    "#]]);
-    check_problems("- just\n- a list\n", expect![[r#"
+    "#]],
+    );
+    check_problems(
+        "- just\n- a list\n",
+        expect![[r#"
         1:1 GZ3004 `the workflow` must be a mapping with `name` and `tasks`, not list
-    "#]]);
-    check_problems("tasks:\n  - method: python/execute\n    priority: asap\n", expect![[r#"
+    "#]],
+    );
+    check_problems(
+        "tasks:\n  - method: python/execute\n    priority: asap\n",
+        expect![[r#"
         1:1 GZ3003 workflow has no `name` [Add `name: "My workflow"` at the top.]
         2:5 GZ3003 task #1 has neither `id` nor `name`
         3:15 GZ3014 `priority` must be one of low, normal, high, urgent, not `asap`
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]

@@ -64,7 +64,9 @@ fn escape(text: &str, quote: char, fmt: bool, bytes: bool) -> String {
             }
             '{' if fmt => out.push_str("{{"),
             '}' if fmt => out.push_str("}}"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if bytes && !c.is_ascii() => {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
@@ -92,7 +94,8 @@ fn insert(value: &Value, state: Lex) -> String {
             if raw {
                 // A raw string cannot escape its quote: close it, add an ordinary
                 // literal (Python joins adjacent literals), and reopen it.
-                let delim: String = std::iter::repeat_n(quote, if triple { 3 } else { 1 }).collect();
+                let delim: String =
+                    std::iter::repeat_n(quote, if triple { 3 } else { 1 }).collect();
                 let mut prefix = String::from("r");
                 if fmt {
                     prefix.push('f');
@@ -163,12 +166,16 @@ pub fn render(
                     // Look back for a string prefix (r, b, f, u in any case and order).
                     let mut start = out.len();
                     let prefix_bytes = out.as_bytes();
-                    while start > 0 && prefix_bytes[start - 1].is_ascii_alphabetic() && out.len() - start < 3 {
+                    while start > 0
+                        && prefix_bytes[start - 1].is_ascii_alphabetic()
+                        && out.len() - start < 3
+                    {
                         start -= 1;
                     }
                     let prefix = out[start..].to_ascii_lowercase();
                     let before_is_ident = start > 0
-                        && (prefix_bytes[start - 1].is_ascii_alphanumeric() || prefix_bytes[start - 1] == b'_');
+                        && (prefix_bytes[start - 1].is_ascii_alphanumeric()
+                            || prefix_bytes[start - 1] == b'_');
                     let prefix = if !before_is_ident && prefix.chars().all(|p| "rbfu".contains(p)) {
                         prefix
                     } else {
@@ -205,7 +212,8 @@ pub fn render(
                 }
                 if c == quote {
                     let closing = if triple {
-                        bytes.get(i + 1) == Some(&(quote as u8)) && bytes.get(i + 2) == Some(&(quote as u8))
+                        bytes.get(i + 1) == Some(&(quote as u8))
+                            && bytes.get(i + 2) == Some(&(quote as u8))
                     } else {
                         true
                     };
@@ -236,7 +244,9 @@ mod tests {
     fn render_with(code: &str, value: Value) -> String {
         let (mut names, mut scope) = scope();
         names.push("evil".into());
-        scope.tasks.insert("evil".into(), (json!({ "result": value }), "result"));
+        scope
+            .tasks
+            .insert("evil".into(), (json!({ "result": value }), "result"));
         render(code, &names, &scope, &mut Vec::new()).unwrap()
     }
 
@@ -288,7 +298,13 @@ mod tests {
     #[test]
     fn f_string_double_braces_are_left_alone() {
         let (names, scope) = scope();
-        let code = render("print(f\"{{llm_task}}\") ; y = {{llm_task.model}}", &names, &scope, &mut Vec::new()).unwrap();
+        let code = render(
+            "print(f\"{{llm_task}}\") ; y = {{llm_task.model}}",
+            &names,
+            &scope,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(code, "print(f\"{{llm_task}}\") ; y = \"m\"");
     }
 }

@@ -249,11 +249,23 @@ fn resume_skips_completed_work_and_reruns_interrupted_tasks() {
     // Attempt 1 of task 1 was running when the process died: none finished.
     scheduler.restore(1, TaskState::Running, 0);
     let actions = scheduler.handle(Input::Start);
-    assert_eq!(actions, vec![Action::Run { task: 1, attempt: 1 }]);
+    assert_eq!(
+        actions,
+        vec![Action::Run {
+            task: 1,
+            attempt: 1
+        }]
+    );
     let actions = scheduler.handle(ok(1));
     assert_eq!(
         actions,
-        vec![Action::Completed { task: 1 }, Action::Run { task: 2, attempt: 1 }]
+        vec![
+            Action::Completed { task: 1 },
+            Action::Run {
+                task: 2,
+                attempt: 1
+            }
+        ]
     );
 }
 

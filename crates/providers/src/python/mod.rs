@@ -13,10 +13,6 @@
 //! killed together with its process group and replaced in the background; one
 //! that dies on its own fails its job with `PythonWorkerCrashed` and is replaced.
 
-// `GzError` is the error type of the `Provider` trait; boxing it here would only
-// add conversions.
-#![allow(clippy::result_large_err)]
-
 use crate::{CallContext, MethodInfo, Provider};
 use async_trait::async_trait;
 use gleitzeit_core::{ErrorCode, GzError};
@@ -66,7 +62,9 @@ pub struct PythonConfig {
 
 impl Default for PythonConfig {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         PythonConfig {
             interpreter: PathBuf::from("python3"),
             workers: cores.max(2),
@@ -106,7 +104,11 @@ impl PythonProvider {
             return Ok(version.clone());
         }
         let lease = self.pool.acquire(&CancellationToken::new()).await?;
-        let version = lease.worker.as_ref().map(|w| w.version.clone()).unwrap_or_default();
+        let version = lease
+            .worker
+            .as_ref()
+            .map(|w| w.version.clone())
+            .unwrap_or_default();
         lease.release();
         Ok(version)
     }
@@ -123,7 +125,10 @@ impl PythonProvider {
         let mut request = job.request;
         request.insert("id".into(), id.into());
         let mut line = serde_json::to_vec(&request).map_err(|e| {
-            GzError::new(ErrorCode::InvalidParameters, format!("python job cannot be encoded: {e}"))
+            GzError::new(
+                ErrorCode::InvalidParameters,
+                format!("python job cannot be encoded: {e}"),
+            )
         })?;
         line.push(b'\n');
 
@@ -148,7 +153,12 @@ impl PythonProvider {
         match outcome {
             Outcome::Reply(Ok(reply)) if reply.id == Some(id) => {
                 lease.release();
-                reply_to_result(reply, elapsed, &job.filename, self.pool.limit_mb(job.memory_limit_mb))
+                reply_to_result(
+                    reply,
+                    elapsed,
+                    &job.filename,
+                    self.pool.limit_mb(job.memory_limit_mb),
+                )
             }
             Outcome::Reply(Ok(reply)) => {
                 let problem = format!("answered job {:?} while job {id} was expected", reply.id);
@@ -161,7 +171,10 @@ impl PythonProvider {
                 let limit = timeout.unwrap_or_default();
                 Err(GzError::new(
                     ErrorCode::TaskTimeout,
-                    format!("python task timed out after {}; its worker was killed", seconds(limit)),
+                    format!(
+                        "python task timed out after {}; its worker was killed",
+                        seconds(limit)
+                    ),
                 )
                 .with_details(json!({ "timeout_s": limit.as_secs_f64() })))
             }
@@ -175,6 +188,10 @@ impl PythonProvider {
 
 #[async_trait]
 impl Provider for PythonProvider {
+    async fn prepare(&self) -> Result<(), GzError> {
+        self.check().await.map(|_| ())
+    }
+
     fn protocol(&self) -> &'static str {
         "python"
     }
@@ -217,7 +234,11 @@ struct Job {
 }
 
 impl Job {
-    async fn parse(method: &str, params: Value, working_dir: Option<&Path>) -> Result<Job, GzError> {
+    async fn parse(
+        method: &str,
+        params: Value,
+        working_dir: Option<&Path>,
+    ) -> Result<Job, GzError> {
         let mut params = match params {
             Value::Object(map) => map,
             Value::Null => Map::new(),
@@ -227,14 +248,22 @@ impl Job {
             None | Some(Value::Null) => None,
             Some(value) => match number(value) {
                 Some(s) if (0.0..1e12).contains(&s) => Some(Duration::from_secs_f64(s)),
-                _ => return Err(invalid(format!("`timeout` must be a number of seconds, not {value}"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "`timeout` must be a number of seconds, not {value}"
+                    )))
+                }
             },
         };
         let memory_limit_mb = match params.get("memory_limit_mb") {
             None | Some(Value::Null) => None,
             Some(value) => match number(value) {
                 Some(mb) if mb.is_finite() && mb >= 0.0 => Some(mb as u64).filter(|mb| *mb > 0),
-                _ => return Err(invalid(format!("`memory_limit_mb` must be a number of MiB, not {value}"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "`memory_limit_mb` must be a number of MiB, not {value}"
+                    )))
+                }
             },
         };
         let mut request = Map::new();
@@ -246,8 +275,10 @@ impl Job {
                 let code = match params.remove("code") {
                     Some(Value::String(code)) => code,
                     _ => {
-                        return Err(invalid("python/execute needs `code`: a string of Python source")
-                            .with_hint("e.g. `params: {code: \"result = 1 + 1\"}`"))
+                        return Err(invalid(
+                            "python/execute needs `code`: a string of Python source",
+                        )
+                        .with_hint("e.g. `params: {code: \"result = 1 + 1\"}`"))
                     }
                 };
                 request.insert("kind".into(), "execute".into());
@@ -258,7 +289,11 @@ impl Job {
             "python/script" => {
                 let given = match params.remove("file").or_else(|| params.remove("path")) {
                     Some(Value::String(path)) if !path.is_empty() => path,
-                    _ => return Err(invalid("python/script needs `file`: the path of a Python script")),
+                    _ => {
+                        return Err(invalid(
+                            "python/script needs `file`: the path of a Python script",
+                        ))
+                    }
                 };
                 let path = resolve(&given, working_dir);
                 let code = read_script(&path).await?;
@@ -269,10 +304,16 @@ impl Job {
                         .map(|item| match item {
                             Value::String(s) => Ok(s),
                             Value::Number(_) | Value::Bool(_) => Ok(item.to_string()),
-                            other => Err(invalid(format!("`args` must be a list of strings, found {other}"))),
+                            other => Err(invalid(format!(
+                                "`args` must be a list of strings, found {other}"
+                            ))),
                         })
                         .collect::<Result<Vec<_>, _>>()?,
-                    Some(other) => return Err(invalid(format!("`args` must be a list of strings, not {other}"))),
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "`args` must be a list of strings, not {other}"
+                        )))
+                    }
                 };
                 let filename = path.display().to_string();
                 request.insert("kind".into(), "script".into());
@@ -286,35 +327,45 @@ impl Job {
                 let module = match params.remove("module") {
                     Some(Value::String(module)) if !module.is_empty() => module,
                     _ => {
-                        return Err(invalid("python/function needs `module`: an import name or a .py file path"))
+                        return Err(invalid(
+                            "python/function needs `module`: an import name or a .py file path",
+                        ))
                     }
                 };
-                let function = match params.remove("function") {
-                    Some(Value::String(function)) if !function.is_empty() => function,
-                    _ => return Err(invalid("python/function needs `function`: the name of the function to call")),
-                };
-                let module = if module.ends_with(".py") || module.contains('/') || module.contains('\\') {
-                    let path = resolve(&module, working_dir);
-                    if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
-                        return Err(GzError::new(
-                            ErrorCode::FileNotFound,
-                            format!("python module file `{}` does not exist", path.display()),
-                        )
-                        .at(path.display().to_string()));
-                    }
-                    path.display().to_string()
-                } else {
-                    module
-                };
+                let function =
+                    match params.remove("function") {
+                        Some(Value::String(function)) if !function.is_empty() => function,
+                        _ => return Err(invalid(
+                            "python/function needs `function`: the name of the function to call",
+                        )),
+                    };
+                let module =
+                    if module.ends_with(".py") || module.contains('/') || module.contains('\\') {
+                        let path = resolve(&module, working_dir);
+                        if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
+                            return Err(GzError::new(
+                                ErrorCode::FileNotFound,
+                                format!("python module file `{}` does not exist", path.display()),
+                            )
+                            .at(path.display().to_string()));
+                        }
+                        path.display().to_string()
+                    } else {
+                        module
+                    };
                 let args = match params.remove("args") {
                     None | Some(Value::Null) => Value::Array(Vec::new()),
                     Some(args @ Value::Array(_)) => args,
-                    Some(other) => return Err(invalid(format!("`args` must be a list, not {other}"))),
+                    Some(other) => {
+                        return Err(invalid(format!("`args` must be a list, not {other}")))
+                    }
                 };
                 let kwargs = match params.remove("kwargs") {
                     None | Some(Value::Null) => Value::Object(Map::new()),
                     Some(kwargs @ Value::Object(_)) => kwargs,
-                    Some(other) => return Err(invalid(format!("`kwargs` must be a mapping, not {other}"))),
+                    Some(other) => {
+                        return Err(invalid(format!("`kwargs` must be a mapping, not {other}")))
+                    }
                 };
                 request.insert("kind".into(), "function".into());
                 request.insert("module".into(), module.clone().into());
@@ -331,7 +382,12 @@ impl Job {
                 .with_hint("Use python/execute, python/script or python/function."))
             }
         };
-        Ok(Job { request, timeout, memory_limit_mb, filename })
+        Ok(Job {
+            request,
+            timeout,
+            memory_limit_mb,
+            filename,
+        })
     }
 }
 
@@ -368,20 +424,30 @@ async fn read_script(path: &Path) -> Result<String, GzError> {
     let shown = path.display().to_string();
     match tokio::fs::read(path).await {
         Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
-            GzError::new(ErrorCode::FileUnreadable, format!("python script `{shown}` is not UTF-8 text")).at(shown.clone())
+            GzError::new(
+                ErrorCode::FileUnreadable,
+                format!("python script `{shown}` is not UTF-8 text"),
+            )
+            .at(shown.clone())
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(GzError::new(
             ErrorCode::FileNotFound,
             format!("python script `{shown}` does not exist"),
         )
         .at(shown)),
-        Err(e) => Err(GzError::new(ErrorCode::FileUnreadable, format!("cannot read python script `{shown}`: {e}"))
-            .at(shown)),
+        Err(e) => Err(GzError::new(
+            ErrorCode::FileUnreadable,
+            format!("cannot read python script `{shown}`: {e}"),
+        )
+        .at(shown)),
     }
 }
 
 fn cancelled() -> GzError {
-    GzError::new(ErrorCode::TaskCancelled, "python task was cancelled; its worker was killed")
+    GzError::new(
+        ErrorCode::TaskCancelled,
+        "python task was cancelled; its worker was killed",
+    )
 }
 
 fn seconds(d: Duration) -> String {
@@ -446,7 +512,12 @@ impl std::fmt::Display for Broken {
     }
 }
 
-fn reply_to_result(reply: Reply, elapsed: Duration, filename: &str, limit_mb: Option<u64>) -> Result<Value, GzError> {
+fn reply_to_result(
+    reply: Reply,
+    elapsed: Duration,
+    filename: &str,
+    limit_mb: Option<u64>,
+) -> Result<Value, GzError> {
     let duration_ms = elapsed.as_millis() as u64;
     if reply.ok {
         return Ok(json!({
@@ -483,11 +554,15 @@ fn reply_to_result(reply: Reply, elapsed: Duration, filename: &str, limit_mb: Op
             GzError::new(ErrorCode::PythonMemoryLimit, message)
         }
         "JobError" => GzError::new(ErrorCode::InvalidParameters, error.message.clone()),
-        "ProtocolError" | "WorkerError" => {
-            GzError::new(ErrorCode::InternalError, format!("python worker failed: {}", error.message))
-        }
+        "ProtocolError" | "WorkerError" => GzError::new(
+            ErrorCode::InternalError,
+            format!("python worker failed: {}", error.message),
+        ),
         _ if traceback.is_empty() => GzError::new(ErrorCode::PythonException, summary),
-        _ => GzError::new(ErrorCode::PythonException, format!("{summary}\n{traceback}")),
+        _ => GzError::new(
+            ErrorCode::PythonException,
+            format!("{summary}\n{traceback}"),
+        ),
     };
     let gz = match error.lineno {
         Some(line) => gz.at(format!("{filename}:{line}")),
@@ -513,11 +588,16 @@ struct Pool {
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn shut_down() -> GzError {
-    GzError::new(ErrorCode::ProviderUnavailable, "the python provider has been shut down")
+    GzError::new(
+        ErrorCode::ProviderUnavailable,
+        "the python provider has been shut down",
+    )
 }
 
 impl Pool {
@@ -544,9 +624,16 @@ impl Pool {
             let candidate = locked(&self.idle).pop();
             let Some(mut worker) = candidate else { break };
             if worker.is_alive() {
-                return Ok(Lease { pool: self.clone(), worker: Some(worker), permit: Some(permit) });
+                return Ok(Lease {
+                    pool: self.clone(),
+                    worker: Some(worker),
+                    permit: Some(permit),
+                });
             }
-            tracing::debug!(pid = worker.pid, "python worker died while idle; discarding it");
+            tracing::debug!(
+                pid = worker.pid,
+                "python worker died while idle; discarding it"
+            );
         }
         let worker = tokio::select! {
             biased;
@@ -554,7 +641,11 @@ impl Pool {
             worker = self.spawn_worker() => worker?,
         };
         self.warm_up();
-        Ok(Lease { pool: self.clone(), worker: Some(worker), permit: Some(permit) })
+        Ok(Lease {
+            pool: self.clone(),
+            worker: Some(worker),
+            permit: Some(permit),
+        })
     }
 
     async fn spawn_worker(&self) -> Result<Worker, GzError> {
@@ -569,7 +660,9 @@ impl Pool {
             return;
         }
         for _ in 1..self.config.workers {
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else { break };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
             let pool = self.clone();
             tokio::spawn(async move { pool.replenish(permit).await });
         }
@@ -626,10 +719,15 @@ impl Pool {
             tokio::spawn(self.clone().replenish(permit));
         }
         if self.closed.load(Ordering::Acquire) {
-            return GzError::new(ErrorCode::TaskCancelled, "the python provider shut down while the task ran");
+            return GzError::new(
+                ErrorCode::TaskCancelled,
+                "the python provider shut down while the task ran",
+            );
         }
-        let status_text = status.map_or_else(|| "exit status unknown".to_string(), |s| s.to_string());
-        let mut message = format!("python worker (pid {pid}) {problem} ({status_text}); it was replaced");
+        let status_text =
+            status.map_or_else(|| "exit status unknown".to_string(), |s| s.to_string());
+        let mut message =
+            format!("python worker (pid {pid}) {problem} ({status_text}); it was replaced");
         if !tail.is_empty() {
             message.push_str("\nlast stderr lines:\n");
             message.push_str(&tail.join("\n"));
@@ -726,7 +824,10 @@ fn kill_group(pid: u32) {
 }
 
 impl Worker {
-    async fn spawn(config: &PythonConfig, live: Arc<Mutex<HashSet<u32>>>) -> Result<Worker, GzError> {
+    async fn spawn(
+        config: &PythonConfig,
+        live: Arc<Mutex<HashSet<u32>>>,
+    ) -> Result<Worker, GzError> {
         let limit_bytes = config.memory_limit_mb.saturating_mul(1024 * 1024);
         let mut command = Command::new(&config.interpreter);
         command
@@ -752,16 +853,24 @@ impl Worker {
                 );
             }
             let message = match e.kind() {
-                std::io::ErrorKind::NotFound => format!("python interpreter `{shown}` was not found"),
-                std::io::ErrorKind::PermissionDenied => format!("python interpreter `{shown}` is not executable"),
+                std::io::ErrorKind::NotFound => {
+                    format!("python interpreter `{shown}` was not found")
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    format!("python interpreter `{shown}` is not executable")
+                }
                 _ => format!("cannot start python interpreter `{shown}`: {e}"),
             };
             GzError::new(ErrorCode::PythonNotFound, message).with_hint(NOT_FOUND_HINT)
         })?;
         let pid = child.id().unwrap_or(0);
-        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(GzError::new(ErrorCode::InternalError, "python worker pipes are missing"));
+            return Err(GzError::new(
+                ErrorCode::InternalError,
+                "python worker pipes are missing",
+            ));
         };
         locked(&live).insert(pid);
         let tail = Arc::new(Mutex::new(StderrTail::default()));
@@ -787,7 +896,10 @@ impl Worker {
                     tracing::debug!(pid, version = %worker.version, "python worker started");
                     return Ok(worker);
                 }
-                _ => format!("sent `{}` instead of its greeting", String::from_utf8_lossy(&worker.line).trim()),
+                _ => format!(
+                    "sent `{}` instead of its greeting",
+                    String::from_utf8_lossy(&worker.line).trim()
+                ),
             },
             Ok(Ok(false)) => "exited during startup".to_string(),
             Ok(Err(e)) => format!("could not be read from: {e}"),
@@ -903,7 +1015,8 @@ impl StderrTail {
                 None => (piece, false),
             };
             let room = STDERR_LINE_MAX.saturating_sub(self.partial.len());
-            self.partial.extend_from_slice(&text[..text.len().min(room)]);
+            self.partial
+                .extend_from_slice(&text[..text.len().min(room)]);
             if complete {
                 self.commit(pid);
             }

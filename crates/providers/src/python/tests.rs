@@ -4,7 +4,10 @@ use super::*;
 use serde_json::json;
 
 fn provider(workers: usize) -> PythonProvider {
-    PythonProvider::new(PythonConfig { workers, ..PythonConfig::default() })
+    PythonProvider::new(PythonConfig {
+        workers,
+        ..PythonConfig::default()
+    })
 }
 
 fn ctx() -> CallContext {
@@ -22,7 +25,10 @@ async fn code(p: &PythonProvider, code: &str) -> Result<Value, GzError> {
 /// True once no process with this pid exists (a zombie counts as existing).
 fn pid_gone(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) }
+    unsafe {
+        libc::kill(pid, 0) != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
 }
 
 /// True once the process is gone or a zombie (orphans may be reaped by an init
@@ -32,7 +38,10 @@ fn pid_dead(pid: i32) -> bool {
         return true;
     }
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+        .map(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -47,7 +56,10 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 async fn read_pid(path: &Path) -> i32 {
     let mut pid = 0;
     wait_until("the job wrote its pid", || {
-        pid = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
         pid > 0
     })
     .await;
@@ -62,8 +74,16 @@ async fn assert_pool_works(p: &PythonProvider) {
 #[tokio::test]
 async fn python_execute_result_variable() {
     let p = provider(2);
-    let out = code(&p, "x = 2\nresult = {'answer': x * 21, 'items': [1, 'a', None]}").await.unwrap();
-    assert_eq!(out["result"], json!({"answer": 42, "items": [1, "a", null]}));
+    let out = code(
+        &p,
+        "x = 2\nresult = {'answer': x * 21, 'items': [1, 'a', None]}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out["result"],
+        json!({"answer": 42, "items": [1, "a", null]})
+    );
     assert_eq!(out["stdout"], "");
     assert_eq!(out["stderr"], "");
     assert!(out["duration_ms"].is_u64());
@@ -73,7 +93,12 @@ async fn python_execute_result_variable() {
 #[tokio::test]
 async fn python_stdout_is_the_result_without_result_variable() {
     let p = provider(1);
-    let out = code(&p, "import sys\nprint('hello')\nprint('oops', file=sys.stderr)").await.unwrap();
+    let out = code(
+        &p,
+        "import sys\nprint('hello')\nprint('oops', file=sys.stderr)",
+    )
+    .await
+    .unwrap();
     assert_eq!(out["result"], "hello");
     assert_eq!(out["stdout"], "hello\n");
     assert_eq!(out["stderr"], "oops\n");
@@ -84,20 +109,30 @@ async fn python_stdout_is_the_result_without_result_variable() {
 #[tokio::test]
 async fn python_inputs_are_a_dict() {
     let p = provider(1);
-    let out = execute(&p, json!({"code": "result = inputs['a'] + inputs['b']", "inputs": {"a": 2, "b": 3}}))
-        .await
-        .unwrap();
+    let out = execute(
+        &p,
+        json!({"code": "result = inputs['a'] + inputs['b']", "inputs": {"a": 2, "b": 3}}),
+    )
+    .await
+    .unwrap();
     assert_eq!(out["result"], 5);
     let out = code(&p, "result = inputs").await.unwrap();
     assert_eq!(out["result"], json!({}));
-    let err = execute(&p, json!({"code": "x = 1", "inputs": [1]})).await.unwrap_err();
+    let err = execute(&p, json!({"code": "x = 1", "inputs": [1]}))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidParameters);
 }
 
 #[tokio::test]
 async fn python_unserialisable_result_becomes_repr() {
     let p = provider(1);
-    let out = code(&p, "class Thing:\n    def __repr__(self):\n        return 'Thing()'\nresult = Thing()").await.unwrap();
+    let out = code(
+        &p,
+        "class Thing:\n    def __repr__(self):\n        return 'Thing()'\nresult = Thing()",
+    )
+    .await
+    .unwrap();
     assert_eq!(out["result"], "Thing()");
     assert!(out["stderr"].as_str().unwrap().contains("repr()"), "{out}");
     let out = code(&p, "result = {'s': {1}, 'n': 1}").await.unwrap();
@@ -112,9 +147,20 @@ async fn python_exception_carries_the_traceback() {
     let traceback = err.details["traceback"].as_str().unwrap();
     assert!(traceback.contains("File \"<task>\", line 2"), "{traceback}");
     assert!(traceback.contains("y = x / 0"), "{traceback}");
-    assert!(!traceback.contains("<string>"), "worker frames leak: {traceback}");
-    assert_eq!(err.message.lines().last(), Some("ZeroDivisionError: division by zero"));
-    assert!(err.message.starts_with("ZeroDivisionError: division by zero\n"), "{}", err.message);
+    assert!(
+        !traceback.contains("<string>"),
+        "worker frames leak: {traceback}"
+    );
+    assert_eq!(
+        err.message.lines().last(),
+        Some("ZeroDivisionError: division by zero")
+    );
+    assert!(
+        err.message
+            .starts_with("ZeroDivisionError: division by zero\n"),
+        "{}",
+        err.message
+    );
     assert_eq!(err.location.as_deref(), Some("<task>:2"));
     assert_eq!(err.details["type"], "ZeroDivisionError");
     assert_pool_works(&p).await;
@@ -133,9 +179,13 @@ async fn python_syntax_error() {
 #[tokio::test]
 async fn python_system_exit() {
     let p = provider(1);
-    let out = code(&p, "import sys\nprint('bye')\nsys.exit(0)").await.unwrap();
+    let out = code(&p, "import sys\nprint('bye')\nsys.exit(0)")
+        .await
+        .unwrap();
     assert_eq!(out["result"], "bye");
-    let out = code(&p, "import sys\nresult = 1\nsys.exit()").await.unwrap();
+    let out = code(&p, "import sys\nresult = 1\nsys.exit()")
+        .await
+        .unwrap();
     assert_eq!(out["result"], 1);
     let err = code(&p, "import sys\nsys.exit(2)").await.unwrap_err();
     assert_eq!(err.code, ErrorCode::PythonException);
@@ -155,7 +205,9 @@ async fn python_timeout_kills_the_worker() {
         pidfile.to_str().unwrap(),
         dir.path().join("child").to_str().unwrap(),
     );
-    let err = execute(&p, json!({"code": job, "timeout": 1})).await.unwrap_err();
+    let err = execute(&p, json!({"code": job, "timeout": 1}))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::TaskTimeout);
     assert!(err.message.contains("after 1 s"), "{}", err.message);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -168,7 +220,14 @@ async fn python_timeout_kills_the_worker() {
     // The context's timeout works the same way.
     let mut context = ctx();
     context.timeout = Some(Duration::from_millis(500));
-    let err = p.call("python/execute", json!({"code": "while True: pass"}), &context).await.unwrap_err();
+    let err = p
+        .call(
+            "python/execute",
+            json!({"code": "while True: pass"}),
+            &context,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::TaskTimeout);
     assert_pool_works(&p).await;
 }
@@ -180,11 +239,22 @@ async fn python_cancellation_kills_the_worker() {
     let cancel = context.cancel.clone();
     let task = {
         let p = p.clone();
-        tokio::spawn(async move { p.call("python/execute", json!({"code": "while True: pass"}), &context).await })
+        tokio::spawn(async move {
+            p.call(
+                "python/execute",
+                json!({"code": "while True: pass"}),
+                &context,
+            )
+            .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     cancel.cancel();
-    let err = tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::TaskCancelled);
     assert_pool_works(&p).await;
 }
@@ -194,7 +264,10 @@ async fn python_dropped_call_kills_the_worker() {
     let p = Arc::new(provider(1));
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let job = format!("import os\nopen({:?}, 'w').write(str(os.getpid()))\nwhile True: pass", pidfile.to_str().unwrap());
+    let job = format!(
+        "import os\nopen({:?}, 'w').write(str(os.getpid()))\nwhile True: pass",
+        pidfile.to_str().unwrap()
+    );
     let task = {
         let p = p.clone();
         tokio::spawn(async move { p.call("python/execute", json!({"code": job}), &ctx()).await })
@@ -202,7 +275,10 @@ async fn python_dropped_call_kills_the_worker() {
     let pid = read_pid(&pidfile).await;
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
-    wait_until("the abandoned worker is killed and reaped", || pid_gone(pid)).await;
+    wait_until("the abandoned worker is killed and reaped", || {
+        pid_gone(pid)
+    })
+    .await;
     let out = code(&p, "import os\nresult = os.getpid()").await.unwrap();
     assert_ne!(out["result"], pid);
 }
@@ -210,14 +286,21 @@ async fn python_dropped_call_kills_the_worker() {
 #[tokio::test]
 async fn python_worker_crash_is_reported_and_replaced() {
     let p = provider(1);
-    let err = code(&p, "import os, sys\nsys.stderr.flush()\nos.write(2, b'about to exit\\n')\nos._exit(3)").await.unwrap_err();
+    let err = code(
+        &p,
+        "import os, sys\nsys.stderr.flush()\nos.write(2, b'about to exit\\n')\nos._exit(3)",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::PythonWorkerCrashed);
     assert_eq!(err.details["exit_code"], 3, "{err:?}");
     assert!(err.message.contains("exit status: 3"), "{}", err.message);
     assert!(err.message.contains("about to exit"), "{}", err.message);
     assert_pool_works(&p).await;
 
-    let err = code(&p, "import ctypes\nctypes.string_at(0)").await.unwrap_err();
+    let err = code(&p, "import ctypes\nctypes.string_at(0)")
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::PythonWorkerCrashed);
     assert_eq!(err.details["signal"], libc::SIGSEGV, "{err:?}");
     assert_pool_works(&p).await;
@@ -226,11 +309,18 @@ async fn python_worker_crash_is_reported_and_replaced() {
 #[tokio::test]
 async fn python_memory_limit() {
     let p = provider(1);
-    let err = execute(&p, json!({"code": "x = bytearray(2 * 1024 ** 3)", "memory_limit_mb": 256})).await.unwrap_err();
+    let err = execute(
+        &p,
+        json!({"code": "x = bytearray(2 * 1024 ** 3)", "memory_limit_mb": 256}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::PythonMemoryLimit, "{err:?}");
     assert!(err.message.contains("256 MB"), "{}", err.message);
     // The per-job limit is lifted again afterwards.
-    let out = code(&p, "x = bytearray(300 * 1024 ** 2)\nresult = len(x)").await.unwrap();
+    let out = code(&p, "x = bytearray(300 * 1024 ** 2)\nresult = len(x)")
+        .await
+        .unwrap();
     assert_eq!(out["result"], 300 * 1024 * 1024);
     // The pool-wide limit holds without a per-job one.
     let err = code(&p, "x = bytearray(2 * 1024 ** 3)").await.unwrap_err();
@@ -260,7 +350,9 @@ async fn python_low_level_output_does_not_corrupt_the_protocol() {
 #[tokio::test]
 async fn python_output_capture_is_bounded() {
     let p = provider(1);
-    let out = code(&p, "print('x' * (3 * 1024 * 1024))\nresult = 1").await.unwrap();
+    let out = code(&p, "print('x' * (3 * 1024 * 1024))\nresult = 1")
+        .await
+        .unwrap();
     let stdout = out["stdout"].as_str().unwrap();
     assert!(stdout.len() < 1024 * 1024 + 200, "{}", stdout.len());
     assert!(stdout.ends_with("truncated after 1048576 characters]\n"));
@@ -277,7 +369,11 @@ async fn python_script_with_args() {
     )
     .unwrap();
     let out = p
-        .call("python/script", json!({"file": script, "args": ["a", "b", 3], "inputs": {"x": 1}}), &ctx())
+        .call(
+            "python/script",
+            json!({"file": script, "args": ["a", "b", 3], "inputs": {"x": 1}}),
+            &ctx(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -286,21 +382,41 @@ async fn python_script_with_args() {
     );
 
     let missing = dir.path().join("missing.py");
-    let err = p.call("python/script", json!({"path": missing}), &ctx()).await.unwrap_err();
+    let err = p
+        .call("python/script", json!({"path": missing}), &ctx())
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::FileNotFound);
     assert_eq!(err.code.as_str(), "GZ5001");
-    assert!(err.message.contains(missing.to_str().unwrap()), "{}", err.message);
+    assert!(
+        err.message.contains(missing.to_str().unwrap()),
+        "{}",
+        err.message
+    );
 
     // Relative paths resolve in the working directory, and tracebacks name the file.
-    std::fs::write(dir.path().join("fail.py"), "def f():\n    raise ValueError('bad')\nf()\n").unwrap();
+    std::fs::write(
+        dir.path().join("fail.py"),
+        "def f():\n    raise ValueError('bad')\nf()\n",
+    )
+    .unwrap();
     let p = PythonProvider::new(PythonConfig {
         workers: 1,
         working_dir: Some(dir.path().to_path_buf()),
         ..PythonConfig::default()
     });
-    let err = p.call("python/script", json!({"file": "fail.py"}), &ctx()).await.unwrap_err();
+    let err = p
+        .call("python/script", json!({"file": "fail.py"}), &ctx())
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::PythonException);
-    assert!(err.details["traceback"].as_str().unwrap().contains("raise ValueError('bad')"), "{err:?}");
+    assert!(
+        err.details["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("raise ValueError('bad')"),
+        "{err:?}"
+    );
     assert!(err.location.unwrap().ends_with("fail.py:2"));
 }
 
@@ -309,7 +425,11 @@ async fn python_function_from_a_module_file() {
     let p = provider(1);
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("mathy.py");
-    std::fs::write(&module, "def add(a, b, scale=1):\n    print('adding')\n    return (a + b) * scale\n").unwrap();
+    std::fs::write(
+        &module,
+        "def add(a, b, scale=1):\n    print('adding')\n    return (a + b) * scale\n",
+    )
+    .unwrap();
     let out = p
         .call(
             "python/function",
@@ -322,19 +442,41 @@ async fn python_function_from_a_module_file() {
     assert_eq!(out["stdout"], "adding\n");
 
     let out = p
-        .call("python/function", json!({"module": "json", "function": "dumps", "args": [[1, 2]]}), &ctx())
+        .call(
+            "python/function",
+            json!({"module": "json", "function": "dumps", "args": [[1, 2]]}),
+            &ctx(),
+        )
         .await
         .unwrap();
     assert_eq!(out["result"], "[1, 2]");
 
-    let err = p.call("python/function", json!({"module": module, "function": "nope"}), &ctx()).await.unwrap_err();
+    let err = p
+        .call(
+            "python/function",
+            json!({"module": module, "function": "nope"}),
+            &ctx(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidParameters);
     let err = p
-        .call("python/function", json!({"module": dir.path().join("no.py"), "function": "f"}), &ctx())
+        .call(
+            "python/function",
+            json!({"module": dir.path().join("no.py"), "function": "f"}),
+            &ctx(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::FileNotFound);
-    let err = p.call("python/function", json!({"module": "no_such_module_xyz", "function": "f"}), &ctx()).await.unwrap_err();
+    let err = p
+        .call(
+            "python/function",
+            json!({"module": "no_such_module_xyz", "function": "f"}),
+            &ctx(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::PythonException);
     assert_eq!(err.details["type"], "ModuleNotFoundError");
 }
@@ -351,10 +493,17 @@ async fn python_missing_interpreter() {
     assert!(err.hint_text().contains("GLEITZEIT_PYTHON"));
     let err = code(&p, "result = 1").await.unwrap_err();
     assert_eq!(err.code, ErrorCode::PythonNotFound);
-    assert!(err.message.contains("/nonexistent/bin/python3"), "{}", err.message);
+    assert!(
+        err.message.contains("/nonexistent/bin/python3"),
+        "{}",
+        err.message
+    );
 
     // Something that runs but is no python.
-    let p = PythonProvider::new(PythonConfig { interpreter: PathBuf::from("false"), ..PythonConfig::default() });
+    let p = PythonProvider::new(PythonConfig {
+        interpreter: PathBuf::from("false"),
+        ..PythonConfig::default()
+    });
     let err = code(&p, "result = 1").await.unwrap_err();
     assert_eq!(err.code, ErrorCode::PythonNotFound);
 }
@@ -373,7 +522,11 @@ async fn python_many_concurrent_jobs() {
         .map(|i| {
             let p = p.clone();
             tokio::spawn(async move {
-                execute(&p, json!({"code": "result = inputs['i'] * 2", "inputs": {"i": i}})).await
+                execute(
+                    &p,
+                    json!({"code": "result = inputs['i'] * 2", "inputs": {"i": i}}),
+                )
+                .await
             })
         })
         .collect();
@@ -386,9 +539,19 @@ async fn python_many_concurrent_jobs() {
 #[tokio::test]
 async fn python_jobs_do_not_share_globals() {
     let p = provider(1);
-    code(&p, "leak = 1\nimport os\nos.chdir('/')").await.unwrap();
-    let out = code(&p, "import os\nresult = ['leak' in globals(), os.getcwd() == '/']").await.unwrap();
-    assert_eq!(out["result"], json!([false, std::env::current_dir().unwrap() == Path::new("/")]));
+    code(&p, "leak = 1\nimport os\nos.chdir('/')")
+        .await
+        .unwrap();
+    let out = code(
+        &p,
+        "import os\nresult = ['leak' in globals(), os.getcwd() == '/']",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out["result"],
+        json!([false, std::env::current_dir().unwrap() == Path::new("/")])
+    );
 }
 
 #[tokio::test]
@@ -407,7 +570,9 @@ async fn python_bad_parameters() {
     let p = provider(1);
     let err = execute(&p, json!({})).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidParameters);
-    let err = execute(&p, json!({"code": "x = 1", "timeout": "soon"})).await.unwrap_err();
+    let err = execute(&p, json!({"code": "x = 1", "timeout": "soon"}))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidParameters);
     let err = p.call("python/nope", json!({}), &ctx()).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::ProviderUnavailable);
@@ -428,7 +593,12 @@ async fn python_throughput() {
             let p = p.clone();
             tokio::spawn(async move {
                 for i in 0..jobs / 8 {
-                    let out = execute(&p, json!({"code": "result = inputs['i'] + 1", "inputs": {"i": i}})).await.unwrap();
+                    let out = execute(
+                        &p,
+                        json!({"code": "result = inputs['i'] + 1", "inputs": {"i": i}}),
+                    )
+                    .await
+                    .unwrap();
                     assert_eq!(out["result"], json!(i + 1));
                 }
             })

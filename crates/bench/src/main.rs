@@ -1,0 +1,222 @@
+//! `cargo run --release -p gleitzeit-bench [-- --quick]`
+//!
+//! Runs the release `gleitzeit` binary on generated workflows and reports wall
+//! time, tasks per second and peak RSS (from `wait4`), then writes the figures to
+//! `bench/results/latest.json`. Each scenario runs several times; the median is
+//! reported so one slow run does not decide the number.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+struct Measure {
+    wall_ms: f64,
+    max_rss_kb: i64,
+    workflow_ms: Option<f64>,
+}
+
+/// Runs a command to completion and reads its resource usage.
+fn measure(binary: &Path, args: &[&str], home: &Path) -> Result<Measure> {
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .args(args)
+        .env("GLEITZEIT_HOME", home)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let output_thread = std::thread::spawn(move || child.wait_with_output());
+    // wait4 reaps the child and gives its peak RSS; wait_with_output then sees it gone,
+    // so read its pipes in the thread and only take the status from wait4.
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child with valid pointers.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let output = output_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
+    let stdout = match output {
+        Ok(o) => o.stdout,
+        // The status was already taken by wait4; the pipes were still read.
+        Err(_) => Vec::new(),
+    };
+    if rc < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{} {:?} failed (status {status})", binary.display(), args);
+    }
+    let workflow_ms = serde_json::from_slice::<Value>(&stdout)
+        .ok()
+        .and_then(|v| v["duration_ms"].as_f64());
+    Ok(Measure {
+        wall_ms,
+        max_rss_kb: usage.ru_maxrss,
+        workflow_ms,
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn chain(n: usize) -> String {
+    let mut yaml = String::from("name: chain\ntasks:\n");
+    for i in 0..n {
+        if i == 0 {
+            yaml.push_str("  - {id: t0, method: noop}\n");
+        } else {
+            yaml.push_str(&format!(
+                "  - {{id: t{i}, method: noop, dependencies: [t{}]}}\n",
+                i - 1
+            ));
+        }
+    }
+    yaml
+}
+
+fn fan(n: usize, method: &str, params: &str) -> String {
+    let mut yaml = String::from("name: fan\ntasks:\n  - {id: start, method: noop}\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - {{id: t{i}, method: {method}, dependencies: [start]{params}}}\n"
+        ));
+    }
+    let deps: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    yaml.push_str(&format!(
+        "  - {{id: join, method: noop, dependencies: [{}]}}\n",
+        deps.join(", ")
+    ));
+    yaml
+}
+
+fn scenario(
+    binary: &Path,
+    dir: &Path,
+    name: &str,
+    yaml: &str,
+    tasks: usize,
+    runs: usize,
+    extra: &[&str],
+) -> Result<Value> {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml)?;
+    let file_arg = file.display().to_string();
+    let mut args = vec!["--json", "run", "--quiet"];
+    args.extend_from_slice(extra);
+    args.push(&file_arg);
+    let home = dir.join(format!("home-{name}"));
+    // One warm-up run (page cache, first database creation).
+    measure(binary, &args, &home)?;
+    let mut walls = Vec::new();
+    let mut workflows = Vec::new();
+    let mut rss = 0;
+    for _ in 0..runs {
+        let m = measure(binary, &args, &home)?;
+        walls.push(m.wall_ms);
+        workflows.push(m.workflow_ms.unwrap_or(m.wall_ms));
+        rss = rss.max(m.max_rss_kb);
+    }
+    let wall = median(walls);
+    let workflow = median(workflows);
+    let result = json!({
+        "scenario": name,
+        "tasks": tasks,
+        "runs": runs,
+        "wall_ms_median": (wall * 100.0).round() / 100.0,
+        "workflow_ms_median": workflow,
+        "tasks_per_second": ((tasks as f64) / (workflow.max(1.0) / 1000.0)).round(),
+        "peak_rss_mb": (rss as f64 / 1024.0 * 10.0).round() / 10.0,
+    });
+    println!(
+        "{:<34} {:>7} tasks  whole process {:>9.1} ms  workflow {:>8.1} ms  {:>9} tasks/s  peak RSS {:>6.1} MB",
+        name,
+        tasks,
+        wall,
+        workflow,
+        result["tasks_per_second"],
+        rss as f64 / 1024.0
+    );
+    Ok(result)
+}
+
+fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let binary = std::env::var_os("GLEITZEIT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/gleitzeit"));
+    if !binary.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release`",
+            binary.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let runs = if quick { 1 } else { 7 };
+    let fan_n = if quick { 500 } else { 10_000 };
+    let py_n = if quick { 20 } else { 200 };
+    println!(
+        "gleitzeit benchmarks ({}), binary {}",
+        if quick { "quick" } else { "full" },
+        binary.display()
+    );
+    let results = vec![
+        scenario(
+            &binary,
+            dir.path(),
+            "chain_40_noop_sqlite",
+            &chain(40),
+            40,
+            runs,
+            &[],
+        )?,
+        scenario(
+            &binary,
+            dir.path(),
+            &format!("fanout_{fan_n}_noop_sqlite"),
+            &fan(fan_n, "noop", ""),
+            fan_n + 2,
+            runs.min(3),
+            &[],
+        )?,
+        scenario(
+            &binary,
+            dir.path(),
+            &format!("fanout_{fan_n}_noop_memory"),
+            &fan(fan_n, "noop", ""),
+            fan_n + 2,
+            runs.min(3),
+            &["--ephemeral"],
+        )?,
+        scenario(
+            &binary,
+            dir.path(),
+            &format!("python_fanout_{py_n}"),
+            &fan(py_n, "python/execute", ", parameters: {code: 'result = 1'}"),
+            py_n + 2,
+            runs.min(5),
+            &[],
+        )?,
+    ];
+    let machine = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())),
+        "memory_gb": std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok())).map(|kb| (kb / 1024.0 / 1024.0).round()),
+    });
+    let report = json!({"quick": quick, "machine": machine, "results": results});
+    if !quick {
+        let out = root.join("bench/results");
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(
+            out.join("latest.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        println!("written to bench/results/latest.json");
+    }
+    Ok(())
+}
