@@ -20,32 +20,32 @@ struct Measure {
 /// Runs a command to completion and reads its resource usage.
 fn measure(binary: &Path, args: &[&str], home: &Path) -> Result<Measure> {
     let started = Instant::now();
-    let child = Command::new(binary)
+    let mut child = Command::new(binary)
         .args(args)
         .env("GLEITZEIT_HOME", home)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
     let pid = child.id() as libc::pid_t;
-    let output_thread = std::thread::spawn(move || child.wait_with_output());
-    // wait4 reaps the child and gives its peak RSS; wait_with_output then sees it gone,
-    // so read its pipes in the thread and only take the status from wait4.
+    // Read stdout on a thread so a full pipe never blocks the child; the status
+    // and peak RSS come from wait4 on this thread (std's wait would not give RSS).
+    let mut pipe = child.stdout.take().context("no stdout pipe")?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut pipe, &mut out);
+        out
+    });
     let mut status = 0;
     // SAFETY: rusage is plain data filled by the kernel.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waiting for our own child with valid pointers.
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let output = output_thread
+    let stdout = reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
-    let stdout = match output {
-        Ok(o) => o.stdout,
-        // The status was already taken by wait4; the pipes were still read.
-        Err(_) => Vec::new(),
-    };
     if rc < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("{} {:?} failed (status {status})", binary.display(), args);
     }
@@ -210,7 +210,9 @@ fn main() -> Result<()> {
     });
     let report = json!({"quick": quick, "machine": machine, "results": results});
     if !quick {
-        let out = root.join("bench/results");
+        let out = std::env::var_os("GLEITZEIT_BENCH_OUT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("bench/results"));
         std::fs::create_dir_all(&out)?;
         std::fs::write(
             out.join("latest.json"),

@@ -18,6 +18,22 @@ pub struct Workflow {
 }
 
 impl Workflow {
+    /// Index of every task by id and by name, for lookups in large workflows.
+    pub fn index(&self) -> std::collections::HashMap<&str, usize> {
+        let mut index = std::collections::HashMap::with_capacity(self.tasks.len() * 2);
+        // Names first, so an id that equals another task's name wins.
+        for (i, task) in self.tasks.iter().enumerate() {
+            if let Some(name) = &task.name {
+                index.insert(name.as_str(), i);
+            }
+        }
+        for (i, task) in self.tasks.iter().enumerate() {
+            index.insert(task.id.as_str(), i);
+        }
+        index
+    }
+
+    /// Linear lookup by id, then name; use [`Workflow::index`] for many lookups.
     pub fn task_index(&self, id_or_name: &str) -> Option<usize> {
         self.tasks
             .iter()

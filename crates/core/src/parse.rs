@@ -832,6 +832,7 @@ pub fn load(
 
     let mut dep_index: Vec<Vec<usize>> = vec![Vec::new(); raw.len()];
     for (i, task) in raw.iter().enumerate() {
+        let mut seen = HashSet::new();
         for (dep, pos) in &task.deps {
             match owner.get(dep) {
                 Some(&j) if j == i => ctx.push(
@@ -841,7 +842,7 @@ pub fn load(
                     None,
                 ),
                 Some(&j) => {
-                    if !dep_index[i].contains(&j) {
+                    if seen.insert(j) {
                         dep_index[i].push(j);
                     }
                 }

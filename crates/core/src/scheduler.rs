@@ -43,6 +43,7 @@ impl Plan {
         global_limit: usize,
         lane_of: impl Fn(&str) -> usize,
     ) -> Plan {
+        let index = workflow.index();
         let tasks = workflow
             .tasks
             .iter()
@@ -50,7 +51,7 @@ impl Plan {
                 deps: t
                     .dependencies
                     .iter()
-                    .filter_map(|d| workflow.task_index(d))
+                    .filter_map(|d| index.get(d.as_str()).copied())
                     .collect(),
                 priority: t.priority,
                 lane: lane_of(t.protocol()),

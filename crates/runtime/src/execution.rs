@@ -16,7 +16,7 @@ use gleitzeit_core::{ErrorCode, GzError, OnError, TaskState, Workflow, WorkflowS
 use gleitzeit_providers::CallContext;
 use gleitzeit_store::{now_ms, TaskRecord, WorkflowRecord, Write};
 use serde_json::{json, Map, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -46,7 +46,11 @@ struct Run<'r> {
     rt: &'r Runtime,
     id: String,
     workflow: Workflow,
+    /// Task index by id and by name.
+    index: HashMap<String, usize>,
     names: TaskNames,
+    /// Tasks per terminal state, for progress events without a scan.
+    counts: HashMap<TaskState, usize>,
     scheduler: Scheduler,
     /// Result records by task index, as references see them.
     records: Vec<Option<Value>>,
@@ -77,7 +81,13 @@ pub(crate) async fn run_loop(
             }
         }
     }
-    let stored = rt.store.tasks(&record.id).await?;
+    let mut stored: HashMap<String, TaskRecord> = rt
+        .store
+        .tasks(&record.id)
+        .await?
+        .into_iter()
+        .map(|t| (t.task_id.clone(), t))
+        .collect();
     let lanes: Vec<String> = {
         let mut lanes: Vec<String> = workflow
             .tasks
@@ -111,22 +121,18 @@ pub(crate) async fn run_loop(
     let mut records = vec![None; n];
     let mut last_error = vec![None; n];
     for (i, spec) in workflow.tasks.iter().enumerate() {
-        let task = stored
-            .iter()
-            .find(|t| t.task_id == spec.id)
-            .cloned()
-            .unwrap_or_else(|| TaskRecord {
-                workflow_id: record.id.clone(),
-                task_id: spec.id.clone(),
-                position: i as u32,
-                method: spec.method.clone(),
-                state: TaskState::Pending,
-                attempt: 0,
-                result: None,
-                error: None,
-                started_ms: None,
-                finished_ms: None,
-            });
+        let task = stored.remove(&spec.id).unwrap_or_else(|| TaskRecord {
+            workflow_id: record.id.clone(),
+            task_id: spec.id.clone(),
+            position: i as u32,
+            method: spec.method.clone(),
+            state: TaskState::Pending,
+            attempt: 0,
+            result: None,
+            error: None,
+            started_ms: None,
+            finished_ms: None,
+        });
         let attempts_done = match task.state {
             // The attempt in flight when the last process died did not finish.
             TaskState::Running => task.attempt.saturating_sub(1),
@@ -143,6 +149,12 @@ pub(crate) async fn run_loop(
         }
         tasks.push(task);
     }
+    let mut counts: HashMap<TaskState, usize> = HashMap::new();
+    for task in &tasks {
+        if task.state.is_terminal() {
+            *counts.entry(task.state).or_default() += 1;
+        }
+    }
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let resumed = record.started_ms.is_some();
@@ -150,6 +162,12 @@ pub(crate) async fn run_loop(
         rt,
         id: record.id.clone(),
         names: TaskNames::of(&workflow),
+        index: workflow
+            .index()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        counts,
         workflow,
         scheduler,
         records,
@@ -247,7 +265,7 @@ impl Run<'_> {
     }
 
     fn progress(&mut self) {
-        let count = |state| self.tasks.iter().filter(|t| t.state == state).count();
+        let count = |state| self.counts.get(&state).copied().unwrap_or(0);
         let data = json!({
             "completed_tasks": count(TaskState::Completed),
             "failed_tasks": count(TaskState::Failed),
@@ -258,6 +276,10 @@ impl Run<'_> {
     }
 
     fn save_task(&mut self, task: usize) {
+        let state = self.tasks[task].state;
+        if state.is_terminal() {
+            *self.counts.entry(state).or_default() += 1;
+        }
         self.writes.push(Write::Task(self.tasks[task].clone()));
     }
 
@@ -529,6 +551,7 @@ impl Run<'_> {
         let spec = &self.workflow.tasks[task];
         let scope = RunScope {
             workflow: &self.workflow,
+            index: &self.index,
             records: &self.records,
             allowed_env: &self.rt.config.allowed_env,
         };
@@ -549,7 +572,7 @@ impl Run<'_> {
         };
         let mut inputs: Map<String, Value> = self.workflow.inputs.clone();
         for dep in &spec.dependencies {
-            if let Some(i) = self.workflow.task_index(dep) {
+            if let Some(&i) = self.index.get(dep) {
                 if let Some(record) = &self.records[i] {
                     let primary = record
                         .get(primary_field(&self.workflow.tasks[i].method))

@@ -5,10 +5,11 @@ use gleitzeit_core::model::primary_field;
 use gleitzeit_core::refs::{Names, Scope, TaskView};
 use gleitzeit_core::Workflow;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub(crate) struct RunScope<'a> {
     pub workflow: &'a Workflow,
+    pub index: &'a HashMap<String, usize>,
     /// Result record per task index; failed tasks hold `{"error": …}`.
     pub records: &'a [Option<Value>],
     pub allowed_env: &'a [String],
@@ -16,7 +17,7 @@ pub(crate) struct RunScope<'a> {
 
 impl Scope for RunScope<'_> {
     fn task(&self, id_or_name: &str) -> Option<TaskView<'_>> {
-        let index = self.workflow.task_index(id_or_name)?;
+        let index = *self.index.get(id_or_name)?;
         let record = self.records.get(index)?.as_ref()?;
         Some(TaskView {
             record,

@@ -7,9 +7,27 @@ use std::sync::Mutex;
 #[derive(Default)]
 struct Inner {
     workflows: HashMap<String, WorkflowRecord>,
-    /// Tasks per workflow, in file order.
-    tasks: HashMap<String, Vec<TaskRecord>>,
+    /// Tasks per workflow, in insertion order, with an index by task id.
+    tasks: HashMap<String, Tasks>,
     events: Vec<Event>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    records: Vec<TaskRecord>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Tasks {
+    fn upsert(&mut self, task: TaskRecord) {
+        match self.by_id.get(&task.task_id) {
+            Some(&i) => self.records[i] = task,
+            None => {
+                self.by_id.insert(task.task_id.clone(), self.records.len());
+                self.records.push(task);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -55,7 +73,11 @@ impl Store for MemoryStore {
         inner
             .workflows
             .insert(workflow.id.clone(), workflow.clone());
-        inner.tasks.insert(workflow.id.clone(), tasks.to_vec());
+        let mut stored = Tasks::default();
+        for task in tasks {
+            stored.upsert(task.clone());
+        }
+        inner.tasks.insert(workflow.id.clone(), stored);
         Ok(())
     }
 
@@ -63,13 +85,11 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         for write in writes {
             match write {
-                Write::Task(task) => {
-                    let tasks = inner.tasks.entry(task.workflow_id.clone()).or_default();
-                    match tasks.iter_mut().find(|t| t.task_id == task.task_id) {
-                        Some(slot) => *slot = task,
-                        None => tasks.push(task),
-                    }
-                }
+                Write::Task(task) => inner
+                    .tasks
+                    .entry(task.workflow_id.clone())
+                    .or_default()
+                    .upsert(task),
                 Write::Workflow {
                     id,
                     state,
@@ -122,7 +142,7 @@ impl Store for MemoryStore {
             .lock()
             .tasks
             .get(workflow_id)
-            .cloned()
+            .map(|t| t.records.clone())
             .unwrap_or_default();
         tasks.sort_by_key(|t| t.position);
         Ok(tasks)
@@ -145,7 +165,16 @@ impl Store for MemoryStore {
             .into_iter()
             .skip(filter.offset)
             .take(limit)
-            .map(|w| summary(w, inner.tasks.get(&w.id).map(Vec::as_slice).unwrap_or(&[])))
+            .map(|w| {
+                summary(
+                    w,
+                    inner
+                        .tasks
+                        .get(&w.id)
+                        .map(|t| t.records.as_slice())
+                        .unwrap_or(&[]),
+                )
+            })
             .collect())
     }
 
@@ -202,7 +231,7 @@ impl Store for MemoryStore {
             *workflows.entry(w.state.as_str()).or_default() += 1;
         }
         let mut tasks: HashMap<&'static str, u64> = HashMap::new();
-        for t in inner.tasks.values().flatten() {
+        for t in inner.tasks.values().flat_map(|t| &t.records) {
             *tasks.entry(t.state.as_str()).or_default() += 1;
         }
         let sorted = |m: HashMap<&'static str, u64>| {

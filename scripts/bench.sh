@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Full benchmark: builds the release binary and runs every scenario; the figures
+# go to bench/results/latest.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gleitzeit/target}"
+cargo build --release --locked -p gleitzeit-cli -p gleitzeit-bench
+GLEITZEIT_BIN="$CARGO_TARGET_DIR/release/gleitzeit" "$CARGO_TARGET_DIR/release/gleitzeit-bench" "$@"
