@@ -6,6 +6,7 @@
 //! see other tasks, the store or the scheduler.
 
 pub mod function;
+pub mod llm;
 pub mod python;
 mod registry;
 
@@ -27,7 +28,7 @@ pub enum ProviderEvent {
 }
 
 /// Everything a call may need besides its parameters.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallContext {
     pub workflow_id: String,
     pub task_id: String,
@@ -37,8 +38,12 @@ pub struct CallContext {
     pub timeout: Option<Duration>,
     /// Cancelled when the workflow is cancelled; the call should return promptly.
     pub cancel: CancellationToken,
-    pub events: Option<tokio::sync::mpsc::UnboundedSender<ProviderEvent>>,
+    /// Where streamed tokens go while the call runs.
+    pub events: Option<EventSink>,
 }
+
+/// Receives [`ProviderEvent`]s; the runtime turns them into `llm_token` events.
+pub type EventSink = std::sync::Arc<dyn Fn(ProviderEvent) + Send + Sync>;
 
 impl CallContext {
     pub fn detached(task_id: &str) -> CallContext {

@@ -13,7 +13,7 @@ use gleitzeit_core::model::primary_field;
 use gleitzeit_core::refs::{self, python};
 use gleitzeit_core::scheduler::{Action, Input, Plan, Scheduler};
 use gleitzeit_core::{ErrorCode, GzError, OnError, TaskState, Workflow, WorkflowState};
-use gleitzeit_providers::CallContext;
+use gleitzeit_providers::{CallContext, ProviderEvent};
 use gleitzeit_store::{now_ms, TaskRecord, WorkflowRecord, Write};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -631,13 +631,40 @@ impl Run<'_> {
                 .filter(|t| *t > 0.0)
                 .map(Duration::from_secs_f64)
         });
+        // Streamed tokens are announced at once and not stored: they are a live
+        // view; the committed result holds the whole text.
+        let sink: gleitzeit_providers::EventSink = {
+            let events = self.rt.events.clone();
+            let workflow_id = self.id.clone();
+            let task_id = spec.id.clone();
+            let task_name = spec.display_name().to_string();
+            std::sync::Arc::new(move |event: ProviderEvent| {
+                let (kind, data) = match event {
+                    ProviderEvent::Token { text } => (
+                        events::LLM_TOKEN,
+                        json!({"task_id": task_id, "task_name": task_name, "attempt": attempt, "token": text}),
+                    ),
+                    ProviderEvent::Log { line } => (
+                        events::TASK_OUTPUT,
+                        json!({"task_id": task_id, "task_name": task_name, "attempt": attempt, "line": line}),
+                    ),
+                };
+                let _ = events.send(Event {
+                    seq: 0,
+                    kind: kind.to_string(),
+                    workflow_id: workflow_id.clone(),
+                    at_ms: now_ms(),
+                    data,
+                });
+            })
+        };
         let ctx = CallContext {
             workflow_id: self.id.clone(),
             task_id: spec.id.clone(),
             attempt,
             timeout,
             cancel: token.clone(),
-            events: None,
+            events: Some(sink),
         };
         let method = spec.method.clone();
         let provider = self.rt.registry.for_method(&method).cloned();

@@ -1,0 +1,452 @@
+//! The endpoint fleet: per-endpoint load, latency, circuit breaker and the
+//! models each serves; choosing an endpoint by strategy; health checks.
+
+use super::config::{Dialect, EndpointConfig, LlmConfig, Strategy};
+use super::wire::{self, model_matches};
+use gleitzeit_core::{ErrorCode, GzError};
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Circuit {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct State {
+    dialect: Option<Dialect>,
+    in_flight: usize,
+    requests: u64,
+    failures: u64,
+    consecutive_failures: u32,
+    circuit: Circuit,
+    opened_at: Option<Instant>,
+    trial_in_flight: bool,
+    latency_ms: Option<f64>,
+    discovered: Option<Vec<String>>,
+    /// Models the server said it does not have.
+    missing: Vec<String>,
+    last_model: Option<String>,
+    healthy: Option<bool>,
+    last_error: Option<String>,
+}
+
+pub struct Endpoint {
+    pub config: EndpointConfig,
+    api_key: Option<String>,
+    slots: Arc<Semaphore>,
+    state: Mutex<State>,
+}
+
+/// What `providers list` / `providers health` show about an endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatus {
+    pub name: String,
+    pub url: String,
+    pub kind: Option<Dialect>,
+    pub priority: i32,
+    pub max_concurrent: usize,
+    pub in_flight: usize,
+    pub requests: u64,
+    pub failures: u64,
+    pub success_rate: f64,
+    pub latency_ms: Option<f64>,
+    pub circuit: Circuit,
+    pub healthy: Option<bool>,
+    pub models: Vec<String>,
+    pub tags: Vec<String>,
+    /// Whether an API key is attached (never the key).
+    pub api_key: bool,
+    pub last_error: Option<String>,
+}
+
+impl Endpoint {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
+    }
+
+    fn serves(&self, model: &str, state: &State) -> bool {
+        if state.missing.iter().any(|m| m == model) {
+            return false;
+        }
+        if !self.config.models.is_empty() {
+            return self.config.models.iter().any(|m| model_matches(m, model));
+        }
+        match &state.discovered {
+            // llama-server lists the file it loaded and answers to any name.
+            Some(models) if state.dialect == Some(Dialect::Ollama) => {
+                models.iter().any(|m| model_matches(m, model))
+            }
+            _ => true,
+        }
+    }
+}
+
+pub struct Fleet {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    strategy: Strategy,
+    next: AtomicUsize,
+    failure_threshold: u32,
+    cooldown: Duration,
+    pub client: reqwest::Client,
+}
+
+/// A reserved slot on an endpoint; dropping it frees the slot.
+pub struct Lease {
+    pub index: usize,
+    endpoint: Arc<Endpoint>,
+    _permit: OwnedSemaphorePermit,
+    started: Instant,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut state = self.endpoint.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        state.trial_in_flight = false;
+    }
+}
+
+impl Lease {
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Fleet {
+    pub fn new(config: &LlmConfig, ollama_host: Option<&str>) -> Result<Fleet, GzError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(
+                LlmConfig::secs(config.connect_timeout_secs).max(Duration::from_millis(100)),
+            )
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| {
+                GzError::new(
+                    ErrorCode::InternalError,
+                    format!("cannot build HTTP client: {e}"),
+                )
+            })?;
+        let endpoints = config
+            .effective_endpoints(ollama_host)
+            .into_iter()
+            .map(|c| {
+                let api_key = c
+                    .api_key_env
+                    .as_deref()
+                    .and_then(|var| std::env::var(var).ok())
+                    .filter(|k| !k.is_empty());
+                Arc::new(Endpoint {
+                    slots: Arc::new(Semaphore::new(c.max_concurrent.max(1))),
+                    state: Mutex::new(State {
+                        dialect: c.kind,
+                        in_flight: 0,
+                        requests: 0,
+                        failures: 0,
+                        consecutive_failures: 0,
+                        circuit: Circuit::Closed,
+                        opened_at: None,
+                        trial_in_flight: false,
+                        latency_ms: None,
+                        discovered: None,
+                        missing: Vec::new(),
+                        last_model: None,
+                        healthy: None,
+                        last_error: None,
+                    }),
+                    api_key,
+                    config: c,
+                })
+            })
+            .collect();
+        Ok(Fleet {
+            endpoints,
+            strategy: config.strategy,
+            next: AtomicUsize::new(0),
+            failure_threshold: config.failure_threshold.max(1),
+            cooldown: LlmConfig::secs(config.circuit_cooldown_secs),
+            client,
+        })
+    }
+
+    /// Endpoints that may take a request for `model` now, best first.
+    pub fn eligible(&self, model: &str, tags: &[String], exclude: &[usize]) -> Vec<usize> {
+        let now = Instant::now();
+        let mut scored: Vec<(usize, f64, i32, bool)> = Vec::new();
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            if exclude.contains(&i) || !tags.iter().all(|t| endpoint.config.tags.contains(t)) {
+                continue;
+            }
+            let mut state = endpoint.lock();
+            if !endpoint.serves(model, &state) {
+                continue;
+            }
+            if state.circuit == Circuit::Open {
+                match state.opened_at {
+                    Some(at) if now.duration_since(at) >= self.cooldown => {
+                        state.circuit = Circuit::HalfOpen
+                    }
+                    _ => continue,
+                }
+            }
+            if state.circuit == Circuit::HalfOpen && state.trial_in_flight {
+                continue;
+            }
+            let load = state.in_flight as f64 / endpoint.config.max_concurrent.max(1) as f64;
+            let measure = match self.strategy {
+                Strategy::LeastLoaded | Strategy::RoundRobin => load,
+                Strategy::FastestResponse => state.latency_ms.unwrap_or(0.0),
+                Strategy::ModelAffinity => load,
+            };
+            let affine = state.last_model.as_deref() == Some(model);
+            scored.push((i, measure, endpoint.config.priority, affine));
+        }
+        match self.strategy {
+            Strategy::RoundRobin => {
+                scored.sort_by_key(|s| s.0);
+                if !scored.is_empty() {
+                    let start = self.next.fetch_add(1, Ordering::Relaxed) % scored.len();
+                    scored.rotate_left(start);
+                }
+            }
+            Strategy::ModelAffinity => scored.sort_by(|a, b| {
+                b.3.cmp(&a.3)
+                    .then(a.1.total_cmp(&b.1))
+                    .then(b.2.cmp(&a.2))
+                    .then(a.0.cmp(&b.0))
+            }),
+            _ => scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0))),
+        }
+        scored.into_iter().map(|s| s.0).collect()
+    }
+
+    /// Reserves a slot on the first of `order` with room, or waits for whichever
+    /// frees first.
+    pub async fn acquire(&self, order: &[usize]) -> Option<Lease> {
+        let mut chosen = None;
+        for &i in order {
+            if let Ok(permit) = self.endpoints[i].slots.clone().try_acquire_owned() {
+                chosen = Some((i, permit));
+                break;
+            }
+        }
+        let (index, permit) = match chosen {
+            Some(c) => c,
+            None => {
+                let waits = order.iter().map(|&i| {
+                    let slots = self.endpoints[i].slots.clone();
+                    Box::pin(async move { (i, slots.acquire_owned().await) })
+                });
+                let ((i, permit), _, _) = futures_util::future::select_all(waits).await;
+                (i, permit.ok()?)
+            }
+        };
+        let endpoint = self.endpoints[index].clone();
+        {
+            let mut state = endpoint.lock();
+            state.in_flight += 1;
+            state.requests += 1;
+            if state.circuit == Circuit::HalfOpen {
+                state.trial_in_flight = true;
+            }
+        }
+        Some(Lease {
+            index,
+            endpoint,
+            _permit: permit,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn record_success(&self, index: usize, model: &str, latency: Duration) {
+        let mut state = self.endpoints[index].lock();
+        state.consecutive_failures = 0;
+        state.circuit = Circuit::Closed;
+        state.opened_at = None;
+        state.healthy = Some(true);
+        state.last_model = Some(model.to_string());
+        let ms = latency.as_secs_f64() * 1000.0;
+        state.latency_ms = Some(match state.latency_ms {
+            Some(old) => old * 0.7 + ms * 0.3,
+            None => ms,
+        });
+    }
+
+    /// A failure that says something about the endpoint (not about the request).
+    pub fn record_failure(&self, index: usize, error: &GzError) {
+        let mut state = self.endpoints[index].lock();
+        state.failures += 1;
+        state.consecutive_failures += 1;
+        state.last_error = Some(error.message.clone());
+        if state.circuit == Circuit::HalfOpen
+            || state.consecutive_failures >= self.failure_threshold
+        {
+            state.circuit = Circuit::Open;
+            state.opened_at = Some(Instant::now());
+            state.healthy = Some(false);
+        }
+    }
+
+    pub fn record_missing_model(&self, index: usize, model: &str) {
+        let mut state = self.endpoints[index].lock();
+        if !state.missing.iter().any(|m| m == model) {
+            state.missing.push(model.to_string());
+        }
+    }
+
+    /// The endpoint's dialect, probing the server once when config did not say.
+    pub async fn dialect(&self, index: usize) -> Result<Dialect, GzError> {
+        if let Some(d) = self.endpoints[index].lock().dialect {
+            return Ok(d);
+        }
+        let endpoint = &self.endpoints[index];
+        for dialect in [Dialect::Ollama, Dialect::Openai] {
+            if let Ok(models) = self.list_models(endpoint, dialect).await {
+                let mut state = endpoint.lock();
+                state.dialect = Some(dialect);
+                state.discovered = Some(models);
+                return Ok(dialect);
+            }
+        }
+        Err(unreachable(
+            endpoint,
+            "it answers neither /api/tags (Ollama) nor /v1/models (OpenAI-compatible)",
+        ))
+    }
+
+    async fn list_models(
+        &self,
+        endpoint: &Endpoint,
+        dialect: Dialect,
+    ) -> Result<Vec<String>, GzError> {
+        let url = format!("{}{}", endpoint.config.url, wire::models_path(dialect));
+        let mut request = self.client.get(&url).timeout(Duration::from_secs(10));
+        if let Some(key) = endpoint.api_key() {
+            request = request.bearer_auth(key);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(endpoint, &e))?;
+        if !response.status().is_success() {
+            return Err(unreachable(
+                endpoint,
+                format!("{url} answered {}", response.status()),
+            ));
+        }
+        let value: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| unreachable(endpoint, format!("{url} did not answer JSON: {e}")))?;
+        let models = wire::decode_models(dialect, &value);
+        if dialect == Dialect::Ollama && value.get("models").is_none() {
+            return Err(unreachable(endpoint, "not an Ollama server"));
+        }
+        Ok(models)
+    }
+
+    /// Checks one endpoint now: reachable, which models. Updates its health.
+    pub async fn check(&self, index: usize) -> Result<Vec<String>, GzError> {
+        let endpoint = &self.endpoints[index];
+        let dialect = self.dialect(index).await;
+        let result = match dialect {
+            Ok(d) => self.list_models(endpoint, d).await,
+            Err(e) => Err(e),
+        };
+        let mut state = endpoint.lock();
+        match &result {
+            Ok(models) => {
+                state.healthy = Some(true);
+                state.discovered = Some(models.clone());
+                state.last_error = None;
+                if state.circuit == Circuit::Open {
+                    state.circuit = Circuit::HalfOpen;
+                }
+            }
+            Err(e) => {
+                state.healthy = Some(false);
+                state.last_error = Some(e.message.clone());
+            }
+        }
+        result
+    }
+
+    pub fn status(&self) -> Vec<EndpointStatus> {
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let state = e.lock();
+                let mut models = e.config.models.clone();
+                if models.is_empty() {
+                    models = state.discovered.clone().unwrap_or_default();
+                }
+                EndpointStatus {
+                    name: e.config.name.clone(),
+                    url: e.config.url.clone(),
+                    kind: state.dialect,
+                    priority: e.config.priority,
+                    max_concurrent: e.config.max_concurrent,
+                    in_flight: state.in_flight,
+                    requests: state.requests,
+                    failures: state.failures,
+                    success_rate: if state.requests == 0 {
+                        1.0
+                    } else {
+                        1.0 - state.failures as f64 / state.requests as f64
+                    },
+                    latency_ms: state.latency_ms.map(|l| (l * 10.0).round() / 10.0),
+                    circuit: state.circuit,
+                    healthy: state.healthy,
+                    models,
+                    tags: e.config.tags.clone(),
+                    api_key: e.api_key.is_some(),
+                    last_error: state.last_error.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+pub fn unreachable(endpoint: &Endpoint, why: impl Into<String>) -> GzError {
+    GzError::new(
+        ErrorCode::LlmEndpointUnreachable,
+        format!(
+            "LLM endpoint `{}` ({}) is unreachable: {}",
+            endpoint.config.name,
+            endpoint.config.url,
+            why.into()
+        ),
+    )
+    .at(endpoint.config.name.clone())
+}
+
+pub fn transport_error(endpoint: &Endpoint, error: &reqwest::Error) -> GzError {
+    if error.is_timeout() {
+        GzError::new(
+            ErrorCode::NetworkTimeout,
+            format!(
+                "LLM endpoint `{}` ({}) timed out: {error}",
+                endpoint.config.name, endpoint.config.url
+            ),
+        )
+        .at(endpoint.config.name.clone())
+    } else {
+        let mut source: Option<&dyn std::error::Error> = Some(error);
+        let mut detail = String::new();
+        while let Some(s) = source {
+            detail = s.to_string();
+            source = s.source();
+        }
+        unreachable(endpoint, detail)
+    }
+}
