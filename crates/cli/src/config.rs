@@ -12,6 +12,8 @@ pub struct Config {
     pub persistence: Persistence,
     pub providers: Providers,
     pub execution: Execution,
+    /// LLM endpoints, strategy, model aliases (see README "LLM endpoints").
+    pub llm: gleitzeit_providers::llm::LlmConfig,
     /// Environment variables that `${env.NAME}` may read.
     pub allowed_env: Vec<String>,
 }
@@ -45,6 +47,16 @@ pub struct SqliteSection {
 #[serde(default)]
 pub struct Providers {
     pub python: PythonSection,
+    /// The earlier versions' single Ollama endpoint (`providers.ollama.endpoint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ollama: Option<OllamaSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct OllamaSection {
+    pub enabled: Option<bool>,
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +184,20 @@ impl Config {
         if let Some(python) = var("GLEITZEIT_PYTHON") {
             self.providers.python.interpreter = python;
         }
+    }
+
+    /// Where Ollama is when no `llm.endpoints` are configured: OLLAMA_HOST, else
+    /// the earlier versions' `providers.ollama.endpoint`.
+    pub fn ollama_host(&self) -> Option<String> {
+        std::env::var("OLLAMA_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                self.providers
+                    .ollama
+                    .as_ref()
+                    .and_then(|o| o.endpoint.clone())
+            })
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::GlobalOpts;
 use gleitzeit_core::{ErrorCode, GzError};
 use gleitzeit_providers::function::FunctionProvider;
+use gleitzeit_providers::llm::LlmProvider;
 use gleitzeit_providers::python::{PythonConfig, PythonProvider};
 use gleitzeit_providers::Registry;
 use gleitzeit_runtime::{Runtime, RuntimeConfig};
@@ -72,9 +73,30 @@ impl Context {
         python
     }
 
+    pub fn llm_provider(&self) -> Result<LlmProvider, GzError> {
+        LlmProvider::new(
+            self.config.llm.clone(),
+            self.config.ollama_host().as_deref(),
+        )
+    }
+
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(FunctionProvider));
+        let ollama_disabled = self
+            .config
+            .providers
+            .ollama
+            .as_ref()
+            .and_then(|o| o.enabled)
+            == Some(false)
+            && self.config.llm.endpoints.is_empty();
+        if !ollama_disabled {
+            match self.llm_provider() {
+                Ok(llm) => registry.register(Arc::new(llm)),
+                Err(e) => tracing::warn!("LLM provider unavailable: {e}"),
+            }
+        }
         if self.config.providers.python.enabled {
             registry.register(Arc::new(PythonProvider::new(self.python_config())));
         }

@@ -69,6 +69,11 @@ pub enum Command {
     Cancel(commands::inspect::CancelArgs),
     /// Show or change configuration
     Config(commands::config_cmd::ConfigArgs),
+    /// Providers and LLM endpoints: list them or check their health
+    Providers {
+        #[command(subcommand)]
+        command: Option<commands::providers::ProvidersCommand>,
+    },
     /// Built-in functions: list them or show one
     #[command(subcommand)]
     Functions(commands::functions::FunctionsCommand),

@@ -8,6 +8,7 @@ pub mod functions;
 pub mod init;
 pub mod inspect;
 pub mod progress;
+pub mod providers;
 pub mod run;
 pub mod validate;
 
@@ -39,6 +40,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Get(args) => inspect::get(&ctx, args).await,
         Command::Cancel(args) => inspect::cancel(&ctx, args).await,
         Command::Config(args) => config_cmd::run(&ctx, args),
+        Command::Providers { command } => providers::run(&ctx, command).await,
         Command::Errors(_) | Command::Functions(_) => Ok(output::EXIT_OK),
     };
     finish(result, global.json)

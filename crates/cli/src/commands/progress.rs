@@ -73,6 +73,8 @@ struct View {
     paint: Paint,
     running: BTreeSet<String>,
     started: std::time::Instant,
+    /// The last streamed text of the task that produced tokens most recently.
+    stream: Option<(String, String)>,
 }
 
 impl View {
@@ -94,6 +96,7 @@ impl View {
             paint: Paint(color_stderr()),
             running: BTreeSet::new(),
             started: std::time::Instant::now(),
+            stream: None,
         }
     }
 
@@ -205,6 +208,20 @@ impl View {
                 self.running.remove(&name);
                 self.line(format!("{} {name} cancelled", p.yellow("■")));
             }
+            events::LLM_TOKEN => {
+                let token = data.get("token").and_then(Value::as_str).unwrap_or("");
+                match &mut self.stream {
+                    Some((task, text)) if *task == name => text.push_str(token),
+                    _ => self.stream = Some((name.clone(), token.to_string())),
+                }
+                if let Some((_, text)) = &mut self.stream {
+                    // Keep only the tail the bar can show.
+                    let excess = text.chars().count().saturating_sub(200);
+                    if excess > 0 {
+                        *text = text.chars().skip(excess).collect();
+                    }
+                }
+            }
             events::WORKFLOW_PROGRESS => {
                 if let Some(bar) = &self.bar {
                     let done = ["completed_tasks", "failed_tasks", "skipped_tasks"]
@@ -215,6 +232,21 @@ impl View {
                 }
             }
             _ => {}
+        }
+        if let (Some(bar), Some((task, text))) = (&self.bar, &self.stream) {
+            if self.running.contains(task) {
+                let flat = text.replace(['\n', '\r'], " ");
+                let tail: String = flat
+                    .chars()
+                    .rev()
+                    .take(60)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                bar.set_message(format!("{task}: …{tail}"));
+                return;
+            }
         }
         if let Some(bar) = &self.bar {
             let names: Vec<&str> = self.running.iter().map(String::as_str).take(4).collect();

@@ -42,6 +42,21 @@ pub struct RunArgs {
     /// Arguments for --function as KEY=VALUE pairs
     #[arg(long, value_name = "KEY=VALUE", num_args = 1.., requires = "function")]
     pub args: Vec<String>,
+    /// Ask a model one prompt and stream the answer: --text "Explain X" --model llama3
+    #[arg(long, value_name = "PROMPT", conflicts_with_all = ["files", "workflow", "function", "vision"])]
+    pub text: Option<String>,
+    /// Ask a vision model about an image: --vision photo.jpg --prompt "Describe this image"
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["files", "workflow", "function"])]
+    pub vision: Option<String>,
+    /// The question for --vision
+    #[arg(long, value_name = "PROMPT", requires = "vision")]
+    pub prompt: Option<String>,
+    /// Model for --text / --vision (an alias from `llm.models` works too)
+    #[arg(long, short = 'm', value_name = "MODEL")]
+    pub model: Option<String>,
+    /// System prompt for --text / --vision
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +71,9 @@ pub struct ResumeArgs {
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
     if let Some(function) = &args.function {
         return run_function(ctx, function, &args).await;
+    }
+    if args.text.is_some() || args.vision.is_some() {
+        return run_llm(ctx, &args).await;
     }
     let files: Vec<PathBuf> = args.files.iter().chain(&args.workflow).cloned().collect();
     if files.is_empty() {
@@ -234,22 +252,7 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
         )
         .with_hint(hint));
     }
-    let workflow = Workflow {
-        name: format!("function {name}"),
-        description: None,
-        inputs: Map::new(),
-        tasks: vec![TaskSpec {
-            id: name.to_string(),
-            name: None,
-            method: "function/call".into(),
-            params: Value::Object(params),
-            dependencies: vec![],
-            priority: Default::default(),
-            timeout: None,
-            retry: RetryPolicy::default(),
-            on_error: Default::default(),
-        }],
-    };
+    let workflow = single_task_workflow(format!("function {name}"), name, "function/call", params);
     let store = ctx.open_store(args.ephemeral)?;
     let runtime = ctx.runtime(store);
     let id = runtime.submit(workflow, None).await?;
@@ -271,6 +274,153 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
             "{}",
             serde_json::to_string_pretty(&result).unwrap_or_default()
         );
+    }
+    Ok(match outcome.state {
+        WorkflowState::Completed => output::EXIT_OK,
+        _ => task
+            .error
+            .as_ref()
+            .map(output::exit_code)
+            .unwrap_or(output::EXIT_WORKFLOW_FAILED),
+    })
+}
+
+fn single_task_workflow(
+    name: String,
+    id: &str,
+    method: &str,
+    params: Map<String, Value>,
+) -> Workflow {
+    Workflow {
+        name,
+        description: None,
+        inputs: Map::new(),
+        tasks: vec![TaskSpec {
+            id: id.to_string(),
+            name: None,
+            method: method.into(),
+            params: Value::Object(params),
+            dependencies: vec![],
+            priority: Default::default(),
+            timeout: None,
+            retry: RetryPolicy::default(),
+            on_error: Default::default(),
+        }],
+    }
+}
+
+/// `run --text` / `run --vision`: one LLM call, its tokens printed as they come.
+async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
+    let model = args.model.clone().unwrap_or_else(|| {
+        if args.vision.is_some() {
+            "llava".into()
+        } else {
+            "llama3.2".into()
+        }
+    });
+    let mut params = Map::new();
+    params.insert("model".into(), Value::String(model));
+    if let Some(system) = &args.system {
+        params.insert("system".into(), Value::String(system.clone()));
+    }
+    let method = if let Some(image) = &args.vision {
+        let prompt = args
+            .prompt
+            .clone()
+            .unwrap_or_else(|| "Describe this image".into());
+        params.insert("prompt".into(), Value::String(prompt));
+        params.insert(
+            "images".into(),
+            Value::Array(vec![Value::String(image.clone())]),
+        );
+        "llm/vision"
+    } else {
+        params.insert(
+            "prompt".into(),
+            Value::String(args.text.clone().unwrap_or_default()),
+        );
+        "llm/chat"
+    };
+    let workflow = single_task_workflow(format!("{method} prompt"), "answer", method, params);
+    let store = ctx.open_store(args.ephemeral)?;
+    let runtime = ctx.runtime(store);
+    let id = runtime.submit(workflow, None).await?;
+    let mut events = runtime.subscribe();
+    let json = ctx.global.json;
+    let printer = tokio::spawn(async move {
+        use std::io::Write;
+        let mut printed = false;
+        while let Ok(event) = events.recv().await {
+            if event.kind == gleitzeit_core::events::LLM_TOKEN && !json {
+                if let Some(token) = event.data.get("token").and_then(Value::as_str) {
+                    print!("{token}");
+                    let _ = std::io::stdout().flush();
+                    printed = true;
+                }
+            }
+            if event.kind.starts_with("workflow_")
+                && event.kind != gleitzeit_core::events::WORKFLOW_STARTED
+                && event.kind != gleitzeit_core::events::WORKFLOW_PROGRESS
+            {
+                break;
+            }
+        }
+        printed
+    });
+    let cancel = CancellationToken::new();
+    let signal = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        })
+    };
+    let outcome = runtime.run(&id, cancel).await;
+    signal.abort();
+    let printed = tokio::time::timeout(std::time::Duration::from_secs(2), printer)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
+    runtime.registry().shutdown().await;
+    let outcome = outcome?;
+    let task = &outcome.tasks[0];
+    if json {
+        let record = runtime.store().find_workflow(&id).await?;
+        println!("{}", super::inspect::workflow_json(&record, &outcome.tasks));
+    } else if let Some(error) = &task.error {
+        if printed {
+            println!();
+        }
+        output::print_error(error);
+    } else {
+        let response = task
+            .result
+            .as_ref()
+            .and_then(|r| r.get("response"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if printed {
+            println!();
+        } else {
+            println!("{response}");
+        }
+        if let Some(record) = &task.result {
+            let paint = Paint(output::color_stderr());
+            let usage = &record["usage"];
+            eprintln!(
+                "{}",
+                paint.dim(&format!(
+                    "{} on {} · {} prompt + {} completion tokens · {} ms",
+                    record["model"].as_str().unwrap_or("?"),
+                    record["endpoint"].as_str().unwrap_or("?"),
+                    usage["prompt_tokens"],
+                    usage["completion_tokens"],
+                    record["duration_ms"]
+                ))
+            );
+        }
     }
     Ok(match outcome.state {
         WorkflowState::Completed => output::EXIT_OK,

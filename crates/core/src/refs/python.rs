@@ -131,7 +131,14 @@ pub fn render(
         if let [Segment::Ref(reference)] = segments.as_slice() {
             let value = resolve(reference, scope)?;
             used.push((reference.clone(), value.clone()));
-            return Ok(as_text(&value));
+            let text = as_text(&value);
+            // Models wrap code in Markdown fences, which are never valid Python:
+            // run what is inside the first fence.
+            return Ok(if text.contains("```") {
+                super::extract_code(&text)
+            } else {
+                text
+            });
         }
     }
 
@@ -293,6 +300,13 @@ mod tests {
         let code = render("${llm_task.result | code}", &names, &scope, &mut used).unwrap();
         assert_eq!(code, "print(1)");
         assert_eq!(used.len(), 1);
+    }
+
+    #[test]
+    fn whole_code_reference_to_fenced_text_runs_the_fenced_code() {
+        let (names, scope) = scope();
+        let code = render("${llm_task.result}", &names, &scope, &mut Vec::new()).unwrap();
+        assert_eq!(code, "print(1)");
     }
 
     #[test]

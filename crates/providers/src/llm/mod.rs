@@ -13,7 +13,7 @@ mod images;
 pub mod wire;
 
 pub use config::{Dialect, EndpointConfig, LlmConfig, Strategy};
-pub use fleet::EndpointStatus;
+pub use fleet::{Circuit, EndpointStatus};
 
 use crate::{CallContext, MethodInfo, Provider, ProviderEvent};
 use async_trait::async_trait;
