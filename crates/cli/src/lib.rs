@@ -50,7 +50,7 @@ pub struct GlobalOpts {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run workflow files (or a single built-in function) and wait for the result
-    Run(commands::run::RunArgs),
+    Run(Box<commands::run::RunArgs>),
     /// Continue a workflow that was interrupted (completed tasks are kept)
     Resume(commands::run::ResumeArgs),
     /// Check workflow files without running them; reports every problem

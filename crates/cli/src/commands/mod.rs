@@ -30,7 +30,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Err(e) => return finish(Err(e), global.json),
     };
     let result = match cli.command {
-        Command::Run(args) => run::run(&ctx, args).await,
+        Command::Run(args) => run::run(&ctx, *args).await,
         Command::Resume(args) => run::resume(&ctx, args).await,
         Command::Validate(args) => validate::run(&ctx, args),
         Command::Exec(args) => exec::run(&ctx, args).await,
