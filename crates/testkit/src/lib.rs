@@ -18,6 +18,8 @@
 //! can call these to compute the numbers they expect.
 
 mod handlers;
+mod llama;
+pub use llama::llama_server_url;
 mod wire;
 
 use std::net::SocketAddr;

@@ -99,6 +99,9 @@ pub struct LlmConfig {
     pub connect_timeout_secs: f64,
     /// Largest image accepted for vision calls, in MiB.
     pub max_image_mb: f64,
+    /// `max_tokens` for calls that do not set one (a cap for base models that
+    /// never stop by themselves).
+    pub default_max_tokens: Option<u64>,
 }
 
 impl Default for LlmConfig {
@@ -113,6 +116,7 @@ impl Default for LlmConfig {
             stream_idle_timeout_secs: 120.0,
             connect_timeout_secs: 5.0,
             max_image_mb: 20.0,
+            default_max_tokens: None,
         }
     }
 }

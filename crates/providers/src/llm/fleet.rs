@@ -334,9 +334,7 @@ impl Fleet {
         if let Some(key) = endpoint.api_key() {
             request = request.bearer_auth(key);
         }
-        let response = request
-            .send()
-            .await
+        let response = send(request).await
             .map_err(|e| transport_error(endpoint, &e))?;
         if !response.status().is_success() {
             return Err(unreachable(
@@ -414,6 +412,20 @@ impl Fleet {
                 }
             })
             .collect()
+    }
+}
+
+/// Sends a request, once more on a fresh connection when a pooled keep-alive
+/// connection turns out to have been closed by the server (it never saw the
+/// request, so repeating it is safe).
+pub async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, reqwest::Error> {
+    let retry = request.try_clone();
+    match request.send().await {
+        Err(e) if !e.is_timeout() && !e.is_connect() && e.is_request() => match retry {
+            Some(again) => again.send().await,
+            None => Err(e),
+        },
+        other => other,
     }
 }
 

@@ -228,7 +228,8 @@ impl LlmProvider {
             max_tokens: map
                 .get("max_tokens")
                 .or_else(|| map.get("num_predict"))
-                .and_then(Value::as_u64),
+                .and_then(Value::as_u64)
+                .or(self.config.default_max_tokens),
             top_p: number("top_p"),
             stop: string_list(map.get("stop")),
             seed: map.get("seed").and_then(Value::as_i64),
@@ -287,9 +288,7 @@ impl LlmProvider {
             http = http.bearer_auth(key);
         }
         let started = Instant::now();
-        let response = http
-            .send()
-            .await
+        let response = fleet::send(http).await
             .map_err(|e| transport_error(endpoint, &e))?;
         let status = response.status();
         if !status.is_success() {
