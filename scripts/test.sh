@@ -17,6 +17,13 @@ if ! command -v python3 >/dev/null; then
   exit 1
 fi
 
+echo "== real LLM server (llama.cpp + Gemma 3 270M; built and cached on first use)"
+scripts/llm-test-server.sh setup
+LLAMA_LINE=$(scripts/llm-test-server.sh start --embeddings)
+export GLEITZEIT_TEST_LLAMA_URL="${LLAMA_LINE#LLAMA_URL=}"
+trap 'scripts/llm-test-server.sh stop >/dev/null 2>&1 || true' EXIT
+echo "llama-server at $GLEITZEIT_TEST_LLAMA_URL"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -53,8 +53,11 @@ async fn chat_streams_tokens_in_order_with_usage() {
     let usage = &result["usage"];
     assert!(usage["prompt_tokens"].as_u64().unwrap() > 3, "{usage}");
     let completion = usage["completion_tokens"].as_u64().unwrap();
-    assert!(completion >= 1 && completion <= 24, "{usage}");
-    assert_eq!(usage["total_tokens"].as_u64().unwrap(), usage["prompt_tokens"].as_u64().unwrap() + completion);
+    assert!((1..=24).contains(&completion), "{usage}");
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + completion
+    );
     assert_eq!(result["endpoint"], "llama");
     assert!(result["first_token_ms"].as_u64().unwrap() <= result["duration_ms"].as_u64().unwrap());
     assert!(["stop", "length"].contains(&result["finish_reason"].as_str().unwrap()));
@@ -64,7 +67,11 @@ async fn chat_streams_tokens_in_order_with_usage() {
 async fn dialect_is_probed_as_openai() {
     let llm = provider(None);
     let result = llm
-        .call("llm/generate", json!({"model": "any", "prompt": "The sky is", "max_tokens": 8}), &CallContext::detached("t"))
+        .call(
+            "llm/generate",
+            json!({"model": "any", "prompt": "The sky is", "max_tokens": 8}),
+            &CallContext::detached("t"),
+        )
         .await
         .unwrap();
     assert!(result["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
@@ -92,8 +99,12 @@ async fn json_schema_output_is_constrained_and_validated() {
         .unwrap();
     let parsed = &result["parsed"];
     assert!(parsed["name"].is_string(), "{result}");
-    assert!(parsed["year"].is_i64() || parsed["year"].is_u64(), "{result}");
-    let reparsed: Value = serde_json::from_str(result["response"].as_str().unwrap().trim()).unwrap();
+    assert!(
+        parsed["year"].is_i64() || parsed["year"].is_u64(),
+        "{result}"
+    );
+    let reparsed: Value =
+        serde_json::from_str(result["response"].as_str().unwrap().trim()).unwrap();
     assert_eq!(&reparsed, parsed);
 }
 
@@ -107,19 +118,29 @@ async fn stop_sequences_end_the_reply_early() {
         .call("llm/chat", json!({"model": "gemma3", "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 32, "temperature": 0, "seed": 42, "stop": [","]}), &ctx)
         .await
         .unwrap();
-    assert!(!counted["response"].as_str().unwrap().contains(','), "{counted}");
+    assert!(
+        !counted["response"].as_str().unwrap().contains(','),
+        "{counted}"
+    );
 }
 
 #[tokio::test]
 async fn embeddings_have_the_model_dimension() {
     let llm = provider(Some(Dialect::Openai));
     let result = llm
-        .call("llm/embed", json!({"model": "gemma3", "input": ["hello", "world"]}), &CallContext::detached("t"))
+        .call(
+            "llm/embed",
+            json!({"model": "gemma3", "input": ["hello", "world"]}),
+            &CallContext::detached("t"),
+        )
         .await
         .unwrap();
     let vectors = result["embeddings"].as_array().unwrap();
     assert_eq!(vectors.len(), 2);
-    assert_eq!(result["dimensions"].as_u64().unwrap() as usize, vectors[0].as_array().unwrap().len());
+    assert_eq!(
+        result["dimensions"].as_u64().unwrap() as usize,
+        vectors[0].as_array().unwrap().len()
+    );
     assert!(result["dimensions"].as_u64().unwrap() >= 64);
     assert_ne!(vectors[0], vectors[1]);
 }
@@ -129,11 +150,19 @@ async fn images_to_a_text_only_model_fail_clearly() {
     let llm = provider(Some(Dialect::Openai));
     let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
     let error = llm
-        .call("llm/vision", json!({"model": "gemma3", "prompt": "What is this?", "images": [png], "max_tokens": 8}), &CallContext::detached("t"))
+        .call(
+            "llm/vision",
+            json!({"model": "gemma3", "prompt": "What is this?", "images": [png], "max_tokens": 8}),
+            &CallContext::detached("t"),
+        )
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::LlmRequestFailed);
-    assert!(error.message.contains("llama") && error.message.contains("image"), "{}", error.message);
+    assert!(
+        error.message.contains("llama") && error.message.contains("image"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]
@@ -142,8 +171,12 @@ async fn parallel_requests_share_the_four_slots() {
     let calls = (0..8).map(|i| {
         let llm = llm.clone();
         tokio::spawn(async move {
-            llm.call("llm/chat", json!({"model": "gemma3", "prompt": format!("Number {i}:"), "max_tokens": 8}), &CallContext::detached("t"))
-                .await
+            llm.call(
+                "llm/chat",
+                json!({"model": "gemma3", "prompt": format!("Number {i}:"), "max_tokens": 8}),
+                &CallContext::detached("t"),
+            )
+            .await
         })
     });
     for call in futures_util::future::join_all(calls).await {

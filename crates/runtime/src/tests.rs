@@ -388,3 +388,102 @@ async fn wide_fan_out_and_fan_in() {
         json!(299)
     );
 }
+
+fn llm_runtime(url: &str) -> Runtime {
+    use gleitzeit_providers::llm::{Dialect, EndpointConfig, LlmConfig, LlmProvider};
+    let config = LlmConfig {
+        endpoints: vec![EndpointConfig {
+            name: "double".into(),
+            url: url.into(),
+            kind: Some(Dialect::Ollama),
+            ..EndpointConfig::default()
+        }],
+        health_interval_secs: 0.0,
+        ..LlmConfig::default()
+    };
+    let mut registry = Registry::new();
+    registry.register(Arc::new(LlmProvider::new(config, None).unwrap()));
+    Runtime::new(
+        Arc::new(MemoryStore::new()),
+        registry,
+        RuntimeConfig::default(),
+    )
+}
+
+#[tokio::test]
+async fn llm_tokens_are_announced_as_they_stream() {
+    use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
+    let server = OllamaDouble::start(DoubleConfig::default()).await.unwrap();
+    let rt = llm_runtime(&server.url());
+    let mut events = rt.subscribe();
+    let outcome = run_yaml(
+        &rt,
+        "name: t\ntasks:\n  - {id: talk, method: llm/chat, params: {model: llama3.2, prompt: 'one two three four'}}\n",
+    )
+    .await;
+    assert_eq!(outcome.state, WorkflowState::Completed);
+    let mut tokens = String::new();
+    let mut token_events = 0;
+    let mut completed_after_tokens = false;
+    while let Ok(event) = events.try_recv() {
+        match event.kind.as_str() {
+            "llm_token" => {
+                assert_eq!(event.data["task_id"], "talk");
+                tokens.push_str(event.data["token"].as_str().unwrap());
+                token_events += 1;
+            }
+            "task_completed" => completed_after_tokens = token_events > 0,
+            _ => {}
+        }
+    }
+    assert!(token_events > 1);
+    assert_eq!(tokens, "echo: one two three four");
+    assert!(
+        completed_after_tokens,
+        "tokens stream before the task completes"
+    );
+    // Tokens are a live view only; the store keeps the whole text once.
+    let stored = rt
+        .store()
+        .events(Some(&outcome.workflow_id), 0, 0)
+        .await
+        .unwrap();
+    assert!(stored.iter().all(|e| e.kind != "llm_token"));
+}
+
+#[tokio::test]
+async fn cancelling_aborts_an_in_flight_llm_request() {
+    use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
+    let server =
+        OllamaDouble::start(DoubleConfig::default().with_token_delay(Duration::from_millis(300)))
+            .await
+            .unwrap();
+    let rt = llm_runtime(&server.url());
+    let id = rt
+        .submit(
+            workflow(&rt, "name: t\ntasks:\n  - {id: talk, method: llm/chat, params: {model: llama3.2, prompt: 'a b c d e f g h i j k l'}}\n"),
+            None,
+        )
+        .await
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let stats_server = &server;
+    let run = rt.run(&id, cancel);
+    let watcher = async {
+        while stats_server.stats().in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        trigger.cancel();
+    };
+    let (outcome, _) = tokio::join!(run, watcher);
+    assert_eq!(outcome.unwrap().state, WorkflowState::Cancelled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.stats().in_flight > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request still streaming after cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

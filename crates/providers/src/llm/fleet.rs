@@ -334,7 +334,8 @@ impl Fleet {
         if let Some(key) = endpoint.api_key() {
             request = request.bearer_auth(key);
         }
-        let response = send(request).await
+        let response = send(request)
+            .await
             .map_err(|e| transport_error(endpoint, &e))?;
         if !response.status().is_success() {
             return Err(unreachable(

@@ -288,7 +288,8 @@ impl LlmProvider {
             http = http.bearer_auth(key);
         }
         let started = Instant::now();
-        let response = fleet::send(http).await
+        let response = fleet::send(http)
+            .await
             .map_err(|e| transport_error(endpoint, &e))?;
         let status = response.status();
         if !status.is_success() {
