@@ -5,6 +5,8 @@
 //! `bench/results/latest.json`. Each scenario runs several times; the median is
 //! reported so one slow run does not decide the number.
 
+mod llm;
+
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -165,7 +167,7 @@ fn main() -> Result<()> {
         if quick { "quick" } else { "full" },
         binary.display()
     );
-    let results = vec![
+    let mut results = vec![
         scenario(
             &binary,
             dir.path(),
@@ -203,6 +205,14 @@ fn main() -> Result<()> {
             &[],
         )?,
     ];
+    if let Some(url) = std::env::var("GLEITZEIT_BENCH_LLAMA_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        results.push(llm::run(&binary, dir.path(), url.trim_end_matches('/'))?);
+    } else if !quick {
+        println!("(set GLEITZEIT_BENCH_LLAMA_URL, or use scripts/bench.sh, for the LLM scenario)");
+    }
     let machine = json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())),

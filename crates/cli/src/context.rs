@@ -116,6 +116,16 @@ impl Context {
             "function".into(),
             self.config.execution.max_concurrent_functions.max(1),
         );
+        // An LLM task counts as running only while it holds an endpoint slot,
+        // so its duration is the request's, not time spent queueing.
+        let llm_slots: usize = self
+            .config
+            .llm
+            .effective_endpoints(self.config.ollama_host().as_deref())
+            .iter()
+            .map(|e| e.max_concurrent.max(1))
+            .sum();
+        config.lane_limits.insert("llm".into(), llm_slots.max(1));
         Runtime::new(store, registry, config)
     }
 }

@@ -99,6 +99,8 @@ pub struct Fleet {
     failure_threshold: u32,
     cooldown: Duration,
     pub client: reqwest::Client,
+    /// Never reuses a connection: for the one retry after a stale one.
+    fresh_client: reqwest::Client,
 }
 
 /// A reserved slot on an endpoint; dropping it frees the slot.
@@ -125,18 +127,23 @@ impl Lease {
 
 impl Fleet {
     pub fn new(config: &LlmConfig, ollama_host: Option<&str>) -> Result<Fleet, GzError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(
-                LlmConfig::secs(config.connect_timeout_secs).max(Duration::from_millis(100)),
+        let connect = LlmConfig::secs(config.connect_timeout_secs).max(Duration::from_millis(100));
+        let build_error = |e: reqwest::Error| {
+            GzError::new(
+                ErrorCode::InternalError,
+                format!("cannot build HTTP client: {e}"),
             )
-            .pool_idle_timeout(Duration::from_secs(60))
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .pool_idle_timeout(Duration::from_secs(4))
             .build()
-            .map_err(|e| {
-                GzError::new(
-                    ErrorCode::InternalError,
-                    format!("cannot build HTTP client: {e}"),
-                )
-            })?;
+            .map_err(build_error)?;
+        let fresh_client = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(build_error)?;
         let endpoints = config
             .effective_endpoints(ollama_host)
             .into_iter()
@@ -176,6 +183,7 @@ impl Fleet {
             failure_threshold: config.failure_threshold.max(1),
             cooldown: LlmConfig::secs(config.circuit_cooldown_secs),
             client,
+            fresh_client,
         })
     }
 
@@ -330,13 +338,15 @@ impl Fleet {
         dialect: Dialect,
     ) -> Result<Vec<String>, GzError> {
         let url = format!("{}{}", endpoint.config.url, wire::models_path(dialect));
-        let mut request = self.client.get(&url).timeout(Duration::from_secs(10));
-        if let Some(key) = endpoint.api_key() {
-            request = request.bearer_auth(key);
-        }
-        let response = send(request)
-            .await
-            .map_err(|e| transport_error(endpoint, &e))?;
+        let response = send(self, |client| {
+            let request = client.get(&url).timeout(Duration::from_secs(10));
+            match endpoint.api_key() {
+                Some(key) => request.bearer_auth(key),
+                None => request,
+            }
+        })
+        .await
+        .map_err(|e| transport_error(endpoint, &e))?;
         if !response.status().is_success() {
             return Err(unreachable(
                 endpoint,
@@ -416,16 +426,17 @@ impl Fleet {
     }
 }
 
-/// Sends a request, once more on a fresh connection when a pooled keep-alive
-/// connection turns out to have been closed by the server (it never saw the
-/// request, so repeating it is safe).
-pub async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, reqwest::Error> {
-    let retry = request.try_clone();
-    match request.send().await {
-        Err(e) if !e.is_timeout() && !e.is_connect() && e.is_request() => match retry {
-            Some(again) => again.send().await,
-            None => Err(e),
-        },
+/// Sends a request; when a pooled keep-alive connection turns out to have been
+/// closed by the server (llama-server closes some after a stream), the server
+/// never saw the request, so it is sent again on a new connection.
+pub async fn send(
+    fleet: &Fleet,
+    build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    match build(&fleet.client).send().await {
+        Err(e) if !e.is_timeout() && !e.is_connect() && e.is_request() => {
+            build(&fleet.fresh_client).send().await
+        }
         other => other,
     }
 }

@@ -279,18 +279,17 @@ impl LlmProvider {
     ) -> Result<Reply, GzError> {
         let endpoint = &self.fleet.endpoints[lease.index];
         let url = format!("{}{}", endpoint.config.url, wire::path(dialect, request.op));
-        let mut http = self
-            .fleet
-            .client
-            .post(&url)
-            .json(&wire::body(dialect, request));
-        if let Some(key) = endpoint.api_key() {
-            http = http.bearer_auth(key);
-        }
+        let body = wire::body(dialect, request);
         let started = Instant::now();
-        let response = fleet::send(http)
-            .await
-            .map_err(|e| transport_error(endpoint, &e))?;
+        let response = fleet::send(&self.fleet, |client| {
+            let http = client.post(&url).json(&body);
+            match endpoint.api_key() {
+                Some(key) => http.bearer_auth(key),
+                None => http,
+            }
+        })
+        .await
+        .map_err(|e| transport_error(endpoint, &e))?;
         let status = response.status();
         if !status.is_success() {
             let retry_after = response
