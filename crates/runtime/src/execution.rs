@@ -121,18 +121,9 @@ pub(crate) async fn run_loop(
     let mut records = vec![None; n];
     let mut last_error = vec![None; n];
     for (i, spec) in workflow.tasks.iter().enumerate() {
-        let task = stored.remove(&spec.id).unwrap_or_else(|| TaskRecord {
-            workflow_id: record.id.clone(),
-            task_id: spec.id.clone(),
-            position: i as u32,
-            method: spec.method.clone(),
-            state: TaskState::Pending,
-            attempt: 0,
-            result: None,
-            error: None,
-            started_ms: None,
-            finished_ms: None,
-        });
+        let task = stored
+            .remove(&spec.id)
+            .unwrap_or_else(|| TaskRecord::pending(&record.id, i as u32, &spec.id, &spec.method));
         let attempts_done = match task.state {
             // The attempt in flight when the last process died did not finish.
             TaskState::Running => task.attempt.saturating_sub(1),

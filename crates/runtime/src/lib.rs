@@ -11,7 +11,7 @@ mod scope;
 pub use execution::RunOutcome;
 
 use gleitzeit_core::events::Event;
-use gleitzeit_core::{ErrorCode, GzError, TaskState, Workflow, WorkflowState};
+use gleitzeit_core::{ErrorCode, GzError, Workflow, WorkflowState};
 use gleitzeit_providers::Registry;
 use gleitzeit_store::{now_ms, Owner, Store, TaskRecord, WorkflowRecord};
 use std::collections::HashMap;
@@ -105,18 +105,7 @@ impl Runtime {
             .tasks
             .iter()
             .enumerate()
-            .map(|(i, t)| TaskRecord {
-                workflow_id: id.clone(),
-                task_id: t.id.clone(),
-                position: i as u32,
-                method: t.method.clone(),
-                state: TaskState::Pending,
-                attempt: 0,
-                result: None,
-                error: None,
-                started_ms: None,
-                finished_ms: None,
-            })
+            .map(|(i, t)| TaskRecord::pending(&id, i as u32, &t.id, &t.method))
             .collect();
         self.store.create_workflow(&record, &tasks).await?;
         Ok(id)

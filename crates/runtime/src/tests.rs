@@ -1,6 +1,7 @@
 //! Runtime behaviour against the memory and SQLite stores with a test provider.
 
 use super::*;
+use gleitzeit_core::TaskState;
 use async_trait::async_trait;
 use gleitzeit_core::parse;
 use gleitzeit_providers::{CallContext, MethodInfo, Provider};

@@ -101,6 +101,22 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// A task that has not started: what a new or resumed workflow begins with.
+    pub fn pending(workflow_id: &str, position: u32, task_id: &str, method: &str) -> TaskRecord {
+        TaskRecord {
+            workflow_id: workflow_id.to_string(),
+            task_id: task_id.to_string(),
+            position,
+            method: method.to_string(),
+            state: TaskState::Pending,
+            attempt: 0,
+            result: None,
+            error: None,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+
     pub fn duration_ms(&self) -> Option<i64> {
         Some(self.finished_ms? - self.started_ms?)
     }

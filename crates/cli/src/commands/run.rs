@@ -275,14 +275,7 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
             serde_json::to_string_pretty(&result).unwrap_or_default()
         );
     }
-    Ok(match outcome.state {
-        WorkflowState::Completed => output::EXIT_OK,
-        _ => task
-            .error
-            .as_ref()
-            .map(output::exit_code)
-            .unwrap_or(output::EXIT_WORKFLOW_FAILED),
-    })
+    Ok(single_task_exit(&outcome))
 }
 
 fn single_task_workflow(
@@ -422,12 +415,17 @@ async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
             );
         }
     }
-    Ok(match outcome.state {
-        WorkflowState::Completed => output::EXIT_OK,
-        _ => task
-            .error
-            .as_ref()
-            .map(output::exit_code)
-            .unwrap_or(output::EXIT_WORKFLOW_FAILED),
-    })
+    Ok(single_task_exit(&outcome))
+}
+
+/// Exit code of a one-task run: the task's error decides (bad arguments are 2).
+fn single_task_exit(outcome: &RunOutcome) -> u8 {
+    match (
+        outcome.state,
+        outcome.tasks.first().and_then(|t| t.error.as_ref()),
+    ) {
+        (WorkflowState::Completed, _) => output::EXIT_OK,
+        (_, Some(error)) => output::exit_code(error),
+        _ => output::EXIT_WORKFLOW_FAILED,
+    }
 }
