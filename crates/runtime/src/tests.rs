@@ -1,9 +1,9 @@
 //! Runtime behaviour against the memory and SQLite stores with a test provider.
 
 use super::*;
-use gleitzeit_core::TaskState;
 use async_trait::async_trait;
 use gleitzeit_core::parse;
+use gleitzeit_core::TaskState;
 use gleitzeit_providers::{CallContext, MethodInfo, Provider};
 use gleitzeit_store::{MemoryStore, SqliteOptions, SqliteStore, Write};
 use serde_json::{json, Map, Value};

@@ -535,3 +535,30 @@ async fn bad_parameters() {
     }
     assert_eq!(server.stats().chat, 0, "nothing was sent");
 }
+
+#[tokio::test]
+async fn api_keys_come_from_the_environment_and_are_never_shown() {
+    let server = double(DoubleConfig::default()).await;
+    let secret = "sk-test-0123456789-do-not-print";
+    std::env::set_var("GLEITZEIT_TEST_LLM_KEY_7F3A", secret);
+    let mut config = endpoint("keyed", &server.url());
+    config.api_key_env = Some("GLEITZEIT_TEST_LLM_KEY_7F3A".into());
+    let llm = provider(vec![config.clone()], |_| {});
+    llm.call("llm/chat", chat("hi"), &CallContext::detached("t"))
+        .await
+        .unwrap();
+    let status = llm.status();
+    assert!(status[0].api_key);
+    let shown = format!(
+        "{} {:?} {:?}",
+        serde_json::to_string(&status).unwrap(),
+        status,
+        config
+    );
+    assert!(!shown.contains(secret), "{shown}");
+    let unset = EndpointConfig {
+        api_key_env: Some("GLEITZEIT_TEST_LLM_KEY_UNSET_9B1C".into()),
+        ..config
+    };
+    assert!(!provider(vec![unset], |_| {}).status()[0].api_key);
+}
