@@ -594,15 +594,12 @@ impl Run<'_> {
             return Ok(());
         }
         let mut writes = std::mem::take(&mut self.writes);
-        writes.extend(
-            self.announce
-                .iter()
-                .filter(|e| e.kind != events::WORKFLOW_PROGRESS)
-                .cloned()
-                .map(Write::Event),
-        );
-        self.rt.store.apply(writes).await?;
-        for event in self.announce.drain(..) {
+        writes.extend(self.announce.iter().cloned().map(Write::Event));
+        let seqs = self.rt.store.apply(writes).await?;
+        // Every announced event carries the id it was stored under, so a
+        // client can resume a stream from it.
+        for (mut event, seq) in self.announce.drain(..).zip(seqs) {
+            event.seq = seq;
             let _ = self.rt.events.send(event);
         }
         for (task, attempt, params) in std::mem::take(&mut self.start) {
@@ -728,7 +725,10 @@ pub(crate) async fn cancel_unowned(rt: &Runtime, record: &WorkflowRecord) -> Res
         data: json!({"name": record.name, "state": "cancelled", "error": error}),
     };
     writes.push(Write::Event(event.clone()));
-    rt.store.apply(writes).await?;
-    let _ = rt.events.send(event);
+    let seqs = rt.store.apply(writes).await?;
+    let _ = rt.events.send(Event {
+        seq: seqs.last().copied().unwrap_or(0),
+        ..event
+    });
     Ok(())
 }

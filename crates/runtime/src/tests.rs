@@ -140,6 +140,31 @@ tasks:
 }
 
 #[tokio::test]
+async fn announced_events_carry_their_stored_sequence_numbers() {
+    let (rt, _) = runtime();
+    let mut live = rt.subscribe();
+    let outcome = run_yaml(&rt, "name: e\ntasks:\n  - {id: a, method: test/echo}\n  - {id: b, method: test/echo, dependencies: [a]}\n").await;
+    let mut announced = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        announced.push(event);
+    }
+    assert!(announced.iter().all(|e| e.seq > 0));
+    assert!(
+        announced.windows(2).all(|w| w[0].seq < w[1].seq),
+        "monotonic"
+    );
+    let stored = rt
+        .store()
+        .events(Some(&outcome.workflow_id), 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored, announced,
+        "what was announced is exactly what was stored"
+    );
+}
+
+#[tokio::test]
 async fn retries_until_success_and_counts_attempts() {
     let (rt, provider) = runtime();
     let outcome = run_yaml(

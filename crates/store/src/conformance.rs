@@ -96,7 +96,7 @@ async fn contract(store: &dyn Store) {
     done.finished_ms = Some(15);
     let mut failed = task("wf-0001", "b", 1, TaskState::Failed);
     failed.error = Some(GzError::new(ErrorCode::PythonException, "boom").with_hint("h"));
-    store
+    let seqs = store
         .apply(vec![
             Write::Workflow {
                 id: "wf-0001".into(),
@@ -112,6 +112,8 @@ async fn contract(store: &dyn Store) {
         ])
         .await
         .unwrap();
+    assert_eq!(seqs.len(), 3, "one sequence number per event");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     let tasks = store.tasks("wf-0001").await.unwrap();
     assert_eq!(tasks, vec![done.clone(), failed.clone()]);
     assert_eq!(tasks[0].duration_ms(), Some(5));
@@ -122,6 +124,7 @@ async fn contract(store: &dyn Store) {
     // Events: ordered, filtered, resumable from a sequence number.
     let all = store.events(None, 0, 0).await.unwrap();
     assert_eq!(all.len(), 3);
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     let mine = store.events(Some("wf-0001"), 0, 0).await.unwrap();
     assert_eq!(

@@ -165,8 +165,9 @@ pub struct StoreStats {
 pub trait Store: Send + Sync {
     /// Stores a new workflow and all its tasks in one transaction.
     async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()>;
-    /// Commits the batch atomically; returns after it is durable.
-    async fn apply(&self, writes: Vec<Write>) -> Result<()>;
+    /// Commits the batch atomically; returns after it is durable, with the
+    /// sequence numbers its events got (monotonic across the store), in order.
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<u64>>;
     async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>>;
     /// Finds a workflow by full id or a unique prefix.
     async fn find_workflow(&self, id_or_prefix: &str) -> Result<WorkflowRecord>;

@@ -81,8 +81,9 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<u64>> {
         let mut inner = self.lock();
+        let mut seqs = Vec::new();
         for write in writes {
             match write {
                 Write::Task(task) => inner
@@ -102,11 +103,12 @@ impl Store for MemoryStore {
                 }
                 Write::Event(mut event) => {
                     event.seq = inner.events.len() as u64 + 1;
+                    seqs.push(event.seq);
                     inner.events.push(event);
                 }
             }
         }
-        Ok(())
+        Ok(seqs)
     }
 
     async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>> {

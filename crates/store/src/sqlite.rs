@@ -69,7 +69,8 @@ impl SqliteOptions {
     }
 }
 
-type Reply = oneshot::Sender<Result<()>>;
+/// The sequence numbers the batch's events got, in order.
+type Reply = oneshot::Sender<Result<Vec<u64>>>;
 
 enum Job {
     Create(Box<WorkflowRecord>, Vec<TaskRecord>),
@@ -185,7 +186,7 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn send(&self, job: Job) -> Result<()> {
+    async fn send(&self, job: Job) -> Result<Vec<u64>> {
         let (reply, wait) = oneshot::channel();
         self.writer
             .lock()
@@ -222,15 +223,16 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, path: PathBuf)
         }
         let together = run_transaction(&mut conn, batch.iter().map(|r| &r.job));
         match together {
-            Ok(()) => {
-                for request in batch {
-                    let _ = request.reply.send(Ok(()));
+            Ok(seqs) => {
+                for (request, seqs) in batch.into_iter().zip(seqs) {
+                    let _ = request.reply.send(Ok(seqs));
                 }
             }
             Err(_) if batch.len() > 1 => {
                 // One bad request must not fail its neighbours: retry one by one.
                 for request in batch {
-                    let result = run_transaction(&mut conn, std::iter::once(&request.job));
+                    let result = run_transaction(&mut conn, std::iter::once(&request.job))
+                        .map(|mut seqs| seqs.pop().unwrap_or_default());
                     let _ = request.reply.send(result.map_err(|e| classify(e, &path)));
                 }
             }
@@ -247,9 +249,11 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, path: PathBuf)
 fn run_transaction<'a>(
     conn: &mut Connection,
     jobs: impl Iterator<Item = &'a Job>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<Vec<u64>>> {
     let tx = conn.transaction()?;
+    let mut all_seqs = Vec::new();
     for job in jobs {
+        let mut seqs = Vec::new();
         match job {
             Job::Create(workflow, tasks) => {
                 tx.prepare_cached(
@@ -302,6 +306,7 @@ fn run_transaction<'a>(
                                 "INSERT INTO events (workflow_id, kind, at_ms, data) VALUES (?1, ?2, ?3, ?4)",
                             )?
                             .execute(params![event.workflow_id, event.kind, event.at_ms, json_text(&event.data)])?;
+                            seqs.push(tx.last_insert_rowid() as u64);
                         }
                     }
                 }
@@ -311,8 +316,10 @@ fn run_transaction<'a>(
                     .execute(params![id])?;
             }
         }
+        all_seqs.push(seqs);
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(all_seqs)
 }
 
 fn upsert_task(tx: &rusqlite::Transaction, task: &TaskRecord) -> rusqlite::Result<()> {
@@ -399,11 +406,12 @@ impl Store for SqliteStore {
     async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()> {
         self.send(Job::Create(Box::new(workflow.clone()), tasks.to_vec()))
             .await
+            .map(drop)
     }
 
-    async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<u64>> {
         if writes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.send(Job::Apply(writes)).await
     }
@@ -502,7 +510,9 @@ impl Store for SqliteStore {
         if self.workflow(workflow_id).await?.is_none() {
             return Err(StoreError::WorkflowNotFound(workflow_id.to_string()));
         }
-        self.send(Job::Cancel(workflow_id.to_string())).await
+        self.send(Job::Cancel(workflow_id.to_string()))
+            .await
+            .map(drop)
     }
 
     async fn claim(
