@@ -17,6 +17,16 @@ if ! command -v python3 >/dev/null; then
   exit 1
 fi
 
+# The terminal-view test drives the real binary inside tmux.
+if ! command -v tmux >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq tmux >/dev/null
+  else
+    echo "tmux not found: install it (the terminal-view test needs it)" >&2
+    exit 1
+  fi
+fi
+
 echo "== real LLM server (llama.cpp + Gemma 3 270M; built and cached on first use)"
 scripts/llm-test-server.sh setup
 LLAMA_LINE=$(scripts/llm-test-server.sh start --embeddings)
