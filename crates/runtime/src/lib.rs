@@ -6,6 +6,7 @@
 //! provider calls run as spawned tasks that report back over a channel.
 
 mod execution;
+mod live;
 mod scope;
 
 pub use execution::RunOutcome;
@@ -54,6 +55,10 @@ pub struct Runtime {
     pub(crate) registry: Registry,
     pub(crate) config: RuntimeConfig,
     pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) live: live::LiveEvents,
+    /// Fired at shutdown: runs stop starting tasks, wait for the ones in
+    /// flight to be recorded, and hand the workflow back unfinished.
+    pub(crate) drain: CancellationToken,
 }
 
 impl Runtime {
@@ -64,7 +69,21 @@ impl Runtime {
             registry,
             config,
             events,
+            live: live::LiveEvents::default(),
+            drain: CancellationToken::new(),
         }
+    }
+
+    /// Stops every run of this runtime at its next durable point: no new task
+    /// starts, tasks in flight finish and are recorded, and each workflow is
+    /// left resumable (not cancelled). `run` then returns with the workflow
+    /// still `running`.
+    pub fn drain(&self) {
+        self.drain.cancel();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_cancelled()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -133,9 +152,9 @@ impl Runtime {
         let me = current_owner();
         self.take_ownership(&record, &me).await?;
         let result = execution::run_loop(self, record.clone(), cancel).await;
-        // Finishing clears the owner in the same commit; after an error the
-        // workflow stays resumable, so let go of it explicitly.
-        if result.is_err() {
+        // Finishing clears the owner in the same commit; after an error or a
+        // drain the workflow stays resumable, so let go of it explicitly.
+        if !result.as_ref().is_ok_and(|o| o.state.is_terminal()) {
             let _ = self.store.claim(&record.id, Some(&me), None).await;
         }
         result

@@ -188,6 +188,11 @@ pub trait Store: Send + Sync {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Event>>;
+    /// The highest event sequence number stored so far (0 when none).
+    async fn latest_event_seq(&self) -> Result<u64>;
+    /// Tasks that finished (completed, failed, …) at or after `since_ms`,
+    /// newest first, for `stats --range`.
+    async fn tasks_finished_since(&self, since_ms: i64, limit: usize) -> Result<Vec<TaskRecord>>;
     async fn stats(&self) -> Result<StoreStats>;
 }
 

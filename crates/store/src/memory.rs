@@ -217,13 +217,34 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Event>> {
         let inner = self.lock();
-        Ok(inner
-            .events
+        // Events are appended in sequence order.
+        let start = inner.events.partition_point(|e| e.seq <= after_seq);
+        Ok(inner.events[start..]
             .iter()
-            .filter(|e| e.seq > after_seq && workflow_id.is_none_or(|id| e.workflow_id == id))
+            .filter(|e| workflow_id.is_none_or(|id| e.workflow_id == id))
             .take(if limit == 0 { usize::MAX } else { limit })
             .cloned()
             .collect())
+    }
+
+    async fn latest_event_seq(&self) -> Result<u64> {
+        Ok(self.lock().events.last().map_or(0, |e| e.seq))
+    }
+
+    async fn tasks_finished_since(&self, since_ms: i64, limit: usize) -> Result<Vec<TaskRecord>> {
+        let inner = self.lock();
+        let mut tasks: Vec<TaskRecord> = inner
+            .tasks
+            .values()
+            .flat_map(|t| &t.records)
+            .filter(|t| t.finished_ms.is_some_and(|f| f >= since_ms))
+            .cloned()
+            .collect();
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.finished_ms));
+        if limit > 0 {
+            tasks.truncate(limit);
+        }
+        Ok(tasks)
     }
 
     async fn stats(&self) -> Result<StoreStats> {

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_workflow ON events(workflow_id, seq);
+CREATE INDEX IF NOT EXISTS tasks_by_finished ON tasks(finished_ms);
 "#;
 
 #[derive(Debug, Clone)]
@@ -580,6 +581,29 @@ impl Store for SqliteStore {
                     data: parse_json(row.get(4)?, 4)?.unwrap_or(Value::Null),
                 })
             })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn latest_event_seq(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .await
+        .map(|seq| seq as u64)
+    }
+
+    async fn tasks_finished_since(&self, since_ms: i64, limit: usize) -> Result<Vec<TaskRecord>> {
+        let limit = if limit == 0 { -1 } else { limit as i64 };
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT workflow_id, task_id, position, method, state, attempt, result, error, started_ms, finished_ms
+                 FROM tasks WHERE finished_ms >= ?1 ORDER BY finished_ms DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![since_ms, limit], task_row)?;
             rows.collect()
         })
         .await

@@ -686,6 +686,35 @@ impl Provider for LlmProvider {
         "llm"
     }
 
+    async fn health(&self) -> crate::ProviderHealth {
+        let endpoints = self.check_all().await;
+        let healthy = endpoints
+            .iter()
+            .filter(|e| e.healthy == Some(true))
+            .count();
+        let (status, reason) = if healthy == endpoints.len() {
+            (crate::HealthStatus::Healthy, None)
+        } else if healthy > 0 {
+            (
+                crate::HealthStatus::Degraded,
+                Some(format!("{healthy} of {} LLM endpoints reachable", endpoints.len())),
+            )
+        } else {
+            (
+                crate::HealthStatus::Unhealthy,
+                Some("no LLM endpoint is reachable".to_string()),
+            )
+        };
+        crate::ProviderHealth {
+            status,
+            reason,
+            detail: serde_json::json!({
+                "strategy": self.config.strategy.as_str(),
+                "endpoints": endpoints,
+            }),
+        }
+    }
+
     fn methods(&self) -> Vec<MethodInfo> {
         [
             ("llm/chat", "Chat completion: messages, or prompt + system"),

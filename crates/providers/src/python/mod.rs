@@ -192,6 +192,17 @@ impl Provider for PythonProvider {
         self.check().await.map(|_| ())
     }
 
+    async fn health(&self) -> crate::ProviderHealth {
+        match self.check().await {
+            Ok(version) => crate::ProviderHealth::healthy(serde_json::json!({"version": version})),
+            Err(error) => crate::ProviderHealth {
+                status: crate::HealthStatus::Unhealthy,
+                reason: Some(format!("{}: {}", error.code, error.message)),
+                detail: serde_json::Value::Null,
+            },
+        }
+    }
+
     fn protocol(&self) -> &'static str {
         "python"
     }

@@ -1,0 +1,701 @@
+//! REST handlers under `/api/v1`. Each handler's `#[utoipa::path]` is the
+//! source of `/api/v1/openapi.json`; the router is built from the same list,
+//! so a route without documentation cannot exist.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::health::HealthReport;
+use crate::stream::{self, EventQuery, Filter};
+use crate::{health, views, AppState};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::{Stream, StreamExt};
+use gleitzeit_core::{parse, ErrorCode, GzError, WorkflowState};
+use gleitzeit_store::{ListFilter, WorkflowSummary};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Gleitzeit API",
+        description = "Submit and follow LLM workflows. Errors are `{code, message, hint}` with a stable GZ code."
+    ),
+    tags(
+        (name = "workflows", description = "Submit, list, inspect, cancel and resume workflows"),
+        (name = "events", description = "Live events: SSE, WebSocket (and Socket.IO at /socket.io/)"),
+        (name = "system", description = "Health, metrics, providers, functions and the error registry")
+    )
+)]
+struct ApiDoc;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(submit_workflow, list_workflows))
+        .routes(routes!(get_workflow))
+        .routes(routes!(cancel_workflow))
+        .routes(routes!(resume_workflow))
+        .routes(routes!(get_task))
+        .routes(routes!(workflow_events))
+        .routes(routes!(events_sse))
+        .routes(routes!(events_ws))
+        .routes(routes!(stats))
+        .routes(routes!(list_providers))
+        .routes(routes!(list_functions))
+        .routes(routes!(show_function))
+        .routes(routes!(list_errors))
+        .routes(routes!(show_error))
+        .routes(routes!(health_check))
+        .routes(routes!(metrics))
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    let socketio = crate::socketio::layer(state.clone());
+    router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .route("/health", get(health_check))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone())
+        .layer(socketio)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::RouteNotFound, "no such API endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    let mut error = ApiError::new(
+        ErrorCode::MalformedRequest,
+        "this endpoint does not accept that HTTP method",
+    );
+    error.status = StatusCode::METHOD_NOT_ALLOWED;
+    error
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(
+        ErrorCode::MalformedRequest,
+        format!("bad query string: {}", rejection.body_text()),
+    )
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::RequestTooLarge,
+                format!("request body is larger than {limit} bytes"),
+            )
+        } else {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("cannot read the request body: {}", rejection.body_text()),
+            )
+        }
+    })
+}
+
+// ---------------------------------------------------------------- workflows
+
+#[derive(Serialize, ToSchema)]
+pub struct SubmitResponse {
+    pub workflow_id: String,
+    pub name: String,
+    /// `pending` until the run starts a moment later.
+    pub state: String,
+    pub total_tasks: usize,
+    /// Where to follow it: the workflow and its event stream.
+    pub links: BTreeMap<String, String>,
+}
+
+/// Submit a workflow.
+///
+/// The body is the workflow file itself, YAML or JSON (never a path: the
+/// server reads no files for clients). Inputs are overridden with repeated
+/// `input=key=value` query parameters, as `--input` does on the command line.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows",
+    tag = "workflows",
+    request_body(content = String, description = "Workflow file (YAML or JSON)", content_type = "application/yaml"),
+    params(("input" = Option<Vec<String>>, Query, description = "Input override `key=value`; repeatable")),
+    responses(
+        (status = 201, description = "Stored and started", body = SubmitResponse),
+        (status = 400, description = "Malformed request or input", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Workflow invalid; `diagnostics` lists every problem", body = ErrorBody),
+        (status = 503, description = "Server is shutting down", body = ErrorBody)
+    )
+)]
+async fn submit_workflow(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let body = body_bytes(body, state.config.max_body_bytes)?;
+    if state.runtime.is_draining() {
+        return Err(ApiError::new(
+            ErrorCode::ServerShuttingDown,
+            "the server is shutting down",
+        ));
+    }
+    let mut overrides = Map::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "input" => {
+                let (k, v) = parse::parse_input_override(&value)?;
+                overrides.insert(k, v);
+            }
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!("unknown query parameter `{other}`"),
+                )
+                .with_hint("Submit takes only `input=key=value` (repeatable)."))
+            }
+        }
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(ErrorCode::MalformedRequest, "request body is not UTF-8 text")
+            .with_hint("Send the workflow file's text (YAML or JSON) as the body.")
+    })?;
+    let workflow = parse::load(text, "request", state.runtime.registry(), &overrides)
+        .map_err(ApiError::invalid_workflow)?;
+    let name = workflow.name.clone();
+    let total_tasks = workflow.tasks.len();
+    let id = state.runtime.submit(workflow, None).await?;
+    state.runs.start(&id)?;
+    let links = BTreeMap::from([
+        ("workflow".to_string(), format!("/api/v1/workflows/{id}")),
+        (
+            "events".to_string(),
+            format!("/api/v1/events?workflow_id={id}&after=0"),
+        ),
+    ]);
+    Ok((
+        StatusCode::CREATED,
+        Json(SubmitResponse {
+            workflow_id: id,
+            name,
+            state: WorkflowState::Pending.as_str().to_string(),
+            total_tasks,
+            links,
+        }),
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// pending, running, completed, failed, cancelled
+    pub state: Option<String>,
+    /// Page size, 1–1000 (default 20).
+    pub limit: Option<usize>,
+    /// Skip this many (newest first).
+    pub offset: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowList {
+    #[schema(value_type = Vec<Object>)]
+    pub workflows: Vec<WorkflowSummary>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// List workflows, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows",
+    tag = "workflows",
+    params(ListQuery),
+    responses(
+        (status = 200, body = WorkflowList),
+        (status = 400, body = ErrorBody)
+    )
+)]
+async fn list_workflows(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<WorkflowList>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let filter_state = match query.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(WorkflowState::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidArgument, format!("unknown state `{s}`"))
+                .with_hint("States: pending, running, completed, failed, cancelled.")
+        })?),
+    };
+    let limit = query.limit.unwrap_or(20).clamp(1, 1000);
+    let offset = query.offset.unwrap_or(0);
+    let workflows = state
+        .runtime
+        .store()
+        .list_workflows(&ListFilter {
+            state: filter_state,
+            limit,
+            offset,
+        })
+        .await
+        .map_err(GzError::from)?;
+    Ok(Json(WorkflowList {
+        workflows,
+        limit,
+        offset,
+    }))
+}
+
+/// One workflow with its tasks, states, results, timings and token usage.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}",
+    tag = "workflows",
+    params(("id" = String, Path, description = "Workflow id or a unique prefix")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+)]
+async fn get_workflow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.runtime.store();
+    let record = store.find_workflow(&id).await?;
+    let tasks = store.tasks(&record.id).await?;
+    Ok(Json(views::workflow_json(&record, &tasks)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StateResponse {
+    pub workflow_id: String,
+    pub state: String,
+    pub cancel_requested: bool,
+}
+
+/// Cancel a workflow. Tasks in flight are stopped; the answer shows the state
+/// after the run recorded the cancellation (or `cancel_requested` when another
+/// process runs it).
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/cancel",
+    tag = "workflows",
+    params(("id" = String, Path, description = "Workflow id or a unique prefix")),
+    responses((status = 200, body = StateResponse), (status = 404, body = ErrorBody))
+)]
+async fn cancel_workflow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<StateResponse>, ApiError> {
+    let record = state.runs.cancel(&id).await?;
+    Ok(Json(StateResponse {
+        workflow_id: record.id,
+        state: record.state.as_str().to_string(),
+        cancel_requested: record.cancel_requested,
+    }))
+}
+
+/// Resume an interrupted workflow; completed tasks are kept.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/resume",
+    tag = "workflows",
+    params(("id" = String, Path, description = "Workflow id or a unique prefix")),
+    responses(
+        (status = 202, body = StateResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Finished, or running already", body = ErrorBody)
+    )
+)]
+async fn resume_workflow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<StateResponse>), ApiError> {
+    let record = state.runs.resume(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(StateResponse {
+            workflow_id: record.id,
+            state: WorkflowState::Running.as_str().to_string(),
+            cancel_requested: false,
+        }),
+    ))
+}
+
+/// One task: state, attempts, timings, its full result record and error.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}/tasks/{task_id}",
+    tag = "workflows",
+    params(
+        ("id" = String, Path, description = "Workflow id or a unique prefix"),
+        ("task_id" = String, Path, description = "Task id as in the workflow file")
+    ),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+)]
+async fn get_task(
+    State(state): State<AppState>,
+    Path((id, task_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.runtime.store();
+    let record = store.find_workflow(&id).await?;
+    let tasks = store.tasks(&record.id).await?;
+    let task = tasks.iter().find(|t| t.task_id == task_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::TaskNotFound,
+            format!("workflow {} has no task `{task_id}`", record.id),
+        )
+    })?;
+    let mut view = views::task_json(task);
+    view["workflow_id"] = json!(record.id);
+    Ok(Json(view))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only events after this id.
+    pub after: Option<u64>,
+    /// At most this many (default 1000, max 10000).
+    pub limit: Option<usize>,
+    /// Comma-separated event types.
+    pub types: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<gleitzeit_core::events::Event>,
+    /// Pass as `after` for the next page (the last id read).
+    pub next_after: u64,
+}
+
+/// A workflow's stored events (its log), oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}/events",
+    tag = "events",
+    params(("id" = String, Path, description = "Workflow id or a unique prefix"), HistoryQuery),
+    responses((status = 200, body = EventPage), (status = 404, body = ErrorBody))
+)]
+async fn workflow_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<EventPage>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let store = state.runtime.store();
+    let record = store.find_workflow(&id).await?;
+    let filter = Filter::from_query(&EventQuery {
+        workflow_id: Some(record.id.clone()),
+        types: query.types,
+        after: None,
+    })?;
+    let after = query.after.unwrap_or(0);
+    let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
+    let page = store.events(Some(&record.id), after, limit).await?;
+    let next_after = page.last().map_or(after, |e| e.seq);
+    Ok(Json(EventPage {
+        events: page.into_iter().filter(|e| filter.matches(e)).collect(),
+        next_after,
+    }))
+}
+
+// ------------------------------------------------------------------- events
+
+fn resume_point(query: &EventQuery, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(query.after),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    "Last-Event-ID must be an event id (a whole number)",
+                )
+            }),
+    }
+}
+
+fn event_stream(
+    state: AppState,
+    query: EventQuery,
+    headers: &HeaderMap,
+) -> Result<impl Stream<Item = Result<gleitzeit_core::events::Event, GzError>>, ApiError> {
+    let filter = Filter::from_query(&query)?;
+    let after = resume_point(&query, headers)?;
+    Ok(stream::events(state, filter, after))
+}
+
+/// Live events as Server-Sent Events.
+///
+/// Each message has `id` (the event's sequence number), `event` (its type) and
+/// `data` (the event as JSON). Reconnecting with `Last-Event-ID` (or `after`)
+/// resumes exactly after that event: nothing is lost or repeated.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    params(EventQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")),
+    responses(
+        (status = 200, description = "text/event-stream of events", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody)
+    )
+)]
+async fn events_sse(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let events = event_stream(state, query, &headers)?;
+    let sse = events.map(|item| match item {
+        Ok(event) => Ok::<_, std::convert::Infallible>(
+            SseEvent::default()
+                .id(event.seq.to_string())
+                .event(event.kind.clone())
+                .json_data(&event)
+                .unwrap_or_default(),
+        ),
+        Err(error) => Ok(SseEvent::default()
+            .event("error")
+            .json_data(ApiError::from(error).body())
+            .unwrap_or_default()),
+    });
+    Ok(Sse::new(sse)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// Live events over a WebSocket: one JSON text frame per event. Same query
+/// parameters as the SSE stream; reconnect with `after` to resume.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws",
+    tag = "events",
+    params(EventQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, body = ErrorBody)
+    )
+)]
+async fn events_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EventQuery>, QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let events = event_stream(state, query, &headers)?;
+    Ok(upgrade.on_upgrade(move |socket| forward_to_socket(socket, events)))
+}
+
+async fn forward_to_socket(
+    mut socket: WebSocket,
+    events: impl Stream<Item = Result<gleitzeit_core::events::Event, GzError>>,
+) {
+    let mut events = std::pin::pin!(events);
+    loop {
+        tokio::select! {
+            item = events.next() => {
+                let text = match item {
+                    Some(Ok(event)) => serde_json::to_string(&event).unwrap_or_default(),
+                    Some(Err(error)) => json!({"type": "error", "error": ApiError::from(error).body()}).to_string(),
+                    None => break,
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                // Clients only listen; a close or a broken connection ends it.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+// ------------------------------------------------------------------- system
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// Window in minutes for throughput and durations (default 60).
+    pub range_minutes: Option<u64>,
+}
+
+/// Counts by state, queue depth, and for the window: tasks finished, failure
+/// rate, durations (p50/p95/max) per method, throughput and LLM tokens.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    tag = "system",
+    params(StatsQuery),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody))
+)]
+async fn stats(
+    State(state): State<AppState>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let range = query.range_minutes.unwrap_or(60).max(1);
+    Ok(Json(
+        views::stats(state.runtime.store().as_ref(), range, state.runs.active_count()).await?,
+    ))
+}
+
+/// Providers and their methods; with `check=true` also each provider's health
+/// (LLM endpoints are contacted).
+#[utoipa::path(
+    get,
+    path = "/api/v1/providers",
+    tag = "system",
+    params(("check" = Option<bool>, Query, description = "Check health now")),
+    responses((status = 200, body = Object))
+)]
+async fn list_providers(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let check = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "check" && (v == "true" || v == "1"));
+    let mut providers: Vec<_> = state.runtime.registry().providers().collect();
+    providers.sort_by_key(|p| p.protocol());
+    let mut list = Vec::new();
+    for provider in providers {
+        let mut entry = json!({"protocol": provider.protocol(), "methods": provider.methods()});
+        if check {
+            entry["health"] = json!(provider.health().await);
+        }
+        list.push(entry);
+    }
+    Ok(Json(json!({ "providers": list })))
+}
+
+/// Built-in functions (`function/NAME`) with their arguments.
+#[utoipa::path(
+    get,
+    path = "/api/v1/functions",
+    tag = "system",
+    responses((status = 200, body = Object))
+)]
+async fn list_functions() -> Json<Value> {
+    Json(json!({ "functions": gleitzeit_functions::all() }))
+}
+
+/// One built-in function.
+#[utoipa::path(
+    get,
+    path = "/api/v1/functions/{name}",
+    tag = "system",
+    params(("name" = String, Path, description = "Function name")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+)]
+async fn show_function(Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let function = gleitzeit_functions::find(&name).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::FunctionNotFound,
+            format!("no built-in function `{name}`"),
+        )
+    })?;
+    Ok(Json(json!(function)))
+}
+
+/// The error code registry.
+#[utoipa::path(
+    get,
+    path = "/api/v1/errors",
+    tag = "system",
+    responses((status = 200, body = Object))
+)]
+async fn list_errors() -> Json<Value> {
+    Json(json!({ "errors": gleitzeit_core::errors::REGISTRY }))
+}
+
+/// One error code: meaning, severity, whether retryable, and what to do.
+#[utoipa::path(
+    get,
+    path = "/api/v1/errors/{code}",
+    tag = "system",
+    params(("code" = String, Path, description = "Error code, e.g. GZ2011")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+)]
+async fn show_error(Path(code): Path<String>) -> Result<Json<Value>, ApiError> {
+    let found = ErrorCode::parse(&code).ok_or_else(|| {
+        let mut error = ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("no error code `{code}` in the registry"),
+        )
+        .with_hint("GET /api/v1/errors lists every code.");
+        error.status = StatusCode::NOT_FOUND;
+        error
+    })?;
+    Ok(Json(json!(found.def())))
+}
+
+/// Health: `healthy`, `degraded` (a provider cannot work) or `unhealthy`
+/// (store unreadable, shutting down; HTTP 503), with reasons.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "system",
+    responses(
+        (status = 200, description = "healthy or degraded", body = HealthReport),
+        (status = 503, description = "unhealthy", body = HealthReport)
+    )
+)]
+async fn health_check(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
+    let report = health::report(&state).await;
+    let status = if report.status == health::HealthStatus::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(report))
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String))
+)]
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stats = state
+        .runtime
+        .store()
+        .stats()
+        .await
+        .map_err(GzError::from)?;
+    let text = state.metrics.render(&stats, state.runs.active_count());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,70 @@
+//! The health verdict: unhealthy when the store cannot be read or the server
+//! is stopping, degraded when a provider cannot take work, healthy otherwise.
+
+use crate::AppState;
+use gleitzeit_providers::ProviderHealth;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+pub use gleitzeit_providers::HealthStatus;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// healthy, degraded or unhealthy
+    #[schema(value_type = String, example = "healthy")]
+    pub status: HealthStatus,
+    /// Why it is not healthy (empty when healthy).
+    pub reasons: Vec<String>,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub active_workflows: usize,
+    /// Store reachable, with counts by state.
+    #[schema(value_type = Object)]
+    pub store: serde_json::Value,
+    /// Per provider: status, reason and detail (LLM endpoints, interpreter).
+    #[schema(value_type = Object)]
+    pub providers: BTreeMap<String, ProviderHealth>,
+}
+
+pub(crate) async fn report(state: &AppState) -> HealthReport {
+    let mut reasons = Vec::new();
+    let mut status = HealthStatus::Healthy;
+    let store = match state.runtime.store().stats().await {
+        Ok(stats) => serde_json::json!({"ok": true, "workflows_by_state": stats.workflows_by_state.into_iter().collect::<BTreeMap<_, _>>()}),
+        Err(error) => {
+            status = HealthStatus::Unhealthy;
+            reasons.push(format!("store: {error}"));
+            serde_json::json!({"ok": false, "error": error.to_string()})
+        }
+    };
+    if state.runtime.is_draining() {
+        status = HealthStatus::Unhealthy;
+        reasons.push("server is shutting down".into());
+    }
+    let checks = state.runtime.registry().providers().map(|p| async move {
+        (p.protocol().to_string(), p.health().await)
+    });
+    let mut providers = BTreeMap::new();
+    for (name, health) in futures_util::future::join_all(checks).await {
+        if health.status != HealthStatus::Healthy {
+            // A provider that cannot work makes the server degraded, not
+            // unhealthy: workflows that do not use it still run.
+            status = status.max(HealthStatus::Degraded);
+            reasons.push(format!(
+                "{name}: {}",
+                health.reason.as_deref().unwrap_or("not healthy")
+            ));
+        }
+        providers.insert(name, health);
+    }
+    HealthReport {
+        status,
+        reasons,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        active_workflows: state.runs.active_count(),
+        store,
+        providers,
+    }
+}

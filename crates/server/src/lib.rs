@@ -1,0 +1,128 @@
+//! `gleitzeit serve`: the runtime behind an HTTP API.
+//!
+//! - `api.rs` — REST handlers under `/api/v1` (their OpenAPI document is
+//!   generated from the handlers' annotations, so it cannot drift);
+//! - `runs.rs` — which workflows this server is executing, cancel/resume, and
+//!   adopting interrupted workflows at start;
+//! - `stream.rs` — one event stream (stored history, then live) that SSE,
+//!   WebSocket and Socket.IO all serve;
+//! - `metrics.rs` / `health.rs` — Prometheus text and the health verdict;
+//! - `views.rs` — the JSON shape of workflows and tasks, shared with the CLI.
+
+mod api;
+mod error;
+mod health;
+mod metrics;
+mod runs;
+mod socketio;
+mod stream;
+pub mod views;
+
+pub use error::{status_for, ApiError};
+pub use health::{HealthReport, HealthStatus};
+
+use axum::Router;
+use gleitzeit_core::{ErrorCode, GzError};
+use gleitzeit_runtime::Runtime;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for tasks in flight to be recorded.
+    pub grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 4 * 1024 * 1024,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub runtime: Runtime,
+    pub runs: runs::RunManager,
+    pub metrics: metrics::Metrics,
+    pub config: ServerConfig,
+    /// Fired at shutdown: event streams end so connections can close.
+    pub stopping: CancellationToken,
+    pub started: Instant,
+}
+
+pub(crate) type AppState = Arc<Shared>;
+
+pub struct Server {
+    state: AppState,
+}
+
+impl Server {
+    pub fn new(runtime: Runtime, config: ServerConfig) -> Server {
+        let metrics = metrics::Metrics::new();
+        metrics.follow(runtime.subscribe());
+        Server {
+            state: Arc::new(Shared {
+                runs: runs::RunManager::new(runtime.clone()),
+                runtime,
+                metrics,
+                config,
+                stopping: CancellationToken::new(),
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// The whole HTTP surface; tests drive it with `tower::ServiceExt::oneshot`.
+    pub fn router(&self) -> Router {
+        api::router(self.state.clone())
+    }
+
+    /// Starts every workflow that was running (or submitted and never started)
+    /// when the last process stopped. Returns their ids.
+    pub async fn resume_interrupted(&self) -> Result<Vec<String>, GzError> {
+        self.state.runs.resume_interrupted().await
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, ends event
+    /// streams, lets tasks in flight be recorded (up to the grace period) and
+    /// returns. Workflows that did not finish stay resumable and continue when
+    /// a server starts on the same store again.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GzError> {
+        let state = self.state.clone();
+        let router = self.router();
+        let stopping = state.stopping.clone();
+        let runtime = state.runtime.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new work, waiting for tasks in flight");
+            runtime.drain();
+            stopping.cancel();
+        };
+        axum::serve(listener, router)
+            .with_graceful_shutdown(signal)
+            .await
+            .map_err(|e| {
+                GzError::new(ErrorCode::ServiceStartFailed, format!("HTTP server failed: {e}"))
+            })?;
+        state.runtime.drain();
+        state.stopping.cancel();
+        if !state.runs.wait_idle(state.config.grace).await {
+            tracing::warn!(
+                "grace period of {:?} passed with tasks still running; they run again on restart",
+                state.config.grace
+            );
+        }
+        state.runtime.registry().shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! Prometheus metrics. Counts by state come from the store at scrape time (the
+//! truth, also for work other processes did); durations are observed from the
+//! event stream as tasks finish.
+
+use gleitzeit_core::events::{self, Event};
+use gleitzeit_store::StoreStats;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    method: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabel {
+    r#type: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms … ~9 min
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    registry: Arc<Registry>,
+    workflows: Family<StateLabel, Gauge>,
+    tasks: Family<StateLabel, Gauge>,
+    queue_depth: Gauge,
+    active_runs: Gauge,
+    task_duration: Family<TaskLabels, Histogram>,
+    provider_latency: Family<ProviderLabel, Histogram>,
+    first_token: Family<ProviderLabel, Histogram>,
+    llm_tokens: Family<StateLabel, Counter>,
+    events: Family<TypeLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gleitzeit");
+        let workflows = Family::<StateLabel, Gauge>::default();
+        let tasks = Family::<StateLabel, Gauge>::default();
+        let queue_depth = Gauge::default();
+        let active_runs = Gauge::default();
+        let task_duration =
+            Family::<TaskLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let provider_latency =
+            Family::<ProviderLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let first_token =
+            Family::<ProviderLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let llm_tokens = Family::<StateLabel, Counter>::default();
+        let events = Family::<TypeLabel, Counter>::default();
+        registry.register("workflows", "Workflows in the store, by state", workflows.clone());
+        registry.register("tasks", "Tasks in the store, by state", tasks.clone());
+        registry.register(
+            "queue_depth",
+            "Tasks waiting to run (pending or waiting to retry)",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "active_runs",
+            "Workflows this server is executing now",
+            active_runs.clone(),
+        );
+        registry.register(
+            "task_duration_seconds",
+            "Duration of finished task attempts",
+            task_duration.clone(),
+        );
+        registry.register(
+            "provider_latency_seconds",
+            "Time a provider took to answer a call, by provider",
+            provider_latency.clone(),
+        );
+        registry.register(
+            "llm_first_token_seconds",
+            "Time to the first streamed token of an LLM call",
+            first_token.clone(),
+        );
+        registry.register(
+            "llm_tokens",
+            "LLM tokens used, by kind (prompt, completion)",
+            llm_tokens.clone(),
+        );
+        registry.register("events", "Events announced, by type", events.clone());
+        Metrics {
+            registry: Arc::new(registry),
+            workflows,
+            tasks,
+            queue_depth,
+            active_runs,
+            task_duration,
+            provider_latency,
+            first_token,
+            llm_tokens,
+            events,
+        }
+    }
+
+    /// Observes events as they are announced, for as long as the runtime lives.
+    pub fn follow(&self, mut rx: broadcast::Receiver<Event>) {
+        let metrics = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => metrics.observe(&event),
+                    // Counters may miss a few events under overload; the
+                    // state gauges come from the store and stay exact.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
+    fn observe(&self, event: &Event) {
+        self.events
+            .get_or_create(&TypeLabel {
+                r#type: event.kind.clone(),
+            })
+            .inc();
+        let outcome = match event.kind.as_str() {
+            events::TASK_COMPLETED => "completed",
+            events::TASK_FAILED => "failed",
+            _ => return,
+        };
+        let method = event.data.get("method").and_then(Value::as_str).unwrap_or("");
+        let provider = method.split('/').next().unwrap_or("").to_string();
+        if let Some(ms) = event.data.get("duration_ms").and_then(Value::as_f64) {
+            self.task_duration
+                .get_or_create(&TaskLabels {
+                    method: method.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .observe(ms / 1000.0);
+        }
+        let record = &event.data;
+        if let Some(ms) = record
+            .get("provider_ms")
+            .or_else(|| record.get("duration_ms"))
+            .and_then(Value::as_f64)
+        {
+            self.provider_latency
+                .get_or_create(&ProviderLabel {
+                    provider: provider.clone(),
+                })
+                .observe(ms / 1000.0);
+        }
+        if let Some(ms) = record.get("first_token_ms").and_then(Value::as_f64) {
+            self.first_token
+                .get_or_create(&ProviderLabel { provider })
+                .observe(ms / 1000.0);
+        }
+        if let Some(usage) = record.get("usage") {
+            for kind in ["prompt", "completion"] {
+                if let Some(n) = usage
+                    .get(format!("{kind}_tokens"))
+                    .and_then(Value::as_u64)
+                {
+                    self.llm_tokens
+                        .get_or_create(&StateLabel {
+                            state: kind.to_string(),
+                        })
+                        .inc_by(n);
+                }
+            }
+        }
+    }
+
+    /// The exposition text, with store counts as of now.
+    pub fn render(&self, stats: &StoreStats, active_runs: usize) -> String {
+        for (state, n) in &stats.workflows_by_state {
+            self.workflows
+                .get_or_create(&StateLabel {
+                    state: state.clone(),
+                })
+                .set(*n as i64);
+        }
+        let mut waiting = 0;
+        for (state, n) in &stats.tasks_by_state {
+            self.tasks
+                .get_or_create(&StateLabel {
+                    state: state.clone(),
+                })
+                .set(*n as i64);
+            if state == "pending" || state == "retrying" {
+                waiting += *n as i64;
+            }
+        }
+        self.queue_depth.set(waiting);
+        self.active_runs.set(active_runs as i64);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,142 @@
+//! The JSON shape of workflows and tasks. The API returns it and the CLI prints
+//! it (`get --json`, `inspect`), locally or from a server, so scripts see one
+//! format either way.
+
+use gleitzeit_core::model::primary_field;
+use gleitzeit_core::GzError;
+use gleitzeit_store::{TaskRecord, WorkflowRecord};
+use serde_json::{json, Value};
+
+pub fn error_json(error: &GzError) -> Value {
+    json!({
+        "code": error.code,
+        "message": error.message,
+        "hint": error.hint_text(),
+        "location": error.location,
+        "retryable": error.retryable,
+        "details": error.details,
+    })
+}
+
+pub fn task_json(task: &TaskRecord) -> Value {
+    json!({
+        "id": task.task_id,
+        "method": task.method,
+        "state": task.state,
+        "attempt": task.attempt,
+        "started_ms": task.started_ms,
+        "finished_ms": task.finished_ms,
+        "duration_ms": task.duration_ms(),
+        "result": task.result.as_ref().and_then(|r| r.get(primary_field(&task.method))).cloned(),
+        "record": task.result,
+        "error": task.error.as_ref().map(error_json),
+    })
+}
+
+/// Token counts summed over the workflow's LLM tasks.
+pub fn usage(tasks: &[TaskRecord]) -> Value {
+    let (mut prompt, mut completion, mut calls) = (0u64, 0u64, 0u64);
+    for usage in tasks
+        .iter()
+        .filter_map(|t| t.result.as_ref()?.get("usage"))
+    {
+        calls += 1;
+        prompt += usage
+            .get("prompt_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        completion += usage
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+    }
+    json!({
+        "llm_calls": calls,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+pub fn workflow_json(record: &WorkflowRecord, tasks: &[TaskRecord]) -> Value {
+    json!({
+        "workflow_id": record.id,
+        "name": record.name,
+        "state": record.state,
+        "source": record.source,
+        "created_ms": record.created_ms,
+        "started_ms": record.started_ms,
+        "finished_ms": record.finished_ms,
+        "duration_ms": match (record.started_ms, record.finished_ms) { (Some(s), Some(f)) => Some(f - s), _ => None },
+        "cancel_requested": record.cancel_requested,
+        "error": record.error.as_ref().map(error_json),
+        "usage": usage(tasks),
+        "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
+    })
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Store-wide counts plus what finished in the last `range_minutes`.
+pub async fn stats(
+    store: &dyn gleitzeit_store::Store,
+    range_minutes: u64,
+    active_runs: usize,
+) -> Result<Value, GzError> {
+    use std::collections::BTreeMap;
+    let totals = store.stats().await?;
+    let since = gleitzeit_store::now_ms() - (range_minutes as i64) * 60_000;
+    let finished = store.tasks_finished_since(since, 100_000).await?;
+    let mut by_method: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+    for task in &finished {
+        *by_state.entry(task.state.as_str()).or_default() += 1;
+        if let Some(ms) = task.duration_ms() {
+            by_method.entry(task.method.as_str()).or_default().push(ms);
+        }
+    }
+    let methods: BTreeMap<&str, Value> = by_method
+        .into_iter()
+        .map(|(method, mut durations)| {
+            durations.sort_unstable();
+            let total: i64 = durations.iter().sum();
+            let view = json!({
+                "count": durations.len(),
+                "avg_ms": total / durations.len().max(1) as i64,
+                "p50_ms": percentile(&durations, 0.5),
+                "p95_ms": percentile(&durations, 0.95),
+                "max_ms": durations.last().copied().unwrap_or(0),
+            });
+            (method, view)
+        })
+        .collect();
+    let done = finished.len() as u64;
+    let failed = by_state.get("failed").copied().unwrap_or(0);
+    let queued: u64 = totals
+        .tasks_by_state
+        .iter()
+        .filter(|(s, _)| s == "pending" || s == "retrying")
+        .map(|(_, n)| n)
+        .sum();
+    Ok(json!({
+        "range_minutes": range_minutes,
+        "workflows_by_state": totals.workflows_by_state.into_iter().collect::<BTreeMap<_, _>>(),
+        "tasks_by_state": totals.tasks_by_state.into_iter().collect::<BTreeMap<_, _>>(),
+        "queue_depth": queued,
+        "active_runs": active_runs,
+        "window": {
+            "tasks_finished": done,
+            "by_state": by_state,
+            "failure_rate": if done == 0 { 0.0 } else { failed as f64 / done as f64 },
+            "tasks_per_minute": done as f64 / range_minutes as f64,
+            "methods": methods,
+            "usage": usage(&finished),
+        },
+    }))
+}
