@@ -16,6 +16,38 @@ pub struct Config {
     pub llm: gleitzeit_providers::llm::LlmConfig,
     /// Environment variables that `${env.NAME}` may read.
     pub allowed_env: Vec<String>,
+    /// `gleitzeit serve`, and where client commands find a server.
+    pub server: ServerSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerSection {
+    /// Address `serve` listens on (GLEITZEIT_HOST).
+    pub host: String,
+    /// Port `serve` listens on and clients look for (GLEITZEIT_PORT).
+    pub port: u16,
+    /// A server client commands use (GLEITZEIT_SERVER, or seed 003's
+    /// GLEITZEIT_HUB_URL); when unset they use one answering on host:port,
+    /// else the local store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Largest request body the API accepts.
+    pub max_body_bytes: usize,
+    /// Seconds shutdown waits for tasks in flight to be recorded.
+    pub grace_seconds: f64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            host: "127.0.0.1".into(),
+            port: 8765,
+            url: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            grace_seconds: 30.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,7 +188,7 @@ impl Config {
                 ))
             }
         };
-        config.apply_env();
+        config.apply_env()?;
         Ok(config)
     }
 
@@ -173,7 +205,7 @@ impl Config {
         serde_json::from_value(node.to_json()).map_err(|e| config_error(path, e.to_string()))
     }
 
-    fn apply_env(&mut self) {
+    fn apply_env(&mut self) -> Result<(), GzError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(backend) = var("GLEITZEIT_BACKEND") {
             self.persistence.backend = backend;
@@ -184,6 +216,23 @@ impl Config {
         if let Some(python) = var("GLEITZEIT_PYTHON") {
             self.providers.python.interpreter = python;
         }
+        if let Some(host) = var("GLEITZEIT_HOST") {
+            self.server.host = host;
+        }
+        if let Some(port) = var("GLEITZEIT_PORT") {
+            self.server.port = port.parse().map_err(|_| {
+                GzError::new(
+                    ErrorCode::ConfigInvalid,
+                    format!("GLEITZEIT_PORT={port} is not a port number"),
+                )
+                .at("environment")
+                .with_hint("Set GLEITZEIT_PORT to a number from 1 to 65535.")
+            })?;
+        }
+        if let Some(url) = var("GLEITZEIT_SERVER").or_else(|| var("GLEITZEIT_HUB_URL")) {
+            self.server.url = Some(url);
+        }
+        Ok(())
     }
 
     /// Where Ollama is when no `llm.endpoints` are configured: OLLAMA_HOST, else

@@ -2,6 +2,7 @@
 //! providers and the runtime from config, and hands off to one command module.
 //! No workflow logic lives here.
 
+mod client;
 mod commands;
 pub mod config;
 mod context;
@@ -36,6 +37,12 @@ pub struct GlobalOpts {
     /// SQLite database file [default: ~/.gleitzeit/gleitzeit.db]
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// Talk to this server (e.g. http://127.0.0.1:8765) [env: GLEITZEIT_SERVER]
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// Use the local store even if a server is running
+    #[arg(long, global = true, conflicts_with = "server")]
+    pub local: bool,
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
@@ -74,12 +81,68 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<commands::providers::ProvidersCommand>,
     },
+    /// Hand workflow files to the server (or a background run) and return
+    Submit(commands::submit::SubmitArgs),
+    /// Workflow log lines: history, then new ones with --follow
+    Logs(commands::observe::LogsArgs),
+    /// Event stream (JSON lines with --json); --follow keeps streaming
+    Events(commands::observe::EventsArgs),
+    /// Follow a workflow, a task or the queue until it finishes
+    #[command(subcommand)]
+    Watch(commands::observe::WatchCommand),
+    /// Throughput, durations and failure rates (table, JSON or CSV)
+    Stats(commands::observe::StatsArgs),
+    /// Everything about one workflow, task or node
+    #[command(subcommand)]
+    Inspect(commands::observe::InspectCommand),
+    /// Health check; exit 0 healthy, 1 degraded, 2 unhealthy
+    Health(commands::observe::HealthArgs),
+    /// Workflow commands under one name (seed 002): submit, status, list, get, cancel, resume
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// System commands (seed 002): status
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Run the server: REST API, live events, and the runtime [aliases: start, hub]
+    #[command(visible_alias = "start", alias = "hub")]
+    Serve(commands::serve::ServeArgs),
+    /// Development helpers (seed 002): `dev start` runs the server
+    #[command(subcommand)]
+    Dev(DevCommand),
     /// Built-in functions: list them or show one
     #[command(subcommand)]
     Functions(commands::functions::FunctionsCommand),
     /// The error code registry: list, show, search
     #[command(subcommand)]
     Errors(commands::errors::ErrorsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkflowCommand {
+    /// Same as `gleitzeit submit`
+    Submit(commands::submit::SubmitArgs),
+    /// One workflow's state (same as `gleitzeit get`)
+    Status(commands::inspect::GetArgs),
+    /// Same as `gleitzeit list`
+    List(commands::inspect::ListArgs),
+    /// Same as `gleitzeit get`
+    Get(commands::inspect::GetArgs),
+    /// Same as `gleitzeit cancel`
+    Cancel(commands::inspect::CancelArgs),
+    /// Same as `gleitzeit resume`
+    Resume(commands::run::ResumeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Same as `gleitzeit status`
+    Status(commands::inspect::StatusArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Same as `gleitzeit serve`
+    Start(commands::serve::ServeArgs),
 }
 
 pub fn main() -> ExitCode {

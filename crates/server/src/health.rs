@@ -28,9 +28,24 @@ pub struct HealthReport {
 }
 
 pub(crate) async fn report(state: &AppState) -> HealthReport {
+    check(
+        &state.runtime,
+        state.runs.active_count(),
+        state.started.elapsed(),
+    )
+    .await
+}
+
+/// The verdict for a runtime: a server's, or the local one `gleitzeit health`
+/// builds when no server runs.
+pub async fn check(
+    runtime: &gleitzeit_runtime::Runtime,
+    active_workflows: usize,
+    uptime: std::time::Duration,
+) -> HealthReport {
     let mut reasons = Vec::new();
     let mut status = HealthStatus::Healthy;
-    let store = match state.runtime.store().stats().await {
+    let store = match runtime.store().stats().await {
         Ok(stats) => serde_json::json!({"ok": true, "workflows_by_state": stats.workflows_by_state.into_iter().collect::<BTreeMap<_, _>>()}),
         Err(error) => {
             status = HealthStatus::Unhealthy;
@@ -38,11 +53,11 @@ pub(crate) async fn report(state: &AppState) -> HealthReport {
             serde_json::json!({"ok": false, "error": error.to_string()})
         }
     };
-    if state.runtime.is_draining() {
+    if runtime.is_draining() {
         status = HealthStatus::Unhealthy;
         reasons.push("server is shutting down".into());
     }
-    let checks = state.runtime.registry().providers().map(|p| async move {
+    let checks = runtime.registry().providers().map(|p| async move {
         (p.protocol().to_string(), p.health().await)
     });
     let mut providers = BTreeMap::new();
@@ -62,8 +77,8 @@ pub(crate) async fn report(state: &AppState) -> HealthReport {
         status,
         reasons,
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_seconds: state.started.elapsed().as_secs(),
-        active_workflows: state.runs.active_count(),
+        uptime_seconds: uptime.as_secs(),
+        active_workflows,
         store,
         providers,
     }

@@ -19,7 +19,7 @@ mod stream;
 pub mod views;
 
 pub use error::{status_for, ApiError};
-pub use health::{HealthReport, HealthStatus};
+pub use health::{check as check_health, HealthReport, HealthStatus};
 
 use axum::Router;
 use gleitzeit_core::{ErrorCode, GzError};
@@ -126,3 +126,6 @@ impl Server {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,8 +3,9 @@
 //! format either way.
 
 use gleitzeit_core::model::primary_field;
-use gleitzeit_core::GzError;
+use gleitzeit_core::{GzError, TaskState, WorkflowState};
 use gleitzeit_store::{TaskRecord, WorkflowRecord};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub fn error_json(error: &GzError) -> Value {
@@ -18,19 +19,116 @@ pub fn error_json(error: &GzError) -> Value {
     })
 }
 
+/// A task as the API and `get --json` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    pub method: String,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// The primary field of the result (`response`, `result`, …).
+    pub result: Option<Value>,
+    /// The whole result record.
+    pub record: Option<Value>,
+    #[serde(with = "error_view")]
+    pub error: Option<GzError>,
+    /// Tasks this one waits for (from the workflow file).
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+}
+
+impl TaskView {
+    pub fn new(task: &TaskRecord) -> TaskView {
+        TaskView {
+            dependencies: Vec::new(),
+            id: task.task_id.clone(),
+            method: task.method.clone(),
+            state: task.state,
+            attempt: task.attempt,
+            started_ms: task.started_ms,
+            finished_ms: task.finished_ms,
+            duration_ms: task.duration_ms(),
+            result: task
+                .result
+                .as_ref()
+                .and_then(|r| r.get(primary_field(&task.method)))
+                .cloned(),
+            record: task.result.clone(),
+            error: task.error.clone(),
+        }
+    }
+}
+
+/// A workflow with its tasks, as the API and `get --json` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowView {
+    pub workflow_id: String,
+    pub name: String,
+    pub state: WorkflowState,
+    pub source: Option<String>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    #[serde(with = "error_view")]
+    pub error: Option<GzError>,
+    pub usage: Value,
+    pub tasks: Vec<TaskView>,
+}
+
+impl WorkflowView {
+    pub fn new(record: &WorkflowRecord, tasks: &[TaskRecord]) -> WorkflowView {
+        WorkflowView {
+            workflow_id: record.id.clone(),
+            name: record.name.clone(),
+            state: record.state,
+            source: record.source.clone(),
+            created_ms: record.created_ms,
+            started_ms: record.started_ms,
+            finished_ms: record.finished_ms,
+            duration_ms: match (record.started_ms, record.finished_ms) {
+                (Some(s), Some(f)) => Some(f - s),
+                _ => None,
+            },
+            cancel_requested: record.cancel_requested,
+            error: record.error.clone(),
+            usage: usage(tasks),
+            tasks: tasks
+                .iter()
+                .map(|t| {
+                    let mut view = TaskView::new(t);
+                    if let Some(spec) = record.spec.tasks.iter().find(|s| s.id == t.task_id) {
+                        view.dependencies = spec.dependencies.clone();
+                    }
+                    view
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Errors leave with their hint spelled out (the registry's when the error
+/// has none of its own) and come back as the same `GzError`.
+mod error_view {
+    use gleitzeit_core::GzError;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(error: &Option<GzError>, s: S) -> Result<S::Ok, S::Error> {
+        error.as_ref().map(super::error_json).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<GzError>, D::Error> {
+        Option::<GzError>::deserialize(d)
+    }
+}
+
 pub fn task_json(task: &TaskRecord) -> Value {
-    json!({
-        "id": task.task_id,
-        "method": task.method,
-        "state": task.state,
-        "attempt": task.attempt,
-        "started_ms": task.started_ms,
-        "finished_ms": task.finished_ms,
-        "duration_ms": task.duration_ms(),
-        "result": task.result.as_ref().and_then(|r| r.get(primary_field(&task.method))).cloned(),
-        "record": task.result,
-        "error": task.error.as_ref().map(error_json),
-    })
+    serde_json::to_value(TaskView::new(task)).unwrap_or(Value::Null)
 }
 
 /// Token counts summed over the workflow's LLM tasks.
@@ -59,20 +157,7 @@ pub fn usage(tasks: &[TaskRecord]) -> Value {
 }
 
 pub fn workflow_json(record: &WorkflowRecord, tasks: &[TaskRecord]) -> Value {
-    json!({
-        "workflow_id": record.id,
-        "name": record.name,
-        "state": record.state,
-        "source": record.source,
-        "created_ms": record.created_ms,
-        "started_ms": record.started_ms,
-        "finished_ms": record.finished_ms,
-        "duration_ms": match (record.started_ms, record.finished_ms) { (Some(s), Some(f)) => Some(f - s), _ => None },
-        "cancel_requested": record.cancel_requested,
-        "error": record.error.as_ref().map(error_json),
-        "usage": usage(tasks),
-        "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(WorkflowView::new(record, tasks)).unwrap_or(Value::Null)
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -124,8 +209,10 @@ pub async fn stats(
         .filter(|(s, _)| s == "pending" || s == "retrying")
         .map(|(_, n)| n)
         .sum();
+    let latest_event_seq = store.latest_event_seq().await?;
     Ok(json!({
         "range_minutes": range_minutes,
+        "latest_event_seq": latest_event_seq,
         "workflows_by_state": totals.workflows_by_state.into_iter().collect::<BTreeMap<_, _>>(),
         "tasks_by_state": totals.tasks_by_state.into_iter().collect::<BTreeMap<_, _>>(),
         "queue_depth": queued,

@@ -143,7 +143,7 @@ pub struct ListFilter {
     pub offset: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkflowSummary {
     pub id: String,
     pub name: String,

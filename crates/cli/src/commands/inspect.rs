@@ -4,11 +4,12 @@ use super::progress::summary;
 use crate::context::Context;
 use crate::output::{self, format_ms, format_time, Paint};
 use clap::Args;
-use gleitzeit_core::model::primary_field;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
 use gleitzeit_runtime::process_alive;
-use gleitzeit_store::{ListFilter, TaskRecord, WorkflowRecord};
-use serde_json::{json, Value};
+use crate::client::Target;
+use gleitzeit_server::views::WorkflowView;
+use gleitzeit_store::{ListFilter, WorkflowSummary};
+use serde_json::json;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {}
@@ -38,37 +39,62 @@ pub struct CancelArgs {
     pub id: String,
 }
 
-pub fn task_json(task: &TaskRecord) -> Value {
-    json!({
-        "id": task.task_id,
-        "method": task.method,
-        "state": task.state,
-        "attempt": task.attempt,
-        "started_ms": task.started_ms,
-        "finished_ms": task.finished_ms,
-        "duration_ms": task.duration_ms(),
-        "result": task.result.as_ref().and_then(|r| r.get(primary_field(&task.method))).cloned(),
-        "record": task.result,
-        "error": task.error.as_ref().map(output::json_error),
-    })
-}
-
-pub fn workflow_json(record: &WorkflowRecord, tasks: &[TaskRecord]) -> Value {
-    json!({
-        "workflow_id": record.id,
-        "name": record.name,
-        "state": record.state,
-        "source": record.source,
-        "created_ms": record.created_ms,
-        "started_ms": record.started_ms,
-        "finished_ms": record.finished_ms,
-        "duration_ms": match (record.started_ms, record.finished_ms) { (Some(s), Some(f)) => Some(f - s), _ => None },
-        "error": record.error.as_ref().map(output::json_error),
-        "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
-    })
+async fn status_remote(ctx: &Context, client: &crate::client::Client) -> Result<u8, GzError> {
+    let health = client.get("/api/v1/health").await?;
+    let stats = client.get("/api/v1/stats?range_minutes=60").await?;
+    let running = client.get("/api/v1/workflows?state=running&limit=50").await?;
+    if ctx.global.json {
+        println!(
+            "{}",
+            json!({"server": client.base, "health": health, "stats": stats, "running": running["workflows"]})
+        );
+        return Ok(output::EXIT_OK);
+    }
+    let paint = Paint(output::color_stdout());
+    let pairs = |v: &serde_json::Value| {
+        v.as_object()
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "none".into())
+    };
+    println!("{}", paint.bold("Gleitzeit status"));
+    println!(
+        "  server     {} ({}, up {} s)",
+        client.base,
+        health["status"].as_str().unwrap_or("?"),
+        health["uptime_seconds"]
+    );
+    for reason in health["reasons"].as_array().into_iter().flatten() {
+        println!("             - {}", reason.as_str().unwrap_or(""));
+    }
+    println!("  workflows  {}", pairs(&stats["workflows_by_state"]));
+    println!("  tasks      {}", pairs(&stats["tasks_by_state"]));
+    println!("  queue      {}", stats["queue_depth"]);
+    let running = running["workflows"].as_array().cloned().unwrap_or_default();
+    if !running.is_empty() {
+        println!("  running:");
+        for w in running {
+            println!(
+                "    {}  {}  {}/{}",
+                w["id"].as_str().unwrap_or(""),
+                w["name"].as_str().unwrap_or(""),
+                w["completed"],
+                w["total"]
+            );
+        }
+    }
+    Ok(output::EXIT_OK)
 }
 
 pub async fn status(ctx: &Context, _args: StatusArgs) -> Result<u8, GzError> {
+    if let Target::Remote(client) = Target::resolve(ctx).await? {
+        return status_remote(ctx, &client).await;
+    }
     let store = ctx.open_store(false)?;
     let stats = store.stats().await?;
     let running = store
@@ -172,14 +198,27 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
             })?,
         ),
     };
-    let store = ctx.open_store(false)?;
-    let workflows = store
-        .list_workflows(&ListFilter {
-            state,
-            limit: args.limit,
-            offset: args.offset,
-        })
-        .await?;
+    let workflows: Vec<WorkflowSummary> = match Target::resolve(ctx).await? {
+        Target::Remote(client) => {
+            let mut path = format!("/api/v1/workflows?limit={}&offset={}", args.limit.clamp(1, 1000), args.offset);
+            if let Some(state) = state {
+                path.push_str(&format!("&state={}", state.as_str()));
+            }
+            let page = client.get(&path).await?;
+            serde_json::from_value(page["workflows"].clone()).map_err(|e| {
+                GzError::new(ErrorCode::InternalError, format!("unexpected list from the server: {e}"))
+            })?
+        }
+        Target::Local => {
+            ctx.open_store(false)?
+                .list_workflows(&ListFilter {
+                    state,
+                    limit: args.limit,
+                    offset: args.offset,
+                })
+                .await?
+        }
+    };
     if ctx.global.json {
         println!("{}", serde_json::to_string(&workflows).unwrap_or_default());
         return Ok(output::EXIT_OK);
@@ -214,60 +253,104 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
     Ok(output::EXIT_OK)
 }
 
+/// A workflow as the API shows it, from the server or the local store.
+pub async fn fetch_view(ctx: &Context, target: &Target, id: &str) -> Result<WorkflowView, GzError> {
+    match target {
+        Target::Remote(client) => {
+            let value = client.get(&format!("/api/v1/workflows/{id}")).await?;
+            serde_json::from_value(value).map_err(|e| {
+                GzError::new(ErrorCode::InternalError, format!("unexpected workflow from the server: {e}"))
+            })
+        }
+        Target::Local => {
+            let store = ctx.open_store(false)?;
+            let record = store.find_workflow(id).await?;
+            let tasks = store.tasks(&record.id).await?;
+            Ok(WorkflowView::new(&record, &tasks))
+        }
+    }
+}
+
 pub async fn get(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
-    let store = ctx.open_store(false)?;
-    let record = store.find_workflow(&args.id).await?;
-    let tasks = store.tasks(&record.id).await?;
+    let target = Target::resolve(ctx).await?;
+    let view = fetch_view(ctx, &target, &args.id).await?;
     if ctx.global.json {
-        println!("{}", workflow_json(&record, &tasks));
+        println!("{}", serde_json::to_value(&view).unwrap_or_default());
         return Ok(output::EXIT_OK);
     }
     let paint = Paint(output::color_stdout());
-    print!("{}", summary(&record, &tasks, &paint));
-    println!(
-        "  {} {}",
-        paint.dim("created"),
-        format_time(record.created_ms)
-    );
-    if let Some(source) = &record.source {
+    print!("{}", summary(&view, &paint));
+    println!("  {} {}", paint.dim("created"), format_time(view.created_ms));
+    if let Some(source) = &view.source {
         println!("  {} {source}", paint.dim("source "));
     }
-    if let Some(error) = &record.error {
+    let tokens = view.usage["total_tokens"].as_u64().unwrap_or(0);
+    if tokens > 0 {
         println!(
-            "  {} {} {}",
-            paint.dim("error  "),
-            error.code,
-            error.message
+            "  {} {} prompt + {} completion tokens in {} LLM call(s)",
+            paint.dim("usage  "),
+            view.usage["prompt_tokens"],
+            view.usage["completion_tokens"],
+            view.usage["llm_calls"]
         );
+    }
+    if let Some(error) = &view.error {
+        println!("  {} {} {}", paint.dim("error  "), error.code, error.message);
     }
     Ok(output::EXIT_OK)
 }
 
 pub async fn cancel(ctx: &Context, args: CancelArgs) -> Result<u8, GzError> {
-    let store = ctx.open_store(false)?;
-    let runtime = ctx.runtime(store);
-    let before = runtime.store().find_workflow(&args.id).await?;
-    let after = runtime.cancel(&before.id).await?;
+    let (was_terminal, id, state, cancel_requested) = match Target::resolve(ctx).await? {
+        Target::Remote(client) => {
+            let before = client.get(&format!("/api/v1/workflows/{}", args.id)).await?;
+            let was_terminal = before["state"]
+                .as_str()
+                .and_then(WorkflowState::parse)
+                .is_some_and(|s| s.is_terminal());
+            let after = client
+                .post(&format!("/api/v1/workflows/{}/cancel", args.id), &[], None)
+                .await?;
+            let state = after["state"]
+                .as_str()
+                .and_then(WorkflowState::parse)
+                .unwrap_or(WorkflowState::Running);
+            (
+                was_terminal,
+                after["workflow_id"].as_str().unwrap_or_default().to_string(),
+                state,
+                after["cancel_requested"].as_bool().unwrap_or(false),
+            )
+        }
+        Target::Local => {
+            let store = ctx.open_store(false)?;
+            let runtime = ctx.runtime(store);
+            let before = runtime.store().find_workflow(&args.id).await?;
+            let after = runtime.cancel(&before.id).await?;
+            (
+                before.state.is_terminal(),
+                after.id,
+                after.state,
+                after.cancel_requested,
+            )
+        }
+    };
     if ctx.global.json {
         println!(
             "{}",
-            json!({"workflow_id": after.id, "state": after.state, "cancel_requested": after.cancel_requested})
+            json!({"workflow_id": id, "state": state, "cancel_requested": cancel_requested})
         );
         return Ok(output::EXIT_OK);
     }
-    if before.state.is_terminal() {
+    if was_terminal {
         println!(
-            "Workflow {} is already {}; nothing to cancel.",
-            after.id,
-            after.state.as_str()
+            "Workflow {id} is already {}; nothing to cancel.",
+            state.as_str()
         );
-    } else if after.state == WorkflowState::Cancelled {
-        println!("Cancelled workflow {}.", after.id);
+    } else if state == WorkflowState::Cancelled {
+        println!("Cancelled workflow {id}.");
     } else {
-        println!(
-            "Asked the process running workflow {} to cancel it.",
-            after.id
-        );
+        println!("Asked the process running workflow {id} to cancel it.");
     }
     Ok(output::EXIT_OK)
 }

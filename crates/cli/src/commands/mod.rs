@@ -7,14 +7,17 @@ pub mod exec;
 pub mod functions;
 pub mod init;
 pub mod inspect;
+pub mod observe;
 pub mod progress;
 pub mod providers;
 pub mod run;
+pub mod serve;
+pub mod submit;
 pub mod validate;
 
 use crate::context::Context;
 use crate::output::{self, print_error};
-use crate::{Cli, Command};
+use crate::{Cli, Command, WorkflowCommand};
 use gleitzeit_core::GzError;
 
 pub async fn dispatch(cli: Cli) -> u8 {
@@ -35,11 +38,33 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Validate(args) => validate::run(&ctx, args),
         Command::Exec(args) => exec::run(&ctx, args).await,
         Command::Init(args) => init::run(args),
-        Command::Status(args) => inspect::status(&ctx, args).await,
-        Command::List(args) => inspect::list(&ctx, args).await,
-        Command::Get(args) => inspect::get(&ctx, args).await,
-        Command::Cancel(args) => inspect::cancel(&ctx, args).await,
+        Command::Status(args) | Command::System(crate::SystemCommand::Status(args)) => {
+            inspect::status(&ctx, args).await
+        }
+        Command::List(args) | Command::Workflow(WorkflowCommand::List(args)) => {
+            inspect::list(&ctx, args).await
+        }
+        Command::Get(args)
+        | Command::Workflow(WorkflowCommand::Get(args) | WorkflowCommand::Status(args)) => {
+            inspect::get(&ctx, args).await
+        }
+        Command::Cancel(args) | Command::Workflow(WorkflowCommand::Cancel(args)) => {
+            inspect::cancel(&ctx, args).await
+        }
+        Command::Submit(args) | Command::Workflow(WorkflowCommand::Submit(args)) => {
+            submit::run(&ctx, args).await
+        }
+        Command::Workflow(WorkflowCommand::Resume(args)) => run::resume(&ctx, args).await,
+        Command::Logs(args) => observe::logs(&ctx, args).await,
+        Command::Events(args) => observe::events(&ctx, args).await,
+        Command::Watch(command) => observe::watch(&ctx, command).await,
+        Command::Stats(args) => observe::stats(&ctx, args).await,
+        Command::Inspect(command) => observe::inspect(&ctx, command).await,
+        Command::Health(args) => observe::health(&ctx, args).await,
         Command::Config(args) => config_cmd::run(&ctx, args),
+        Command::Serve(args) | Command::Dev(crate::DevCommand::Start(args)) => {
+            serve::run(&ctx, args).await
+        }
         Command::Providers { command } => providers::run(&ctx, command).await,
         Command::Errors(_) | Command::Functions(_) => Ok(output::EXIT_OK),
     };

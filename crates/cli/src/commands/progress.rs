@@ -6,9 +6,8 @@
 
 use crate::output::{color_stderr, format_ms, preview, Paint};
 use gleitzeit_core::events::{self, Event};
-use gleitzeit_core::model::primary_field;
 use gleitzeit_core::TaskState;
-use gleitzeit_store::{TaskRecord, WorkflowRecord};
+use gleitzeit_server::views::WorkflowView;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -267,7 +266,8 @@ impl View {
 }
 
 /// The readable summary printed after a run or by `get`.
-pub fn summary(record: &WorkflowRecord, tasks: &[TaskRecord], paint: &Paint) -> String {
+pub fn summary(record: &WorkflowView, paint: &Paint) -> String {
+    let tasks = &record.tasks;
     let total = tasks.len();
     let completed = tasks
         .iter()
@@ -286,23 +286,18 @@ pub fn summary(record: &WorkflowRecord, tasks: &[TaskRecord], paint: &Paint) -> 
     let mut out = format!(
         "{mark} Workflow {} {verb}{duration} — {completed}/{total} tasks completed  {}\n",
         paint.bold(&format!("\"{}\"", record.name)),
-        paint.dim(&record.id)
+        paint.dim(&record.workflow_id)
     );
     let width = tasks
         .iter()
-        .map(|t| t.task_id.chars().count())
+        .map(|t| t.id.chars().count())
         .max()
         .unwrap_or(4)
         .min(32);
     for task in tasks {
         let (mark, detail) = match task.state {
             TaskState::Completed => {
-                let primary = task
-                    .result
-                    .as_ref()
-                    .and_then(|r| r.get(primary_field(&task.method)))
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let primary = task.result.clone().unwrap_or(Value::Null);
                 (paint.green("✓"), preview(&primary, 70))
             }
             TaskState::Failed => (
@@ -321,7 +316,7 @@ pub fn summary(record: &WorkflowRecord, tasks: &[TaskRecord], paint: &Paint) -> 
             ),
             other => (paint.cyan("…"), other.as_str().to_string()),
         };
-        let time = task.duration_ms().map(format_ms).unwrap_or_default();
+        let time = task.duration_ms.map(format_ms).unwrap_or_default();
         let retries = if task.attempt > 1 {
             format!(" ({} attempts)", task.attempt)
         } else {
@@ -329,7 +324,7 @@ pub fn summary(record: &WorkflowRecord, tasks: &[TaskRecord], paint: &Paint) -> 
         };
         out.push_str(&format!(
             "  {mark} {:<width$} {:>9}{retries}  {}\n",
-            task.task_id,
+            task.id,
             paint.dim(&time),
             detail,
         ));

@@ -83,7 +83,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
             ),
         );
     }
-    let overrides = collect_inputs(&args)?;
+    let overrides = collect_inputs(args.inputs_file.as_deref(), &args.inputs)?;
     let store = ctx.open_store(args.ephemeral)?;
     let runtime = ctx.runtime(store);
 
@@ -122,6 +122,22 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
 }
 
 pub async fn resume(ctx: &Context, args: ResumeArgs) -> Result<u8, GzError> {
+    if let crate::client::Target::Remote(client) = crate::client::Target::resolve(ctx).await? {
+        let answer = client
+            .post(&format!("/api/v1/workflows/{}/resume", args.id), &[], None)
+            .await?;
+        let id = answer["workflow_id"].as_str().unwrap_or_default().to_string();
+        if !ctx.global.json && !args.quiet {
+            eprintln!("Resumed {id} on {}", client.base);
+        }
+        return super::submit::wait_remote(
+            ctx,
+            &crate::client::Target::Remote(client),
+            &id,
+            args.quiet,
+        )
+        .await;
+    }
     let store = ctx.open_store(false)?;
     let runtime = ctx.runtime(store);
     let record = runtime.store().find_workflow(&args.id).await?;
@@ -130,9 +146,12 @@ pub async fn resume(ctx: &Context, args: ResumeArgs) -> Result<u8, GzError> {
     Ok(code)
 }
 
-fn collect_inputs(args: &RunArgs) -> Result<Map<String, Value>, GzError> {
+pub fn collect_inputs(
+    inputs_file: Option<&std::path::Path>,
+    overrides: &[String],
+) -> Result<Map<String, Value>, GzError> {
     let mut inputs = Map::new();
-    if let Some(path) = &args.inputs_file {
+    if let Some(path) = inputs_file {
         let text = read_user_file(path)?;
         let node = gleitzeit_core::yaml::parse(&text).map_err(|e| {
             GzError::new(
@@ -158,7 +177,7 @@ fn collect_inputs(args: &RunArgs) -> Result<Map<String, Value>, GzError> {
             }
         }
     }
-    for arg in &args.inputs {
+    for arg in overrides {
         let (key, value) = parse_input_override(arg)?;
         inputs.insert(key, value);
     }
@@ -166,7 +185,7 @@ fn collect_inputs(args: &RunArgs) -> Result<Map<String, Value>, GzError> {
 }
 
 /// Runs a stored workflow with live progress, prints the summary, returns the exit code.
-async fn execute(
+pub async fn execute(
     ctx: &Context,
     runtime: &Runtime,
     id: &str,
@@ -207,14 +226,12 @@ async fn execute(
 }
 
 fn report(ctx: &Context, record: &gleitzeit_store::WorkflowRecord, outcome: &RunOutcome) {
+    let view = gleitzeit_server::views::WorkflowView::new(record, &outcome.tasks);
     if ctx.global.json {
-        println!("{}", super::inspect::workflow_json(record, &outcome.tasks));
+        println!("{}", serde_json::to_value(&view).unwrap_or_default());
         return;
     }
-    print!(
-        "{}",
-        summary(record, &outcome.tasks, &Paint(output::color_stdout()))
-    );
+    print!("{}", summary(&view, &Paint(output::color_stdout())));
     if let Some(error) = &outcome.error {
         if outcome.state == WorkflowState::Failed {
             output::print_error(error);
@@ -260,7 +277,7 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
     let task = &outcome.tasks[0];
     if ctx.global.json {
         let record = runtime.store().find_workflow(&id).await?;
-        println!("{}", super::inspect::workflow_json(&record, &outcome.tasks));
+        println!("{}", gleitzeit_server::views::workflow_json(&record, &outcome.tasks));
     } else if let Some(error) = &task.error {
         output::print_error(error);
     } else {
@@ -381,7 +398,7 @@ async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
     let task = &outcome.tasks[0];
     if json {
         let record = runtime.store().find_workflow(&id).await?;
-        println!("{}", super::inspect::workflow_json(&record, &outcome.tasks));
+        println!("{}", gleitzeit_server::views::workflow_json(&record, &outcome.tasks));
     } else if let Some(error) = &task.error {
         if printed {
             println!();

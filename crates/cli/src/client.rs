@@ -1,0 +1,258 @@
+//! Where client commands go. With `--server URL` (or GLEITZEIT_SERVER) they
+//! talk to that server; otherwise to a server answering on the configured
+//! host and port, if one does; otherwise they read the local store. Both paths
+//! produce the same JSON (`gleitzeit_server::views`), so output does not
+//! depend on where it came from.
+
+use crate::context::Context;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use gleitzeit_core::events::Event;
+use gleitzeit_core::{ErrorCode, GzError};
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    pub base: String,
+}
+
+pub enum Target {
+    Local,
+    Remote(Client),
+}
+
+impl Target {
+    pub async fn resolve(ctx: &Context) -> Result<Target, GzError> {
+        if ctx.global.local {
+            return Ok(Target::Local);
+        }
+        if let Some(url) = ctx
+            .global
+            .server
+            .clone()
+            .or_else(|| ctx.config.server.url.clone())
+        {
+            let client = Client::new(&url)?;
+            // Asked for by name: not answering is an error, not a fallback.
+            client.get("/api/v1/health").await.map(|_| ()).or_else(|e| {
+                if e.code == ErrorCode::ServerUnreachable {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            })?;
+            return Ok(Target::Remote(client));
+        }
+        let host = match ctx.config.server.host.as_str() {
+            "0.0.0.0" | "::" | "" => "127.0.0.1".to_string(),
+            host if host.contains(':') => format!("[{host}]"),
+            host => host.to_string(),
+        };
+        let client = Client::new(&format!("http://{host}:{}", ctx.config.server.port))?;
+        if client.probe().await {
+            Ok(Target::Remote(client))
+        } else {
+            Ok(Target::Local)
+        }
+    }
+}
+
+fn unreachable(base: &str, why: impl std::fmt::Display) -> GzError {
+    GzError::new(
+        ErrorCode::ServerUnreachable,
+        format!("cannot reach the Gleitzeit server at {base}: {why}"),
+    )
+    .at(base.to_string())
+}
+
+impl Client {
+    pub fn new(url: &str) -> Result<Client, GzError> {
+        let base = url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(GzError::new(
+                ErrorCode::InvalidArgument,
+                format!("server URL `{url}` must start with http:// or https://"),
+            )
+            .with_hint("For example --server http://127.0.0.1:8765"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| GzError::new(ErrorCode::InternalError, format!("HTTP client: {e}")))?;
+        Ok(Client { http, base })
+    }
+
+    /// Whether a Gleitzeit server answers here (quickly: this runs before
+    /// every client command that was not pointed at a server).
+    pub async fn probe(&self) -> bool {
+        let request = self
+            .http
+            .get(format!("{}/api/v1/health", self.base))
+            .timeout(Duration::from_millis(1500))
+            .send();
+        match request.await {
+            Ok(response) => response
+                .json::<Value>()
+                .await
+                .is_ok_and(|v| v.get("status").is_some() && v.get("providers").is_some()),
+            Err(_) => false,
+        }
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Value, GzError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, e))?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(|e| {
+            GzError::new(
+                ErrorCode::ServerUnreachable,
+                format!("the server at {} sent a reply that is not JSON ({status}): {e}", self.base),
+            )
+        })?;
+        if status.is_success() || (status.as_u16() == 503 && body.get("providers").is_some()) {
+            return Ok(body);
+        }
+        let mut error: GzError = serde_json::from_value(body.clone()).unwrap_or_else(|_| {
+            GzError::new(
+                ErrorCode::InternalError,
+                format!("the server answered {status}: {body}"),
+            )
+        });
+        if let Some(diagnostics) = body.get("diagnostics").filter(|d| d.is_array()) {
+            error.details = serde_json::json!({ "diagnostics": diagnostics });
+        }
+        Err(error)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, GzError> {
+        self.answer(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+    ) -> Result<Value, GzError> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).query(query);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+                .body(body);
+        }
+        self.answer(request).await
+    }
+
+    /// The server's event stream (SSE), resumed by id across reconnects so a
+    /// restarting server costs a pause, not events.
+    pub fn events(&self, query: String, after: Option<u64>) -> BoxStream<'static, Result<Event, GzError>> {
+        let client = self.clone();
+        Box::pin(async_stream::try_stream! {
+            let mut last = after;
+            let mut failures = 0u32;
+            loop {
+                let mut url = format!("{}/api/v1/events?{query}", client.base);
+                if let Some(seq) = last {
+                    url.push_str(&format!("&after={seq}"));
+                }
+                let response = client.http.get(&url).send().await;
+                let response = match response {
+                    Ok(r) if r.status().is_success() => r,
+                    Ok(r) => {
+                        let status = r.status();
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        Err(serde_json::from_value::<GzError>(body).unwrap_or_else(|_| {
+                            GzError::new(ErrorCode::InternalError, format!("event stream refused: {status}"))
+                        }))?;
+                        continue;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures > 60 {
+                            Err(unreachable(&client.base, e))?;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                failures = 0;
+                let mut bytes = response.bytes_stream();
+                let mut buffer = String::new();
+                let mut data = String::new();
+                while let Some(chunk) = bytes.next().await {
+                    let Ok(chunk) = chunk else { break };
+                    buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = buffer.find('\n') {
+                        let line: String = buffer.drain(..=end).collect();
+                        let line = line.trim_end_matches(['\n', '\r']);
+                        if let Some(rest) = line.strip_prefix("data:") {
+                            data.push_str(rest.trim_start());
+                        } else if line.is_empty() && !data.is_empty() {
+                            if let Ok(event) = serde_json::from_str::<Event>(&data) {
+                                last = Some(event.seq);
+                                yield event;
+                            }
+                            data.clear();
+                        }
+                    }
+                }
+                // The server went away (restart, shutdown): reconnect and resume.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    }
+}
+
+impl Target {
+    /// Events after `after` (or from now): from the server's stream, or by
+    /// reading the local store as other processes commit.
+    pub fn follow(
+        &self,
+        ctx: &Context,
+        workflow_id: Option<String>,
+        types: Option<String>,
+        after: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<Event, GzError>>, GzError> {
+        match self {
+            Target::Remote(client) => {
+                let mut query = Vec::new();
+                if let Some(id) = &workflow_id {
+                    query.push(format!("workflow_id={id}"));
+                }
+                if let Some(types) = &types {
+                    query.push(format!("types={types}"));
+                }
+                Ok(client.events(query.join("&"), after))
+            }
+            Target::Local => {
+                let store = ctx.open_store(false)?;
+                let wanted: Option<Vec<String>> =
+                    types.map(|t| t.split(',').map(|s| s.trim().to_string()).collect());
+                Ok(Box::pin(async_stream::try_stream! {
+                    let mut last = match after {
+                        Some(seq) => seq,
+                        None => store.latest_event_seq().await?,
+                    };
+                    loop {
+                        let page = store.events(workflow_id.as_deref(), last, 1000).await?;
+                        let full = page.len() == 1000;
+                        for event in page {
+                            last = event.seq;
+                            if wanted.as_ref().is_none_or(|w| w.contains(&event.kind)) {
+                                yield event;
+                            }
+                        }
+                        if !full {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `gleitzeit serve` (also `start`, `dev start`, `hub`): the runtime behind the
+//! HTTP API, on the configured store, until SIGINT/SIGTERM.
+
+use crate::context::Context;
+use crate::output;
+use clap::Args;
+use gleitzeit_core::{ErrorCode, GzError};
+use gleitzeit_server::{Server, ServerConfig};
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1, or GLEITZEIT_HOST]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on [default: 8765, or GLEITZEIT_PORT]
+    #[arg(long, short = 'p')]
+    pub port: Option<u16>,
+    /// Seconds to wait at shutdown for tasks in flight to be recorded
+    #[arg(long, value_name = "SECONDS")]
+    pub grace: Option<f64>,
+    /// Do not resume workflows a previous process left unfinished
+    #[arg(long)]
+    pub no_resume: bool,
+}
+
+pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
+    let section = &ctx.config.server;
+    let host = args.host.unwrap_or_else(|| section.host.clone());
+    let port = args.port.unwrap_or(section.port);
+    let grace = args.grace.unwrap_or(section.grace_seconds);
+    if !grace.is_finite() || grace < 0.0 {
+        return Err(GzError::new(
+            ErrorCode::InvalidArgument,
+            format!("--grace must be a number of seconds ≥ 0, not {grace}"),
+        ));
+    }
+    let store = ctx.open_store(false)?;
+    let runtime = ctx.runtime(store);
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .map_err(|e| {
+            GzError::new(
+                ErrorCode::ServiceStartFailed,
+                format!("cannot listen on {host}:{port}: {e}"),
+            )
+            .with_hint(if e.kind() == std::io::ErrorKind::AddrInUse {
+                "Another process uses that port (maybe a server is already running: `gleitzeit health`); pick another with --port."
+            } else {
+                "Check --host (an address of this machine) and --port."
+            })
+        })?;
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| format!("{host}:{port}"));
+    let server = Server::new(
+        runtime,
+        ServerConfig {
+            max_body_bytes: section.max_body_bytes,
+            grace: Duration::from_secs_f64(grace),
+        },
+    );
+    let resumed = if args.no_resume {
+        Vec::new()
+    } else {
+        server.resume_interrupted().await?
+    };
+    let location = match ctx.backend() {
+        "sqlite" => format!("sqlite {}", ctx.config.db_path().display()),
+        other => other.to_string(),
+    };
+    // One line a script (or a test) can wait for.
+    println!("Gleitzeit server listening on http://{address} (store: {location})");
+    if !resumed.is_empty() {
+        println!(
+            "Resumed {} interrupted workflow(s): {}",
+            resumed.len(),
+            resumed.join(", ")
+        );
+    }
+    println!("API: http://{address}/api/v1  events: /api/v1/events  docs: /api/v1/openapi.json");
+    server.serve(listener, shutdown_signal()).await?;
+    println!("Server stopped.");
+    Ok(output::EXIT_OK)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
