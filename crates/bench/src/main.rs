@@ -1,10 +1,14 @@
-//! `cargo run --release -p gleitzeit-bench [-- --quick]`
+//! `cargo run --release -p gleitzeit-bench [-- --quick] [--only NAME[,NAME]]`
 //!
 //! Runs the release `gleitzeit` binary on generated workflows and reports wall
 //! time, tasks per second and peak RSS (from `wait4`), then writes the figures to
 //! `bench/results/latest.json`. Each scenario runs several times; the median is
 //! reported so one slow run does not decide the number.
+//!
+//! Scenarios (for `--only`): chain, fanout, python, http, llm. A full run with
+//! `--only` replaces just those scenarios' entries in `latest.json`.
 
+mod http;
 mod llm;
 
 use anyhow::{bail, Context, Result};
@@ -146,8 +150,51 @@ fn scenario(
     Ok(result)
 }
 
+/// Scenario names `--only` accepts.
+const SCENARIOS: &[&str] = &["chain", "fanout", "python", "http", "llm"];
+
+struct Options {
+    quick: bool,
+    /// Run only these scenarios (all when empty).
+    only: Vec<String>,
+}
+
+fn options() -> Result<Options> {
+    let mut options = Options {
+        quick: false,
+        only: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let list = match arg.as_str() {
+            "--quick" => {
+                options.quick = true;
+                continue;
+            }
+            "--only" => args.next().context("--only needs a scenario name")?,
+            other => match other.strip_prefix("--only=") {
+                Some(list) => list.to_string(),
+                None => bail!(
+                    "unknown argument `{other}`; usage: gleitzeit-bench [--quick] [--only NAME[,NAME]]"
+                ),
+            },
+        };
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !SCENARIOS.contains(&name) {
+                bail!(
+                    "unknown scenario `{name}`; scenarios: {}",
+                    SCENARIOS.join(", ")
+                );
+            }
+            options.only.push(name.to_string());
+        }
+    }
+    Ok(options)
+}
+
 fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let Options { quick, only } = options()?;
+    let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let binary = std::env::var_os("GLEITZEIT_BIN")
         .map(PathBuf::from)
@@ -162,13 +209,15 @@ fn main() -> Result<()> {
     let runs = if quick { 1 } else { 7 };
     let fan_n = if quick { 500 } else { 10_000 };
     let py_n = if quick { 20 } else { 200 };
+    let http_n = if quick { 200 } else { 1_000 };
     println!(
         "gleitzeit benchmarks ({}), binary {}",
         if quick { "quick" } else { "full" },
         binary.display()
     );
-    let mut results = vec![
-        scenario(
+    let mut results = Vec::new();
+    if wants("chain") {
+        results.push(scenario(
             &binary,
             dir.path(),
             "chain_40_noop_sqlite",
@@ -176,8 +225,10 @@ fn main() -> Result<()> {
             40,
             runs,
             &[],
-        )?,
-        scenario(
+        )?);
+    }
+    if wants("fanout") {
+        results.push(scenario(
             &binary,
             dir.path(),
             &format!("fanout_{fan_n}_noop_sqlite"),
@@ -185,8 +236,8 @@ fn main() -> Result<()> {
             fan_n + 2,
             runs.min(3),
             &[],
-        )?,
-        scenario(
+        )?);
+        results.push(scenario(
             &binary,
             dir.path(),
             &format!("fanout_{fan_n}_noop_memory"),
@@ -194,8 +245,10 @@ fn main() -> Result<()> {
             fan_n + 2,
             runs.min(3),
             &["--ephemeral"],
-        )?,
-        scenario(
+        )?);
+    }
+    if wants("python") {
+        results.push(scenario(
             &binary,
             dir.path(),
             &format!("python_fanout_{py_n}"),
@@ -203,31 +256,60 @@ fn main() -> Result<()> {
             py_n + 2,
             runs.min(5),
             &[],
-        )?,
-    ];
-    if let Some(url) = std::env::var("GLEITZEIT_BENCH_LLAMA_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
-        results.push(llm::run(&binary, dir.path(), url.trim_end_matches('/'))?);
-    } else if !quick {
-        println!("(set GLEITZEIT_BENCH_LLAMA_URL, or use scripts/bench.sh, for the LLM scenario)");
+        )?);
+    }
+    if wants("http") {
+        results.push(http::run(&binary, dir.path(), http_n)?);
+    }
+    if wants("llm") {
+        if let Some(url) = std::env::var("GLEITZEIT_BENCH_LLAMA_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            results.push(llm::run(&binary, dir.path(), url.trim_end_matches('/'))?);
+        } else if !quick {
+            println!(
+                "(set GLEITZEIT_BENCH_LLAMA_URL, or use scripts/bench.sh, for the LLM scenario)"
+            );
+        }
     }
     let machine = json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())),
         "memory_gb": std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok())).map(|kb| (kb / 1024.0 / 1024.0).round()),
     });
-    let report = json!({"quick": quick, "machine": machine, "results": results});
     if !quick {
         let out = std::env::var_os("GLEITZEIT_BENCH_OUT")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("bench/results"));
         std::fs::create_dir_all(&out)?;
-        std::fs::write(
-            out.join("latest.json"),
-            serde_json::to_string_pretty(&report)?,
-        )?;
+        let file = out.join("latest.json");
+        // With --only, the other scenarios keep their last figures.
+        if !only.is_empty() {
+            let previous = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+            if let Some(Value::Array(old)) = previous.map(|p| p["results"].clone()) {
+                let mut merged: Vec<Value> = old
+                    .into_iter()
+                    .map(|entry| {
+                        results
+                            .iter()
+                            .find(|r| r["scenario"] == entry["scenario"])
+                            .cloned()
+                            .unwrap_or(entry)
+                    })
+                    .collect();
+                for result in &results {
+                    if !merged.iter().any(|m| m["scenario"] == result["scenario"]) {
+                        merged.push(result.clone());
+                    }
+                }
+                results = merged;
+            }
+        }
+        let report = json!({"quick": quick, "machine": machine, "results": results});
+        std::fs::write(&file, serde_json::to_string_pretty(&report)?)?;
         println!("written to bench/results/latest.json");
     }
     Ok(())

@@ -330,6 +330,11 @@ impl Run<'_> {
         let now = now_ms();
         match action {
             Action::Run { task, attempt } => {
+                if self.draining {
+                    // Shutting down: the task stays pending in the store and
+                    // starts when the workflow is resumed.
+                    return;
+                }
                 self.tasks[task].attempt = attempt;
                 match self.prepare(task) {
                     Ok(params) => {
@@ -639,7 +644,8 @@ impl Run<'_> {
         }
         let start = std::mem::take(&mut self.start);
         if self.draining {
-            // Recorded as running; a resumed run starts them again.
+            // Decided just before the drain began: recorded as running, and
+            // run again on resume.
             return Ok(());
         }
         for (task, attempt, params) in start {

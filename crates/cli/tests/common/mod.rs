@@ -37,6 +37,13 @@ impl Env {
             .env_remove("GLEITZEIT_BACKEND")
             .env_remove("GLEITZEIT_DB")
             .env_remove("GLEITZEIT_SQLITE_PATH")
+            // Client commands look for a server on GLEITZEIT_PORT; nothing
+            // listens on port 1, so tests use their own store unless they
+            // name a server.
+            .env("GLEITZEIT_PORT", "1")
+            .env_remove("GLEITZEIT_HOST")
+            .env_remove("GLEITZEIT_SERVER")
+            .env_remove("GLEITZEIT_HUB_URL")
             .env("NO_COLOR", "1")
             .current_dir(self.home.path());
         cmd

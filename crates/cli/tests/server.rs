@@ -1,0 +1,541 @@
+//! `gleitzeit serve` end to end: the real binary on a free port, workflows
+//! submitted over HTTP and by the client commands, events followed over SSE,
+//! WebSocket and Socket.IO, and the server killed (SIGKILL) or stopped
+//! (SIGTERM) in the middle of a workflow.
+
+mod common;
+use common::Env;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(env: &Env, extra: &[&str]) -> Server {
+        let mut command: Command = env.command();
+        command
+            .args(["serve", "--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("start server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a first line").expect("read line");
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in `{first}`"))
+            .to_string();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    fn wait_exit(mut self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn submit(server: &str, body: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{server}/api/v1/workflows"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let answer: Value = response.json().await.unwrap();
+    answer["workflow_id"].as_str().unwrap().to_string()
+}
+
+async fn wait_state(server: &str, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let view = get(&format!("{server}/api/v1/workflows/{id}")).await;
+        if view["state"] == state {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "{id} never became {state}: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads an SSE stream until `stop` says so; returns the events.
+async fn read_sse(
+    url: &str,
+    last_event_id: Option<u64>,
+    mut stop: impl FnMut(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if stop(&events) {
+            return events;
+        }
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("SSE stream stalled")
+            .expect("SSE stream ended")
+            .unwrap();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
+                    id = v.trim().parse::<u64>().ok();
+                }
+                if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+                    data = Some(serde_json::from_str::<Value>(v.trim()).unwrap());
+                }
+            }
+            if let Some(data) = data {
+                assert_eq!(Some(data["seq"].as_u64().unwrap()), id, "SSE id is the event seq");
+                events.push(data);
+            }
+        }
+    }
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+fn strictly_increasing(seqs: &[u64]) -> bool {
+    seqs.windows(2).all(|w| w[0] < w[1])
+}
+
+fn finished(events: &[Value], id: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e["workflow_id"] == id && e["type"] == "workflow_completed")
+}
+
+#[test]
+fn seed_examples_over_http_with_sse_websocket_and_last_event_id() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let url = server.url.clone();
+    runtime().block_on(async move {
+        let files = [
+            "quickstart.yaml",
+            "seed_000_functions.yaml",
+            "seed_001_example_workflow.yaml",
+            "seed_001_python_provider.yaml",
+            "fan_out.yaml",
+        ];
+        let mut ids = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(common::examples().join(file)).unwrap();
+            ids.push(submit(&url, &text).await);
+        }
+        for id in &ids {
+            let view = wait_state(&url, id, "completed").await;
+            assert!(view["tasks"].as_array().unwrap().iter().all(|t| t["state"] == "completed"), "{view}");
+        }
+
+        // SSE from the beginning: every workflow's whole story, in order.
+        let all = read_sse(&format!("{url}/api/v1/events?after=0"), None, |events| {
+            ids.iter().all(|id| finished(events, id))
+        })
+        .await;
+        assert!(strictly_increasing(&seqs(&all)), "{:?}", seqs(&all));
+        for id in &ids {
+            let started = all.iter().filter(|e| e["workflow_id"] == *id && e["type"] == "workflow_started").count();
+            assert_eq!(started, 1, "{id}");
+        }
+
+        // Disconnect half way and resume with Last-Event-ID: nothing lost, nothing twice.
+        let cut = all.len() / 2;
+        let first = read_sse(&format!("{url}/api/v1/events?after=0"), None, |e| e.len() >= cut).await;
+        let resume_at = first.last().unwrap()["seq"].as_u64().unwrap();
+        let rest = read_sse(&format!("{url}/api/v1/events"), Some(resume_at), |events| {
+            events.last().is_some_and(|e| e["seq"] == all.last().unwrap()["seq"])
+        })
+        .await;
+        let mut joined = seqs(&first);
+        joined.extend(seqs(&rest));
+        assert_eq!(joined, seqs(&all));
+
+        // Filters: one workflow, some types.
+        let one = read_sse(
+            &format!("{url}/api/v1/events?after=0&workflow_id={}&types=task_completed,workflow_completed", ids[0]),
+            None,
+            |events| finished(events, &ids[0]),
+        )
+        .await;
+        assert!(one.iter().all(|e| e["workflow_id"] == ids[0]));
+        assert!(one.iter().all(|e| e["type"] == "task_completed" || e["type"] == "workflow_completed"));
+        assert_eq!(one.iter().filter(|e| e["type"] == "task_completed").count(), 4);
+
+        // WebSocket: a live workflow, followed as JSON frames.
+        let ws_url = format!("{}/api/v1/ws", url.replacen("http://", "ws://", 1));
+        let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        let text = std::fs::read_to_string(common::examples().join("quickstart.yaml")).unwrap();
+        let live = submit(&url, &text).await;
+        let mut seen = Vec::new();
+        while !finished(&seen, &live) {
+            let frame = tokio::time::timeout(Duration::from_secs(60), socket.next())
+                .await
+                .expect("websocket stalled")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = frame {
+                seen.push(serde_json::from_str::<Value>(&text).unwrap());
+            }
+        }
+        assert!(strictly_increasing(&seqs(&seen)));
+        assert!(seen.iter().any(|e| e["type"] == "task_completed" && e["workflow_id"] == live));
+        socket.close(None).await.unwrap();
+    });
+}
+
+/// Raw Engine.IO v4 / Socket.IO v5 over WebSocket, as a seed-003 client speaks it.
+#[test]
+fn socketio_clients_receive_events_by_name() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let url = server.url.clone();
+    runtime().block_on(async move {
+        let ws_url = format!(
+            "{}/socket.io/?EIO=4&transport=websocket",
+            url.replacen("http://", "ws://", 1)
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        let next_text = async |socket: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+            let frame = tokio::time::timeout(Duration::from_secs(60), socket.next())
+                .await
+                .expect("socket.io stalled")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = frame {
+                let text = text.to_string();
+                if text == "2" {
+                    // Engine.IO ping: answer so the server keeps us.
+                    socket.send(Message::Text("3".into())).await.unwrap();
+                    continue;
+                }
+                return text;
+            }
+        };
+        let open = next_text(&mut socket).await;
+        assert!(open.starts_with('0'), "engine.io open packet: {open}");
+        // Connect to the default namespace, asking only for task events.
+        socket
+            .send(Message::Text(r#"40{"types":["task_completed","workflow_completed"]}"#.into()))
+            .await
+            .unwrap();
+        let connected = next_text(&mut socket).await;
+        assert!(connected.starts_with("40"), "{connected}");
+        let subscribed = next_text(&mut socket).await;
+        assert!(subscribed.starts_with(r#"42["subscribed""#), "{subscribed}");
+
+        let text = std::fs::read_to_string(common::examples().join("quickstart.yaml")).unwrap();
+        let id = submit(&url, &text).await;
+        let mut names = Vec::new();
+        loop {
+            let packet = next_text(&mut socket).await;
+            let payload: Value = serde_json::from_str(packet.strip_prefix("42").expect("event packet")).unwrap();
+            let name = payload[0].as_str().unwrap().to_string();
+            assert_eq!(payload[1]["type"], name.as_str(), "event named by its type");
+            assert_eq!(payload[1]["workflow_id"], id.as_str());
+            names.push(name.clone());
+            if name == "workflow_completed" {
+                break;
+            }
+        }
+        assert_eq!(names.iter().filter(|n| *n == "task_completed").count(), 4, "{names:?}");
+
+        // A bad subscription is answered with an error event, not a dropped socket.
+        socket
+            .send(Message::Text(r#"42["subscribe",{"types":"no_such_event"}]"#.into()))
+            .await
+            .unwrap();
+        let error = next_text(&mut socket).await;
+        assert!(error.starts_with(r#"42["error""#) && error.contains("GZ9001"), "{error}");
+    });
+}
+
+/// Five chained Python steps; each appends its name to a file and sleeps.
+fn chain(env: &Env, effects: &std::path::Path, pause: f64) -> String {
+    let mut yaml = String::from("name: durable\ntasks:\n");
+    for i in 0..5 {
+        let deps = if i == 0 { String::new() } else { format!("    dependencies: [step{}]\n", i - 1) };
+        let previous = if i == 0 { "0".to_string() } else { format!("${{step{}}}", i - 1) };
+        yaml.push_str(&format!(
+            "  - id: step{i}\n    method: python/execute\n{deps}    parameters:\n      code: |\n        import time\n        with open({path:?}, 'a') as f:\n            f.write('step{i}\\n')\n        time.sleep({pause})\n        result = {previous} * 2 + {i}\n",
+            path = effects.display().to_string(),
+        ));
+    }
+    let _ = env;
+    yaml
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn wait_lines(path: &std::path::Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines(path).len() < n {
+        assert!(Instant::now() < deadline, "timed out waiting for {n} steps");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn count(lines: &[String], step: &str) -> usize {
+    lines.iter().filter(|l| *l == step).count()
+}
+
+#[test]
+fn sigkill_mid_workflow_then_restart_completes_with_nothing_recorded_twice() {
+    let env = Env::new();
+    let effects = env.path("effects.txt");
+    let yaml = chain(&env, &effects, 0.4);
+    let server = Server::start(&env, &[]);
+    let rt = runtime();
+    let id = rt.block_on(async {
+        let id = submit(&server.url, &yaml).await;
+        wait_lines(&effects, 3).await; // step2 is running; step0, step1 committed
+        id
+    });
+    server.signal(libc::SIGKILL);
+    server.wait_exit();
+
+    // A new server on the same store adopts the workflow by itself.
+    let server = Server::start(&env, &[]);
+    rt.block_on(async {
+        let view = wait_state(&server.url, &id, "completed").await;
+        let results: Vec<Value> = view["tasks"].as_array().unwrap().iter().map(|t| t["result"].clone()).collect();
+        assert_eq!(results, vec![json!(0), json!(1), json!(4), json!(11), json!(26)]);
+
+        let after = lines(&effects);
+        for step in ["step0", "step1", "step3", "step4"] {
+            assert_eq!(count(&after, step), 1, "{step}: {after:?}");
+        }
+        assert!(count(&after, "step2") <= 2, "the interrupted step runs at most again: {after:?}");
+
+        let log = get(&format!("{}/api/v1/workflows/{id}/events?limit=10000", server.url)).await;
+        let events = log["events"].as_array().unwrap();
+        let ids = seqs(events);
+        assert!(strictly_increasing(&ids), "event ids reused: {ids:?}");
+        let mut completed: BTreeMap<String, usize> = BTreeMap::new();
+        for e in events.iter().filter(|e| e["type"] == "task_completed") {
+            *completed.entry(e["data"]["task_id"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+        assert_eq!(completed.len(), 5, "{completed:?}");
+        assert!(completed.values().all(|n| *n == 1), "a result recorded twice: {completed:?}");
+        assert_eq!(
+            events.iter().filter(|e| e["type"] == "workflow_started" && e["data"]["resumed"] == true).count(),
+            1
+        );
+    });
+}
+
+#[test]
+fn sigterm_lets_the_running_task_finish_and_a_restart_continues() {
+    let env = Env::new();
+    let effects = env.path("effects.txt");
+    let yaml = chain(&env, &effects, 1.0);
+    let server = Server::start(&env, &["--grace", "30"]);
+    let rt = runtime();
+    let id = rt.block_on(async {
+        let id = submit(&server.url, &yaml).await;
+        wait_lines(&effects, 2).await; // step1 is running
+        id
+    });
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(), 0, "graceful shutdown exits 0");
+
+    // The step in flight was recorded; nothing after it started; not cancelled.
+    let stored = env.run(&["--json", "get", &id]).ok().json();
+    assert_eq!(stored["state"], "running", "{stored}");
+    assert_eq!(stored["tasks"][1]["state"], "completed", "{stored}");
+    assert_eq!(stored["tasks"][2]["state"], "pending", "{stored}");
+    assert_eq!(lines(&effects), vec!["step0", "step1"]);
+
+    let server = Server::start(&env, &[]);
+    rt.block_on(async {
+        wait_state(&server.url, &id, "completed").await;
+    });
+    assert_eq!(lines(&effects), vec!["step0", "step1", "step2", "step3", "step4"]);
+}
+
+#[test]
+fn client_commands_talk_to_the_server() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let quickstart = common::examples().join("quickstart.yaml");
+    let q = quickstart.to_str().unwrap();
+    let s = server.url.as_str();
+
+    let submitted = env.run(&["--server", s, "--json", "submit", q]).ok().json();
+    let id = submitted["workflow_id"].as_str().unwrap().to_string();
+    let watched = env.run(&["--server", s, "watch", "workflow", &id]).ok();
+    assert!(watched.stdout.contains("4/4 tasks completed"), "{}", watched.stdout);
+
+    let waited = env.run(&["--server", s, "--json", "submit", "--wait", q]).ok().json();
+    assert_eq!(waited["state"], "completed");
+    assert_eq!(waited["tasks"].as_array().unwrap().len(), 4);
+
+    // Seed 002 spellings and GLEITZEIT_SERVER.
+    let listed = env
+        .command()
+        .env("GLEITZEIT_SERVER", s)
+        .args(["--json", "workflow", "list"])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let status = env.run(&["--server", s, "--json", "workflow", "status", &id]).ok().json();
+    assert_eq!(status["state"], "completed");
+
+    let logs = env.run(&["--server", s, "logs", &id, "--search", "fib"]).ok();
+    assert!(logs.stdout.contains("task fib completed"), "{}", logs.stdout);
+    assert!(!logs.stdout.contains("task numbers"), "--search filters: {}", logs.stdout);
+
+    let events = env
+        .run(&["--server", s, "--json", "events", "--types", "workflow_completed", "-n", "1000"])
+        .ok();
+    let lines: Vec<Value> = events.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|e| e["type"] == "workflow_completed" && e["data"].is_object()));
+
+    let stats = env.run(&["--server", s, "stats", "--format", "csv", "--range", "1h"]).ok();
+    assert!(stats.stdout.starts_with("method,count,avg_ms,p50_ms,p95_ms,max_ms\n"), "{}", stats.stdout);
+    assert!(stats.stdout.contains("python/execute,2,"), "{}", stats.stdout);
+
+    let inspected = env
+        .run(&["--server", s, "--json", "inspect", "task", &format!("{id}/report")])
+        .ok()
+        .json();
+    assert_eq!(inspected["task"]["state"], "completed");
+    assert_eq!(
+        inspected["task"]["dependencies"],
+        json!(["numbers", "stats", "fib"])
+    );
+
+    // The server is healthy apart from its LLM endpoint (none runs here): degraded = 1.
+    let health = env.run(&["--server", s, "health", "--format", "json"]).code(1).json();
+    assert_eq!(health["status"], "degraded");
+    assert!(health["reasons"][0].as_str().unwrap().starts_with("llm"));
+    assert_eq!(env.run(&["--server", s, "health", "--quiet"]).code(1).stdout, "");
+
+    let cancelled = env.run(&["--server", s, "cancel", &id]).ok();
+    assert!(cancelled.stdout.contains("already completed"), "{}", cancelled.stdout);
+
+    // Errors keep their codes across the wire.
+    let missing = env.run(&["--server", s, "get", "wf_nope"]).code(2);
+    assert!(missing.stderr.contains("GZ3021"), "{}", missing.stderr);
+    let bad = env.write("bad.yaml", "name: x\ntasks:\n  - id: a\n    method: python/execute\n    parameterz: {}\n");
+    let invalid = env.run(&["--server", s, "submit", bad.to_str().unwrap()]).code(2);
+    assert!(invalid.stderr.contains("GZ3002") && invalid.stderr.contains("bad.yaml:5:5"), "{}", invalid.stderr);
+}
+
+#[test]
+fn an_unreachable_server_is_exit_3_with_gz1002() {
+    let env = Env::new();
+    let run = env.run(&["--server", "http://127.0.0.1:1", "list"]).code(3);
+    assert!(run.stderr.contains("GZ1002"), "{}", run.stderr);
+    let run = env.run(&["--server", "ftp://example", "list"]).code(2);
+    assert!(run.stderr.contains("http://"), "{}", run.stderr);
+    let port_taken = Server::start(&env, &[]);
+    let port = port_taken.url.rsplit(':').next().unwrap().to_string();
+    let run = env.run(&["serve", "--port", &port]).code(3);
+    assert!(run.stderr.contains("GZ1003"), "{}", run.stderr);
+}
+
+#[test]
+fn oversized_and_malformed_requests_get_json_errors_and_the_server_keeps_serving() {
+    let env = Env::new();
+    let config = env.write("config.yaml", "server:\n  max_body_bytes: 2000\n");
+    let server = Server::start(&env, &["--config", config.to_str().unwrap()]);
+    let url = server.url.clone();
+    runtime().block_on(async move {
+        let client = reqwest::Client::new();
+        let big = format!("name: big\ntasks:\n  - id: a\n    method: python/execute\n    parameters: {{code: \"x = '{}'\"}}\n", "y".repeat(5000));
+        let response = client.post(format!("{url}/api/v1/workflows")).body(big).send().await.unwrap();
+        assert_eq!(response.status(), 413);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "GZ6005");
+        assert!(body["hint"].as_str().unwrap().contains("max_body_bytes"));
+
+        let response = client.post(format!("{url}/api/v1/workflows")).body("tasks: [").send().await.unwrap();
+        assert_eq!(response.status(), 422);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "GZ3001");
+        assert!(body["diagnostics"][0]["line"].is_number());
+
+        // A client that goes away mid-stream costs the server nothing.
+        let mut stream = client.get(format!("{url}/api/v1/events?after=0")).send().await.unwrap().bytes_stream();
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+        drop(stream);
+        let ok = get(&format!("{url}/health")).await;
+        assert!(ok["status"].is_string());
+        let seen: HashSet<String> = get(&format!("{url}/api/v1/openapi.json")).await["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        for path in ["/api/v1/workflows", "/api/v1/workflows/{id}/resume", "/api/v1/events", "/api/v1/ws", "/metrics"] {
+            assert!(seen.contains(path), "{path} missing from the OpenAPI document");
+        }
+    });
+}
