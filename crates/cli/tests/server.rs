@@ -539,3 +539,46 @@ fn oversized_and_malformed_requests_get_json_errors_and_the_server_keeps_serving
         }
     });
 }
+
+/// An LLM task through the server against the real llama.cpp server: its
+/// tokens are streamed as stored `llm_token` events (so a stream resumed by id
+/// gets them too), they come before the task's `task_completed`, they spell
+/// the response, and the usage reaches the workflow view.
+#[test]
+fn llm_tokens_are_stored_events_and_usage_is_reported() {
+    let env = Env::new();
+    let llama = gleitzeit_testkit::llama_server_url();
+    let config = env.write(
+        "config.yaml",
+        &format!("llm:\n  default_max_tokens: 40\n  endpoints:\n    - name: llama\n      url: {llama}\n      kind: openai\n  models:\n    llama3.2:latest: [gemma3]\n"),
+    );
+    let server = Server::start(&env, &["--config", config.to_str().unwrap()]);
+    let url = server.url.clone();
+    runtime().block_on(async move {
+        let text = std::fs::read_to_string(common::examples().join("seed_001_llm_task.yaml")).unwrap();
+        let id = submit(&url, &text).await;
+        let view = wait_state(&url, &id, "completed").await;
+        let response = view["tasks"][0]["result"].as_str().unwrap().to_string();
+        assert!(!response.is_empty());
+        assert_eq!(view["tasks"][0]["record"]["endpoint"], "llama");
+        let completion = view["usage"]["completion_tokens"].as_u64().unwrap();
+        assert!(completion > 0, "{view}");
+        assert_eq!(view["usage"]["llm_calls"], 1);
+
+        // Replayed from the store after the fact: the tokens are there.
+        let events = read_sse(&format!("{url}/api/v1/events?after=0&workflow_id={id}"), None, |e| finished(e, &id)).await;
+        assert!(strictly_increasing(&seqs(&events)));
+        let tokens: Vec<&Value> = events.iter().filter(|e| e["type"] == "llm_token").collect();
+        assert!(!tokens.is_empty(), "no llm_token events stored");
+        let done = events.iter().find(|e| e["type"] == "task_completed").unwrap();
+        assert!(tokens.iter().all(|t| t["seq"].as_u64() < done["seq"].as_u64()), "tokens after task_completed");
+        let spelled: String = tokens.iter().map(|t| t["data"]["token"].as_str().unwrap()).collect();
+        assert_eq!(spelled.trim(), response.trim());
+        assert_eq!(done["data"]["usage"]["completion_tokens"].as_u64(), Some(completion));
+
+        let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("gleitzeit_llm_tokens_total{kind=\"completion\"}"), "{metrics}");
+        assert!(metrics.contains("gleitzeit_provider_latency_seconds_count{provider=\"llm\"} 1"), "{metrics}");
+        assert!(metrics.contains("gleitzeit_workflows{state=\"completed\"} 1"), "{metrics}");
+    });
+}

@@ -32,6 +32,11 @@ struct ProviderLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
     r#type: String,
 }
@@ -51,7 +56,7 @@ pub(crate) struct Metrics {
     task_duration: Family<TaskLabels, Histogram>,
     provider_latency: Family<ProviderLabel, Histogram>,
     first_token: Family<ProviderLabel, Histogram>,
-    llm_tokens: Family<StateLabel, Counter>,
+    llm_tokens: Family<KindLabel, Counter>,
     events: Family<TypeLabel, Counter>,
 }
 
@@ -68,7 +73,7 @@ impl Metrics {
             Family::<ProviderLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
         let first_token =
             Family::<ProviderLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
-        let llm_tokens = Family::<StateLabel, Counter>::default();
+        let llm_tokens = Family::<KindLabel, Counter>::default();
         let events = Family::<TypeLabel, Counter>::default();
         registry.register("workflows", "Workflows in the store, by state", workflows.clone());
         registry.register("tasks", "Tasks in the store, by state", tasks.clone());
@@ -178,8 +183,8 @@ impl Metrics {
                     .and_then(Value::as_u64)
                 {
                     self.llm_tokens
-                        .get_or_create(&StateLabel {
-                            state: kind.to_string(),
+                        .get_or_create(&KindLabel {
+                            kind: kind.to_string(),
                         })
                         .inc_by(n);
                 }

@@ -213,6 +213,29 @@ async fn contract(store: &dyn Store) {
         .workflows_by_state
         .contains(&("failed".to_string(), 1)));
     assert!(stats.tasks_by_state.contains(&("completed".to_string(), 1)));
+
+    // The newest event id, for streams that start "from now".
+    let all = store.events(None, 0, 0).await.unwrap();
+    assert!(!all.is_empty());
+    assert_eq!(
+        store.latest_event_seq().await.unwrap(),
+        all.last().unwrap().seq
+    );
+
+    // Finished tasks in a window, newest first, for `stats --range`.
+    let recent = store.tasks_finished_since(0, 0).await.unwrap();
+    assert!(!recent.is_empty());
+    assert!(recent.iter().all(|t| t.finished_ms.is_some()));
+    assert!(recent
+        .windows(2)
+        .all(|w| w[0].finished_ms >= w[1].finished_ms));
+    let newest = recent[0].finished_ms.unwrap();
+    assert!(store
+        .tasks_finished_since(newest + 1, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.tasks_finished_since(0, 1).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
