@@ -36,13 +36,17 @@ impl Target {
         {
             let client = Client::new(&url)?;
             // Asked for by name: not answering is an error, not a fallback.
-            client.get("/api/v1/health").await.map(|_| ()).or_else(|e| {
-                if e.code == ErrorCode::ServerUnreachable {
-                    Err(e)
-                } else {
-                    Ok(())
-                }
-            })?;
+            client
+                .get("/api/v1/health")
+                .await
+                .map(|_| ())
+                .or_else(|e| {
+                    if e.code == ErrorCode::ServerUnreachable {
+                        Err(e)
+                    } else {
+                        Ok(())
+                    }
+                })?;
             return Ok(Target::Remote(client));
         }
         let host = match ctx.config.server.host.as_str() {
@@ -110,7 +114,10 @@ impl Client {
         let body: Value = response.json().await.map_err(|e| {
             GzError::new(
                 ErrorCode::ServerUnreachable,
-                format!("the server at {} sent a reply that is not JSON ({status}): {e}", self.base),
+                format!(
+                    "the server at {} sent a reply that is not JSON ({status}): {e}",
+                    self.base
+                ),
             )
         })?;
         if status.is_success() || (status.as_u16() == 503 && body.get("providers").is_some()) {
@@ -150,7 +157,11 @@ impl Client {
 
     /// The server's event stream (SSE), resumed by id across reconnects so a
     /// restarting server costs a pause, not events.
-    pub fn events(&self, query: String, after: Option<u64>) -> BoxStream<'static, Result<Event, GzError>> {
+    pub fn events(
+        &self,
+        query: String,
+        after: Option<u64>,
+    ) -> BoxStream<'static, Result<Event, GzError>> {
         let client = self.clone();
         Box::pin(async_stream::try_stream! {
             let mut last = after;

@@ -94,7 +94,10 @@ async fn wait_state(server: &str, id: &str, state: &str) -> Value {
         if view["state"] == state {
             return view;
         }
-        assert!(Instant::now() < deadline, "{id} never became {state}: {view}");
+        assert!(
+            Instant::now() < deadline,
+            "{id} never became {state}: {view}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -142,7 +145,11 @@ async fn read_sse(
                 }
             }
             if let Some(data) = data {
-                assert_eq!(Some(data["seq"].as_u64().unwrap()), id, "SSE id is the event seq");
+                assert_eq!(
+                    Some(data["seq"].as_u64().unwrap()),
+                    id,
+                    "SSE id is the event seq"
+                );
                 events.push(data);
             }
         }
@@ -274,7 +281,9 @@ fn socketio_clients_receive_events_by_name() {
         assert!(open.starts_with('0'), "engine.io open packet: {open}");
         // Connect to the default namespace, asking only for task events.
         socket
-            .send(Message::Text(r#"40{"types":["task_completed","workflow_completed"]}"#.into()))
+            .send(Message::Text(
+                r#"40{"types":["task_completed","workflow_completed"]}"#.into(),
+            ))
             .await
             .unwrap();
         let connected = next_text(&mut socket).await;
@@ -287,7 +296,8 @@ fn socketio_clients_receive_events_by_name() {
         let mut names = Vec::new();
         loop {
             let packet = next_text(&mut socket).await;
-            let payload: Value = serde_json::from_str(packet.strip_prefix("42").expect("event packet")).unwrap();
+            let payload: Value =
+                serde_json::from_str(packet.strip_prefix("42").expect("event packet")).unwrap();
             let name = payload[0].as_str().unwrap().to_string();
             assert_eq!(payload[1]["type"], name.as_str(), "event named by its type");
             assert_eq!(payload[1]["workflow_id"], id.as_str());
@@ -296,15 +306,24 @@ fn socketio_clients_receive_events_by_name() {
                 break;
             }
         }
-        assert_eq!(names.iter().filter(|n| *n == "task_completed").count(), 4, "{names:?}");
+        assert_eq!(
+            names.iter().filter(|n| *n == "task_completed").count(),
+            4,
+            "{names:?}"
+        );
 
         // A bad subscription is answered with an error event, not a dropped socket.
         socket
-            .send(Message::Text(r#"42["subscribe",{"types":"no_such_event"}]"#.into()))
+            .send(Message::Text(
+                r#"42["subscribe",{"types":"no_such_event"}]"#.into(),
+            ))
             .await
             .unwrap();
         let error = next_text(&mut socket).await;
-        assert!(error.starts_with(r#"42["error""#) && error.contains("GZ9001"), "{error}");
+        assert!(
+            error.starts_with(r#"42["error""#) && error.contains("GZ9001"),
+            "{error}"
+        );
     });
 }
 
@@ -312,8 +331,16 @@ fn socketio_clients_receive_events_by_name() {
 fn chain(env: &Env, effects: &std::path::Path, pause: f64) -> String {
     let mut yaml = String::from("name: durable\ntasks:\n");
     for i in 0..5 {
-        let deps = if i == 0 { String::new() } else { format!("    dependencies: [step{}]\n", i - 1) };
-        let previous = if i == 0 { "0".to_string() } else { format!("${{step{}}}", i - 1) };
+        let deps = if i == 0 {
+            String::new()
+        } else {
+            format!("    dependencies: [step{}]\n", i - 1)
+        };
+        let previous = if i == 0 {
+            "0".to_string()
+        } else {
+            format!("${{step{}}}", i - 1)
+        };
         yaml.push_str(&format!(
             "  - id: step{i}\n    method: python/execute\n{deps}    parameters:\n      code: |\n        import time\n        with open({path:?}, 'a') as f:\n            f.write('step{i}\\n')\n        time.sleep({pause})\n        result = {previous} * 2 + {i}\n",
             path = effects.display().to_string(),
@@ -362,27 +389,50 @@ fn sigkill_mid_workflow_then_restart_completes_with_nothing_recorded_twice() {
     let server = Server::start(&env, &[]);
     rt.block_on(async {
         let view = wait_state(&server.url, &id, "completed").await;
-        let results: Vec<Value> = view["tasks"].as_array().unwrap().iter().map(|t| t["result"].clone()).collect();
-        assert_eq!(results, vec![json!(0), json!(1), json!(4), json!(11), json!(26)]);
+        let results: Vec<Value> = view["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["result"].clone())
+            .collect();
+        assert_eq!(
+            results,
+            vec![json!(0), json!(1), json!(4), json!(11), json!(26)]
+        );
 
         let after = lines(&effects);
         for step in ["step0", "step1", "step3", "step4"] {
             assert_eq!(count(&after, step), 1, "{step}: {after:?}");
         }
-        assert!(count(&after, "step2") <= 2, "the interrupted step runs at most again: {after:?}");
+        assert!(
+            count(&after, "step2") <= 2,
+            "the interrupted step runs at most again: {after:?}"
+        );
 
-        let log = get(&format!("{}/api/v1/workflows/{id}/events?limit=10000", server.url)).await;
+        let log = get(&format!(
+            "{}/api/v1/workflows/{id}/events?limit=10000",
+            server.url
+        ))
+        .await;
         let events = log["events"].as_array().unwrap();
         let ids = seqs(events);
         assert!(strictly_increasing(&ids), "event ids reused: {ids:?}");
         let mut completed: BTreeMap<String, usize> = BTreeMap::new();
         for e in events.iter().filter(|e| e["type"] == "task_completed") {
-            *completed.entry(e["data"]["task_id"].as_str().unwrap().to_string()).or_default() += 1;
+            *completed
+                .entry(e["data"]["task_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
         assert_eq!(completed.len(), 5, "{completed:?}");
-        assert!(completed.values().all(|n| *n == 1), "a result recorded twice: {completed:?}");
+        assert!(
+            completed.values().all(|n| *n == 1),
+            "a result recorded twice: {completed:?}"
+        );
         assert_eq!(
-            events.iter().filter(|e| e["type"] == "workflow_started" && e["data"]["resumed"] == true).count(),
+            events
+                .iter()
+                .filter(|e| e["type"] == "workflow_started" && e["data"]["resumed"] == true)
+                .count(),
             1
         );
     });
@@ -414,7 +464,10 @@ fn sigterm_lets_the_running_task_finish_and_a_restart_continues() {
     rt.block_on(async {
         wait_state(&server.url, &id, "completed").await;
     });
-    assert_eq!(lines(&effects), vec!["step0", "step1", "step2", "step3", "step4"]);
+    assert_eq!(
+        lines(&effects),
+        vec!["step0", "step1", "step2", "step3", "step4"]
+    );
 }
 
 #[test]
@@ -428,9 +481,16 @@ fn client_commands_talk_to_the_server() {
     let submitted = env.run(&["--server", s, "--json", "submit", q]).ok().json();
     let id = submitted["workflow_id"].as_str().unwrap().to_string();
     let watched = env.run(&["--server", s, "watch", "workflow", &id]).ok();
-    assert!(watched.stdout.contains("4/4 tasks completed"), "{}", watched.stdout);
+    assert!(
+        watched.stdout.contains("4/4 tasks completed"),
+        "{}",
+        watched.stdout
+    );
 
-    let waited = env.run(&["--server", s, "--json", "submit", "--wait", q]).ok().json();
+    let waited = env
+        .run(&["--server", s, "--json", "submit", "--wait", q])
+        .ok()
+        .json();
     assert_eq!(waited["state"], "completed");
     assert_eq!(waited["tasks"].as_array().unwrap().len(), 4);
 
@@ -443,26 +503,73 @@ fn client_commands_talk_to_the_server() {
         .unwrap();
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
-    let status = env.run(&["--server", s, "--json", "workflow", "status", &id]).ok().json();
+    let status = env
+        .run(&["--server", s, "--json", "workflow", "status", &id])
+        .ok()
+        .json();
     assert_eq!(status["state"], "completed");
 
-    let logs = env.run(&["--server", s, "logs", &id, "--search", "fib"]).ok();
-    assert!(logs.stdout.contains("task fib completed"), "{}", logs.stdout);
-    assert!(!logs.stdout.contains("task numbers"), "--search filters: {}", logs.stdout);
+    let logs = env
+        .run(&["--server", s, "logs", &id, "--search", "fib"])
+        .ok();
+    assert!(
+        logs.stdout.contains("task fib completed"),
+        "{}",
+        logs.stdout
+    );
+    assert!(
+        !logs.stdout.contains("task numbers"),
+        "--search filters: {}",
+        logs.stdout
+    );
 
     let events = env
-        .run(&["--server", s, "--json", "events", "--types", "workflow_completed", "-n", "1000"])
+        .run(&[
+            "--server",
+            s,
+            "--json",
+            "events",
+            "--types",
+            "workflow_completed",
+            "-n",
+            "1000",
+        ])
         .ok();
-    let lines: Vec<Value> = events.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = events
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines.iter().all(|e| e["type"] == "workflow_completed" && e["data"].is_object()));
+    assert!(lines
+        .iter()
+        .all(|e| e["type"] == "workflow_completed" && e["data"].is_object()));
 
-    let stats = env.run(&["--server", s, "stats", "--format", "csv", "--range", "1h"]).ok();
-    assert!(stats.stdout.starts_with("method,count,avg_ms,p50_ms,p95_ms,max_ms\n"), "{}", stats.stdout);
-    assert!(stats.stdout.contains("python/execute,2,"), "{}", stats.stdout);
+    let stats = env
+        .run(&["--server", s, "stats", "--format", "csv", "--range", "1h"])
+        .ok();
+    assert!(
+        stats
+            .stdout
+            .starts_with("method,count,avg_ms,p50_ms,p95_ms,max_ms\n"),
+        "{}",
+        stats.stdout
+    );
+    assert!(
+        stats.stdout.contains("python/execute,2,"),
+        "{}",
+        stats.stdout
+    );
 
     let inspected = env
-        .run(&["--server", s, "--json", "inspect", "task", &format!("{id}/report")])
+        .run(&[
+            "--server",
+            s,
+            "--json",
+            "inspect",
+            "task",
+            &format!("{id}/report"),
+        ])
         .ok()
         .json();
     assert_eq!(inspected["task"]["state"], "completed");
@@ -472,20 +579,41 @@ fn client_commands_talk_to_the_server() {
     );
 
     // The server is healthy apart from its LLM endpoint (none runs here): degraded = 1.
-    let health = env.run(&["--server", s, "health", "--format", "json"]).code(1).json();
+    let health = env
+        .run(&["--server", s, "health", "--format", "json"])
+        .code(1)
+        .json();
     assert_eq!(health["status"], "degraded");
     assert!(health["reasons"][0].as_str().unwrap().starts_with("llm"));
-    assert_eq!(env.run(&["--server", s, "health", "--quiet"]).code(1).stdout, "");
+    assert_eq!(
+        env.run(&["--server", s, "health", "--quiet"])
+            .code(1)
+            .stdout,
+        ""
+    );
 
     let cancelled = env.run(&["--server", s, "cancel", &id]).ok();
-    assert!(cancelled.stdout.contains("already completed"), "{}", cancelled.stdout);
+    assert!(
+        cancelled.stdout.contains("already completed"),
+        "{}",
+        cancelled.stdout
+    );
 
     // Errors keep their codes across the wire.
     let missing = env.run(&["--server", s, "get", "wf_nope"]).code(2);
     assert!(missing.stderr.contains("GZ3021"), "{}", missing.stderr);
-    let bad = env.write("bad.yaml", "name: x\ntasks:\n  - id: a\n    method: python/execute\n    parameterz: {}\n");
-    let invalid = env.run(&["--server", s, "submit", bad.to_str().unwrap()]).code(2);
-    assert!(invalid.stderr.contains("GZ3002") && invalid.stderr.contains("bad.yaml:5:5"), "{}", invalid.stderr);
+    let bad = env.write(
+        "bad.yaml",
+        "name: x\ntasks:\n  - id: a\n    method: python/execute\n    parameterz: {}\n",
+    );
+    let invalid = env
+        .run(&["--server", s, "submit", bad.to_str().unwrap()])
+        .code(2);
+    assert!(
+        invalid.stderr.contains("GZ3002") && invalid.stderr.contains("bad.yaml:5:5"),
+        "{}",
+        invalid.stderr
+    );
 }
 
 #[test]
@@ -555,7 +683,8 @@ fn llm_tokens_are_stored_events_and_usage_is_reported() {
     let server = Server::start(&env, &["--config", config.to_str().unwrap()]);
     let url = server.url.clone();
     runtime().block_on(async move {
-        let text = std::fs::read_to_string(common::examples().join("seed_001_llm_task.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(common::examples().join("seed_001_llm_task.yaml")).unwrap();
         let id = submit(&url, &text).await;
         let view = wait_state(&url, &id, "completed").await;
         let response = view["tasks"][0]["result"].as_str().unwrap().to_string();
@@ -566,19 +695,52 @@ fn llm_tokens_are_stored_events_and_usage_is_reported() {
         assert_eq!(view["usage"]["llm_calls"], 1);
 
         // Replayed from the store after the fact: the tokens are there.
-        let events = read_sse(&format!("{url}/api/v1/events?after=0&workflow_id={id}"), None, |e| finished(e, &id)).await;
+        let events = read_sse(
+            &format!("{url}/api/v1/events?after=0&workflow_id={id}"),
+            None,
+            |e| finished(e, &id),
+        )
+        .await;
         assert!(strictly_increasing(&seqs(&events)));
         let tokens: Vec<&Value> = events.iter().filter(|e| e["type"] == "llm_token").collect();
         assert!(!tokens.is_empty(), "no llm_token events stored");
-        let done = events.iter().find(|e| e["type"] == "task_completed").unwrap();
-        assert!(tokens.iter().all(|t| t["seq"].as_u64() < done["seq"].as_u64()), "tokens after task_completed");
-        let spelled: String = tokens.iter().map(|t| t["data"]["token"].as_str().unwrap()).collect();
+        let done = events
+            .iter()
+            .find(|e| e["type"] == "task_completed")
+            .unwrap();
+        assert!(
+            tokens
+                .iter()
+                .all(|t| t["seq"].as_u64() < done["seq"].as_u64()),
+            "tokens after task_completed"
+        );
+        let spelled: String = tokens
+            .iter()
+            .map(|t| t["data"]["token"].as_str().unwrap())
+            .collect();
         assert_eq!(spelled.trim(), response.trim());
-        assert_eq!(done["data"]["usage"]["completion_tokens"].as_u64(), Some(completion));
+        assert_eq!(
+            done["data"]["usage"]["completion_tokens"].as_u64(),
+            Some(completion)
+        );
 
-        let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
-        assert!(metrics.contains("gleitzeit_llm_tokens_total{kind=\"completion\"}"), "{metrics}");
-        assert!(metrics.contains("gleitzeit_provider_latency_seconds_count{provider=\"llm\"} 1"), "{metrics}");
-        assert!(metrics.contains("gleitzeit_workflows{state=\"completed\"} 1"), "{metrics}");
+        let metrics = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("gleitzeit_llm_tokens_total{kind=\"completion\"}"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("gleitzeit_provider_latency_seconds_count{provider=\"llm\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("gleitzeit_workflows{state=\"completed\"} 1"),
+            "{metrics}"
+        );
     });
 }

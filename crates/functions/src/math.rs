@@ -194,7 +194,7 @@ pub(crate) fn stats(values: &[f64]) -> Option<Stats> {
     sorted.sort_by(f64::total_cmp);
     let mid = count / 2;
     let median = match (sorted.get(mid.wrapping_sub(1)), sorted.get(mid)) {
-        (Some(lo), Some(hi)) if count % 2 == 0 => lo / 2.0 + hi / 2.0,
+        (Some(lo), Some(hi)) if count.is_multiple_of(2) => lo / 2.0 + hi / 2.0,
         (_, Some(m)) => *m,
         _ => f64::NAN,
     };
@@ -301,13 +301,13 @@ pub(crate) fn prime(n: u64) -> bool {
         return false;
     }
     for p in BASES {
-        if n % p == 0 {
+        if n.is_multiple_of(p) {
             return n == p;
         }
     }
     let mut d = n - 1;
     let mut r = 0;
-    while d % 2 == 0 {
+    while d.is_multiple_of(2) {
         d /= 2;
         r += 1;
     }

@@ -401,7 +401,9 @@ impl Run<'_> {
                         ("first_token_ms", "first_token_ms"),
                         ("duration_ms", "provider_ms"),
                     ] {
-                        if let Some(value) = record.get(from).filter(|_| record.get("usage").is_some()) {
+                        if let Some(value) =
+                            record.get(from).filter(|_| record.get("usage").is_some())
+                        {
                             data.insert(to.into(), value.clone());
                         }
                     }

@@ -175,8 +175,11 @@ async fn submit_workflow(
         }
     }
     let text = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::new(ErrorCode::MalformedRequest, "request body is not UTF-8 text")
-            .with_hint("Send the workflow file's text (YAML or JSON) as the body.")
+        ApiError::new(
+            ErrorCode::MalformedRequest,
+            "request body is not UTF-8 text",
+        )
+        .with_hint("Send the workflow file's text (YAML or JSON) as the body.")
     })?;
     let workflow = parse::load(text, "request", state.runtime.registry(), &overrides)
         .map_err(ApiError::invalid_workflow)?;
@@ -240,10 +243,12 @@ async fn list_workflows(
     let Query(query) = query.map_err(bad_query)?;
     let filter_state = match query.state.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(WorkflowState::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidArgument, format!("unknown state `{s}`"))
-                .with_hint("States: pending, running, completed, failed, cancelled.")
-        })?),
+        Some(s) => Some(
+            WorkflowState::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidArgument, format!("unknown state `{s}`"))
+                    .with_hint("States: pending, running, completed, failed, cancelled.")
+            })?,
+        ),
     };
     let limit = query.limit.unwrap_or(20).clamp(1, 1000);
     let offset = query.offset.unwrap_or(0);
@@ -561,7 +566,12 @@ async fn stats(
     let Query(query) = query.map_err(bad_query)?;
     let range = query.range_minutes.unwrap_or(60).max(1);
     Ok(Json(
-        views::stats(state.runtime.store().as_ref(), range, state.runs.active_count()).await?,
+        views::stats(
+            state.runtime.store().as_ref(),
+            range,
+            state.runs.active_count(),
+        )
+        .await?,
     ))
 }
 
@@ -683,12 +693,7 @@ async fn health_check(State(state): State<AppState>) -> (StatusCode, Json<Health
     responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String))
 )]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let stats = state
-        .runtime
-        .store()
-        .stats()
-        .await
-        .map_err(GzError::from)?;
+    let stats = state.runtime.store().stats().await.map_err(GzError::from)?;
     let text = state.metrics.render(&stats, state.runs.active_count());
     Ok((
         [(

@@ -122,7 +122,12 @@ impl From<gleitzeit_store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::warn!("{} {}: {}", self.status, self.error.code, self.error.message);
+            tracing::warn!(
+                "{} {}: {}",
+                self.status,
+                self.error.code,
+                self.error.message
+            );
         }
         (self.status, Json(self.body())).into_response()
     }

@@ -46,7 +46,9 @@ pub async fn check(
     let mut reasons = Vec::new();
     let mut status = HealthStatus::Healthy;
     let store = match runtime.store().stats().await {
-        Ok(stats) => serde_json::json!({"ok": true, "workflows_by_state": stats.workflows_by_state.into_iter().collect::<BTreeMap<_, _>>()}),
+        Ok(stats) => {
+            serde_json::json!({"ok": true, "workflows_by_state": stats.workflows_by_state.into_iter().collect::<BTreeMap<_, _>>()})
+        }
         Err(error) => {
             status = HealthStatus::Unhealthy;
             reasons.push(format!("store: {error}"));
@@ -57,9 +59,10 @@ pub async fn check(
         status = HealthStatus::Unhealthy;
         reasons.push("server is shutting down".into());
     }
-    let checks = runtime.registry().providers().map(|p| async move {
-        (p.protocol().to_string(), p.health().await)
-    });
+    let checks = runtime
+        .registry()
+        .providers()
+        .map(|p| async move { (p.protocol().to_string(), p.health().await) });
     let mut providers = BTreeMap::new();
     for (name, health) in futures_util::future::join_all(checks).await {
         if health.status != HealthStatus::Healthy {

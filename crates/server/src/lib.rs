@@ -112,7 +112,10 @@ impl Server {
             .with_graceful_shutdown(signal)
             .await
             .map_err(|e| {
-                GzError::new(ErrorCode::ServiceStartFailed, format!("HTTP server failed: {e}"))
+                GzError::new(
+                    ErrorCode::ServiceStartFailed,
+                    format!("HTTP server failed: {e}"),
+                )
             })?;
         state.runtime.drain();
         state.stopping.cancel();

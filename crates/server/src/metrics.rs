@@ -67,15 +67,22 @@ impl Metrics {
         let tasks = Family::<StateLabel, Gauge>::default();
         let queue_depth = Gauge::default();
         let active_runs = Gauge::default();
-        let task_duration =
-            Family::<TaskLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
-        let provider_latency =
-            Family::<ProviderLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
-        let first_token =
-            Family::<ProviderLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let task_duration = Family::<TaskLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let provider_latency = Family::<ProviderLabel, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let first_token = Family::<ProviderLabel, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
         let llm_tokens = Family::<KindLabel, Counter>::default();
         let events = Family::<TypeLabel, Counter>::default();
-        registry.register("workflows", "Workflows in the store, by state", workflows.clone());
+        registry.register(
+            "workflows",
+            "Workflows in the store, by state",
+            workflows.clone(),
+        );
         registry.register("tasks", "Tasks in the store, by state", tasks.clone());
         registry.register(
             "queue_depth",
@@ -149,7 +156,11 @@ impl Metrics {
             events::TASK_FAILED => "failed",
             _ => return,
         };
-        let method = event.data.get("method").and_then(Value::as_str).unwrap_or("");
+        let method = event
+            .data
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let provider = method.split('/').next().unwrap_or("").to_string();
         if let Some(ms) = event.data.get("duration_ms").and_then(Value::as_f64) {
             self.task_duration
@@ -178,10 +189,7 @@ impl Metrics {
         }
         if let Some(usage) = record.get("usage") {
             for kind in ["prompt", "completion"] {
-                if let Some(n) = usage
-                    .get(format!("{kind}_tokens"))
-                    .and_then(Value::as_u64)
-                {
+                if let Some(n) = usage.get(format!("{kind}_tokens")).and_then(Value::as_u64) {
                     self.llm_tokens
                         .get_or_create(&KindLabel {
                             kind: kind.to_string(),

@@ -75,10 +75,7 @@ impl RunManager {
                 Ok(outcome) => tracing::info!("workflow {id} {}", outcome.state.as_str()),
                 Err(error) => tracing::warn!("workflow {id} stopped: {error}"),
             }
-            active
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            active.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             let _ = done_tx.send(true);
         });
         Ok(())
@@ -113,7 +110,11 @@ impl RunManager {
         if record.state.is_terminal() {
             return Err(GzError::new(
                 ErrorCode::WorkflowNotResumable,
-                format!("workflow {} is already {}", record.id, record.state.as_str()),
+                format!(
+                    "workflow {} is already {}",
+                    record.id,
+                    record.state.as_str()
+                ),
             )
             .with_hint("Submit the workflow again to start a new run."));
         }
@@ -181,7 +182,9 @@ impl RunManager {
     /// `grace`. True when all did.
     pub async fn wait_idle(&self, grace: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }
 

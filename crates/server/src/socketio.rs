@@ -18,10 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) fn layer(state: AppState) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder().max_buffer_size(1024).build_layer();
-    io.ns("/", move |socket: SocketRef, TryData(auth): TryData<Value>| {
-        let state = state.clone();
-        async move { connected(state, socket, auth.unwrap_or(Value::Null)) }
-    });
+    io.ns(
+        "/",
+        move |socket: SocketRef, TryData(auth): TryData<Value>| {
+            let state = state.clone();
+            async move { connected(state, socket, auth.unwrap_or(Value::Null)) }
+        },
+    );
     layer
 }
 
@@ -102,7 +105,13 @@ fn subscribe(
         "subscribed",
         &json!({"workflow_id": filter.workflow_id, "types": query.types, "after": query.after}),
     );
-    tokio::spawn(pump(state.clone(), socket.clone(), filter, query.after, stop));
+    tokio::spawn(pump(
+        state.clone(),
+        socket.clone(),
+        filter,
+        query.after,
+        stop,
+    ));
 }
 
 async fn pump(
@@ -122,7 +131,10 @@ async fn pump(
         let Some(item) = item else { return };
         let (name, payload) = match item {
             Ok(event) => (event.kind.clone(), json!(event)),
-            Err(error) => ("error".to_string(), json!(crate::ApiError::from(error).body())),
+            Err(error) => (
+                "error".to_string(),
+                json!(crate::ApiError::from(error).body()),
+            ),
         };
         // A full socket buffer means the client reads slowly: wait for it
         // here, where only this subscription waits (the stream reads the

@@ -134,10 +134,7 @@ pub fn task_json(task: &TaskRecord) -> Value {
 /// Token counts summed over the workflow's LLM tasks.
 pub fn usage(tasks: &[TaskRecord]) -> Value {
     let (mut prompt, mut completion, mut calls) = (0u64, 0u64, 0u64);
-    for usage in tasks
-        .iter()
-        .filter_map(|t| t.result.as_ref()?.get("usage"))
-    {
+    for usage in tasks.iter().filter_map(|t| t.result.as_ref()?.get("usage")) {
         calls += 1;
         prompt += usage
             .get("prompt_tokens")

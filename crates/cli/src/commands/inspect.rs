@@ -1,12 +1,12 @@
 //! Reading the store: `status`, `list`, `get`, and `cancel`.
 
 use super::progress::summary;
+use crate::client::Target;
 use crate::context::Context;
 use crate::output::{self, format_ms, format_time, Paint};
 use clap::Args;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
 use gleitzeit_runtime::process_alive;
-use crate::client::Target;
 use gleitzeit_server::views::WorkflowView;
 use gleitzeit_store::{ListFilter, WorkflowSummary};
 use serde_json::json;
@@ -42,7 +42,9 @@ pub struct CancelArgs {
 async fn status_remote(ctx: &Context, client: &crate::client::Client) -> Result<u8, GzError> {
     let health = client.get("/api/v1/health").await?;
     let stats = client.get("/api/v1/stats?range_minutes=60").await?;
-    let running = client.get("/api/v1/workflows?state=running&limit=50").await?;
+    let running = client
+        .get("/api/v1/workflows?state=running&limit=50")
+        .await?;
     if ctx.global.json {
         println!(
             "{}",
@@ -200,13 +202,20 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
     };
     let workflows: Vec<WorkflowSummary> = match Target::resolve(ctx).await? {
         Target::Remote(client) => {
-            let mut path = format!("/api/v1/workflows?limit={}&offset={}", args.limit.clamp(1, 1000), args.offset);
+            let mut path = format!(
+                "/api/v1/workflows?limit={}&offset={}",
+                args.limit.clamp(1, 1000),
+                args.offset
+            );
             if let Some(state) = state {
                 path.push_str(&format!("&state={}", state.as_str()));
             }
             let page = client.get(&path).await?;
             serde_json::from_value(page["workflows"].clone()).map_err(|e| {
-                GzError::new(ErrorCode::InternalError, format!("unexpected list from the server: {e}"))
+                GzError::new(
+                    ErrorCode::InternalError,
+                    format!("unexpected list from the server: {e}"),
+                )
             })?
         }
         Target::Local => {
@@ -259,7 +268,10 @@ pub async fn fetch_view(ctx: &Context, target: &Target, id: &str) -> Result<Work
         Target::Remote(client) => {
             let value = client.get(&format!("/api/v1/workflows/{id}")).await?;
             serde_json::from_value(value).map_err(|e| {
-                GzError::new(ErrorCode::InternalError, format!("unexpected workflow from the server: {e}"))
+                GzError::new(
+                    ErrorCode::InternalError,
+                    format!("unexpected workflow from the server: {e}"),
+                )
             })
         }
         Target::Local => {
@@ -280,7 +292,11 @@ pub async fn get(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
     }
     let paint = Paint(output::color_stdout());
     print!("{}", summary(&view, &paint));
-    println!("  {} {}", paint.dim("created"), format_time(view.created_ms));
+    println!(
+        "  {} {}",
+        paint.dim("created"),
+        format_time(view.created_ms)
+    );
     if let Some(source) = &view.source {
         println!("  {} {source}", paint.dim("source "));
     }
@@ -295,7 +311,12 @@ pub async fn get(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
         );
     }
     if let Some(error) = &view.error {
-        println!("  {} {} {}", paint.dim("error  "), error.code, error.message);
+        println!(
+            "  {} {} {}",
+            paint.dim("error  "),
+            error.code,
+            error.message
+        );
     }
     Ok(output::EXIT_OK)
 }
@@ -303,7 +324,9 @@ pub async fn get(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
 pub async fn cancel(ctx: &Context, args: CancelArgs) -> Result<u8, GzError> {
     let (was_terminal, id, state, cancel_requested) = match Target::resolve(ctx).await? {
         Target::Remote(client) => {
-            let before = client.get(&format!("/api/v1/workflows/{}", args.id)).await?;
+            let before = client
+                .get(&format!("/api/v1/workflows/{}", args.id))
+                .await?;
             let was_terminal = before["state"]
                 .as_str()
                 .and_then(WorkflowState::parse)
@@ -317,7 +340,10 @@ pub async fn cancel(ctx: &Context, args: CancelArgs) -> Result<u8, GzError> {
                 .unwrap_or(WorkflowState::Running);
             (
                 was_terminal,
-                after["workflow_id"].as_str().unwrap_or_default().to_string(),
+                after["workflow_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 state,
                 after["cancel_requested"].as_bool().unwrap_or(false),
             )

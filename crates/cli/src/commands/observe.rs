@@ -28,18 +28,16 @@ async fn latest_seq(ctx: &Context, target: &Target) -> Result<u64, GzError> {
 }
 
 /// Stored events of one workflow, oldest first.
-async fn workflow_history(
-    ctx: &Context,
-    target: &Target,
-    id: &str,
-) -> Result<Vec<Event>, GzError> {
+async fn workflow_history(ctx: &Context, target: &Target, id: &str) -> Result<Vec<Event>, GzError> {
     match target {
         Target::Remote(client) => {
             let mut all = Vec::new();
             let mut after = 0;
             loop {
                 let page = client
-                    .get(&format!("/api/v1/workflows/{id}/events?after={after}&limit=10000"))
+                    .get(&format!(
+                        "/api/v1/workflows/{id}/events?after={after}&limit=10000"
+                    ))
                     .await?;
                 let events: Vec<Event> =
                     serde_json::from_value(page["events"].clone()).unwrap_or_default();
@@ -124,7 +122,11 @@ fn log_line(event: &Event) -> (Level, String) {
                 "workflow \"{}\" started ({} tasks){}",
                 d["name"].as_str().unwrap_or(""),
                 d["total_tasks"],
-                if d["resumed"] == true { ", resumed" } else { "" }
+                if d["resumed"] == true {
+                    ", resumed"
+                } else {
+                    ""
+                }
             ),
         ),
         events::WORKFLOW_PROGRESS => (
@@ -167,7 +169,10 @@ fn log_line(event: &Event) -> (Level, String) {
         ),
         events::TASK_SKIPPED => (
             Level::Warn,
-            format!("task {task} skipped: {}", d["reason"].as_str().unwrap_or("")),
+            format!(
+                "task {task} skipped: {}",
+                d["reason"].as_str().unwrap_or("")
+            ),
         ),
         events::TASK_CANCELLED => (Level::Warn, format!("task {task} cancelled")),
         events::TASK_OUTPUT => (
@@ -236,7 +241,10 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> Result<u8, GzError> {
             level.as_str(),
             short_id(&event.workflow_id)
         );
-        if search.as_ref().is_some_and(|s| !line.to_lowercase().contains(s)) {
+        if search
+            .as_ref()
+            .is_some_and(|s| !line.to_lowercase().contains(s))
+        {
             return;
         }
         if ctx.global.json {
@@ -258,13 +266,17 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> Result<u8, GzError> {
     let (history, full_id) = match &workflow {
         Some(id) => {
             let view = fetch_view(ctx, &target, id).await?;
-            (workflow_history(ctx, &target, &view.workflow_id).await?, Some(view.workflow_id))
+            (
+                workflow_history(ctx, &target, &view.workflow_id).await?,
+                Some(view.workflow_id),
+            )
         }
         None => {
             let head = latest_seq(ctx, &target).await?;
             let mut history = Vec::new();
             if head > 0 {
-                let mut stream = target.follow(ctx, None, None, Some(head.saturating_sub(args.limit)))?;
+                let mut stream =
+                    target.follow(ctx, None, None, Some(head.saturating_sub(args.limit)))?;
                 while let Some(event) = stream.next().await {
                     let event = event?;
                     let done = event.seq >= head;
@@ -463,8 +475,16 @@ async fn find_task(
                         .await?
                 }
             };
-            let mut ids: Vec<_> = list.iter().filter(|w| !w.state.is_terminal()).map(|w| w.id.clone()).collect();
-            ids.extend(list.iter().filter(|w| w.state.is_terminal()).map(|w| w.id.clone()));
+            let mut ids: Vec<_> = list
+                .iter()
+                .filter(|w| !w.state.is_terminal())
+                .map(|w| w.id.clone())
+                .collect();
+            ids.extend(
+                list.iter()
+                    .filter(|w| w.state.is_terminal())
+                    .map(|w| w.id.clone()),
+            );
             ids
         }
     };
@@ -503,7 +523,10 @@ async fn watch_task(
                 }
                 if matches!(
                     event.kind.as_str(),
-                    events::TASK_COMPLETED | events::TASK_FAILED | events::TASK_SKIPPED | events::TASK_CANCELLED
+                    events::TASK_COMPLETED
+                        | events::TASK_FAILED
+                        | events::TASK_SKIPPED
+                        | events::TASK_CANCELLED
                 ) {
                     break;
                 }
@@ -545,7 +568,11 @@ async fn watch_task(
 
 async fn stats_value(ctx: &Context, target: &Target, range: u64) -> Result<Value, GzError> {
     match target {
-        Target::Remote(client) => client.get(&format!("/api/v1/stats?range_minutes={range}")).await,
+        Target::Remote(client) => {
+            client
+                .get(&format!("/api/v1/stats?range_minutes={range}"))
+                .await
+        }
         Target::Local => {
             let store = ctx.open_store(false)?;
             gleitzeit_server::views::stats(store.as_ref(), range, 0).await
@@ -553,7 +580,12 @@ async fn stats_value(ctx: &Context, target: &Target, range: u64) -> Result<Value
     }
 }
 
-async fn watch_queue(ctx: &Context, target: &Target, interval: f64, once: bool) -> Result<u8, GzError> {
+async fn watch_queue(
+    ctx: &Context,
+    target: &Target,
+    interval: f64,
+    once: bool,
+) -> Result<u8, GzError> {
     if !interval.is_finite() || interval <= 0.0 {
         return Err(GzError::new(
             ErrorCode::InvalidArgument,
@@ -637,7 +669,11 @@ pub async fn stats(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
     let range = parse_range(&args.range)?;
     let target = Target::resolve(ctx).await?;
     let stats = stats_value(ctx, &target, range).await?;
-    let format = if ctx.global.json { Format::Json } else { args.format };
+    let format = if ctx.global.json {
+        Format::Json
+    } else {
+        args.format
+    };
     let window = &stats["window"];
     let methods = window["methods"].as_object().cloned().unwrap_or_default();
     match format {
@@ -656,17 +692,19 @@ pub async fn stats(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
             let pairs = |v: &Value| {
                 v.as_object()
                     .filter(|o| !o.is_empty())
-                    .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| format!("{k} {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
                     .unwrap_or_else(|| "none".into())
             };
             println!("{}", paint.bold("Gleitzeit statistics"));
             println!("  workflows    {}", pairs(&stats["workflows_by_state"]));
             println!("  tasks        {}", pairs(&stats["tasks_by_state"]));
             println!("  queue depth  {}", stats["queue_depth"]);
-            println!(
-                "{}",
-                paint.bold(&format!("Last {}", format_range(range)))
-            );
+            println!("{}", paint.bold(&format!("Last {}", format_range(range))));
             println!(
                 "  finished     {} tasks ({:.1}/min), failure rate {:.1}%",
                 window["tasks_finished"],
@@ -800,7 +838,9 @@ fn print_task(task: &TaskView, paint: &Paint) {
         "  state {}   attempts {}   duration {}",
         task.state.as_str(),
         task.attempt,
-        task.duration_ms.map(format_ms).unwrap_or_else(|| "-".into())
+        task.duration_ms
+            .map(format_ms)
+            .unwrap_or_else(|| "-".into())
     );
     if !task.dependencies.is_empty() {
         println!("  after {}", task.dependencies.join(", "));
@@ -848,7 +888,10 @@ pub async fn health(ctx: &Context, args: HealthArgs) -> Result<u8, GzError> {
             let runtime = ctx.runtime(ctx.open_store(false)?);
             let report = gleitzeit_server::check_health(&runtime, 0, Duration::ZERO).await;
             runtime.registry().shutdown().await;
-            (serde_json::to_value(report).unwrap_or_default(), "local".to_string())
+            (
+                serde_json::to_value(report).unwrap_or_default(),
+                "local".to_string(),
+            )
         }
     };
     let status = report["status"].as_str().unwrap_or("unhealthy").to_string();
@@ -880,7 +923,10 @@ pub async fn health(ctx: &Context, args: HealthArgs) -> Result<u8, GzError> {
                 "  {:<10} {}{}",
                 name,
                 p["status"].as_str().unwrap_or(""),
-                p["reason"].as_str().map(|r| format!(" — {r}")).unwrap_or_default()
+                p["reason"]
+                    .as_str()
+                    .map(|r| format!(" — {r}"))
+                    .unwrap_or_default()
             );
         }
     }

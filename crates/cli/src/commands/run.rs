@@ -126,7 +126,10 @@ pub async fn resume(ctx: &Context, args: ResumeArgs) -> Result<u8, GzError> {
         let answer = client
             .post(&format!("/api/v1/workflows/{}/resume", args.id), &[], None)
             .await?;
-        let id = answer["workflow_id"].as_str().unwrap_or_default().to_string();
+        let id = answer["workflow_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if !ctx.global.json && !args.quiet {
             eprintln!("Resumed {id} on {}", client.base);
         }
@@ -277,7 +280,10 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
     let task = &outcome.tasks[0];
     if ctx.global.json {
         let record = runtime.store().find_workflow(&id).await?;
-        println!("{}", gleitzeit_server::views::workflow_json(&record, &outcome.tasks));
+        println!(
+            "{}",
+            gleitzeit_server::views::workflow_json(&record, &outcome.tasks)
+        );
     } else if let Some(error) = &task.error {
         output::print_error(error);
     } else {
@@ -398,7 +404,10 @@ async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
     let task = &outcome.tasks[0];
     if json {
         let record = runtime.store().find_workflow(&id).await?;
-        println!("{}", gleitzeit_server::views::workflow_json(&record, &outcome.tasks));
+        println!(
+            "{}",
+            gleitzeit_server::views::workflow_json(&record, &outcome.tasks)
+        );
     } else if let Some(error) = &task.error {
         if printed {
             println!();

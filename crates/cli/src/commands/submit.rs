@@ -41,7 +41,9 @@ pub async fn run(ctx: &Context, args: SubmitArgs) -> Result<u8, GzError> {
         let text = read_user_file(file)?;
         let name = file.display().to_string();
         let code = match &target {
-            Target::Remote(client) => submit_remote(ctx, client, &args, &text, &name, &overrides).await?,
+            Target::Remote(client) => {
+                submit_remote(ctx, client, &args, &text, &name, &overrides).await?
+            }
             Target::Local => submit_local(ctx, &args, &text, &name, &overrides).await?,
         };
         exit = exit.max(code);
@@ -87,7 +89,10 @@ async fn submit_remote(
         }
         Err(error) => return Err(error),
     };
-    let id = answer["workflow_id"].as_str().unwrap_or_default().to_string();
+    let id = answer["workflow_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if !args.wait {
         if ctx.global.json {
             println!("{answer}");
@@ -225,7 +230,10 @@ async fn submit_local(
 fn spawn_background_run(ctx: &Context, id: &str) -> Result<(u32, String), GzError> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| {
-        GzError::new(ErrorCode::InternalError, format!("cannot find this program: {e}"))
+        GzError::new(
+            ErrorCode::InternalError,
+            format!("cannot find this program: {e}"),
+        )
     })?;
     let logs = crate::config::home_dir().join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| {
@@ -253,9 +261,10 @@ fn spawn_background_run(ctx: &Context, id: &str) -> Result<(u32, String), GzErro
         .arg("--local")
         .args(["resume", id, "--quiet"])
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().map_err(|e| {
-            GzError::new(ErrorCode::FileWriteFailed, format!("log file: {e}"))
-        })?)
+        .stdout(
+            log.try_clone()
+                .map_err(|e| GzError::new(ErrorCode::FileWriteFailed, format!("log file: {e}")))?,
+        )
         .stderr(log);
     // SAFETY: setsid is async-signal-safe and only detaches the child.
     unsafe {

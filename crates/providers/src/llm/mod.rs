@@ -688,16 +688,16 @@ impl Provider for LlmProvider {
 
     async fn health(&self) -> crate::ProviderHealth {
         let endpoints = self.check_all().await;
-        let healthy = endpoints
-            .iter()
-            .filter(|e| e.healthy == Some(true))
-            .count();
+        let healthy = endpoints.iter().filter(|e| e.healthy == Some(true)).count();
         let (status, reason) = if healthy == endpoints.len() {
             (crate::HealthStatus::Healthy, None)
         } else if healthy > 0 {
             (
                 crate::HealthStatus::Degraded,
-                Some(format!("{healthy} of {} LLM endpoints reachable", endpoints.len())),
+                Some(format!(
+                    "{healthy} of {} LLM endpoints reachable",
+                    endpoints.len()
+                )),
             )
         } else {
             (
