@@ -284,20 +284,31 @@ fn main() -> Result<()> {
             .unwrap_or_else(|| root.join("bench/results"));
         std::fs::create_dir_all(&out)?;
         let file = out.join("latest.json");
-        // With --only, the other scenarios keep their last figures.
+        // With --only, the other scenarios keep their last figures. The file's
+        // machine stays the one they were measured on; a result measured on
+        // another machine carries its own.
+        let mut machine = machine;
         if !only.is_empty() {
             let previous = std::fs::read_to_string(&file)
                 .ok()
                 .and_then(|text| serde_json::from_str::<Value>(&text).ok());
-            if let Some(Value::Array(old)) = previous.map(|p| p["results"].clone()) {
-                let mut merged: Vec<Value> = old
+            if let Some(previous) = previous.filter(|p| p["results"].is_array()) {
+                if previous["machine"] != machine {
+                    for result in &mut results {
+                        result["machine"] = machine.clone();
+                    }
+                    machine = previous["machine"].clone();
+                }
+                let mut merged: Vec<Value> = previous["results"]
+                    .as_array()
                     .into_iter()
+                    .flatten()
                     .map(|entry| {
                         results
                             .iter()
                             .find(|r| r["scenario"] == entry["scenario"])
                             .cloned()
-                            .unwrap_or(entry)
+                            .unwrap_or_else(|| entry.clone())
                     })
                     .collect();
                 for result in &results {

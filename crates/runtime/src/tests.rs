@@ -437,7 +437,7 @@ fn llm_runtime(url: &str) -> Runtime {
 }
 
 #[tokio::test]
-async fn llm_tokens_are_announced_as_they_stream() {
+async fn llm_tokens_are_announced_as_they_stream_and_stored() {
     use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
     let server = OllamaDouble::start(DoubleConfig::default()).await.unwrap();
     let rt = llm_runtime(&server.url());
@@ -468,13 +468,22 @@ async fn llm_tokens_are_announced_as_they_stream() {
         completed_after_tokens,
         "tokens stream before the task completes"
     );
-    // Tokens are a live view only; the store keeps the whole text once.
+    // Tokens are stored like every event (a stream resumed by id gets them),
+    // each with its own id, all before the task's completion.
     let stored = rt
         .store()
         .events(Some(&outcome.workflow_id), 0, 0)
         .await
         .unwrap();
-    assert!(stored.iter().all(|e| e.kind != "llm_token"));
+    let stored_tokens: Vec<_> = stored.iter().filter(|e| e.kind == "llm_token").collect();
+    assert_eq!(stored_tokens.len(), token_events);
+    let done = stored
+        .iter()
+        .find(|e| e.kind == "task_completed")
+        .unwrap()
+        .seq;
+    assert!(stored_tokens.iter().all(|e| e.seq > 0 && e.seq < done));
+    assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 
 #[tokio::test]
