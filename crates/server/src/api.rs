@@ -1,6 +1,7 @@
 //! REST handlers under `/api/v1`. Each handler's `#[utoipa::path]` is the
 //! source of `/api/v1/openapi.json`; the router is built from the same list,
-//! so a route without documentation cannot exist.
+//! so an API route without documentation cannot exist. The two routes outside
+//! it are `/health` (an alias of `/api/v1/health`) and the document itself.
 
 use crate::error::{ApiError, ErrorBody};
 use crate::health::HealthReport;
@@ -74,8 +75,31 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
+        .layer(axum::middleware::map_response(json_rejections))
         .layer(socketio)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+}
+
+/// axum answers extractor rejections (a path segment that is not UTF-8, a
+/// WebSocket request without an upgrade, …) with plain text; clients get the
+/// same JSON error shape as from every handler.
+async fn json_rejections(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !response.status().is_client_error() || !plain {
+        return response;
+    }
+    let status = response.status();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut error = ApiError::new(ErrorCode::MalformedRequest, text);
+    error.status = status;
+    error.into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -1021,7 +1021,6 @@ async fn sse_resumes_after_last_event_id_and_filters() {
 /// extractor rejections (a `Path` segment that is not UTF-8 after decoding, a
 /// plain GET on the WebSocket route) still leave as `text/plain`.
 #[tokio::test]
-#[ignore = "server bug: Path and WebSocketUpgrade rejections are not mapped to ApiError"]
 async fn extractor_rejections_are_json_errors() {
     let router = server();
     for uri in [
