@@ -1017,9 +1017,9 @@ async fn sse_resumes_after_last_event_id_and_filters() {
     assert_eq!(kinds, ["task_completed", "workflow_completed"]);
 }
 
-/// Every failure is documented as `{code, message, hint}` JSON, but axum's own
-/// extractor rejections (a `Path` segment that is not UTF-8 after decoding, a
-/// plain GET on the WebSocket route) still leave as `text/plain`.
+/// axum's own extractor rejections (a `Path` segment that is not UTF-8 after
+/// decoding, a plain GET on the WebSocket route) leave as the same
+/// `{code, message, hint}` JSON as every other failure.
 #[tokio::test]
 async fn extractor_rejections_are_json_errors() {
     let router = server();
@@ -1032,4 +1032,58 @@ async fn extractor_rejections_are_json_errors() {
         let (status, error) = get(&router, uri).await;
         assert_error(status, &error, StatusCode::BAD_REQUEST, "GZ6006");
     }
+}
+
+/// A subscriber that does not read while more events happen than the live
+/// buffer holds: the runtime does not wait for it, and when it reads again it
+/// gets every event, in order, from the store.
+#[tokio::test]
+async fn a_stream_that_falls_behind_the_live_buffer_loses_nothing() {
+    use futures_util::StreamExt;
+    let mut registry = Registry::new();
+    registry.register(Arc::new(FunctionProvider));
+    let runtime = Runtime::new(
+        Arc::new(MemoryStore::new()),
+        registry,
+        RuntimeConfig::default(),
+    );
+    let server = Server::new(runtime.clone(), ServerConfig::default());
+    let events = crate::stream::events(server.state.clone(), Default::default(), None);
+    let mut events = std::pin::pin!(events);
+    // Poll once so the stream subscribes and fixes its starting point.
+    let first = tokio::time::timeout(Duration::from_millis(50), events.next()).await;
+    assert!(first.is_err(), "nothing has happened yet");
+
+    // 3,000 tasks: well over the 8,192-event live buffer.
+    let mut yaml = String::from("name: many\ntasks:\n");
+    for i in 0..3000 {
+        yaml.push_str(&format!(
+            "  - {{id: t{i}, method: function/call, parameters: {{name: sum, args: {{numbers: [{i}, 1]}}}}}}\n"
+        ));
+    }
+    let workflow =
+        gleitzeit_core::parse::load(&yaml, "many", runtime.registry(), &Default::default())
+            .unwrap();
+    let id = runtime.submit(workflow, None).await.unwrap();
+    let outcome = runtime
+        .run(&id, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.state, gleitzeit_core::WorkflowState::Completed);
+    let stored = runtime.store().latest_event_seq().await.unwrap();
+    assert!(
+        stored > 8192,
+        "the test needs more events than the buffer: {stored}"
+    );
+
+    let mut seen = Vec::new();
+    while seen.last() != Some(&stored) {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("stream stalled")
+            .expect("stream ended")
+            .unwrap();
+        seen.push(event.seq);
+    }
+    assert_eq!(seen, (1..=stored).collect::<Vec<_>>());
 }
