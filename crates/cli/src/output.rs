@@ -108,14 +108,21 @@ pub fn render_diagnostics(diagnostics: &[Diagnostic], file: &str, paint: &Paint)
 }
 
 pub fn json_error(error: &GzError) -> serde_json::Value {
-    serde_json::json!({
-        "code": error.code,
-        "message": error.message,
-        "hint": error.hint_text(),
-        "location": error.location,
-        "retryable": error.retryable,
-        "details": error.details,
-    })
+    gleitzeit_server::views::error_json(error)
+}
+
+/// `{"completed": 3, "failed": 1}` as `completed 3, failed 1` (or `none`).
+pub fn counts(value: &serde_json::Value) -> String {
+    value
+        .as_object()
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "none".into())
 }
 
 pub fn format_ms(ms: i64) -> String {

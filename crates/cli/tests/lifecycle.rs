@@ -7,36 +7,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Five steps in a chain; each appends its name to a side-effect file and
-/// sleeps, so a kill lands in the middle. The results are deterministic.
 fn chain(env: &Env, side_effects: &std::path::Path, pause: f64) -> std::path::PathBuf {
-    let mut yaml = String::from("name: durable\ntasks:\n");
-    for i in 0..5 {
-        let deps = if i == 0 {
-            String::new()
-        } else {
-            format!("    dependencies: [step{}]\n", i - 1)
-        };
-        let previous = if i == 0 {
-            "0".to_string()
-        } else {
-            format!("${{step{}}}", i - 1)
-        };
-        yaml.push_str(&format!(
-            "  - id: step{i}\n    method: python/execute\n{deps}    parameters:\n      code: |\n        import time\n        with open({path:?}, 'a') as f:\n            f.write('step{i}\\n')\n        time.sleep({pause})\n        result = {previous} * 2 + {i}\n",
-            path = side_effects.display().to_string(),
-        ));
-    }
-    env.write("durable.yaml", &yaml)
+    env.write("durable.yaml", &common::chain_yaml(side_effects, pause))
 }
 
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
+use common::lines;
 
 fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -327,36 +327,7 @@ fn socketio_clients_receive_events_by_name() {
     });
 }
 
-/// Five chained Python steps; each appends its name to a file and sleeps.
-fn chain(env: &Env, effects: &std::path::Path, pause: f64) -> String {
-    let mut yaml = String::from("name: durable\ntasks:\n");
-    for i in 0..5 {
-        let deps = if i == 0 {
-            String::new()
-        } else {
-            format!("    dependencies: [step{}]\n", i - 1)
-        };
-        let previous = if i == 0 {
-            "0".to_string()
-        } else {
-            format!("${{step{}}}", i - 1)
-        };
-        yaml.push_str(&format!(
-            "  - id: step{i}\n    method: python/execute\n{deps}    parameters:\n      code: |\n        import time\n        with open({path:?}, 'a') as f:\n            f.write('step{i}\\n')\n        time.sleep({pause})\n        result = {previous} * 2 + {i}\n",
-            path = effects.display().to_string(),
-        ));
-    }
-    let _ = env;
-    yaml
-}
-
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
+use common::lines;
 
 async fn wait_lines(path: &std::path::Path, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -374,7 +345,7 @@ fn count(lines: &[String], step: &str) -> usize {
 fn sigkill_mid_workflow_then_restart_completes_with_nothing_recorded_twice() {
     let env = Env::new();
     let effects = env.path("effects.txt");
-    let yaml = chain(&env, &effects, 0.4);
+    let yaml = common::chain_yaml(&effects, 0.4);
     let server = Server::start(&env, &[]);
     let rt = runtime();
     let id = rt.block_on(async {
@@ -442,7 +413,7 @@ fn sigkill_mid_workflow_then_restart_completes_with_nothing_recorded_twice() {
 fn sigterm_lets_the_running_task_finish_and_a_restart_continues() {
     let env = Env::new();
     let effects = env.path("effects.txt");
-    let yaml = chain(&env, &effects, 1.0);
+    let yaml = common::chain_yaml(&effects, 1.0);
     let server = Server::start(&env, &["--grace", "30"]);
     let rt = runtime();
     let id = rt.block_on(async {

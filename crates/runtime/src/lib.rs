@@ -138,17 +138,7 @@ impl Runtime {
         cancel: CancellationToken,
     ) -> Result<RunOutcome, GzError> {
         let record = self.store.find_workflow(workflow_id).await?;
-        if record.state.is_terminal() {
-            return Err(GzError::new(
-                ErrorCode::WorkflowNotResumable,
-                format!(
-                    "workflow {} is already {}",
-                    record.id,
-                    record.state.as_str()
-                ),
-            )
-            .with_hint("Run the workflow file again to start a new run."));
-        }
+        ensure_resumable(&record)?;
         let me = current_owner();
         self.take_ownership(&record, &me).await?;
         let result = execution::run_loop(self, record.clone(), cancel).await;
@@ -206,6 +196,35 @@ impl Runtime {
         }
         Ok(self.store.find_workflow(&record.id).await?)
     }
+}
+
+/// A finished workflow, or one a live process (not this one) runs, cannot be
+/// resumed.
+pub fn ensure_resumable(record: &WorkflowRecord) -> Result<(), GzError> {
+    if record.state.is_terminal() {
+        return Err(GzError::new(
+            ErrorCode::WorkflowNotResumable,
+            format!(
+                "workflow {} is already {}",
+                record.id,
+                record.state.as_str()
+            ),
+        )
+        .with_hint("Run or submit the workflow file again to start a new run."));
+    }
+    if let Some(owner) = &record.owner {
+        if *owner != current_owner() && process_alive(owner) {
+            return Err(GzError::new(
+                ErrorCode::WorkflowNotResumable,
+                format!(
+                    "workflow {} is being run by process {} on {}",
+                    record.id, owner.pid, owner.host
+                ),
+            )
+            .with_hint("Wait for it to finish, or cancel it with `gleitzeit cancel ID`."));
+        }
+    }
+    Ok(())
 }
 
 fn new_workflow_id() -> String {

@@ -2,7 +2,7 @@
 //! tracker with its own cancel token; the store stays the truth about state.
 
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
-use gleitzeit_runtime::{current_owner, process_alive, Runtime};
+use gleitzeit_runtime::{ensure_resumable, process_alive, Runtime};
 use gleitzeit_store::{ListFilter, WorkflowRecord};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -107,30 +107,9 @@ impl RunManager {
     /// Starts an interrupted workflow again; completed tasks are kept.
     pub async fn resume(&self, id: &str) -> Result<WorkflowRecord, GzError> {
         let record = self.runtime.store().find_workflow(id).await?;
-        if record.state.is_terminal() {
-            return Err(GzError::new(
-                ErrorCode::WorkflowNotResumable,
-                format!(
-                    "workflow {} is already {}",
-                    record.id,
-                    record.state.as_str()
-                ),
-            )
-            .with_hint("Submit the workflow again to start a new run."));
-        }
+        ensure_resumable(&record)?;
         if self.is_active(&record.id) {
             return Err(already_running(&record.id));
-        }
-        if let Some(owner) = &record.owner {
-            if *owner != current_owner() && process_alive(owner) {
-                return Err(GzError::new(
-                    ErrorCode::WorkflowNotResumable,
-                    format!(
-                        "workflow {} is being run by process {} on {}",
-                        record.id, owner.pid, owner.host
-                    ),
-                ));
-            }
         }
         self.start(&record.id)?;
         Ok(record)

@@ -53,17 +53,6 @@ async fn status_remote(ctx: &Context, client: &crate::client::Client) -> Result<
         return Ok(output::EXIT_OK);
     }
     let paint = Paint(output::color_stdout());
-    let pairs = |v: &serde_json::Value| {
-        v.as_object()
-            .filter(|o| !o.is_empty())
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_else(|| "none".into())
-    };
     println!("{}", paint.bold("Gleitzeit status"));
     println!(
         "  server     {} ({}, up {} s)",
@@ -74,8 +63,11 @@ async fn status_remote(ctx: &Context, client: &crate::client::Client) -> Result<
     for reason in health["reasons"].as_array().into_iter().flatten() {
         println!("             - {}", reason.as_str().unwrap_or(""));
     }
-    println!("  workflows  {}", pairs(&stats["workflows_by_state"]));
-    println!("  tasks      {}", pairs(&stats["tasks_by_state"]));
+    println!(
+        "  workflows  {}",
+        output::counts(&stats["workflows_by_state"])
+    );
+    println!("  tasks      {}", output::counts(&stats["tasks_by_state"]));
     println!("  queue      {}", stats["queue_depth"]);
     let running = running["workflows"].as_array().cloned().unwrap_or_default();
     if !running.is_empty() {

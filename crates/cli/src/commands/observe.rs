@@ -689,20 +689,15 @@ pub async fn stats(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
         }
         Format::Table => {
             let paint = Paint(output::color_stdout());
-            let pairs = |v: &Value| {
-                v.as_object()
-                    .filter(|o| !o.is_empty())
-                    .map(|o| {
-                        o.iter()
-                            .map(|(k, v)| format!("{k} {v}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_else(|| "none".into())
-            };
             println!("{}", paint.bold("Gleitzeit statistics"));
-            println!("  workflows    {}", pairs(&stats["workflows_by_state"]));
-            println!("  tasks        {}", pairs(&stats["tasks_by_state"]));
+            println!(
+                "  workflows    {}",
+                output::counts(&stats["workflows_by_state"])
+            );
+            println!(
+                "  tasks        {}",
+                output::counts(&stats["tasks_by_state"])
+            );
             println!("  queue depth  {}", stats["queue_depth"]);
             println!("{}", paint.bold(&format!("Last {}", format_range(range))));
             println!(

@@ -3,7 +3,7 @@
 use super::progress::{summary, Display};
 use super::read_user_file;
 use crate::context::Context;
-use crate::output::{self, render_diagnostics, Paint};
+use crate::output::{self, Paint};
 use clap::Args;
 use gleitzeit_core::model::{RetryPolicy, TaskSpec};
 use gleitzeit_core::parse::{self, parse_input_override};
@@ -97,14 +97,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
             Ok(workflow) => workflows.push((workflow, name)),
             Err(diagnostics) => {
                 invalid = true;
-                if ctx.global.json {
-                    println!("{}", super::validate::diagnostics_json(&name, &diagnostics));
-                } else {
-                    eprint!(
-                        "{}",
-                        render_diagnostics(&diagnostics, &name, &Paint(output::color_stderr()))
-                    );
-                }
+                super::validate::report_diagnostics(ctx.global.json, &name, &diagnostics);
             }
         }
     }

@@ -6,7 +6,7 @@ use super::progress::{summary, Display};
 use super::read_user_file;
 use crate::client::{Client, Target};
 use crate::context::Context;
-use crate::output::{self, render_diagnostics, Paint};
+use crate::output::{self, Paint};
 use clap::Args;
 use gleitzeit_core::events::{self, Event};
 use gleitzeit_core::parse::{self, Diagnostic};
@@ -77,14 +77,7 @@ async fn submit_remote(
         Err(error) if error.details.get("diagnostics").is_some() => {
             // Same rendering as `validate`, pointing into the user's file.
             let diagnostics = server_diagnostics(&error, file);
-            if ctx.global.json {
-                println!("{}", super::validate::diagnostics_json(file, &diagnostics));
-            } else {
-                eprint!(
-                    "{}",
-                    render_diagnostics(&diagnostics, file, &Paint(output::color_stderr()))
-                );
-            }
+            super::validate::report_diagnostics(ctx.global.json, file, &diagnostics);
             return Ok(output::EXIT_INVALID);
         }
         Err(error) => return Err(error),
@@ -193,14 +186,7 @@ async fn submit_local(
     let workflow = match parse::load(text, file, runtime.registry(), overrides) {
         Ok(workflow) => workflow,
         Err(diagnostics) => {
-            if ctx.global.json {
-                println!("{}", super::validate::diagnostics_json(file, &diagnostics));
-            } else {
-                eprint!(
-                    "{}",
-                    render_diagnostics(&diagnostics, file, &Paint(output::color_stderr()))
-                );
-            }
+            super::validate::report_diagnostics(ctx.global.json, file, &diagnostics);
             return Ok(output::EXIT_INVALID);
         }
     };

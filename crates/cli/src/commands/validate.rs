@@ -16,6 +16,18 @@ pub struct ValidateArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// Prints a file's problems: JSON on stdout with --json, else rendered on stderr.
+pub fn report_diagnostics(json: bool, file: &str, diagnostics: &[Diagnostic]) {
+    if json {
+        println!("{}", diagnostics_json(file, diagnostics));
+    } else {
+        eprint!(
+            "{}",
+            render_diagnostics(diagnostics, file, &Paint(output::color_stderr()))
+        );
+    }
+}
+
 pub fn diagnostics_json(file: &str, diagnostics: &[Diagnostic]) -> serde_json::Value {
     json!({
         "file": file,

@@ -99,3 +99,35 @@ impl Run {
         })
     }
 }
+
+/// Five chained Python steps; each appends its name to `effects` and sleeps
+/// `pause` seconds, so a kill lands in the middle. Results: 0, 1, 4, 11, 26.
+pub fn chain_yaml(effects: &Path, pause: f64) -> String {
+    let mut yaml = String::from("name: durable\ntasks:\n");
+    for i in 0..5 {
+        let deps = if i == 0 {
+            String::new()
+        } else {
+            format!("    dependencies: [step{}]\n", i - 1)
+        };
+        let previous = if i == 0 {
+            "0".to_string()
+        } else {
+            format!("${{step{}}}", i - 1)
+        };
+        yaml.push_str(&format!(
+            "  - id: step{i}\n    method: python/execute\n{deps}    parameters:\n      code: |\n        import time\n        with open({path:?}, 'a') as f:\n            f.write('step{i}\\n')\n        time.sleep({pause})\n        result = {previous} * 2 + {i}\n",
+            path = effects.display().to_string(),
+        ));
+    }
+    yaml
+}
+
+/// The lines of a file (none when it does not exist yet).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
