@@ -109,7 +109,7 @@ fn through_gleitzeit(binary: &Path, dir: &Path, url: &str) -> Result<(Vec<f64>, 
     Ok((latencies, wall))
 }
 
-pub fn run(binary: &Path, dir: &Path, url: &str) -> Result<Value> {
+pub fn run(binary: &Path, dir: &Path, url: &str, scenario: &str) -> Result<Value> {
     let rt = tokio::runtime::Runtime::new()?;
     // Warm the server (prompt cache, threads) once, then alternate.
     rt.block_on(direct(url))?;
@@ -132,7 +132,7 @@ pub fn run(binary: &Path, dir: &Path, url: &str) -> Result<Value> {
         REQUESTS as f64 * direct_wall.len() as f64 / (direct_wall.iter().sum::<f64>() / 1000.0);
     let gz_tput = REQUESTS as f64 * gz_wall.len() as f64 / (gz_wall.iter().sum::<f64>() / 1000.0);
     let result = json!({
-        "scenario": "llm_fanout_64_vs_direct",
+        "scenario": scenario,
         "requests": REQUESTS,
         "concurrency": CONCURRENCY,
         "direct_requests_per_second": (direct_tput * 100.0).round() / 100.0,
@@ -146,7 +146,7 @@ pub fn run(binary: &Path, dir: &Path, url: &str) -> Result<Value> {
         "added_p99_ms": ((percentile(&gz_lat, 0.99) - percentile(&direct_lat, 0.99)) * 10.0).round() / 10.0,
     });
     println!(
-        "llm fan-out 64 vs direct (conc. {CONCURRENCY}): direct {:.2} req/s, gleitzeit {:.2} req/s (ratio {}), p50 {:.0} vs {:.0} ms (added {}), p99 {:.0} vs {:.0} ms",
+        "{scenario} (conc. {CONCURRENCY}): direct {:.2} req/s, gleitzeit {:.2} req/s (ratio {}), p50 {:.0} vs {:.0} ms (added {}), p99 {:.0} vs {:.0} ms",
         direct_tput,
         gz_tput,
         result["throughput_ratio"],

@@ -5,11 +5,12 @@
 //! `bench/results/latest.json`. Each scenario runs several times; the median is
 //! reported so one slow run does not decide the number.
 //!
-//! Scenarios (for `--only`): chain, fanout, python, http, llm. A full run with
+//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead. A full run with
 //! `--only` replaces just those scenarios' entries in `latest.json`.
 
 mod http;
 mod llm;
+mod peer;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -151,7 +152,7 @@ fn scenario(
 }
 
 /// Scenario names `--only` accepts.
-const SCENARIOS: &[&str] = &["chain", "fanout", "python", "http", "llm"];
+const SCENARIOS: &[&str] = &["chain", "fanout", "python", "http", "llm", "overhead"];
 
 struct Options {
     quick: bool,
@@ -261,12 +262,28 @@ fn main() -> Result<()> {
     if wants("http") {
         results.push(http::run(&binary, dir.path(), http_n)?);
     }
+    if wants("overhead") && !quick {
+        // Kept alive for the scenario: the peer runs on this runtime.
+        let peer_rt = tokio::runtime::Runtime::new()?;
+        let url = peer::start(&peer_rt)?;
+        results.push(llm::run(
+            &binary,
+            dir.path(),
+            &url,
+            "llm_overhead_64_instant_peer",
+        )?);
+    }
     if wants("llm") {
         if let Some(url) = std::env::var("GLEITZEIT_BENCH_LLAMA_URL")
             .ok()
             .filter(|u| !u.is_empty())
         {
-            results.push(llm::run(&binary, dir.path(), url.trim_end_matches('/'))?);
+            results.push(llm::run(
+                &binary,
+                dir.path(),
+                url.trim_end_matches('/'),
+                "llm_fanout_64_vs_direct",
+            )?);
         } else if !quick {
             println!(
                 "(set GLEITZEIT_BENCH_LLAMA_URL, or use scripts/bench.sh, for the LLM scenario)"
