@@ -715,3 +715,72 @@ fn llm_tokens_are_stored_events_and_usage_is_reported() {
         );
     });
 }
+
+/// With no server running, the same commands work on the local store, and
+/// `submit` hands the workflow to a background process.
+#[test]
+fn without_a_server_submit_runs_in_the_background_and_clients_read_the_store() {
+    let env = Env::new();
+    let quickstart = common::examples().join("quickstart.yaml");
+    let submitted = env
+        .run(&["--json", "submit", quickstart.to_str().unwrap()])
+        .ok()
+        .json();
+    let id = submitted["workflow_id"].as_str().unwrap().to_string();
+    assert!(submitted["pid"].as_u64().is_some(), "{submitted}");
+    let watched = env.run(&["watch", "workflow", &id]).ok();
+    assert!(
+        watched.stdout.contains("4/4 tasks completed"),
+        "{}",
+        watched.stdout
+    );
+    // The background run prints its summary to its log as it exits.
+    let log_path = submitted["log"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("4/4 tasks completed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "background run never logged its summary"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let queue = env.run(&["--json", "watch", "queue", "--once"]).ok().json();
+    assert_eq!(queue["queue_depth"], 0);
+    let health = env.run(&["--json", "health"]).json();
+    assert_eq!(
+        health["providers"]["python"]["status"], "healthy",
+        "{health}"
+    );
+    let logs = env.run(&["logs", &id, "--level", "error"]).ok();
+    assert_eq!(logs.stdout, "", "no errors in a clean run");
+    let events = env.run(&["--json", "events", "--workflow", &id]).ok();
+    assert_eq!(events.stdout.lines().count() as u64, {
+        let all = env.run(&["--json", "inspect", "workflow", &id]).ok().json();
+        all["events"].as_u64().unwrap()
+    });
+
+    // Bad input: clear GZ errors, exit 2.
+    let bad_range = env.run(&["stats", "--range", "soon"]).code(2);
+    assert!(bad_range.stderr.contains("GZ9001"), "{}", bad_range.stderr);
+    let bad_type = env.run(&["events", "--types", "task_exploded"]).code(2);
+    assert!(
+        bad_type.stderr.contains("task_exploded"),
+        "{}",
+        bad_type.stderr
+    );
+    let no_task = env.run(&["inspect", "task", &format!("{id}/nope")]).code(2);
+    assert!(no_task.stderr.contains("GZ3023"), "{}", no_task.stderr);
+    let memory = env
+        .run(&[
+            "--backend",
+            "memory",
+            "submit",
+            quickstart.to_str().unwrap(),
+        ])
+        .code(2);
+    assert!(memory.stderr.contains("gleitzeit run"), "{}", memory.stderr);
+}

@@ -66,6 +66,15 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
     } else {
         server.resume_interrupted().await?
     };
+    let loopback = listener
+        .local_addr()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false);
+    if !loopback {
+        eprintln!(
+            "warning: listening on {address}, beyond this machine, and this version has no API keys yet: anyone who can reach it can run workflows (Python code included). Bind to 127.0.0.1 unless the network is yours alone."
+        );
+    }
     let location = match ctx.backend() {
         "sqlite" => format!("sqlite {}", ctx.config.db_path().display()),
         other => other.to_string(),
