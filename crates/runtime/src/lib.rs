@@ -105,6 +105,16 @@ impl Runtime {
         workflow: Workflow,
         source: Option<String>,
     ) -> Result<String, GzError> {
+        self.submit_as(workflow, source, None).await
+    }
+
+    /// As `submit`, recording the API user it belongs to.
+    pub async fn submit_as(
+        &self,
+        workflow: Workflow,
+        source: Option<String>,
+        submitted_by: Option<String>,
+    ) -> Result<String, GzError> {
         let id = new_workflow_id();
         let record = WorkflowRecord {
             id: id.clone(),
@@ -117,6 +127,7 @@ impl Runtime {
             error: None,
             cancel_requested: false,
             owner: None,
+            submitted_by,
             spec: workflow,
         };
         let tasks: Vec<TaskRecord> = record

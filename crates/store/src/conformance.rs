@@ -22,6 +22,7 @@ fn workflow(id: &str, created_ms: i64) -> (WorkflowRecord, Vec<TaskRecord>) {
         }],
     };
     let record = WorkflowRecord {
+        submitted_by: None,
         id: id.into(),
         name: spec.name.clone(),
         state: WorkflowState::Pending,
@@ -236,6 +237,118 @@ async fn contract(store: &dyn Store) {
         .unwrap()
         .is_empty());
     assert_eq!(store.tasks_finished_since(0, 1).await.unwrap().len(), 1);
+
+    auth_records(store).await;
+}
+
+/// Users, keys (found by hash), the audit log, and workflows by submitter.
+async fn auth_records(store: &dyn Store) {
+    let user = |name: &str, role: &str| UserRecord {
+        name: name.into(),
+        email: None,
+        role: role.into(),
+        disabled: false,
+        created_ms: 1,
+    };
+    store.put_user(&user("zoe", "USER")).await.unwrap();
+    store.put_user(&user("adam", "ADMIN")).await.unwrap();
+    let mut zoe = user("zoe", "USER");
+    zoe.disabled = true;
+    store.put_user(&zoe).await.unwrap();
+    let users = store.users().await.unwrap();
+    assert_eq!(
+        users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        ["adam", "zoe"]
+    );
+    assert!(users[1].disabled, "put_user replaces");
+
+    let key = KeyRecord {
+        id: "gzt_abc123".into(),
+        name: "ci".into(),
+        user: "adam".into(),
+        role: None,
+        hash: "h1".into(),
+        created_ms: 5,
+        expires_ms: Some(10),
+        revoked_ms: None,
+    };
+    store.put_key(&key).await.unwrap();
+    assert_eq!(store.key_by_hash("h1").await.unwrap(), Some(key.clone()));
+    assert_eq!(store.key_by_hash("h2").await.unwrap(), None);
+    let revoked = KeyRecord {
+        revoked_ms: Some(7),
+        ..key
+    };
+    store.put_key(&revoked).await.unwrap();
+    assert_eq!(store.keys().await.unwrap(), vec![revoked]);
+
+    let entry = |action: &str| AuditEntry {
+        seq: 0,
+        at_ms: 9,
+        actor: Some("adam".into()),
+        action: action.into(),
+        target: None,
+        outcome: "ok".into(),
+        client: None,
+    };
+    let first = store.audit(&entry("key.create")).await.unwrap();
+    let second = store.audit(&entry("workflow.cancel")).await.unwrap();
+    assert!(second > first);
+    let log = store.audit_log(first, 0).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].seq, log[0].action.as_str()),
+        (second, "workflow.cancel")
+    );
+
+    let (mut mine, tasks) = workflow("wf-mine", 500);
+    mine.submitted_by = Some("zoe".into());
+    store.create_workflow(&mine, &tasks).await.unwrap();
+    let only_zoe = store
+        .list_workflows(&ListFilter {
+            submitted_by: Some("zoe".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        only_zoe.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        ["wf-mine"]
+    );
+    assert_eq!(
+        store
+            .workflow("wf-mine")
+            .await
+            .unwrap()
+            .unwrap()
+            .submitted_by,
+        Some("zoe".into())
+    );
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE workflows (id TEXT PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL, spec TEXT NOT NULL, source TEXT, created_ms INTEGER NOT NULL, started_ms INTEGER, finished_ms INTEGER, error TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, owner TEXT);
+             CREATE TABLE tasks (workflow_id TEXT NOT NULL, task_id TEXT NOT NULL, position INTEGER NOT NULL, method TEXT NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, result TEXT, error TEXT, started_ms INTEGER, finished_ms INTEGER, PRIMARY KEY (workflow_id, task_id)) WITHOUT ROWID;
+             CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, workflow_id TEXT NOT NULL, kind TEXT NOT NULL, at_ms INTEGER NOT NULL, data TEXT NOT NULL);
+             INSERT INTO workflows (id, name, state, spec, created_ms) VALUES ('wf-old', 'old', 'completed', '{\"name\":\"old\",\"tasks\":[]}', 1);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+    let old = store.workflow("wf-old").await.unwrap();
+    assert_eq!(
+        old.map(|w| w.submitted_by),
+        Some(None),
+        "old rows read back"
+    );
+    auth_records(&store).await;
 }
 
 #[tokio::test]

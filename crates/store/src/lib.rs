@@ -82,6 +82,9 @@ pub struct WorkflowRecord {
     pub error: Option<GzError>,
     pub cancel_requested: bool,
     pub owner: Option<Owner>,
+    /// The user who submitted it through the API (`None`: the local CLI).
+    #[serde(default)]
+    pub submitted_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +142,8 @@ pub enum Write {
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub state: Option<WorkflowState>,
+    /// Only workflows this user submitted.
+    pub submitted_by: Option<String>,
     pub limit: usize,
     pub offset: usize,
 }
@@ -159,6 +164,46 @@ pub struct WorkflowSummary {
 pub struct StoreStats {
     pub workflows_by_state: Vec<(String, u64)>,
     pub tasks_by_state: Vec<(String, u64)>,
+}
+
+/// A user of the server. The role is kept as text (`ADMIN`, …); what it may
+/// do is the auth crate's business.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub email: Option<String>,
+    pub role: String,
+    pub disabled: bool,
+    pub created_ms: i64,
+}
+
+/// An API key: only its hash is kept, and a public id to name it by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    /// A role narrower than the user's, if the key was made with one.
+    pub role: Option<String>,
+    pub hash: String,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+}
+
+/// Who did what, when: authentication failures, key and user changes,
+/// cancellations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    #[serde(default)]
+    pub seq: u64,
+    pub at_ms: i64,
+    pub actor: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    /// The client's address, when known.
+    pub client: Option<String>,
 }
 
 #[async_trait]
@@ -194,6 +239,17 @@ pub trait Store: Send + Sync {
     /// newest first, for `stats --range`.
     async fn tasks_finished_since(&self, since_ms: i64, limit: usize) -> Result<Vec<TaskRecord>>;
     async fn stats(&self) -> Result<StoreStats>;
+
+    /// Inserts or replaces a user.
+    async fn put_user(&self, user: &UserRecord) -> Result<()>;
+    async fn users(&self) -> Result<Vec<UserRecord>>;
+    /// Inserts or replaces a key (by id).
+    async fn put_key(&self, key: &KeyRecord) -> Result<()>;
+    async fn keys(&self) -> Result<Vec<KeyRecord>>;
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>>;
+    /// Appends to the audit log; returns the entry's sequence number.
+    async fn audit(&self, entry: &AuditEntry) -> Result<u64>;
+    async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>>;
 }
 
 pub fn now_ms() -> i64 {

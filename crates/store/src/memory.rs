@@ -10,6 +10,9 @@ struct Inner {
     /// Tasks per workflow, in insertion order, with an index by task id.
     tasks: HashMap<String, Tasks>,
     events: Vec<Event>,
+    users: Vec<UserRecord>,
+    keys: Vec<KeyRecord>,
+    audit: Vec<AuditEntry>,
 }
 
 #[derive(Default)]
@@ -156,6 +159,12 @@ impl Store for MemoryStore {
             .workflows
             .values()
             .filter(|w| filter.state.is_none_or(|s| w.state == s))
+            .filter(|w| {
+                filter
+                    .submitted_by
+                    .as_ref()
+                    .is_none_or(|u| w.submitted_by.as_ref() == Some(u))
+            })
             .collect();
         records.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
         let limit = if filter.limit == 0 {
@@ -222,6 +231,57 @@ impl Store for MemoryStore {
         Ok(inner.events[start..]
             .iter()
             .filter(|e| workflow_id.is_none_or(|id| e.workflow_id == id))
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .cloned()
+            .collect())
+    }
+
+    async fn put_user(&self, user: &UserRecord) -> Result<()> {
+        let mut inner = self.lock();
+        inner.users.retain(|u| u.name != user.name);
+        inner.users.push(user.clone());
+        Ok(())
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>> {
+        let mut users = self.lock().users.clone();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(users)
+    }
+
+    async fn put_key(&self, key: &KeyRecord) -> Result<()> {
+        let mut inner = self.lock();
+        inner.keys.retain(|k| k.id != key.id);
+        inner.keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>> {
+        let mut keys = self.lock().keys.clone();
+        keys.sort_by_key(|k| k.created_ms);
+        Ok(keys)
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>> {
+        Ok(self.lock().keys.iter().find(|k| k.hash == hash).cloned())
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<u64> {
+        let mut inner = self.lock();
+        let seq = inner.audit.len() as u64 + 1;
+        inner.audit.push(AuditEntry {
+            seq,
+            ..entry.clone()
+        });
+        Ok(seq)
+    }
+
+    async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let inner = self.lock();
+        Ok(inner
+            .audit
+            .iter()
+            .filter(|e| e.seq > after)
             .take(if limit == 0 { usize::MAX } else { limit })
             .cloned()
             .collect())

@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS workflows (
@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS workflows (
     finished_ms INTEGER,
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    owner TEXT
+    owner TEXT,
+    submitted_by TEXT
 );
 CREATE INDEX IF NOT EXISTS workflows_by_created ON workflows(created_ms DESC);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -49,6 +50,19 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_workflow ON events(workflow_id, seq);
 CREATE INDEX IF NOT EXISTS tasks_by_finished ON tasks(finished_ms);
+"#;
+
+/// Version 2: workflows remember who submitted them; users, keys, audit log.
+const AUTH_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS workflows_by_submitter ON workflows(submitted_by, created_ms DESC);
 "#;
 
 #[derive(Debug, Clone)]
@@ -77,6 +91,9 @@ enum Job {
     Create(Box<WorkflowRecord>, Vec<TaskRecord>),
     Apply(Vec<Write>),
     Cancel(String),
+    User(UserRecord),
+    Key(KeyRecord),
+    Audit(AuditEntry),
 }
 
 struct Request {
@@ -163,7 +180,13 @@ impl SqliteStore {
         })
         .map_err(map)?;
         if version < SCHEMA_VERSION {
-            conn.execute_batch(SCHEMA).map_err(map)?;
+            if version == 1 {
+                conn.execute_batch("ALTER TABLE workflows ADD COLUMN submitted_by TEXT")
+                    .map_err(map)?;
+            } else {
+                conn.execute_batch(SCHEMA).map_err(map)?;
+            }
+            conn.execute_batch(AUTH_SCHEMA).map_err(map)?;
             conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
                 .map_err(map)?;
         }
@@ -258,8 +281,8 @@ fn run_transaction<'a>(
         match job {
             Job::Create(workflow, tasks) => {
                 tx.prepare_cached(
-                    "INSERT INTO workflows (id, name, state, spec, source, created_ms, started_ms, finished_ms, error, cancel_requested, owner)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT INTO workflows (id, name, state, spec, source, created_ms, started_ms, finished_ms, error, cancel_requested, owner, submitted_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?
                 .execute(params![
                     workflow.id,
@@ -273,6 +296,7 @@ fn run_transaction<'a>(
                     workflow.error.as_ref().map(json_text),
                     workflow.cancel_requested,
                     workflow.owner.as_ref().map(json_text),
+                    workflow.submitted_by,
                 ])?;
                 for task in tasks {
                     upsert_task(&tx, task)?;
@@ -316,6 +340,21 @@ fn run_transaction<'a>(
                 tx.prepare_cached("UPDATE workflows SET cancel_requested = 1 WHERE id = ?1")?
                     .execute(params![id])?;
             }
+            Job::User(user) => {
+                tx.prepare_cached("INSERT OR REPLACE INTO users (name, data) VALUES (?1, ?2)")?
+                    .execute(params![user.name, json_text(user)])?;
+            }
+            Job::Key(key) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO api_keys (id, hash, created_ms, data) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![key.id, key.hash, key.created_ms, json_text(key)])?;
+            }
+            Job::Audit(entry) => {
+                tx.prepare_cached("INSERT INTO audit (data) VALUES (?1)")?
+                    .execute(params![json_text(entry)])?;
+                seqs.push(tx.last_insert_rowid() as u64);
+            }
         }
         all_seqs.push(seqs);
     }
@@ -346,6 +385,18 @@ fn upsert_task(tx: &rusqlite::Transaction, task: &TaskRecord) -> rusqlite::Resul
     Ok(())
 }
 
+/// A NOT NULL JSON column.
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &rusqlite::Row,
+    column: usize,
+) -> rusqlite::Result<T> {
+    parse_json(row.get(column)?, column)?.ok_or(rusqlite::Error::InvalidColumnType(
+        column,
+        "json".into(),
+        rusqlite::types::Type::Null,
+    ))
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(
     text: Option<String>,
     column: usize,
@@ -363,7 +414,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 const WORKFLOW_COLUMNS: &str =
-    "id, name, state, spec, source, created_ms, started_ms, finished_ms, error, cancel_requested, owner";
+    "id, name, state, spec, source, created_ms, started_ms, finished_ms, error, cancel_requested, owner, submitted_by";
 
 fn workflow_row(row: &rusqlite::Row) -> rusqlite::Result<WorkflowRecord> {
     let state: String = row.get(2)?;
@@ -383,6 +434,7 @@ fn workflow_row(row: &rusqlite::Row) -> rusqlite::Result<WorkflowRecord> {
         error: parse_json(row.get(8)?, 8)?,
         cancel_requested: row.get(9)?,
         owner: parse_json(row.get(10)?, 10)?,
+        submitted_by: row.get(11)?,
     })
 }
 
@@ -474,6 +526,7 @@ impl Store for SqliteStore {
 
     async fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>> {
         let state = filter.state.map(|s| s.as_str().to_string());
+        let submitted_by = filter.submitted_by.clone();
         let limit = if filter.limit == 0 {
             -1
         } else {
@@ -487,9 +540,10 @@ impl Store for SqliteStore {
                         (SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id AND t.state = 'completed'),
                         (SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id AND t.state = 'failed')
                  FROM workflows w WHERE (?1 IS NULL OR w.state = ?1)
+                   AND (?4 IS NULL OR w.submitted_by = ?4)
                  ORDER BY w.created_ms DESC, w.id DESC LIMIT ?2 OFFSET ?3",
             )?;
-            let rows = stmt.query_map(params![state, limit, offset], |row| {
+            let rows = stmt.query_map(params![state, limit, offset, submitted_by], |row| {
                 let state: String = row.get(2)?;
                 Ok(WorkflowSummary {
                     id: row.get(0)?,
@@ -580,6 +634,63 @@ impl Store for SqliteStore {
                     at_ms: row.get(3)?,
                     data: parse_json(row.get(4)?, 4)?.unwrap_or(Value::Null),
                 })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn put_user(&self, user: &UserRecord) -> Result<()> {
+        self.send(Job::User(user.clone())).await.map(|_| ())
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT data FROM users ORDER BY name")?;
+            let rows = stmt.query_map([], |r| json_column::<UserRecord>(r, 0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn put_key(&self, key: &KeyRecord) -> Result<()> {
+        self.send(Job::Key(key.clone())).await.map(|_| ())
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT data FROM api_keys ORDER BY created_ms, id")?;
+            let rows = stmt.query_map([], |r| json_column::<KeyRecord>(r, 0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>> {
+        let hash = hash.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT data FROM api_keys WHERE hash = ?1")?
+                .query_row(params![hash], |r| json_column::<KeyRecord>(r, 0))
+                .optional()
+        })
+        .await
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<u64> {
+        let seqs = self.send(Job::Audit(entry.clone())).await?;
+        Ok(seqs.first().copied().unwrap_or(0))
+    }
+
+    async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let limit = if limit == 0 { -1 } else { limit as i64 };
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, data FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after as i64, limit], |r| {
+                let mut entry = json_column::<AuditEntry>(r, 1)?;
+                entry.seq = r.get::<_, i64>(0)? as u64;
+                Ok(entry)
             })?;
             rows.collect()
         })
