@@ -33,6 +33,38 @@ fn round(value: f64, places: i32) -> f64 {
     (value * scale).round() / scale
 }
 
+/// The server runs as users run it: with API keys. The admin key made by
+/// `auth init` goes on every request.
+static API_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn client_builder() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = API_KEY
+        .get()
+        .and_then(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).ok())
+    {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder().default_headers(headers)
+}
+
+fn init_auth(binary: &Path, home: &Path) -> Result<()> {
+    let output = Command::new(binary)
+        .args(["--json", "auth", "init"])
+        .env("GLEITZEIT_HOME", home)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "auth init failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let answer: Value = serde_json::from_slice(&output.stdout)?;
+    let key = answer["key"].as_str().context("no key from auth init")?;
+    let _ = API_KEY.set(key.to_string());
+    Ok(())
+}
+
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -156,7 +188,7 @@ async fn follow_events(
     base: &str,
     expected: usize,
 ) -> Result<tokio::task::JoinHandle<Result<SseCount>>> {
-    let client = reqwest::Client::new();
+    let client = client_builder().build()?;
     let response = client
         .get(format!("{base}/api/v1/events?after=0"))
         .header("accept", "text/event-stream")
@@ -206,9 +238,7 @@ async fn follow_events(
 }
 
 async fn wait_healthy(base: &str) -> Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    let client = client_builder().timeout(Duration::from_secs(2)).build()?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(response) = client.get(format!("{base}/health")).send().await {
@@ -231,9 +261,7 @@ async fn submit_all(base: &str, total: usize) -> Result<Vec<f64>> {
         let url = format!("{base}/api/v1/workflows");
         async move {
             // One client (one connection) per worker, as separate callers would.
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?;
+            let client = client_builder().timeout(Duration::from_secs(60)).build()?;
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 let started = Instant::now();
@@ -261,13 +289,16 @@ async fn submit_all(base: &str, total: usize) -> Result<Vec<f64>> {
 }
 
 async fn completed_count(base: &str) -> Result<usize> {
-    let list: Value = reqwest::get(format!(
-        "{base}/api/v1/workflows?state=completed&limit=1000"
-    ))
-    .await?
-    .error_for_status()?
-    .json()
-    .await?;
+    let list: Value = client_builder()
+        .build()?
+        .get(format!(
+            "{base}/api/v1/workflows?state=completed&limit=1000"
+        ))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     Ok(list["workflows"].as_array().map_or(0, Vec::len))
 }
 
@@ -313,6 +344,7 @@ async fn drive(base: &str, total: usize) -> Result<Measured> {
 pub fn run(binary: &Path, dir: &Path, total: usize) -> Result<Value> {
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
+    init_auth(binary, &dir.join("home-http"))?;
     let mut server = ServerProcess::start(binary, dir, port)?;
     let rt = tokio::runtime::Runtime::new()?;
     let measured = rt

@@ -81,8 +81,18 @@ impl Client {
             )
             .with_hint("For example --server http://127.0.0.1:8765"));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some((key, _)) = crate::credentials::api_key() {
+            if let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            {
+                // Kept out of debug output and HTTP/2 header compression.
+                value.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+            }
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
+            .default_headers(headers)
             .build()
             .map_err(|e| GzError::new(ErrorCode::InternalError, format!("HTTP client: {e}")))?;
         Ok(Client { http, base })
@@ -153,6 +163,11 @@ impl Client {
                 .body(body);
         }
         self.answer(request).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, GzError> {
+        self.answer(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
     /// The server's event stream (SSE), resumed by id across reconnects so a

@@ -6,6 +6,7 @@ mod client;
 mod commands;
 pub mod config;
 mod context;
+mod credentials;
 pub mod output;
 
 use clap::{Args, Parser, Subcommand};
@@ -97,6 +98,9 @@ pub enum Command {
     Inspect(commands::observe::InspectCommand),
     /// Health check; exit 0 healthy, 1 degraded, 2 unhealthy
     Health(commands::observe::HealthArgs),
+    /// API keys and users for `serve`: init, login, status, logout, users, keys, audit
+    #[command(subcommand)]
+    Auth(commands::auth::AuthCommand),
     /// Workflow commands under one name (seed 002): submit, status, list, get, cancel, resume
     #[command(subcommand)]
     Workflow(WorkflowCommand),

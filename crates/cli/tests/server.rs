@@ -22,7 +22,7 @@ impl Server {
     fn start(env: &Env, extra: &[&str]) -> Server {
         let mut command: Command = env.command();
         command
-            .args(["serve", "--port", "0"])
+            .args(["serve", "--port", "0", "--no-auth"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());

@@ -203,6 +203,8 @@ registry! {
         "Permission denied", "Ask an ADMIN for a key with the needed role.";
     InvalidApiKey = 4004, Auth, High, false,
         "API key is invalid", "Check for typos; keys look like gzt_… and carry a checksum.";
+    TooManyAuthFailures = 4005, Auth, Medium, true,
+        "Too many failed authentication attempts", "Wait a minute before trying again, with a valid key.";
 
     FileNotFound = 5001, Storage, Medium, false,
         "Requested file does not exist", "Check the file path and that the file exists.";

@@ -3,6 +3,7 @@
 //! so an API route without documentation cannot exist. The two routes outside
 //! it are `/health` (an alias of `/api/v1/health`) and the document itself.
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::health::HealthReport;
 use crate::stream::{self, EventQuery, Filter};
@@ -10,13 +11,14 @@ use crate::{health, views, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
+use gleitzeit_auth::Permission;
 use gleitzeit_core::{parse, ErrorCode, GzError, WorkflowState};
 use gleitzeit_store::{ListFilter, WorkflowSummary};
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,18 @@ pub(crate) fn router(state: AppState) -> Router {
         .routes(routes!(show_error))
         .routes(routes!(health_check))
         .routes(routes!(metrics))
+        .routes(routes!(crate::auth_api::whoami))
+        .routes(routes!(
+            crate::auth_api::list_users,
+            crate::auth_api::create_user
+        ))
+        .routes(routes!(crate::auth_api::disable_user))
+        .routes(routes!(
+            crate::auth_api::list_keys,
+            crate::auth_api::create_key
+        ))
+        .routes(routes!(crate::auth_api::revoke_key))
+        .routes(routes!(crate::auth_api::audit_log))
         .split_for_parts();
     let openapi = Arc::new(openapi);
     let socketio = crate::socketio::layer(state.clone());
@@ -75,6 +89,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .layer(axum::middleware::map_response(json_rejections))
         .layer(socketio)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -172,6 +190,7 @@ pub struct SubmitResponse {
 )]
 async fn submit_workflow(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
@@ -209,7 +228,10 @@ async fn submit_workflow(
         .map_err(ApiError::invalid_workflow)?;
     let name = workflow.name.clone();
     let total_tasks = workflow.tasks.len();
-    let id = state.runtime.submit(workflow, None).await?;
+    let id = state
+        .runtime
+        .submit_as(workflow, None, principal.submitter())
+        .await?;
     state.runs.start(&id)?;
     let links = BTreeMap::from([
         ("workflow".to_string(), format!("/api/v1/workflows/{id}")),
@@ -262,6 +284,7 @@ pub struct WorkflowList {
 )]
 async fn list_workflows(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<WorkflowList>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
@@ -281,6 +304,7 @@ async fn list_workflows(
         .store()
         .list_workflows(&ListFilter {
             state: filter_state,
+            submitted_by: principal.owner_filter(Permission::ReadWorkflows),
             limit,
             offset,
         })
@@ -303,10 +327,12 @@ async fn list_workflows(
 )]
 async fn get_workflow(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.runtime.store();
     let record = store.find_workflow(&id).await?;
+    principal.may(Permission::ReadWorkflows, &record)?;
     let tasks = store.tasks(&record.id).await?;
     Ok(Json(views::workflow_json(&record, &tasks)))
 }
@@ -330,9 +356,21 @@ pub struct StateResponse {
 )]
 async fn cancel_workflow(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<StateResponse>, ApiError> {
-    let record = state.runs.cancel(&id).await?;
+    let found = state.runtime.store().find_workflow(&id).await?;
+    principal.may(Permission::CancelWorkflows, &found)?;
+    let record = state.runs.cancel(&found.id).await?;
+    crate::auth::audit(
+        state.runtime.store().as_ref(),
+        Some(&principal.user),
+        "workflow.cancel",
+        Some(&record.id),
+        record.state.as_str(),
+        None,
+    )
+    .await;
     Ok(Json(StateResponse {
         workflow_id: record.id,
         state: record.state.as_str().to_string(),
@@ -354,9 +392,12 @@ async fn cancel_workflow(
 )]
 async fn resume_workflow(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<StateResponse>), ApiError> {
-    let record = state.runs.resume(&id).await?;
+    let found = state.runtime.store().find_workflow(&id).await?;
+    principal.may(Permission::CancelWorkflows, &found)?;
+    let record = state.runs.resume(&found.id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(StateResponse {
@@ -380,10 +421,12 @@ async fn resume_workflow(
 )]
 async fn get_task(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((id, task_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.runtime.store();
     let record = store.find_workflow(&id).await?;
+    principal.may(Permission::ReadWorkflows, &record)?;
     let tasks = store.tasks(&record.id).await?;
     let task = tasks.iter().find(|t| t.task_id == task_id).ok_or_else(|| {
         ApiError::new(
@@ -425,16 +468,19 @@ pub struct EventPage {
 )]
 async fn workflow_events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<EventPage>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     let store = state.runtime.store();
     let record = store.find_workflow(&id).await?;
+    principal.may(Permission::ReadEvents, &record)?;
     let filter = Filter::from_query(&EventQuery {
         workflow_id: Some(record.id.clone()),
         types: query.types,
         after: None,
+        api_key: None,
     })?;
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
@@ -467,10 +513,12 @@ fn resume_point(query: &EventQuery, headers: &HeaderMap) -> Result<Option<u64>, 
 
 fn event_stream(
     state: AppState,
+    principal: &Principal,
     query: EventQuery,
     headers: &HeaderMap,
 ) -> Result<impl Stream<Item = Result<gleitzeit_core::events::Event, GzError>>, ApiError> {
-    let filter = Filter::from_query(&query)?;
+    let mut filter = Filter::from_query(&query)?;
+    filter.owner = principal.owner_filter(Permission::ReadEvents);
     let after = resume_point(&query, headers)?;
     Ok(stream::events(state, filter, after))
 }
@@ -492,11 +540,12 @@ fn event_stream(
 )]
 async fn events_sse(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     query: Result<Query<EventQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
-    let events = event_stream(state, query, &headers)?;
+    let events = event_stream(state, &principal, query, &headers)?;
     let sse = events.map(|item| match item {
         Ok(event) => Ok::<_, std::convert::Infallible>(
             SseEvent::default()
@@ -529,12 +578,13 @@ async fn events_sse(
 )]
 async fn events_ws(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     query: Result<Query<EventQuery>, QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
-    let events = event_stream(state, query, &headers)?;
+    let events = event_stream(state, &principal, query, &headers)?;
     Ok(upgrade.on_upgrade(move |socket| forward_to_socket(socket, events)))
 }
 

@@ -145,6 +145,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         }
         AuthRequired | InvalidApiKey | TokenExpired => StatusCode::UNAUTHORIZED,
         PermissionDenied => StatusCode::FORBIDDEN,
+        TooManyAuthFailures => StatusCode::TOO_MANY_REQUESTS,
         ServerShuttingDown | DatabaseLocked => StatusCode::SERVICE_UNAVAILABLE,
         _ if (3000..4000).contains(&(code as u16)) => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

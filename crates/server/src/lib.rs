@@ -10,6 +10,8 @@
 //! - `views.rs` — the JSON shape of workflows and tasks, shared with the CLI.
 
 mod api;
+pub mod auth;
+mod auth_api;
 mod error;
 mod health;
 mod metrics;
@@ -35,6 +37,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long shutdown waits for tasks in flight to be recorded.
     pub grace: Duration,
+    /// Whether requests need an API key (`serve` turns this on unless
+    /// `--no-auth`).
+    pub auth_required: bool,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +47,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             grace: Duration::from_secs(30),
+            auth_required: false,
         }
     }
 }
@@ -54,6 +60,7 @@ pub(crate) struct Shared {
     /// Fired at shutdown: event streams end so connections can close.
     pub stopping: CancellationToken,
     pub started: Instant,
+    pub auth_failures: auth::FailureLimiter,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -74,6 +81,7 @@ impl Server {
                 config,
                 stopping: CancellationToken::new(),
                 started: Instant::now(),
+                auth_failures: auth::FailureLimiter::default(),
             }),
         }
     }
@@ -81,6 +89,17 @@ impl Server {
     /// The whole HTTP surface; tests drive it with `tower::ServiceExt::oneshot`.
     pub fn router(&self) -> Router {
         api::router(self.state.clone())
+    }
+
+    /// Whether any user exists (None: the store could not say).
+    pub async fn users_exist(&self) -> Option<bool> {
+        self.state
+            .runtime
+            .store()
+            .users()
+            .await
+            .ok()
+            .map(|u| !u.is_empty())
     }
 
     /// Starts every workflow that was running (or submitted and never started)
@@ -108,7 +127,8 @@ impl Server {
             runtime.drain();
             stopping.cancel();
         };
-        axum::serve(listener, router)
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(signal)
             .await
             .map_err(|e| {
@@ -130,5 +150,7 @@ impl Server {
     }
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod tests;

@@ -126,6 +126,7 @@ impl RunManager {
             loop {
                 let page = store
                     .list_workflows(&ListFilter {
+                        submitted_by: None,
                         state: Some(state),
                         limit: 500,
                         offset,

@@ -5,9 +5,12 @@
 //! `{workflow_id?, types? ("a,b" or ["a","b"]), after?}`; without either it
 //! receives every event from the moment it connected.
 
+use crate::auth::Principal;
 use crate::stream::{self, EventQuery, Filter};
 use crate::AppState;
 use futures_util::StreamExt;
+use gleitzeit_auth::roles::Reach;
+use gleitzeit_auth::Permission;
 use serde_json::{json, Value};
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::layer::SocketIoLayer;
@@ -22,10 +25,50 @@ pub(crate) fn layer(state: AppState) -> SocketIoLayer {
         "/",
         move |socket: SocketRef, TryData(auth): TryData<Value>| {
             let state = state.clone();
-            async move { connected(state, socket, auth.unwrap_or(Value::Null)) }
+            async move {
+                let auth = auth.unwrap_or(Value::Null);
+                match principal(&state, &socket, &auth).await {
+                    Ok(principal) => connected(state, socket, auth, principal),
+                    Err(error) => {
+                        // Told why, then let go.
+                        let _ = socket.emit("error", &error.body());
+                        let _ = socket.disconnect();
+                    }
+                }
+            }
         },
     );
     layer
+}
+
+/// The connecting client: from `auth: {api_key}` or the handshake's headers.
+async fn principal(
+    state: &AppState,
+    socket: &SocketRef,
+    auth: &Value,
+) -> Result<Principal, crate::ApiError> {
+    if !state.config.auth_required {
+        return Ok(Principal::unauthenticated());
+    }
+    let key = query_from(auth)
+        .api_key
+        .or_else(|| crate::auth::presented_key(&socket.req_parts().headers, "", None));
+    let Some(key) = key else {
+        let mut error = crate::ApiError::new(
+            gleitzeit_core::ErrorCode::AuthRequired,
+            "this server needs an API key (auth: {api_key: \"gzt_…\"})",
+        );
+        error.status = axum::http::StatusCode::UNAUTHORIZED;
+        return Err(error);
+    };
+    let principal = crate::auth::resolve_key(state.runtime.store().as_ref(), &key).await?;
+    if principal.reach(Permission::ReadEvents) == Reach::None {
+        return Err(crate::ApiError::new(
+            gleitzeit_core::ErrorCode::PermissionDenied,
+            "this key may not follow events",
+        ));
+    }
+    Ok(principal)
 }
 
 /// Accepts `types` as a comma-separated string or a list.
@@ -48,12 +91,17 @@ fn query_from(value: &Value) -> EventQuery {
             .map(String::from),
         types,
         after: value.get("after").and_then(Value::as_u64),
+        api_key: value
+            .get("api_key")
+            .and_then(Value::as_str)
+            .map(String::from),
     }
 }
 
-fn connected(state: AppState, socket: SocketRef, auth: Value) {
+fn connected(state: AppState, socket: SocketRef, auth: Value, principal: Principal) {
     let current: Arc<Mutex<Option<CancellationToken>>> = Arc::default();
-    subscribe(&state, &socket, &current, &auth);
+    let owner = principal.owner_filter(Permission::ReadEvents);
+    subscribe(&state, &socket, &current, &auth, &owner);
     {
         let state = state.clone();
         let current = current.clone();
@@ -62,8 +110,15 @@ fn connected(state: AppState, socket: SocketRef, auth: Value) {
             move |socket: SocketRef, TryData(data): TryData<Value>| {
                 let state = state.clone();
                 let current = current.clone();
+                let owner = owner.clone();
                 async move {
-                    subscribe(&state, &socket, &current, &data.unwrap_or(Value::Null));
+                    subscribe(
+                        &state,
+                        &socket,
+                        &current,
+                        &data.unwrap_or(Value::Null),
+                        &owner,
+                    );
                 }
             },
         );
@@ -84,15 +139,17 @@ fn subscribe(
     socket: &SocketRef,
     current: &Arc<Mutex<Option<CancellationToken>>>,
     request: &Value,
+    owner: &Option<String>,
 ) {
     let query = query_from(request);
-    let filter = match Filter::from_query(&query) {
+    let mut filter = match Filter::from_query(&query) {
         Ok(filter) => filter,
         Err(error) => {
             let _ = socket.emit("error", &crate::ApiError::from(error).body());
             return;
         }
     };
+    filter.owner = owner.clone();
     let stop = CancellationToken::new();
     if let Some(previous) = current
         .lock()

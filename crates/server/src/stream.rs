@@ -30,12 +30,17 @@ pub struct EventQuery {
     /// Start after this event id (same as the `Last-Event-ID` header). Without
     /// it the stream starts with the next event.
     pub after: Option<u64>,
+    /// The API key, for clients that cannot send headers (browsers'
+    /// EventSource and WebSocket). Prefer the Authorization header.
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub workflow_id: Option<String>,
     pub types: Option<HashSet<String>>,
+    /// Only events of workflows this user submitted.
+    pub owner: Option<String>,
 }
 
 impl Filter {
@@ -63,6 +68,7 @@ impl Filter {
         Ok(Filter {
             workflow_id: query.workflow_id.clone().filter(|w| !w.is_empty()),
             types,
+            owner: None,
         })
     }
 
@@ -72,6 +78,27 @@ impl Filter {
             .is_none_or(|id| *id == event.workflow_id)
             && self.types.as_ref().is_none_or(|t| t.contains(&event.kind))
     }
+}
+
+/// Whether the stream's owner (if it has one) submitted the event's workflow.
+async fn visible(
+    filter: &Filter,
+    owners: &mut std::collections::HashMap<String, bool>,
+    store: &dyn gleitzeit_store::Store,
+    event: &Event,
+) -> Result<bool, GzError> {
+    let Some(owner) = &filter.owner else {
+        return Ok(true);
+    };
+    if let Some(mine) = owners.get(&event.workflow_id) {
+        return Ok(*mine);
+    }
+    let mine = store
+        .workflow(&event.workflow_id)
+        .await?
+        .is_some_and(|w| w.submitted_by.as_ref() == Some(owner));
+    owners.insert(event.workflow_id.clone(), mine);
+    Ok(mine)
 }
 
 /// Events after `after` (or from now), ending when the server stops.
@@ -89,6 +116,8 @@ pub fn events(
             None => store.latest_event_seq().await?,
         };
         let mut catch_up = after.is_some();
+        // Who submitted each workflow seen, for streams limited to an owner.
+        let mut owners: std::collections::HashMap<String, bool> = Default::default();
         // Other processes (a `gleitzeit run` on the same database) commit
         // events this server never announces; look for them now and then.
         let mut poll = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -104,7 +133,7 @@ pub fn events(
                     let full = page.len() == PAGE;
                     for event in page {
                         last = last.max(event.seq);
-                        if filter.matches(&event) {
+                        if filter.matches(&event) && visible(&filter, &mut owners, store.as_ref(), &event).await? {
                             yield event;
                         }
                     }
@@ -129,7 +158,7 @@ pub fn events(
                 Ok(event) if event.seq <= last => {}
                 Ok(event) if event.seq == last + 1 => {
                     last = event.seq;
-                    if filter.matches(&event) {
+                    if filter.matches(&event) && visible(&filter, &mut owners, store.as_ref(), &event).await? {
                         yield event;
                     }
                 }

@@ -35,6 +35,7 @@ fn server_with_limit(max_body_bytes: usize) -> Router {
         ServerConfig {
             max_body_bytes,
             grace: Duration::from_secs(5),
+            auth_required: false,
         },
     )
     .router()
@@ -785,6 +786,12 @@ async fn openapi_documents_every_route_the_router_serves() {
         ("/api/v1/errors/{code}", &["get"]),
         ("/api/v1/health", &["get"]),
         ("/metrics", &["get"]),
+        ("/api/v1/auth/whoami", &["get"]),
+        ("/api/v1/auth/users", &["get", "post"]),
+        ("/api/v1/auth/users/{name}/disable", &["post"]),
+        ("/api/v1/auth/keys", &["get", "post"]),
+        ("/api/v1/auth/keys/{id}/revoke", &["post"]),
+        ("/api/v1/auth/audit", &["get"]),
     ];
     for (path, methods) in served {
         let item = paths

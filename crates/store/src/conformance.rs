@@ -193,6 +193,7 @@ async fn contract(store: &dyn Store) {
     );
     let failed_only = store
         .list_workflows(&ListFilter {
+            submitted_by: None,
             state: Some(WorkflowState::Failed),
             ..Default::default()
         })

@@ -93,6 +93,7 @@ pub async fn status(ctx: &Context, _args: StatusArgs) -> Result<u8, GzError> {
     let stats = store.stats().await?;
     let running = store
         .list_workflows(&ListFilter {
+            submitted_by: None,
             state: Some(WorkflowState::Running),
             limit: 50,
             offset: 0,
@@ -213,6 +214,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
         Target::Local => {
             ctx.open_store(false)?
                 .list_workflows(&ListFilter {
+                    submitted_by: None,
                     state,
                     limit: args.limit,
                     offset: args.offset,

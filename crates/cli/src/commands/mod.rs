@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` maps the parsed command to it and turns
 //! its result into an exit code.
 
+pub mod auth;
 pub mod config_cmd;
 pub mod errors;
 pub mod exec;
@@ -61,6 +62,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Stats(args) => observe::stats(&ctx, args).await,
         Command::Inspect(command) => observe::inspect(&ctx, command).await,
         Command::Health(args) => observe::health(&ctx, args).await,
+        Command::Auth(command) => auth::run(&ctx, command).await,
         Command::Config(args) => config_cmd::run(&ctx, args),
         Command::Serve(args) | Command::Dev(crate::DevCommand::Start(args)) => {
             serve::run(&ctx, args).await

@@ -468,6 +468,7 @@ async fn find_task(
                 Target::Local => {
                     ctx.open_store(false)?
                         .list_workflows(&gleitzeit_store::ListFilter {
+                            submitted_by: None,
                             state: None,
                             limit: 100,
                             offset: 0,

@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// Do not resume workflows a previous process left unfinished
     #[arg(long)]
     pub no_resume: bool,
+    /// Accept requests without an API key (anyone who can connect is ADMIN)
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
@@ -59,6 +62,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
         ServerConfig {
             max_body_bytes: section.max_body_bytes,
             grace: Duration::from_secs_f64(grace),
+            auth_required: !args.no_auth,
         },
     );
     let resumed = if args.no_resume {
@@ -70,9 +74,14 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
         .local_addr()
         .map(|a| a.ip().is_loopback())
         .unwrap_or(false);
-    if !loopback {
+    if args.no_auth && !loopback {
         eprintln!(
-            "warning: listening on {address}, beyond this machine, and this version has no API keys yet: anyone who can reach it can run workflows (Python code included). Bind to 127.0.0.1 unless the network is yours alone."
+            "warning: --no-auth while listening on {address}, beyond this machine: anyone who can reach it is ADMIN and can run workflows (Python code included)."
+        );
+    }
+    if !args.no_auth && store_has_no_users(&server).await {
+        eprintln!(
+            "note: this server requires API keys and has no users yet; create the first admin key with `gleitzeit auth init` (or start with --no-auth on a trusted machine)."
         );
     }
     let location = match ctx.backend() {
@@ -92,6 +101,10 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
     server.serve(listener, shutdown_signal()).await?;
     println!("Server stopped.");
     Ok(output::EXIT_OK)
+}
+
+async fn store_has_no_users(server: &Server) -> bool {
+    server.users_exist().await == Some(false)
 }
 
 async fn shutdown_signal() {

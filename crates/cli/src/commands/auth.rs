@@ -1,0 +1,470 @@
+//! `gleitzeit auth …`: first admin, login, users, keys, audit log. User and
+//! key changes go to the server when one is in use (with an ADMIN key), else
+//! straight to the local store: whoever can write the database file is its
+//! administrator anyway.
+
+use crate::client::Target;
+use crate::context::Context;
+use crate::output::{self, format_time, Paint};
+use clap::{Args, Subcommand};
+use gleitzeit_auth::ApiKey;
+use gleitzeit_core::{ErrorCode, GzError};
+use gleitzeit_server::auth::admin;
+use serde_json::{json, Value};
+
+#[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    /// Create the first ADMIN user and print their key (once)
+    Init {
+        /// The admin's user name
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+    /// Use an API key for client commands (checked against the server)
+    Login {
+        #[arg(long, value_name = "KEY")]
+        api_key: String,
+        /// Remember it in ~/.gleitzeit/credentials (mode 0600)
+        #[arg(long)]
+        save: bool,
+    },
+    /// Which key is in use, and who the server says it belongs to
+    Status,
+    /// Forget the saved key
+    Logout,
+    /// Users (ADMIN): list, create, disable
+    #[command(subcommand, alias = "user")]
+    Users(UsersCommand),
+    /// API keys (ADMIN): create, list, revoke
+    #[command(subcommand, alias = "key")]
+    Keys(KeysCommand),
+    /// The audit log (ADMIN)
+    Audit {
+        #[arg(long, short = 'n', default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    List,
+    Create {
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// ADMIN, OPERATOR, USER or SERVICE
+        #[arg(long, default_value = "USER")]
+        role: String,
+    },
+    Disable {
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct KeyCreateArgs {
+    /// A label for the key
+    pub label: Option<String>,
+    /// Whose key it is
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A role narrower than the user's
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Expiry: days (30) or with a unit (30d, 12h)
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Same as the label
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    Create(KeyCreateArgs),
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    Revoke {
+        /// The key's id (gzt_ and 6 characters, from `auth keys list`)
+        id: String,
+    },
+}
+
+fn parse_days(text: &str) -> Result<u32, GzError> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "d"),
+    };
+    let days = match (number.parse::<u32>(), unit) {
+        (Ok(n), "d") if n > 0 => Some(n),
+        (Ok(n), "h") if n > 0 => Some(n.div_ceil(24)),
+        _ => None,
+    };
+    days.ok_or_else(|| {
+        GzError::new(
+            ErrorCode::InvalidArgument,
+            format!("--expires `{text}` is not a duration"),
+        )
+        .with_hint("Use days (30 or 30d) or hours (12h).")
+    })
+}
+
+fn remote(target: &Target) -> Option<&crate::client::Client> {
+    match target {
+        Target::Remote(client) => Some(client),
+        Target::Local => None,
+    }
+}
+
+pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
+    let paint = Paint(output::color_stdout());
+    match command {
+        AuthCommand::Init { user } => {
+            let store = ctx.open_store(false)?;
+            let (key, record) = admin::init(store.as_ref(), &user).await?;
+            if ctx.global.json {
+                println!(
+                    "{}",
+                    json!({"user": user, "role": "ADMIN", "key": key.reveal(), "key_id": record.id})
+                );
+            } else {
+                println!("Created ADMIN user `{user}` and their API key:\n");
+                println!("  {}\n", paint.bold(key.reveal()));
+                println!("Save it now: it is not stored and will not be shown again.");
+                println!("Use it: gleitzeit auth login --api-key KEY --save   (or export GLEITZEIT_API_KEY=KEY)");
+            }
+            Ok(output::EXIT_OK)
+        }
+        AuthCommand::Login { api_key, save } => {
+            // A typo is caught here, before anything is sent.
+            let key = ApiKey::parse(&api_key)?;
+            std::env::set_var("GLEITZEIT_API_KEY", key.reveal());
+            let target = Target::resolve(ctx).await?;
+            let who = match remote(&target) {
+                Some(client) => Some(client.get("/api/v1/auth/whoami").await?),
+                None => None,
+            };
+            let saved = if save {
+                Some(crate::credentials::save(key.reveal())?)
+            } else {
+                None
+            };
+            if ctx.global.json {
+                println!(
+                    "{}",
+                    json!({"key_id": key.public_id(), "whoami": who, "saved": saved.map(|p| p.display().to_string())})
+                );
+                return Ok(output::EXIT_OK);
+            }
+            match &who {
+                Some(who) => println!(
+                    "Key {} belongs to `{}` ({}).",
+                    key.public_id(),
+                    who["user"].as_str().unwrap_or("?"),
+                    who["role"].as_str().unwrap_or("?")
+                ),
+                None => println!(
+                    "Key {} is well-formed (no server to check it with).",
+                    key.public_id()
+                ),
+            }
+            match saved {
+                Some(path) => println!("Saved to {}.", path.display()),
+                None => println!("Not saved: pass --save, or export GLEITZEIT_API_KEY."),
+            }
+            Ok(output::EXIT_OK)
+        }
+        AuthCommand::Status => {
+            let key = crate::credentials::api_key();
+            let target = Target::resolve(ctx).await?;
+            let who = match (remote(&target), &key) {
+                (Some(client), Some(_)) => Some(client.get("/api/v1/auth/whoami").await?),
+                _ => None,
+            };
+            let key_id = key.as_ref().map(|(k, source)| {
+                (
+                    ApiKey::parse(k)
+                        .map(|k| k.public_id())
+                        .unwrap_or_else(|_| "(malformed)".into()),
+                    *source,
+                )
+            });
+            if ctx.global.json {
+                println!(
+                    "{}",
+                    json!({"key_id": key_id.as_ref().map(|k| &k.0), "source": key_id.as_ref().map(|k| k.1), "whoami": who})
+                );
+                return Ok(output::EXIT_OK);
+            }
+            match &key_id {
+                Some((id, source)) => println!("API key {id} (from {source})"),
+                None => println!("No API key configured (local commands need none)."),
+            }
+            if let Some(who) = who {
+                println!(
+                    "Server says: `{}`, role {}",
+                    who["user"].as_str().unwrap_or("?"),
+                    who["role"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(output::EXIT_OK)
+        }
+        AuthCommand::Logout => {
+            let removed = crate::credentials::remove()?;
+            println!(
+                "{}",
+                if removed {
+                    "Forgot the saved key."
+                } else {
+                    "No saved key to forget."
+                }
+            );
+            if std::env::var_os("GLEITZEIT_API_KEY").is_some() {
+                println!("GLEITZEIT_API_KEY is still set in this environment.");
+            }
+            Ok(output::EXIT_OK)
+        }
+        AuthCommand::Users(command) => users(ctx, command, &paint).await,
+        AuthCommand::Keys(command) => keys(ctx, command, &paint).await,
+        AuthCommand::Audit { limit } => {
+            let target = Target::resolve(ctx).await?;
+            let entries: Vec<Value> = match remote(&target) {
+                Some(client) => client
+                    .get(&format!("/api/v1/auth/audit?limit={limit}"))
+                    .await?["entries"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                None => ctx
+                    .open_store(false)?
+                    .audit_log(0, limit)
+                    .await?
+                    .into_iter()
+                    .map(|e| serde_json::to_value(e).unwrap_or_default())
+                    .collect(),
+            };
+            if ctx.global.json {
+                println!("{}", Value::Array(entries));
+                return Ok(output::EXIT_OK);
+            }
+            for e in entries {
+                println!(
+                    "{:>5}  {}  {:<16} {:<10} {:<22} {}{}",
+                    e["seq"],
+                    format_time(e["at_ms"].as_i64().unwrap_or(0)),
+                    e["action"].as_str().unwrap_or(""),
+                    e["actor"].as_str().unwrap_or("-"),
+                    e["target"].as_str().unwrap_or("-"),
+                    e["outcome"].as_str().unwrap_or(""),
+                    e["client"]
+                        .as_str()
+                        .map(|c| format!("  from {c}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(output::EXIT_OK)
+        }
+    }
+}
+
+async fn users(ctx: &Context, command: UsersCommand, paint: &Paint) -> Result<u8, GzError> {
+    let target = Target::resolve(ctx).await?;
+    let result: Value = match (command, remote(&target)) {
+        (UsersCommand::List, Some(client)) => {
+            client.get("/api/v1/auth/users").await?["users"].clone()
+        }
+        (UsersCommand::List, None) => json!(ctx.open_store(false)?.users().await?),
+        (UsersCommand::Create { name, email, role }, Some(client)) => {
+            client
+                .post_json(
+                    "/api/v1/auth/users",
+                    &json!({"name": name, "email": email, "role": role}),
+                )
+                .await?
+        }
+        (UsersCommand::Create { name, email, role }, None) => {
+            let role = admin::parse_role(&role)?;
+            json!(admin::create_user(ctx.open_store(false)?.as_ref(), &name, email, role).await?)
+        }
+        (UsersCommand::Disable { name }, Some(client)) => {
+            client
+                .post(&format!("/api/v1/auth/users/{name}/disable"), &[], None)
+                .await?
+        }
+        (UsersCommand::Disable { name }, None) => {
+            json!(admin::disable_user(ctx.open_store(false)?.as_ref(), &name).await?)
+        }
+    };
+    if ctx.global.json {
+        println!("{result}");
+        return Ok(output::EXIT_OK);
+    }
+    let rows = match &result {
+        Value::Array(list) => list.clone(),
+        one => vec![one.clone()],
+    };
+    for u in rows {
+        println!(
+            "{:<20} {:<9} {}{}",
+            u["name"].as_str().unwrap_or(""),
+            u["role"].as_str().unwrap_or(""),
+            if u["disabled"] == true {
+                paint.red("disabled")
+            } else {
+                paint.green("active")
+            },
+            u["email"]
+                .as_str()
+                .map(|e| format!("  <{e}>"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(output::EXIT_OK)
+}
+
+async fn keys(ctx: &Context, command: KeysCommand, paint: &Paint) -> Result<u8, GzError> {
+    let target = Target::resolve(ctx).await?;
+    match command {
+        KeysCommand::Create(args) => {
+            let expires = args.expires.as_deref().map(parse_days).transpose()?;
+            let label = args.label.or(args.name).unwrap_or_else(|| "key".into());
+            let (key_text, record): (String, Value) = match remote(&target) {
+                Some(client) => {
+                    let user = match args.user {
+                        Some(u) => u,
+                        None => client.get("/api/v1/auth/whoami").await?["user"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    };
+                    let made = client
+                        .post_json(
+                            "/api/v1/auth/keys",
+                            &json!({"user": user, "name": label, "role": args.role, "expires_days": expires}),
+                        )
+                        .await?;
+                    (
+                        made["key"].as_str().unwrap_or_default().to_string(),
+                        made["record"].clone(),
+                    )
+                }
+                None => {
+                    let store = ctx.open_store(false)?;
+                    let user = match args.user {
+                        Some(u) => u,
+                        None => store
+                            .users()
+                            .await?
+                            .into_iter()
+                            .find(|u| u.role == "ADMIN" && !u.disabled)
+                            .map(|u| u.name)
+                            .ok_or_else(|| {
+                                GzError::new(
+                                    ErrorCode::InvalidArgument,
+                                    "no user to make a key for",
+                                )
+                                .with_hint("Run `gleitzeit auth init` first, or pass --user.")
+                            })?,
+                    };
+                    let role = args.role.as_deref().map(admin::parse_role).transpose()?;
+                    let (key, record) =
+                        admin::create_key(store.as_ref(), &user, &label, role, expires).await?;
+                    (key.reveal().to_string(), json!(record))
+                }
+            };
+            if ctx.global.json {
+                println!(
+                    "{}",
+                    json!({"key": key_text, "id": record["id"], "user": record["user"], "expires_ms": record["expires_ms"]})
+                );
+            } else {
+                println!(
+                    "Key {} for `{}`{}:\n\n  {}\n\nSave it now: it is not stored and will not be shown again.",
+                    record["id"].as_str().unwrap_or(""),
+                    record["user"].as_str().unwrap_or(""),
+                    record["expires_ms"].as_i64().map(|t| format!(", expires {}", format_time(t))).unwrap_or_default(),
+                    paint.bold(&key_text)
+                );
+            }
+            Ok(output::EXIT_OK)
+        }
+        KeysCommand::List { user } => {
+            let list: Vec<Value> = match remote(&target) {
+                Some(client) => {
+                    let path = match &user {
+                        Some(u) => format!("/api/v1/auth/keys?user={u}"),
+                        None => "/api/v1/auth/keys".into(),
+                    };
+                    client.get(&path).await?["keys"].as_array().cloned().unwrap_or_default()
+                }
+                None => ctx
+                    .open_store(false)?
+                    .keys()
+                    .await?
+                    .into_iter()
+                    .filter(|k| user.as_ref().is_none_or(|u| *u == k.user))
+                    .map(|k| json!({"id": k.id, "name": k.name, "user": k.user, "role": k.role, "created_ms": k.created_ms, "expires_ms": k.expires_ms, "revoked_ms": k.revoked_ms}))
+                    .collect(),
+            };
+            if ctx.global.json {
+                println!("{}", Value::Array(list));
+                return Ok(output::EXIT_OK);
+            }
+            for k in list {
+                let state = if k["revoked_ms"].is_number() {
+                    paint.red("revoked")
+                } else if k["expires_ms"]
+                    .as_i64()
+                    .is_some_and(|t| t <= gleitzeit_store::now_ms())
+                {
+                    paint.yellow("expired")
+                } else {
+                    paint.green("active")
+                };
+                println!(
+                    "{:<12} {:<16} {:<20} {state}  created {}{}",
+                    k["id"].as_str().unwrap_or(""),
+                    k["user"].as_str().unwrap_or(""),
+                    k["name"].as_str().unwrap_or(""),
+                    format_time(k["created_ms"].as_i64().unwrap_or(0)),
+                    k["expires_ms"]
+                        .as_i64()
+                        .map(|t| format!(", expires {}", format_time(t)))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(output::EXIT_OK)
+        }
+        KeysCommand::Revoke { id } => {
+            match remote(&target) {
+                Some(client) => {
+                    client
+                        .post(&format!("/api/v1/auth/keys/{id}/revoke"), &[], None)
+                        .await?;
+                }
+                None => {
+                    let store = ctx.open_store(false)?;
+                    admin::revoke_key(store.as_ref(), &id).await?;
+                    gleitzeit_server::auth::audit(
+                        store.as_ref(),
+                        Some("local"),
+                        "key.revoke",
+                        Some(&id),
+                        "ok",
+                        None,
+                    )
+                    .await;
+                }
+            }
+            if !ctx.global.json {
+                println!("Revoked key {id}; it stops working at once.");
+            } else {
+                println!("{}", json!({"revoked": id}));
+            }
+            Ok(output::EXIT_OK)
+        }
+    }
+}
