@@ -19,10 +19,17 @@ struct Server {
 }
 
 impl Server {
+    /// A server without API keys (what most of these tests are not about).
     fn start(env: &Env, extra: &[&str]) -> Server {
+        let mut args = vec!["--no-auth"];
+        args.extend_from_slice(extra);
+        Server::spawn(env, &args)
+    }
+
+    fn spawn(env: &Env, extra: &[&str]) -> Server {
         let mut command: Command = env.command();
         command
-            .args(["serve", "--port", "0", "--no-auth"])
+            .args(["serve", "--port", "0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -783,4 +790,226 @@ fn without_a_server_submit_runs_in_the_background_and_clients_read_the_store() {
         ])
         .code(2);
     assert!(memory.stderr.contains("gleitzeit run"), "{}", memory.stderr);
+}
+
+/// The server as it starts by default: API keys required. `auth init` makes
+/// the first admin; users and keys are managed through the server; a user
+/// sees only their own workflows; revoked keys stop at once; keys are never
+/// printed back.
+#[test]
+fn api_keys_users_and_isolation_through_the_cli() {
+    let env = Env::new();
+    let init = env.run(&["--json", "auth", "init"]).ok().json();
+    let admin = init["key"].as_str().unwrap().to_string();
+    assert!(admin.starts_with("gzt_"));
+    let again = env.run(&["auth", "init"]).code(2);
+    assert!(again.stderr.contains("already set up"), "{}", again.stderr);
+
+    let server = Server::spawn(&env, &[]);
+    let s = server.url.as_str();
+    let quickstart = common::examples().join("quickstart.yaml");
+    let q = quickstart.to_str().unwrap();
+
+    // No key: refused with GZ4001 (exit 2); a mistyped key is caught locally.
+    let refused = env.run(&["--server", s, "list"]).code(2);
+    assert!(refused.stderr.contains("GZ4001"), "{}", refused.stderr);
+    let mut typo = admin.clone();
+    typo.pop();
+    typo.push(if admin.ends_with('x') { 'y' } else { 'x' });
+    let typed = env.run(&["auth", "login", "--api-key", &typo]).code(2);
+    assert!(
+        typed.stderr.contains("GZ4004") && !typed.stderr.contains(&typo[4..]),
+        "{}",
+        typed.stderr
+    );
+
+    // Log in and save; status shows the key's id, never the key.
+    let login = env
+        .run(&[
+            "--server",
+            s,
+            "auth",
+            "login",
+            "--api-key",
+            &admin,
+            "--save",
+        ])
+        .ok();
+    assert!(login.stdout.contains("`admin` (ADMIN)"), "{}", login.stdout);
+    let credentials = env.path("credentials");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&credentials)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let status = env.run(&["--server", s, "auth", "status"]).ok();
+    assert!(
+        status.stdout.contains(&admin[..10]) && !status.stdout.contains(&admin[10..]),
+        "{}",
+        status.stdout
+    );
+    let config = env.run(&["config", "show"]).ok();
+    assert!(
+        !config.stdout.contains(&admin[4..]),
+        "config show printed the key"
+    );
+
+    // Users and keys through the server.
+    env.run(&[
+        "--server", s, "auth", "users", "create", "bob", "--role", "USER",
+    ])
+    .ok();
+    env.run(&[
+        "--server",
+        s,
+        "auth",
+        "user",
+        "create",
+        "carol",
+        "--email",
+        "c@example.com",
+        "--role",
+        "USER",
+    ])
+    .ok();
+    let bob = env
+        .run(&[
+            "--server",
+            s,
+            "--json",
+            "auth",
+            "keys",
+            "create",
+            "bob laptop",
+            "--user",
+            "bob",
+            "--expires",
+            "30d",
+        ])
+        .ok()
+        .json();
+    let bob_key = bob["key"].as_str().unwrap().to_string();
+    let carol = env
+        .run(&[
+            "--server",
+            s,
+            "--json",
+            "auth",
+            "key",
+            "create",
+            "--user",
+            "carol",
+            "--expires",
+            "30",
+        ])
+        .ok()
+        .json();
+    let carol_key = carol["key"].as_str().unwrap().to_string();
+    let listed = env
+        .run(&["--server", s, "auth", "keys", "list", "--user", "bob"])
+        .ok();
+    assert!(
+        listed.stdout.contains(bob["id"].as_str().unwrap())
+            && !listed.stdout.contains(&bob_key[10..]),
+        "{}",
+        listed.stdout
+    );
+
+    let as_user = |key: &str, args: &[&str]| {
+        let output = env
+            .command()
+            .env("GLEITZEIT_API_KEY", key)
+            .args(["--server", s])
+            .args(args)
+            .output()
+            .unwrap();
+        common::Run::from(output)
+    };
+    let bobs = as_user(&bob_key, &["--json", "submit", "--wait", q])
+        .ok()
+        .json();
+    let bobs_id = bobs["workflow_id"].as_str().unwrap().to_string();
+    let carols = as_user(&carol_key, &["--json", "submit", "--wait", q])
+        .ok()
+        .json();
+    assert_eq!(carols["state"], "completed");
+
+    // Bob sees his own only; Carol's id is "not found" for him; the admin sees both.
+    let bob_list = as_user(&bob_key, &["--json", "list"]).ok().json();
+    assert_eq!(bob_list.as_array().unwrap().len(), 1);
+    let peek = as_user(&bob_key, &["get", carols["workflow_id"].as_str().unwrap()]).code(2);
+    assert!(peek.stderr.contains("GZ3021"), "{}", peek.stderr);
+    let admin_list = env.run(&["--server", s, "--json", "list"]).ok().json();
+    assert_eq!(admin_list.as_array().unwrap().len(), 2);
+    // A USER may not manage keys.
+    let denied = as_user(&bob_key, &["auth", "keys", "list"]).code(2);
+    assert!(denied.stderr.contains("GZ4003"), "{}", denied.stderr);
+
+    // Revoke: Bob's key stops at once; the audit log shows it.
+    env.run(&[
+        "--server",
+        s,
+        "auth",
+        "keys",
+        "revoke",
+        bob["id"].as_str().unwrap(),
+    ])
+    .ok();
+    let revoked = as_user(&bob_key, &["get", &bobs_id]).code(2);
+    assert!(revoked.stderr.contains("GZ4004"), "{}", revoked.stderr);
+    let audit = env
+        .run(&["--server", s, "--json", "auth", "audit"])
+        .ok()
+        .json();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "auth.init",
+        "user.create",
+        "key.create",
+        "key.revoke",
+        "auth.failure",
+    ] {
+        assert!(actions.contains(&action), "{action} missing: {actions:?}");
+    }
+    assert!(!audit.to_string().contains(&bob_key[10..]));
+
+    // Socket.IO needs the key too (in the connect auth payload).
+    let url = server.url.replacen("http://", "ws://", 1);
+    let admin_key = admin.clone();
+    runtime().block_on(async move {
+        let ws = format!("{url}/socket.io/?EIO=4&transport=websocket");
+        let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
+        let _open = socket.next().await.unwrap().unwrap();
+        socket.send(Message::Text("40".into())).await.unwrap();
+        let mut texts = Vec::new();
+        while texts.len() < 2 {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => texts.push(t.to_string()),
+                _ => break,
+            }
+        }
+        assert!(texts.iter().any(|t| t.contains("GZ4001")), "{texts:?}");
+        let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
+        let _open = socket.next().await.unwrap().unwrap();
+        socket
+            .send(Message::Text(
+                format!("40{}", json!({"api_key": admin_key})).into(),
+            ))
+            .await
+            .unwrap();
+        let connected = socket.next().await.unwrap().unwrap();
+        assert!(connected.to_string().starts_with("40"), "{connected}");
+    });
+
+    env.run(&["auth", "logout"]).ok();
+    assert!(!credentials.exists());
 }
