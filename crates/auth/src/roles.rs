@@ -204,8 +204,9 @@ mod readme {
     /// The README's permission table is this matrix, verbatim.
     #[test]
     fn the_readme_documents_the_enforced_matrix() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-            .expect("README.md");
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .expect("README.md");
         let table = super::matrix_markdown();
         assert!(
             readme.contains(&table),

@@ -32,7 +32,13 @@ impl Server {
             .args(["serve", "--port", "0"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(env.path("server.log"))
+                    .expect("server log"),
+            );
         let mut child = command.spawn().expect("start server");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -805,7 +811,8 @@ fn api_keys_users_and_isolation_through_the_cli() {
     let again = env.run(&["auth", "init"]).code(2);
     assert!(again.stderr.contains("already set up"), "{}", again.stderr);
 
-    let server = Server::spawn(&env, &[]);
+    // Debug logging on: the log is checked for keys at the end.
+    let server = Server::spawn(&env, &["--debug"]);
     let s = server.url.as_str();
     let quickstart = common::examples().join("quickstart.yaml");
     let q = quickstart.to_str().unwrap();
@@ -1012,4 +1019,13 @@ fn api_keys_users_and_isolation_through_the_cli() {
 
     env.run(&["auth", "logout"]).ok();
     assert!(!credentials.exists());
+
+    let log = std::fs::read_to_string(env.path("server.log")).unwrap();
+    assert!(
+        log.contains("DEBUG") || log.contains("INFO"),
+        "debug logging was on: {log}"
+    );
+    for key in [&admin, &bob_key, &carol_key, &typo] {
+        assert!(!log.contains(&key[4..]), "a key reached the server log");
+    }
 }
