@@ -133,7 +133,7 @@ async fn method_not_allowed() -> ApiError {
     error
 }
 
-fn bad_query(rejection: QueryRejection) -> ApiError {
+pub(crate) fn bad_query(rejection: QueryRejection) -> ApiError {
     ApiError::new(
         ErrorCode::MalformedRequest,
         format!("bad query string: {}", rejection.body_text()),

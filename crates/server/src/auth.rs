@@ -309,6 +309,10 @@ pub mod admin {
     use super::*;
     use gleitzeit_store::{KeyRecord, UserRecord};
 
+    async fn find_user(store: &dyn Store, name: &str) -> Result<Option<UserRecord>, GzError> {
+        Ok(store.users().await?.into_iter().find(|u| u.name == name))
+    }
+
     pub fn valid_name(name: &str) -> Result<(), GzError> {
         let ok = !name.is_empty()
             && name.len() <= 64
@@ -340,7 +344,7 @@ pub mod admin {
         role: Role,
     ) -> Result<UserRecord, GzError> {
         valid_name(name)?;
-        if store.users().await?.iter().any(|u| u.name == name) {
+        if find_user(store, name).await?.is_some() {
             return Err(GzError::new(
                 ErrorCode::InvalidArgument,
                 format!("user `{name}` exists already"),
@@ -358,11 +362,8 @@ pub mod admin {
     }
 
     pub async fn disable_user(store: &dyn Store, name: &str) -> Result<UserRecord, GzError> {
-        let mut user = store
-            .users()
+        let mut user = find_user(store, name)
             .await?
-            .into_iter()
-            .find(|u| u.name == name)
             .ok_or_else(|| GzError::new(ErrorCode::InvalidArgument, format!("no user `{name}`")))?;
         user.disabled = true;
         store.put_user(&user).await?;
@@ -377,11 +378,9 @@ pub mod admin {
         role: Option<Role>,
         expires_days: Option<u32>,
     ) -> Result<(ApiKey, KeyRecord), GzError> {
-        let owner = store
-            .users()
+        let owner = find_user(store, user)
             .await?
-            .into_iter()
-            .find(|u| u.name == user && !u.disabled)
+            .filter(|u| !u.disabled)
             .ok_or_else(|| {
                 GzError::new(
                     ErrorCode::InvalidArgument,

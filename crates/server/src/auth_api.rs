@@ -126,12 +126,7 @@ pub(crate) async fn list_keys(
     State(state): State<AppState>,
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|r| {
-        ApiError::new(
-            ErrorCode::MalformedRequest,
-            format!("bad query string: {}", r.body_text()),
-        )
-    })?;
+    let Query(query) = query.map_err(crate::api::bad_query)?;
     let keys: Vec<Value> = state
         .runtime
         .store()
@@ -232,12 +227,7 @@ pub(crate) async fn audit_log(
     State(state): State<AppState>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|r| {
-        ApiError::new(
-            ErrorCode::MalformedRequest,
-            format!("bad query string: {}", r.body_text()),
-        )
-    })?;
+    let Query(query) = query.map_err(crate::api::bad_query)?;
     let entries: Vec<AuditEntry> = state
         .runtime
         .store()
