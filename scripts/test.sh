@@ -40,6 +40,15 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== Python client tests (pytest, against the real server)"
+PY_VENV="$HOME/.cache/gleitzeit/pyclient-venv"
+if [ ! -x "$PY_VENV/bin/pytest" ]; then
+  python3 -m venv "$PY_VENV"
+  "$PY_VENV/bin/pip" install --quiet pytest
+fi
+cargo build --locked -p gleitzeit-cli
+GLEITZEIT_BIN="$CARGO_TARGET_DIR/debug/gleitzeit" PYTHONPATH=clients/python \
+  "$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
 echo "== benchmark smoke run (--quick)"
 cargo build --release --locked -p gleitzeit-cli -p gleitzeit-bench
 GLEITZEIT_BIN="$CARGO_TARGET_DIR/release/gleitzeit" "$CARGO_TARGET_DIR/release/gleitzeit-bench" --quick
