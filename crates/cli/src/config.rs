@@ -14,6 +14,8 @@ pub struct Config {
     pub execution: Execution,
     /// LLM endpoints, strategy, model aliases (see README "LLM endpoints").
     pub llm: gleitzeit_providers::llm::LlmConfig,
+    /// `http/request`: allowed private hosts, timeout, size limit.
+    pub http: gleitzeit_providers::http::HttpConfig,
     /// Environment variables that `${env.NAME}` may read.
     pub allowed_env: Vec<String>,
     /// `gleitzeit serve`, and where client commands find a server.

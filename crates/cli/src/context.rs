@@ -83,6 +83,10 @@ impl Context {
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(FunctionProvider));
+        match gleitzeit_providers::http::HttpProvider::new(self.config.http.clone()) {
+            Ok(http) => registry.register(Arc::new(http)),
+            Err(e) => tracing::warn!("HTTP provider unavailable: {e}"),
+        }
         let ollama_disabled = self
             .config
             .providers

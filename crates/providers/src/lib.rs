@@ -6,6 +6,7 @@
 //! see other tasks, the store or the scheduler.
 
 pub mod function;
+pub mod http;
 pub mod llm;
 pub mod python;
 mod registry;
