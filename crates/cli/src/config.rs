@@ -16,6 +16,8 @@ pub struct Config {
     pub llm: gleitzeit_providers::llm::LlmConfig,
     /// `http/request`: allowed private hosts, timeout, size limit.
     pub http: gleitzeit_providers::http::HttpConfig,
+    /// MCP servers by name: `{command: [...], env: {...}}` or `{url: ..., token_env: VAR}`.
+    pub mcp_servers: std::collections::BTreeMap<String, gleitzeit_providers::mcp::McpServerConfig>,
     /// Environment variables that `${env.NAME}` may read.
     pub allowed_env: Vec<String>,
     /// `gleitzeit serve`, and where client commands find a server.

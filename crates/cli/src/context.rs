@@ -83,6 +83,9 @@ impl Context {
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(FunctionProvider));
+        registry.register(Arc::new(gleitzeit_providers::mcp::McpProvider::new(
+            self.config.mcp_servers.clone(),
+        )));
         match gleitzeit_providers::http::HttpProvider::new(self.config.http.clone()) {
             Ok(http) => registry.register(Arc::new(http)),
             Err(e) => tracing::warn!("HTTP provider unavailable: {e}"),

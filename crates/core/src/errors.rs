@@ -153,6 +153,10 @@ registry! {
         "Built-in function failed", "Read the error message; it names the argument or value at fault.";
     HttpRequestFailed = 2040, Provider, Medium, true,
         "HTTP request failed", "Check the URL and the remote service; 5xx replies are retried.";
+    McpServerFailed = 2041, Provider, High, true,
+        "MCP server is unavailable or failed", "Check the server's entry under `mcp_servers` in config (command or url) and that it starts on its own.";
+    McpToolError = 2042, Provider, Medium, false,
+        "MCP tool returned an error", "Read the tool's message; `mcp/list_tools` shows each tool's input schema.";
     RetriesExhausted = 2050, Execution, Medium, false,
         "Task failed after all retry attempts", "Look at the last attempt's error; raise retry.max_attempts if the failure is transient.";
 

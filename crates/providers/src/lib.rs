@@ -8,6 +8,7 @@
 pub mod function;
 pub mod http;
 pub mod llm;
+pub mod mcp;
 pub mod python;
 mod registry;
 
