@@ -34,6 +34,10 @@ export GLEITZEIT_TEST_LLAMA_URL="${LLAMA_LINE#LLAMA_URL=}"
 trap 'scripts/llm-test-server.sh stop >/dev/null 2>&1 || true' EXIT
 echo "llama-server at $GLEITZEIT_TEST_LLAMA_URL"
 
+echo "== MCP reference servers (npm; cached)"
+MCP_LINE=$(scripts/mcp-test-servers.sh)
+export GLEITZEIT_TEST_MCP_DIR="${MCP_LINE#MCP_DIR=}"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -94,7 +94,10 @@ impl McpProvider {
                 rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.clone());
             if let Some(var) = &config.token_env {
                 let token = std::env::var(var).map_err(|_| {
-                    server_failed(name, format!("environment variable {var} (its bearer token) is not set"))
+                    server_failed(
+                        name,
+                        format!("environment variable {var} (its bearer token) is not set"),
+                    )
                 })?;
                 transport_config.auth_header = Some(token);
             }
@@ -104,22 +107,49 @@ impl McpProvider {
             );
             tokio::time::timeout(limit, ().serve(transport))
                 .await
-                .map_err(|_| handshake(format!("no MCP handshake from {url} within {:.0} s", limit.as_secs_f64())))?
+                .map_err(|_| {
+                    handshake(format!(
+                        "no MCP handshake from {url} within {:.0} s",
+                        limit.as_secs_f64()
+                    ))
+                })?
                 .map_err(|e| handshake(format!("cannot connect to {url}: {e}")))?
         } else {
             let Some((program, args)) = config.command.split_first() else {
-                return Err(server_failed(name, "has neither `command` nor `url` in config"));
+                return Err(server_failed(
+                    name,
+                    "has neither `command` nor `url` in config",
+                ));
             };
             let mut command = tokio::process::Command::new(program);
             command.args(args).envs(&config.env);
             if let Some(cwd) = &config.cwd {
                 command.current_dir(cwd);
             }
-            let transport = rmcp::transport::TokioChildProcess::new(command)
+            // The server's stderr is its log: kept off the user's terminal
+            // (it would tear the progress view), shown with `-v`.
+            let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(command)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
                 .map_err(|e| server_failed(name, format!("cannot start `{program}`: {e}")))?;
+            if let Some(stderr) = stderr {
+                let server = name.to_string();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncBufReadExt;
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::debug!("mcp server {server}: {line}");
+                    }
+                });
+            }
             tokio::time::timeout(limit, ().serve(transport))
                 .await
-                .map_err(|_| handshake(format!("`{program}` did not complete the MCP handshake within {:.0} s", limit.as_secs_f64())))?
+                .map_err(|_| {
+                    handshake(format!(
+                        "`{program}` did not complete the MCP handshake within {:.0} s",
+                        limit.as_secs_f64()
+                    ))
+                })?
                 .map_err(|e| handshake(format!("did not complete the MCP handshake: {e}")))?
         };
         let client = Arc::new(client);
@@ -141,13 +171,20 @@ impl McpProvider {
                 Err(_) => {
                     return Err(GzError::new(
                         ErrorCode::TaskTimeout,
-                        format!("MCP server `{server}` did not answer within {:.0} s", timeout.as_secs_f64()),
+                        format!(
+                            "MCP server `{server}` did not answer within {:.0} s",
+                            timeout.as_secs_f64()
+                        ),
                     ))
                 }
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => {
                     let transport = client.is_transport_closed()
-                        || matches!(error, rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_));
+                        || matches!(
+                            error,
+                            rmcp::ServiceError::TransportClosed
+                                | rmcp::ServiceError::TransportSend(_)
+                        );
                     if transport && attempt == 0 {
                         self.connections.lock().await.remove(server);
                         continue;
@@ -155,7 +192,10 @@ impl McpProvider {
                     return Err(match error {
                         rmcp::ServiceError::McpError(data) => GzError::new(
                             ErrorCode::McpToolError,
-                            format!("MCP server `{server}` answered error {}: {}", data.code.0, data.message),
+                            format!(
+                                "MCP server `{server}` answered error {}: {}",
+                                data.code.0, data.message
+                            ),
                         )
                         .at(format!("mcp server {server}")),
                         other => server_failed(server, other),
@@ -240,7 +280,9 @@ impl McpProvider {
         let mut out = serde_json::Map::new();
         for name in self.server_names() {
             let entry = match self.list_tools(&json!({"server": name})).await {
-                Ok(v) => json!({"tools": v["result"].as_array().map(|t| t.iter().map(|x| x["name"].clone()).collect::<Vec<_>>())}),
+                Ok(v) => {
+                    json!({"tools": v["result"].as_array().map(|t| t.iter().map(|x| x["name"].clone()).collect::<Vec<_>>())})
+                }
                 Err(e) => json!({"error": format!("{} {}", e.code, e.message)}),
             };
             out.insert(name, entry);
@@ -272,7 +314,10 @@ impl Provider for McpProvider {
         vec![
             MethodInfo {
                 method: "mcp/list_tools".into(),
-                description: format!("tools of an MCP server ({})", self.server_names().join(", ")),
+                description: format!(
+                    "tools of an MCP server ({})",
+                    self.server_names().join(", ")
+                ),
             },
             MethodInfo {
                 method: "mcp/call_tool".into(),
@@ -313,13 +358,20 @@ impl Provider for McpProvider {
             } else {
                 crate::HealthStatus::Degraded
             },
-            reason: (!failing.is_empty()).then(|| format!("MCP servers failing: {}", failing.join(", "))),
+            reason: (!failing.is_empty())
+                .then(|| format!("MCP servers failing: {}", failing.join(", "))),
             detail: catalog,
         }
     }
 
     async fn shutdown(&self) {
-        let connections: Vec<Arc<Client>> = self.connections.lock().await.drain().map(|(_, c)| c).collect();
+        let connections: Vec<Arc<Client>> = self
+            .connections
+            .lock()
+            .await
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
         for client in connections {
             if let Ok(mut client) = Arc::try_unwrap(client) {
                 let _ = client.close().await;

@@ -14,11 +14,18 @@ fn mcp_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GLEITZEIT_TEST_MCP_DIR") {
         return PathBuf::from(dir);
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/mcp-test-servers.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/mcp-test-servers.sh"
+    );
     let out = std::process::Command::new(script)
         .output()
         .expect("run scripts/mcp-test-servers.sh");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     PathBuf::from(text.trim().trim_start_matches("MCP_DIR="))
 }
@@ -39,7 +46,11 @@ fn stdio(args: Vec<String>) -> McpServerConfig {
     }
 }
 
-async fn call(p: &McpProvider, method: &str, params: Value) -> Result<Value, gleitzeit_core::GzError> {
+async fn call(
+    p: &McpProvider,
+    method: &str,
+    params: Value,
+) -> Result<Value, gleitzeit_core::GzError> {
     p.call(method, params, &CallContext::detached("t")).await
 }
 
@@ -48,29 +59,73 @@ async fn everything_server_over_stdio_lists_and_calls_tools() {
     let mut servers = BTreeMap::new();
     servers.insert(
         "everything".to_string(),
-        stdio(vec!["node".into(), server_js("server-everything"), "stdio".into()]),
+        stdio(vec![
+            "node".into(),
+            server_js("server-everything"),
+            "stdio".into(),
+        ]),
     );
     let p = McpProvider::new(servers);
-    let tools = call(&p, "mcp/list_tools", json!({"server": "everything"})).await.unwrap();
-    let names: Vec<&str> = tools["result"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
-    assert!(names.contains(&"echo"), "{names:?}");
-    let echo = tools["result"].as_array().unwrap().iter().find(|t| t["name"] == "echo").unwrap();
-    assert!(echo["input_schema"]["properties"]["message"].is_object(), "{echo}");
-
-    let answer = call(&p, "mcp/call_tool", json!({"server": "everything", "tool": "echo", "arguments": {"message": "hallo welt"}}))
+    let tools = call(&p, "mcp/list_tools", json!({"server": "everything"}))
         .await
         .unwrap();
-    assert!(answer["text"].as_str().unwrap().contains("hallo welt"), "{answer}");
+    let names: Vec<&str> = tools["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"echo"), "{names:?}");
+    let echo = tools["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "echo")
+        .unwrap();
+    assert!(
+        echo["input_schema"]["properties"]["message"].is_object(),
+        "{echo}"
+    );
+
+    let answer = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "everything", "tool": "echo", "arguments": {"message": "hallo welt"}}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        answer["text"].as_str().unwrap().contains("hallo welt"),
+        "{answer}"
+    );
     assert!(answer["result"].to_string().contains("hallo welt"));
     // The connection is reused: a second call needs no new process.
-    let again = call(&p, "mcp/call_tool", json!({"server": "everything", "tool": "echo", "arguments": {"message": "2"}})).await.unwrap();
+    let again = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "everything", "tool": "echo", "arguments": {"message": "2"}}),
+    )
+    .await
+    .unwrap();
     assert!(again["text"].as_str().unwrap().contains('2'));
 
     // A tool that does not exist, and bad arguments: GZ errors naming the server.
-    let e = call(&p, "mcp/call_tool", json!({"server": "everything", "tool": "no_such_tool"})).await.unwrap_err();
+    let e = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "everything", "tool": "no_such_tool"}),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e.code, ErrorCode::McpToolError), "{e}");
     assert!(e.message.contains("everything"), "{e}");
-    let e = call(&p, "mcp/call_tool", json!({"server": "nowhere", "tool": "echo"})).await.unwrap_err();
+    let e = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "nowhere", "tool": "echo"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidParameters);
     assert!(e.hint_text().contains("everything"), "{e:?}");
     p.shutdown().await;
@@ -82,24 +137,61 @@ async fn filesystem_server_reads_a_file() {
     std::fs::write(dir.path().join("note.txt"), "gleitzeit was here").unwrap();
     let root = dir.path().canonicalize().unwrap().display().to_string();
     let mut servers = BTreeMap::new();
-    servers.insert("files".to_string(), stdio(vec!["node".into(), server_js("server-filesystem"), root.clone()]));
+    servers.insert(
+        "files".to_string(),
+        stdio(vec![
+            "node".into(),
+            server_js("server-filesystem"),
+            root.clone(),
+        ]),
+    );
     let p = McpProvider::new(servers);
-    let tools = call(&p, "mcp/list_tools", json!({"server": "files"})).await.unwrap();
-    let names: Vec<String> = tools["result"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str().map(String::from)).collect();
-    let read = ["read_text_file", "read_file"].into_iter().find(|n| names.iter().any(|x| x == n)).expect("a read tool");
-    let answer = call(&p, "mcp/call_tool", json!({"server": "files", "tool": read, "arguments": {"path": format!("{root}/note.txt")}}))
+    let tools = call(&p, "mcp/list_tools", json!({"server": "files"}))
         .await
         .unwrap();
-    assert!(answer["text"].as_str().unwrap().contains("gleitzeit was here"), "{answer}");
+    let names: Vec<String> = tools["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(String::from))
+        .collect();
+    let read = ["read_text_file", "read_file"]
+        .into_iter()
+        .find(|n| names.iter().any(|x| x == n))
+        .expect("a read tool");
+    let answer = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "files", "tool": read, "arguments": {"path": format!("{root}/note.txt")}}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains("gleitzeit was here"),
+        "{answer}"
+    );
     // Outside its root the server refuses: a tool error, not a crash.
-    let e = call(&p, "mcp/call_tool", json!({"server": "files", "tool": read, "arguments": {"path": "/etc/passwd"}})).await.unwrap_err();
+    let e = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "files", "tool": read, "arguments": {"path": "/etc/passwd"}}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code, ErrorCode::McpToolError, "{e}");
     p.shutdown().await;
 }
 
 #[tokio::test]
 async fn everything_server_over_streamable_http() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = tokio::process::Command::new("node")
         .arg(server_js("server-everything"))
         .arg("streamableHttp")
@@ -110,8 +202,14 @@ async fn everything_server_over_streamable_http() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "HTTP MCP server did not start");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "HTTP MCP server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut servers = BTreeMap::new();
@@ -123,10 +221,17 @@ async fn everything_server_over_streamable_http() {
         },
     );
     let p = McpProvider::new(servers);
-    let answer = call(&p, "mcp/call_tool", json!({"server": "remote", "tool": "echo", "arguments": {"message": "over http"}}))
-        .await
-        .unwrap();
-    assert!(answer["text"].as_str().unwrap().contains("over http"), "{answer}");
+    let answer = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "remote", "tool": "echo", "arguments": {"message": "over http"}}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        answer["text"].as_str().unwrap().contains("over http"),
+        "{answer}"
+    );
     p.shutdown().await;
     let _ = child.kill().await;
 }
@@ -142,12 +247,22 @@ async fn a_server_that_dies_is_restarted_and_broken_ones_are_gz2041() {
         server_js("server-everything")
     );
     let mut servers = BTreeMap::new();
-    servers.insert("mortal".to_string(), stdio(vec!["sh".into(), "-c".into(), wrapper]));
-    servers.insert("missing".to_string(), stdio(vec!["/no/such/program".into()]));
+    servers.insert(
+        "mortal".to_string(),
+        stdio(vec!["sh".into(), "-c".into(), wrapper]),
+    );
+    servers.insert(
+        "missing".to_string(),
+        stdio(vec!["/no/such/program".into()]),
+    );
     servers.insert(
         "garbage".to_string(),
         McpServerConfig {
-            command: vec!["sh".into(), "-c".into(), "echo 'this is not json-rpc'; sleep 30".into()],
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo 'this is not json-rpc'; sleep 30".into(),
+            ],
             timeout_secs: Some(5.0),
             ..McpServerConfig::default()
         },
@@ -156,18 +271,28 @@ async fn a_server_that_dies_is_restarted_and_broken_ones_are_gz2041() {
     let p = McpProvider::new(servers);
     let echo = json!({"server": "mortal", "tool": "echo", "arguments": {"message": "one"}});
     call(&p, "mcp/call_tool", echo.clone()).await.unwrap();
-    let first_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let first_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // SAFETY: signalling a child process this test started.
     unsafe { libc::kill(first_pid, libc::SIGKILL) };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answer = call(&p, "mcp/call_tool", echo).await.unwrap();
     assert!(answer["text"].as_str().unwrap().contains("one"));
-    let second_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let second_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_ne!(first_pid, second_pid, "a new server process was started");
 
     for server in ["missing", "garbage", "nothing"] {
         let started = std::time::Instant::now();
-        let e = call(&p, "mcp/list_tools", json!({"server": server})).await.unwrap_err();
+        let e = call(&p, "mcp/list_tools", json!({"server": server}))
+            .await
+            .unwrap_err();
         assert!(
             matches!(e.code, ErrorCode::McpServerFailed | ErrorCode::TaskTimeout),
             "{server}: {e}"

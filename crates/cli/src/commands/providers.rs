@@ -62,6 +62,14 @@ pub async fn run(ctx: &Context, cmd: Option<ProvidersCommand>) -> Result<u8, GzE
         ProvidersCommand::Health if healthy > 0 => 1,
         ProvidersCommand::Health => 2,
     };
+    let mcp_catalog = if ctx.config.mcp_servers.is_empty() {
+        None
+    } else {
+        let mcp = gleitzeit_providers::mcp::McpProvider::new(ctx.config.mcp_servers.clone());
+        let catalog = mcp.catalog().await;
+        mcp.shutdown().await;
+        Some(catalog)
+    };
     let mut providers: Vec<_> = registry.providers().collect();
     providers.sort_by_key(|p| p.protocol());
     if ctx.global.json {
@@ -73,6 +81,7 @@ pub async fn run(ctx: &Context, cmd: Option<ProvidersCommand>) -> Result<u8, GzE
             "{}",
             json!({
                 "providers": list,
+                "mcp_servers": mcp_catalog,
                 "llm": {"strategy": ctx.config.llm.strategy.as_str(), "endpoints": endpoints, "aliases": ctx.config.llm.models},
                 "healthy_endpoints": healthy,
             })
@@ -99,6 +108,25 @@ pub async fn run(ctx: &Context, cmd: Option<ProvidersCommand>) -> Result<u8, GzE
     );
     for endpoint in &endpoints {
         println!("{}", endpoint_line(endpoint, &paint));
+    }
+    if let Some(catalog) = &mcp_catalog {
+        println!("{}", paint.bold("MCP servers"));
+        for (name, entry) in catalog.as_object().into_iter().flatten() {
+            match entry.get("tools").and_then(|t| t.as_array()) {
+                Some(tools) => println!(
+                    "  {name:<14} {}",
+                    tools
+                        .iter()
+                        .filter_map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => println!(
+                    "  {name:<14} {}",
+                    paint.red(entry["error"].as_str().unwrap_or("unavailable"))
+                ),
+            }
+        }
     }
     if !ctx.config.llm.models.is_empty() {
         println!("{}", paint.bold("model aliases"));
