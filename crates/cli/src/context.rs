@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::GlobalOpts;
 use gleitzeit_core::{ErrorCode, GzError};
 use gleitzeit_providers::function::FunctionProvider;
+use gleitzeit_providers::jsonrpc::{JsonRpcProvider, ProviderSpec};
 use gleitzeit_providers::llm::LlmProvider;
 use gleitzeit_providers::python::{PythonConfig, PythonProvider};
 use gleitzeit_providers::Registry;
@@ -15,6 +16,41 @@ use std::sync::Arc;
 pub struct Context {
     pub config: Config,
     pub global: GlobalOpts,
+    /// Custom JSON-RPC providers: `providers/*.yaml` next to the config file,
+    /// then `--provider FILE`.
+    pub custom_providers: Vec<(ProviderSpec, std::path::PathBuf)>,
+}
+
+fn load_custom_providers(
+    global: &GlobalOpts,
+) -> Result<Vec<(ProviderSpec, std::path::PathBuf)>, GzError> {
+    let mut files = Vec::new();
+    let config_file = crate::config::config_path(global.config.as_deref());
+    if let Some(dir) = config_file.parent().map(|d| d.join("providers")) {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut found: Vec<_> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        }
+    }
+    files.extend(global.provider.iter().cloned());
+    let mut specs: Vec<(ProviderSpec, std::path::PathBuf)> = Vec::new();
+    for file in files {
+        let (spec, dir) = gleitzeit_providers::jsonrpc::load(&file)?;
+        if specs.iter().any(|(s, _)| s.name == spec.name) {
+            return Err(GzError::new(
+                ErrorCode::ConfigInvalid,
+                format!("two provider files declare `{}`", spec.name),
+            )
+            .at(file.display().to_string()));
+        }
+        specs.push((spec, dir));
+    }
+    Ok(specs)
 }
 
 impl Context {
@@ -27,6 +63,7 @@ impl Context {
             config.persistence.sqlite.db_path = Some(db.display().to_string());
         }
         Ok(Context {
+            custom_providers: load_custom_providers(global)?,
             config,
             global: global.clone(),
         })
@@ -83,6 +120,9 @@ impl Context {
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(FunctionProvider));
+        for (spec, dir) in &self.custom_providers {
+            registry.register(Arc::new(JsonRpcProvider::new(spec.clone(), dir.clone())));
+        }
         registry.register(Arc::new(gleitzeit_providers::mcp::McpProvider::new(
             self.config.mcp_servers.clone(),
         )));

@@ -38,6 +38,10 @@ pub struct GlobalOpts {
     /// SQLite database file [default: ~/.gleitzeit/gleitzeit.db]
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// A custom provider file (JSON-RPC 2.0; repeatable), besides
+    /// ~/.gleitzeit/providers/*.yaml
+    #[arg(long, global = true, value_name = "FILE")]
+    pub provider: Vec<PathBuf>,
     /// Talk to this server (e.g. http://127.0.0.1:8765) [env: GLEITZEIT_SERVER]
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,

@@ -157,6 +157,10 @@ registry! {
         "MCP server is unavailable or failed", "Check the server's entry under `mcp_servers` in config (command or url) and that it starts on its own.";
     McpToolError = 2042, Provider, Medium, false,
         "MCP tool returned an error", "Read the tool's message; `mcp/list_tools` shows each tool's input schema.";
+    CustomProviderFailed = 2043, Provider, High, true,
+        "Custom provider is unavailable or answered garbage", "Check the provider file's transport (command or url) and run the command by hand; `gleitzeit providers show NAME`.";
+    JsonRpcError = 2044, Provider, Medium, false,
+        "Custom provider answered with a JSON-RPC error", "Read the error's code and message; check the params against `gleitzeit providers show NAME`.";
     RetriesExhausted = 2050, Execution, Medium, false,
         "Task failed after all retry attempts", "Look at the last attempt's error; raise retry.max_attempts if the failure is transient.";
 

@@ -7,6 +7,7 @@
 
 pub mod function;
 pub mod http;
+pub mod jsonrpc;
 pub mod llm;
 pub mod mcp;
 pub mod python;

@@ -8,12 +8,84 @@ use gleitzeit_providers::llm::EndpointStatus;
 use gleitzeit_providers::Provider;
 use serde_json::json;
 
-#[derive(Subcommand, Debug, Clone, Copy)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum ProvidersCommand {
     /// Providers, their methods, and LLM endpoints with models, load and latency
     List,
     /// Check every LLM endpoint now; exit 0 all healthy, 1 degraded, 2 none healthy
     Health,
+    /// One provider: its methods (with param schemas for custom ones), transport and health
+    Show { name: String },
+}
+
+async fn show(ctx: &Context, name: &str) -> Result<u8, GzError> {
+    let registry = ctx.registry();
+    let Some(provider) = registry.providers().find(|p| p.protocol() == name).cloned() else {
+        let mut known: Vec<&str> = registry.providers().map(|p| p.protocol()).collect();
+        known.sort();
+        return Err(GzError::new(
+            gleitzeit_core::ErrorCode::InvalidArgument,
+            format!("no provider `{name}`"),
+        )
+        .with_hint(format!("Providers: {}.", known.join(", "))));
+    };
+    let health = provider.health().await;
+    let spec = ctx
+        .custom_providers
+        .iter()
+        .find(|(s, _)| s.name == name)
+        .map(|(s, _)| s.clone());
+    registry.shutdown().await;
+    if ctx.global.json {
+        println!(
+            "{}",
+            json!({"protocol": name, "methods": provider.methods(), "health": health, "spec": spec})
+        );
+        return Ok(output::EXIT_OK);
+    }
+    let paint = Paint(output::color_stdout());
+    println!(
+        "{} {:?}{}",
+        paint.bold(name),
+        health.status,
+        health
+            .reason
+            .as_deref()
+            .map(|r| format!(" — {r}"))
+            .unwrap_or_default()
+    );
+    if let Some(spec) = &spec {
+        if let Some(d) = &spec.description {
+            println!("  {d}");
+        }
+        match &spec.transport.url {
+            Some(url) => println!("  transport  JSON-RPC over HTTP {url}"),
+            None => println!(
+                "  transport  JSON-RPC over stdio: {}",
+                spec.transport.command.join(" ")
+            ),
+        }
+        println!(
+            "  limits     {} connections, {} waiting, {} s per call",
+            spec.transport.max_connections, spec.transport.max_queue, spec.transport.timeout
+        );
+    }
+    for method in provider.methods() {
+        println!(
+            "  {} {}",
+            paint.bold(&method.method),
+            paint.dim(&method.description)
+        );
+        let short = method.method.split_once('/').map_or("", |(_, m)| m);
+        if let Some(schema) = spec
+            .as_ref()
+            .and_then(|s| s.methods.get(short))
+            .and_then(|m| m.params.as_ref())
+        {
+            println!("    params {}", schema);
+        }
+    }
+    Ok(output::EXIT_OK)
 }
 
 fn endpoint_line(e: &EndpointStatus, paint: &Paint) -> String {
@@ -52,6 +124,9 @@ fn endpoint_line(e: &EndpointStatus, paint: &Paint) -> String {
 
 pub async fn run(ctx: &Context, cmd: Option<ProvidersCommand>) -> Result<u8, GzError> {
     let cmd = cmd.unwrap_or(ProvidersCommand::List);
+    if let ProvidersCommand::Show { name } = &cmd {
+        return show(ctx, name).await;
+    }
     let registry = ctx.registry();
     let llm = ctx.llm_provider()?;
     let endpoints = llm.check_all().await;
@@ -61,6 +136,7 @@ pub async fn run(ctx: &Context, cmd: Option<ProvidersCommand>) -> Result<u8, GzE
         ProvidersCommand::Health if healthy == endpoints.len() => 0,
         ProvidersCommand::Health if healthy > 0 => 1,
         ProvidersCommand::Health => 2,
+        ProvidersCommand::Show { .. } => output::EXIT_OK,
     };
     let mcp_catalog = if ctx.config.mcp_servers.is_empty() {
         None
