@@ -157,9 +157,16 @@ impl McpProvider {
         Ok(client)
     }
 
-    /// Runs `op` on the server's connection; a broken connection is replaced
-    /// and the operation tried once more.
-    async fn with_client<T, F, Fut>(&self, server: &str, op: F) -> Result<T, GzError>
+    /// Runs `op` on the server's connection. A broken connection is replaced
+    /// on the next call; `idempotent` operations are also tried once more at
+    /// once (a tool call is not: it may have done its work before the server
+    /// died).
+    async fn with_client<T, F, Fut>(
+        &self,
+        server: &str,
+        idempotent: bool,
+        op: F,
+    ) -> Result<T, GzError>
     where
         F: Fn(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, rmcp::ServiceError>>,
@@ -185,9 +192,11 @@ impl McpProvider {
                             rmcp::ServiceError::TransportClosed
                                 | rmcp::ServiceError::TransportSend(_)
                         );
-                    if transport && attempt == 0 {
+                    if transport {
                         self.connections.lock().await.remove(server);
-                        continue;
+                        if idempotent && attempt == 0 {
+                            continue;
+                        }
                     }
                     return Err(match error {
                         rmcp::ServiceError::McpError(data) => GzError::new(
@@ -209,7 +218,7 @@ impl McpProvider {
     async fn list_tools(&self, params: &Value) -> Result<Value, GzError> {
         let server = server_param(params)?;
         let tools = self
-            .with_client(&server, |c| async move { c.list_all_tools().await })
+            .with_client(&server, true, |c| async move { c.list_all_tools().await })
             .await?;
         let tools: Vec<Value> = tools
             .iter()
@@ -239,7 +248,7 @@ impl McpProvider {
         };
         let started = Instant::now();
         let result = self
-            .with_client(&server, |c| {
+            .with_client(&server, false, |c| {
                 let mut request = CallToolRequestParams::new(tool.clone());
                 if let Some(arguments) = arguments.clone() {
                     request = request.with_arguments(arguments);

@@ -305,3 +305,67 @@ async fn a_server_that_dies_is_restarted_and_broken_ones_are_gz2041() {
     assert!(health.reason.unwrap().contains("missing"));
     p.shutdown().await;
 }
+
+/// The test server written here with rmcp's server side (built by cargo as
+/// an example of this crate).
+fn test_server() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(|d| d.parent()).unwrap();
+    debug.join("examples/mcp_test_server").display().to_string()
+}
+
+#[tokio::test]
+async fn an_rmcp_server_gives_structured_results_errors_and_crashes() {
+    let mut servers = BTreeMap::new();
+    servers.insert("test".to_string(), stdio(vec![test_server()]));
+    let p = McpProvider::new(servers);
+    let tools = call(&p, "mcp/list_tools", json!({"server": "test"}))
+        .await
+        .unwrap();
+    let names: Vec<&str> = tools["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+
+    // Structured content is the primary result.
+    let sum = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "test", "tool": "add", "arguments": {"a": 40, "b": 2}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sum["result"], json!({"sum": 42}));
+
+    let e = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "test", "tool": "fail", "arguments": {"reason": "out of coffee"}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::McpToolError);
+    assert!(e.message.contains("out of coffee"), "{e}");
+
+    // The server dies mid-call: that call fails; the next one gets a new server.
+    let e = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "test", "tool": "crash"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e.code, ErrorCode::McpServerFailed), "{e}");
+    let again = call(
+        &p,
+        "mcp/call_tool",
+        json!({"server": "test", "tool": "add", "arguments": {"a": 1, "b": 1}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again["result"]["sum"], 2);
+    p.shutdown().await;
+}
