@@ -6,25 +6,7 @@ mod common;
 use common::Env;
 
 fn mcp_dir() -> String {
-    if let Ok(dir) = std::env::var("GLEITZEIT_TEST_MCP_DIR") {
-        return dir;
-    }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/mcp-test-servers.sh"
-    );
-    let out = std::process::Command::new(script)
-        .output()
-        .expect("mcp-test-servers.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("MCP_DIR=")
-        .to_string()
+    gleitzeit_testkit::mcp_servers_dir().display().to_string()
 }
 
 #[test]

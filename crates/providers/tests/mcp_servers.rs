@@ -11,23 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn mcp_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GLEITZEIT_TEST_MCP_DIR") {
-        return PathBuf::from(dir);
-    }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/mcp-test-servers.sh"
-    );
-    let out = std::process::Command::new(script)
-        .output()
-        .expect("run scripts/mcp-test-servers.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(text.trim().trim_start_matches("MCP_DIR="))
+    gleitzeit_testkit::mcp_servers_dir()
 }
 
 fn server_js(name: &str) -> String {

@@ -336,3 +336,26 @@ async fn serve(listener: TcpListener, router: Router) {
         });
     }
 }
+
+/// The folder holding the MCP reference servers from the npm registry
+/// (`node_modules/@modelcontextprotocol/...`): GLEITZEIT_TEST_MCP_DIR, or
+/// installed now by `scripts/mcp-test-servers.sh` (cached).
+pub fn mcp_servers_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("GLEITZEIT_TEST_MCP_DIR") {
+        return std::path::PathBuf::from(dir);
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/mcp-test-servers.sh"
+    );
+    let out = std::process::Command::new(script)
+        .output()
+        .expect("run scripts/mcp-test-servers.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    std::path::PathBuf::from(text.trim().trim_start_matches("MCP_DIR="))
+}
