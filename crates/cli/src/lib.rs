@@ -111,7 +111,7 @@ pub enum Command {
     /// System commands (seed 002): status
     #[command(subcommand)]
     System(SystemCommand),
-    /// Run the server: REST API, live events, and the runtime [aliases: start, hub]
+    /// Run the server: REST API, live events, and the runtime (also: `dev start`, `hub`)
     #[command(visible_alias = "start", alias = "hub")]
     Serve(commands::serve::ServeArgs),
     /// Development helpers (seed 002): `dev start` runs the server
