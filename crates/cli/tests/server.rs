@@ -1000,6 +1000,7 @@ fn api_keys_users_and_isolation_through_the_cli() {
         let mut texts = Vec::new();
         while texts.len() < 2 {
             match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {}
                 Ok(Some(Ok(Message::Text(t)))) => texts.push(t.to_string()),
                 _ => break,
             }
@@ -1013,8 +1014,21 @@ fn api_keys_users_and_isolation_through_the_cli() {
             ))
             .await
             .unwrap();
-        let connected = socket.next().await.unwrap().unwrap();
-        assert!(connected.to_string().starts_with("40"), "{connected}");
+        // Engine.IO pings ("2") may arrive at any time; the answer is "40…".
+        let connected = loop {
+            let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
+                .await
+                .expect("socket.io connect answer")
+                .unwrap()
+                .unwrap()
+                .to_string();
+            if frame == "2" {
+                socket.send(Message::Text("3".into())).await.unwrap();
+                continue;
+            }
+            break frame;
+        };
+        assert!(connected.starts_with("40"), "{connected}");
     });
 
     env.run(&["auth", "logout"]).ok();
