@@ -117,7 +117,7 @@ class GleitzeitCluster:
         """Checks the server and starts delivering events (from now on)."""
         await self.client.health()
         await self.client.whoami()
-        after = (await self.client._call(self.client.sync._get, "/api/v1/stats", range_minutes=1)).get("latest_event_seq", 0)
+        after = (await self.client._call(self.client.sync._get, "/api/v1/events/head")).get("latest_event_seq", 0)
         self._listener = asyncio.ensure_future(self._listen(after))
 
     async def _listen(self, after: int) -> None:

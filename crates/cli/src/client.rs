@@ -37,7 +37,7 @@ impl Target {
             let client = Client::new(&url)?;
             // Asked for by name: not answering is an error, not a fallback.
             client
-                .get("/api/v1/health")
+                .get("/api/v1/health?quick=true")
                 .await
                 .map(|_| ())
                 .or_else(|e| {
@@ -103,14 +103,16 @@ impl Client {
     pub async fn probe(&self) -> bool {
         let request = self
             .http
-            .get(format!("{}/api/v1/health", self.base))
+            // Quick: this runs before client commands, so it must not wait
+            // on the server's LLM endpoints.
+            .get(format!("{}/api/v1/health?quick=true", self.base))
             .timeout(Duration::from_millis(1500))
             .send();
         match request.await {
             Ok(response) => response
                 .json::<Value>()
                 .await
-                .is_ok_and(|v| v.get("status").is_some() && v.get("providers").is_some()),
+                .is_ok_and(|v| v.get("status").is_some() && v.get("uptime_seconds").is_some()),
             Err(_) => false,
         }
     }

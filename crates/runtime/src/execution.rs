@@ -393,7 +393,11 @@ impl Run<'_> {
                 );
                 // LLM accounting rides along so metrics and clients need not
                 // fetch the result.
-                if let Some(record) = self.tasks[task].result.as_ref() {
+                if let Some(record) = self.tasks[task]
+                    .result
+                    .as_ref()
+                    .filter(|r| r.get("usage").is_some())
+                {
                     for (from, to) in [
                         ("usage", "usage"),
                         ("model", "model"),
@@ -401,9 +405,7 @@ impl Run<'_> {
                         ("first_token_ms", "first_token_ms"),
                         ("duration_ms", "provider_ms"),
                     ] {
-                        if let Some(value) =
-                            record.get(from).filter(|_| record.get("usage").is_some())
-                        {
+                        if let Some(value) = record.get(from) {
                             data.insert(to.into(), value.clone());
                         }
                     }

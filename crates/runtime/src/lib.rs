@@ -149,7 +149,6 @@ impl Runtime {
         cancel: CancellationToken,
     ) -> Result<RunOutcome, GzError> {
         let record = self.store.find_workflow(workflow_id).await?;
-        ensure_resumable(&record)?;
         let me = current_owner();
         self.take_ownership(&record, &me).await?;
         let result = execution::run_loop(self, record.clone(), cancel).await;
@@ -162,19 +161,11 @@ impl Runtime {
     }
 
     async fn take_ownership(&self, record: &WorkflowRecord, me: &Owner) -> Result<(), GzError> {
-        let current = self.store.workflow(&record.id).await?.and_then(|w| w.owner);
-        if let Some(owner) = &current {
-            if owner != me && process_alive(owner) {
-                return Err(GzError::new(
-                    ErrorCode::WorkflowNotResumable,
-                    format!(
-                        "workflow {} is being run by process {} on {}",
-                        record.id, owner.pid, owner.host
-                    ),
-                )
-                .with_hint("Wait for it to finish, or cancel it with `gleitzeit cancel ID`."));
-            }
-        }
+        // Decided on a fresh read: the claim below is a compare-and-set on it.
+        let fresh = self.store.workflow(&record.id).await?;
+        let fresh = fresh.as_ref().unwrap_or(record);
+        ensure_resumable(fresh)?;
+        let current = fresh.owner.clone();
         if self
             .store
             .claim(&record.id, current.as_ref(), Some(me))

@@ -53,6 +53,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .routes(routes!(get_task))
         .routes(routes!(workflow_events))
         .routes(routes!(events_sse))
+        .routes(routes!(events_head))
         .routes(routes!(events_ws))
         .routes(routes!(stats))
         .routes(routes!(list_providers))
@@ -157,6 +158,19 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
 }
 
 // ---------------------------------------------------------------- workflows
+
+/// The workflow an id (or unique prefix) names, if the caller may act on it
+/// with `permission`; others' workflows answer 404 like missing ones.
+async fn visible_workflow(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    permission: Permission,
+) -> Result<gleitzeit_store::WorkflowRecord, ApiError> {
+    let record = state.runtime.store().find_workflow(id).await?;
+    principal.may(permission, &record)?;
+    Ok(record)
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct SubmitResponse {
@@ -331,8 +345,7 @@ async fn get_workflow(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.runtime.store();
-    let record = store.find_workflow(&id).await?;
-    principal.may(Permission::ReadWorkflows, &record)?;
+    let record = visible_workflow(&state, &principal, &id, Permission::ReadWorkflows).await?;
     let tasks = store.tasks(&record.id).await?;
     Ok(Json(views::workflow_json(&record, &tasks)))
 }
@@ -359,8 +372,7 @@ async fn cancel_workflow(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<StateResponse>, ApiError> {
-    let found = state.runtime.store().find_workflow(&id).await?;
-    principal.may(Permission::CancelWorkflows, &found)?;
+    let found = visible_workflow(&state, &principal, &id, Permission::CancelWorkflows).await?;
     let record = state.runs.cancel(&found.id).await?;
     crate::auth::audit(
         state.runtime.store().as_ref(),
@@ -395,8 +407,7 @@ async fn resume_workflow(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<StateResponse>), ApiError> {
-    let found = state.runtime.store().find_workflow(&id).await?;
-    principal.may(Permission::CancelWorkflows, &found)?;
+    let found = visible_workflow(&state, &principal, &id, Permission::CancelWorkflows).await?;
     let record = state.runs.resume(&found.id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -425,8 +436,7 @@ async fn get_task(
     Path((id, task_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.runtime.store();
-    let record = store.find_workflow(&id).await?;
-    principal.may(Permission::ReadWorkflows, &record)?;
+    let record = visible_workflow(&state, &principal, &id, Permission::ReadWorkflows).await?;
     let tasks = store.tasks(&record.id).await?;
     let task = tasks.iter().find(|t| t.task_id == task_id).ok_or_else(|| {
         ApiError::new(
@@ -474,8 +484,7 @@ async fn workflow_events(
 ) -> Result<Json<EventPage>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     let store = state.runtime.store();
-    let record = store.find_workflow(&id).await?;
-    principal.may(Permission::ReadEvents, &record)?;
+    let record = visible_workflow(&state, &principal, &id, Permission::ReadEvents).await?;
     let filter = Filter::from_query(&EventQuery {
         workflow_id: Some(record.id.clone()),
         types: query.types,
@@ -562,6 +571,19 @@ async fn events_sse(
     Ok(Sse::new(sse)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// The newest event id: where a stream that wants "from now on" starts, or
+/// how far a client is behind. Cheap (no counting).
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/head",
+    tag = "events",
+    responses((status = 200, body = Object))
+)]
+async fn events_head(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let seq = state.runtime.store().latest_event_seq().await?;
+    Ok(Json(json!({ "latest_event_seq": seq })))
 }
 
 /// Live events over a WebSocket: one JSON text frame per event. Same query
@@ -744,13 +766,19 @@ async fn show_error(Path(code): Path<String>) -> Result<Json<Value>, ApiError> {
     get,
     path = "/api/v1/health",
     tag = "system",
+    params(("quick" = Option<bool>, Query, description = "Skip the provider checks (store and server state only)")),
     responses(
         (status = 200, description = "healthy or degraded", body = HealthReport),
         (status = 503, description = "unhealthy", body = HealthReport)
     )
 )]
-async fn health_check(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
-    let report = health::report(&state).await;
+async fn health_check(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> (StatusCode, Json<HealthReport>) {
+    let quick = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "quick" && (v == "true" || v == "1"));
+    let report = health::report(&state, quick).await;
     let status = if report.status == health::HealthStatus::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

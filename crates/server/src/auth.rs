@@ -94,7 +94,7 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
         ("POST", ["", "api", "v1", "workflows", _, "cancel" | "resume"]) => CancelWorkflows,
         (_, ["", "api", "v1", "workflows", _, "events"]) => ReadEvents,
         (_, ["", "api", "v1", "workflows", ..]) => ReadWorkflows,
-        (_, ["", "api", "v1", "events" | "ws"]) => ReadEvents,
+        (_, ["", "api", "v1", "events", ..] | ["", "api", "v1", "ws"]) => ReadEvents,
         (_, ["", "api", "v1", "providers", ..]) => ReadProviders,
         (_, ["", "api", "v1", "stats" | "functions" | "errors", ..]) => ReadSystem,
         (_, ["", "metrics"]) => ReadMetrics,

@@ -27,11 +27,14 @@ pub struct HealthReport {
     pub providers: BTreeMap<String, ProviderHealth>,
 }
 
-pub(crate) async fn report(state: &AppState) -> HealthReport {
+/// `quick` skips the provider checks (which may contact LLM endpoints and
+/// start interpreters): what a client needs to tell that a server answers.
+pub(crate) async fn report(state: &AppState, quick: bool) -> HealthReport {
     check(
         &state.runtime,
         state.runs.active_count(),
         state.started.elapsed(),
+        !quick,
     )
     .await
 }
@@ -42,6 +45,7 @@ pub async fn check(
     runtime: &gleitzeit_runtime::Runtime,
     active_workflows: usize,
     uptime: std::time::Duration,
+    check_providers: bool,
 ) -> HealthReport {
     let mut reasons = Vec::new();
     let mut status = HealthStatus::Healthy;
@@ -62,6 +66,7 @@ pub async fn check(
     let checks = runtime
         .registry()
         .providers()
+        .filter(|_| check_providers)
         .map(|p| async move { (p.protocol().to_string(), p.health().await) });
     let mut providers = BTreeMap::new();
     for (name, health) in futures_util::future::join_all(checks).await {

@@ -777,6 +777,7 @@ async fn openapi_documents_every_route_the_router_serves() {
         ("/api/v1/workflows/{id}/tasks/{task_id}", &["get"]),
         ("/api/v1/workflows/{id}/events", &["get"]),
         ("/api/v1/events", &["get"]),
+        ("/api/v1/events/head", &["get"]),
         ("/api/v1/ws", &["get"]),
         ("/api/v1/stats", &["get"]),
         ("/api/v1/providers", &["get"]),
@@ -1093,4 +1094,25 @@ async fn a_stream_that_falls_behind_the_live_buffer_loses_nothing() {
         seen.push(event.seq);
     }
     assert_eq!(seen, (1..=stored).collect::<Vec<_>>());
+}
+
+/// What clients call before every command: cheap, and still a verdict.
+#[tokio::test]
+async fn quick_health_skips_providers_and_events_head_tracks_the_log() {
+    let router = server();
+    let (status, full) = get(&router, "/api/v1/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(full["providers"]["function"].is_object(), "{full}");
+    let (status, quick) = get(&router, "/api/v1/health?quick=true").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(quick["providers"], json!({}), "{quick}");
+    assert_eq!(quick["status"], "healthy");
+
+    let (_, head) = get(&router, "/api/v1/events/head").await;
+    assert_eq!(head["latest_event_seq"], 0);
+    let (id, _) = run_to_completion(&router, SUM_YAML).await;
+    let (_, head) = get(&router, "/api/v1/events/head").await;
+    let (_, log) = get(&router, &format!("/api/v1/workflows/{id}/events")).await;
+    assert_eq!(head["latest_event_seq"], log["next_after"]);
+    assert!(head["latest_event_seq"].as_u64().unwrap() > 0);
 }

@@ -206,10 +206,8 @@ pub async fn stats(
         .filter(|(s, _)| s == "pending" || s == "retrying")
         .map(|(_, n)| n)
         .sum();
-    let latest_event_seq = store.latest_event_seq().await?;
     Ok(json!({
         "range_minutes": range_minutes,
-        "latest_event_seq": latest_event_seq,
         "workflows_by_state": totals.workflows_by_state.into_iter().collect::<BTreeMap<_, _>>(),
         "tasks_by_state": totals.tasks_by_state.into_iter().collect::<BTreeMap<_, _>>(),
         "queue_depth": queued,

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 async fn latest_seq(ctx: &Context, target: &Target) -> Result<u64, GzError> {
     match target {
-        Target::Remote(client) => Ok(client.get("/api/v1/stats?range_minutes=1").await?
-            ["latest_event_seq"]
+        Target::Remote(client) => Ok(client.get("/api/v1/events/head").await?["latest_event_seq"]
             .as_u64()
             .unwrap_or(0)),
         Target::Local => Ok(ctx.open_store(false)?.latest_event_seq().await?),
@@ -882,7 +881,7 @@ pub async fn health(ctx: &Context, args: HealthArgs) -> Result<u8, GzError> {
         Target::Remote(client) => (client.get("/api/v1/health").await?, client.base.clone()),
         Target::Local => {
             let runtime = ctx.runtime(ctx.open_store(false)?);
-            let report = gleitzeit_server::check_health(&runtime, 0, Duration::ZERO).await;
+            let report = gleitzeit_server::check_health(&runtime, 0, Duration::ZERO, true).await;
             runtime.registry().shutdown().await;
             (
                 serde_json::to_value(report).unwrap_or_default(),

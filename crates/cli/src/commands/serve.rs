@@ -79,7 +79,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
             "warning: --no-auth while listening on {address}, beyond this machine: anyone who can reach it is ADMIN and can run workflows (Python code included)."
         );
     }
-    if !args.no_auth && store_has_no_users(&server).await {
+    if !args.no_auth && server.users_exist().await == Some(false) {
         eprintln!(
             "note: this server requires API keys and has no users yet; create the first admin key with `gleitzeit auth init` (or start with --no-auth on a trusted machine)."
         );
@@ -101,10 +101,6 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
     server.serve(listener, shutdown_signal()).await?;
     println!("Server stopped.");
     Ok(output::EXIT_OK)
-}
-
-async fn store_has_no_users(server: &Server) -> bool {
-    server.users_exist().await == Some(false)
 }
 
 async fn shutdown_signal() {
