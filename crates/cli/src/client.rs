@@ -239,7 +239,7 @@ impl Client {
 impl Target {
     /// Events after `after` (or from now): from the server's stream, or by
     /// reading the local store as other processes commit.
-    pub fn follow(
+    pub async fn follow(
         &self,
         ctx: &Context,
         workflow_id: Option<String>,
@@ -258,7 +258,7 @@ impl Target {
                 Ok(client.events(query.join("&"), after))
             }
             Target::Local => {
-                let store = ctx.open_store(false)?;
+                let store = ctx.open_store(false).await?;
                 let wanted: Option<Vec<String>> =
                     types.map(|t| t.split(',').map(|s| s.trim().to_string()).collect());
                 Ok(Box::pin(async_stream::try_stream! {

@@ -59,6 +59,7 @@ impl Default for ServerSection {
 pub struct Persistence {
     pub backend: String,
     pub sqlite: SqliteSection,
+    pub redis: RedisSection,
     /// FULL synchronous mode: survives power loss, slower.
     pub durable_fsync: bool,
 }
@@ -68,8 +69,52 @@ impl Default for Persistence {
         Persistence {
             backend: "sqlite".into(),
             sqlite: SqliteSection::default(),
+            redis: RedisSection::default(),
             durable_fsync: false,
         }
+    }
+}
+
+/// Where the Redis backend lives: `url` (or REDIS_URL / --redis-url), else
+/// the earlier versions' `host`, `port`, `db` and `password`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub db: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Every key starts with this, so clusters can share one Redis.
+    pub prefix: String,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        RedisSection {
+            url: None,
+            host: "127.0.0.1".into(),
+            port: 6379,
+            db: 0,
+            password: None,
+            prefix: "gleitzeit".into(),
+        }
+    }
+}
+
+impl RedisSection {
+    pub fn url(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        format!("redis://{auth}{}:{}/{}", self.host, self.port, self.db)
     }
 }
 
@@ -216,6 +261,12 @@ impl Config {
         }
         if let Some(path) = var("GLEITZEIT_SQLITE_PATH").or_else(|| var("GLEITZEIT_DB")) {
             self.persistence.sqlite.db_path = Some(path);
+        }
+        if let Some(url) = var("GLEITZEIT_REDIS_URL").or_else(|| var("REDIS_URL")) {
+            self.persistence.redis.url = Some(url);
+        }
+        if let Some(prefix) = var("GLEITZEIT_REDIS_PREFIX") {
+            self.persistence.redis.prefix = prefix;
         }
         if let Some(python) = var("GLEITZEIT_PYTHON") {
             self.providers.python.interpreter = python;

@@ -10,7 +10,7 @@ use gleitzeit_providers::llm::LlmProvider;
 use gleitzeit_providers::python::{PythonConfig, PythonProvider};
 use gleitzeit_providers::Registry;
 use gleitzeit_runtime::{Runtime, RuntimeConfig};
-use gleitzeit_store::{MemoryStore, SqliteOptions, SqliteStore, Store};
+use gleitzeit_store::{MemoryStore, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store};
 use std::sync::Arc;
 
 pub struct Context {
@@ -19,6 +19,8 @@ pub struct Context {
     /// Custom JSON-RPC providers: `providers/*.yaml` next to the config file,
     /// then `--provider FILE`.
     pub custom_providers: Vec<(ProviderSpec, std::path::PathBuf)>,
+    /// The Redis store, once opened: the cluster reuses its settings.
+    redis: tokio::sync::OnceCell<Arc<RedisStore>>,
 }
 
 fn load_custom_providers(
@@ -59,11 +61,15 @@ impl Context {
         if let Some(backend) = &global.backend {
             config.persistence.backend = backend.clone();
         }
+        if let Some(url) = &global.redis_url {
+            config.persistence.redis.url = Some(url.clone());
+        }
         if let Some(db) = &global.db {
             config.persistence.sqlite.db_path = Some(db.display().to_string());
         }
         Ok(Context {
             custom_providers: load_custom_providers(global)?,
+            redis: tokio::sync::OnceCell::new(),
             config,
             global: global.clone(),
         })
@@ -73,7 +79,36 @@ impl Context {
         &self.config.persistence.backend
     }
 
-    pub fn open_store(&self, ephemeral: bool) -> Result<Arc<dyn Store>, GzError> {
+    pub fn redis_url(&self) -> String {
+        self.config.persistence.redis.url()
+    }
+
+    pub fn redis_prefix(&self) -> &str {
+        &self.config.persistence.redis.prefix
+    }
+
+    async fn redis_store(&self) -> Result<Arc<RedisStore>, GzError> {
+        let store = self
+            .redis
+            .get_or_try_init(|| async {
+                let options = RedisOptions {
+                    prefix: self.redis_prefix().to_string(),
+                    ..RedisOptions::default()
+                };
+                RedisStore::connect(&self.redis_url(), options)
+                    .await
+                    .map(Arc::new)
+            })
+            .await?;
+        Ok(store.clone())
+    }
+
+    /// The Redis store whatever the configured backend (worker nodes, admin).
+    pub async fn open_redis_store(&self) -> Result<Arc<dyn Store>, GzError> {
+        Ok(self.redis_store().await?)
+    }
+
+    pub async fn open_store(&self, ephemeral: bool) -> Result<Arc<dyn Store>, GzError> {
         if ephemeral {
             return Ok(Arc::new(MemoryStore::new()));
         }
@@ -84,16 +119,12 @@ impl Context {
                 options.synchronous_full = self.config.persistence.durable_fsync;
                 Ok(Arc::new(SqliteStore::open(options)?))
             }
-            "redis" => Err(GzError::new(
-                ErrorCode::RedisConnectionFailed,
-                "the redis backend is not available in this build yet",
-            )
-            .with_hint("Use --backend sqlite (the default) or --backend memory.")),
+            "redis" => Ok(self.redis_store().await?),
             other => Err(GzError::new(
                 ErrorCode::InvalidArgument,
                 format!("unknown backend `{other}`"),
             )
-            .with_hint("Backends: sqlite (default), memory.")),
+            .with_hint("Backends: sqlite (default), memory, redis.")),
         }
     }
 
@@ -150,7 +181,31 @@ impl Context {
         registry
     }
 
-    pub fn runtime(&self, store: Arc<dyn Store>) -> Runtime {
+    /// The runtime for `store`. On the Redis backend every task call goes to
+    /// worker nodes, so the local concurrency limits do not apply: the queue
+    /// holds the backlog and workers take what they can run.
+    pub async fn runtime(&self, store: Arc<dyn Store>) -> Result<Runtime, GzError> {
+        let runtime = self.local_runtime(store.clone());
+        if self.backend() != "redis" {
+            return Ok(runtime);
+        }
+        let mut config = runtime.config().clone();
+        config.lane_limits.clear();
+        config.default_lane_limit = config.max_concurrent_tasks;
+        let dispatcher = gleitzeit_cluster::RedisDispatcher::start(
+            &self.redis_url(),
+            self.redis_prefix(),
+            store.clone(),
+            gleitzeit_cluster::DispatchOptions::default(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await?;
+        Ok(Runtime::new(store, runtime.registry().clone(), config)
+            .with_remote(Arc::new(dispatcher)))
+    }
+
+    /// The runtime with this process's providers and limits.
+    pub fn local_runtime(&self, store: Arc<dyn Store>) -> Runtime {
         let registry = self.registry();
         let mut config = RuntimeConfig {
             max_concurrent_tasks: self.config.execution.max_concurrent_tasks.max(1),

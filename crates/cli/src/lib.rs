@@ -32,9 +32,13 @@ pub struct GlobalOpts {
     /// Config file [default: ~/.gleitzeit/config.yaml, or GLEITZEIT_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where workflows are stored: sqlite (default) or memory
+    /// Where workflows are stored: sqlite (default), memory, or redis (scale-out:
+    /// tasks run on `gleitzeit worker` nodes)
     #[arg(long, global = true, value_name = "BACKEND")]
     pub backend: Option<String>,
+    /// Redis for --backend redis [env: REDIS_URL; default redis://127.0.0.1:6379/0]
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis_url: Option<String>,
     /// SQLite database file [default: ~/.gleitzeit/gleitzeit.db]
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
@@ -114,6 +118,13 @@ pub enum Command {
     /// Run the server: REST API, live events, and the runtime (also: `dev start`, `hub`)
     #[command(visible_alias = "start", alias = "hub")]
     Serve(commands::serve::ServeArgs),
+    /// Run tasks from the Redis queues as a worker node (scale-out)
+    Worker(commands::cluster::WorkerArgs),
+    /// Worker nodes: labels, capabilities, load, last heartbeat
+    Nodes,
+    /// Tasks that killed worker nodes: list, retry, drop
+    #[command(subcommand)]
+    DeadLetters(commands::cluster::DeadLettersCommand),
     /// Development helpers (seed 002): `dev start` runs the server
     #[command(subcommand)]
     Dev(DevCommand),

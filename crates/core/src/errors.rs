@@ -110,6 +110,12 @@ registry! {
         "A worker node stopped responding", "Its tasks are reclaimed and re-run; check the worker's logs.";
     ServerShuttingDown = 1005, Infrastructure, Low, true,
         "The server is shutting down", "Retry in a moment; running workflows continue when the server is back.";
+    DeadLettered = 1006, Infrastructure, High, false,
+        "Task moved to the dead letters: worker nodes died running it", "It likely crashes its worker (memory, segfault, os._exit). `gleitzeit dead-letters list` shows its history; fix the cause, then `gleitzeit dead-letters retry ID`.";
+    IncompatibleWorker = 1007, Infrastructure, High, false,
+        "Worker and server speak different protocol versions", "Run the same gleitzeit version on the server and on every worker node.";
+    MalformedQueueEntry = 1008, Infrastructure, Medium, false,
+        "A queue entry could not be read", "It was moved to the dead letters (`gleitzeit dead-letters list`); something other than gleitzeit may be writing to the queue.";
 
     TaskFailed = 2001, Execution, Medium, true,
         "Task execution failed", "Read the task's error details; `gleitzeit get WORKFLOW_ID` shows every task's error.";

@@ -18,6 +18,9 @@ pub const TASK_SKIPPED: &str = "task_skipped";
 pub const TASK_CANCELLED: &str = "task_cancelled";
 pub const LLM_TOKEN: &str = "llm_token";
 pub const TASK_OUTPUT: &str = "task_output";
+/// Worker nodes (scale-out); their events carry an empty `workflow_id`.
+pub const NODE_JOINED: &str = "node_joined";
+pub const NODE_LEFT: &str = "node_left";
 
 pub const ALL: &[&str] = &[
     WORKFLOW_STARTED,
@@ -33,6 +36,8 @@ pub const ALL: &[&str] = &[
     TASK_CANCELLED,
     LLM_TOKEN,
     TASK_OUTPUT,
+    NODE_JOINED,
+    NODE_LEFT,
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,4 +13,6 @@ pub mod scheduler;
 pub mod yaml;
 
 pub use errors::{ErrorCode, GzError};
-pub use model::{OnError, Priority, RetryPolicy, TaskSpec, TaskState, Workflow, WorkflowState};
+pub use model::{
+    OnError, Priority, Requires, RetryPolicy, TaskSpec, TaskState, Workflow, WorkflowState,
+};

@@ -68,6 +68,47 @@ pub struct TaskSpec {
     pub retry: RetryPolicy,
     #[serde(default)]
     pub on_error: OnError,
+    /// What a worker node must offer to run this task (scale-out only).
+    #[serde(default, skip_serializing_if = "Requires::is_empty")]
+    pub requires: Requires,
+}
+
+/// Placement constraints: only worker nodes with a GPU (when `gpu`) and with
+/// every listed label run the task. A single-process run ignores them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requires {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gpu: bool,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Requires {
+    pub fn is_empty(&self) -> bool {
+        !self.gpu && self.labels.is_empty()
+    }
+
+    /// Whether a node with these properties may run the task.
+    pub fn satisfied_by(
+        &self,
+        gpu: bool,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        (!self.gpu || gpu) && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// A canonical text for the constraint set (`""` when empty), stable across
+    /// processes: equal constraints give equal keys.
+    pub fn route_key(&self) -> String {
+        let mut parts = Vec::new();
+        if self.gpu {
+            parts.push("gpu".to_string());
+        }
+        for (k, v) in &self.labels {
+            parts.push(format!("{k}={v}"));
+        }
+        parts.join(",")
+    }
 }
 
 impl TaskSpec {

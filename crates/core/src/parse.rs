@@ -2,7 +2,7 @@
 //! problem at once with its line and column.
 
 use crate::errors::{ErrorCode, GzError};
-use crate::model::{Backoff, OnError, Priority, RetryPolicy, TaskSpec, Workflow};
+use crate::model::{Backoff, OnError, Priority, Requires, RetryPolicy, TaskSpec, Workflow};
 use crate::refs::{self, Root};
 use crate::yaml::{self, Node, NodeKind, Pos, Scalar};
 use serde_json::{Map, Value};
@@ -86,17 +86,11 @@ const TASK_KEYS: &[&str] = &[
     "timeout",
     "retry",
     "on_error",
+    "requires",
 ];
 /// Keys of later features: named so the error says "not supported yet" rather
 /// than "unknown".
-const FUTURE_TASK_KEYS: &[&str] = &[
-    "when",
-    "for_each",
-    "cache",
-    "requires",
-    "max_parallel",
-    "on_skip",
-];
+const FUTURE_TASK_KEYS: &[&str] = &["when", "for_each", "cache", "max_parallel", "on_skip"];
 const DEFAULTS_KEYS: &[&str] = &[
     "model",
     "timeout",
@@ -331,6 +325,57 @@ fn parse_retry(ctx: &mut Ctx, node: &Node, base: &RetryPolicy) -> RetryPolicy {
         );
     }
     policy
+}
+
+/// `requires: {gpu: true, labels: {region: eu}}`.
+fn parse_requires(ctx: &mut Ctx, node: &Node) -> Requires {
+    let mut requires = Requires::default();
+    let Some(map) = node.as_map() else {
+        ctx.wrong_type(
+            node,
+            "requires",
+            "a mapping like {gpu: true, labels: {region: eu}}",
+        );
+        return requires;
+    };
+    ctx.check_keys(map, &["gpu", "labels"], "requires");
+    if let Some(gpu) = node.get("gpu") {
+        match &gpu.kind {
+            NodeKind::Scalar(Scalar::Bool(b)) => requires.gpu = *b,
+            _ => ctx.wrong_type(gpu, "requires.gpu", "true or false"),
+        }
+    }
+    if let Some(labels) = node.get("labels") {
+        match labels.as_map() {
+            Some(pairs) => {
+                for (k, v) in pairs {
+                    let key = k.key_text().unwrap_or_default();
+                    let value = match &v.kind {
+                        NodeKind::Scalar(Scalar::Str(s)) => Some(s.clone()),
+                        NodeKind::Scalar(Scalar::Int(i)) => Some(i.to_string()),
+                        NodeKind::Scalar(Scalar::Bool(b)) => Some(b.to_string()),
+                        _ => None,
+                    };
+                    let valid = |s: &str| {
+                        !s.is_empty() && !s.contains([',', '=', ':', ' ']) && s.len() <= 64
+                    };
+                    match value {
+                        Some(value) if valid(&key) && valid(&value) => {
+                            requires.labels.insert(key, value);
+                        }
+                        _ => ctx.push(
+                            ErrorCode::InvalidValue,
+                            v.pos,
+                            format!("label `{key}` needs a short text value without `,`, `=`, `:` or spaces"),
+                            Some("Labels match `gleitzeit worker --labels key=value`.".into()),
+                        ),
+                    }
+                }
+            }
+            None => ctx.wrong_type(labels, "requires.labels", "a mapping of label to value"),
+        }
+    }
+    requires
 }
 
 fn parse_timeout(ctx: &mut Ctx, node: &Node) -> Option<f64> {
@@ -604,6 +649,10 @@ fn parse_task<'n>(
         .get("timeout")
         .and_then(|t| parse_timeout(ctx, t))
         .or(defaults.timeout);
+    let requires = node
+        .get("requires")
+        .map(|r| parse_requires(ctx, r))
+        .unwrap_or_default();
 
     // A task with a bad method still takes part in the duplicate and dependency
     // checks, so one run reports every problem.
@@ -628,6 +677,7 @@ fn parse_task<'n>(
             timeout,
             retry,
             on_error,
+            requires,
         },
         pos: node.pos,
         deps,

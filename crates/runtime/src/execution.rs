@@ -6,6 +6,7 @@
 //! timers come back over a channel; whatever has arrived is handled in the same
 //! turn, so a burst of completions costs one commit.
 
+use crate::call::TaskCall;
 use crate::scope::{RunScope, TaskNames};
 use crate::Runtime;
 use gleitzeit_core::events::{self, Event};
@@ -13,11 +14,9 @@ use gleitzeit_core::model::primary_field;
 use gleitzeit_core::refs::{self, python};
 use gleitzeit_core::scheduler::{Action, Input, Plan, Scheduler};
 use gleitzeit_core::{ErrorCode, GzError, OnError, TaskState, Workflow, WorkflowState};
-use gleitzeit_providers::{CallContext, ProviderEvent};
 use gleitzeit_store::{now_ms, TaskRecord, WorkflowRecord, Write};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +74,7 @@ pub(crate) async fn run_loop(
 ) -> Result<crate::RunOutcome, GzError> {
     let workflow = record.spec.clone();
     let mut prepared = std::collections::HashSet::new();
-    for task in &workflow.tasks {
+    for task in workflow.tasks.iter().filter(|_| rt.remote.is_none()) {
         if let Some(provider) = rt.registry.for_method(&task.method) {
             if prepared.insert(provider.protocol()) {
                 provider.prepare().await?;
@@ -662,89 +661,36 @@ impl Run<'_> {
         let spec = &self.workflow.tasks[task];
         let token = CancellationToken::new();
         self.task_tokens[task] = Some(token.clone());
-        let timeout = spec.timeout_duration().or_else(|| {
+        let timeout_s = spec.timeout.or_else(|| {
             params
                 .get("timeout")
                 .and_then(Value::as_f64)
                 .filter(|t| *t > 0.0)
-                .map(Duration::from_secs_f64)
         });
-        // Streamed tokens go through the live-event writer: stored in batches,
-        // then announced, and flushed before the call reports back.
-        let streamed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let sink: gleitzeit_providers::EventSink = {
-            let rt = self.rt.clone();
-            let streamed = streamed.clone();
-            let workflow_id = self.id.clone();
-            let task_id = spec.id.clone();
-            let task_name = spec.display_name().to_string();
-            std::sync::Arc::new(move |event: ProviderEvent| {
-                let (kind, data) = match event {
-                    ProviderEvent::Token { text } => (
-                        events::LLM_TOKEN,
-                        json!({"task_id": task_id, "task_name": task_name, "attempt": attempt, "token": text}),
-                    ),
-                    ProviderEvent::Log { line } => (
-                        events::TASK_OUTPUT,
-                        json!({"task_id": task_id, "task_name": task_name, "attempt": attempt, "line": line}),
-                    ),
-                };
-                streamed.store(true, std::sync::atomic::Ordering::Relaxed);
-                rt.live.send(
-                    &rt.store,
-                    &rt.events,
-                    Event {
-                        seq: 0,
-                        kind: kind.to_string(),
-                        workflow_id: workflow_id.clone(),
-                        at_ms: now_ms(),
-                        data,
-                    },
-                );
-            })
-        };
-        let ctx = CallContext {
+        let call = TaskCall {
             workflow_id: self.id.clone(),
             task_id: spec.id.clone(),
+            task_name: spec.display_name().to_string(),
             attempt,
-            timeout,
-            cancel: token.clone(),
-            events: Some(sink),
+            method: spec.method.clone(),
+            params,
+            timeout_s,
+            requires: spec.requires.clone(),
         };
-        let method = spec.method.clone();
-        let provider = self.rt.registry.for_method(&method).cloned();
         let tx = self.tx.clone();
         let rt = self.rt.clone();
         self.running.spawn(async move {
-            let outcome = match provider {
-                None => Err(GzError::new(
-                    ErrorCode::ProviderUnavailable,
-                    format!("no provider for `{method}` is enabled in this process"),
-                )),
-                Some(provider) => {
-                    let call = provider.call(&method, params, &ctx);
-                    tokio::select! {
-                        result = call => result,
-                        _ = token.cancelled() => Err(GzError::new(ErrorCode::TaskCancelled, "cancelled")),
-                        _ = sleep_or_forever(timeout) => Err(GzError::new(
-                            ErrorCode::TaskTimeout,
-                            format!("task `{}` exceeded its timeout of {:.1} s", ctx.task_id, timeout.unwrap_or_default().as_secs_f64()),
-                        )),
-                    }
-                }
+            let outcome = match rt.remote.clone() {
+                None => rt.call_here(call, token).await,
+                // The worker enforces the timeout: time spent queued for a
+                // free worker does not count against the task.
+                Some(remote) => tokio::select! {
+                    result = remote.execute(call) => result,
+                    _ = token.cancelled() => Err(GzError::new(ErrorCode::TaskCancelled, "cancelled")),
+                },
             };
-            if streamed.load(std::sync::atomic::Ordering::Relaxed) {
-                rt.live.flush(&rt.store, &rt.events).await;
-            }
             let _ = tx.send(Msg::Done { task, attempt, outcome });
         });
-    }
-}
-
-async fn sleep_or_forever(timeout: Option<Duration>) {
-    match timeout {
-        Some(t) => tokio::time::sleep(t).await,
-        None => std::future::pending().await,
     }
 }
 

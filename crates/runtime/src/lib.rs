@@ -5,10 +5,12 @@
 //! One workflow run is one loop (`execution::run_loop`) that owns the scheduler;
 //! provider calls run as spawned tasks that report back over a channel.
 
+mod call;
 mod execution;
 mod live;
 mod scope;
 
+pub use call::{RemoteExecutor, TaskCall};
 pub use execution::RunOutcome;
 
 use gleitzeit_core::events::Event;
@@ -59,6 +61,8 @@ pub struct Runtime {
     /// Fired at shutdown: runs stop starting tasks, wait for the ones in
     /// flight to be recorded, and hand the workflow back unfinished.
     pub(crate) drain: CancellationToken,
+    /// Set in scale-out mode: task calls run on worker nodes.
+    pub(crate) remote: Option<Arc<dyn RemoteExecutor>>,
 }
 
 impl Runtime {
@@ -71,7 +75,19 @@ impl Runtime {
             events,
             live: live::LiveEvents::default(),
             drain: CancellationToken::new(),
+            remote: None,
         }
+    }
+
+    /// Sends every task call to `executor` (worker nodes) instead of running
+    /// it with this process's providers, which then only validate workflows.
+    pub fn with_remote(mut self, executor: Arc<dyn RemoteExecutor>) -> Runtime {
+        self.remote = Some(executor);
+        self
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// Stops every run of this runtime at its next durable point: no new task
@@ -88,6 +104,10 @@ impl Runtime {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
     }
 
     pub fn registry(&self) -> &Registry {
@@ -152,6 +172,11 @@ impl Runtime {
         let me = current_owner();
         self.take_ownership(&record, &me).await?;
         let result = execution::run_loop(self, record.clone(), cancel).await;
+        if let (Some(remote), Ok(outcome)) = (&self.remote, &result) {
+            if outcome.state.is_terminal() {
+                remote.workflow_finished(&record.id).await;
+            }
+        }
         // Finishing clears the owner in the same commit; after an error or a
         // drain the workflow stays resumable, so let go of it explicitly.
         if !result.as_ref().is_ok_and(|o| o.state.is_terminal()) {
@@ -181,6 +206,45 @@ impl Runtime {
                 ),
             ))
         }
+    }
+
+    /// Makes a failed workflow resumable again: every task that did not
+    /// complete goes back to pending with a fresh retry budget, so `resume`
+    /// runs them (used after a dead-lettered task's cause is fixed).
+    pub async fn reopen(&self, workflow_id: &str) -> Result<WorkflowRecord, GzError> {
+        let record = self.store.find_workflow(workflow_id).await?;
+        if record.state != WorkflowState::Failed {
+            return Err(GzError::new(
+                ErrorCode::WorkflowNotResumable,
+                format!(
+                    "workflow {} is {}, only a failed workflow can be reopened",
+                    record.id,
+                    record.state.as_str()
+                ),
+            )
+            .with_hint(
+                "A running or interrupted workflow picks the task up with `gleitzeit resume ID`.",
+            ));
+        }
+        let mut writes = Vec::new();
+        for task in self.store.tasks(&record.id).await? {
+            if task.state != gleitzeit_core::TaskState::Completed {
+                writes.push(gleitzeit_store::Write::Task(TaskRecord::pending(
+                    &record.id,
+                    task.position,
+                    &task.task_id,
+                    &task.method,
+                )));
+            }
+        }
+        writes.push(gleitzeit_store::Write::Workflow {
+            id: record.id.clone(),
+            state: WorkflowState::Pending,
+            at_ms: now_ms(),
+            error: None,
+        });
+        self.store.apply(writes).await?;
+        Ok(self.store.find_workflow(&record.id).await?)
     }
 
     /// Asks a workflow to stop. A run in this or another process sees the request

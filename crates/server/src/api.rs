@@ -57,6 +57,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .routes(routes!(events_ws))
         .routes(routes!(stats))
         .routes(routes!(list_providers))
+        .routes(routes!(list_nodes))
         .routes(routes!(list_functions))
         .routes(routes!(show_function))
         .routes(routes!(list_errors))
@@ -668,6 +669,24 @@ async fn stats(
             state.runs.active_count(),
         )
         .await?,
+    ))
+}
+
+/// Worker nodes (scale-out on the Redis backend): labels, capabilities, load
+/// and last heartbeat. Empty when this server runs tasks in-process.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    tag = "system",
+    responses((status = 200, body = Object), (status = 503, body = ErrorBody))
+)]
+async fn list_nodes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let nodes = match &state.config.cluster {
+        Some(cluster) => cluster.nodes().await.map_err(GzError::from)?,
+        None => Vec::new(),
+    };
+    Ok(Json(
+        json!({ "scale_out": state.config.cluster.is_some(), "nodes": nodes }),
     ))
 }
 

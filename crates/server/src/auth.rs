@@ -96,7 +96,7 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
         (_, ["", "api", "v1", "workflows", ..]) => ReadWorkflows,
         (_, ["", "api", "v1", "events", ..] | ["", "api", "v1", "ws"]) => ReadEvents,
         (_, ["", "api", "v1", "providers", ..]) => ReadProviders,
-        (_, ["", "api", "v1", "stats" | "functions" | "errors", ..]) => ReadSystem,
+        (_, ["", "api", "v1", "stats" | "functions" | "errors" | "nodes", ..]) => ReadSystem,
         (_, ["", "metrics"]) => ReadMetrics,
         (_, ["", "api", "v1", "auth", "users", ..]) => ManageUsers,
         (_, ["", "api", "v1", "auth", "keys", ..]) => ManageKeys,

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     /// Whether requests need an API key (`serve` turns this on unless
     /// `--no-auth`).
     pub auth_required: bool,
+    /// Scale-out: where worker nodes register (`None`: tasks run in-process).
+    pub cluster: Option<Arc<gleitzeit_cluster::admin::Admin>>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +50,7 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             grace: Duration::from_secs(30),
             auth_required: false,
+            cluster: None,
         }
     }
 }

@@ -36,6 +36,7 @@ fn server_with_limit(max_body_bytes: usize) -> Router {
             max_body_bytes,
             grace: Duration::from_secs(5),
             auth_required: false,
+            cluster: None,
         },
     )
     .router()

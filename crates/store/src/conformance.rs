@@ -1,4 +1,7 @@
-//! One contract, every store: these tests run against memory and SQLite alike.
+//! One contract, every store: these tests run against memory, SQLite and Redis
+//! alike. The Redis tests need a server (GLEITZEIT_TEST_REDIS_URL, default
+//! redis://127.0.0.1:6379) and fail when there is none; each uses its own key
+//! prefix and deletes its keys afterwards.
 
 use crate::*;
 use gleitzeit_core::model::TaskSpec;
@@ -19,6 +22,7 @@ fn workflow(id: &str, created_ms: i64) -> (WorkflowRecord, Vec<TaskRecord>) {
             timeout: None,
             retry: Default::default(),
             on_error: Default::default(),
+            requires: Default::default(),
         }],
     };
     let record = WorkflowRecord {
@@ -413,4 +417,580 @@ async fn locked_database_is_reported_as_gz5003() {
     assert_eq!(error.code(), ErrorCode::DatabaseLocked, "{error}");
     holder.execute_batch("ROLLBACK").unwrap();
     store.create_workflow(&record, &tasks).await.unwrap();
+}
+
+// ---- Redis ----
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn redis_url() -> String {
+    std::env::var("GLEITZEIT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key prefix of its own for one test; its keys are deleted when dropped,
+/// even when the test panicked.
+struct RedisPrefix {
+    prefix: String,
+}
+
+impl RedisPrefix {
+    fn new() -> RedisPrefix {
+        RedisPrefix {
+            prefix: format!("gleitzeit-test-{}", uuid::Uuid::new_v4()),
+        }
+    }
+
+    fn options(&self) -> RedisOptions {
+        RedisOptions {
+            prefix: self.prefix.clone(),
+            ..Default::default()
+        }
+    }
+
+    async fn store(&self) -> RedisStore {
+        self.store_at(&redis_url(), self.options()).await
+    }
+
+    async fn store_at(&self, url: &str, options: RedisOptions) -> RedisStore {
+        match RedisStore::connect(url, options).await {
+            Ok(store) => store,
+            Err(e @ StoreError::Unreachable { .. }) => panic!(
+                "these tests need Redis: {e}. Start one with \
+                 `redis-server --port 6379 --save '' --daemonize yes` or point \
+                 GLEITZEIT_TEST_REDIS_URL at one."
+            ),
+            Err(e) => panic!("cannot open the Redis store at {}: {e}", redact_url(url)),
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let Ok(mut con) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) else {
+            return Vec::new();
+        };
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let Ok((next, batch)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}:*", self.prefix))
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut con)
+            else {
+                break;
+            };
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let keys = self.keys();
+        if let Ok(mut con) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+            for chunk in keys.chunks(500) {
+                let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(chunk).query(&mut con);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_store_keeps_the_contract() {
+    let prefix = RedisPrefix::new();
+    let store = prefix.store().await;
+    contract(&store).await;
+    assert_eq!(store.prefix(), prefix.prefix);
+    assert!(
+        prefix.keys().iter().all(|k| k.starts_with(&prefix.prefix)),
+        "every key under the prefix"
+    );
+}
+
+#[tokio::test]
+async fn redis_keys_are_cleaned_up() {
+    let prefix = RedisPrefix::new();
+    let store = prefix.store().await;
+    let (record, tasks) = workflow("wf-x", 1);
+    store.create_workflow(&record, &tasks).await.unwrap();
+    assert!(!prefix.keys().is_empty());
+    let name = prefix.prefix.clone();
+    drop(prefix);
+    assert!(RedisPrefix { prefix: name }.keys().is_empty());
+}
+
+#[tokio::test]
+async fn redis_counters_follow_state_changes_only() {
+    let prefix = RedisPrefix::new();
+    let store = prefix.store().await;
+    let (record, tasks) = workflow("wf-c", 1);
+    store.create_workflow(&record, &tasks).await.unwrap();
+    // A second create of the same id is refused, like SQLite's primary key.
+    assert!(store.create_workflow(&record, &tasks).await.is_err());
+    let mut done = task("wf-c", "a", 0, TaskState::Completed);
+    done.finished_ms = Some(3);
+    // The same state written twice, and a task of a workflow that does not exist.
+    for _ in 0..2 {
+        store
+            .apply(vec![
+                Write::Task(done.clone()),
+                Write::Workflow {
+                    id: "wf-c".into(),
+                    state: WorkflowState::Running,
+                    at_ms: 2,
+                    error: None,
+                },
+                Write::Task(task("ghost", "z", 0, TaskState::Failed)),
+                Write::Workflow {
+                    id: "ghost".into(),
+                    state: WorkflowState::Running,
+                    at_ms: 2,
+                    error: None,
+                },
+            ])
+            .await
+            .unwrap();
+    }
+    // A rewrite keeps the first position and method, as SQLite's upsert does.
+    let mut moved = done.clone();
+    moved.position = 7;
+    moved.method = "other/method".into();
+    store.apply(vec![Write::Task(moved)]).await.unwrap();
+    let tasks = store.tasks("wf-c").await.unwrap();
+    assert_eq!(tasks[0], done);
+
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.workflows_by_state, vec![("running".to_string(), 1)]);
+    assert_eq!(
+        stats.tasks_by_state,
+        vec![
+            ("completed".to_string(), 1),
+            ("failed".to_string(), 1),
+            ("pending".to_string(), 1)
+        ]
+    );
+    let listed = store.list_workflows(&ListFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].total, listed[0].completed, listed[0].failed),
+        (2, 1, 0)
+    );
+    assert!(store.workflow("ghost").await.unwrap().is_none());
+
+    // Back to pending: running's count goes, the timestamps follow SQLite.
+    store
+        .apply(vec![Write::Workflow {
+            id: "wf-c".into(),
+            state: WorkflowState::Paused,
+            at_ms: 4,
+            error: None,
+        }])
+        .await
+        .unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.workflows_by_state, vec![("paused".to_string(), 1)]);
+    let paused = store.workflow("wf-c").await.unwrap().unwrap();
+    assert_eq!((paused.started_ms, paused.finished_ms), (Some(2), None));
+}
+
+/// Listing across pages of the script (more than it fetches per call), with
+/// the tie-break on equal creation times and both filters at once.
+#[tokio::test]
+async fn redis_lists_like_sqlite() {
+    let prefix = RedisPrefix::new();
+    let redis = prefix.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(SqliteOptions::new(dir.path().join("g.db"))).unwrap();
+    for i in 0..1200u32 {
+        let (mut record, tasks) = workflow(&format!("wf-{i:05}"), i64::from(i / 3));
+        record.submitted_by = (i % 2 == 0).then(|| "zoe".to_string());
+        if i % 5 == 0 {
+            record.state = WorkflowState::Completed;
+        }
+        redis.create_workflow(&record, &tasks).await.unwrap();
+        sqlite.create_workflow(&record, &tasks).await.unwrap();
+    }
+    let filters = [
+        ListFilter::default(),
+        ListFilter {
+            limit: 7,
+            offset: 3,
+            ..Default::default()
+        },
+        ListFilter {
+            state: Some(WorkflowState::Completed),
+            ..Default::default()
+        },
+        ListFilter {
+            submitted_by: Some("zoe".into()),
+            limit: 600,
+            offset: 1,
+            ..Default::default()
+        },
+        ListFilter {
+            submitted_by: Some("zoe".into()),
+            state: Some(WorkflowState::Completed),
+            limit: 0,
+            offset: 2,
+        },
+        ListFilter {
+            submitted_by: Some("zoe".into()),
+            state: Some(WorkflowState::Pending),
+            limit: 10,
+            offset: 470,
+        },
+        ListFilter {
+            submitted_by: Some("nobody".into()),
+            ..Default::default()
+        },
+    ];
+    for filter in filters {
+        let ids = |list: Vec<WorkflowSummary>| list.into_iter().map(|w| w.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(redis.list_workflows(&filter).await.unwrap()),
+            ids(sqlite.list_workflows(&filter).await.unwrap()),
+            "{filter:?}"
+        );
+    }
+    assert_eq!(
+        redis
+            .find_workflow("wf-0119")
+            .await
+            .unwrap_err()
+            .to_string(),
+        sqlite
+            .find_workflow("wf-0119")
+            .await
+            .unwrap_err()
+            .to_string()
+    );
+    assert_eq!(
+        redis.find_workflow("wf-01199").await.unwrap().id,
+        "wf-01199"
+    );
+    assert_eq!(
+        redis.stats().await.unwrap().workflows_by_state,
+        sqlite.stats().await.unwrap().workflows_by_state
+    );
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_fast_without_the_password() {
+    let started = Instant::now();
+    let error = RedisStore::connect("redis://:hunter2@127.0.0.1:1", RedisOptions::default())
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    match &error {
+        StoreError::Unreachable { url, .. } => assert_eq!(url, "redis://***@127.0.0.1:1"),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(!format!("{error} {error:?}").contains("hunter2"));
+    assert_eq!(error.code(), ErrorCode::RedisConnectionFailed);
+}
+
+#[tokio::test]
+async fn silent_redis_fails_within_the_connect_timeout() {
+    // Accepts connections and never answers, like a host behind a black hole.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let options = RedisOptions {
+        connect_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let error = RedisStore::connect(&url, options).await.err().unwrap();
+    assert!(matches!(error, StoreError::Unreachable { .. }), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    holder.abort();
+}
+
+#[tokio::test]
+async fn newer_redis_schema_is_refused() {
+    let prefix = RedisPrefix::new();
+    drop(prefix.store().await);
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:schema", prefix.prefix))
+        .arg(2)
+        .query(&mut con)
+        .unwrap();
+    let error = RedisStore::connect(&redis_url(), prefix.options())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.code(), ErrorCode::SchemaTooNew, "{error}");
+}
+
+fn two_events(workflow_id: &str) -> Vec<Write> {
+    vec![
+        Write::Event(event(workflow_id, "task_started")),
+        Write::Event(event(workflow_id, "task_completed")),
+    ]
+}
+
+#[tokio::test]
+async fn redis_apply_is_idempotent_per_batch_id() {
+    let prefix = RedisPrefix::new();
+    let store = prefix.store().await;
+    let (record, tasks) = workflow("wf-i", 1);
+    store.create_workflow(&record, &tasks).await.unwrap();
+    let mut batch = two_events("wf-i");
+    batch.push(Write::Task(task("wf-i", "a", 0, TaskState::Completed)));
+    let first = store
+        .apply_with_batch("batch-1", batch.clone())
+        .await
+        .unwrap();
+    let again = store
+        .apply_with_batch("batch-1", batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(store.events(None, 0, 0).await.unwrap().len(), 2);
+    assert_eq!(
+        store.stats().await.unwrap().tasks_by_state,
+        vec![("completed".to_string(), 1), ("pending".to_string(), 1)]
+    );
+    let other = store.apply_with_batch("batch-2", batch).await.unwrap();
+    assert!(other[0] > first[1]);
+    assert_eq!(store.events(None, 0, 0).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn redis_apply_survives_a_killed_connection() {
+    let prefix = RedisPrefix::new();
+    let store = prefix.store().await;
+    store.apply(two_events("wf-k")).await.unwrap();
+    let client_id = |mut con: redis::aio::ConnectionManager| async move {
+        redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async::<i64>(&mut con)
+            .await
+            .unwrap()
+    };
+    let before = client_id(store.connection()).await;
+    let mut killer = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(before)
+        .query_async(&mut killer)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    let seqs = store.apply(two_events("wf-k")).await.unwrap();
+    assert_eq!(seqs.len(), 2);
+    assert_ne!(client_id(store.connection()).await, before, "reconnected");
+    let all = store.events(None, 0, 0).await.unwrap();
+    assert_eq!(all.len(), 4, "applied exactly once");
+    assert_eq!(all[2..].iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
+}
+
+/// A TCP proxy in front of Redis that can swallow the next reply (the script
+/// ran, the client never hears of it) or be down for a while.
+struct Proxy {
+    url: String,
+    drop_next_reply: Arc<AtomicBool>,
+    down: tokio::sync::watch::Sender<bool>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let upstream = redis::Client::open(redis_url())
+            .unwrap()
+            .get_connection_info()
+            .addr()
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap().to_string();
+        // Keeps the test URL's credentials and database, when it has them.
+        let url = match redis_url() {
+            original if original.contains(&upstream) => original.replacen(&upstream, &local, 1),
+            _ => format!("redis://{local}"),
+        };
+        let drop_next_reply = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (down, _) = tokio::sync::watch::channel(false);
+        let (flag, count, down_rx) = (
+            drop_next_reply.clone(),
+            connections.clone(),
+            down.subscribe(),
+        );
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *down_rx.borrow() {
+                    continue; // dropped: closed at once
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let (flag, upstream, mut down_rx) =
+                    (flag.clone(), upstream.clone(), down_rx.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let up = tokio::io::copy(&mut client_read, &mut server_write);
+                    let downstream = async {
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = server_read.read(&mut buffer).await?;
+                            if n == 0 || flag.swap(false, Ordering::SeqCst) {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            client_write.write_all(&buffer[..n]).await?;
+                        }
+                    };
+                    let outage = down_rx.wait_for(|down| *down);
+                    tokio::select! {
+                        _ = up => {}
+                        _ = downstream => {}
+                        _ = outage => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            url,
+            drop_next_reply,
+            down,
+            connections,
+        }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
+}
+
+#[tokio::test]
+async fn redis_lost_reply_is_not_applied_twice() {
+    let prefix = RedisPrefix::new();
+    let proxy = Proxy::start().await;
+    let store = prefix.store_at(&proxy.url, prefix.options()).await;
+    // Loads the script, so the swallowed reply is the script's own.
+    store.apply(two_events("wf-l")).await.unwrap();
+    proxy.drop_next_reply.store(true, Ordering::SeqCst);
+    let seqs = store.apply(two_events("wf-l")).await.unwrap();
+    assert!(
+        !proxy.drop_next_reply.load(Ordering::SeqCst),
+        "a reply was swallowed"
+    );
+    assert!(proxy.connections.load(Ordering::SeqCst) >= 2, "reconnected");
+    let all = store.events(None, 0, 0).await.unwrap();
+    assert_eq!(all.len(), 4, "applied exactly once");
+    assert_eq!(all[2..].iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
+
+    // The same for a claim: the retry must not see its own write as a rival's.
+    let (record, tasks) = workflow("wf-l", 1);
+    store.create_workflow(&record, &tasks).await.unwrap();
+    let me = Owner {
+        host: "h".into(),
+        pid: 7,
+    };
+    proxy.drop_next_reply.store(true, Ordering::SeqCst);
+    assert!(store.claim("wf-l", None, Some(&me)).await.unwrap());
+    assert!(!proxy.drop_next_reply.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn redis_apply_waits_out_an_outage() {
+    let prefix = RedisPrefix::new();
+    let proxy = Proxy::start().await;
+    let store = prefix.store_at(&proxy.url, prefix.options()).await;
+    store.apply(two_events("wf-o")).await.unwrap();
+    proxy.set_down(true);
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        let seqs = store.apply(two_events("wf-o")).await;
+        (store, seqs)
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.set_down(false);
+    let (store, seqs) = writer.await.unwrap();
+    assert_eq!(seqs.unwrap().len(), 2);
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert_eq!(store.events(None, 0, 0).await.unwrap().len(), 4);
+
+    // An outage longer than the retry window is an error, in about that time.
+    let mut options = prefix.options();
+    options.retry_for = Duration::from_secs(1);
+    let impatient = prefix.store_at(&proxy.url, options).await;
+    proxy.set_down(true);
+    let started = Instant::now();
+    let error = impatient.apply(two_events("wf-o")).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unreachable { .. }), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.set_down(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_redis_handles_share_one_store() {
+    let prefix = RedisPrefix::new();
+    let a = Arc::new(prefix.store().await);
+    let b = Arc::new(prefix.store().await);
+    let (record, tasks) = workflow("wf-s", 1);
+    a.create_workflow(&record, &tasks).await.unwrap();
+    assert_eq!(b.workflow("wf-s").await.unwrap(), Some(record));
+
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..400 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        writers.spawn(async move { store.apply(two_events("wf-s")).await.unwrap() });
+    }
+    let mut seqs = Vec::new();
+    while let Some(batch) = writers.join_next().await {
+        let batch = batch.unwrap();
+        assert!(batch[0] < batch[1]);
+        seqs.extend(batch);
+    }
+    seqs.sort_unstable();
+    let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), 800, "every sequence number handed out once");
+    for store in [&a, &b] {
+        let events = store.events(Some("wf-s"), 0, 0).await.unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
+        let paged = store.events(None, seqs[99], 150).await.unwrap();
+        assert_eq!(
+            paged.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            seqs[100..250]
+        );
+        assert_eq!(store.latest_event_seq().await.unwrap(), seqs[799]);
+    }
 }

@@ -1,12 +1,14 @@
 //! Where workflows live: the [`Store`] trait and its implementations — in memory
-//! (tests, `--ephemeral`) and SQLite (the default, one file, WAL). Every write goes
-//! through [`Store::apply`], which commits a batch atomically; the runtime announces
-//! a change only after `apply` returns.
+//! (tests, `--ephemeral`), SQLite (the default, one file, WAL) and Redis (shared
+//! by several processes). Every write goes through [`Store::apply`], which commits
+//! a batch atomically; the runtime announces a change only after `apply` returns.
 
 mod memory;
+mod redis_store;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use redis_store::{redact_url, RedisOptions, RedisStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 use async_trait::async_trait;
@@ -29,6 +31,9 @@ pub enum StoreError {
     WorkflowNotFound(String),
     #[error("workflow id prefix `{0}` matches several workflows: {1}")]
     Ambiguous(String, String),
+    /// Redis did not answer (within the retry window); `url` has no password.
+    #[error("cannot reach Redis at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
     #[error("database error: {0}")]
     Other(String),
 }
@@ -43,6 +48,7 @@ impl StoreError {
             StoreError::WorkflowNotFound(_) | StoreError::Ambiguous(..) => {
                 ErrorCode::WorkflowNotFound
             }
+            StoreError::Unreachable { .. } => ErrorCode::RedisConnectionFailed,
             StoreError::Other(_) => ErrorCode::DatabaseError,
         }
     }

@@ -123,7 +123,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
     let paint = Paint(output::color_stdout());
     match command {
         AuthCommand::Init { user } => {
-            let store = ctx.open_store(false)?;
+            let store = ctx.open_store(false).await?;
             let (key, record) = admin::init(store.as_ref(), &user).await?;
             if ctx.global.json {
                 println!(
@@ -239,7 +239,8 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
                     .cloned()
                     .unwrap_or_default(),
                 None => ctx
-                    .open_store(false)?
+                    .open_store(false)
+                    .await?
                     .audit_log(0, limit)
                     .await?
                     .into_iter()
@@ -276,7 +277,7 @@ async fn users(ctx: &Context, command: UsersCommand, paint: &Paint) -> Result<u8
         (UsersCommand::List, Some(client)) => {
             client.get("/api/v1/auth/users").await?["users"].clone()
         }
-        (UsersCommand::List, None) => json!(ctx.open_store(false)?.users().await?),
+        (UsersCommand::List, None) => json!(ctx.open_store(false).await?.users().await?),
         (UsersCommand::Create { name, email, role }, Some(client)) => {
             client
                 .post_json(
@@ -287,7 +288,10 @@ async fn users(ctx: &Context, command: UsersCommand, paint: &Paint) -> Result<u8
         }
         (UsersCommand::Create { name, email, role }, None) => {
             let role = admin::parse_role(&role)?;
-            json!(admin::create_user(ctx.open_store(false)?.as_ref(), &name, email, role).await?)
+            json!(
+                admin::create_user(ctx.open_store(false).await?.as_ref(), &name, email, role)
+                    .await?
+            )
         }
         (UsersCommand::Disable { name }, Some(client)) => {
             client
@@ -295,7 +299,7 @@ async fn users(ctx: &Context, command: UsersCommand, paint: &Paint) -> Result<u8
                 .await?
         }
         (UsersCommand::Disable { name }, None) => {
-            json!(admin::disable_user(ctx.open_store(false)?.as_ref(), &name).await?)
+            json!(admin::disable_user(ctx.open_store(false).await?.as_ref(), &name).await?)
         }
     };
     if ctx.global.json {
@@ -352,7 +356,7 @@ async fn keys(ctx: &Context, command: KeysCommand, paint: &Paint) -> Result<u8, 
                     )
                 }
                 None => {
-                    let store = ctx.open_store(false)?;
+                    let store = ctx.open_store(false).await?;
                     let user = match args.user {
                         Some(u) => u,
                         None => store
@@ -401,7 +405,7 @@ async fn keys(ctx: &Context, command: KeysCommand, paint: &Paint) -> Result<u8, 
                     client.get(&path).await?["keys"].as_array().cloned().unwrap_or_default()
                 }
                 None => ctx
-                    .open_store(false)?
+                    .open_store(false).await?
                     .keys()
                     .await?
                     .into_iter()
@@ -446,7 +450,7 @@ async fn keys(ctx: &Context, command: KeysCommand, paint: &Paint) -> Result<u8, 
                         .await?;
                 }
                 None => {
-                    let store = ctx.open_store(false)?;
+                    let store = ctx.open_store(false).await?;
                     admin::revoke_key(store.as_ref(), &id).await?;
                     gleitzeit_server::auth::audit(
                         store.as_ref(),

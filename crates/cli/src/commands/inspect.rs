@@ -89,7 +89,7 @@ pub async fn status(ctx: &Context, _args: StatusArgs) -> Result<u8, GzError> {
     if let Target::Remote(client) = Target::resolve(ctx).await? {
         return status_remote(ctx, &client).await;
     }
-    let store = ctx.open_store(false)?;
+    let store = ctx.open_store(false).await?;
     let stats = store.stats().await?;
     let running = store
         .list_workflows(&ListFilter {
@@ -212,7 +212,8 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
             })?
         }
         Target::Local => {
-            ctx.open_store(false)?
+            ctx.open_store(false)
+                .await?
                 .list_workflows(&ListFilter {
                     submitted_by: None,
                     state,
@@ -269,7 +270,7 @@ pub async fn fetch_view(ctx: &Context, target: &Target, id: &str) -> Result<Work
             })
         }
         Target::Local => {
-            let store = ctx.open_store(false)?;
+            let store = ctx.open_store(false).await?;
             let record = store.find_workflow(id).await?;
             let tasks = store.tasks(&record.id).await?;
             Ok(WorkflowView::new(&record, &tasks))
@@ -343,8 +344,8 @@ pub async fn cancel(ctx: &Context, args: CancelArgs) -> Result<u8, GzError> {
             )
         }
         Target::Local => {
-            let store = ctx.open_store(false)?;
-            let runtime = ctx.runtime(store);
+            let store = ctx.open_store(false).await?;
+            let runtime = ctx.runtime(store).await?;
             let before = runtime.store().find_workflow(&args.id).await?;
             let after = runtime.cancel(&before.id).await?;
             (

@@ -2,6 +2,7 @@
 //! its result into an exit code.
 
 pub mod auth;
+pub mod cluster;
 pub mod config_cmd;
 pub mod errors;
 pub mod exec;
@@ -56,6 +57,9 @@ pub async fn dispatch(cli: Cli) -> u8 {
             submit::run(&ctx, args).await
         }
         Command::Workflow(WorkflowCommand::Resume(args)) => run::resume(&ctx, args).await,
+        Command::Worker(args) => cluster::worker(&ctx, args).await,
+        Command::Nodes => cluster::nodes(&ctx).await,
+        Command::DeadLetters(cmd) => cluster::dead_letters(&ctx, cmd).await,
         Command::Logs(args) => observe::logs(&ctx, args).await,
         Command::Events(args) => observe::events(&ctx, args).await,
         Command::Watch(command) => observe::watch(&ctx, command).await,

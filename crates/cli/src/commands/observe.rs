@@ -22,7 +22,7 @@ async fn latest_seq(ctx: &Context, target: &Target) -> Result<u64, GzError> {
         Target::Remote(client) => Ok(client.get("/api/v1/events/head").await?["latest_event_seq"]
             .as_u64()
             .unwrap_or(0)),
-        Target::Local => Ok(ctx.open_store(false)?.latest_event_seq().await?),
+        Target::Local => Ok(ctx.open_store(false).await?.latest_event_seq().await?),
     }
 }
 
@@ -49,7 +49,7 @@ async fn workflow_history(ctx: &Context, target: &Target, id: &str) -> Result<Ve
             }
         }
         Target::Local => {
-            let store = ctx.open_store(false)?;
+            let store = ctx.open_store(false).await?;
             let record = store.find_workflow(id).await?;
             Ok(store.events(Some(&record.id), 0, 0).await?)
         }
@@ -274,8 +274,9 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> Result<u8, GzError> {
             let head = latest_seq(ctx, &target).await?;
             let mut history = Vec::new();
             if head > 0 {
-                let mut stream =
-                    target.follow(ctx, None, None, Some(head.saturating_sub(args.limit)))?;
+                let mut stream = target
+                    .follow(ctx, None, None, Some(head.saturating_sub(args.limit)))
+                    .await?;
                 while let Some(event) = stream.next().await {
                     let event = event?;
                     let done = event.seq >= head;
@@ -299,7 +300,7 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> Result<u8, GzError> {
         Some(seq) => Some(seq),
         None => Some(latest_seq(ctx, &target).await?),
     };
-    let mut stream = target.follow(ctx, full_id, None, after)?;
+    let mut stream = target.follow(ctx, full_id, None, after).await?;
     while let Some(event) = next_or_interrupt(&mut stream).await {
         print(&event?);
     }
@@ -392,7 +393,7 @@ pub async fn events(ctx: &Context, args: EventsArgs) -> Result<u8, GzError> {
             return Ok(output::EXIT_OK);
         }
     }
-    let mut stream = target.follow(ctx, workflow, None, Some(after))?;
+    let mut stream = target.follow(ctx, workflow, None, Some(after)).await?;
     while let Some(event) = next_or_interrupt(&mut stream).await {
         let event = event?;
         show(&event);
@@ -465,7 +466,8 @@ async fn find_task(
                     .unwrap_or_default()
                 }
                 Target::Local => {
-                    ctx.open_store(false)?
+                    ctx.open_store(false)
+                        .await?
                         .list_workflows(&gleitzeit_store::ListFilter {
                             submitted_by: None,
                             state: None,
@@ -510,7 +512,9 @@ async fn watch_task(
     let (view, found) = find_task(ctx, target, &task, workflow).await?;
     let paint = Paint(output::color_stdout());
     if !found.state.is_terminal() && !view.state.is_terminal() {
-        let mut stream = target.follow(ctx, Some(view.workflow_id.clone()), None, Some(0))?;
+        let mut stream = target
+            .follow(ctx, Some(view.workflow_id.clone()), None, Some(0))
+            .await?;
         while let Some(event) = next_or_interrupt(&mut stream).await {
             let event = event?;
             let workflow_over = matches!(
@@ -574,7 +578,7 @@ async fn stats_value(ctx: &Context, target: &Target, range: u64) -> Result<Value
                 .await
         }
         Target::Local => {
-            let store = ctx.open_store(false)?;
+            let store = ctx.open_store(false).await?;
             gleitzeit_server::views::stats(store.as_ref(), range, 0).await
         }
     }
@@ -769,7 +773,10 @@ pub async fn inspect(ctx: &Context, command: InspectCommand) -> Result<u8, GzErr
             if ctx.global.json {
                 let mut value = serde_json::to_value(&view).unwrap_or_default();
                 value["events"] = json!(history.len());
-                value["retries"] = json!(history.iter().filter(|e| e.kind == events::TASK_RETRYING).count());
+                value["retries"] = json!(history
+                    .iter()
+                    .filter(|e| e.kind == events::TASK_RETRYING)
+                    .count());
                 println!("{value}");
                 return Ok(output::EXIT_OK);
             }
@@ -809,7 +816,10 @@ pub async fn inspect(ctx: &Context, command: InspectCommand) -> Result<u8, GzErr
             print_task(&task, &paint);
             if let Some(record) = &task.record {
                 println!("  {}", paint.dim("record"));
-                for line in serde_json::to_string_pretty(record).unwrap_or_default().lines() {
+                for line in serde_json::to_string_pretty(record)
+                    .unwrap_or_default()
+                    .lines()
+                {
                     println!("    {line}");
                 }
             }
@@ -819,11 +829,7 @@ pub async fn inspect(ctx: &Context, command: InspectCommand) -> Result<u8, GzErr
             }
             Ok(output::EXIT_OK)
         }
-        InspectCommand::Node { name } => Err(GzError::new(
-            ErrorCode::InvalidArgument,
-            format!("no worker node `{name}` is registered"),
-        )
-        .with_hint("This server runs tasks itself; worker nodes join with `gleitzeit worker` on the Redis backend.")),
+        InspectCommand::Node { name } => crate::commands::cluster::inspect_node(ctx, &name).await,
     }
 }
 
@@ -880,7 +886,7 @@ pub async fn health(ctx: &Context, args: HealthArgs) -> Result<u8, GzError> {
     let (report, source) = match &target {
         Target::Remote(client) => (client.get("/api/v1/health").await?, client.base.clone()),
         Target::Local => {
-            let runtime = ctx.runtime(ctx.open_store(false)?);
+            let runtime = ctx.runtime(ctx.open_store(false).await?).await?;
             let report = gleitzeit_server::check_health(&runtime, 0, Duration::ZERO, true).await;
             runtime.registry().shutdown().await;
             (

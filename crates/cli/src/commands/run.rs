@@ -84,8 +84,8 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
         );
     }
     let overrides = collect_inputs(args.inputs_file.as_deref(), &args.inputs)?;
-    let store = ctx.open_store(args.ephemeral)?;
-    let runtime = ctx.runtime(store);
+    let store = ctx.open_store(args.ephemeral).await?;
+    let runtime = ctx.runtime(store).await?;
 
     // Validate everything before running anything.
     let mut workflows = Vec::new();
@@ -134,8 +134,8 @@ pub async fn resume(ctx: &Context, args: ResumeArgs) -> Result<u8, GzError> {
         )
         .await;
     }
-    let store = ctx.open_store(false)?;
-    let runtime = ctx.runtime(store);
+    let store = ctx.open_store(false).await?;
+    let runtime = ctx.runtime(store).await?;
     let record = runtime.store().find_workflow(&args.id).await?;
     let code = execute(ctx, &runtime, &record.id, args.quiet, false).await?;
     runtime.registry().shutdown().await;
@@ -266,8 +266,8 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
         .with_hint(hint));
     }
     let workflow = single_task_workflow(format!("function {name}"), name, "function/call", params);
-    let store = ctx.open_store(args.ephemeral)?;
-    let runtime = ctx.runtime(store);
+    let store = ctx.open_store(args.ephemeral).await?;
+    let runtime = ctx.runtime(store).await?;
     let id = runtime.submit(workflow, None).await?;
     let outcome = runtime.run(&id, CancellationToken::new()).await?;
     let task = &outcome.tasks[0];
@@ -314,6 +314,7 @@ fn single_task_workflow(
             timeout: None,
             retry: RetryPolicy::default(),
             on_error: Default::default(),
+            requires: Default::default(),
         }],
     }
 }
@@ -351,8 +352,8 @@ async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
         "llm/chat"
     };
     let workflow = single_task_workflow(format!("{method} prompt"), "answer", method, params);
-    let store = ctx.open_store(args.ephemeral)?;
-    let runtime = ctx.runtime(store);
+    let store = ctx.open_store(args.ephemeral).await?;
+    let runtime = ctx.runtime(store).await?;
     let id = runtime.submit(workflow, None).await?;
     let mut events = runtime.subscribe();
     let json = ctx.global.json;

@@ -38,8 +38,15 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
             format!("--grace must be a number of seconds ≥ 0, not {grace}"),
         ));
     }
-    let store = ctx.open_store(false)?;
-    let runtime = ctx.runtime(store);
+    let store = ctx.open_store(false).await?;
+    let runtime = ctx.runtime(store).await?;
+    let cluster = if runtime.is_remote() {
+        Some(std::sync::Arc::new(
+            gleitzeit_cluster::admin::Admin::connect(&ctx.redis_url(), ctx.redis_prefix()).await?,
+        ))
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
         .map_err(|e| {
@@ -63,6 +70,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
             max_body_bytes: section.max_body_bytes,
             grace: Duration::from_secs_f64(grace),
             auth_required: !args.no_auth,
+            cluster: cluster.clone(),
         },
     );
     let resumed = if args.no_resume {
@@ -86,6 +94,11 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
     }
     let location = match ctx.backend() {
         "sqlite" => format!("sqlite {}", ctx.config.db_path().display()),
+        "redis" => format!(
+            "redis {} prefix {}",
+            gleitzeit_store::redact_url(&ctx.redis_url()),
+            ctx.redis_prefix()
+        ),
         other => other.to_string(),
     };
     // One line a script (or a test) can wait for.
@@ -97,13 +110,21 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
             resumed.join(", ")
         );
     }
+    if let Some(cluster) = &cluster {
+        let active = cluster
+            .nodes()
+            .await
+            .map(|n| n.iter().filter(|n| n.state == "active").count())
+            .unwrap_or(0);
+        println!("Scale-out: tasks run on worker nodes (`gleitzeit worker --backend redis`); {active} active now.");
+    }
     println!("API: http://{address}/api/v1  events: /api/v1/events  docs: /api/v1/openapi.json");
     server.serve(listener, shutdown_signal()).await?;
     println!("Server stopped.");
     Ok(output::EXIT_OK)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -134,7 +134,9 @@ pub async fn wait_remote(
     id: &str,
     quiet: bool,
 ) -> Result<u8, GzError> {
-    let mut stream = target.follow(ctx, Some(id.to_string()), None, Some(0))?;
+    let mut stream = target
+        .follow(ctx, Some(id.to_string()), None, Some(0))
+        .await?;
     let (tx, rx) = tokio::sync::broadcast::channel::<Event>(4096);
     let display = (!ctx.global.json && !quiet).then(|| Display::start(rx, id.to_string(), false));
     // A workflow that already finished has its final event in the history.
@@ -181,8 +183,8 @@ async fn submit_local(
         )
         .with_hint("Use `gleitzeit run FILE`, or start `gleitzeit serve` and submit to it."));
     }
-    let store = ctx.open_store(false)?;
-    let runtime = ctx.runtime(store);
+    let store = ctx.open_store(false).await?;
+    let runtime = ctx.runtime(store).await?;
     let workflow = match parse::load(text, file, runtime.registry(), overrides) {
         Ok(workflow) => workflow,
         Err(diagnostics) => {

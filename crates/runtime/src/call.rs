@@ -1,0 +1,141 @@
+//! One provider call of one task attempt, and where it runs: in this process
+//! (the default) or on worker nodes through a [`RemoteExecutor`] (scale-out).
+//! Both paths answer with the same `Result<Value, GzError>`, so the run loop
+//! does not know which one it used.
+
+use crate::Runtime;
+use async_trait::async_trait;
+use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::{ErrorCode, GzError, Requires};
+use gleitzeit_providers::{CallContext, ProviderEvent};
+use gleitzeit_store::now_ms;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a process needs to run one attempt of a task: parameters with
+/// every reference resolved, so no other task's data is needed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCall {
+    pub workflow_id: String,
+    pub task_id: String,
+    pub task_name: String,
+    pub attempt: u32,
+    pub method: String,
+    pub params: Value,
+    /// Seconds per attempt, enforced where the call runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Requires::is_empty")]
+    pub requires: Requires,
+}
+
+impl TaskCall {
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout_s
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(Duration::from_secs_f64)
+    }
+}
+
+/// Runs task calls somewhere else (worker nodes). The returned future resolves
+/// with the call's result once it is recorded where the executor keeps results;
+/// dropping it (cancel) asks the executor to stop the call.
+#[async_trait]
+pub trait RemoteExecutor: Send + Sync {
+    async fn execute(&self, call: TaskCall) -> Result<Value, GzError>;
+    /// The workflow reached a terminal state and its results are in the store:
+    /// whatever the executor kept for it may go.
+    async fn workflow_finished(&self, workflow_id: &str);
+}
+
+impl Runtime {
+    /// Runs one call with this process's providers: its timeout and cancel
+    /// token apply, and streamed tokens and output lines are stored (and
+    /// flushed before this returns, so they precede the task's result).
+    pub async fn call_here(
+        &self,
+        call: TaskCall,
+        cancel: CancellationToken,
+    ) -> Result<Value, GzError> {
+        let timeout = call.timeout();
+        let streamed = Arc::new(AtomicBool::new(false));
+        let sink: gleitzeit_providers::EventSink = {
+            let rt = self.clone();
+            let streamed = streamed.clone();
+            let workflow_id = call.workflow_id.clone();
+            let task_id = call.task_id.clone();
+            let task_name = call.task_name.clone();
+            let attempt = call.attempt;
+            Arc::new(move |event: ProviderEvent| {
+                let (kind, data) = match event {
+                    ProviderEvent::Token { text } => (
+                        events::LLM_TOKEN,
+                        json!({"task_id": task_id, "task_name": task_name, "attempt": attempt, "token": text}),
+                    ),
+                    ProviderEvent::Log { line } => (
+                        events::TASK_OUTPUT,
+                        json!({"task_id": task_id, "task_name": task_name, "attempt": attempt, "line": line}),
+                    ),
+                };
+                streamed.store(true, Ordering::Relaxed);
+                rt.live.send(
+                    &rt.store,
+                    &rt.events,
+                    Event {
+                        seq: 0,
+                        kind: kind.to_string(),
+                        workflow_id: workflow_id.clone(),
+                        at_ms: now_ms(),
+                        data,
+                    },
+                );
+            })
+        };
+        let ctx = CallContext {
+            workflow_id: call.workflow_id.clone(),
+            task_id: call.task_id.clone(),
+            attempt: call.attempt,
+            timeout,
+            cancel: cancel.clone(),
+            events: Some(sink),
+        };
+        let outcome = match self.registry.for_method(&call.method).cloned() {
+            None => Err(GzError::new(
+                ErrorCode::ProviderUnavailable,
+                format!(
+                    "no provider for `{}` is enabled in this process",
+                    call.method
+                ),
+            )),
+            Some(provider) => {
+                tokio::select! {
+                    result = provider.call(&call.method, call.params, &ctx) => result,
+                    _ = cancel.cancelled() => Err(GzError::new(ErrorCode::TaskCancelled, "cancelled")),
+                    _ = sleep_or_forever(timeout) => Err(GzError::new(
+                        ErrorCode::TaskTimeout,
+                        format!(
+                            "task `{}` exceeded its timeout of {:.1} s",
+                            call.task_id,
+                            timeout.unwrap_or_default().as_secs_f64()
+                        ),
+                    )),
+                }
+            }
+        };
+        if streamed.load(Ordering::Relaxed) {
+            self.live.flush(&self.store, &self.events).await;
+        }
+        outcome
+    }
+}
+
+async fn sleep_or_forever(timeout: Option<Duration>) {
+    match timeout {
+        Some(t) => tokio::time::sleep(t).await,
+        None => std::future::pending().await,
+    }
+}
