@@ -40,6 +40,9 @@ pub struct ServerSection {
     pub max_body_bytes: usize,
     /// Seconds shutdown waits for tasks in flight to be recorded.
     pub grace_seconds: f64,
+    /// Scale-out: seconds without a heartbeat after which a worker node is
+    /// marked lost (GLEITZEIT_NODE_TIMEOUT).
+    pub node_timeout_seconds: f64,
 }
 
 impl Default for ServerSection {
@@ -50,6 +53,7 @@ impl Default for ServerSection {
             url: None,
             max_body_bytes: 4 * 1024 * 1024,
             grace_seconds: 30.0,
+            node_timeout_seconds: 10.0,
         }
     }
 }
@@ -264,6 +268,21 @@ impl Config {
         }
         if let Some(url) = var("GLEITZEIT_REDIS_URL").or_else(|| var("REDIS_URL")) {
             self.persistence.redis.url = Some(url);
+        }
+        if let Some(timeout) = var("GLEITZEIT_NODE_TIMEOUT") {
+            self.server.node_timeout_seconds = timeout
+                .parse::<f64>()
+                .ok()
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .ok_or_else(|| {
+                    GzError::new(
+                        ErrorCode::ConfigInvalid,
+                        format!(
+                            "GLEITZEIT_NODE_TIMEOUT={timeout} is not a number of seconds above 0"
+                        ),
+                    )
+                    .at("environment")
+                })?;
         }
         if let Some(prefix) = var("GLEITZEIT_REDIS_PREFIX") {
             self.persistence.redis.prefix = prefix;

@@ -196,7 +196,11 @@ impl Context {
             &self.redis_url(),
             self.redis_prefix(),
             store.clone(),
-            gleitzeit_cluster::DispatchOptions::default(),
+            gleitzeit_cluster::DispatchOptions {
+                node_timeout: std::time::Duration::from_secs_f64(
+                    self.config.server.node_timeout_seconds.max(0.1),
+                ),
+            },
             tokio_util::sync::CancellationToken::new(),
         )
         .await?;

@@ -430,20 +430,20 @@ impl Worker {
         deliveries: u64,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
-        let message = match serde_json::from_str::<TaskMessage>(&payload) {
-            Ok(m) if m.v == PROTOCOL_VERSION => m,
-            Ok(m) => {
-                let reason = format!(
-                    "queue protocol {} (this worker speaks {PROTOCOL_VERSION})",
-                    m.v
-                );
-                self.bury(&stream, &entry_id, &payload, deliveries, reason, None)
-                    .await;
-                drop(permit);
-                return;
-            }
-            Err(e) => {
-                let reason = format!("unreadable entry: {e}");
+        // The version first: an entry of another version may not parse at all.
+        let version = serde_json::from_str::<serde_json::Value>(&payload)
+            .ok()
+            .and_then(|v| v.get("v").and_then(serde_json::Value::as_u64));
+        let parsed = match version {
+            Some(v) if v != u64::from(PROTOCOL_VERSION) => Err(format!(
+                "queue protocol {v} (this worker speaks {PROTOCOL_VERSION})"
+            )),
+            _ => serde_json::from_str::<TaskMessage>(&payload)
+                .map_err(|e| format!("unreadable entry: {e}")),
+        };
+        let message = match parsed {
+            Ok(message) => message,
+            Err(reason) => {
                 self.bury(&stream, &entry_id, &payload, deliveries, reason, None)
                     .await;
                 drop(permit);

@@ -1,0 +1,576 @@
+//! Scale-out end to end: a real Redis, `gleitzeit serve --backend redis` and
+//! real `gleitzeit worker` processes. Workers are killed with SIGKILL in the
+//! middle of a workflow, the server is killed and restarted, tasks kill the
+//! workers that run them — and every task still ends with exactly one
+//! recorded result.
+//!
+//! Redis: GLEITZEIT_TEST_REDIS_URL, default redis://127.0.0.1:6379 (the test
+//! script starts one if nothing answers). Each test works under its own key
+//! prefix and deletes its keys at the end.
+
+mod common;
+use common::Env;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn redis_url() -> String {
+    std::env::var("GLEITZEIT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn redis() -> redis::Connection {
+    let client = redis::Client::open(redis_url()).expect("Redis URL");
+    client.get_connection().unwrap_or_else(|e| {
+        panic!(
+            "these tests need Redis at {} ({e}); start one with `redis-server` or set GLEITZEIT_TEST_REDIS_URL",
+            redis_url()
+        )
+    })
+}
+
+struct Cluster {
+    env: Env,
+    prefix: String,
+    server: Option<Child>,
+    url: String,
+    workers: Vec<Child>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let _ = redis();
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        Cluster {
+            env: Env::new(),
+            prefix: format!("gz-test-{}", &tag[..12]),
+            server: None,
+            url: String::new(),
+            workers: Vec::new(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = self.env.command();
+        cmd.env("REDIS_URL", redis_url())
+            .env("GLEITZEIT_REDIS_PREFIX", &self.prefix)
+            .env("GLEITZEIT_BACKEND", "redis")
+            .env("GLEITZEIT_NODE_TIMEOUT", "2");
+        cmd
+    }
+
+    /// Runs a client command against the server (or Redis when none runs).
+    fn run(&self, args: &[&str]) -> common::Run {
+        let mut cmd = self.command();
+        if !self.url.is_empty() {
+            cmd.args(["--server", &self.url]);
+        }
+        common::Run::from(cmd.args(args).output().expect("run gleitzeit"))
+    }
+
+    fn start_server(&mut self) {
+        let mut child = self
+            .command()
+            .args(["serve", "--port", "0", "--no-auth"])
+            .stdout(Stdio::piped())
+            .stderr(log_file(&self.env, "server.log"))
+            .spawn()
+            .expect("start server");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().expect("a first line").expect("read line");
+        self.url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in `{first}`"))
+            .to_string();
+        std::thread::spawn(move || for _ in lines {});
+        self.server = Some(child);
+    }
+
+    fn kill_server(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a worker and waits for its "joined" line.
+    fn spawn_worker(&self, args: &[&str]) -> Child {
+        let mut child = self
+            .command()
+            .arg("worker")
+            .args(["--heartbeat", "0.2", "--reclaim-after", "1"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log_file(&self.env, "workers.log"))
+            .spawn()
+            .expect("start worker");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().expect("a first line").expect("read line");
+        assert!(
+            first.starts_with("Worker "),
+            "unexpected first line `{first}`"
+        );
+        std::thread::spawn(move || for _ in lines {});
+        child
+    }
+
+    fn add_worker(&mut self, args: &[&str]) {
+        let child = self.spawn_worker(args);
+        self.workers.push(child);
+    }
+
+    fn submit(&self, yaml: &str) -> String {
+        let file = self.env.write(
+            &format!("flow-{}.yaml", uuid::Uuid::new_v4().simple()),
+            yaml,
+        );
+        let out = self.run(&["submit", file.to_str().unwrap(), "--json"]).ok();
+        out.json()["workflow_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no workflow_id in {}", out.stdout))
+            .to_string()
+    }
+
+    fn workflow(&self, id: &str) -> Value {
+        self.run(&["get", id, "--json"]).ok().json()
+    }
+
+    /// Waits until the workflow is finished; returns it.
+    fn wait_finished(&self, id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let run = self.run(&["get", id, "--json"]);
+            if run.code == 0 {
+                let view = run.json();
+                if matches!(
+                    view["state"].as_str(),
+                    Some("completed" | "failed" | "cancelled")
+                ) {
+                    return view;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workflow {id} did not finish in {limit:?}; server log:\n{}\nworkers log:\n{}",
+                std::fs::read_to_string(self.env.path("server.log")).unwrap_or_default(),
+                tail(&std::fs::read_to_string(self.env.path("workers.log")).unwrap_or_default())
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// task id → how many `task_completed` events the store holds for it.
+    fn completions(&self, id: &str) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        let mut after = 0u64;
+        loop {
+            let url = format!(
+                "{}/api/v1/workflows/{id}/events?after={after}&limit=1000",
+                self.url
+            );
+            let page: Value = runtime()
+                .block_on(async { reqwest::get(&url).await.unwrap().json().await.unwrap() });
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                return counts;
+            }
+            for event in &events {
+                after = event["seq"].as_u64().unwrap();
+                if event["type"] == "task_completed" {
+                    let task = event["data"]["task_id"].as_str().unwrap().to_string();
+                    *counts.entry(task).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn nodes(&self) -> Vec<Value> {
+        self.run(&["nodes", "--json"]).ok().json()["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_server();
+        let mut conn = redis();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        }
+    }
+}
+
+fn log_file(env: &Env, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.path(name))
+        .expect("log file")
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `n` independent Python tasks; task `tI` returns I * 3 after `pause` s.
+fn fan_yaml(n: usize, pause: f64, requires: &str) -> String {
+    let mut yaml = String::from("name: fan\ntasks:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - id: t{i}\n    method: python/execute\n{requires}    parameters:\n      code: |\n        import time\n        time.sleep({pause})\n        result = {i} * 3\n"
+        ));
+    }
+    yaml
+}
+
+fn assert_exactly_once(cluster: &Cluster, id: &str, view: &Value, n: usize) {
+    assert_eq!(view["state"], "completed", "{view}");
+    let tasks = view["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), n);
+    for task in tasks {
+        let i: i64 = task["id"].as_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(task["state"], "completed", "{task}");
+        assert_eq!(task["result"], i * 3, "{task}");
+    }
+    let completions = cluster.completions(id);
+    assert_eq!(completions.len(), n, "every task has a recorded result");
+    let twice: Vec<_> = completions.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "results recorded more than once: {twice:?}"
+    );
+}
+
+#[test]
+fn workers_killed_every_200ms_lose_no_task_and_record_each_result_once() {
+    let mut cluster = Cluster::new();
+    cluster.start_server();
+    for _ in 0..3 {
+        cluster.add_worker(&["--concurrency", "4", "--max-deliveries", "20"]);
+    }
+    let id = cluster.submit(&fan_yaml(2_000, 0.01, ""));
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let victim = (rng % 3) as usize;
+        let _ = cluster.workers[victim].kill();
+        let _ = cluster.workers[victim].wait();
+        cluster.workers[victim] =
+            cluster.spawn_worker(&["--concurrency", "4", "--max-deliveries", "20"]);
+    }
+    let view = cluster.wait_finished(&id, Duration::from_secs(300));
+    assert_exactly_once(&cluster, &id, &view, 2_000);
+    // The killed nodes are noticed (no heartbeat for 2 s) and announced.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lost = cluster
+            .nodes()
+            .iter()
+            .filter(|n| n["state"] == "lost")
+            .count();
+        if lost == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{lost} of 20 killed workers marked lost"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = cluster
+        .run(&["events", "--types", "node_left", "-n", "1000000", "--json"])
+        .ok();
+    assert_eq!(out.stdout.lines().count(), 20, "{}", out.stdout);
+}
+
+#[test]
+fn server_restart_while_workers_keep_running() {
+    let mut cluster = Cluster::new();
+    cluster.start_server();
+    cluster.add_worker(&["--concurrency", "4"]);
+    cluster.add_worker(&["--concurrency", "4"]);
+    let id = cluster.submit(&fan_yaml(300, 0.02, ""));
+    // Kill the scheduler once some tasks are done, with work still queued.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = cluster.workflow(&id);
+        let done = view["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "completed")
+            .count();
+        if done >= 30 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {view}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.kill_server();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start_server();
+    let view = cluster.wait_finished(&id, Duration::from_secs(120));
+    assert_exactly_once(&cluster, &id, &view, 300);
+}
+
+#[test]
+fn requires_routes_tasks_only_to_matching_workers() {
+    let mut cluster = Cluster::new();
+    cluster.start_server();
+    cluster.add_worker(&["--id", "gpu-node", "--gpu"]);
+    cluster.add_worker(&["--id", "eu-node", "--labels", "region=eu,tier=large"]);
+    cluster.add_worker(&["--id", "plain-node"]);
+    let completed = |cluster: &Cluster| -> HashMap<String, u64> {
+        cluster
+            .nodes()
+            .iter()
+            .map(|n| {
+                (
+                    n["id"].as_str().unwrap().to_string(),
+                    n["completed"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let gpu = cluster.submit(&fan_yaml(8, 0.0, "    requires: {gpu: true}\n"));
+    assert_eq!(
+        cluster.wait_finished(&gpu, Duration::from_secs(60))["state"],
+        "completed"
+    );
+    let eu = cluster.submit(&fan_yaml(
+        8,
+        0.0,
+        "    requires:\n      labels: {region: eu}\n",
+    ));
+    assert_eq!(
+        cluster.wait_finished(&eu, Duration::from_secs(60))["state"],
+        "completed"
+    );
+    std::thread::sleep(Duration::from_millis(600)); // a heartbeat carries the counts
+    let counts = completed(&cluster);
+    assert_eq!(counts["gpu-node"], 8, "{counts:?}");
+    assert_eq!(counts["eu-node"], 8, "{counts:?}");
+    assert_eq!(counts["plain-node"], 0, "{counts:?}");
+
+    // Nobody offers gpu + region=us: the task waits, then runs on the node
+    // that joins with both.
+    let us = cluster.submit(&fan_yaml(
+        1,
+        0.0,
+        "    requires: {gpu: true, labels: {region: us}}\n",
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cluster.workflow(&us)["state"], "running");
+    cluster.add_worker(&["--id", "us-gpu-node", "--gpu", "--labels", "region=us"]);
+    assert_eq!(
+        cluster.wait_finished(&us, Duration::from_secs(60))["state"],
+        "completed"
+    );
+    let node = cluster
+        .run(&["inspect", "node", "us-gpu-node", "--json"])
+        .ok()
+        .json();
+    assert_eq!(node["labels"]["region"], "us");
+    assert_eq!(node["gpu"], true);
+}
+
+#[test]
+fn a_task_that_kills_its_workers_goes_to_the_dead_letters_and_can_be_retried() {
+    let mut cluster = Cluster::new();
+    cluster.start_server();
+    let marker = cluster.env.path("fixed");
+    let yaml = format!(
+        "name: poison\ntasks:\n  - id: ok\n    method: python/execute\n    parameters:\n      code: result = 1\n  - id: boom\n    method: python/execute\n    parameters:\n      code: |\n        import os, signal\n        if not os.path.exists({marker:?}):\n            os.kill(os.getppid(), signal.SIGKILL)\n        result = 'survived'\n",
+        marker = marker.display().to_string()
+    );
+    let worker_args = ["--max-deliveries", "2"];
+    cluster.add_worker(&worker_args);
+    let id = cluster.submit(&yaml);
+    // Keep one worker alive: restart it whenever the poison task kills it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let view = loop {
+        if let Ok(Some(_)) = cluster.workers[0].try_wait() {
+            cluster.workers[0] = cluster.spawn_worker(&worker_args);
+        }
+        let view = cluster.workflow(&id);
+        if view["state"] != "running" && view["state"] != "pending" {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "poison workflow did not finish: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(view["state"], "failed", "{view}");
+    let boom = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "boom")
+        .unwrap();
+    assert_eq!(boom["error"]["code"], "GZ1006", "{boom}");
+    let letters = cluster.run(&["dead-letters", "list", "--json"]).ok().json();
+    let letters = letters["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["task_id"], "boom");
+    assert_eq!(letters[0]["deliveries"], 3);
+    assert_eq!(
+        letters[0]["holders"].as_array().unwrap().len(),
+        2,
+        "{letters:?}"
+    );
+    let text = cluster.run(&["dead-letters", "list"]).ok().stdout;
+    assert!(text.contains("boom") && text.contains("held by"), "{text}");
+
+    // Fixed: retry reopens the workflow and the server runs it to the end.
+    std::fs::write(&marker, "").unwrap();
+    let entry = letters[0]["id"].as_str().unwrap();
+    let out = cluster.run(&["dead-letters", "retry", entry]).ok().stdout;
+    assert!(out.contains("resumed"), "{out}");
+    let view = cluster.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(view["state"], "completed", "{view}");
+    let boom = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "boom")
+        .unwrap();
+    assert_eq!(boom["result"], "survived");
+    let letters = cluster.run(&["dead-letters", "list", "--json"]).ok().json();
+    assert_eq!(letters["dead_letters"].as_array().unwrap().len(), 0);
+    // Unknown ids are an error with a hint, not a crash.
+    let missing = cluster.run(&["dead-letters", "drop", "0-0"]).code(2);
+    assert!(
+        missing.stderr.contains("dead-letters list"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn malformed_queue_entries_go_to_the_dead_letters_and_nothing_crashes() {
+    let mut cluster = Cluster::new();
+    cluster.start_server();
+    cluster.add_worker(&[]);
+    let stream = format!("{}:q:python", cluster.prefix);
+    let mut conn = redis();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}:queues", cluster.prefix))
+        .arg(&stream)
+        .arg(r#"{"protocol":"python"}"#)
+        .query(&mut conn)
+        .unwrap();
+    for payload in ["not json", r#"{"v":99,"call":{}}"#] {
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("m")
+            .arg(payload)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let letters = loop {
+        let letters = cluster.run(&["dead-letters", "list", "--json"]).ok().json()["dead_letters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if letters.len() == 2 || Instant::now() > deadline {
+            break letters;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(letters
+        .iter()
+        .any(|l| l["reason"].as_str().unwrap().contains("unreadable")));
+    assert!(letters
+        .iter()
+        .any(|l| l["reason"].as_str().unwrap().contains("protocol 99")));
+    // An unreadable entry cannot be retried, only dropped.
+    let id = letters[0]["id"].as_str().unwrap().to_string();
+    let refused = cluster.run(&["dead-letters", "retry", &id]);
+    assert_ne!(refused.code, 0);
+    cluster.run(&["dead-letters", "drop", &id]).ok();
+    // The cluster still works.
+    let wf = cluster.submit(&fan_yaml(3, 0.0, ""));
+    assert_eq!(
+        cluster.wait_finished(&wf, Duration::from_secs(60))["state"],
+        "completed"
+    );
+}
+
+#[test]
+fn a_worker_of_another_protocol_version_is_refused() {
+    let cluster = Cluster::new();
+    let mut conn = redis();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}:cluster", cluster.prefix))
+        .arg("protocol")
+        .arg("999")
+        .query(&mut conn)
+        .unwrap();
+    let out = cluster.run(&["worker"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("GZ1007"), "{}", out.stderr);
+    assert!(out.stderr.contains("999"), "{}", out.stderr);
+}
+
+#[test]
+fn unreachable_redis_is_a_clear_error_without_the_password() {
+    let env = Env::new();
+    for args in [
+        vec!["--backend", "redis", "list"],
+        vec!["worker"],
+        vec!["--backend", "redis", "nodes"],
+    ] {
+        let out = env
+            .command()
+            .args(["--redis-url", "redis://:hunter2@127.0.0.1:1/0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let out = common::Run::from(out);
+        assert_eq!(out.code, 3, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("GZ1001"), "{}", out.stderr);
+        assert!(out.stderr.contains("127.0.0.1:1"), "{}", out.stderr);
+        assert!(
+            !out.stderr.contains("hunter2"),
+            "password leaked: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn nodes_without_scale_out_says_how_to_get_there() {
+    let env = Env::new();
+    let out = env.run(&["nodes"]).ok();
+    assert!(out.stdout.contains("gleitzeit worker"), "{}", out.stdout);
+    let out = env.run(&["inspect", "node", "n1"]).code(2);
+    assert!(out.stderr.contains("--backend redis"), "{}", out.stderr);
+}
