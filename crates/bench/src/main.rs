@@ -5,9 +5,10 @@
 //! `bench/results/latest.json`. Each scenario runs several times; the median is
 //! reported so one slow run does not decide the number.
 //!
-//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead. A full run with
+//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, cluster. A full run with
 //! `--only` replaces just those scenarios' entries in `latest.json`.
 
+mod cluster;
 mod http;
 mod llm;
 mod peer;
@@ -152,7 +153,9 @@ fn scenario(
 }
 
 /// Scenario names `--only` accepts.
-const SCENARIOS: &[&str] = &["chain", "fanout", "python", "http", "llm", "overhead"];
+const SCENARIOS: &[&str] = &[
+    "chain", "fanout", "python", "http", "llm", "overhead", "cluster",
+];
 
 struct Options {
     quick: bool,
@@ -261,6 +264,9 @@ fn main() -> Result<()> {
     }
     if wants("http") {
         results.push(http::run(&binary, dir.path(), http_n)?);
+    }
+    if wants("cluster") {
+        results.extend(cluster::run(&binary, dir.path(), quick)?);
     }
     if wants("overhead") && !quick {
         // Kept alive for the scenario: the peer runs on this runtime.

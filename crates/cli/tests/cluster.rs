@@ -21,7 +21,11 @@ fn redis_url() -> String {
 }
 
 fn redis() -> redis::Connection {
-    let client = redis::Client::open(redis_url()).expect("Redis URL");
+    redis_at(&redis_url())
+}
+
+fn redis_at(url: &str) -> redis::Connection {
+    let client = redis::Client::open(url).expect("Redis URL");
     client.get_connection().unwrap_or_else(|e| {
         panic!(
             "these tests need Redis at {} ({e}); start one with `redis-server` or set GLEITZEIT_TEST_REDIS_URL",
@@ -32,6 +36,7 @@ fn redis() -> redis::Connection {
 
 struct Cluster {
     env: Env,
+    redis_url: String,
     prefix: String,
     server: Option<Child>,
     url: String,
@@ -40,10 +45,15 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
-        let _ = redis();
+        Cluster::on(&redis_url())
+    }
+
+    fn on(redis_url: &str) -> Cluster {
+        let _ = redis_at(redis_url);
         let tag = uuid::Uuid::new_v4().simple().to_string();
         Cluster {
             env: Env::new(),
+            redis_url: redis_url.to_string(),
             prefix: format!("gz-test-{}", &tag[..12]),
             server: None,
             url: String::new(),
@@ -53,7 +63,7 @@ impl Cluster {
 
     fn command(&self) -> Command {
         let mut cmd = self.env.command();
-        cmd.env("REDIS_URL", redis_url())
+        cmd.env("REDIS_URL", &self.redis_url)
             .env("GLEITZEIT_REDIS_PREFIX", &self.prefix)
             .env("GLEITZEIT_BACKEND", "redis")
             .env("GLEITZEIT_NODE_TIMEOUT", "2");
@@ -201,7 +211,9 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
         self.kill_server();
-        let mut conn = redis();
+        let Ok(mut conn) = redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection()) else {
+            return;
+        };
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query(&mut conn)
@@ -333,6 +345,97 @@ fn server_restart_while_workers_keep_running() {
     std::thread::sleep(Duration::from_millis(500));
     cluster.start_server();
     let view = cluster.wait_finished(&id, Duration::from_secs(120));
+    assert_exactly_once(&cluster, &id, &view, 300);
+}
+
+/// A Redis of the test's own that keeps its data on disk (AOF, fsync on
+/// every write), so it can be killed and come back with everything it
+/// acknowledged.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = OwnRedis {
+            child: Command::new("true").spawn().unwrap(),
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (the test script installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis::Client::open(self.url().as_str())
+            .and_then(|c| c.get_connection())
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn redis_going_away_mid_run_loses_nothing_and_records_nothing_twice() {
+    let mut redis = OwnRedis::start();
+    let mut cluster = Cluster::on(&redis.url());
+    cluster.start_server();
+    cluster.add_worker(&["--concurrency", "4"]);
+    cluster.add_worker(&["--concurrency", "4"]);
+    let id = cluster.submit(&fan_yaml(300, 0.02, ""));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = cluster.workflow(&id)["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "completed")
+            .count();
+        if done >= 30 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Redis dies; server and workers wait it out with backoff.
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.restart();
+    let view = cluster.wait_finished(&id, Duration::from_secs(180));
     assert_exactly_once(&cluster, &id, &view, 300);
 }
 

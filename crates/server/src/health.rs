@@ -25,18 +25,45 @@ pub struct HealthReport {
     /// Per provider: status, reason and detail (LLM endpoints, interpreter).
     #[schema(value_type = Object)]
     pub providers: BTreeMap<String, ProviderHealth>,
+    /// Scale-out only: worker nodes by state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub nodes: Option<serde_json::Value>,
 }
 
 /// `quick` skips the provider checks (which may contact LLM endpoints and
 /// start interpreters): what a client needs to tell that a server answers.
 pub(crate) async fn report(state: &AppState, quick: bool) -> HealthReport {
-    check(
+    let mut report = check(
         &state.runtime,
         state.runs.active_count(),
         state.started.elapsed(),
         !quick,
     )
-    .await
+    .await;
+    if let Some(cluster) = &state.config.cluster {
+        match cluster.nodes().await {
+            Ok(nodes) => {
+                let count = |s: &str| nodes.iter().filter(|n| n.state == s).count();
+                let active = count("active");
+                if active == 0 {
+                    report.status = report.status.max(HealthStatus::Degraded);
+                    report.reasons.push(
+                        "no active worker nodes: tasks wait in the queue (start `gleitzeit worker`)"
+                            .into(),
+                    );
+                }
+                report.nodes = Some(serde_json::json!({
+                    "active": active, "lost": count("lost"), "left": count("left"),
+                }));
+            }
+            Err(error) => {
+                report.status = HealthStatus::Unhealthy;
+                report.reasons.push(format!("cluster: {error}"));
+            }
+        }
+    }
+    report
 }
 
 /// The verdict for a runtime: a server's, or the local one `gleitzeit health`
@@ -89,5 +116,6 @@ pub async fn check(
         active_workflows,
         store,
         providers,
+        nodes: None,
     }
 }
