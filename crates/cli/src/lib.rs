@@ -109,6 +109,9 @@ pub enum Command {
     /// API keys and users for `serve`: init, login, status, logout, users, keys, audit
     #[command(subcommand)]
     Auth(commands::auth::AuthCommand),
+    /// Stored results of tasks with `cache:`: clear, stats
+    #[command(subcommand)]
+    Cache(commands::cache::CacheCommand),
     /// Workflow commands under one name (seed 002): submit, status, list, get, cancel, resume
     #[command(subcommand)]
     Workflow(WorkflowCommand),

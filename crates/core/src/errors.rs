@@ -208,6 +208,12 @@ registry! {
         "Task not found in this workflow", "`gleitzeit get WORKFLOW_ID` lists the workflow's task ids.";
     InvalidInput = 3024, Workflow, Medium, false,
         "Workflow input is invalid", "Pass inputs as --input key=value (values are parsed as JSON when they can be) or --inputs FILE.";
+    InvalidCondition = 3025, Workflow, Medium, false,
+        "`when` condition is invalid", "Write conditions like `${check.result} == true and ${inputs.n} > 3`: references, quoted text, numbers, true/false/null, [lists], ==, !=, <, <=, >, >=, in, not in, and, or, not, parentheses.";
+    ConditionFailed = 3026, Workflow, Medium, false,
+        "`when` condition could not be evaluated", "Ordering (<, >) needs two numbers or two texts and `in` needs a list, text or object on the right; convert the value in an upstream task or use `| default(…)`.";
+    InvalidForEach = 3027, Workflow, Medium, false,
+        "`for_each` is not a list", "Give `for_each` an inline list, `range(N)`, or one reference (`${task.result}`) to a list.";
 
     AuthRequired = 4001, Auth, High, false,
         "Authentication required", "Pass an API key with --api-key, GLEITZEIT_API_KEY or `gleitzeit auth login`.";

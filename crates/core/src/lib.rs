@@ -6,6 +6,7 @@
 
 pub mod errors;
 pub mod events;
+pub mod expr;
 pub mod model;
 pub mod parse;
 pub mod refs;
@@ -14,5 +15,5 @@ pub mod yaml;
 
 pub use errors::{ErrorCode, GzError};
 pub use model::{
-    OnError, Priority, Requires, RetryPolicy, TaskSpec, TaskState, Workflow, WorkflowState,
+    CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy, TaskSpec, TaskState, Workflow, WorkflowState,
 };

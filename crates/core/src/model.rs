@@ -71,7 +71,79 @@ pub struct TaskSpec {
     /// What a worker node must offer to run this task (scale-out only).
     #[serde(default, skip_serializing_if = "Requires::is_empty")]
     pub requires: Requires,
+    /// `when:` condition as written (see `expr`); validated at load, evaluated
+    /// by the runtime when the task becomes ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// What a skipped dependency means for this task.
+    #[serde(default, skip_serializing_if = "OnSkip::is_skip")]
+    pub on_skip: OnSkip,
+    /// Fan-out: one call per item, results gathered in item order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEach>,
+    /// Instances of a `for_each` task running at once (default: the provider's
+    /// concurrency limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
+    /// Reuse a stored result of the same call (`cache:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
 }
+
+/// `cache: true` or `cache: {ttl: 1h, key: "…"}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CachePolicy {
+    /// Seconds an entry stays usable; `None`: until `gleitzeit cache clear`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<f64>,
+    /// A template (references allowed) that replaces the parameters in the
+    /// key, for calls whose parameters vary in ways that do not matter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// What a task does when a dependency was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSkip {
+    /// The task is skipped too (and so are its dependants).
+    #[default]
+    Skip,
+    /// The task runs; the skipped dependency's `${T.result}` is null.
+    Run,
+}
+
+impl OnSkip {
+    pub const NAMES: &'static [&'static str] = &["skip", "run"];
+
+    pub fn parse(text: &str) -> Option<OnSkip> {
+        match text.to_ascii_lowercase().as_str() {
+            "skip" => Some(OnSkip::Skip),
+            "run" => Some(OnSkip::Run),
+            _ => None,
+        }
+    }
+
+    fn is_skip(&self) -> bool {
+        *self == OnSkip::Skip
+    }
+}
+
+/// The list a `for_each` task fans out over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForEach {
+    /// An inline YAML list.
+    Items(Vec<serde_json::Value>),
+    /// One reference (`${task.result}`), resolved when the task starts; it must
+    /// be a list then.
+    Ref(String),
+    /// `range(n)`: 0, 1, …, n-1. `n` is a number or one reference to a number.
+    Range(serde_json::Value),
+}
+
+/// Upper bound on a fan-out, so a wrong reference cannot start a billion calls.
+pub const MAX_FOR_EACH_ITEMS: usize = 1_000_000;
 
 /// Placement constraints: only worker nodes with a GPU (when `gpu`) and with
 /// every listed label run the task. A single-process run ignores them.

@@ -2,7 +2,11 @@
 //! problem at once with its line and column.
 
 use crate::errors::{ErrorCode, GzError};
-use crate::model::{Backoff, OnError, Priority, Requires, RetryPolicy, TaskSpec, Workflow};
+use crate::expr;
+use crate::model::{
+    Backoff, CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy, TaskSpec, Workflow,
+    MAX_FOR_EACH_ITEMS,
+};
 use crate::refs::{self, Root};
 use crate::yaml::{self, Node, NodeKind, Pos, Scalar};
 use serde_json::{Map, Value};
@@ -87,10 +91,15 @@ const TASK_KEYS: &[&str] = &[
     "retry",
     "on_error",
     "requires",
+    "when",
+    "on_skip",
+    "for_each",
+    "max_parallel",
+    "cache",
 ];
 /// Keys of later features: named so the error says "not supported yet" rather
 /// than "unknown".
-const FUTURE_TASK_KEYS: &[&str] = &["when", "for_each", "cache", "max_parallel", "on_skip"];
+const FUTURE_TASK_KEYS: &[&str] = &[];
 const DEFAULTS_KEYS: &[&str] = &[
     "model",
     "timeout",
@@ -534,6 +543,144 @@ struct RawTask<'n> {
     pos: Pos,
     deps: Vec<(String, Pos)>,
     params_node: Option<&'n Node>,
+    /// Where `when:` and `for_each:` stand, for errors in their references.
+    when_pos: Pos,
+    for_each_pos: Pos,
+    cache_pos: Pos,
+}
+
+/// A duration: seconds as a number, or a number with a unit (`500ms`, `90s`,
+/// `15m`, `1h`, `7d`), or several of them (`1h30m`).
+pub fn parse_duration(text: &str) -> Option<f64> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Some(seconds).filter(|s| s.is_finite() && *s >= 0.0);
+    }
+    let mut total = 0.0;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match rest[..unit_len].trim() {
+            "ms" => 0.001,
+            "s" | "sec" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return None,
+        };
+        total += number * factor;
+        rest = &rest[unit_len..];
+    }
+    Some(total).filter(|t: &f64| t.is_finite())
+}
+
+/// `cache: true | false | {ttl: 1h, key: "…"}`.
+fn parse_cache(ctx: &mut Ctx, node: &Node) -> Option<CachePolicy> {
+    match &node.kind {
+        NodeKind::Scalar(Scalar::Bool(true)) => return Some(CachePolicy::default()),
+        NodeKind::Scalar(Scalar::Bool(false)) => return None,
+        NodeKind::Map(map) => ctx.check_keys(map, &["ttl", "key"], "cache"),
+        _ => {
+            ctx.wrong_type(node, "cache", "true, false or a mapping like {ttl: 1h}");
+            return None;
+        }
+    }
+    let mut policy = CachePolicy::default();
+    if let Some(ttl) = node.get("ttl") {
+        let seconds = match &ttl.kind {
+            NodeKind::Scalar(Scalar::Str(s)) => parse_duration(s),
+            _ => number(ttl).filter(|n| n.is_finite() && *n >= 0.0),
+        };
+        match seconds {
+            Some(s) if s > 0.0 => policy.ttl = Some(s),
+            _ => ctx.push(
+                ErrorCode::InvalidValue,
+                ttl.pos,
+                format!(
+                    "cache.ttl must be a positive duration, not `{}`",
+                    ttl.key_text().unwrap_or_default()
+                ),
+                Some("Write seconds (3600) or a duration: 90s, 15m, 1h, 7d, 1h30m.".into()),
+            ),
+        }
+    }
+    if let Some(key) = node.get("key") {
+        match key.key_text() {
+            Some(text) if !text.trim().is_empty() => policy.key = Some(text),
+            _ => ctx.wrong_type(key, "cache.key", "a non-empty text"),
+        }
+    }
+    Some(policy)
+}
+
+/// `when:` — a condition text; YAML booleans are accepted as constant conditions.
+fn parse_when(ctx: &mut Ctx, node: &Node) -> Option<String> {
+    match &node.kind {
+        NodeKind::Scalar(Scalar::Str(s)) => Some(s.clone()),
+        NodeKind::Scalar(Scalar::Bool(b)) => Some(b.to_string()),
+        _ => {
+            ctx.wrong_type(node, "when", "a condition like \"${check.result} == true\"");
+            None
+        }
+    }
+}
+
+/// True when `text` is exactly one `${…}` reference (surrounding spaces aside).
+fn single_reference(text: &str) -> bool {
+    let text = text.trim();
+    text.starts_with("${")
+        && refs::find_reference_end(text, 0).is_some_and(|end| end == text.len())
+}
+
+/// `for_each:` — an inline list, `range(n)` or one reference to a list.
+fn parse_for_each(ctx: &mut Ctx, node: &Node) -> Option<ForEach> {
+    let bad = |ctx: &mut Ctx, what: String| {
+        ctx.push(
+            ErrorCode::InvalidForEach,
+            node.pos,
+            format!("`for_each` must be a list, `range(N)` or one reference to a list, not {what}"),
+            Some("e.g. `for_each: [a, b]`, `for_each: range(10)` or `for_each: \"${list.result}\"`.".into()),
+        );
+        None
+    };
+    match &node.kind {
+        NodeKind::Seq(_) => match node.to_json() {
+            Value::Array(items) if items.len() <= MAX_FOR_EACH_ITEMS => Some(ForEach::Items(items)),
+            Value::Array(items) => bad(ctx, format!("a list of {} items (at most {MAX_FOR_EACH_ITEMS})", items.len())),
+            _ => None,
+        },
+        NodeKind::Scalar(Scalar::Str(text)) => {
+            let text = text.trim();
+            if let Some(arg) = text.strip_prefix("range(").and_then(|a| a.strip_suffix(')')) {
+                let arg = arg.trim();
+                if let Ok(n) = arg.parse::<u64>() {
+                    if n as usize > MAX_FOR_EACH_ITEMS {
+                        return bad(ctx, format!("range({n}) (at most {MAX_FOR_EACH_ITEMS} items)"));
+                    }
+                    return Some(ForEach::Range(Value::from(n)));
+                }
+                if single_reference(arg) {
+                    return Some(ForEach::Range(Value::String(arg.to_string())));
+                }
+                return bad(ctx, format!("`{text}`: range takes a whole number or one reference"));
+            }
+            if single_reference(text) {
+                return Some(ForEach::Ref(text.to_string()));
+            }
+            bad(ctx, format!("the text `{text}`"))
+        }
+        _ => bad(ctx, format!("a {}", node.type_name())),
+    }
 }
 
 fn parse_task<'n>(
@@ -653,6 +800,43 @@ fn parse_task<'n>(
         .get("requires")
         .map(|r| parse_requires(ctx, r))
         .unwrap_or_default();
+    let when = node.get("when").and_then(|w| parse_when(ctx, w));
+    let on_skip = node
+        .get("on_skip")
+        .and_then(|p| parse_choice(ctx, p, "on_skip", OnSkip::NAMES, OnSkip::parse))
+        .unwrap_or_default();
+    let for_each = node.get("for_each").and_then(|f| parse_for_each(ctx, f));
+    let cache = node.get("cache").and_then(|c| parse_cache(ctx, c));
+    let max_parallel = match node.get("max_parallel") {
+        None => None,
+        Some(m) => match &m.kind {
+            NodeKind::Scalar(Scalar::Int(n)) if *n >= 1 && node.get("for_each").is_some() => {
+                Some(*n as usize)
+            }
+            NodeKind::Scalar(Scalar::Int(n)) if *n >= 1 => {
+                ctx.push(
+                    ErrorCode::InvalidValue,
+                    m.pos,
+                    format!("task `{label}` sets `max_parallel` without `for_each`"),
+                    Some("`max_parallel` limits the instances of a `for_each` task.".into()),
+                );
+                None
+            }
+            NodeKind::Scalar(Scalar::Int(n)) => {
+                ctx.push(
+                    ErrorCode::InvalidValue,
+                    m.pos,
+                    format!("`max_parallel` must be at least 1, not {n}"),
+                    None,
+                );
+                None
+            }
+            _ => {
+                ctx.wrong_type(m, "max_parallel", "a whole number");
+                None
+            }
+        },
+    };
 
     // A task with a bad method still takes part in the duplicate and dependency
     // checks, so one run reports every problem.
@@ -678,10 +862,18 @@ fn parse_task<'n>(
             retry,
             on_error,
             requires,
+            when,
+            on_skip,
+            for_each,
+            max_parallel,
+            cache,
         },
         pos: node.pos,
         deps,
         params_node,
+        when_pos: node.get("when").map(|w| w.pos).unwrap_or(node.pos),
+        for_each_pos: node.get("for_each").map(|w| w.pos).unwrap_or(node.pos),
+        cache_pos: node.get("cache").map(|w| w.pos).unwrap_or(node.pos),
     })
 }
 
@@ -702,6 +894,25 @@ fn references_in(
             .iter()
             .for_each(|(_, v)| references_in(v, names, out)),
         _ => {}
+    }
+}
+
+/// The position of byte `offset` of `value`, a scalar that starts at `at`.
+/// Exact for one-line plain and quoted scalars (the common `when: "…"`); for
+/// anything else (block scalars, escapes before the offset) the scalar's start.
+fn position_in(text: &str, at: Pos, value: &str, offset: usize) -> Pos {
+    let Some(line) = text.lines().nth(at.line.saturating_sub(1)) else {
+        return at;
+    };
+    let rest: String = line.chars().skip(at.column.saturating_sub(1)).collect();
+    let quoted = rest.starts_with(['"', '\'']);
+    let body = if quoted { &rest[1..] } else { rest.as_str() };
+    match value.get(..offset) {
+        Some(before) if body.starts_with(before) => Pos {
+            line: at.line,
+            column: at.column + usize::from(quoted) + before.chars().count(),
+        },
+        _ => at,
     }
 }
 
@@ -952,44 +1163,84 @@ pub fn load(
 
     let names: HashSet<String> = owner.keys().cloned().collect();
     for (i, task) in raw.iter().enumerate() {
-        let Some(params) = task.params_node else {
-            continue;
-        };
+        let fans_out = task.spec.for_each.is_some();
         let mut found = Vec::new();
-        references_in(params, &names, &mut found);
-        for (reference, pos) in found {
-            match reference {
-                Err(e) => ctx.push(e.code, pos, e.message.clone(), e.hint.clone()),
-                Ok(r) => match &r.root {
-                    Root::Task(t) => {
-                        let Some(&j) = owner.get(t) else { continue };
-                        if cycle.is_none() && !ancestors[i].contains(&j) {
-                            ctx.push(
-                                ErrorCode::ReferenceNotAncestor,
-                                pos,
-                                format!(
-                                    "task `{}` refers to `{}` but does not depend on task `{t}`",
-                                    task.spec.id, r.text
-                                ),
-                                Some(format!("Add `{t}` to this task's `dependencies`.")),
-                            );
+        if let Some(params) = task.params_node {
+            references_in(params, &names, &mut found);
+        }
+        let check = |ctx: &mut Ctx, found: Vec<(Result<refs::Reference, GzError>, Pos)>, loop_vars: bool| {
+            for (reference, pos) in found {
+                match reference {
+                    Err(e) => ctx.push(e.code, pos, e.message.clone(), e.hint.clone()),
+                    Ok(r) => match &r.root {
+                        Root::Task(t) => {
+                            let Some(&j) = owner.get(t) else { continue };
+                            if cycle.is_none() && !ancestors[i].contains(&j) {
+                                ctx.push(
+                                    ErrorCode::ReferenceNotAncestor,
+                                    pos,
+                                    format!(
+                                        "task `{}` refers to `{}` but does not depend on task `{t}`",
+                                        task.spec.id, r.text
+                                    ),
+                                    Some(format!("Add `{t}` to this task's `dependencies`.")),
+                                );
+                            }
                         }
-                    }
-                    Root::Input(name) if !inputs.contains_key(name) => ctx.push(
-                        ErrorCode::InvalidInput,
-                        pos,
-                        format!("reference `{}` names no workflow input `{name}`", r.text),
-                        Some("Declare it under `inputs:` or pass --input NAME=VALUE.".into()),
-                    ),
-                    Root::Item | Root::Index => ctx.push(
-                        ErrorCode::InvalidReference,
-                        pos,
-                        format!("`{}` is only defined inside `for_each` tasks", r.text),
-                        None,
-                    ),
-                    _ => {}
-                },
+                        Root::Input(name) if !inputs.contains_key(name) => ctx.push(
+                            ErrorCode::InvalidInput,
+                            pos,
+                            format!("reference `{}` names no workflow input `{name}`", r.text),
+                            Some("Declare it under `inputs:` or pass --input NAME=VALUE.".into()),
+                        ),
+                        Root::Item | Root::Index if !loop_vars => ctx.push(
+                            ErrorCode::InvalidReference,
+                            pos,
+                            format!(
+                                "`{}` is only defined in the parameters of `for_each` tasks",
+                                r.text
+                            ),
+                            None,
+                        ),
+                        _ => {}
+                    },
+                }
             }
+        };
+        check(&mut ctx, found, fans_out);
+        if let Some(key) = task.spec.cache.as_ref().and_then(|c| c.key.as_ref()) {
+            let mut found = Vec::new();
+            refs::collect_references(&Value::String(key.clone()), &names, &mut found);
+            let pos = task.cache_pos;
+            check(&mut ctx, found.into_iter().map(|r| (r, pos)).collect(), fans_out);
+        }
+
+        if let Some(condition) = &task.spec.when {
+            match expr::parse(condition, &names) {
+                Ok(parsed) => {
+                    let mut used = Vec::new();
+                    parsed.references(&mut used);
+                    let found = used.into_iter().map(|r| (Ok(r), task.when_pos)).collect();
+                    check(&mut ctx, found, false);
+                }
+                Err(e) => ctx.push(
+                    ErrorCode::InvalidCondition,
+                    position_in(text, task.when_pos, condition, e.offset),
+                    format!("invalid `when` condition: {}", e.message),
+                    Some(ErrorCode::InvalidCondition.def().hint.to_string()),
+                ),
+            }
+        }
+        let for_each_ref = match &task.spec.for_each {
+            Some(ForEach::Ref(r)) => Some(r.as_str()),
+            Some(ForEach::Range(Value::String(r))) => Some(r.as_str()),
+            _ => None,
+        };
+        if let Some(text) = for_each_ref {
+            let mut found = Vec::new();
+            refs::collect_references(&Value::String(text.to_string()), &names, &mut found);
+            let found = found.into_iter().map(|r| (r, task.for_each_pos)).collect();
+            check(&mut ctx, found, false);
         }
     }
 

@@ -149,6 +149,14 @@ fn find_close(text: &str, from: usize, close: &str) -> Option<usize> {
     None
 }
 
+/// The end (exclusive) of the `${…}` reference that starts at `at`, if it closes.
+pub fn find_reference_end(text: &str, at: usize) -> Option<usize> {
+    if !text.get(at..)?.starts_with("${") {
+        return None;
+    }
+    find_close(text, at + 2, "}").map(|close| close + 1)
+}
+
 /// A reference found at `start..end` of a template.
 pub struct Found {
     pub start: usize,

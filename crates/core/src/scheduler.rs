@@ -7,7 +7,7 @@
 //! performs the actions and owns time, results and persistence.
 
 use crate::errors::ErrorCode;
-use crate::model::{OnError, Priority, RetryPolicy, TaskState, Workflow, WorkflowState};
+use crate::model::{OnError, OnSkip, Priority, RetryPolicy, TaskState, Workflow, WorkflowState};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
@@ -23,6 +23,7 @@ pub struct PlanTask {
     pub lane: usize,
     pub on_error: OnError,
     pub retry: RetryPolicy,
+    pub on_skip: OnSkip,
 }
 
 /// The static shape of a workflow for scheduling, plus concurrency limits.
@@ -57,6 +58,7 @@ impl Plan {
                 lane: lane_of(t.protocol()),
                 on_error: t.on_error,
                 retry: t.retry.clone(),
+                on_skip: t.on_skip,
             })
             .collect();
         Plan {
@@ -85,6 +87,12 @@ pub enum Input {
     Aborted {
         task: TaskIdx,
     },
+    /// Answer to an [`Action::Run`], before anything started: the task's `when`
+    /// condition is false. The task is skipped, and so are the dependants that
+    /// do not say `on_skip: run`.
+    ConditionFalse {
+        task: TaskIdx,
+    },
     Cancel,
 }
 
@@ -108,7 +116,8 @@ pub enum Action {
     Failed {
         task: TaskIdx,
     },
-    /// Not run because `cause` failed or was skipped, or the workflow stopped.
+    /// Not run because `cause` failed or was skipped, or the workflow stopped;
+    /// without a cause, because its own `when` condition is false.
     Skipped {
         task: TaskIdx,
         cause: Option<TaskIdx>,
@@ -254,6 +263,12 @@ impl Scheduler {
                     self.ready[lane].push((self.plan.tasks[task].priority, Reverse(task)));
                 }
             }
+            Input::ConditionFalse { task } => {
+                if self.states[task] == TaskState::Running {
+                    self.leave_running(task);
+                    self.skip_now(task, None, &mut actions);
+                }
+            }
             Input::Aborted { task } => {
                 if self.states[task] == TaskState::Running {
                     self.leave_running(task);
@@ -292,6 +307,9 @@ impl Scheduler {
             return;
         }
         self.started = true;
+        // Counts first, skips after: a skip releases dependants (`on_skip:
+        // run`), whose counts must already include it.
+        let mut skips = Vec::new();
         for task in 0..self.states.len() {
             if self.states[task].is_terminal() {
                 continue;
@@ -299,7 +317,7 @@ impl Scheduler {
             let mut waiting = 0;
             let mut skip_cause = None;
             for &dep in &self.plan.tasks[task].deps {
-                match self.dep_outcome(dep) {
+                match self.dep_outcome(dep, task) {
                     DepOutcome::Satisfied => {}
                     DepOutcome::Pending => waiting += 1,
                     DepOutcome::Skip => skip_cause = Some(dep),
@@ -310,8 +328,11 @@ impl Scheduler {
             }
             self.waiting_on[task] = waiting;
             if let Some(cause) = skip_cause {
-                self.skip(task, Some(cause), actions);
+                skips.push((task, cause));
             }
+        }
+        for (task, cause) in skips {
+            self.skip(task, Some(cause), actions);
         }
         if let Some(cause) = self.stopped_by {
             self.stop_all(cause, actions);
@@ -324,7 +345,8 @@ impl Scheduler {
         }
     }
 
-    fn dep_outcome(&self, dep: TaskIdx) -> DepOutcome {
+    /// What `dep`'s state means for `dependant`.
+    fn dep_outcome(&self, dep: TaskIdx, dependant: TaskIdx) -> DepOutcome {
         match self.states[dep] {
             TaskState::Completed => DepOutcome::Satisfied,
             TaskState::Failed => match self.plan.tasks[dep].on_error {
@@ -332,6 +354,9 @@ impl Scheduler {
                 OnError::Skip => DepOutcome::Skip,
                 OnError::Stop | OnError::Retry => DepOutcome::Stop,
             },
+            TaskState::Skipped if self.plan.tasks[dependant].on_skip == OnSkip::Run => {
+                DepOutcome::Satisfied
+            }
             TaskState::Skipped | TaskState::Cancelled => DepOutcome::Skip,
             _ => DepOutcome::Pending,
         }
@@ -350,48 +375,46 @@ impl Scheduler {
 
     /// A task reached a terminal state: tell its dependants.
     fn resolve(&mut self, task: TaskIdx, actions: &mut Vec<Action>) {
-        match self.dep_outcome(task) {
-            DepOutcome::Satisfied => {
-                for i in 0..self.dependants[task].len() {
-                    let dependant = self.dependants[task][i];
-                    if self.states[dependant] != TaskState::Pending {
-                        continue;
-                    }
-                    self.waiting_on[dependant] -= 1;
-                    if self.waiting_on[dependant] == 0
-                        && self.stopped_by.is_none()
-                        && !self.cancelled
-                    {
-                        self.make_ready(dependant);
-                    }
-                }
+        if self.states[task] == TaskState::Failed
+            && matches!(self.plan.tasks[task].on_error, OnError::Stop | OnError::Retry)
+        {
+            if self.stopped_by.is_none() {
+                self.stopped_by = Some(task);
+                self.stop_all(task, actions);
             }
-            DepOutcome::Skip => {
-                for i in 0..self.dependants[task].len() {
-                    let dependant = self.dependants[task][i];
-                    self.skip(dependant, Some(task), actions);
-                }
+            return;
+        }
+        for i in 0..self.dependants[task].len() {
+            let dependant = self.dependants[task][i];
+            match self.dep_outcome(task, dependant) {
+                DepOutcome::Satisfied => self.release(dependant),
+                DepOutcome::Skip => self.skip(dependant, Some(task), actions),
+                DepOutcome::Stop | DepOutcome::Pending => {}
             }
-            DepOutcome::Stop => {
-                if self.stopped_by.is_none() {
-                    self.stopped_by = Some(task);
-                    self.stop_all(task, actions);
-                }
-            }
-            DepOutcome::Pending => {}
+        }
+    }
+
+    /// One dependency of `dependant` is done with an outcome it accepts.
+    fn release(&mut self, dependant: TaskIdx) {
+        if self.states[dependant] != TaskState::Pending {
+            return;
+        }
+        self.waiting_on[dependant] -= 1;
+        if self.waiting_on[dependant] == 0 && self.stopped_by.is_none() && !self.cancelled {
+            self.make_ready(dependant);
         }
     }
 
     fn skip(&mut self, task: TaskIdx, cause: Option<TaskIdx>, actions: &mut Vec<Action>) {
-        if !matches!(self.states[task], TaskState::Pending | TaskState::Ready) {
-            return;
+        if matches!(self.states[task], TaskState::Pending | TaskState::Ready) {
+            self.skip_now(task, cause, actions);
         }
+    }
+
+    fn skip_now(&mut self, task: TaskIdx, cause: Option<TaskIdx>, actions: &mut Vec<Action>) {
         self.states[task] = TaskState::Skipped;
         actions.push(Action::Skipped { task, cause });
-        for i in 0..self.dependants[task].len() {
-            let dependant = self.dependants[task][i];
-            self.skip(dependant, Some(task), actions);
-        }
+        self.resolve(task, actions);
     }
 
     /// After a failure with `on_error: stop`, nothing new starts; running tasks finish.

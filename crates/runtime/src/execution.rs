@@ -6,17 +6,20 @@
 //! timers come back over a channel; whatever has arrived is handled in the same
 //! turn, so a burst of completions costs one commit.
 
+use crate::cache::CacheSlot;
 use crate::call::TaskCall;
 use crate::scope::{RunScope, TaskNames};
 use crate::Runtime;
 use gleitzeit_core::events::{self, Event};
-use gleitzeit_core::model::primary_field;
+use gleitzeit_core::expr;
+use gleitzeit_core::model::{primary_field, ForEach, MAX_FOR_EACH_ITEMS};
 use gleitzeit_core::refs::{self, python};
 use gleitzeit_core::scheduler::{Action, Input, Plan, Scheduler};
 use gleitzeit_core::{ErrorCode, GzError, OnError, TaskState, Workflow, WorkflowState};
 use gleitzeit_store::{now_ms, TaskRecord, WorkflowRecord, Write};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +38,8 @@ enum Msg {
         task: usize,
         attempt: u32,
         outcome: Result<Value, GzError>,
+        /// A fan-out's instance results so far, kept for its next attempt.
+        partial: Option<Vec<Option<Value>>>,
     },
     RetryDue {
         task: usize,
@@ -44,10 +49,10 @@ enum Msg {
 struct Run<'r> {
     rt: &'r Runtime,
     id: String,
-    workflow: Workflow,
+    workflow: Arc<Workflow>,
     /// Task index by id and by name.
-    index: HashMap<String, usize>,
-    names: TaskNames,
+    index: Arc<HashMap<String, usize>>,
+    names: Arc<TaskNames>,
     /// Tasks per terminal state, for progress events without a scan.
     counts: HashMap<TaskState, usize>,
     scheduler: Scheduler,
@@ -60,7 +65,10 @@ struct Run<'r> {
     queue: VecDeque<Input>,
     writes: Vec<Write>,
     announce: Vec<Event>,
-    start: Vec<(usize, u32, Value)>,
+    start: Vec<(usize, u32, Work)>,
+    /// Instance results of `for_each` tasks whose last attempt failed: a retry
+    /// runs only the instances that have none.
+    partial: HashMap<usize, Vec<Option<Value>>>,
     tx: mpsc::UnboundedSender<Msg>,
     running: JoinSet<()>,
     finished: Option<(WorkflowState, Option<GzError>)>,
@@ -136,6 +144,7 @@ pub(crate) async fn run_loop(
                 records[i] = Some(error_record(task.error.as_ref()));
                 last_error[i] = task.error.clone();
             }
+            TaskState::Skipped => records[i] = Some(skipped_record(&spec.method)),
             _ => {}
         }
         tasks.push(task);
@@ -152,14 +161,16 @@ pub(crate) async fn run_loop(
     let mut run = Run {
         rt,
         id: record.id.clone(),
-        names: TaskNames::of(&workflow),
-        index: workflow
-            .index()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+        names: Arc::new(TaskNames::of(&workflow)),
+        index: Arc::new(
+            workflow
+                .index()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        ),
         counts,
-        workflow,
+        workflow: Arc::new(workflow),
         scheduler,
         records,
         tasks,
@@ -170,6 +181,7 @@ pub(crate) async fn run_loop(
         writes: Vec::new(),
         announce: Vec::new(),
         start: Vec::new(),
+        partial: HashMap::new(),
         tx,
         running: JoinSet::new(),
         finished: None,
@@ -251,6 +263,17 @@ fn error_record(error: Option<&GzError>) -> Value {
     json!({ "error": error.map(|e| serde_json::to_value(e).unwrap_or(Value::Null)) })
 }
 
+/// What references see of a skipped task: `${T.result}` is null.
+fn skipped_record(method: &str) -> Value {
+    json!({ primary_field(method): null })
+}
+
+/// What a decided attempt starts once it is committed.
+enum Work {
+    Call(Value, Option<CacheSlot>),
+    FanOut(FanOut),
+}
+
 impl Run<'_> {
     fn event(&mut self, kind: &str, data: Value) {
         self.announce.push(Event {
@@ -297,9 +320,18 @@ impl Run<'_> {
                 task,
                 attempt,
                 outcome,
+                partial,
             } => {
                 if attempt != self.scheduler.attempts(task) {
                     return;
+                }
+                match partial {
+                    Some(partial) if outcome.is_err() => {
+                        self.partial.insert(task, partial);
+                    }
+                    _ => {
+                        self.partial.remove(&task);
+                    }
                 }
                 let aborting = self.task_tokens[task]
                     .as_ref()
@@ -334,30 +366,44 @@ impl Run<'_> {
                     // starts when the workflow is resumed.
                     return;
                 }
+                match self.condition(task) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.queue.push_back(Input::ConditionFalse { task });
+                        return;
+                    }
+                    Err(error) => {
+                        self.tasks[task].attempt = attempt;
+                        self.fail_before_start(task, error, now);
+                        return;
+                    }
+                }
                 self.tasks[task].attempt = attempt;
-                match self.prepare(task) {
-                    Ok(params) => {
+                let work = if self.workflow.tasks[task].for_each.is_some() {
+                    self.fan_out(task, attempt).map(Work::FanOut)
+                } else {
+                    self.prepare(task).and_then(|params| {
+                        let spec = &self.workflow.tasks[task];
+                        let slot = cache_slot(spec, &params, &self.names, &self.scope())?;
+                        Ok(Work::Call(params, slot))
+                    })
+                };
+                match work {
+                    Ok(work) => {
                         let t = &mut self.tasks[task];
                         t.state = TaskState::Running;
                         t.started_ms = Some(now);
                         t.finished_ms = None;
                         t.error = None;
                         self.save_task(task);
-                        self.task_event(events::TASK_STARTED, task, Map::new());
-                        self.start.push((task, attempt, params));
+                        let mut data = Map::new();
+                        if let Work::FanOut(f) = &work {
+                            data.insert("items".into(), json!(f.items.len()));
+                        }
+                        self.task_event(events::TASK_STARTED, task, data);
+                        self.start.push((task, attempt, work));
                     }
-                    Err(error) => {
-                        // Bad references fail the attempt without running it.
-                        let (code, retryable) = (error.code, error.retryable);
-                        self.last_error[task] =
-                            Some(error.at(format!("task {}", self.workflow.tasks[task].id)));
-                        self.tasks[task].started_ms = Some(now);
-                        self.queue.push_back(Input::Failed {
-                            task,
-                            code,
-                            retryable,
-                        });
-                    }
+                    Err(error) => self.fail_before_start(task, error, now),
                 }
             }
             Action::Completed { task } => {
@@ -386,6 +432,14 @@ impl Run<'_> {
                     data.insert("stdout".into(), json!(cut));
                 }
                 data.insert("duration_ms".into(), json!(duration_ms));
+                if self.tasks[task]
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.get("cached"))
+                    .is_some_and(|c| c == &Value::Bool(true))
+                {
+                    data.insert("cached".into(), json!(true));
+                }
                 data.insert(
                     "duration_seconds".into(),
                     json!(duration_ms as f64 / 1000.0),
@@ -492,11 +546,13 @@ impl Run<'_> {
                             )
                         }
                     }
-                    None => "skipped".to_string(),
+                    None => "skipped because its `when` condition is false".to_string(),
                 };
+                self.records[task] = Some(skipped_record(&self.workflow.tasks[task].method));
                 let t = &mut self.tasks[task];
                 t.state = TaskState::Skipped;
-                t.error = Some(GzError::new(ErrorCode::DependencyFailed, reason.clone()));
+                // A false condition is a decision, not an error.
+                t.error = cause.map(|_| GzError::new(ErrorCode::DependencyFailed, reason.clone()));
                 t.finished_ms = Some(now);
                 self.save_task(task);
                 let mut data = Map::new();
@@ -580,56 +636,146 @@ impl Run<'_> {
         }
     }
 
-    /// Resolves references in a task's parameters.
-    fn prepare(&self, task: usize) -> Result<Value, GzError> {
-        let spec = &self.workflow.tasks[task];
-        let scope = RunScope {
+    /// Bad references or conditions fail the attempt without running it.
+    fn fail_before_start(&mut self, task: usize, error: GzError, now: i64) {
+        let (code, retryable) = (error.code, error.retryable);
+        self.last_error[task] = Some(error.at(format!("task {}", self.workflow.tasks[task].id)));
+        self.tasks[task].started_ms = Some(now);
+        self.queue.push_back(Input::Failed {
+            task,
+            code,
+            retryable,
+        });
+    }
+
+    fn scope(&self) -> RunScope<'_> {
+        RunScope {
             workflow: &self.workflow,
             index: &self.index,
             records: &self.records,
             allowed_env: &self.rt.config.allowed_env,
-        };
-        let mut params = match &spec.params {
-            Value::Object(map) => map.clone(),
-            _ => Map::new(),
-        };
-        if !spec.method.starts_with("python/") {
-            return refs::render_value(&Value::Object(params), &self.names, &scope);
+            item: None,
         }
-        // Python code gets context-aware insertion; the values it used, the
-        // workflow inputs and the dependencies' results are also handed to the
-        // code as the dict `inputs`.
-        let code = params.remove("code");
-        let mut rendered = match refs::render_value(&Value::Object(params), &self.names, &scope)? {
-            Value::Object(map) => map,
-            _ => Map::new(),
+    }
+
+    /// The task's `when` condition; true when it has none.
+    fn condition(&self, task: usize) -> Result<bool, GzError> {
+        let Some(text) = &self.workflow.tasks[task].when else {
+            return Ok(true);
         };
-        let mut inputs: Map<String, Value> = self.workflow.inputs.clone();
-        for dep in &spec.dependencies {
-            if let Some(&i) = self.index.get(dep) {
-                if let Some(record) = &self.records[i] {
-                    let primary = record
-                        .get(primary_field(&self.workflow.tasks[i].method))
-                        .cloned();
-                    inputs.insert(dep.clone(), primary.unwrap_or(Value::Null));
+        // Validated at load; parsed again here because the stored spec keeps
+        // the text, so an invalid condition can only come from a hand-edited
+        // store and is reported, not trusted.
+        let parsed = expr::parse(text, self.names.as_ref()).map_err(|e| {
+            GzError::new(
+                ErrorCode::InvalidCondition,
+                format!("invalid `when` condition `{text}`: {}", e.message),
+            )
+        })?;
+        Ok(expr::truthy(&parsed.eval(&self.scope())?))
+    }
+
+    /// Resolves references in a task's parameters.
+    fn prepare(&self, task: usize) -> Result<Value, GzError> {
+        render_params(
+            &self.workflow,
+            &self.index,
+            &self.names,
+            &self.records,
+            &self.scope(),
+            task,
+        )
+    }
+
+    /// Resolves a `for_each` task's list and packs what its instances need to
+    /// render their parameters later, one at a time as they start.
+    fn fan_out(&mut self, task: usize, attempt: u32) -> Result<FanOut, GzError> {
+        let spec = &self.workflow.tasks[task];
+        let scope = self.scope();
+        let not_a_list = |what: &str, value: &Value| {
+            GzError::new(
+                ErrorCode::InvalidForEach,
+                format!(
+                    "`for_each` of task `{}`: {what} is {}, not a list",
+                    spec.id,
+                    describe(value)
+                ),
+            )
+        };
+        let items: Vec<Value> = match &spec.for_each {
+            None => Vec::new(),
+            Some(ForEach::Items(items)) => items.clone(),
+            Some(ForEach::Ref(text)) => match refs::render_str(text, self.names.as_ref(), &scope)? {
+                Value::Array(items) => items,
+                other => return Err(not_a_list(&format!("`{text}`"), &other)),
+            },
+            Some(ForEach::Range(count)) => {
+                let count = match count {
+                    Value::String(text) => refs::render_str(text, self.names.as_ref(), &scope)?,
+                    other => other.clone(),
+                };
+                match count.as_u64() {
+                    Some(n) if n as usize <= MAX_FOR_EACH_ITEMS => (0..n).map(Value::from).collect(),
+                    _ => {
+                        return Err(GzError::new(
+                            ErrorCode::InvalidForEach,
+                            format!(
+                                "`for_each: range(…)` of task `{}` needs a whole number from 0 to {MAX_FOR_EACH_ITEMS}, not {}",
+                                spec.id,
+                                describe(&count)
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        if items.len() > MAX_FOR_EACH_ITEMS {
+            return Err(GzError::new(
+                ErrorCode::InvalidForEach,
+                format!(
+                    "`for_each` of task `{}` has {} items; at most {MAX_FOR_EACH_ITEMS} are allowed",
+                    spec.id,
+                    items.len()
+                ),
+            ));
+        }
+        let results = match self.partial.remove(&task) {
+            Some(partial) if partial.len() == items.len() => partial,
+            _ => vec![None; items.len()],
+        };
+        let limit = spec.max_parallel.unwrap_or_else(|| {
+            self.rt
+                .config
+                .lane_limits
+                .get(spec.protocol())
+                .copied()
+                .unwrap_or(self.rt.config.default_lane_limit)
+        });
+        // Instances render against the task's ancestors only; copying those
+        // once keeps the run loop free while they execute.
+        let mut records = vec![None; self.records.len()];
+        let mut stack = vec![task];
+        while let Some(t) = stack.pop() {
+            for dep in &self.workflow.tasks[t].dependencies {
+                if let Some(&d) = self.index.get(dep) {
+                    if records[d].is_none() {
+                        records[d] = self.records[d].clone();
+                        stack.push(d);
+                    }
                 }
             }
         }
-        if let Some(Value::String(code)) = code {
-            let mut used = Vec::new();
-            let code = python::render(&code, &self.names, &scope, &mut used)?;
-            for (reference, value) in used {
-                inputs.insert(reference.text, value);
-            }
-            rendered.insert("code".into(), Value::String(code));
-        } else if let Some(code) = code {
-            rendered.insert("code".into(), code);
-        }
-        if let Some(Value::Object(explicit)) = rendered.remove("inputs") {
-            inputs.extend(explicit);
-        }
-        rendered.insert("inputs".into(), Value::Object(inputs));
-        Ok(Value::Object(rendered))
+        Ok(FanOut {
+            workflow: self.workflow.clone(),
+            index: self.index.clone(),
+            names: self.names.clone(),
+            records,
+            task,
+            attempt,
+            items,
+            results,
+            limit: limit.max(1),
+        })
     }
 
     async fn commit(&mut self) -> Result<(), GzError> {
@@ -651,46 +797,307 @@ impl Run<'_> {
             // run again on resume.
             return Ok(());
         }
-        for (task, attempt, params) in start {
-            self.spawn(task, attempt, params);
+        for (task, attempt, work) in start {
+            self.spawn(task, attempt, work);
         }
         Ok(())
     }
 
-    fn spawn(&mut self, task: usize, attempt: u32, params: Value) {
-        let spec = &self.workflow.tasks[task];
+    fn spawn(&mut self, task: usize, attempt: u32, work: Work) {
         let token = CancellationToken::new();
         self.task_tokens[task] = Some(token.clone());
-        let timeout_s = spec.timeout.or_else(|| {
-            params
-                .get("timeout")
-                .and_then(Value::as_f64)
-                .filter(|t| *t > 0.0)
-        });
-        let call = TaskCall {
-            workflow_id: self.id.clone(),
-            task_id: spec.id.clone(),
-            task_name: spec.display_name().to_string(),
-            attempt,
-            method: spec.method.clone(),
-            params,
-            timeout_s,
-            requires: spec.requires.clone(),
-        };
         let tx = self.tx.clone();
         let rt = self.rt.clone();
+        let (params, slot) = match work {
+            Work::Call(params, slot) => (params, slot),
+            Work::FanOut(job) => {
+                let run_id = self.id.clone();
+                self.running.spawn(async move {
+                    let (outcome, partial) = job.run(Arc::new(rt), run_id, token).await;
+                    let _ = tx.send(Msg::Done {
+                        task,
+                        attempt,
+                        outcome,
+                        partial: Some(partial),
+                    });
+                });
+                return;
+            }
+        };
+        let call = task_call(&self.id, &self.workflow.tasks[task], None, attempt, params);
         self.running.spawn(async move {
-            let outcome = match rt.remote.clone() {
-                None => rt.call_here(call, token).await,
-                // The worker enforces the timeout: time spent queued for a
-                // free worker does not count against the task.
-                Some(remote) => tokio::select! {
-                    result = remote.execute(call) => result,
-                    _ = token.cancelled() => Err(GzError::new(ErrorCode::TaskCancelled, "cancelled")),
-                },
-            };
-            let _ = tx.send(Msg::Done { task, attempt, outcome });
+            let outcome = execute(&rt, call, token, slot).await;
+            let _ = tx.send(Msg::Done {
+                task,
+                attempt,
+                outcome,
+                partial: None,
+            });
         });
+    }
+}
+
+fn task_call(
+    workflow_id: &str,
+    spec: &gleitzeit_core::TaskSpec,
+    instance: Option<usize>,
+    attempt: u32,
+    params: Value,
+) -> TaskCall {
+    let timeout_s = spec.timeout.or_else(|| {
+        params
+            .get("timeout")
+            .and_then(Value::as_f64)
+            .filter(|t| *t > 0.0)
+    });
+    let (task_id, task_name) = match instance {
+        None => (spec.id.clone(), spec.display_name().to_string()),
+        Some(i) => (format!("{}[{i}]", spec.id), format!("{}[{i}]", spec.display_name())),
+    };
+    TaskCall {
+        workflow_id: workflow_id.to_string(),
+        task_id,
+        task_name,
+        attempt,
+        method: spec.method.clone(),
+        params,
+        timeout_s,
+        requires: spec.requires.clone(),
+    }
+}
+
+/// One provider call, here or on a worker node, or its cached result.
+async fn execute(
+    rt: &Runtime,
+    call: TaskCall,
+    token: CancellationToken,
+    slot: Option<CacheSlot>,
+) -> Result<Value, GzError> {
+    if let Some(slot) = &slot {
+        if let Some(record) = rt.cached(slot).await {
+            return Ok(record);
+        }
+    }
+    let outcome = call_provider(rt, call, token).await;
+    if let Some(slot) = &slot {
+        rt.remember(slot, &outcome).await;
+    }
+    outcome
+}
+
+async fn call_provider(
+    rt: &Runtime,
+    call: TaskCall,
+    token: CancellationToken,
+) -> Result<Value, GzError> {
+    match rt.remote.clone() {
+        None => rt.call_here(call, token).await,
+        // The worker enforces the timeout: time spent queued for a free
+        // worker does not count against the task.
+        Some(remote) => tokio::select! {
+            result = remote.execute(call) => result,
+            _ = token.cancelled() => Err(GzError::new(ErrorCode::TaskCancelled, "cancelled")),
+        },
+    }
+}
+
+/// Renders a task's parameters. Python code gets context-aware insertion; the
+/// values it used and the workflow inputs are also handed to the code as the
+/// dict `inputs`, with the dependencies' results — except for `for_each`
+/// instances, which get `item` and `index` instead (thousands of instances each
+/// carrying every upstream result would multiply memory and pipe traffic).
+fn render_params(
+    workflow: &Workflow,
+    index: &HashMap<String, usize>,
+    names: &TaskNames,
+    records: &[Option<Value>],
+    scope: &RunScope<'_>,
+    task: usize,
+) -> Result<Value, GzError> {
+    let spec = &workflow.tasks[task];
+    let mut params = match &spec.params {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    if !spec.method.starts_with("python/") {
+        return refs::render_value(&Value::Object(params), names, scope);
+    }
+    let code = params.remove("code");
+    let mut rendered = match refs::render_value(&Value::Object(params), names, scope)? {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let mut inputs: Map<String, Value> = workflow.inputs.clone();
+    match scope.item {
+        Some((item, i)) => {
+            inputs.insert("item".into(), item.clone());
+            inputs.insert("index".into(), json!(i));
+        }
+        None => {
+            for dep in &spec.dependencies {
+                if let Some(&i) = index.get(dep) {
+                    if let Some(record) = &records[i] {
+                        let primary = record.get(primary_field(&workflow.tasks[i].method)).cloned();
+                        inputs.insert(dep.clone(), primary.unwrap_or(Value::Null));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(Value::String(code)) = code {
+        let mut used = Vec::new();
+        let code = python::render(&code, names, scope, &mut used)?;
+        for (reference, value) in used {
+            inputs.insert(reference.text, value);
+        }
+        rendered.insert("code".into(), Value::String(code));
+    } else if let Some(code) = code {
+        rendered.insert("code".into(), code);
+    }
+    if let Some(Value::Object(explicit)) = rendered.remove("inputs") {
+        inputs.extend(explicit);
+    }
+    rendered.insert("inputs".into(), Value::Object(inputs));
+    Ok(Value::Object(rendered))
+}
+
+/// Where a call of a task with `cache:` keeps its result.
+fn cache_slot(
+    spec: &gleitzeit_core::TaskSpec,
+    params: &Value,
+    names: &TaskNames,
+    scope: &RunScope<'_>,
+) -> Result<Option<CacheSlot>, GzError> {
+    let Some(policy) = &spec.cache else {
+        return Ok(None);
+    };
+    let custom = match &policy.key {
+        Some(template) => Some(refs::render_str(template, names, scope)?),
+        None => None,
+    };
+    Ok(Some(CacheSlot::new(
+        &spec.method,
+        params,
+        custom.as_ref(),
+        policy.ttl,
+    )))
+}
+
+fn describe(value: &Value) -> String {
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    };
+    let text = value.to_string();
+    if text.chars().count() > 60 {
+        format!("{kind} ({}…)", text.chars().take(60).collect::<String>())
+    } else {
+        format!("{kind} ({text})")
+    }
+}
+
+/// One attempt of a `for_each` task: its items, the results so far and what
+/// rendering an instance's parameters needs. Instances are rendered only when
+/// they start, so at most `limit` rendered parameter sets exist at once; the
+/// task keeps one list of items and one of results, whatever its size.
+struct FanOut {
+    workflow: Arc<Workflow>,
+    index: Arc<HashMap<String, usize>>,
+    names: Arc<TaskNames>,
+    /// Results of the task's ancestors (other entries are None).
+    records: Vec<Option<Value>>,
+    task: usize,
+    attempt: u32,
+    items: Vec<Value>,
+    results: Vec<Option<Value>>,
+    limit: usize,
+}
+
+impl FanOut {
+    /// Runs the instances that have no result yet, at most `limit` at once.
+    /// The first failure stops new instances from starting; the ones running
+    /// finish, and every result is handed back for the next attempt.
+    async fn run(
+        mut self,
+        rt: Arc<Runtime>,
+        workflow_id: String,
+        token: CancellationToken,
+    ) -> (Result<Value, GzError>, Vec<Option<Value>>) {
+        let spec = &self.workflow.tasks[self.task];
+        let primary = primary_field(&spec.method);
+        let total = self.items.len();
+        let mut running: JoinSet<(usize, Result<Value, GzError>)> = JoinSet::new();
+        let mut next = 0;
+        let mut failure: Option<(usize, GzError)> = None;
+        loop {
+            while failure.is_none() && running.len() < self.limit && next < total {
+                let i = next;
+                next += 1;
+                if self.results[i].is_some() {
+                    continue;
+                }
+                let scope = RunScope {
+                    workflow: &self.workflow,
+                    index: &self.index,
+                    records: &self.records,
+                    allowed_env: &rt.config.allowed_env,
+                    item: Some((&self.items[i], i)),
+                };
+                let params = match render_params(
+                    &self.workflow,
+                    &self.index,
+                    &self.names,
+                    &self.records,
+                    &scope,
+                    self.task,
+                ) {
+                    Ok(params) => params,
+                    Err(error) => {
+                        failure = Some((i, error));
+                        break;
+                    }
+                };
+                let slot = match cache_slot(spec, &params, &self.names, &scope) {
+                    Ok(slot) => slot,
+                    Err(error) => {
+                        failure = Some((i, error));
+                        break;
+                    }
+                };
+                let call = task_call(&workflow_id, spec, Some(i), self.attempt, params);
+                let (rt, token) = (rt.clone(), token.clone());
+                running.spawn(async move { (i, execute(&rt, call, token, slot).await) });
+            }
+            match running.join_next().await {
+                None => break,
+                Some(Ok((i, Ok(record)))) => {
+                    self.results[i] = Some(record.get(primary).cloned().unwrap_or(Value::Null));
+                }
+                Some(Ok((i, Err(error)))) => {
+                    failure.get_or_insert((i, error));
+                }
+                Some(Err(join)) => {
+                    failure.get_or_insert((
+                        next,
+                        GzError::new(ErrorCode::InternalError, format!("instance stopped: {join}")),
+                    ));
+                }
+            }
+        }
+        if let Some((i, mut error)) = failure {
+            error.message = format!("item {i} of {total}: {}", error.message);
+            error.details = merge_details(error.details, json!({"index": i}));
+            return (Err(error), self.results);
+        }
+        let list: Vec<Value> = std::mem::take(&mut self.results)
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        (Ok(json!({ primary: list, "items": total })), Vec::new())
     }
 }
 

@@ -5,6 +5,7 @@
 //! One workflow run is one loop (`execution::run_loop`) that owns the scheduler;
 //! provider calls run as spawned tasks that report back over a channel.
 
+mod cache;
 mod call;
 mod execution;
 mod live;
@@ -34,6 +35,9 @@ pub struct RuntimeConfig {
     pub allowed_env: Vec<String>,
     /// How often a run checks the store for a cancel request from another process.
     pub cancel_poll: std::time::Duration,
+    /// Whether tasks with `cache:` may reuse stored results (`run --no-cache`
+    /// turns this off; fresh results are still stored).
+    pub use_cache: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +51,7 @@ impl Default for RuntimeConfig {
             max_concurrent_tasks: 10_000,
             allowed_env: Vec::new(),
             cancel_poll: std::time::Duration::from_millis(250),
+            use_cache: true,
         }
     }
 }
@@ -83,6 +88,13 @@ impl Runtime {
     /// it with this process's providers, which then only validate workflows.
     pub fn with_remote(mut self, executor: Arc<dyn RemoteExecutor>) -> Runtime {
         self.remote = Some(executor);
+        self
+    }
+
+    /// Tasks with `cache:` run even when a stored result exists (and store
+    /// the fresh one): `run --no-cache`.
+    pub fn without_cache(mut self) -> Runtime {
+        self.config.use_cache = false;
         self
     }
 

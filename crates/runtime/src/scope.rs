@@ -13,6 +13,8 @@ pub(crate) struct RunScope<'a> {
     /// Result record per task index; failed tasks hold `{"error": …}`.
     pub records: &'a [Option<Value>],
     pub allowed_env: &'a [String],
+    /// `${item}` and `${index}` of one `for_each` instance.
+    pub item: Option<(&'a Value, usize)>,
 }
 
 impl Scope for RunScope<'_> {
@@ -27,6 +29,14 @@ impl Scope for RunScope<'_> {
 
     fn input(&self, name: &str) -> Option<&Value> {
         self.workflow.inputs.get(name)
+    }
+
+    fn item(&self) -> Option<&Value> {
+        self.item.map(|(item, _)| item)
+    }
+
+    fn index(&self) -> Option<usize> {
+        self.item.map(|(_, index)| index)
     }
 
     fn env(&self, name: &str) -> Option<String> {

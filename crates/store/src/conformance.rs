@@ -23,6 +23,11 @@ fn workflow(id: &str, created_ms: i64) -> (WorkflowRecord, Vec<TaskRecord>) {
             retry: Default::default(),
             on_error: Default::default(),
             requires: Default::default(),
+            when: None,
+            on_skip: Default::default(),
+            for_each: None,
+            max_parallel: None,
+            cache: None,
         }],
     };
     let record = WorkflowRecord {
@@ -244,6 +249,48 @@ async fn contract(store: &dyn Store) {
     assert_eq!(store.tasks_finished_since(0, 1).await.unwrap().len(), 1);
 
     auth_records(store).await;
+    cache_entries(store).await;
+}
+
+/// Cache entries: put, get while live, expiry, replace, stats, clear.
+async fn cache_entries(store: &dyn Store) {
+    let now = now_ms();
+    let entry = |key: &str, expires_ms: Option<i64>| CacheEntry {
+        key: key.into(),
+        method: "python/execute".into(),
+        result: json!({"result": [1, 2, 3], "stdout": ""}),
+        created_ms: now,
+        expires_ms,
+    };
+    assert_eq!(store.cache_get("k1", now).await.unwrap(), None);
+    store.cache_put(&entry("k1", None)).await.unwrap();
+    store
+        .cache_put(&entry("k2", Some(now + 60_000)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cache_get("k1", now).await.unwrap(),
+        Some(entry("k1", None))
+    );
+    assert!(store.cache_get("k2", now).await.unwrap().is_some());
+    assert_eq!(
+        store.cache_get("k2", now + 60_001).await.unwrap(),
+        None,
+        "an expired entry is not used"
+    );
+    let mut replaced = entry("k1", None);
+    replaced.result = json!({"result": "new"});
+    store.cache_put(&replaced).await.unwrap();
+    assert_eq!(
+        store.cache_get("k1", now).await.unwrap().unwrap().result,
+        json!({"result": "new"})
+    );
+    let stats = store.cache_stats(now).await.unwrap();
+    assert_eq!(stats.entries, 2, "{stats:?}");
+    assert!(stats.bytes > 10, "{stats:?}");
+    assert_eq!(store.cache_clear().await.unwrap(), 2);
+    assert_eq!(store.cache_get("k1", now).await.unwrap(), None);
+    assert_eq!(store.cache_stats(now).await.unwrap().entries, 0);
 }
 
 /// Users, keys (found by hash), the audit log, and workflows by submitter.
@@ -354,6 +401,33 @@ async fn a_version_1_database_is_migrated_in_place() {
         "old rows read back"
     );
     auth_records(&store).await;
+    cache_entries(&store).await;
+}
+
+#[tokio::test]
+async fn a_version_2_database_gets_the_cache_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    {
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let (record, tasks) = workflow("wf-v2", 1);
+        store.create_workflow(&record, &tasks).await.unwrap();
+    }
+    {
+        // What version 2 left behind: everything but the cache table.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE cache; PRAGMA user_version = 2;")
+            .unwrap();
+    }
+    let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+    assert!(store.workflow("wf-v2").await.unwrap().is_some());
+    cache_entries(&store).await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
 }
 
 #[tokio::test]

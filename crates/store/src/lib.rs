@@ -212,6 +212,38 @@ pub struct AuditEntry {
     pub client: Option<String>,
 }
 
+/// A stored successful result of a task call with `cache:`, found again by
+/// the hash of its method and fully resolved parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// Hex SHA-256 of the canonical JSON of method and parameters (or of the
+    /// task's own `cache.key`).
+    pub key: String,
+    pub method: String,
+    /// The call's whole result record.
+    pub result: Value,
+    pub created_ms: i64,
+    /// `None`: kept until `cache clear`.
+    pub expires_ms: Option<i64>,
+}
+
+impl CacheEntry {
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CacheStats {
+    /// Entries that can still be used.
+    pub entries: u64,
+    /// Entries past their expiry that are still stored (removed by the next
+    /// `cache_put` or `cache clear`; Redis drops them on its own).
+    pub expired: u64,
+    /// Size of the stored results (JSON text).
+    pub bytes: u64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Stores a new workflow and all its tasks in one transaction.
@@ -256,6 +288,14 @@ pub trait Store: Send + Sync {
     /// Appends to the audit log; returns the entry's sequence number.
     async fn audit(&self, entry: &AuditEntry) -> Result<u64>;
     async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>>;
+
+    /// The entry under `key` if it has not expired at `now_ms`.
+    async fn cache_get(&self, key: &str, now_ms: i64) -> Result<Option<CacheEntry>>;
+    /// Inserts or replaces an entry (by key); may drop expired entries.
+    async fn cache_put(&self, entry: &CacheEntry) -> Result<()>;
+    /// Removes every entry; returns how many were stored.
+    async fn cache_clear(&self) -> Result<u64>;
+    async fn cache_stats(&self, now_ms: i64) -> Result<CacheStats>;
 }
 
 pub fn now_ms() -> i64 {

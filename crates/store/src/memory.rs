@@ -13,6 +13,7 @@ struct Inner {
     users: Vec<UserRecord>,
     keys: Vec<KeyRecord>,
     audit: Vec<AuditEntry>,
+    cache: HashMap<String, CacheEntry>,
 }
 
 #[derive(Default)]
@@ -285,6 +286,44 @@ impl Store for MemoryStore {
             .take(if limit == 0 { usize::MAX } else { limit })
             .cloned()
             .collect())
+    }
+
+    async fn cache_get(&self, key: &str, now_ms: i64) -> Result<Option<CacheEntry>> {
+        Ok(self
+            .lock()
+            .cache
+            .get(key)
+            .filter(|e| e.is_live(now_ms))
+            .cloned())
+    }
+
+    async fn cache_put(&self, entry: &CacheEntry) -> Result<()> {
+        let mut inner = self.lock();
+        let now = entry.created_ms;
+        inner.cache.retain(|_, e| e.is_live(now));
+        inner.cache.insert(entry.key.clone(), entry.clone());
+        Ok(())
+    }
+
+    async fn cache_clear(&self) -> Result<u64> {
+        let mut inner = self.lock();
+        let n = inner.cache.len() as u64;
+        inner.cache.clear();
+        Ok(n)
+    }
+
+    async fn cache_stats(&self, now_ms: i64) -> Result<CacheStats> {
+        let inner = self.lock();
+        let mut stats = CacheStats::default();
+        for entry in inner.cache.values() {
+            if entry.is_live(now_ms) {
+                stats.entries += 1;
+            } else {
+                stats.expired += 1;
+            }
+            stats.bytes += entry.result.to_string().len() as u64;
+        }
+        Ok(stats)
     }
 
     async fn latest_event_seq(&self) -> Result<u64> {

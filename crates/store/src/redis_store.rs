@@ -35,7 +35,11 @@
 //! | `P:audit:seq`           | string | last audit sequence number                      |
 //! | `P:audit`, `P:audit:idx`| hash, zset | seq → entry JSON, seq by seq                |
 //! | `P:batch:{uuid}`        | string | results of an applied batch, expiring           |
+//! | `P:cache:{key}`         | string | cache entry JSON, expiring with its `ttl`       |
 //!
+//! Cache entries are the one exception to "every write is a script": each is a
+//! single independent key written with one `SET`, which is atomic on its own,
+//! and writing one twice is harmless.
 //! Scripts build keys from the prefix rather than declaring them, so on a Redis
 //! Cluster the prefix must be a hash tag (`{gleitzeit}`) to keep every key in
 //! one slot.
@@ -954,6 +958,105 @@ impl Store for RedisStore {
             },
         )
         .await
+    }
+
+    async fn cache_get(&self, key: &str, now_ms: i64) -> Result<Option<CacheEntry>> {
+        let key = self.key(&["cache", key]);
+        let key = &key;
+        let text: Option<String> = self
+            .retrying(|mut con| async move { redis::cmd("GET").arg(key).query_async(&mut con).await })
+            .await?;
+        match text {
+            None => Ok(None),
+            Some(text) => {
+                let entry: CacheEntry = parse("cache entry", &text)?;
+                Ok(Some(entry).filter(|e| e.is_live(now_ms)))
+            }
+        }
+    }
+
+    async fn cache_put(&self, entry: &CacheEntry) -> Result<()> {
+        let key = self.key(&["cache", &entry.key]);
+        let key = &key;
+        let text = serde_json::to_string(entry).map_err(|e| StoreError::Other(e.to_string()))?;
+        let text = &text;
+        let ttl_ms = match entry.expires_ms {
+            Some(at) if at <= entry.created_ms => return Ok(()),
+            Some(at) => Some(at - entry.created_ms),
+            None => None,
+        };
+        self.retrying(|mut con| async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(text);
+            if let Some(ms) = ttl_ms {
+                cmd.arg("PX").arg(ms);
+            }
+            cmd.query_async::<()>(&mut con).await
+        })
+        .await
+    }
+
+    async fn cache_clear(&self) -> Result<u64> {
+        let keys = self.cache_keys().await?;
+        let mut removed = 0;
+        for chunk in keys.chunks(PAGE) {
+            let n: u64 = self
+                .retrying(|mut con| async move {
+                    redis::cmd("DEL").arg(chunk).query_async(&mut con).await
+                })
+                .await?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+
+    async fn cache_stats(&self, _now_ms: i64) -> Result<CacheStats> {
+        // Redis drops expired entries itself, so every key found is live.
+        let keys = self.cache_keys().await?;
+        let mut stats = CacheStats::default();
+        for chunk in keys.chunks(PAGE) {
+            let sizes: Vec<u64> = self
+                .retrying(|mut con| async move {
+                    let mut pipe = redis::pipe();
+                    for key in chunk {
+                        pipe.cmd("STRLEN").arg(key);
+                    }
+                    pipe.query_async(&mut con).await
+                })
+                .await?;
+            stats.entries += sizes.iter().filter(|n| **n > 0).count() as u64;
+            stats.bytes += sizes.iter().sum::<u64>();
+        }
+        Ok(stats)
+    }
+}
+
+impl RedisStore {
+    /// Every cache key under this prefix (SCAN, so the server is never held).
+    async fn cache_keys(&self) -> Result<Vec<String>> {
+        let pattern = format!("{}*", self.key(&["cache", ""]));
+        let pattern = &pattern;
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .retrying(|mut con| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(PAGE)
+                        .query_async(&mut con)
+                        .await
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
     }
 }
 

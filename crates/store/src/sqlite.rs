@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS workflows (
@@ -65,6 +65,18 @@ CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, data TE
 CREATE INDEX IF NOT EXISTS workflows_by_submitter ON workflows(submitted_by, created_ms DESC);
 "#;
 
+/// Version 3: results of tasks with `cache:`, by key.
+const CACHE_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    result TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cache_by_expiry ON cache(expires_ms) WHERE expires_ms IS NOT NULL;
+"#;
+
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     pub path: PathBuf,
@@ -94,6 +106,9 @@ enum Job {
     User(UserRecord),
     Key(KeyRecord),
     Audit(AuditEntry),
+    CachePut(Box<CacheEntry>),
+    /// Answers with the number of entries removed.
+    CacheClear,
 }
 
 struct Request {
@@ -187,6 +202,7 @@ impl SqliteStore {
                 conn.execute_batch(SCHEMA).map_err(map)?;
             }
             conn.execute_batch(AUTH_SCHEMA).map_err(map)?;
+            conn.execute_batch(CACHE_SCHEMA).map_err(map)?;
             conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
                 .map_err(map)?;
         }
@@ -354,6 +370,26 @@ fn run_transaction<'a>(
                 tx.prepare_cached("INSERT INTO audit (data) VALUES (?1)")?
                     .execute(params![json_text(entry)])?;
                 seqs.push(tx.last_insert_rowid() as u64);
+            }
+            Job::CachePut(entry) => {
+                // Expired entries go with the writes that add new ones, so the
+                // table does not grow without bound between `cache clear`s.
+                tx.prepare_cached("DELETE FROM cache WHERE expires_ms IS NOT NULL AND expires_ms <= ?1")?
+                    .execute(params![entry.created_ms])?;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO cache (key, method, created_ms, expires_ms, result) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    entry.key,
+                    entry.method,
+                    entry.created_ms,
+                    entry.expires_ms,
+                    json_text(&entry.result)
+                ])?;
+            }
+            Job::CacheClear => {
+                let removed = tx.prepare_cached("DELETE FROM cache")?.execute([])?;
+                seqs.push(removed as u64);
             }
         }
         all_seqs.push(seqs);
@@ -693,6 +729,59 @@ impl Store for SqliteStore {
                 Ok(entry)
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn cache_get(&self, key: &str, now_ms: i64) -> Result<Option<CacheEntry>> {
+        let key = key.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT key, method, created_ms, expires_ms, result FROM cache
+                 WHERE key = ?1 AND (expires_ms IS NULL OR expires_ms > ?2)",
+            )?
+            .query_row(params![key, now_ms], |r| {
+                Ok(CacheEntry {
+                    key: r.get(0)?,
+                    method: r.get(1)?,
+                    created_ms: r.get(2)?,
+                    expires_ms: r.get(3)?,
+                    result: json_column(r, 4)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn cache_put(&self, entry: &CacheEntry) -> Result<()> {
+        self.send(Job::CachePut(Box::new(entry.clone())))
+            .await
+            .map(|_| ())
+    }
+
+    async fn cache_clear(&self) -> Result<u64> {
+        let removed = self.send(Job::CacheClear).await?;
+        Ok(removed.first().copied().unwrap_or(0))
+    }
+
+    async fn cache_stats(&self, now_ms: i64) -> Result<CacheStats> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT
+                   coalesce(sum(CASE WHEN expires_ms IS NULL OR expires_ms > ?1 THEN 1 ELSE 0 END), 0),
+                   coalesce(sum(CASE WHEN expires_ms IS NULL OR expires_ms > ?1 THEN 0 ELSE 1 END), 0),
+                   coalesce(sum(length(result)), 0)
+                 FROM cache",
+                params![now_ms],
+                |r| {
+                    Ok(CacheStats {
+                        entries: r.get::<_, i64>(0)? as u64,
+                        expired: r.get::<_, i64>(1)? as u64,
+                        bytes: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
         })
         .await
     }

@@ -2,6 +2,7 @@
 //! its result into an exit code.
 
 pub mod auth;
+pub mod cache;
 pub mod cluster;
 pub mod config_cmd;
 pub mod errors;
@@ -67,6 +68,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Inspect(command) => observe::inspect(&ctx, command).await,
         Command::Health(args) => observe::health(&ctx, args).await,
         Command::Auth(command) => auth::run(&ctx, command).await,
+        Command::Cache(command) => cache::run(&ctx, command).await,
         Command::Config(args) => config_cmd::run(&ctx, args),
         Command::Serve(args) | Command::Dev(crate::DevCommand::Start(args)) => {
             serve::run(&ctx, args).await

@@ -57,6 +57,9 @@ pub struct RunArgs {
     /// System prompt for --text / --vision
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
+    /// Run tasks with `cache:` even when a stored result exists (fresh results are still stored)
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Args, Debug)]
@@ -85,7 +88,10 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
     }
     let overrides = collect_inputs(args.inputs_file.as_deref(), &args.inputs)?;
     let store = ctx.open_store(args.ephemeral).await?;
-    let runtime = ctx.runtime(store).await?;
+    let mut runtime = ctx.runtime(store).await?;
+    if args.no_cache {
+        runtime = runtime.without_cache();
+    }
 
     // Validate everything before running anything.
     let mut workflows = Vec::new();
@@ -315,6 +321,11 @@ fn single_task_workflow(
             retry: RetryPolicy::default(),
             on_error: Default::default(),
             requires: Default::default(),
+            when: None,
+            on_skip: Default::default(),
+            for_each: None,
+            max_parallel: None,
+            cache: None,
         }],
     }
 }

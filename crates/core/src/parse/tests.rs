@@ -310,3 +310,152 @@ fn protocol_must_match_method() {
         "#]],
     );
 }
+
+#[test]
+fn when_on_skip_for_each_and_max_parallel_parse() {
+    let workflow = load_ok(
+        r#"
+name: flow
+inputs: {n: 3}
+tasks:
+  - id: check
+    method: python/execute
+    params: {code: "result = True"}
+  - id: gated
+    method: python/execute
+    when: "${check.result} == true and ${inputs.n} > 2"
+    dependencies: [check]
+    params: {code: "result = 1"}
+  - id: after
+    method: python/execute
+    dependencies: [gated]
+    on_skip: run
+    params: {code: "result = ${gated.result}"}
+  - id: each
+    method: python/execute
+    for_each: [a, b]
+    max_parallel: 2
+    params: {code: "result = ${item} * ${index}"}
+  - id: counted
+    method: python/execute
+    for_each: "range(${inputs.n})"
+    params: {code: "result = ${item}"}
+  - id: over
+    method: python/execute
+    dependencies: [each]
+    for_each: "${each.result}"
+    when: true
+    params: {code: "result = ${item}"}
+"#,
+    );
+    let t = &workflow.tasks;
+    assert_eq!(
+        t[1].when.as_deref(),
+        Some("${check.result} == true and ${inputs.n} > 2")
+    );
+    assert_eq!(t[2].on_skip, OnSkip::Run);
+    assert_eq!(
+        t[3].for_each,
+        Some(ForEach::Items(vec!["a".into(), "b".into()]))
+    );
+    assert_eq!(t[3].max_parallel, Some(2));
+    assert_eq!(
+        t[4].for_each,
+        Some(ForEach::Range(Value::String("${inputs.n}".into())))
+    );
+    assert_eq!(t[5].for_each, Some(ForEach::Ref("${each.result}".into())));
+    assert_eq!(t[5].when.as_deref(), Some("true"));
+}
+
+#[test]
+fn when_and_for_each_problems_have_positions_and_hints() {
+    check_problems(
+        r#"
+name: flow
+tasks:
+  - id: check
+    method: python/execute
+  - id: gated
+    method: python/execute
+    dependencies: [check]
+    when: "${check.result} = true"
+  - id: unrelated
+    method: python/execute
+    when: ${check.result}
+  - id: loose
+    method: python/execute
+    when: "${item} == 1"
+    params: {code: "x = ${index}"}
+  - id: fan
+    method: python/execute
+    for_each: "not a list"
+    max_parallel: 0
+  - id: fan2
+    method: python/execute
+    for_each: {a: 1}
+  - id: fan3
+    method: python/execute
+    for_each: "range(many)"
+  - id: lone
+    method: python/execute
+    max_parallel: 4
+    on_skip: maybe
+"#,
+        expect![[r#"
+            9:28 GZ3025 invalid `when` condition: unexpected `=` (compare with `==`) [Write conditions like `${check.result} == true and ${inputs.n} > 3`: references, quoted text, numbers, true/false/null, [lists], ==, !=, <, <=, >, >=, in, not in, and, or, not, parentheses.]
+            12:11 GZ3009 task `unrelated` refers to `check.result` but does not depend on task `check` [Add `check` to this task's `dependencies`.]
+            15:11 GZ3013 `item` is only defined in the parameters of `for_each` tasks
+            16:20 GZ3013 `index` is only defined in the parameters of `for_each` tasks
+            19:15 GZ3027 `for_each` must be a list, `range(N)` or one reference to a list, not the text `not a list` [e.g. `for_each: [a, b]`, `for_each: range(10)` or `for_each: "${list.result}"`.]
+            20:19 GZ3014 `max_parallel` must be at least 1, not 0
+            23:15 GZ3027 `for_each` must be a list, `range(N)` or one reference to a list, not a mapping [e.g. `for_each: [a, b]`, `for_each: range(10)` or `for_each: "${list.result}"`.]
+            26:15 GZ3027 `for_each` must be a list, `range(N)` or one reference to a list, not `range(many)`: range takes a whole number or one reference [e.g. `for_each: [a, b]`, `for_each: range(10)` or `for_each: "${list.result}"`.]
+            29:19 GZ3014 task `lone` sets `max_parallel` without `for_each` [`max_parallel` limits the instances of a `for_each` task.]
+            30:14 GZ3014 `on_skip` must be one of skip, run, not `maybe`
+        "#]],
+    );
+}
+
+#[test]
+fn cache_true_ttl_and_key() {
+    let workflow = load_ok(
+        r#"
+name: f
+inputs: {q: x}
+tasks:
+  - {id: a, method: python/execute, cache: true}
+  - {id: b, method: python/execute, cache: {ttl: 1h30m, key: "q=${inputs.q}"}}
+  - {id: c, method: python/execute, cache: false}
+  - {id: d, method: python/execute, cache: {ttl: 90}}
+"#,
+    );
+    let t = &workflow.tasks;
+    assert_eq!(t[0].cache, Some(CachePolicy::default()));
+    assert_eq!(
+        t[1].cache,
+        Some(CachePolicy {
+            ttl: Some(5400.0),
+            key: Some("q=${inputs.q}".into())
+        })
+    );
+    assert_eq!(t[2].cache, None);
+    assert_eq!(t[3].cache.as_ref().and_then(|c| c.ttl), Some(90.0));
+    assert_eq!(parse_duration("500ms"), Some(0.5));
+    assert_eq!(parse_duration("7d"), Some(604800.0));
+    assert_eq!(parse_duration("1 h"), Some(3600.0));
+    assert_eq!(parse_duration("soon"), None);
+    assert_eq!(parse_duration(""), None);
+}
+
+#[test]
+fn cache_problems() {
+    check_problems(
+        "name: f\ntasks:\n  - id: a\n    method: python/execute\n    cache: {ttl: soon, keep: 1, key: \"${b}\"}\n  - {id: b, method: python/execute, cache: yes}\n",
+        expect![[r#"
+            5:12 GZ3009 task `a` refers to `b` but does not depend on task `b` [Add `b` to this task's `dependencies`.]
+            5:18 GZ3014 cache.ttl must be a positive duration, not `soon` [Write seconds (3600) or a duration: 90s, 15m, 1h, 7d, 1h30m.]
+            5:24 GZ3002 unknown cache key `keep` [Did you mean `key`?]
+            6:44 GZ3004 `cache` must be true, false or a mapping like {ttl: 1h}, not string
+        "#]],
+    );
+}

@@ -8,6 +8,7 @@ fn task(deps: &[TaskIdx]) -> PlanTask {
         lane: 0,
         on_error: OnError::Stop,
         retry: RetryPolicy::default(),
+        on_skip: OnSkip::Skip,
     }
 }
 
@@ -277,6 +278,141 @@ fn empty_plan_finishes_at_once() {
         expect![[r#"
             Start
               Finished { state: Completed }
+        "#]],
+    );
+}
+
+fn condition_false(task: TaskIdx) -> Input {
+    Input::ConditionFalse { task }
+}
+
+#[test]
+fn false_condition_skips_the_task_and_dependants_that_need_it() {
+    // 0 -> 1 (when false) -> 2 -> 3; 4 depends on 0 only and still runs.
+    check(
+        plan(
+            vec![task(&[]), task(&[0]), task(&[1]), task(&[2]), task(&[0])],
+            8,
+        ),
+        &[ok(0), condition_false(1), ok(4)],
+        expect![[r#"
+            Start
+              Run { task: 0, attempt: 1 }
+            Succeeded { task: 0 }
+              Completed { task: 0 }
+              Run { task: 1, attempt: 1 }
+              Run { task: 4, attempt: 1 }
+            ConditionFalse { task: 1 }
+              Skipped { task: 1, cause: None }
+              Skipped { task: 2, cause: Some(1) }
+              Skipped { task: 3, cause: Some(2) }
+            Succeeded { task: 4 }
+              Completed { task: 4 }
+              Finished { state: Completed }
+        "#]],
+    );
+}
+
+#[test]
+fn on_skip_run_dependant_runs_after_a_skipped_dependency() {
+    // 1 (when false) -> 2 (on_skip: run) -> 3; 3 also waits for 0.
+    let mut tasks = vec![task(&[]), task(&[]), task(&[1]), task(&[2, 0])];
+    tasks[2].on_skip = OnSkip::Run;
+    check(
+        plan(tasks, 8),
+        &[condition_false(1), ok(2), ok(0), ok(3)],
+        expect![[r#"
+            Start
+              Run { task: 0, attempt: 1 }
+              Run { task: 1, attempt: 1 }
+            ConditionFalse { task: 1 }
+              Skipped { task: 1, cause: None }
+              Run { task: 2, attempt: 1 }
+            Succeeded { task: 2 }
+              Completed { task: 2 }
+            Succeeded { task: 0 }
+              Completed { task: 0 }
+              Run { task: 3, attempt: 1 }
+            Succeeded { task: 3 }
+              Completed { task: 3 }
+              Finished { state: Completed }
+        "#]],
+    );
+}
+
+#[test]
+fn on_skip_run_also_takes_skips_that_cascade_but_not_cancellations() {
+    // 0 (when false) -> 1 -> 2 (on_skip: run): 1 is skipped, 2 runs.
+    let mut tasks = vec![task(&[]), task(&[0]), task(&[1])];
+    tasks[2].on_skip = OnSkip::Run;
+    check(
+        plan(tasks.clone(), 8),
+        &[condition_false(0), ok(2)],
+        expect![[r#"
+            Start
+              Run { task: 0, attempt: 1 }
+            ConditionFalse { task: 0 }
+              Skipped { task: 0, cause: None }
+              Skipped { task: 1, cause: Some(0) }
+              Run { task: 2, attempt: 1 }
+            Succeeded { task: 2 }
+              Completed { task: 2 }
+              Finished { state: Completed }
+        "#]],
+    );
+    check(
+        plan(tasks, 8),
+        &[Input::Cancel, Input::Aborted { task: 0 }],
+        expect![[r#"
+            Start
+              Run { task: 0, attempt: 1 }
+            Cancel
+              Abort { task: 0 }
+              Cancelled { task: 1 }
+              Cancelled { task: 2 }
+            Aborted { task: 0 }
+              Cancelled { task: 0 }
+              Finished { state: Cancelled }
+        "#]],
+    );
+}
+
+#[test]
+fn a_restored_skipped_dependency_is_honoured_on_resume() {
+    let mut tasks = vec![task(&[]), task(&[0]), task(&[0])];
+    tasks[2].on_skip = OnSkip::Run;
+    let mut scheduler = Scheduler::new(plan(tasks, 8));
+    scheduler.restore(0, TaskState::Skipped, 0);
+    let actions = scheduler.handle(Input::Start);
+    expect![[r#"
+        [
+            Skipped {
+                task: 1,
+                cause: Some(
+                    0,
+                ),
+            },
+            Run {
+                task: 2,
+                attempt: 1,
+            },
+        ]
+    "#]]
+    .assert_debug_eq(&actions);
+}
+
+#[test]
+fn condition_false_for_a_task_not_running_is_ignored() {
+    check(
+        plan(vec![task(&[]), task(&[0])], 8),
+        &[condition_false(1), ok(0)],
+        expect![[r#"
+            Start
+              Run { task: 0, attempt: 1 }
+            ConditionFalse { task: 1 }
+            Succeeded { task: 0 }
+              Completed { task: 0 }
+              Run { task: 1, attempt: 1 }
         "#]],
     );
 }
