@@ -50,7 +50,11 @@ tasks:
     let json = run.json();
     assert_eq!(json["state"], "completed", "{json}");
     assert_eq!(task(&json, "gated")["state"], "skipped");
-    assert_eq!(task(&json, "gated")["attempt"], 0, "a skipped task never ran");
+    assert_eq!(
+        task(&json, "gated")["attempt"],
+        0,
+        "a skipped task never ran"
+    );
     assert_eq!(task(&json, "downstream")["state"], "skipped");
     assert_eq!(task(&json, "tolerant")["state"], "completed");
     assert_eq!(
@@ -268,12 +272,18 @@ tasks:
         ),
     );
     let runs = || std::fs::read_to_string(&mark).unwrap_or_default();
-    let first = env.run(&["--json", "run", file.to_str().unwrap()]).ok().json();
+    let first = env
+        .run(&["--json", "run", file.to_str().unwrap()])
+        .ok()
+        .json();
     assert_eq!(task(&first, "slow")["result"], 42);
     assert_eq!(task(&first, "squares")["result"], json!([0, 1, 4]));
     assert_eq!(runs().len(), 4);
 
-    let second = env.run(&["--json", "run", file.to_str().unwrap()]).ok().json();
+    let second = env
+        .run(&["--json", "run", file.to_str().unwrap()])
+        .ok()
+        .json();
     assert_eq!(task(&second, "slow")["result"], 42);
     assert_eq!(task(&second, "slow")["record"]["cached"], true);
     assert_eq!(task(&second, "squares")["result"], json!([0, 1, 4]));

@@ -114,12 +114,11 @@ impl Lexer<'_> {
             }
             let start = i;
             if self.text[i..].starts_with("${") {
-                let found = refs::reference_at(self.text, i, self.names, false).ok_or(
-                    ParseError {
+                let found =
+                    refs::reference_at(self.text, i, self.names, false).ok_or(ParseError {
                         offset: i,
                         message: "malformed reference".into(),
-                    },
-                )?;
+                    })?;
                 let reference = found.reference.map_err(|e| ParseError {
                     offset: i,
                     message: e.message,
@@ -152,7 +151,11 @@ impl Lexer<'_> {
                 let value = if let Ok(n) = raw.parse::<i64>() {
                     Value::from(n)
                 } else {
-                    match raw.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                    match raw
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                    {
                         Some(n) => Value::Number(n),
                         None => return err(i, format!("`{}` is not a number", &self.text[i..end])),
                     }
@@ -163,7 +166,8 @@ impl Lexer<'_> {
             }
             if c.is_ascii_alphabetic() || c == b'_' {
                 let mut end = i + 1;
-                while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
+                while end < bytes.len()
+                    && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
                 {
                     end += 1;
                 }
@@ -194,7 +198,11 @@ impl Lexer<'_> {
                 }
                 None => {
                     let ch = self.text[i..].chars().next().unwrap_or('?');
-                    let hint = if ch == '=' { " (compare with `==`)" } else { "" };
+                    let hint = if ch == '=' {
+                        " (compare with `==`)"
+                    } else {
+                        ""
+                    };
                     return err(i, format!("unexpected `{ch}`{hint}"));
                 }
             }
@@ -364,8 +372,14 @@ impl Parser {
                     }
                 }
             }),
-            Tok::Op(op) => err(offset, format!("unexpected `{op}` where a value is expected")),
-            Tok::Word(w) => err(offset, format!("unexpected `{w}` where a value is expected")),
+            Tok::Op(op) => err(
+                offset,
+                format!("unexpected `{op}` where a value is expected"),
+            ),
+            Tok::Word(w) => err(
+                offset,
+                format!("unexpected `{w}` where a value is expected"),
+            ),
         }
     }
 }
@@ -456,9 +470,7 @@ fn equal(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w)))
         }
         _ => a == b,
     }
@@ -494,10 +506,8 @@ fn mismatch(op: CmpOp, a: &Value, b: &Value) -> GzError {
             short(b),
             op.symbol(),
             match op {
-                CmpOp::In | CmpOp::NotIn => format!(
-                    "a list, a text or an object on the right, not {}",
-                    kind(b)
-                ),
+                CmpOp::In | CmpOp::NotIn =>
+                    format!("a list, a text or an object on the right, not {}", kind(b)),
                 _ => format!("two numbers or two texts, not {} and {}", kind(a), kind(b)),
             }
         ),

@@ -15,5 +15,6 @@ pub mod yaml;
 
 pub use errors::{ErrorCode, GzError};
 pub use model::{
-    CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy, TaskSpec, TaskState, Workflow, WorkflowState,
+    CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy, TaskSpec, TaskState,
+    Workflow, WorkflowState,
 };

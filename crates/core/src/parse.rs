@@ -4,8 +4,8 @@
 use crate::errors::{ErrorCode, GzError};
 use crate::expr;
 use crate::model::{
-    Backoff, CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy, TaskSpec, Workflow,
-    MAX_FOR_EACH_ITEMS,
+    Backoff, CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy, TaskSpec,
+    Workflow, MAX_FOR_EACH_ITEMS,
 };
 use crate::refs::{self, Root};
 use crate::yaml::{self, Node, NodeKind, Pos, Scalar};
@@ -638,8 +638,7 @@ fn parse_when(ctx: &mut Ctx, node: &Node) -> Option<String> {
 /// True when `text` is exactly one `${…}` reference (surrounding spaces aside).
 fn single_reference(text: &str) -> bool {
     let text = text.trim();
-    text.starts_with("${")
-        && refs::find_reference_end(text, 0).is_some_and(|end| end == text.len())
+    text.starts_with("${") && refs::find_reference_end(text, 0).is_some_and(|end| end == text.len())
 }
 
 /// `for_each:` — an inline list, `range(n)` or one reference to a list.
@@ -649,30 +648,48 @@ fn parse_for_each(ctx: &mut Ctx, node: &Node) -> Option<ForEach> {
             ErrorCode::InvalidForEach,
             node.pos,
             format!("`for_each` must be a list, `range(N)` or one reference to a list, not {what}"),
-            Some("e.g. `for_each: [a, b]`, `for_each: range(10)` or `for_each: \"${list.result}\"`.".into()),
+            Some(
+                "e.g. `for_each: [a, b]`, `for_each: range(10)` or `for_each: \"${list.result}\"`."
+                    .into(),
+            ),
         );
         None
     };
     match &node.kind {
         NodeKind::Seq(_) => match node.to_json() {
             Value::Array(items) if items.len() <= MAX_FOR_EACH_ITEMS => Some(ForEach::Items(items)),
-            Value::Array(items) => bad(ctx, format!("a list of {} items (at most {MAX_FOR_EACH_ITEMS})", items.len())),
+            Value::Array(items) => bad(
+                ctx,
+                format!(
+                    "a list of {} items (at most {MAX_FOR_EACH_ITEMS})",
+                    items.len()
+                ),
+            ),
             _ => None,
         },
         NodeKind::Scalar(Scalar::Str(text)) => {
             let text = text.trim();
-            if let Some(arg) = text.strip_prefix("range(").and_then(|a| a.strip_suffix(')')) {
+            if let Some(arg) = text
+                .strip_prefix("range(")
+                .and_then(|a| a.strip_suffix(')'))
+            {
                 let arg = arg.trim();
                 if let Ok(n) = arg.parse::<u64>() {
                     if n as usize > MAX_FOR_EACH_ITEMS {
-                        return bad(ctx, format!("range({n}) (at most {MAX_FOR_EACH_ITEMS} items)"));
+                        return bad(
+                            ctx,
+                            format!("range({n}) (at most {MAX_FOR_EACH_ITEMS} items)"),
+                        );
                     }
                     return Some(ForEach::Range(Value::from(n)));
                 }
                 if single_reference(arg) {
                     return Some(ForEach::Range(Value::String(arg.to_string())));
                 }
-                return bad(ctx, format!("`{text}`: range takes a whole number or one reference"));
+                return bad(
+                    ctx,
+                    format!("`{text}`: range takes a whole number or one reference"),
+                );
             }
             if single_reference(text) {
                 return Some(ForEach::Ref(text.to_string()));
@@ -1168,7 +1185,9 @@ pub fn load(
         if let Some(params) = task.params_node {
             references_in(params, &names, &mut found);
         }
-        let check = |ctx: &mut Ctx, found: Vec<(Result<refs::Reference, GzError>, Pos)>, loop_vars: bool| {
+        let check = |ctx: &mut Ctx,
+                     found: Vec<(Result<refs::Reference, GzError>, Pos)>,
+                     loop_vars: bool| {
             for (reference, pos) in found {
                 match reference {
                     Err(e) => ctx.push(e.code, pos, e.message.clone(), e.hint.clone()),
@@ -1212,7 +1231,11 @@ pub fn load(
             let mut found = Vec::new();
             refs::collect_references(&Value::String(key.clone()), &names, &mut found);
             let pos = task.cache_pos;
-            check(&mut ctx, found.into_iter().map(|r| (r, pos)).collect(), fans_out);
+            check(
+                &mut ctx,
+                found.into_iter().map(|r| (r, pos)).collect(),
+                fans_out,
+            );
         }
 
         if let Some(condition) = &task.spec.when {

@@ -376,7 +376,10 @@ impl Scheduler {
     /// A task reached a terminal state: tell its dependants.
     fn resolve(&mut self, task: TaskIdx, actions: &mut Vec<Action>) {
         if self.states[task] == TaskState::Failed
-            && matches!(self.plan.tasks[task].on_error, OnError::Stop | OnError::Retry)
+            && matches!(
+                self.plan.tasks[task].on_error,
+                OnError::Stop | OnError::Retry
+            )
         {
             if self.stopped_by.is_none() {
                 self.stopped_by = Some(task);

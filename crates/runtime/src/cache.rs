@@ -20,7 +20,12 @@ pub(crate) struct CacheSlot {
 impl CacheSlot {
     /// `custom` is the task's rendered `cache.key`, which stands in for the
     /// parameters.
-    pub fn new(method: &str, params: &Value, custom: Option<&Value>, ttl: Option<f64>) -> CacheSlot {
+    pub fn new(
+        method: &str,
+        params: &Value,
+        custom: Option<&Value>,
+        ttl: Option<f64>,
+    ) -> CacheSlot {
         let subject = match custom {
             Some(key) => json!({"method": method, "key": key}),
             None => json!({"method": method, "params": params}),
@@ -113,10 +118,30 @@ mod tests {
 
     #[test]
     fn key_ignores_object_key_order_but_not_values() {
-        let a = CacheSlot::new("f/x", &json!({"a": 1, "b": {"c": [1, 2], "d": "x"}}), None, None);
-        let b = CacheSlot::new("f/x", &json!({"b": {"d": "x", "c": [1, 2]}, "a": 1}), None, None);
-        let c = CacheSlot::new("f/x", &json!({"a": 1, "b": {"c": [2, 1], "d": "x"}}), None, None);
-        let d = CacheSlot::new("f/y", &json!({"a": 1, "b": {"c": [1, 2], "d": "x"}}), None, None);
+        let a = CacheSlot::new(
+            "f/x",
+            &json!({"a": 1, "b": {"c": [1, 2], "d": "x"}}),
+            None,
+            None,
+        );
+        let b = CacheSlot::new(
+            "f/x",
+            &json!({"b": {"d": "x", "c": [1, 2]}, "a": 1}),
+            None,
+            None,
+        );
+        let c = CacheSlot::new(
+            "f/x",
+            &json!({"a": 1, "b": {"c": [2, 1], "d": "x"}}),
+            None,
+            None,
+        );
+        let d = CacheSlot::new(
+            "f/y",
+            &json!({"a": 1, "b": {"c": [1, 2], "d": "x"}}),
+            None,
+            None,
+        );
         assert_eq!(a.key, b.key);
         assert_ne!(a.key, c.key);
         assert_ne!(a.key, d.key);

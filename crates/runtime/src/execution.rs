@@ -705,10 +705,12 @@ impl Run<'_> {
         let items: Vec<Value> = match &spec.for_each {
             None => Vec::new(),
             Some(ForEach::Items(items)) => items.clone(),
-            Some(ForEach::Ref(text)) => match refs::render_str(text, self.names.as_ref(), &scope)? {
-                Value::Array(items) => items,
-                other => return Err(not_a_list(&format!("`{text}`"), &other)),
-            },
+            Some(ForEach::Ref(text)) => {
+                match refs::render_str(text, self.names.as_ref(), &scope)? {
+                    Value::Array(items) => items,
+                    other => return Err(not_a_list(&format!("`{text}`"), &other)),
+                }
+            }
             Some(ForEach::Range(count)) => {
                 let count = match count {
                     Value::String(text) => refs::render_str(text, self.names.as_ref(), &scope)?,
@@ -852,7 +854,10 @@ fn task_call(
     });
     let (task_id, task_name) = match instance {
         None => (spec.id.clone(), spec.display_name().to_string()),
-        Some(i) => (format!("{}[{i}]", spec.id), format!("{}[{i}]", spec.display_name())),
+        Some(i) => (
+            format!("{}[{i}]", spec.id),
+            format!("{}[{i}]", spec.display_name()),
+        ),
     };
     TaskCall {
         workflow_id: workflow_id.to_string(),
@@ -937,7 +942,9 @@ fn render_params(
             for dep in &spec.dependencies {
                 if let Some(&i) = index.get(dep) {
                     if let Some(record) = &records[i] {
-                        let primary = record.get(primary_field(&workflow.tasks[i].method)).cloned();
+                        let primary = record
+                            .get(primary_field(&workflow.tasks[i].method))
+                            .cloned();
                         inputs.insert(dep.clone(), primary.unwrap_or(Value::Null));
                     }
                 }
@@ -1083,7 +1090,10 @@ impl FanOut {
                 Some(Err(join)) => {
                     failure.get_or_insert((
                         next,
-                        GzError::new(ErrorCode::InternalError, format!("instance stopped: {join}")),
+                        GzError::new(
+                            ErrorCode::InternalError,
+                            format!("instance stopped: {join}"),
+                        ),
                     ));
                 }
             }

@@ -964,7 +964,9 @@ impl Store for RedisStore {
         let key = self.key(&["cache", key]);
         let key = &key;
         let text: Option<String> = self
-            .retrying(|mut con| async move { redis::cmd("GET").arg(key).query_async(&mut con).await })
+            .retrying(
+                |mut con| async move { redis::cmd("GET").arg(key).query_async(&mut con).await },
+            )
             .await?;
         match text {
             None => Ok(None),

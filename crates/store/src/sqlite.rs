@@ -374,8 +374,10 @@ fn run_transaction<'a>(
             Job::CachePut(entry) => {
                 // Expired entries go with the writes that add new ones, so the
                 // table does not grow without bound between `cache clear`s.
-                tx.prepare_cached("DELETE FROM cache WHERE expires_ms IS NOT NULL AND expires_ms <= ?1")?
-                    .execute(params![entry.created_ms])?;
+                tx.prepare_cached(
+                    "DELETE FROM cache WHERE expires_ms IS NOT NULL AND expires_ms <= ?1",
+                )?
+                .execute(params![entry.created_ms])?;
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO cache (key, method, created_ms, expires_ms, result) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?

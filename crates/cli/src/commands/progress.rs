@@ -309,10 +309,14 @@ pub fn summary(record: &WorkflowView, paint: &Paint) -> String {
             ),
             TaskState::Skipped | TaskState::Cancelled => (
                 paint.dim("-"),
-                task.error
-                    .as_ref()
-                    .map(|e| e.message.clone())
-                    .unwrap_or_else(|| task.state.as_str().into()),
+                match &task.error {
+                    Some(e) => e.message.clone(),
+                    // A skip without an error is the task's own decision.
+                    None if task.state == TaskState::Skipped => {
+                        "skipped because its `when` condition is false".into()
+                    }
+                    None => task.state.as_str().into(),
+                },
             ),
             other => (paint.cyan("…"), other.as_str().to_string()),
         };

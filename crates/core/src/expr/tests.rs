@@ -109,7 +109,9 @@ fn values_of_different_types_are_unequal_but_do_not_order() {
     let error = eval("'3' < 4").unwrap_err();
     assert_eq!(error.code, ErrorCode::ConditionFailed);
     assert!(
-        error.message.contains("two numbers or two texts, not text and number"),
+        error
+            .message
+            .contains("two numbers or two texts, not text and number"),
         "{}",
         error.message
     );
@@ -166,7 +168,9 @@ fn hostile_input_is_refused_not_a_crash() {
     assert!(parse(&nots, &names()).is_err());
     let lists = "[".repeat(1000);
     assert!(parse(&lists, &names()).is_err());
-    for text in ["${", "'\\", "\"é", "1e999", "--1", "]", ")", "é", "$", "${check", "1_"] {
+    for text in [
+        "${", "'\\", "\"é", "1e999", "--1", "]", ")", "é", "$", "${check", "1_",
+    ] {
         let _ = parse(text, &names()).map(|e| e.eval(&scope()));
     }
 }
