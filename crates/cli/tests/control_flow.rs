@@ -308,3 +308,17 @@ tasks:
     let text = env.run(&["cache", "stats"]).ok();
     assert!(text.stdout.contains("4 cached results"), "{}", text.stdout);
 }
+
+#[test]
+fn control_flow_example_runs() {
+    let env = Env::new();
+    let file = common::examples().join("control_flow.yaml");
+    let run = env.run(&["--json", "run", file.to_str().unwrap()]).ok();
+    let json = run.json();
+    assert_eq!(task(&json, "square")["result"], json!([9, 64, 225, 16]));
+    assert_eq!(task(&json, "never")["state"], "skipped");
+    assert_eq!(
+        task(&json, "report")["result"],
+        json!({"total": 314, "never": null})
+    );
+}
