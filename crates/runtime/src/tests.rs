@@ -522,3 +522,93 @@ async fn cancelling_aborts_an_in_flight_llm_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_condition_skip_survives_resume_and_reads_as_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("g.db"))).unwrap());
+    let (rt, provider) = runtime_with(store.clone());
+    let id = rt
+        .submit(
+            workflow(
+                &rt,
+                "name: r\ntasks:\n  - {id: a, method: test/echo, when: 'false', params: {value: 1}}\n  - {id: b, method: test/echo, dependencies: [a], on_skip: run, params: {value: '${a}'}}\n",
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    // What a process killed right after skipping `a` leaves behind.
+    let mut tasks = store.tasks(&id).await.unwrap();
+    tasks[0].state = TaskState::Skipped;
+    store
+        .apply(vec![
+            Write::Task(tasks[0].clone()),
+            Write::Workflow {
+                id: id.clone(),
+                state: WorkflowState::Running,
+                at_ms: 1,
+                error: None,
+            },
+        ])
+        .await
+        .unwrap();
+    let outcome = rt.run(&id, CancellationToken::new()).await.unwrap();
+    assert_eq!(outcome.state, WorkflowState::Completed);
+    assert!(!provider.calls.lock().unwrap().contains_key("a"));
+    assert_eq!(
+        task(&outcome, "b").result.as_ref().unwrap()["result"],
+        Value::Null
+    );
+}
+
+#[tokio::test]
+async fn fan_out_respects_max_parallel_and_keeps_item_order() {
+    let (rt, provider) = runtime();
+    let started = std::time::Instant::now();
+    let outcome = run_yaml(
+        &rt,
+        "name: f\ntasks:\n  - {id: s, method: test/sleep, for_each: range(6), max_parallel: 2, params: {ms: 50}}\n  - {id: e, method: test/echo, for_each: [x, y, z], params: {value: '${index}:${item}'}}\n",
+    )
+    .await;
+    assert_eq!(outcome.state, WorkflowState::Completed);
+    // Six 50 ms calls, two at a time: three rounds.
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(
+        task(&outcome, "e").result.as_ref().unwrap()["result"],
+        json!(["0:x", "1:y", "2:z"])
+    );
+    let calls = provider.calls.lock().unwrap().clone();
+    assert_eq!(calls.get("s[5]"), Some(&1), "instances are named task[i]");
+}
+
+#[tokio::test]
+async fn cache_hits_skip_the_provider_unless_disabled() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (rt, provider) = runtime_with(store.clone());
+    let yaml = "name: c\ntasks:\n  - {id: a, method: test/echo, cache: true, params: {value: 5}}\n";
+    run_yaml(&rt, yaml).await;
+    let second = run_yaml(&rt, yaml).await;
+    assert_eq!(provider.total.load(Ordering::SeqCst), 1);
+    let record = task(&second, "a").result.clone().unwrap();
+    assert_eq!(
+        (record["result"].clone(), record["cached"].clone()),
+        (json!(5), json!(true))
+    );
+    let fresh = rt.clone().without_cache();
+    let third = run_yaml(&fresh, yaml).await;
+    assert_eq!(provider.total.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        task(&third, "a").result.as_ref().unwrap().get("cached"),
+        None
+    );
+    assert_eq!(
+        store
+            .cache_stats(gleitzeit_store::now_ms())
+            .await
+            .unwrap()
+            .entries,
+        1
+    );
+}
