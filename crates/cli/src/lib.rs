@@ -7,6 +7,7 @@ mod commands;
 pub mod config;
 mod context;
 mod credentials;
+mod includes;
 pub mod output;
 
 use clap::{Args, Parser, Subcommand};

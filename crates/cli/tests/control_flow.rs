@@ -322,3 +322,100 @@ fn control_flow_example_runs() {
         json!({"total": 314, "never": null})
     );
 }
+
+#[test]
+fn sub_workflow_runs_with_inputs_and_returns_its_outputs() {
+    let env = Env::new();
+    std::fs::create_dir(env.path("lib")).unwrap();
+    env.write(
+        "lib/child.yaml",
+        r#"name: child
+inputs: {base: 1}
+tasks:
+  - id: double
+    method: python/execute
+    params: {code: "result = ${inputs.base} * 2"}
+  - id: words
+    method: python/execute
+    params: {code: "result = ['a', 'b']"}
+outputs:
+  doubled: "${double.result}"
+  summary: "${inputs.base} -> ${double}"
+  words: "${words}"
+"#,
+    );
+    let parent = env.write(
+        "parent.yaml",
+        r#"name: parent
+tasks:
+  - id: seed
+    method: python/execute
+    params: {code: "result = 21"}
+  - id: call
+    method: workflow/run
+    dependencies: [seed]
+    params:
+      file: lib/child.yaml
+      inputs: {base: "${seed.result}"}
+  - id: use
+    method: python/execute
+    dependencies: [call]
+    params: {code: "result = ${call.result.doubled} + len(${call.words})"}
+"#,
+    );
+    let run = env.run(&["--json", "run", parent.to_str().unwrap()]).ok();
+    let json = run.json();
+    assert_eq!(
+        task(&json, "call")["result"],
+        json!({"doubled": 42, "summary": "21 -> 42", "words": ["a", "b"]})
+    );
+    assert_eq!(task(&json, "use")["result"], 44);
+    // The child is a stored workflow of its own.
+    let list = env.run(&["--json", "list"]).ok().json();
+    let text = list.to_string();
+    assert!(
+        text.contains("\"child\"") && text.contains("\"parent\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn sub_workflow_cycle_is_a_validation_error() {
+    let env = Env::new();
+    env.write(
+        "a.yaml",
+        "name: a\ntasks:\n  - id: to_b\n    method: workflow/run\n    params: {file: b.yaml}\n",
+    );
+    env.write(
+        "b.yaml",
+        "name: b\ntasks:\n  - id: back\n    method: workflow/run\n    params: {file: ./a.yaml}\n",
+    );
+    let a = env.path("a.yaml");
+    let run = env.run(&["validate", a.to_str().unwrap()]).code(2);
+    assert!(run.stderr.contains("GZ3028"), "{}", run.stderr);
+    assert!(run.stderr.contains("b.yaml:5:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a.yaml -> ") && run.stderr.contains("b.yaml -> "),
+        "the cycle is printed: {}",
+        run.stderr
+    );
+    let run = env.run(&["run", a.to_str().unwrap()]).code(2);
+    assert!(run.stderr.contains("GZ3028"), "{}", run.stderr);
+
+    env.write(
+        "self.yaml",
+        "name: s\ntasks:\n  - {id: me, method: workflow/run, params: {file: self.yaml}}\n",
+    );
+    let run = env
+        .run(&["validate", env.path("self.yaml").to_str().unwrap()])
+        .code(2);
+    assert!(run.stderr.contains("GZ3028"), "{}", run.stderr);
+    env.write(
+        "missing.yaml",
+        "name: m\ntasks:\n  - {id: x, method: workflow/run, params: {file: nope.yaml}}\n",
+    );
+    let run = env
+        .run(&["validate", env.path("missing.yaml").to_str().unwrap()])
+        .code(2);
+    assert!(run.stderr.contains("GZ5001"), "{}", run.stderr);
+}

@@ -214,6 +214,10 @@ registry! {
         "`when` condition could not be evaluated", "Ordering (<, >) needs two numbers or two texts and `in` needs a list, text or object on the right; convert the value in an upstream task or use `| default(…)`.";
     InvalidForEach = 3027, Workflow, Medium, false,
         "`for_each` is not a list", "Give `for_each` an inline list, `range(N)`, or one reference (`${task.result}`) to a list.";
+    SubWorkflowCycle = 3028, Workflow, High, false,
+        "Sub-workflows include each other in a cycle", "A `workflow/run` task must not run its own file, directly or through other files; remove one `file:` of the printed cycle.";
+    SubWorkflowFailed = 3029, Workflow, Medium, false,
+        "Sub-workflow did not complete", "Read the sub-workflow's error; `gleitzeit get ID` with the workflow id in the error shows its tasks.";
 
     AuthRequired = 4001, Auth, High, false,
         "Authentication required", "Pass an API key with --api-key, GLEITZEIT_API_KEY or `gleitzeit auth login`.";

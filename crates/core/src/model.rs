@@ -15,6 +15,11 @@ pub struct Workflow {
     #[serde(default)]
     pub inputs: Map<String, Value>,
     pub tasks: Vec<TaskSpec>,
+    /// Named results (`outputs:`): templates over this workflow's tasks and
+    /// inputs, rendered when it completes; a parent's `workflow/run` task
+    /// gets them as its result.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub outputs: Map<String, Value>,
 }
 
 impl Workflow {

@@ -67,6 +67,39 @@ pub const CORE_METHODS: &[&str] = &[
     "mcp/list_tools",
 ];
 
+/// The method that runs another workflow file as one task.
+pub const SUB_WORKFLOW: &str = "workflow/run";
+/// How deep sub-workflows may nest.
+const MAX_NESTING: usize = 16;
+
+/// Reads the files that `workflow/run` tasks name. Core does no I/O: the CLI
+/// passes a reader of the file system; the server passes none, since requests
+/// carry no files.
+pub trait Includes {
+    /// The text of `path` (relative to the file `from`) and the name to report
+    /// it by, the same for every spelling of one file (cycles are found by it).
+    fn read(&self, from: &str, path: &str) -> Result<(String, String), GzError>;
+    /// The name `read` would give the top-level file.
+    fn identity(&self, file: &str) -> String {
+        file.to_string()
+    }
+}
+
+/// No file access: `workflow/run` tasks are refused.
+pub struct NoIncludes;
+
+impl Includes for NoIncludes {
+    fn read(&self, _from: &str, _path: &str) -> Result<(String, String), GzError> {
+        Err(GzError::new(
+            ErrorCode::InvalidValue,
+            "sub-workflows (`workflow/run` with `file:`) can only be loaded from files",
+        )
+        .with_hint(
+            "Run the parent file with `gleitzeit run`; requests to the server carry no files.",
+        ))
+    }
+}
+
 const WORKFLOW_KEYS: &[&str] = &[
     "name",
     "description",
@@ -75,6 +108,7 @@ const WORKFLOW_KEYS: &[&str] = &[
     "defaults",
     "inputs",
     "tasks",
+    "outputs",
 ];
 const TASK_KEYS: &[&str] = &[
     "id",
@@ -522,7 +556,7 @@ fn normalise_method(
             );
             return None;
         }
-    } else if !catalog.has_method(&method) {
+    } else if method != SUB_WORKFLOW && !catalog.has_method(&method) {
         let names = catalog.all_names();
         let hint = suggest(&method, names.iter().map(String::as_str))
             .map(|s| format!("Did you mean `{s}`?"))
@@ -982,6 +1016,37 @@ pub fn load(
     catalog: &dyn MethodCatalog,
     overrides: &Map<String, Value>,
 ) -> Result<Workflow, Vec<Diagnostic>> {
+    load_with(text, file, catalog, overrides, &NoIncludes)
+}
+
+/// [`load`], reading the files of `workflow/run` tasks through `includes`.
+/// Each sub-workflow is validated (with its own inputs) and embedded in its
+/// task's parameters as `workflow`, so the stored spec needs no files later.
+pub fn load_with(
+    text: &str,
+    file: &str,
+    catalog: &dyn MethodCatalog,
+    overrides: &Map<String, Value>,
+    includes: &dyn Includes,
+) -> Result<Workflow, Vec<Diagnostic>> {
+    load_nested(
+        text,
+        file,
+        catalog,
+        overrides,
+        includes,
+        &mut vec![includes.identity(file)],
+    )
+}
+
+fn load_nested(
+    text: &str,
+    file: &str,
+    catalog: &dyn MethodCatalog,
+    overrides: &Map<String, Value>,
+    includes: &dyn Includes,
+    stack: &mut Vec<String>,
+) -> Result<Workflow, Vec<Diagnostic>> {
     let mut ctx = Ctx {
         file,
         diagnostics: Vec::new(),
@@ -1079,6 +1144,67 @@ pub fn load(
     for (i, node) in task_nodes.iter().enumerate() {
         if let Some(task) = parse_task(&mut ctx, node, i, &defaults, catalog) {
             raw.push(task);
+        }
+    }
+    for task in raw.iter_mut().filter(|t| t.spec.method == SUB_WORKFLOW) {
+        let file_node = task.params_node.and_then(|p| p.get("file"));
+        let Some((path, pos)) = file_node.and_then(|n| n.as_str().map(|s| (s.to_string(), n.pos)))
+        else {
+            ctx.push(
+                ErrorCode::MissingField,
+                task.pos,
+                format!("task `{}` runs a sub-workflow but names no `file`", task.spec.id),
+                Some("Add `parameters: {file: child.yaml, inputs: {…}}`; the path is relative to this file.".into()),
+            );
+            continue;
+        };
+        let (child_text, child_name) = match includes.read(file, &path) {
+            Ok(found) => found,
+            Err(e) => {
+                ctx.push(e.code, pos, e.message.clone(), e.hint.clone());
+                continue;
+            }
+        };
+        if let Some(start) = stack.iter().position(|f| *f == child_name) {
+            let mut cycle: Vec<&str> = stack[start..].iter().map(String::as_str).collect();
+            cycle.push(&child_name);
+            ctx.push(
+                ErrorCode::SubWorkflowCycle,
+                pos,
+                format!("sub-workflow cycle: {}", cycle.join(" -> ")),
+                Some(ErrorCode::SubWorkflowCycle.def().hint.to_string()),
+            );
+            continue;
+        }
+        if stack.len() >= MAX_NESTING {
+            ctx.push(
+                ErrorCode::InvalidValue,
+                pos,
+                format!("sub-workflows nest more than {MAX_NESTING} deep"),
+                None,
+            );
+            continue;
+        }
+        stack.push(child_name.clone());
+        let child = load_nested(
+            &child_text,
+            &child_name,
+            catalog,
+            &Map::new(),
+            includes,
+            stack,
+        );
+        stack.pop();
+        match child {
+            Ok(child) => {
+                if let Value::Object(params) = &mut task.spec.params {
+                    params.insert(
+                        "workflow".into(),
+                        serde_json::to_value(child).unwrap_or(Value::Null),
+                    );
+                }
+            }
+            Err(problems) => ctx.diagnostics.extend(problems),
         }
     }
 
@@ -1179,6 +1305,39 @@ pub fn load(
     };
 
     let names: HashSet<String> = owner.keys().cloned().collect();
+    let mut outputs = Map::new();
+    if let Some(node) = root.get("outputs") {
+        match node.as_map() {
+            Some(entries) => {
+                for (key, value) in entries {
+                    let mut found = Vec::new();
+                    references_in(value, &names, &mut found);
+                    for (reference, pos) in found {
+                        match reference {
+                            Err(e) => ctx.push(e.code, pos, e.message.clone(), e.hint.clone()),
+                            Ok(r) => match &r.root {
+                                Root::Input(name) if !inputs.contains_key(name) => ctx.push(
+                                    ErrorCode::InvalidInput,
+                                    pos,
+                                    format!("output refers to `{}`, but there is no input `{name}`", r.text),
+                                    None,
+                                ),
+                                Root::Item | Root::Index => ctx.push(
+                                    ErrorCode::InvalidReference,
+                                    pos,
+                                    format!("`{}` is only defined in the parameters of `for_each` tasks", r.text),
+                                    None,
+                                ),
+                                _ => {}
+                            },
+                        }
+                    }
+                    outputs.insert(key.key_text().unwrap_or_default(), value.to_json());
+                }
+            }
+            None => ctx.wrong_type(node, "outputs", "a mapping of names to references"),
+        }
+    }
     for (i, task) in raw.iter().enumerate() {
         let fans_out = task.spec.for_each.is_some();
         let mut found = Vec::new();
@@ -1288,6 +1447,7 @@ pub fn load(
         description,
         inputs,
         tasks,
+        outputs,
     })
 }
 

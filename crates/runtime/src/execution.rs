@@ -13,6 +13,7 @@ use crate::Runtime;
 use gleitzeit_core::events::{self, Event};
 use gleitzeit_core::expr;
 use gleitzeit_core::model::{primary_field, ForEach, MAX_FOR_EACH_ITEMS};
+use gleitzeit_core::parse;
 use gleitzeit_core::refs::{self, python};
 use gleitzeit_core::scheduler::{Action, Input, Plan, Scheduler};
 use gleitzeit_core::{ErrorCode, GzError, OnError, TaskState, Workflow, WorkflowState};
@@ -826,6 +827,19 @@ impl Run<'_> {
                 return;
             }
         };
+        if self.workflow.tasks[task].method == parse::SUB_WORKFLOW {
+            let parent = self.id.clone();
+            self.running.spawn(async move {
+                let outcome = sub_workflow(rt, parent, params, token).await;
+                let _ = tx.send(Msg::Done {
+                    task,
+                    attempt,
+                    outcome,
+                    partial: None,
+                });
+            });
+            return;
+        }
         let call = task_call(&self.id, &self.workflow.tasks[task], None, attempt, params);
         self.running.spawn(async move {
             let outcome = execute(&rt, call, token, slot).await;
@@ -924,6 +938,15 @@ fn render_params(
         Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
+    if spec.method == parse::SUB_WORKFLOW {
+        // The embedded child keeps its own references for its own run.
+        let child = params.remove("workflow");
+        let mut rendered = refs::render_value(&Value::Object(params), names, scope)?;
+        if let (Value::Object(map), Some(child)) = (&mut rendered, child) {
+            map.insert("workflow".into(), child);
+        }
+        return Ok(rendered);
+    }
     if !spec.method.starts_with("python/") {
         return refs::render_value(&Value::Object(params), names, scope);
     }
@@ -966,6 +989,77 @@ fn render_params(
     }
     rendered.insert("inputs".into(), Value::Object(inputs));
     Ok(Value::Object(rendered))
+}
+
+type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, GzError>> + Send>>;
+
+/// Runs the workflow embedded in a `workflow/run` task as a workflow of its
+/// own (stored, resumable, with its own events) and answers with its
+/// `outputs`. Boxed: a run that starts a run is a recursive future.
+fn sub_workflow(rt: Runtime, parent: String, params: Value, token: CancellationToken) -> BoxedRun {
+    Box::pin(async move {
+        let mut child: Workflow = params
+            .get("workflow")
+            .cloned()
+            .and_then(|w| serde_json::from_value(w).ok())
+            .ok_or_else(|| {
+                GzError::new(
+                    ErrorCode::InvalidParameters,
+                    "`workflow/run` task carries no sub-workflow (was it loaded from a file?)",
+                )
+            })?;
+        if let Some(Value::Object(inputs)) = params.get("inputs") {
+            for (k, v) in inputs {
+                child.inputs.insert(k.clone(), v.clone());
+            }
+        }
+        let source = params
+            .get("file")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let id = rt.submit(child.clone(), source).await?;
+        let outcome = rt.run(&id, token).await?;
+        if outcome.state != WorkflowState::Completed {
+            let cause = outcome.error.map(|e| e.to_string()).unwrap_or_default();
+            return Err(GzError::new(
+                ErrorCode::SubWorkflowFailed,
+                format!(
+                    "sub-workflow `{}` ({id}) {}: {cause}",
+                    child.name,
+                    outcome.state.as_str()
+                ),
+            )
+            .with_details(json!({"workflow_id": id, "parent": parent})));
+        }
+        let records: Vec<Option<Value>> = child
+            .tasks
+            .iter()
+            .map(|spec| {
+                let task = outcome.tasks.iter().find(|t| t.task_id == spec.id)?;
+                match task.state {
+                    TaskState::Completed => task.result.clone(),
+                    TaskState::Skipped => Some(skipped_record(&spec.method)),
+                    TaskState::Failed => Some(error_record(task.error.as_ref())),
+                    _ => None,
+                }
+            })
+            .collect();
+        let index: HashMap<String, usize> = child
+            .index()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let names = TaskNames::of(&child);
+        let scope = RunScope {
+            workflow: &child,
+            index: &index,
+            records: &records,
+            allowed_env: &rt.config.allowed_env,
+            item: None,
+        };
+        let outputs = refs::render_value(&Value::Object(child.outputs.clone()), &names, &scope)?;
+        Ok(json!({"result": outputs, "workflow_id": id}))
+    })
 }
 
 /// Where a call of a task with `cache:` keeps its result.

@@ -29,6 +29,7 @@ fn workflow(id: &str, created_ms: i64) -> (WorkflowRecord, Vec<TaskRecord>) {
             max_parallel: None,
             cache: None,
         }],
+        outputs: Default::default(),
     };
     let record = WorkflowRecord {
         submitted_by: None,

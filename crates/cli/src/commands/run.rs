@@ -99,7 +99,13 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
     for file in &files {
         let text = read_user_file(file)?;
         let name = file.display().to_string();
-        match parse::load(&text, &name, runtime.registry(), &overrides) {
+        match parse::load_with(
+            &text,
+            &name,
+            runtime.registry(),
+            &overrides,
+            &crate::includes::FsIncludes,
+        ) {
             Ok(workflow) => workflows.push((workflow, name)),
             Err(diagnostics) => {
                 invalid = true;
@@ -327,6 +333,7 @@ fn single_task_workflow(
             max_parallel: None,
             cache: None,
         }],
+        outputs: Default::default(),
     }
 }
 

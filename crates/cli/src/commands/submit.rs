@@ -185,7 +185,13 @@ async fn submit_local(
     }
     let store = ctx.open_store(false).await?;
     let runtime = ctx.runtime(store).await?;
-    let workflow = match parse::load(text, file, runtime.registry(), overrides) {
+    let workflow = match parse::load_with(
+        text,
+        file,
+        runtime.registry(),
+        overrides,
+        &crate::includes::FsIncludes,
+    ) {
         Ok(workflow) => workflow,
         Err(diagnostics) => {
             super::validate::report_diagnostics(ctx.global.json, file, &diagnostics);

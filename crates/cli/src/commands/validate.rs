@@ -49,7 +49,13 @@ pub fn run(ctx: &Context, args: ValidateArgs) -> Result<u8, GzError> {
     for file in &args.files {
         let name = file.display().to_string();
         let text = read_user_file(file)?;
-        let result = parse::load(&text, &name, &registry, &Map::new());
+        let result = parse::load_with(
+            &text,
+            &name,
+            &registry,
+            &Map::new(),
+            &crate::includes::FsIncludes,
+        );
         let diagnostics = match &result {
             Ok(_) => Vec::new(),
             Err(d) => d.clone(),

@@ -459,3 +459,72 @@ fn cache_problems() {
         "#]],
     );
 }
+
+/// Files by name, for sub-workflow tests.
+struct Files(&'static [(&'static str, &'static str)]);
+
+impl Includes for Files {
+    fn read(&self, _from: &str, path: &str) -> Result<(String, String), GzError> {
+        let name = path.trim_start_matches("./");
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, text)| (text.to_string(), n.to_string()))
+            .ok_or_else(|| GzError::new(ErrorCode::FileNotFound, format!("no file {path}")))
+    }
+}
+
+#[test]
+fn sub_workflows_are_embedded_and_outputs_parsed() {
+    let files = Files(&[(
+        "child.yaml",
+        "name: child\ninputs: {n: 1}\ntasks:\n  - {id: t, method: python/execute}\noutputs:\n  out: \"${t.result}\"\n",
+    )]);
+    let workflow = load_with(
+        "name: p\ntasks:\n  - {id: c, method: workflow/run, params: {file: child.yaml, inputs: {n: 2}}}\n",
+        "parent.yaml",
+        &TestCatalog,
+        &Map::new(),
+        &files,
+    )
+    .unwrap_or_else(|d| panic!("{d:#?}"));
+    let child: Workflow =
+        serde_json::from_value(workflow.tasks[0].params["workflow"].clone()).unwrap();
+    assert_eq!(child.name, "child");
+    assert_eq!(child.outputs["out"], "${t.result}");
+}
+
+#[test]
+fn sub_workflow_problems() {
+    let files = Files(&[
+        ("a.yaml", "name: a\ntasks:\n  - {id: x, method: workflow/run, params: {file: b.yaml}}\n"),
+        ("b.yaml", "name: b\ntasks:\n  - {id: y, method: workflow/run, params: {file: ./a.yaml}}\noutputs: {o: \"${nobody}\"}\n"),
+    ]);
+    let problems = load_with(
+        "name: top\ntasks:\n  - {id: x, method: workflow/run, params: {file: a.yaml}}\n  - {id: y, method: workflow/run}\n  - {id: z, method: workflow/run, params: {file: gone.yaml}}\n",
+        "top.yaml",
+        &TestCatalog,
+        &Map::new(),
+        &files,
+    )
+    .unwrap_err();
+    let rendered: Vec<String> = problems.iter().map(|d| d.to_string()).collect();
+    expect![[r#"
+        [
+            "b.yaml:3:50: GZ3028 sub-workflow cycle: a.yaml -> b.yaml -> a.yaml",
+            "top.yaml:4:5: GZ3003 task `y` runs a sub-workflow but names no `file`",
+            "b.yaml:4:14: GZ3012 reference `nobody` names no task or input `nobody`",
+            "top.yaml:5:50: GZ5001 no file gone.yaml",
+        ]
+    "#]]
+    .assert_debug_eq(&rendered);
+    // Without file access (the server), sub-workflows are refused.
+    let problems = load(
+        "name: top\ntasks:\n  - {id: x, method: workflow/run, params: {file: a.yaml}}\n",
+        "request",
+        &TestCatalog,
+        &Map::new(),
+    )
+    .unwrap_err();
+    assert!(problems[0].message.contains("only be loaded from files"));
+}
