@@ -29,7 +29,9 @@ impl Drop for Workers {
 
 fn clear(url: &str, prefix: &str) -> Result<()> {
     let mut conn = redis::Client::open(url)?.get_connection()?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut conn)?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)?;
     for chunk in keys.chunks(500) {
         let _: () = redis::cmd("DEL").arg(chunk).query(&mut conn)?;
     }

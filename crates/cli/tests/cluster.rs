@@ -211,7 +211,9 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
         self.kill_server();
-        let Ok(mut conn) = redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection()) else {
+        let Ok(mut conn) =
+            redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection())
+        else {
             return;
         };
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -386,7 +388,14 @@ impl OwnRedis {
         self.kill();
         self.child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

@@ -198,8 +198,8 @@ pub async fn nodes(ctx: &Context) -> Result<u8, GzError> {
         return Ok(output::EXIT_OK);
     }
     println!(
-        "{:<28} {:<7} {:<18} {:<22} {:>9} {:>9} {:>7}  {}",
-        "NODE", "STATE", "LABELS", "SERVES", "LOAD", "DONE", "FAILED", "HEARTBEAT"
+        "{:<28} {:<7} {:<18} {:<22} {:>9} {:>9} {:>7}  HEARTBEAT",
+        "NODE", "STATE", "LABELS", "SERVES", "LOAD", "DONE", "FAILED"
     );
     for node in &nodes {
         println!(
