@@ -171,6 +171,25 @@ impl Cluster {
         }
     }
 
+    /// Waits until at least `n` tasks of the workflow completed.
+    fn wait_completed(&self, id: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let view = self.workflow(id);
+            let done = view["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["state"] == "completed")
+                .count();
+            if done >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no progress: {view}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// task id → how many `task_completed` events the store holds for it.
     fn completions(&self, id: &str) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
@@ -328,21 +347,7 @@ fn server_restart_while_workers_keep_running() {
     cluster.add_worker(&["--concurrency", "4"]);
     let id = cluster.submit(&fan_yaml(300, 0.02, ""));
     // Kill the scheduler once some tasks are done, with work still queued.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let view = cluster.workflow(&id);
-        let done = view["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["state"] == "completed")
-            .count();
-        if done >= 30 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress: {view}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.wait_completed(&id, 30);
     cluster.kill_server();
     std::thread::sleep(Duration::from_millis(500));
     cluster.start_server();
@@ -426,20 +431,7 @@ fn redis_going_away_mid_run_loses_nothing_and_records_nothing_twice() {
     cluster.add_worker(&["--concurrency", "4"]);
     cluster.add_worker(&["--concurrency", "4"]);
     let id = cluster.submit(&fan_yaml(300, 0.02, ""));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = cluster.workflow(&id)["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["state"] == "completed")
-            .count();
-        if done >= 30 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.wait_completed(&id, 30);
     // Redis dies; server and workers wait it out with backoff.
     redis.kill();
     std::thread::sleep(Duration::from_millis(1500));
