@@ -678,3 +678,25 @@ fn nodes_without_scale_out_says_how_to_get_there() {
     let out = env.run(&["inspect", "node", "n1"]).code(2);
     assert!(out.stderr.contains("--backend redis"), "{}", out.stderr);
 }
+
+#[test]
+fn config_show_hides_the_redis_password() {
+    let env = Env::new();
+    env.write(
+        "config.yaml",
+        "persistence:\n  backend: redis\n  redis:\n    host: 10.0.0.5\n    password: s3cret-in-file\n",
+    );
+    for args in [vec!["config", "show"], vec!["config", "show", "--json"]] {
+        let out = env
+            .command()
+            .env("GLEITZEIT_CONFIG", env.path("config.yaml"))
+            .env("REDIS_URL", "redis://:hunter2@10.0.0.5:6379/0")
+            .args(&args)
+            .output()
+            .unwrap();
+        let out = common::Run::from(out).ok();
+        assert!(out.stdout.contains("10.0.0.5"), "{}", out.stdout);
+        assert!(!out.stdout.contains("hunter2"), "{}", out.stdout);
+        assert!(!out.stdout.contains("s3cret-in-file"), "{}", out.stdout);
+    }
+}
