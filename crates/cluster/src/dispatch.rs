@@ -47,6 +47,7 @@ struct Inner {
     dispatch: redis::Script,
     node_lost: redis::Script,
     cancel: redis::Script,
+    forget_node: redis::Script,
     stop: CancellationToken,
 }
 
@@ -98,6 +99,7 @@ impl RedisDispatcher {
             dispatch: redis::Script::new(include_str!("lua/dispatch.lua")),
             node_lost: redis::Script::new(include_str!("lua/node_lost.lua")),
             cancel: redis::Script::new(include_str!("lua/cancel.lua")),
+            forget_node: redis::Script::new(include_str!("lua/forget_node.lua")),
             stop,
         });
         tokio::spawn(read_outcomes(inner.clone(), reader, after));
@@ -401,10 +403,14 @@ async fn watch_nodes(inner: Arc<Inner>) {
                     let _ = inner.store.apply(vec![Write::Event(event)]).await;
                 }
             } else if node.state != "active" && silent_ms > 3_600_000 {
-                let _: Result<(), _> = redis::pipe()
-                    .hdel(inner.keys.nodes(), &node.id)
-                    .hdel(inner.keys.node_state(), &node.id)
-                    .query_async(&mut conn)
+                let _: Result<i64, _> = inner
+                    .forget_node
+                    .key(inner.keys.nodes())
+                    .key(inner.keys.node_state())
+                    .key(inner.keys.queues())
+                    .arg(&node.id)
+                    .arg(GROUP)
+                    .invoke_async(&mut conn)
                     .await;
             }
         }
