@@ -700,3 +700,26 @@ fn config_show_hides_the_redis_password() {
         assert!(!out.stdout.contains("s3cret-in-file"), "{}", out.stdout);
     }
 }
+
+#[test]
+fn run_on_redis_waits_for_a_worker_and_says_so() {
+    let mut cluster = Cluster::new();
+    let file = cluster.env.write("flow.yaml", &fan_yaml(5, 0.0, ""));
+    let child = cluster
+        .command()
+        .args(["run", "--quiet", "--json"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.add_worker(&[]);
+    let out = common::Run::from(child.wait_with_output().unwrap()).ok();
+    assert!(
+        out.stderr.contains("no worker node is active"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.json()["state"], "completed", "{}", out.stdout);
+}
