@@ -360,9 +360,20 @@ cmd_start() {
   args+=("${extra[@]}")
 
   log "starting: $LLAMA_SERVER ${args[*]} (log: $LOG_FILE)"
-  setsid "$LLAMA_SERVER" "${args[@]}" </dev/null >"$LOG_FILE" 2>&1 8>&- &
-  local pid=$!
-  echo "$pid" >"$PID_FILE"
+  # setsid forks when its caller leads a process group (job control on), so
+  # $! would name a process that is already gone: the server writes its own
+  # pid (the shell's, kept by exec) from inside the new session.
+  rm -f "$PID_FILE"
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PID_FILE" "$LLAMA_SERVER" "${args[@]}" \
+    </dev/null >"$LOG_FILE" 2>&1 8>&- &
+  local pid="" waited=0
+  while [[ -z "$pid" ]]; do
+    pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+    if [[ -z "$pid" ]]; then
+      (( waited++ < 100 )) || die "llama-server did not start (log: $LOG_FILE)"
+      sleep 0.05
+    fi
+  done
   echo "$url" >"$URL_FILE"
   echo "$want" >"$ARGS_FILE"
 

@@ -204,6 +204,15 @@ impl Context {
             tokio_util::sync::CancellationToken::new(),
         )
         .await?;
+        let admin = gleitzeit_cluster::admin::Admin::from_connection(
+            dispatcher.connection(),
+            self.redis_prefix(),
+        );
+        if let Ok(nodes) = admin.nodes().await {
+            if !nodes.iter().any(|n| n.state == "active") {
+                eprintln!("note: no worker node is active on this Redis; tasks wait in the queue until one joins (`gleitzeit worker --backend redis`).");
+            }
+        }
         Ok(Runtime::new(store, runtime.registry().clone(), config)
             .with_remote(Arc::new(dispatcher)))
     }

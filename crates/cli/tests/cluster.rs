@@ -171,6 +171,25 @@ impl Cluster {
         }
     }
 
+    /// Waits until at least `n` tasks of the workflow completed.
+    fn wait_completed(&self, id: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let view = self.workflow(id);
+            let done = view["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["state"] == "completed")
+                .count();
+            if done >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no progress: {view}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// task id → how many `task_completed` events the store holds for it.
     fn completions(&self, id: &str) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
@@ -328,21 +347,7 @@ fn server_restart_while_workers_keep_running() {
     cluster.add_worker(&["--concurrency", "4"]);
     let id = cluster.submit(&fan_yaml(300, 0.02, ""));
     // Kill the scheduler once some tasks are done, with work still queued.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let view = cluster.workflow(&id);
-        let done = view["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["state"] == "completed")
-            .count();
-        if done >= 30 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress: {view}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.wait_completed(&id, 30);
     cluster.kill_server();
     std::thread::sleep(Duration::from_millis(500));
     cluster.start_server();
@@ -426,20 +431,7 @@ fn redis_going_away_mid_run_loses_nothing_and_records_nothing_twice() {
     cluster.add_worker(&["--concurrency", "4"]);
     cluster.add_worker(&["--concurrency", "4"]);
     let id = cluster.submit(&fan_yaml(300, 0.02, ""));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = cluster.workflow(&id)["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["state"] == "completed")
-            .count();
-        if done >= 30 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.wait_completed(&id, 30);
     // Redis dies; server and workers wait it out with backoff.
     redis.kill();
     std::thread::sleep(Duration::from_millis(1500));
@@ -685,4 +677,49 @@ fn nodes_without_scale_out_says_how_to_get_there() {
     assert!(out.stdout.contains("gleitzeit worker"), "{}", out.stdout);
     let out = env.run(&["inspect", "node", "n1"]).code(2);
     assert!(out.stderr.contains("--backend redis"), "{}", out.stderr);
+}
+
+#[test]
+fn config_show_hides_the_redis_password() {
+    let env = Env::new();
+    env.write(
+        "config.yaml",
+        "persistence:\n  backend: redis\n  redis:\n    host: 10.0.0.5\n    password: s3cret-in-file\n",
+    );
+    for args in [vec!["config", "show"], vec!["config", "show", "--json"]] {
+        let out = env
+            .command()
+            .env("GLEITZEIT_CONFIG", env.path("config.yaml"))
+            .env("REDIS_URL", "redis://:hunter2@10.0.0.5:6379/0")
+            .args(&args)
+            .output()
+            .unwrap();
+        let out = common::Run::from(out).ok();
+        assert!(out.stdout.contains("10.0.0.5"), "{}", out.stdout);
+        assert!(!out.stdout.contains("hunter2"), "{}", out.stdout);
+        assert!(!out.stdout.contains("s3cret-in-file"), "{}", out.stdout);
+    }
+}
+
+#[test]
+fn run_on_redis_waits_for_a_worker_and_says_so() {
+    let mut cluster = Cluster::new();
+    let file = cluster.env.write("flow.yaml", &fan_yaml(5, 0.0, ""));
+    let child = cluster
+        .command()
+        .args(["run", "--quiet", "--json"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.add_worker(&[]);
+    let out = common::Run::from(child.wait_with_output().unwrap()).ok();
+    assert!(
+        out.stderr.contains("no worker node is active"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.json()["state"], "completed", "{}", out.stdout);
 }

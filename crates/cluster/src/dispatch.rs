@@ -46,6 +46,8 @@ struct Inner {
     options: DispatchOptions,
     dispatch: redis::Script,
     node_lost: redis::Script,
+    cancel: redis::Script,
+    forget_node: redis::Script,
     stop: CancellationToken,
 }
 
@@ -96,6 +98,8 @@ impl RedisDispatcher {
             options,
             dispatch: redis::Script::new(include_str!("lua/dispatch.lua")),
             node_lost: redis::Script::new(include_str!("lua/node_lost.lua")),
+            cancel: redis::Script::new(include_str!("lua/cancel.lua")),
+            forget_node: redis::Script::new(include_str!("lua/forget_node.lua")),
             stop,
         });
         tokio::spawn(read_outcomes(inner.clone(), reader, after));
@@ -112,7 +116,9 @@ impl RedisDispatcher {
         self.inner.conn.clone()
     }
 
-    async fn enqueue(&self, call: &TaskCall) -> Result<(), ClusterError> {
+    /// Enqueues the call; false when this attempt was enqueued before (by
+    /// this scheduler before a restart).
+    async fn enqueue(&self, call: &TaskCall) -> Result<bool, ClusterError> {
         let keys = &self.inner.keys;
         let route = call.requires.route_key();
         let stream = keys.queue(call.method.split('/').next().unwrap_or(""), &route);
@@ -144,7 +150,7 @@ impl RedisDispatcher {
                 .invoke_async(&mut conn)
                 .await;
             match result {
-                Ok(_) => return Ok(()),
+                Ok(added) => return Ok(added == 1),
                 Err(e) if is_transient(&e) && !self.inner.stop.is_cancelled() => {
                     tracing::warn!("Redis unavailable while enqueueing a task, retrying: {e}");
                     backoff.wait().await;
@@ -197,18 +203,14 @@ impl Drop for Pending {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 let mut conn = inner.conn.clone();
-                let cancelled = inner.keys.cancelled(&workflow_id);
-                let _: Result<(), _> = redis::pipe()
-                    .hset(&cancelled, &field, 1)
-                    .ignore()
-                    .expire(&cancelled, 3600)
-                    .ignore()
-                    .publish(
-                        inner.keys.cancel_channel(),
-                        format!("{workflow_id} {field}"),
-                    )
-                    .ignore()
-                    .query_async(&mut conn)
+                let _: Result<i64, _> = inner
+                    .cancel
+                    .key(inner.keys.dispatched(&workflow_id))
+                    .arg(&field)
+                    .arg(GROUP)
+                    .arg(inner.keys.cancel_channel())
+                    .arg(format!("{workflow_id} {field}"))
+                    .invoke_async(&mut conn)
                     .await;
             });
         }
@@ -229,11 +231,13 @@ impl RemoteExecutor for RedisDispatcher {
             key,
             answered: false,
         };
-        self.enqueue(&call).await.map_err(GzError::from)?;
+        let fresh = self.enqueue(&call).await.map_err(GzError::from)?;
         // A restarted scheduler may find the outcome already recorded.
-        if let Some(outcome) = self.recorded(&call.workflow_id, &field).await {
-            pending.answered = true;
-            return outcome.into_result();
+        if !fresh {
+            if let Some(outcome) = self.recorded(&call.workflow_id, &field).await {
+                pending.answered = true;
+                return outcome.into_result();
+            }
         }
         let outcome = rx.await.map_err(|_| {
             GzError::new(ErrorCode::ServerShuttingDown, "the scheduler is stopping")
@@ -249,8 +253,6 @@ impl RemoteExecutor for RedisDispatcher {
             .del(keys.results(workflow_id))
             .ignore()
             .del(keys.dispatched(workflow_id))
-            .ignore()
-            .del(keys.cancelled(workflow_id))
             .ignore()
             .query_async(&mut conn)
             .await;
@@ -401,10 +403,14 @@ async fn watch_nodes(inner: Arc<Inner>) {
                     let _ = inner.store.apply(vec![Write::Event(event)]).await;
                 }
             } else if node.state != "active" && silent_ms > 3_600_000 {
-                let _: Result<(), _> = redis::pipe()
-                    .hdel(inner.keys.nodes(), &node.id)
-                    .hdel(inner.keys.node_state(), &node.id)
-                    .query_async(&mut conn)
+                let _: Result<i64, _> = inner
+                    .forget_node
+                    .key(inner.keys.nodes())
+                    .key(inner.keys.node_state())
+                    .key(inner.keys.queues())
+                    .arg(&node.id)
+                    .arg(GROUP)
+                    .invoke_async(&mut conn)
                     .await;
             }
         }

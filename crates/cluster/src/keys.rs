@@ -59,14 +59,11 @@ impl Keys {
         format!("{}:dead", self.prefix)
     }
 
-    /// The nodes that held one entry, in order.
+    /// The nodes that held one entry and stopped (died) while holding it,
+    /// in order. `history(stream, "")` is the prefix the reclaim script adds
+    /// entry ids to.
     pub fn history(&self, stream: &str, entry_id: &str) -> String {
         format!("{stream}:hist:{entry_id}")
-    }
-
-    /// `task#attempt` of cancelled calls, so a worker skips them.
-    pub fn cancelled(&self, workflow_id: &str) -> String {
-        format!("{}:cancelled:{workflow_id}", self.prefix)
     }
 
     pub fn cancel_channel(&self) -> String {

@@ -390,6 +390,7 @@ impl Worker {
                 .arg(&self.id)
                 .arg(self.options.reclaim_after.as_millis() as u64)
                 .arg(free)
+                .arg(self.keys.history(queue, ""))
                 .invoke_async(&mut conn)
                 .await?;
             for (entry_id, payload, deliveries) in claimed {
@@ -482,19 +483,8 @@ impl Worker {
             );
         }
         let history = self.keys.history(&stream, &entry_id);
-        let mut conn = self.conn.clone();
-        let cancelled: Result<((), (), bool), _> = redis::pipe()
-            .rpush(&history, &self.id)
-            .expire(&history, 86_400)
-            .hexists(self.keys.cancelled(&call.workflow_id), &field)
-            .query_async(&mut conn)
-            .await;
         let workflow_id = call.workflow_id.clone();
-        let outcome = if matches!(cancelled, Ok((_, _, true))) {
-            Err(GzError::new(ErrorCode::TaskCancelled, "cancelled"))
-        } else {
-            self.runtime.call_here(call, token).await
-        };
+        let outcome = self.runtime.call_here(call, token).await;
         if self.abandon.is_cancelled() {
             // Shutting down past the grace period: another node runs it again.
             self.release(&key);

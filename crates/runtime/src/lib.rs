@@ -317,7 +317,8 @@ pub fn current_owner() -> Owner {
     }
 }
 
-fn hostname() -> String {
+/// This machine's name, as owners and worker nodes record it.
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

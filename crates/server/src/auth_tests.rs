@@ -181,6 +181,7 @@ async fn every_role_against_every_endpoint() {
             [true, true, true, false],
         ),
         ("GET", "/api/v1/stats", "", [true, true, true, true]),
+        ("GET", "/api/v1/nodes", "", [true, true, true, true]),
         ("GET", "/api/v1/providers", "", [true, true, true, true]),
         ("GET", "/api/v1/functions", "", [true, true, true, true]),
         ("GET", "/api/v1/functions/sum", "", [true, true, true, true]),

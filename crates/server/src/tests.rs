@@ -718,6 +718,13 @@ async fn providers_health_and_stats() {
         assert_eq!(health["store"]["workflows_by_state"]["completed"], 1);
     }
 
+    // In-process execution: no worker nodes, and health does not mention them.
+    let (status, nodes) = get(&router, "/api/v1/nodes").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(nodes, json!({"scale_out": false, "nodes": []}));
+    let (_, health) = get(&router, "/api/v1/health").await;
+    assert!(health.get("nodes").is_none(), "{health:#}");
+
     let (status, stats) = get(&router, "/api/v1/stats").await;
     assert_eq!(status, StatusCode::OK, "{stats:#}");
     assert_eq!(stats["workflows_by_state"]["completed"], 1);
@@ -782,6 +789,7 @@ async fn openapi_documents_every_route_the_router_serves() {
         ("/api/v1/ws", &["get"]),
         ("/api/v1/stats", &["get"]),
         ("/api/v1/providers", &["get"]),
+        ("/api/v1/nodes", &["get"]),
         ("/api/v1/functions", &["get"]),
         ("/api/v1/functions/{name}", &["get"]),
         ("/api/v1/errors", &["get"]),

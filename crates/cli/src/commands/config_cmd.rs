@@ -55,10 +55,15 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> Result<u8, GzError> {
     let paint = Paint(output::color_stdout());
     match args.action.unwrap_or(ConfigAction::Show) {
         ConfigAction::Show => {
+            // Secrets never reach the terminal (or a pasted bug report).
+            let mut shown = ctx.config.clone();
+            let redis = &mut shown.persistence.redis;
+            redis.url = redis.url.as_deref().map(gleitzeit_store::redact_url);
+            redis.password = redis.password.as_ref().map(|_| "***".to_string());
             if ctx.global.json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&ctx.config).unwrap_or_default()
+                    serde_json::to_string_pretty(&shown).unwrap_or_default()
                 );
             } else {
                 println!(
@@ -73,7 +78,7 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> Result<u8, GzError> {
                         }
                     ))
                 );
-                print!("{}", ctx.config.to_yaml());
+                print!("{}", shown.to_yaml());
             }
         }
         ConfigAction::Init { force } => {

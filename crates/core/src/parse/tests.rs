@@ -528,3 +528,41 @@ fn sub_workflow_problems() {
     .unwrap_err();
     assert!(problems[0].message.contains("only be loaded from files"));
 }
+
+fn requires_routes_by_gpu_and_labels() {
+    let wf = load_ok(
+        "name: r\ntasks:\n  - id: a\n    method: python/execute\n    requires: {gpu: true, labels: {region: eu, tier: 2}}\n    parameters: {code: 'result = 1'}\n  - id: b\n    method: python/execute\n    parameters: {code: 'result = 1'}\n",
+    );
+    let a = &wf.tasks[0].requires;
+    assert!(a.gpu);
+    assert_eq!(a.route_key(), "gpu,region=eu,tier=2");
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert("region".to_string(), "eu".to_string());
+    assert!(!a.satisfied_by(true, &labels), "tier is missing");
+    labels.insert("tier".to_string(), "2".to_string());
+    assert!(a.satisfied_by(true, &labels));
+    assert!(!a.satisfied_by(false, &labels), "needs a GPU");
+    assert!(wf.tasks[1].requires.is_empty());
+    assert_eq!(wf.tasks[1].requires.route_key(), "");
+    assert!(wf.tasks[1]
+        .requires
+        .satisfied_by(false, &Default::default()));
+}
+
+#[test]
+fn bad_requires_values() {
+    check_problems(
+        "name: r\ntasks:\n  - id: a\n    method: python/execute\n    requires: {gpu: yes please, labels: {region: 'e u'}, cpu: 4}\n",
+        expect![[r#"
+            5:21 GZ3004 `requires.gpu` must be true or false, not string
+            5:50 GZ3014 label `region` needs a short text value without `,`, `=`, `:` or spaces [Labels match `gleitzeit worker --labels key=value`.]
+            5:58 GZ3002 unknown requires key `cpu` [Did you mean `gpu`?]
+        "#]],
+    );
+    check_problems(
+        "name: r\ntasks:\n  - id: a\n    method: python/execute\n    requires: gpu\n",
+        expect![[r#"
+            5:15 GZ3004 `requires` must be a mapping like {gpu: true, labels: {region: eu}}, not string
+        "#]],
+    );
+}
