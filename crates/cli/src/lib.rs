@@ -170,13 +170,21 @@ pub enum DevCommand {
 
 pub fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of our output goes
-    // away (`gleitzeit events --json | head`) instead of failing to print.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread
-    // starts; no handler code runs.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // away (`gleitzeit events --json | head`). SIGPIPE itself stays ignored:
+    // restoring it would let a peer that closes a socket kill the server.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
