@@ -529,6 +529,7 @@ fn sub_workflow_problems() {
     assert!(problems[0].message.contains("only be loaded from files"));
 }
 
+#[test]
 fn requires_routes_by_gpu_and_labels() {
     let wf = load_ok(
         "name: r\ntasks:\n  - id: a\n    method: python/execute\n    requires: {gpu: true, labels: {region: eu, tier: 2}}\n    parameters: {code: 'result = 1'}\n  - id: b\n    method: python/execute\n    parameters: {code: 'result = 1'}\n",
