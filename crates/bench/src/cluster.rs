@@ -115,6 +115,12 @@ fn scenario(
     clear(url, &prefix)?;
     let home = dir.join(format!("home-{name}"));
     std::fs::create_dir_all(&home)?;
+    // As many warm Python processes as slots, so a worker can run its 16
+    // sleeping tasks at once (the default pool is one per CPU).
+    std::fs::write(
+        home.join("config.yaml"),
+        format!("providers:\n  python:\n    workers: {SLOTS}\n"),
+    )?;
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml)?;
     let mut started = Workers(Vec::new());
