@@ -158,13 +158,14 @@ fn scenario(
         .and_then(|v| v["duration_ms"].as_f64())
         .unwrap_or(wall_ms);
     let per_second = tasks as f64 / (workflow_ms.max(1.0) / 1000.0);
-    // No-op: the whole per-task time is overhead. Sleeping tasks: the time
-    // beyond what the workers' slots would need if dispatch were free.
+    // No-op: the whole per-task time is overhead. Sleeping tasks: the wall
+    // time beyond what the workers' slots would need if dispatch were free,
+    // per task.
     let overhead_us = match task_seconds {
         None => workflow_ms * 1000.0 / tasks as f64,
         Some(s) => {
             let ideal_ms = (tasks as f64 / (workers * SLOTS) as f64).ceil() * s * 1000.0;
-            ((workflow_ms - ideal_ms).max(0.0) * 1000.0 / tasks as f64) * (workers * SLOTS) as f64
+            (workflow_ms - ideal_ms).max(0.0) * 1000.0 / tasks as f64
         }
     };
     println!(
