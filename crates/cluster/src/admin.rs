@@ -105,10 +105,10 @@ impl Admin {
         let (Some(workflow_id), Some(task_id), Some(attempt)) =
             (&letter.workflow_id, &letter.task_id, letter.attempt)
         else {
-            return Err(ClusterError::Redis(format!(
-                "dead letter {} is not a task call ({}); drop it instead",
-                letter.id, letter.reason
-            )));
+            return Err(ClusterError::NotRetryable {
+                id: letter.id,
+                reason: letter.reason,
+            });
         };
         let field = call_field(task_id, attempt);
         let _: () = redis::pipe()

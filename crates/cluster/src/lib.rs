@@ -53,6 +53,8 @@ pub enum ClusterError {
     DeadLetterNotFound(String),
     #[error("node `{0}` not found")]
     NodeNotFound(String),
+    #[error("dead letter {id} is not a task call ({reason}), so there is nothing to retry")]
+    NotRetryable { id: String, reason: String },
 }
 
 impl ClusterError {
@@ -62,9 +64,9 @@ impl ClusterError {
                 ErrorCode::RedisConnectionFailed
             }
             ClusterError::Incompatible { .. } => ErrorCode::IncompatibleWorker,
-            ClusterError::DeadLetterNotFound(_) | ClusterError::NodeNotFound(_) => {
-                ErrorCode::InvalidArgument
-            }
+            ClusterError::DeadLetterNotFound(_)
+            | ClusterError::NodeNotFound(_)
+            | ClusterError::NotRetryable { .. } => ErrorCode::InvalidArgument,
         }
     }
 }
@@ -77,6 +79,9 @@ impl From<ClusterError> for GzError {
                 gz.with_hint("`gleitzeit dead-letters list` shows the ids.")
             }
             ClusterError::NodeNotFound(_) => gz.with_hint("`gleitzeit nodes` lists the nodes."),
+            ClusterError::NotRetryable { .. } => {
+                gz.with_hint("Remove it with `gleitzeit dead-letters drop ID`.")
+            }
             _ => gz,
         }
     }
