@@ -261,26 +261,37 @@ impl Target {
                 let store = ctx.open_store(false).await?;
                 let wanted: Option<Vec<String>> =
                     types.map(|t| t.split(',').map(|s| s.trim().to_string()).collect());
-                Ok(Box::pin(async_stream::try_stream! {
-                    let mut last = match after {
-                        Some(seq) => seq,
-                        None => store.latest_event_seq().await?,
-                    };
-                    loop {
-                        let page = store.events(workflow_id.as_deref(), last, 1000).await?;
-                        let full = page.len() == 1000;
-                        for event in page {
-                            last = event.seq;
-                            if wanted.as_ref().is_none_or(|w| w.contains(&event.kind)) {
-                                yield event;
-                            }
-                        }
-                        if !full {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                    }
-                }))
+                Ok(follow_store(store, workflow_id, wanted, after))
             }
         }
     }
+}
+
+/// Events from a store as other processes commit them (polled: a store has no
+/// push), after `after` or from now.
+pub fn follow_store(
+    store: std::sync::Arc<dyn gleitzeit_store::Store>,
+    workflow_id: Option<String>,
+    wanted: Option<Vec<String>>,
+    after: Option<u64>,
+) -> BoxStream<'static, Result<Event, GzError>> {
+    Box::pin(async_stream::try_stream! {
+        let mut last = match after {
+            Some(seq) => seq,
+            None => store.latest_event_seq().await?,
+        };
+        loop {
+            let page = store.events(workflow_id.as_deref(), last, 1000).await?;
+            let full = page.len() == 1000;
+            for event in page {
+                last = event.seq;
+                if wanted.as_ref().is_none_or(|w| w.contains(&event.kind)) {
+                    yield event;
+                }
+            }
+            if !full {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    })
 }

@@ -76,6 +76,8 @@ pub enum Command {
     Exec(commands::exec::ExecArgs),
     /// Write a runnable workflow template NAME.yaml
     Init(commands::init::InitArgs),
+    /// What a folder holds, by file type, and which batch command fits it
+    Discover(commands::batch::DiscoverArgs),
     /// Show store statistics, running workflows and provider availability
     Status(commands::inspect::StatusArgs),
     /// List workflows, newest first
@@ -105,6 +107,9 @@ pub enum Command {
     /// Everything about one workflow, task or node
     #[command(subcommand)]
     Inspect(commands::observe::InspectCommand),
+    /// Full-screen live dashboard: workflows, tasks, tokens, providers, nodes (also: `pro`)
+    #[command(alias = "pro")]
+    Monitor(commands::monitor::MonitorArgs),
     /// Health check; exit 0 healthy, 1 degraded, 2 unhealthy
     Health(commands::observe::HealthArgs),
     /// API keys and users for `serve`: init, login, status, logout, users, keys, audit
@@ -129,9 +134,17 @@ pub enum Command {
     /// Tasks that killed worker nodes: list, retry, drop
     #[command(subcommand)]
     DeadLetters(commands::cluster::DeadLettersCommand),
-    /// Development helpers (seed 002): `dev start` runs the server
-    #[command(subcommand)]
-    Dev(DevCommand),
+    /// The server with its in-process runtime, as `gleitzeit dev` / `dev start` (seeds 000, 002)
+    #[command(args_conflicts_with_subcommands = true, hide = true)]
+    Dev {
+        #[command(subcommand)]
+        command: Option<DevCommand>,
+        #[command(flatten)]
+        args: commands::serve::ServeArgs,
+    },
+    /// Worker roles of seed 003 (`components exec`, `components all`): a worker node
+    #[command(hide = true)]
+    Components(commands::cluster::ComponentsArgs),
     /// Built-in functions: list them or show one
     #[command(subcommand)]
     Functions(commands::functions::FunctionsCommand),

@@ -9,16 +9,12 @@
 //! prefix and deletes its keys at the end.
 
 mod common;
-use common::Env;
+use common::{redis_url, Env};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn redis_url() -> String {
-    std::env::var("GLEITZEIT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 fn redis() -> redis::Connection {
     redis_at(&redis_url())

@@ -3,20 +3,9 @@
 //! `providers` against the Ollama test double.
 
 mod common;
-use common::{examples, Env};
+use common::{examples, llama_config, Env};
 use gleitzeit_testkit::{Behavior, DoubleConfig, OllamaDouble};
 use serde_json::Value;
-
-/// A config pointing the seeds' model names at the llama.cpp server.
-fn llama_config(env: &Env) -> std::path::PathBuf {
-    let url = gleitzeit_testkit::llama_server_url();
-    env.write(
-        "config.yaml",
-        &format!(
-            "llm:\n  default_max_tokens: 40\n  endpoints:\n    - name: llama\n      url: {url}\n      kind: openai\n      max_concurrent: 4\n  models:\n    llama3.2: [gemma3]\n    llama3.2:latest: [gemma3]\n    llama3: [gemma3]\n"
-        ),
-    )
-}
 
 fn run_json(env: &Env, config: &std::path::Path, file: &str) -> Value {
     let path = examples().join(file);

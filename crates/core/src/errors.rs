@@ -218,6 +218,8 @@ registry! {
         "Sub-workflows include each other in a cycle", "A `workflow/run` task must not run its own file, directly or through other files; remove one `file:` of the printed cycle.";
     SubWorkflowFailed = 3029, Workflow, Medium, false,
         "Sub-workflow did not complete", "Read the sub-workflow's error; `gleitzeit get ID` with the workflow id in the error shows its tasks.";
+    BatchNoFiles = 3030, Workflow, Low, false,
+        "Batch folder has no matching files", "Check the folder and --pattern/--extensions/--type (add --recursive for subfolders); `gleitzeit discover DIR` lists what a folder holds.";
 
     AuthRequired = 4001, Auth, High, false,
         "Authentication required", "Pass an API key with --api-key, GLEITZEIT_API_KEY or `gleitzeit auth login`.";

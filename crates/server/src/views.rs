@@ -200,6 +200,7 @@ pub async fn stats(
         .collect();
     let done = finished.len() as u64;
     let failed = by_state.get("failed").copied().unwrap_or(0);
+    let timeline = timeline(&finished, since, range_minutes);
     let queued: u64 = totals
         .tasks_by_state
         .iter()
@@ -219,6 +220,42 @@ pub async fn stats(
             "tasks_per_minute": done as f64 / range_minutes as f64,
             "methods": methods,
             "usage": usage(&finished),
+            "timeline": timeline,
         },
     }))
+}
+
+/// Buckets of the window for charts: how many tasks finished (and failed) in
+/// each, and their average duration.
+pub const TIMELINE_BUCKETS: i64 = 24;
+
+fn timeline(finished: &[TaskRecord], since_ms: i64, range_minutes: u64) -> Vec<Value> {
+    let width = ((range_minutes as i64) * 60_000 / TIMELINE_BUCKETS).max(1);
+    let mut buckets = vec![(0u64, 0u64, 0i64, 0i64); TIMELINE_BUCKETS as usize];
+    for task in finished {
+        let Some(at) = task.finished_ms else { continue };
+        let index = ((at - since_ms) / width).clamp(0, TIMELINE_BUCKETS - 1) as usize;
+        let bucket = &mut buckets[index];
+        bucket.0 += 1;
+        if task.state == gleitzeit_core::TaskState::Failed {
+            bucket.1 += 1;
+        }
+        if let Some(ms) = task.duration_ms() {
+            bucket.2 += ms;
+            bucket.3 += 1;
+        }
+    }
+    buckets
+        .iter()
+        .enumerate()
+        .map(|(i, (count, failed, total_ms, timed))| {
+            json!({
+                "start_ms": since_ms + i as i64 * width,
+                "minutes": width as f64 / 60_000.0,
+                "finished": count,
+                "failed": failed,
+                "avg_ms": if *timed == 0 { Value::Null } else { json!(total_ms / timed) },
+            })
+        })
+        .collect()
 }

@@ -22,8 +22,9 @@ pub enum AuthCommand {
     },
     /// Use an API key for client commands (checked against the server)
     Login {
+        /// The key [default: GLEITZEIT_API_KEY, else asked for (not echoed) or read from stdin]
         #[arg(long, value_name = "KEY")]
-        api_key: String,
+        api_key: Option<String>,
         /// Remember it in ~/.gleitzeit/credentials (mode 0600)
         #[arg(long)]
         save: bool,
@@ -139,8 +140,12 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
             Ok(output::EXIT_OK)
         }
         AuthCommand::Login { api_key, save } => {
+            let api_key = match api_key.or_else(|| std::env::var("GLEITZEIT_API_KEY").ok()) {
+                Some(key) => key,
+                None => read_key()?,
+            };
             // A typo is caught here, before anything is sent.
-            let key = ApiKey::parse(&api_key)?;
+            let key = ApiKey::parse(api_key.trim())?;
             std::env::set_var("GLEITZEIT_API_KEY", key.reveal());
             let target = Target::resolve(ctx).await?;
             let who = match remote(&target) {
@@ -470,5 +475,41 @@ async fn keys(ctx: &Context, command: KeysCommand, paint: &Paint) -> Result<u8, 
             }
             Ok(output::EXIT_OK)
         }
+    }
+}
+
+/// Asks for a key on the terminal without echoing it, or reads one line from
+/// a pipe (`echo $KEY | gleitzeit auth login`).
+fn read_key() -> Result<String, GzError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let mut saved: Option<libc::termios> = None;
+    if tty {
+        eprint!("API key: ");
+        let _ = std::io::stderr().flush();
+        // SAFETY: termios is plain data; fd 0 is our terminal.
+        unsafe {
+            let mut attrs: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut attrs) == 0 {
+                saved = Some(attrs);
+                attrs.c_lflag &= !libc::ECHO;
+                libc::tcsetattr(0, libc::TCSANOW, &attrs);
+            }
+        }
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(attrs) = saved {
+        // SAFETY: restores the settings read above.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &attrs);
+        }
+        eprintln!();
+    }
+    match read {
+        Ok(_) if !line.trim().is_empty() => Ok(line.trim().to_string()),
+        _ => Err(GzError::new(ErrorCode::AuthRequired, "no API key given")
+            .with_hint("Pass --api-key KEY, set GLEITZEIT_API_KEY, or type the key when asked; `gleitzeit auth init` (on the server's machine) creates the first one.")),
     }
 }

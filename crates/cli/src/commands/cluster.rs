@@ -45,6 +45,43 @@ pub struct WorkerArgs {
     pub grace: f64,
 }
 
+/// What the earlier versions split into separate processes. Queueing and
+/// dependency resolution live in the server's scheduler here; executing is a
+/// worker node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Queue,
+    Deps,
+    Exec,
+    All,
+}
+
+#[derive(Args, Debug)]
+pub struct ComponentsArgs {
+    /// Roles to run: exec (or all) starts a worker node
+    #[arg(value_enum, required = true, value_name = "ROLE")]
+    pub roles: Vec<Role>,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// `components …` (seed 003): executors are worker nodes; the queue and the
+/// dependency resolver are part of `serve`.
+pub async fn components(ctx: &Context, args: ComponentsArgs) -> Result<u8, GzError> {
+    if !args
+        .roles
+        .iter()
+        .any(|r| matches!(r, Role::Exec | Role::All))
+    {
+        return Err(GzError::new(
+            ErrorCode::InvalidArgument,
+            "the queue and dependency components are part of the server here",
+        )
+        .with_hint("Start the server with `gleitzeit serve --backend redis` (also: `hub`, `start`) and executors with `gleitzeit components exec` or `gleitzeit worker`."));
+    }
+    worker(ctx, args.worker).await
+}
+
 #[derive(Subcommand, Debug)]
 pub enum DeadLettersCommand {
     /// Tasks that killed workers, and queue entries no worker could read

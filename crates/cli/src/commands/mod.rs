@@ -2,6 +2,7 @@
 //! its result into an exit code.
 
 pub mod auth;
+pub mod batch;
 pub mod cache;
 pub mod cluster;
 pub mod config_cmd;
@@ -10,6 +11,7 @@ pub mod exec;
 pub mod functions;
 pub mod init;
 pub mod inspect;
+pub mod monitor;
 pub mod observe;
 pub mod progress;
 pub mod providers;
@@ -41,6 +43,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Validate(args) => validate::run(&ctx, args),
         Command::Exec(args) => exec::run(&ctx, args).await,
         Command::Init(args) => init::run(args),
+        Command::Discover(args) => batch::discover(&ctx, args),
+        Command::Monitor(args) => monitor::run(&ctx, args).await,
         Command::Status(args) | Command::System(crate::SystemCommand::Status(args)) => {
             inspect::status(&ctx, args).await
         }
@@ -70,9 +74,16 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Auth(command) => auth::run(&ctx, command).await,
         Command::Cache(command) => cache::run(&ctx, command).await,
         Command::Config(args) => config_cmd::run(&ctx, args),
-        Command::Serve(args) | Command::Dev(crate::DevCommand::Start(args)) => {
-            serve::run(&ctx, args).await
+        Command::Serve(args)
+        | Command::Dev {
+            command: Some(crate::DevCommand::Start(args)),
+            ..
         }
+        | Command::Dev {
+            command: None,
+            args,
+        } => serve::run(&ctx, args).await,
+        Command::Components(args) => cluster::components(&ctx, args).await,
         Command::Providers { command } => providers::run(&ctx, command).await,
         Command::Errors(_) | Command::Functions(_) => Ok(output::EXIT_OK),
     };

@@ -710,6 +710,7 @@ pub async fn stats(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
                 window["tasks_per_minute"].as_f64().unwrap_or(0.0),
                 window["failure_rate"].as_f64().unwrap_or(0.0) * 100.0
             );
+            print!("{}", charts(&window["timeline"], &paint));
             let usage = &window["usage"];
             if usage["total_tokens"].as_u64().unwrap_or(0) > 0 {
                 println!(
@@ -738,6 +739,64 @@ pub async fn stats(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
         }
     }
     Ok(output::EXIT_OK)
+}
+
+/// One character per bucket, scaled to the largest.
+fn sparkline(values: &[Option<f64>]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().flatten().cloned().fold(0.0, f64::max);
+    values
+        .iter()
+        .map(|v| match v {
+            None => ' ',
+            Some(_) if max <= 0.0 => BARS[0],
+            Some(v) => BARS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize],
+        })
+        .collect()
+}
+
+/// Throughput, failures and durations over the window, as sparklines.
+fn charts(timeline: &Value, paint: &Paint) -> String {
+    let Some(buckets) = timeline.as_array().filter(|b| !b.is_empty()) else {
+        return String::new();
+    };
+    let finished: Vec<Option<f64>> = buckets.iter().map(|b| b["finished"].as_f64()).collect();
+    if finished.iter().flatten().all(|n| *n == 0.0) {
+        return String::new();
+    }
+    let failed: Vec<Option<f64>> = buckets.iter().map(|b| b["failed"].as_f64()).collect();
+    let durations: Vec<Option<f64>> = buckets.iter().map(|b| b["avg_ms"].as_f64()).collect();
+    let max = |v: &[Option<f64>]| v.iter().flatten().cloned().fold(0.0, f64::max);
+    let minutes = buckets[0]["minutes"].as_f64().unwrap_or(1.0);
+    let per = if minutes >= 1.0 {
+        format!("{minutes:.0} min")
+    } else {
+        format!("{:.0} s", minutes * 60.0)
+    };
+    let mut text = format!(
+        "  throughput   {}  {}\n",
+        paint.cyan(&sparkline(&finished)),
+        paint.dim(&format!(
+            "tasks finished per {per}, peak {}",
+            max(&finished)
+        ))
+    );
+    if max(&failed) > 0.0 {
+        text.push_str(&format!(
+            "  failures     {}  {}\n",
+            paint.red(&sparkline(&failed)),
+            paint.dim(&format!("peak {}", max(&failed)))
+        ));
+    }
+    text.push_str(&format!(
+        "  durations    {}  {}\n",
+        paint.yellow(&sparkline(&durations)),
+        paint.dim(&format!(
+            "average per bucket, peak {}",
+            format_ms(max(&durations) as i64)
+        ))
+    ));
+    text
 }
 
 fn format_range(minutes: u64) -> String {

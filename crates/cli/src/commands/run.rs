@@ -48,10 +48,42 @@ pub struct RunArgs {
     /// Ask a vision model about an image: --vision photo.jpg --prompt "Describe this image"
     #[arg(long, value_name = "IMAGE", conflicts_with_all = ["files", "workflow", "function"])]
     pub vision: Option<String>,
-    /// The question for --vision
-    #[arg(long, value_name = "PROMPT", requires = "vision")]
+    /// The question for --vision, or for every file of --batch-folder
+    #[arg(long, value_name = "PROMPT")]
     pub prompt: Option<String>,
-    /// Model for --text / --vision (an alias from `llm.models` works too)
+    /// Run one task per file of a folder: --batch-folder docs --pattern '*.txt' --prompt "Summarize"
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["files", "workflow", "function", "text", "vision"])]
+    pub batch_folder: Option<PathBuf>,
+    /// Which files a batch takes: a glob on the file name (repeatable), e.g. '*.md'
+    #[arg(long, value_name = "GLOB", requires = "batch_folder")]
+    pub pattern: Vec<String>,
+    /// Which files a batch takes: extensions, e.g. .txt,.md
+    #[arg(long, value_name = "EXTS", requires = "batch_folder")]
+    pub extensions: Vec<String>,
+    /// Batch type: text files go into the prompt, vision sends images
+    #[arg(
+        long = "type",
+        value_enum,
+        value_name = "TYPE",
+        requires = "batch_folder"
+    )]
+    pub kind: Option<super::batch::FileKind>,
+    /// Take files from subfolders too
+    #[arg(long, short = 'r', requires = "batch_folder")]
+    pub recursive: bool,
+    /// Batch method instead of an LLM call: python/execute, python/script, python/function
+    #[arg(long, value_name = "METHOD", requires = "batch_folder")]
+    pub method: Option<String>,
+    /// Python code for --method python/execute; the file is inputs['file_path']
+    #[arg(long, value_name = "CODE", requires = "batch_folder")]
+    pub code: Option<String>,
+    /// A parameter of every batch task as KEY=VALUE (JSON when it parses), e.g. module=tools.py
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "batch_folder")]
+    pub params: Vec<String>,
+    /// Write batch results under this folder instead of next to the inputs
+    #[arg(long, value_name = "DIR", requires = "batch_folder")]
+    pub out: Option<PathBuf>,
+    /// Model for --text / --vision / --batch-folder (an alias from `llm.models` works too)
     #[arg(long, short = 'm', value_name = "MODEL")]
     pub model: Option<String>,
     /// System prompt for --text / --vision
@@ -75,8 +107,18 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
     if let Some(function) = &args.function {
         return run_function(ctx, function, &args).await;
     }
+    if let Some(folder) = &args.batch_folder {
+        return super::batch::run_batch(ctx, &args, folder).await;
+    }
     if args.text.is_some() || args.vision.is_some() {
         return run_llm(ctx, &args).await;
+    }
+    if args.prompt.is_some() {
+        return Err(GzError::new(
+            ErrorCode::InvalidArgument,
+            "--prompt goes with --vision IMAGE or --batch-folder DIR",
+        )
+        .with_hint("For one text prompt use `gleitzeit run --text \"…\"`."));
     }
     let files: Vec<PathBuf> = args.files.iter().chain(&args.workflow).cloned().collect();
     if files.is_empty() {
@@ -200,6 +242,25 @@ pub async fn execute(
     quiet: bool,
     watch: bool,
 ) -> Result<u8, GzError> {
+    let (outcome, interrupted) = drive(ctx, runtime, id, quiet, watch).await?;
+    let record = runtime.store().find_workflow(id).await?;
+    report(ctx, &record, &outcome);
+    Ok(match outcome.state {
+        WorkflowState::Completed => output::EXIT_OK,
+        WorkflowState::Cancelled if interrupted => 130,
+        _ => output::EXIT_WORKFLOW_FAILED,
+    })
+}
+
+/// Runs a stored workflow with live progress (Ctrl-C cancels it); says whether
+/// the user interrupted it.
+pub async fn drive(
+    ctx: &Context,
+    runtime: &Runtime,
+    id: &str,
+    quiet: bool,
+    watch: bool,
+) -> Result<(RunOutcome, bool), GzError> {
     let cancel = CancellationToken::new();
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let signal_task = {
@@ -223,14 +284,10 @@ pub async fn execute(
     if let Some(display) = display {
         display.finish().await;
     }
-    let outcome = result?;
-    let record = runtime.store().find_workflow(id).await?;
-    report(ctx, &record, &outcome);
-    Ok(match outcome.state {
-        WorkflowState::Completed => output::EXIT_OK,
-        WorkflowState::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => 130,
-        _ => output::EXIT_WORKFLOW_FAILED,
-    })
+    Ok((
+        result?,
+        interrupted.load(std::sync::atomic::Ordering::SeqCst),
+    ))
 }
 
 fn report(ctx: &Context, record: &gleitzeit_store::WorkflowRecord, outcome: &RunOutcome) {
@@ -316,36 +373,43 @@ fn single_task_workflow(
         name,
         description: None,
         inputs: Map::new(),
-        tasks: vec![TaskSpec {
-            id: id.to_string(),
-            name: None,
-            method: method.into(),
-            params: Value::Object(params),
-            dependencies: vec![],
-            priority: Default::default(),
-            timeout: None,
-            retry: RetryPolicy::default(),
-            on_error: Default::default(),
-            requires: Default::default(),
-            when: None,
-            on_skip: Default::default(),
-            for_each: None,
-            max_parallel: None,
-            cache: None,
-        }],
+        tasks: vec![single_task(id, method, params)],
         outputs: Default::default(),
     }
 }
 
+/// A task with every option at its default.
+pub fn single_task(id: &str, method: &str, params: Map<String, Value>) -> TaskSpec {
+    TaskSpec {
+        id: id.to_string(),
+        name: None,
+        method: method.into(),
+        params: Value::Object(params),
+        dependencies: vec![],
+        priority: Default::default(),
+        timeout: None,
+        retry: RetryPolicy::default(),
+        on_error: Default::default(),
+        requires: Default::default(),
+        when: None,
+        on_skip: Default::default(),
+        for_each: None,
+        max_parallel: None,
+        cache: None,
+    }
+}
+
+/// The model `run --text`/`--vision`/`--batch-folder` ask when none is named.
+pub fn default_model(vision: bool) -> String {
+    if vision { "llava" } else { "llama3.2" }.into()
+}
+
 /// `run --text` / `run --vision`: one LLM call, its tokens printed as they come.
 async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
-    let model = args.model.clone().unwrap_or_else(|| {
-        if args.vision.is_some() {
-            "llava".into()
-        } else {
-            "llama3.2".into()
-        }
-    });
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| default_model(args.vision.is_some()));
     let mut params = Map::new();
     params.insert("model".into(), Value::String(model));
     if let Some(system) = &args.system {

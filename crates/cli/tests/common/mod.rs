@@ -13,6 +13,22 @@ pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
+/// The Redis the scale-out tests use (the test script starts one if needed).
+pub fn redis_url() -> String {
+    std::env::var("GLEITZEIT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A config pointing the seeds' model names at the real llama.cpp server.
+pub fn llama_config(env: &Env) -> PathBuf {
+    let url = gleitzeit_testkit::llama_server_url();
+    env.write(
+        "config.yaml",
+        &format!(
+            "llm:\n  default_max_tokens: 40\n  endpoints:\n    - name: llama\n      url: {url}\n      kind: openai\n      max_concurrent: 4\n  models:\n    llama3.2: [gemma3]\n    llama3.2:latest: [gemma3]\n    llama3: [gemma3]\n"
+        ),
+    )
+}
+
 impl Env {
     pub fn new() -> Env {
         Env {

@@ -8,6 +8,7 @@
 //! schema; an invalid reply is a retryable GZ2013.
 
 pub mod config;
+mod files;
 mod fleet;
 mod images;
 pub mod wire;
@@ -172,7 +173,20 @@ impl LlmProvider {
                 });
             }
         }
-        let prompt = map.get("prompt").map(text_of);
+        let mut prompt = map.get("prompt").map(text_of);
+        let mut attached = Vec::new();
+        for key in ["files", "file"] {
+            for path in string_list(map.get(key)) {
+                let content = files::load(&path)?;
+                attached.push((path, content));
+            }
+        }
+        if !attached.is_empty() {
+            if op == Operation::Embed {
+                return Err(invalid("llm/embed takes `text`, not `files`"));
+            }
+            prompt = Some(files::append(prompt.as_deref(), &attached));
+        }
         let system = map.get("system").map(text_of);
         if let (Some(system), Operation::Chat) = (&system, op) {
             if !messages.iter().any(|m| m.role == "system") {
@@ -717,7 +731,7 @@ impl Provider for LlmProvider {
 
     fn methods(&self) -> Vec<MethodInfo> {
         [
-            ("llm/chat", "Chat completion: messages, or prompt + system"),
+            ("llm/chat", "Chat completion: messages, or prompt + system; files: text files appended to the prompt"),
             ("llm/generate", "Text completion of a prompt"),
             ("llm/vision", "Chat about images (file paths or base64)"),
             ("llm/embed", "Embeddings of a text or a list of texts"),

@@ -1,0 +1,397 @@
+//! `gleitzeit monitor` (seed 003's `pro`): a full-screen terminal dashboard of
+//! workflows, tasks, live tokens, providers, nodes and events, against a
+//! server or the local store.
+//!
+//! Three background feeds (workflow list + the highlighted workflow every
+//! second, providers and nodes every five, the event stream as it comes) send
+//! `Update`s; keys come from a thread blocked on the terminal. The loop redraws
+//! only when something changed, at most ten times a second, so an idle monitor
+//! sleeps.
+
+mod app;
+mod ui;
+
+use crate::client::{Client, Target};
+use crate::context::Context;
+use app::{App, Command, Key, Update};
+use clap::Args;
+use futures_util::StreamExt;
+use gleitzeit_cluster::admin::Admin;
+use gleitzeit_core::{ErrorCode, GzError};
+use gleitzeit_runtime::Runtime;
+use gleitzeit_server::views::WorkflowView;
+use gleitzeit_store::{ListFilter, WorkflowSummary};
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
+use serde_json::{json, Value};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// Seconds between refreshes of the workflow list and the open workflow
+    #[arg(long, default_value = "1", value_name = "SECONDS")]
+    pub refresh: f64,
+    /// Workflows shown (newest first)
+    #[arg(long, default_value = "200")]
+    pub limit: usize,
+}
+
+/// Where the monitor reads from.
+#[derive(Clone)]
+enum Source {
+    Remote(Client),
+    Local {
+        runtime: Runtime,
+        admin: Option<Arc<Admin>>,
+    },
+}
+
+impl Source {
+    async fn workflows(&self, limit: usize) -> Result<Vec<WorkflowSummary>, GzError> {
+        match self {
+            Source::Remote(client) => {
+                let page = client
+                    .get(&format!("/api/v1/workflows?limit={limit}"))
+                    .await?;
+                serde_json::from_value(page["workflows"].clone()).map_err(unexpected)
+            }
+            Source::Local { runtime, .. } => Ok(runtime
+                .store()
+                .list_workflows(&ListFilter {
+                    submitted_by: None,
+                    state: None,
+                    limit,
+                    offset: 0,
+                })
+                .await?),
+        }
+    }
+
+    async fn detail(&self, id: &str) -> Result<WorkflowView, GzError> {
+        match self {
+            Source::Remote(client) => {
+                let value = client.get(&format!("/api/v1/workflows/{id}")).await?;
+                serde_json::from_value(value).map_err(unexpected)
+            }
+            Source::Local { runtime, .. } => {
+                let record = runtime.store().find_workflow(id).await?;
+                let tasks = runtime.store().tasks(&record.id).await?;
+                Ok(WorkflowView::new(&record, &tasks))
+            }
+        }
+    }
+
+    async fn providers(&self) -> Result<Value, GzError> {
+        match self {
+            Source::Remote(client) => client.get("/api/v1/providers?check=true").await,
+            Source::Local { runtime, .. } => {
+                let mut providers: Vec<_> = runtime.registry().providers().cloned().collect();
+                providers.sort_by_key(|p| p.protocol().to_string());
+                let mut list = Vec::new();
+                for provider in providers {
+                    list.push(json!({
+                        "protocol": provider.protocol(),
+                        "methods": provider.methods(),
+                        "health": provider.health().await,
+                    }));
+                }
+                Ok(json!({ "providers": list }))
+            }
+        }
+    }
+
+    async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError> {
+        match self {
+            Source::Remote(client) => {
+                let value = client.get("/api/v1/nodes").await?;
+                serde_json::from_value(value["nodes"].clone()).map_err(unexpected)
+            }
+            Source::Local {
+                admin: Some(admin), ..
+            } => Ok(admin.nodes().await?),
+            Source::Local { admin: None, .. } => Ok(Vec::new()),
+        }
+    }
+
+    async fn cancel(&self, id: &str) -> Result<String, GzError> {
+        let state = match self {
+            Source::Remote(client) => {
+                let after = client
+                    .post(&format!("/api/v1/workflows/{id}/cancel"), &[], None)
+                    .await?;
+                after["state"].as_str().unwrap_or("cancelling").to_string()
+            }
+            Source::Local { runtime, .. } => {
+                let after = runtime.cancel(id).await?;
+                if after.state.is_terminal() {
+                    after.state.as_str().to_string()
+                } else {
+                    "cancelling".to_string()
+                }
+            }
+        };
+        Ok(format!("{id}: {state}"))
+    }
+
+    async fn latest_seq(&self) -> Result<u64, GzError> {
+        match self {
+            Source::Remote(client) => Ok(client.get("/api/v1/events/head").await?
+                ["latest_event_seq"]
+                .as_u64()
+                .unwrap_or(0)),
+            Source::Local { runtime, .. } => Ok(runtime.store().latest_event_seq().await?),
+        }
+    }
+}
+
+fn unexpected(e: serde_json::Error) -> GzError {
+    GzError::new(
+        ErrorCode::ServerUnreachable,
+        format!("unexpected answer from the server: {e}"),
+    )
+}
+
+pub async fn run(ctx: &Context, args: MonitorArgs) -> Result<u8, GzError> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(GzError::new(
+            ErrorCode::InvalidArgument,
+            "the monitor needs a terminal (stdin and stdout are not one)",
+        )
+        .with_hint("For scripts use `gleitzeit events --follow --json`, `gleitzeit watch queue` or `gleitzeit list --json`."));
+    }
+    if !(args.refresh.is_finite() && args.refresh >= 0.1) {
+        return Err(GzError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "--refresh {} is not a number of seconds (at least 0.1)",
+                args.refresh
+            ),
+        ));
+    }
+    let (source, label) = match Target::resolve(ctx).await? {
+        Target::Remote(client) => {
+            let label = format!("server {}", client.base);
+            (Source::Remote(client), label)
+        }
+        Target::Local => {
+            let store = ctx.open_store(false).await?;
+            let admin = if ctx.backend() == "redis" {
+                Some(Arc::new(
+                    Admin::connect(&ctx.redis_url(), ctx.redis_prefix()).await?,
+                ))
+            } else {
+                None
+            };
+            let runtime = ctx.runtime(store).await?;
+            let label = format!("local {} store", ctx.backend());
+            (Source::Local { runtime, admin }, label)
+        }
+    };
+    let (updates, mut inbox) = mpsc::unbounded_channel();
+    let (selected_tx, selected_rx) = watch::channel(None::<String>);
+    let refresh = Duration::from_secs_f64(args.refresh);
+    let feeds = [
+        tokio::spawn(poll_workflows(
+            source.clone(),
+            args.limit,
+            refresh,
+            selected_rx,
+            updates.clone(),
+        )),
+        tokio::spawn(poll_fleet(source.clone(), updates.clone())),
+        tokio::spawn(follow_events(source.clone(), updates.clone())),
+    ];
+    let (keys_tx, mut keys) = mpsc::unbounded_channel();
+    std::thread::spawn(move || read_keys(keys_tx));
+
+    let mut terminal = ratatui::init();
+    let mut app = App::new(label);
+    let frame_gap = Duration::from_millis(100);
+    let mut last_draw = Instant::now() - frame_gap;
+    let result = loop {
+        let next_draw = last_draw + frame_gap;
+        tokio::select! {
+            key = keys.recv() => {
+                let Some(key) = key else { break Ok(()) };
+                match app.key(key) {
+                    Command::Quit => break Ok(()),
+                    Command::Select(id) => { let _ = selected_tx.send(Some(id)); }
+                    Command::Cancel(id) => {
+                        let source = source.clone();
+                        let updates = updates.clone();
+                        tokio::spawn(async move {
+                            let answer = source.cancel(&id).await.map_err(|e| format!("cancel failed: {} {}", e.code.as_str(), e.message));
+                            let _ = updates.send(Update::Cancelled(answer));
+                        });
+                    }
+                    Command::Nothing => {}
+                }
+            }
+            update = inbox.recv() => {
+                let Some(update) = update else { break Ok(()) };
+                app.apply(update);
+                while let Ok(more) = inbox.try_recv() {
+                    app.apply(more);
+                }
+                // The first list arrived: open the newest workflow's details.
+                if selected_tx.borrow().is_none() {
+                    if let Some(id) = app.selected_id() {
+                        let _ = selected_tx.send(Some(id));
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_draw.into()), if app.dirty => {}
+        }
+        if app.dirty && Instant::now() >= last_draw + frame_gap {
+            if let Err(e) = terminal.draw(|frame| ui::draw(frame, &app)) {
+                break Err(GzError::new(
+                    ErrorCode::InternalError,
+                    format!("cannot draw: {e}"),
+                ));
+            }
+            app.dirty = false;
+            last_draw = Instant::now();
+        }
+    };
+    ratatui::restore();
+    for feed in feeds {
+        feed.abort();
+    }
+    if let Source::Local { runtime, .. } = &source {
+        runtime.registry().shutdown().await;
+    }
+    result.map(|()| crate::output::EXIT_OK)
+}
+
+async fn poll_workflows(
+    source: Source,
+    limit: usize,
+    every: Duration,
+    mut selected: watch::Receiver<Option<String>>,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    loop {
+        let id = selected.borrow_and_update().clone();
+        let fetched = async {
+            let list = source.workflows(limit).await?;
+            let detail = match &id {
+                Some(id) => Some(source.detail(id).await?),
+                None => None,
+            };
+            Ok::<_, GzError>((list, detail))
+        }
+        .await;
+        let sent = match fetched {
+            Ok((list, detail)) => {
+                let mut ok = updates.send(Update::Connection(Ok(()))).is_ok();
+                ok &= updates.send(Update::Workflows(list)).is_ok();
+                if let Some(detail) = detail {
+                    ok &= updates.send(Update::Detail(Box::new(detail))).is_ok();
+                }
+                ok
+            }
+            Err(e) => updates.send(Update::Connection(Err(e.message))).is_ok(),
+        };
+        if !sent {
+            return;
+        }
+        // Wake early when the user highlights another workflow.
+        let _ = tokio::time::timeout(every, selected.changed()).await;
+    }
+}
+
+async fn poll_fleet(source: Source, updates: mpsc::UnboundedSender<Update>) {
+    loop {
+        if let Ok(value) = source.providers().await {
+            if updates
+                .send(Update::Providers(app::provider_lines(&value)))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Ok(nodes) = source.nodes().await {
+            if updates.send(Update::Nodes(nodes)).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// The event stream, from a little history on; resumed after errors.
+async fn follow_events(source: Source, updates: mpsc::UnboundedSender<Update>) {
+    let mut after: Option<u64> = None;
+    loop {
+        let start = match after {
+            Some(seq) => seq,
+            None => match source.latest_seq().await {
+                Ok(head) => head.saturating_sub(200),
+                Err(e) => {
+                    let _ = updates.send(Update::Connection(Err(e.message)));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        let mut stream = match &source {
+            Source::Remote(client) => client.events(String::new(), Some(start)),
+            Source::Local { runtime, .. } => {
+                crate::client::follow_store(runtime.store().clone(), None, None, Some(start))
+            }
+        };
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(event) => {
+                    if event.seq > 0 {
+                        after = Some(event.seq);
+                    }
+                    if updates.send(Update::Event(Box::new(event))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = updates.send(Update::Connection(Err(e.message)));
+                    break;
+                }
+            }
+        }
+        after = after.or(Some(start));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Blocks on the terminal and forwards keys until the monitor stops listening.
+fn read_keys(keys: mpsc::UnboundedSender<Key>) {
+    loop {
+        let Ok(TermEvent::Key(press)) = event::read() else {
+            if keys.is_closed() {
+                return;
+            }
+            continue;
+        };
+        if press.kind == KeyEventKind::Release {
+            continue;
+        }
+        let key = match press.code {
+            KeyCode::Char('c') if press.modifiers.contains(KeyModifiers::CONTROL) => Key::CtrlC,
+            KeyCode::Char(c) => Key::Char(c),
+            KeyCode::Up => Key::Up,
+            KeyCode::Down => Key::Down,
+            KeyCode::PageUp => Key::PageUp,
+            KeyCode::PageDown => Key::PageDown,
+            KeyCode::Home => Key::Home,
+            KeyCode::End => Key::End,
+            KeyCode::Enter => Key::Enter,
+            KeyCode::Esc => Key::Esc,
+            KeyCode::Backspace | KeyCode::Left => Key::Backspace,
+            KeyCode::Right => Key::Enter,
+            _ => continue,
+        };
+        if keys.send(key).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `gleitzeit monitor` driven in a real terminal (tmux): it shows workflows and
+//! their tasks live, streams an LLM task's tokens, drills in with Enter, filters
+//! with `/`, cancels with `c` after a confirmation, and quits with `q`.
+
+mod common;
+use common::Env;
+use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn tmux(args: &[&str]) -> String {
+    let output = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux (the test script installs it)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+struct Session(String);
+
+impl Session {
+    fn start(name: &str, command: &str) -> Session {
+        let session = format!("gz-{name}-{}", std::process::id());
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "160",
+            "-y",
+            "40",
+            command,
+        ]);
+        Session(session)
+    }
+
+    fn screen(&self) -> String {
+        tmux(&["capture-pane", "-p", "-t", &self.0])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend_from_slice(keys);
+        tmux(&args);
+    }
+
+    /// Waits until the screen shows `text`; panics with the last screen if not.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut screen = String::new();
+        while Instant::now() < deadline {
+            screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("`{text}` never appeared; last screen:\n{screen}");
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        tmux(&["kill-session", "-t", &self.0]);
+    }
+}
+
+/// CPU seconds a process has used (utime + stime from /proc).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+#[test]
+fn monitor_follows_drills_in_filters_cancels_and_quits() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let llm = rt
+        .block_on(OllamaDouble::start(
+            DoubleConfig::default().with_token_delay(Duration::from_millis(150)),
+        ))
+        .unwrap();
+    let env = Env::new();
+    let words: Vec<String> = (1..=60).map(|i| format!("word{i}")).collect();
+    let talk = env.write(
+        "talk.yaml",
+        &format!(
+            "name: talk\ntasks:\n  - id: prep\n    method: python/execute\n    parameters: {{code: 'result = 1'}}\n  - id: chat\n    method: llm/chat\n    dependencies: [prep]\n    parameters: {{model: llama3.2, prompt: '{}'}}\n",
+            words.join(" ")
+        ),
+    );
+    let slow = env.write(
+        "slow.yaml",
+        "name: sleeper\ntasks:\n  - id: nap\n    method: python/execute\n    parameters: {code: 'import time; time.sleep(120)'}\n",
+    );
+    let done = env.write(
+        "done.yaml",
+        "name: finished-one\ntasks:\n  - id: quick\n    method: python/execute\n    parameters: {code: 'result = 42'}\n",
+    );
+    env.run(&["run", done.to_str().unwrap()]).ok();
+    // Two workflows running in other processes while the monitor watches.
+    let vars = format!(
+        "GLEITZEIT_HOME={} GLEITZEIT_PORT=1 OLLAMA_HOST={} NO_COLOR=1",
+        env.home.path().display(),
+        llm.url()
+    );
+    let bin = env!("CARGO_BIN_EXE_gleitzeit");
+    let mut sleeper = env
+        .command()
+        .env("OLLAMA_HOST", llm.url())
+        .args(["run", "-q", slow.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let monitor = Session::start(
+        "monitor",
+        &format!("env {vars} {bin} monitor; echo MONITOR-EXIT=$?; sleep 30"),
+    );
+    monitor.wait_for("Gleitzeit monitor");
+    let screen = monitor.wait_for("sleeper");
+    assert!(screen.contains("finished-one"), "{screen}");
+    assert!(screen.contains("local sqlite store"), "{screen}");
+    assert!(screen.contains("python"), "providers pane: {screen}");
+    assert!(screen.contains("none — tasks run in-process"), "{screen}");
+
+    let mut talker = env
+        .command()
+        .env("OLLAMA_HOST", llm.url())
+        .args(["run", "-q", talk.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // The newest workflow comes first; drill in and watch its tokens stream.
+    let screen = monitor.wait_for("talk");
+    assert!(screen.contains("running"), "{screen}");
+    monitor.keys(&["Home", "Enter"]);
+    monitor.wait_for("Tasks of “talk”");
+    monitor.keys(&["j"]);
+    let screen = monitor.wait_for("Live tokens");
+    assert!(
+        screen.contains("word"),
+        "tokens on screen while streaming:\n{screen}"
+    );
+    let screen = monitor.wait_for("task_completed");
+    assert!(screen.contains("chat"), "{screen}");
+    let status = talker.wait().unwrap();
+    assert!(status.success());
+    let screen = monitor.wait_for("completed · 2/2 tasks");
+    assert!(screen.contains("Result"), "{screen}");
+
+    // Back to the list, filter to the sleeper, cancel it (n first, then y).
+    monitor.keys(&["Escape"]);
+    monitor.wait_for("Workflows (3)");
+    monitor.keys(&["/"]);
+    monitor.keys(&["-l", "sleep"]);
+    monitor.keys(&["Enter"]);
+    let screen = monitor.wait_for("filter “sleep”");
+    assert!(!screen.contains("finished-one"), "{screen}");
+    monitor.keys(&["c"]);
+    monitor.wait_for("Cancel “sleeper”?");
+    monitor.keys(&["n"]);
+    monitor.wait_for("not cancelled");
+    monitor.keys(&["c"]);
+    monitor.wait_for("Cancel “sleeper”?");
+    monitor.keys(&["y"]);
+    monitor.wait_for("cancelled");
+    let status = sleeper.wait().unwrap();
+    assert!(!status.success(), "the cancelled run exits non-zero");
+
+    // Idle: nothing changes, so the monitor sleeps instead of redrawing.
+    let pid = tmux(&["list-panes", "-t", &monitor.0, "-F", "#{pane_pid}"]);
+    let children = Command::new("pgrep")
+        .args(["-f", &format!("{bin} monitor")])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&children.stdout)
+        .lines()
+        .next()
+        .map(str::to_string)
+        .unwrap_or(pid.trim().to_string());
+    let before = cpu_seconds(&pid);
+    std::thread::sleep(Duration::from_secs(4));
+    let used = cpu_seconds(&pid) - before;
+    assert!(used < 1.0, "idle monitor used {used:.2} CPU seconds in 4 s");
+
+    monitor.keys(&["q"]);
+    let screen = monitor.wait_for("MONITOR-EXIT=");
+    assert!(screen.contains("MONITOR-EXIT=0"), "{screen}");
+}
+
+#[test]
+fn monitor_refuses_without_a_terminal() {
+    let env = Env::new();
+    let run = env.run(&["monitor"]).code(2);
+    assert!(run.stderr.contains("needs a terminal"), "{}", run.stderr);
+    assert!(run.stderr.contains("events --follow"), "{}", run.stderr);
+    let run = env.run(&["pro"]).code(2);
+    assert!(run.stderr.contains("needs a terminal"), "{}", run.stderr);
+}
