@@ -48,10 +48,10 @@ PEER_PACKAGES = {
 }
 
 WORKLOADS = {
-    "chain": "40-task sequential chain of no-op tasks",
-    "fanout": "200-task fan-out/fan-in of no-op tasks",
-    "python": "200-task fan-out of a 10 ms Python function",
-    "many": "10,000 no-op tasks, 2 workers, Redis",
+    "chain": "{n}-task sequential chain of no-op tasks",
+    "fanout": "{n}-task fan-out/fan-in of no-op tasks",
+    "python": "{n}-task fan-out of a 10 ms Python function",
+    "many": "{n} no-op tasks, 2 workers, Redis",
 }
 
 
@@ -326,7 +326,7 @@ class Bench:
         results = []
         for workload, n in sizes.items():
             for tool in tools:
-                row = {"tool": tool, "workload": workload}
+                row = {"tool": tool, "workload": workload, "size": n}
                 spec = None
                 if workload == "many" and tool == "prefect":
                     continue  # (d) is about a broker and workers: Celery's shape
@@ -426,7 +426,7 @@ def table(results):
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results:
-        name = WORKLOADS[row["workload"]]
+        name = WORKLOADS[row["workload"]].format(n=f"{row['size']:,}")
         if "error" in row:
             lines.append(f"| {name} | {row['tool']} | failed | — | — | — | — | — | — | — |")
             continue
@@ -468,6 +468,8 @@ def machine(args):
         "kernel": platform.release(),
         "python": platform.python_version(),
         "gleitzeit": gz_version,
+        # Other work on the machine skews every tool; this says how much there was.
+        "load_average_1_5_15": list(os.getloadavg()),
     }
 
 
@@ -504,13 +506,14 @@ def main():
         flush=True,
     )
     started = time.monotonic()
+    load_before = list(os.getloadavg())
     bench = Bench(args, work)
     results, failed = bench.run()
     add_ratios(results)
     text = table(results)
     report = {
         "quick": args.quick,
-        "machine": machine(args),
+        "machine": dict(machine(args), load_average_before=load_before),
         "versions": versions(results),
         "method": " ".join(METHOD.split()),
         "duration_s": round(time.monotonic() - started, 1),

@@ -12,7 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gleitzeit/target}"
-cargo build --release --locked -p gleitzeit-cli
+# The same packages as scripts/bench.sh and test.sh build: with fewer, Cargo
+# unifies features differently and rebuilds the binary.
+cargo build --release --locked -p gleitzeit-cli -p gleitzeit-bench
 # The driver's own budget stops new runs at 17 minutes; this is the backstop
 # should something hang past it.
 exec timeout --kill-after=30s 20m \

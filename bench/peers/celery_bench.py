@@ -62,7 +62,9 @@ def start_workers(count, concurrency, pool):
         )
     deadline = time.monotonic() + 120
     while True:
-        replies = app.control.ping(timeout=0.5)
+        # A ping only reaches workers already listening, so ask often; `limit`
+        # returns as soon as all have answered instead of waiting the timeout.
+        replies = app.control.ping(timeout=0.25, limit=count)
         if len(replies) >= count:
             return workers
         if any(w.poll() is not None for w in workers):
