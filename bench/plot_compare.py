@@ -22,8 +22,8 @@ PANELS = [
 ]
 LABELS = {
     "chain": "40-task chain\n(no-op)",
-    "fanout": "200-task fan-out/in\n(no-op)",
-    "python": "200 × 10 ms Python\n(2 at a time)",
+    "fanout": "200-task\nfan-out/in (no-op)",
+    "python": "200 × 10 ms\nPython (2 at once)",
     "many": "10,000 no-op,\n2 workers, Redis",
 }
 
@@ -32,7 +32,7 @@ def main(source, target):
     report = json.load(open(source))
     rows = [r for r in report["results"] if "error" not in r]
     workloads = [w for w in LABELS if any(r["workload"] == w for r in report["results"])]
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(16, 5.2))
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(18, 5.4))
     width = 0.8 / len(TOOLS)
     for ax, (key, title, scale) in zip(axes, PANELS):
         for t, tool in enumerate(TOOLS):
@@ -45,7 +45,7 @@ def main(source, target):
             bars = ax.bar(xs, ys, width, label=tool, color=COLORS[tool])
             for bar, y in zip(bars, ys):
                 ax.annotate(
-                    f"{y:.3g}",
+                    f"{y:,.0f}" if y >= 100 else f"{y:.3g}",
                     (bar.get_x() + bar.get_width() / 2, y),
                     ha="center",
                     va="bottom",
@@ -54,7 +54,7 @@ def main(source, target):
         ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(workloads)))
-        ax.set_xticklabels([LABELS[w] for w in workloads], fontsize=8)
+        ax.set_xticklabels([LABELS[w] for w in workloads], fontsize=7.5)
         ax.grid(axis="y", which="both", alpha=0.25)
     axes[0].legend()
     m = report.get("machine", {})
