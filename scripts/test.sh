@@ -88,3 +88,5 @@ GLEITZEIT_BIN="$CARGO_TARGET_DIR/debug/gleitzeit" PYTHONPATH=clients/python \
 echo "== benchmark smoke run (--quick)"
 cargo build --release --locked -p gleitzeit-cli -p gleitzeit-bench
 GLEITZEIT_BIN="$CARGO_TARGET_DIR/release/gleitzeit" "$CARGO_TARGET_DIR/release/gleitzeit-bench" --quick
+echo "== comparison smoke run (--quick, Gleitzeit only)"
+scripts/bench-compare.sh --quick
