@@ -64,8 +64,10 @@ fn dashboard_in_headless_chromium() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     let log = std::fs::read_to_string(work.path().join("server.log")).unwrap_or_default();
+    // Both the exit status and the script's own tally: a script that dies
+    // quietly half-way must not pass.
     assert!(
-        out.status.success(),
+        out.status.success() && stdout.contains(" passed, 0 failed"),
         "browser test failed:\n{stdout}\n{stderr}\n{log}"
     );
     println!("screenshots: {}", shots.display());

@@ -25,6 +25,12 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+/// replaceChildren that, like h(), leaves out null/false and flattens lists
+/// (the DOM's own would insert the text "null").
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 const enc = encodeURIComponent;
 const fmtTime = (ms) => (ms ? new Date(ms).toLocaleString() : "—");
 function fmtDuration(ms) {
@@ -228,7 +234,7 @@ function route() {
 async function render() {
   const parts = route();
   // Selecting another task of the workflow on screen keeps the page.
-  if (view && view.workflow && parts[0] === "workflows" && parts[1] === view.workflow) {
+  if (view && view.workflow && parts[0] === "workflows" && view.workflow.includes(parts[1])) {
     view.select(parts[2] === "tasks" ? parts[3] : null);
     return;
   }
@@ -238,7 +244,7 @@ async function render() {
     const target = a.getAttribute("href").replace(/^#/, "");
     a.classList.toggle("active", "/" + (parts[0] || "") === target || (target === "/" && parts[0] === "workflows"));
   });
-  main.replaceChildren(h("p", { class: "muted loading" }, "Loading…"));
+  fill(main, h("p", { class: "muted loading" }, "Loading…"));
   try {
     if (parts.length === 0) view = await listView();
     else if (parts[0] === "workflows" && parts[1]) view = await workflowView(parts[1], parts[2] === "tasks" ? parts[3] : null);
@@ -256,13 +262,13 @@ async function render() {
 function failure(e) {
   if (e instanceof AuthNeeded) return keyForm(e.message);
   if (e instanceof Offline) {
-    main.replaceChildren(errorBox("The server cannot be reached", "This page loads again as soon as it answers."));
+    fill(main, errorBox("The server cannot be reached", "This page loads again as soon as it answers."));
     view = { resync: render };
     return;
   }
-  if (e instanceof ApiError) return main.replaceChildren(errorBox(`${e.body.code || "Error"}: ${e.message}`, e.body.hint));
+  if (e instanceof ApiError) return fill(main, errorBox(`${e.body.code || "Error"}: ${e.message}`, e.body.hint));
   console.error(e);
-  main.replaceChildren(errorBox("Something went wrong in the dashboard", String(e)));
+  fill(main, errorBox("Something went wrong in the dashboard", String(e)));
 }
 
 function errorBox(title, hint) {
@@ -270,7 +276,7 @@ function errorBox(title, hint) {
 }
 
 function notFound(title, text) {
-  main.replaceChildren(h("section", { class: "not-found" },
+  fill(main, h("section", { class: "not-found" },
     h("div", { class: "big" }, "404"),
     h("h1", {}, title),
     h("p", {}, text),
@@ -310,7 +316,7 @@ function keyForm(message) {
       conn.lost();
     }
   });
-  main.replaceChildren(form);
+  fill(main, form);
   input.focus();
   view = { resync() {} };
 }
@@ -368,10 +374,10 @@ async function listView() {
         h("td", {}, fmtTime(w.created_ms)),
         h("td", {}, w.finished_ms ? fmtDuration(w.finished_ms - w.created_ms) : "—"));
     });
-    body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 6, class: "empty" },
+    fill(body, ...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 6, class: "empty" },
       "No workflows yet. ", h("a", { href: "#/submit" }, "Submit one"), " or run `gleitzeit submit FILE`."))]));
     summary.textContent = rows.length ? `Showing ${offset + 1}–${offset + rows.length}` : "";
-    pager.replaceChildren(
+    fill(pager, 
       h("button", { disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); load().catch(failure); } }, "← Newer"),
       h("button", { disabled: rows.length < limit, onclick: () => { offset += limit; load().catch(failure); } }, "Older →"));
   }
@@ -381,7 +387,7 @@ async function listView() {
     load().catch(failure);
   });
   await load();
-  main.replaceChildren(section);
+  fill(main, section);
   let timer = null;
   const live = new Live({ types: "workflow_started,workflow_progress,workflow_completed,workflow_failed,workflow_cancelled" }, () => {
     // A busy server sends many progress events; re-read the page at most
@@ -433,23 +439,23 @@ async function workflowView(id, selectedTask) {
   const big = wf.tasks.length > GROUP_THRESHOLD;
 
   function paintHeader() {
-    stateBadge.replaceChildren(badge(wf.state));
+    fill(stateBadge, badge(wf.state));
     let done = 0;
     let failed = 0;
     states.forEach((s) => {
       if (TERMINAL.has(s)) done++;
       if (s === "failed") failed++;
     });
-    progress.replaceChildren(progressBar(done, failed, states.size));
+    fill(progress, progressBar(done, failed, states.size));
     const usage = wf.usage || {};
-    facts.replaceChildren(
+    fill(facts, 
       h("dt", {}, "Id"), h("dd", { class: "mono" }, wf.workflow_id),
       h("dt", {}, "Created"), h("dd", {}, fmtTime(wf.created_ms)),
-      h("dt", {}, "Duration"), h("dd", {}, fmtDuration(wf.duration_ms)),
+      h("dt", {}, "Duration"), h("dd", {}, fmtDuration(wf.duration_ms ?? (wf.started_ms && !TERMINAL.has(wf.state) ? Date.now() - wf.started_ms : null))),
       h("dt", {}, "Tokens"), h("dd", {}, usage.total_tokens ? `${usage.total_tokens} (${usage.prompt_tokens} in, ${usage.completion_tokens} out, ${usage.llm_calls} calls)` : "—"),
       wf.error ? [h("dt", {}, "Error"), h("dd", { class: "err" }, `${wf.error.code}: ${wf.error.message}`)] : null);
     const running = wf.state === "running" || wf.state === "pending";
-    actions.replaceChildren(
+    fill(actions, 
       running ? h("button", { class: "danger", id: "cancel", onclick: () => act("cancel") }, "Cancel") : null,
       !running && wf.state !== "completed" ? h("button", { id: "resume", onclick: () => act("resume") }, "Resume") : null);
   }
@@ -479,7 +485,7 @@ async function workflowView(id, selectedTask) {
       task = await api(`/api/v1/workflows/${enc(wf.workflow_id)}/tasks/${enc(taskId)}`);
     } catch (e) {
       if (mine !== detailSeq) return;
-      detail.replaceChildren(e instanceof ApiError
+      fill(detail, e instanceof ApiError
         ? errorBox(`${e.body.code}: ${e.message}`, e.body.hint)
         : errorBox("Could not load the task", String(e.message || e)));
       return;
@@ -492,7 +498,7 @@ async function workflowView(id, selectedTask) {
     const usage = t.record && t.record.usage;
     const retry = t.retry || {};
     const live = outputs.get(t.id);
-    detail.replaceChildren(
+    fill(detail, 
       h("div", { class: "detail-head" }, h("h2", {}, t.name || t.id), badge(t.state)),
       h("dl", { class: "facts" },
         h("dt", {}, "Task"), h("dd", { class: "mono" }, t.id),
@@ -506,7 +512,8 @@ async function workflowView(id, selectedTask) {
         t.dependencies && t.dependencies.length ? [h("dt", {}, "Needs"), h("dd", {}, t.dependencies.map((d) =>
           h("a", { class: "chip", href: `#/workflows/${enc(wf.workflow_id)}/tasks/${enc(d)}` }, d)))] : null),
       t.error ? h("div", { class: "error-box task-error" },
-        h("strong", {}, `${t.error.code}: ${t.error.message}`),
+        h("strong", {}, t.error.code),
+        h("pre", { class: "errmsg" }, t.error.message),
         t.error.hint ? h("p", { class: "hint" }, "Hint: ", t.error.hint) : null,
         t.error.location ? h("p", { class: "muted" }, t.error.location) : null) : null,
       h("h3", {}, "Result"),
@@ -576,7 +583,7 @@ async function workflowView(id, selectedTask) {
     }
   });
 
-  main.replaceChildren(h("section", { class: "workflow", "data-workflow": wf.workflow_id, "data-view": big ? "grouped" : "graph" },
+  fill(main, h("section", { class: "workflow", "data-workflow": wf.workflow_id, "data-view": big ? "grouped" : "graph" },
     h("div", { class: "page-head" },
       h("div", {}, h("a", { href: "#/", class: "crumb" }, "Workflows"), h("div", { class: "title-row" }, title, stateBadge)),
       actions),
@@ -590,7 +597,8 @@ async function workflowView(id, selectedTask) {
   if (selectedTask) select(selectedTask);
 
   return {
-    workflow: id,
+    // The full id and the one in the URL (which may be a prefix).
+    workflow: [wf.workflow_id, id],
     select,
     dispose() { live.close(); clearTimeout(refreshTimer); },
     resync() { refresh().catch(() => {}); live.resume(); },
@@ -647,7 +655,7 @@ function submitView() {
     e.preventDefault();
     const q = new URLSearchParams();
     for (const line of inputs.value.split("\n").map((l) => l.trim()).filter(Boolean)) q.append("input", line);
-    result.replaceChildren();
+    fill(result);
     try {
       const answer = await api(`/api/v1/workflows${q.toString() ? "?" + q : ""}`, {
         method: "POST", body: yaml.value, headers: { "Content-Type": "application/yaml" },
@@ -656,7 +664,7 @@ function submitView() {
     } catch (err) {
       if (err instanceof ApiError) {
         const diags = err.body.diagnostics || [];
-        result.replaceChildren(h("div", { class: "error-box", id: "submit-error" },
+        fill(result, h("div", { class: "error-box", id: "submit-error" },
           h("strong", {}, `${err.body.code}: ${err.message}`),
           err.body.hint ? h("p", { class: "hint" }, err.body.hint) : null,
           diags.length ? h("ul", {}, diags.map((d) => h("li", {},
@@ -665,7 +673,7 @@ function submitView() {
       } else failure(err);
     }
   });
-  main.replaceChildren(h("section", {}, h("div", { class: "page-head" }, h("h1", {}, "Submit a workflow")), form));
+  fill(main, h("section", {}, h("div", { class: "page-head" }, h("h1", {}, "Submit a workflow")), form));
   return { dispose() {} };
 }
 
@@ -677,14 +685,14 @@ async function providersView() {
   async function load(check) {
     status.textContent = check ? "Checking…" : "";
     const data = await api(`/api/v1/providers${check ? "?check=true" : ""}`);
-    table.replaceChildren(...data.providers.map((p) => h("tr", { "data-protocol": p.protocol },
+    fill(table, ...data.providers.map((p) => h("tr", { "data-protocol": p.protocol },
       h("td", { class: "mono" }, p.protocol),
       h("td", {}, (p.methods || []).map((m) => h("span", { class: "chip" }, m))),
       h("td", {}, p.health ? healthCell(p.health) : h("span", { class: "muted" }, "not checked")))));
     status.textContent = check ? `Checked ${new Date().toLocaleTimeString()}` : "";
   }
   await load(false);
-  main.replaceChildren(h("section", {},
+  fill(main, h("section", {},
     h("div", { class: "page-head" }, h("h1", {}, "Providers"),
       h("div", { class: "tools" }, status, h("button", { id: "check-health", onclick: () => load(true).catch(failure) }, "Check health"))),
     h("table", { class: "list", id: "providers-table" },
@@ -704,13 +712,13 @@ async function nodesView() {
   async function load() {
     const data = await api("/api/v1/nodes");
     if (!data.scale_out) {
-      host.replaceChildren(h("div", { class: "card empty-state", id: "nodes-empty" },
+      fill(host, h("div", { class: "card empty-state", id: "nodes-empty" },
         h("p", {}, "This server runs tasks in-process: there are no worker nodes."),
         h("p", { class: "muted" }, "Scale out with the Redis backend: ", h("code", {}, "gleitzeit serve --backend redis"), " and ", h("code", {}, "gleitzeit worker"), ".")));
       return;
     }
     const nodes = data.nodes || [];
-    host.replaceChildren(nodes.length
+    fill(host, nodes.length
       ? h("table", { class: "list", id: "nodes-table" },
         h("thead", {}, h("tr", {}, ["Node", "State", "Host", "Capabilities", "Labels", "Running", "Done / failed", "Last heartbeat"].map((t) => h("th", {}, t)))),
         h("tbody", {}, nodes.map((n) => h("tr", {},
@@ -725,7 +733,7 @@ async function nodesView() {
       : h("div", { class: "card empty-state", id: "nodes-empty" }, h("p", {}, "No worker node is registered right now.")));
   }
   await load();
-  main.replaceChildren(h("section", {}, h("div", { class: "page-head" }, h("h1", {}, "Worker nodes"),
+  fill(main, h("section", {}, h("div", { class: "page-head" }, h("h1", {}, "Worker nodes"),
     h("div", { class: "tools" }, h("button", { onclick: () => load().catch(failure) }, "Refresh"))), host));
   const live = new Live({ types: "node_joined,node_left" }, () => load().catch(() => {}));
   return { dispose() { live.close(); }, resync() { load().catch(() => {}); live.resume(); } };

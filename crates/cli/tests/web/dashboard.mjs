@@ -10,7 +10,7 @@
 import { spawn, execFileSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
-import { mkdirSync } from "node:fs";
+import { createWriteStream, mkdirSync } from "node:fs";
 import path from "node:path";
 
 const env = (name) => {
@@ -75,6 +75,7 @@ function startServer(port) {
     let out = "";
     let err = "";
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}\n${err}`)), 60000);
+    child.stderr.pipe(createWriteStream(path.join(WORK, "server.log"), { flags: "a" }));
     child.stderr.on("data", (d) => (err = (err + d).slice(-4000)));
     child.stdout.on("data", (d) => {
       out += d;
@@ -92,7 +93,8 @@ function startServer(port) {
 
 function killServer() {
   return new Promise((resolve) => {
-    if (!server || server.exitCode !== null) return resolve();
+    // A killed child has a signalCode and no exitCode.
+    if (!server || server.exitCode !== null || server.signalCode !== null) return resolve();
     server.once("exit", () => resolve());
     server.kill("SIGKILL");
   });
@@ -348,8 +350,9 @@ async function main() {
       await page.click(".vrow[data-task='t4999']");
       await page.waitForSelector("#task-detail .detail-head");
       await page.fill(".task-search", "");
+      await page.waitForFunction(() => document.querySelectorAll(".vrow").length > 1);
       await page.evaluate(() => document.querySelector(".vtable").scrollTop = 60000);
-      await page.waitForFunction(() => [...document.querySelectorAll(".vrow")].some((r) => r.dataset.task === "t2200"));
+      await page.waitForFunction(() => [...document.querySelectorAll(".vrow")].some((r) => r.dataset.task === "t2145"));
       await shot(page, "big-workflow");
       log(`5,000-task page ready in ${loaded} ms; slowest frame ${worst} ms`);
     });
@@ -367,6 +370,7 @@ main()
     console.log(`${results.filter((r) => r[1]).length} passed, 0 failed`);
   })
   .catch(async (e) => {
+    process.exitCode = 1;
     console.error(`[dashboard] ${e.stack || e}`);
     await killServer();
     process.exit(1);
