@@ -411,6 +411,15 @@ const WORKFLOW_STATE_OF = {
   workflow_failed: "failed", workflow_cancelled: "cancelled",
 };
 
+/// The stored duration, else what can be told: a record that was never
+/// marked started (a resumed run) is measured from its creation.
+function elapsed(wf) {
+  if (wf.duration_ms !== null && wf.duration_ms !== undefined) return wf.duration_ms;
+  const from = wf.started_ms || wf.created_ms;
+  if (wf.finished_ms) return wf.finished_ms - from;
+  return TERMINAL.has(wf.state) ? null : Date.now() - from;
+}
+
 async function workflowView(id, selectedTask) {
   // The head first, then the snapshot: events between the two are applied
   // again, which is harmless, and none can fall in a gap.
@@ -451,7 +460,7 @@ async function workflowView(id, selectedTask) {
     fill(facts, 
       h("dt", {}, "Id"), h("dd", { class: "mono" }, wf.workflow_id),
       h("dt", {}, "Created"), h("dd", {}, fmtTime(wf.created_ms)),
-      h("dt", {}, "Duration"), h("dd", {}, fmtDuration(wf.duration_ms ?? (wf.started_ms && !TERMINAL.has(wf.state) ? Date.now() - wf.started_ms : null))),
+      h("dt", {}, "Duration"), h("dd", {}, fmtDuration(elapsed(wf))),
       h("dt", {}, "Tokens"), h("dd", {}, usage.total_tokens ? `${usage.total_tokens} (${usage.prompt_tokens} in, ${usage.completion_tokens} out, ${usage.llm_calls} calls)` : "—"),
       wf.error ? [h("dt", {}, "Error"), h("dd", { class: "err" }, `${wf.error.code}: ${wf.error.message}`)] : null);
     const running = wf.state === "running" || wf.state === "pending";
@@ -687,7 +696,7 @@ async function providersView() {
     const data = await api(`/api/v1/providers${check ? "?check=true" : ""}`);
     fill(table, ...data.providers.map((p) => h("tr", { "data-protocol": p.protocol },
       h("td", { class: "mono" }, p.protocol),
-      h("td", {}, (p.methods || []).map((m) => h("span", { class: "chip" }, m))),
+      h("td", {}, (p.methods || []).map((m) => h("span", { class: "chip", title: m.description || "" }, m.method || String(m)))),
       h("td", {}, p.health ? healthCell(p.health) : h("span", { class: "muted" }, "not checked")))));
     status.textContent = check ? `Checked ${new Date().toLocaleTimeString()}` : "";
   }

@@ -295,6 +295,8 @@ async function main() {
     await step("providers and nodes pages", async () => {
       await page.click("nav a[href='#/providers']");
       await page.waitForSelector("#providers-table tr[data-protocol='python']");
+      const methods = await page.textContent("#providers-table tr[data-protocol='python']");
+      check(methods.includes("python/execute") && !methods.includes("[object"), `python methods: ${methods}`);
       await page.click("#check-health");
       await page.waitForSelector("#providers-table tr[data-protocol='python'] .health");
       await shot(page, "providers");
