@@ -460,7 +460,7 @@ async function workflowView(id, selectedTask) {
     fill(facts, 
       h("dt", {}, "Id"), h("dd", { class: "mono" }, wf.workflow_id),
       h("dt", {}, "Created"), h("dd", {}, fmtTime(wf.created_ms)),
-      h("dt", {}, "Duration"), h("dd", {}, fmtDuration(elapsed(wf))),
+      h("dt", {}, "Duration"), h("dd", { id: "wf-duration" }, fmtDuration(elapsed(wf))),
       h("dt", {}, "Tokens"), h("dd", {}, usage.total_tokens ? `${usage.total_tokens} (${usage.prompt_tokens} in, ${usage.completion_tokens} out, ${usage.llm_calls} calls)` : "—"),
       wf.error ? [h("dt", {}, "Error"), h("dd", { class: "err" }, `${wf.error.code}: ${wf.error.message}`)] : null);
     const running = wf.state === "running" || wf.state === "pending";

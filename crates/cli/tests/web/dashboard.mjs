@@ -254,6 +254,8 @@ async function main() {
       check(nodes.every(([, c]) => c.includes("state-completed")), `every node completed: ${JSON.stringify(nodes)}`);
       const edges = await page.$$eval("svg.dag .edge", (els) => els.map((e) => `${e.dataset.from}>${e.dataset.to}`).sort());
       check(JSON.stringify(edges) === JSON.stringify(["numbers>squares", "numbers>total", "squares>report", "total>report"]), `edges: ${edges}`);
+      // The finished record (duration, usage) is read once the stream says so.
+      await page.waitForFunction(() => !document.querySelector("#wf-duration")?.textContent.includes("—"));
       const progress = await page.textContent(".wf-progress");
       check(progress.includes("5/5"), `progress shows 5/5: ${progress}`);
     });
