@@ -435,6 +435,15 @@ async function workflowView(id, selectedTask) {
     }
     throw e;
   }
+  // What was streamed before this page opened is in the workflow's stored
+  // log (read before the live stream starts, so it is shown first); the live
+  // stream carries on after `head`.
+  let streamed = [];
+  try {
+    streamed = (await api(`/api/v1/workflows/${enc(wf.workflow_id)}/events?types=llm_token,task_output&limit=5000`)).events;
+  } catch {
+    /* the live part still works */
+  }
   const states = new Map(wf.tasks.map((t) => [t.id, t.state]));
   const title = h("h1", {}, wf.name);
   const stateBadge = h("span", { id: "workflow-state" });
@@ -544,7 +553,8 @@ async function workflowView(id, selectedTask) {
       pre = h("pre", { class: "stream", "data-task": d.task_id });
       outputs.set(d.task_id, pre);
       output.append(h("div", { class: "stream-head" }, d.task_id), pre);
-      output.closest("section").hidden = false;
+      const box = output.closest("section");
+      if (box) box.hidden = false;
     }
     // Keep the tail: a long generation must not grow the page forever.
     pre.textContent = (pre.textContent + text).slice(-20000);
@@ -603,6 +613,7 @@ async function workflowView(id, selectedTask) {
       detail),
     h("section", { class: "card", hidden: true }, h("h2", {}, "Live output"), output)));
   paintHeader();
+  for (const event of streamed) if (event.seq <= head) appendOutput(event);
   if (selectedTask) select(selectedTask);
 
   return {

@@ -5,6 +5,7 @@
 //   CHROMIUM        the browser (Debian's /usr/bin/chromium)
 //   WORK_DIR        an empty folder for the server's home
 //   SCREENSHOT_DIR  where the page screenshots go
+//   GLEITZEIT_TEST_CONFIG  the server's config (an LLM endpoint: the Ollama double)
 // Every check that fails throws; the process exits 1 with the reason.
 
 import { spawn, execFileSync } from "node:child_process";
@@ -69,7 +70,7 @@ function freePort() {
 let server = null;
 function startServer(port) {
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ["serve", "--host", "127.0.0.1", "--port", String(port)], {
+    const child = spawn(BIN, ["--config", env("GLEITZEIT_TEST_CONFIG"), "serve", "--host", "127.0.0.1", "--port", String(port)], {
       env: serverEnv(), cwd: WORK, stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
@@ -163,6 +164,15 @@ tasks:
     parameters:
       code: |
         raise ValueError("this task always fails")
+`;
+
+const LLM_YAML = `name: "Streams tokens"
+tasks:
+  - id: answer
+    method: llm/chat
+    parameters:
+      model: llama3.2
+      messages: [{role: user, content: "Say something about dashboards."}]
 `;
 
 // Three slow steps: long enough to kill the server in the middle.
@@ -284,6 +294,26 @@ async function main() {
       const attempt = await page.textContent("#task-attempt");
       check(attempt.trim() === "2 of 2", `attempts: ${attempt}`);
       await shot(page, "failed-task");
+    });
+
+    await step("LLM tokens stream into the page while the task runs", async () => {
+      const id = await submit(LLM_YAML);
+      await page.goto(`${BASE}/#/workflows/${id}/tasks/answer`);
+      // Some tokens, but not all yet: they arrive live, not with the result.
+      await page.waitForFunction(() => {
+        const text = document.querySelector("#live-output pre.stream")?.textContent || "";
+        return text.includes("Gleitzeit") && !text.includes("live.");
+      }, null, { timeout: 30000 });
+      const node = await page.getAttribute("svg.dag .node[data-task='answer']", "class");
+      check(node.includes("state-running"), `the task still runs while tokens arrive: ${node}`);
+      await shot(page, "live-tokens");
+      await page.waitForFunction(() => document.querySelector("#workflow-state")?.textContent === "completed", null, { timeout: 60000 });
+      await page.waitForFunction(() => (document.querySelector("#task-result")?.textContent || "").includes("one by one, live."));
+      const detail = await page.textContent("#task-detail");
+      check(/Tokens\d+ \(\d+ in, \d+ out\)/.test(detail), `token usage in the details: ${detail}`);
+      // A fresh load shows the stored stream too.
+      await page.reload();
+      await page.waitForFunction(() => (document.querySelector("#live-output pre.stream")?.textContent || "").includes("one by one, live."));
     });
 
     await step("the list shows workflows with state and progress", async () => {
