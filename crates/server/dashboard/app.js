@@ -196,7 +196,10 @@ class Live {
       this.onEvent(event);
     };
     for (const t of EVENT_TYPES) source.addEventListener(t, handle);
-    source.addEventListener("open", () => conn.reached());
+    source.addEventListener("open", () => {
+      this.retry = 0;
+      conn.reached();
+    });
     source.onerror = () => {
       // Take reconnecting over from the browser: its retries would restart
       // without our `after` once the server is back, and never show a banner.
@@ -204,7 +207,20 @@ class Live {
       if (this.closed || this.source !== source) return;
       this.source = null;
       fetch("/health?quick=true", { cache: "no-store" })
-        .then(() => setTimeout(() => this.open(), 1000))
+        .then(async () => {
+          // The server answers but refused the stream: if the key stopped
+          // working, ask for one instead of retrying into the server's
+          // failed-attempt limit.
+          if (getKey()) {
+            try {
+              await api("/api/v1/auth/whoami");
+            } catch (e) {
+              if (e instanceof AuthNeeded) return render(true);
+            }
+          }
+          this.retry = Math.min((this.retry || 500) * 2, 15000);
+          setTimeout(() => this.open(), this.retry);
+        })
         .catch(() => conn.lost());
     };
   }
@@ -231,10 +247,10 @@ function route() {
   return parts;
 }
 
-async function render() {
+async function render(force = false) {
   const parts = route();
   // Selecting another task of the workflow on screen keeps the page.
-  if (view && view.workflow && parts[0] === "workflows" && view.workflow.includes(parts[1])) {
+  if (!force && view && view.workflow && parts[0] === "workflows" && view.workflow.includes(parts[1])) {
     view.select(parts[2] === "tasks" ? parts[3] : null);
     return;
   }
@@ -311,7 +327,7 @@ function keyForm(message) {
         return;
       }
       setKey(key, remember.checked);
-      render();
+      render(true);
     } catch {
       conn.lost();
     }
@@ -763,7 +779,7 @@ async function nodesView() {
 
 document.getElementById("logout").addEventListener("click", () => {
   forgetKey();
-  render();
+  render(true);
 });
-window.addEventListener("hashchange", render);
+window.addEventListener("hashchange", () => render());
 render();

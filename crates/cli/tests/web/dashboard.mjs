@@ -391,6 +391,25 @@ async function main() {
       log(`5,000-task page ready in ${loaded} ms; slowest frame ${worst} ms`);
     });
 
+    await step("forgetting the key asks for one again; a revoked key is refused", async () => {
+      const made = await api("/api/v1/auth/keys", {
+        method: "POST", body: JSON.stringify({ user: "admin", name: "browser" }),
+        headers: { "Content-Type": "application/json" },
+      });
+      await page.goto(`${BASE}/#/`);
+      await page.click("#logout");
+      await page.waitForSelector("#key-form");
+      check(await page.evaluate(() => !sessionStorage.length && !localStorage.length), "the key is gone from storage");
+      await page.fill("#api-key", made.key);
+      await page.check("#remember");
+      await page.click("#key-form button[type=submit]");
+      await page.waitForSelector("#workflow-table");
+      check(await page.evaluate((k) => localStorage.getItem("gleitzeit.api_key") === k, made.key), "remembered");
+      await api(`/api/v1/auth/keys/${made.record.id}/revoke`, { method: "POST" });
+      await page.click("nav a[href='#/providers']");
+      await page.waitForSelector("#key-form");
+    });
+
     check(consoleErrors.length === 0, `no page errors: ${consoleErrors.join("\n")}`);
   } finally {
     await browser.close();
