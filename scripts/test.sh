@@ -27,6 +27,12 @@ if ! command -v tmux >/dev/null; then
   fi
 fi
 
+# The dashboard's browser test drives Debian's chromium through the npm
+# package playwright-core (installed into ~/.cache/gleitzeit/playwright).
+echo "== Chromium + playwright-core (the web dashboard's browser test)"
+PLAYWRIGHT_LINE=$(scripts/browser-test-deps.sh)
+export GLEITZEIT_TEST_PLAYWRIGHT_DIR="${PLAYWRIGHT_LINE#PLAYWRIGHT_DIR=}"
+
 echo "== Redis (the scale-out tests use it; started here if nothing answers)"
 if ! command -v redis-server >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -76,6 +82,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "dashboard screenshots: $CARGO_TARGET_DIR/web-screenshots"
 echo "== Python client tests (pytest, against the real server)"
 PY_VENV="$HOME/.cache/gleitzeit/pyclient-venv"
 if [ ! -x "$PY_VENV/bin/pytest" ]; then

@@ -1,7 +1,8 @@
 //! REST handlers under `/api/v1`. Each handler's `#[utoipa::path]` is the
 //! source of `/api/v1/openapi.json`; the router is built from the same list,
-//! so an API route without documentation cannot exist. The two routes outside
-//! it are `/health` (an alias of `/api/v1/health`) and the document itself.
+//! so an API route without documentation cannot exist. The routes outside it
+//! are `/health` (an alias of `/api/v1/health`), the document itself, and the
+//! web dashboard's files (`/` and `/dashboard/…`, which are not an API).
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
@@ -88,6 +89,8 @@ pub(crate) fn router(state: AppState) -> Router {
             }),
         )
         .route("/health", get(health_check))
+        .route("/", get(crate::dashboard::index))
+        .route("/dashboard/{file}", get(crate::dashboard::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
@@ -420,7 +423,9 @@ async fn resume_workflow(
     ))
 }
 
-/// One task: state, attempts, timings, its full result record and error.
+/// One task: state, attempts, timings, its full result record and error, and
+/// from the workflow file its `parameters` (references unresolved),
+/// `dependencies`, `retry` policy and `timeout`.
 #[utoipa::path(
     get,
     path = "/api/v1/workflows/{id}/tasks/{task_id}",
@@ -447,6 +452,16 @@ async fn get_task(
     })?;
     let mut view = views::task_json(task);
     view["workflow_id"] = json!(record.id);
+    // What the file asked for, so a task can be understood without its YAML:
+    // parameters as written (references unresolved) and the retry policy
+    // the attempt count is measured against.
+    if let Some(spec) = record.spec.tasks.iter().find(|s| s.id == task.task_id) {
+        view["name"] = json!(spec.name);
+        view["parameters"] = spec.params.clone();
+        view["dependencies"] = json!(spec.dependencies);
+        view["retry"] = json!(spec.retry);
+        view["timeout"] = json!(spec.timeout);
+    }
     Ok(Json(view))
 }
 

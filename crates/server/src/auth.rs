@@ -89,6 +89,9 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
     Some(match (method.as_str(), segments.as_slice()) {
         (_, ["", "health"]) | (_, ["", "api", "v1", "health"]) => return None,
         (_, ["", "api", "v1", "openapi.json"]) => return None,
+        // The dashboard's files hold no data; what they show is fetched with
+        // the visitor's key.
+        (_, [""] | ["", "dashboard", _]) => return None,
         (_, ["", "api", "v1", "auth", "whoami"]) => ReadSystem,
         ("POST", ["", "api", "v1", "workflows"]) => SubmitWorkflow,
         ("POST", ["", "api", "v1", "workflows", _, "cancel" | "resume"]) => CancelWorkflows,

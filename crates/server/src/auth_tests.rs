@@ -592,3 +592,19 @@ async fn the_audit_log_records_failures_keys_and_cancellations_without_secrets()
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_dashboard_pages_load_without_a_key_but_their_data_does_not() {
+    let f = fixture().await;
+    for uri in ["/", "/dashboard/app.js", "/dashboard/style.css"] {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let response = f.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+    }
+    let request = Request::builder()
+        .uri("/api/v1/workflows")
+        .body(Body::empty())
+        .unwrap();
+    let response = f.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}

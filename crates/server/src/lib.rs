@@ -7,11 +7,14 @@
 //! - `stream.rs` — one event stream (stored history, then live) that SSE,
 //!   WebSocket and Socket.IO all serve;
 //! - `metrics.rs` / `health.rs` — Prometheus text and the health verdict;
-//! - `views.rs` — the JSON shape of workflows and tasks, shared with the CLI.
+//! - `views.rs` — the JSON shape of workflows and tasks, shared with the CLI;
+//! - `dashboard.rs` — the web dashboard at `/` (files in `dashboard/`, built
+//!   into the binary).
 
 mod api;
 pub mod auth;
 mod auth_api;
+mod dashboard;
 mod error;
 mod health;
 mod metrics;

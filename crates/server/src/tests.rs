@@ -446,10 +446,77 @@ async fn unknown_task_is_404_gz3023() {
 #[tokio::test]
 async fn unknown_route_is_404_gz6007() {
     let router = server();
-    for uri in ["/api/v1/nothing", "/api/v2/workflows", "/"] {
+    for uri in ["/api/v1/nothing", "/api/v2/workflows", "/nothing-here"] {
         let (status, error) = get(&router, uri).await;
         assert_error(status, &error, StatusCode::NOT_FOUND, "GZ6007");
     }
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_at_the_root_with_types_and_revalidation() {
+    let router = server();
+    let (status, content_type, html) = send_raw(&router, Method::GET, "/", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "text/html; charset=utf-8");
+    assert!(html.contains("/dashboard/app.js"), "{html}");
+    for (file, kind) in [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("dag.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
+        let request = Request::builder()
+            .uri(format!("/dashboard/{file}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{file}");
+        let headers = response.headers();
+        assert_eq!(headers[header::CONTENT_TYPE], kind, "{file}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache", "{file}");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let etag = headers[header::ETAG].to_str().unwrap().to_string();
+        // The browser's revalidation: unchanged files cost no body.
+        let again = Request::builder()
+            .uri(format!("/dashboard/{file}"))
+            .header(header::IF_NONE_MATCH, &etag)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(again).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{file}");
+    }
+    let (status, error) = get(&router, "/dashboard/secrets.txt").await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "GZ6007");
+}
+
+#[tokio::test]
+async fn a_task_shows_its_parameters_dependencies_and_retry_policy() {
+    let router = server();
+    let yaml = "\
+name: t
+tasks:
+  - id: a
+    method: function/call
+    parameters: {name: sum, args: {numbers: [1, 2]}}
+  - id: b
+    method: function/call
+    dependencies: [a]
+    retry: {max_attempts: 4}
+    timeout: 7
+    parameters: {name: sum, args: {numbers: ['${a}', 10]}}
+";
+    let (id, _) = run_to_completion(&router, yaml).await;
+    let (status, task) = get(&router, &format!("/api/v1/workflows/{id}/tasks/b")).await;
+    assert_eq!(status, StatusCode::OK, "{task:#}");
+    assert_eq!(task["result"], 13);
+    assert_eq!(task["dependencies"], json!(["a"]));
+    assert_eq!(
+        task["parameters"],
+        json!({"name": "sum", "args": {"numbers": ["${a}", 10]}}),
+        "parameters as written, references unresolved"
+    );
+    assert_eq!(task["retry"]["max_attempts"], 4);
+    assert_eq!(task["timeout"], 7.0);
 }
 
 #[tokio::test]
