@@ -14,10 +14,53 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `--help` lists commands by what they are for; clap alone would print one
+/// flat list with every alias. `help_lists_every_command_once` keeps this in
+/// step with the `Command` enum.
+const COMMAND_GROUPS: &str = "\
+Run workflows:
+  run           Run workflow files, a function (--function), a prompt (--text, --vision) or a folder (--batch-folder)
+  resume        Continue an interrupted workflow (completed tasks are kept)
+  validate      Check workflow files without running them
+  init          Write a runnable workflow template NAME.yaml
+  exec          Execute Python code directly and print its output
+  discover      What a folder holds and which batch command fits it
+
+Follow and inspect:
+  list          Workflows, newest first
+  get           One workflow with its tasks, results and errors
+  status        Store, running workflows and providers at a glance (also: system status)
+  cancel        Cancel a workflow
+  monitor       Full-screen live dashboard (also: pro)
+  logs          Workflow log lines; --follow keeps streaming
+  events        Event stream; --json for scripts
+  watch         Follow a workflow, a task or the queue
+  stats         Throughput, durations and failure rates, with charts
+  inspect       Everything about one workflow, task or node
+  health        Health check; exit 0 healthy, 1 degraded, 2 unhealthy
+
+Server and scale-out:
+  serve         The server: REST API, web dashboard, live events (also: start, hub, dev, dev start)
+  submit        Hand workflow files to the server (also: workflow submit|status|list|get|cancel|resume)
+  worker        A worker node taking tasks from Redis (also: components exec|all)
+  nodes         Worker nodes: labels, load, heartbeat
+  dead-letters  Tasks that killed worker nodes: list, retry, drop
+  auth          API keys and users: init, login, status, logout, users, keys, audit
+
+Reference and settings:
+  providers     Providers and LLM endpoints: list, health, show
+  functions     Built-in functions: list, show
+  errors        The GZ error registry: list, show, search, stats, validate
+  config        Show or change configuration
+  cache         Stored results of tasks with `cache:`: stats, clear
+  help          Help for a command (also: COMMAND --help)";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "gleitzeit",
     version,
+    help_template = "{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}\n\nOptions:\n{options}{after-help}",
+    before_help = COMMAND_GROUPS,
     about = "Local-first orchestrator for LLM workflows",
     long_about = "Gleitzeit runs DAGs of tasks (LLM calls, Python code, built-in functions) described in YAML, durably, on an embedded SQLite store.\n\nStart with `gleitzeit run examples/quickstart.yaml`."
 )]
@@ -119,13 +162,13 @@ pub enum Command {
     #[command(subcommand)]
     Cache(commands::cache::CacheCommand),
     /// Workflow commands under one name (seed 002): submit, status, list, get, cancel, resume
-    #[command(subcommand)]
+    #[command(subcommand, hide = true)]
     Workflow(WorkflowCommand),
     /// System commands (seed 002): status
-    #[command(subcommand)]
+    #[command(subcommand, hide = true)]
     System(SystemCommand),
     /// Run the server: REST API, live events, and the runtime (also: `dev start`, `hub`)
-    #[command(visible_alias = "start", alias = "hub")]
+    #[command(alias = "start", alias = "hub")]
     Serve(commands::serve::ServeArgs),
     /// Run tasks from the Redis queues as a worker node (scale-out)
     Worker(commands::cluster::WorkerArgs),
@@ -244,4 +287,45 @@ fn init_logging(global: &GlobalOpts) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_lists_every_command_once() {
+        let cli = Cli::command();
+        let listed: Vec<&str> = COMMAND_GROUPS
+            .lines()
+            .filter_map(|line| line.strip_prefix("  "))
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        let mut visible: Vec<String> = cli
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name().to_string())
+            .collect();
+        visible.push("help".into());
+        for name in &visible {
+            assert_eq!(
+                listed.iter().filter(|l| *l == name).count(),
+                1,
+                "`{name}` must be listed once in COMMAND_GROUPS"
+            );
+        }
+        for name in &listed {
+            assert!(
+                visible.iter().any(|v| v == name),
+                "`{name}` is not a visible command"
+            );
+        }
+        let help = cli.clone().render_help().to_string();
+        assert!(
+            help.contains("Run workflows:") && help.contains("(also: pro)"),
+            "{help}"
+        );
+        assert!(!help.contains("Commands:"), "no second, flat list: {help}");
+    }
 }
