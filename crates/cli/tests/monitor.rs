@@ -3,18 +3,10 @@
 //! with `/`, cancels with `c` after a confirmation, and quits with `q`.
 
 mod common;
-use common::Env;
+use common::{tmux, Env};
 use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn tmux(args: &[&str]) -> String {
-    let output = Command::new("tmux")
-        .args(args)
-        .output()
-        .expect("tmux (the test script installs it)");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 struct Session(String);
 

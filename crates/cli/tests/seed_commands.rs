@@ -9,7 +9,7 @@
 //! are started, checked for their first output and stopped.
 
 mod common;
-use common::{redis_url, Env};
+use common::{redis_url, tmux, Env};
 use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -359,11 +359,6 @@ fn stop(child: &mut std::process::Child) {
         libc::kill(-(child.id() as i32), libc::SIGKILL);
     }
     let _ = child.wait();
-}
-
-fn tmux(args: &[&str]) -> String {
-    let output = Command::new("tmux").args(args).output().expect("tmux");
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn run_in_terminal(fixture: &Fixture, line: &str, origin: &str) {

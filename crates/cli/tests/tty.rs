@@ -2,18 +2,9 @@
 //! task's tokens appear while it streams.
 
 mod common;
-use common::Env;
+use common::{tmux, Env};
 use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn tmux(args: &[&str]) -> String {
-    let output = Command::new("tmux")
-        .args(args)
-        .output()
-        .expect("tmux (the test script installs it)");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 #[test]
 fn tokens_stream_into_the_progress_line() {

@@ -13,6 +13,15 @@ pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
+/// Runs tmux (the test script installs it) and returns what it printed.
+pub fn tmux(args: &[&str]) -> String {
+    let output = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux (the test script installs it)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// The Redis the scale-out tests use (the test script starts one if needed).
 pub fn redis_url() -> String {
     std::env::var("GLEITZEIT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
