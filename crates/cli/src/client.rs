@@ -181,12 +181,14 @@ impl Client {
     ) -> BoxStream<'static, Result<Event, GzError>> {
         let client = self.clone();
         Box::pin(async_stream::try_stream! {
-            let mut last = after;
+            // The last SSE id: a sequence number, or `SEQ.INDEX` inside a
+            // stored chunk of tokens.
+            let mut last: Option<String> = after.map(|seq| seq.to_string());
             let mut failures = 0u32;
             loop {
                 let mut url = format!("{}/api/v1/events?{query}", client.base);
-                if let Some(seq) = last {
-                    url.push_str(&format!("&after={seq}"));
+                if let Some(id) = &last {
+                    url.push_str(&format!("&after={id}"));
                 }
                 let response = client.http.get(&url).send().await;
                 let response = match response {
@@ -212,6 +214,7 @@ impl Client {
                 let mut bytes = response.bytes_stream();
                 let mut buffer = String::new();
                 let mut data = String::new();
+                let mut id: Option<String> = None;
                 while let Some(chunk) = bytes.next().await {
                     let Ok(chunk) = chunk else { break };
                     buffer.push_str(&String::from_utf8_lossy(&chunk));
@@ -220,9 +223,11 @@ impl Client {
                         let line = line.trim_end_matches(['\n', '\r']);
                         if let Some(rest) = line.strip_prefix("data:") {
                             data.push_str(rest.trim_start());
+                        } else if let Some(rest) = line.strip_prefix("id:") {
+                            id = Some(rest.trim().to_string());
                         } else if line.is_empty() && !data.is_empty() {
                             if let Ok(event) = serde_json::from_str::<Event>(&data) {
-                                last = Some(event.seq);
+                                last = Some(id.take().unwrap_or_else(|| event.seq.to_string()));
                                 yield event;
                             }
                             data.clear();
@@ -283,7 +288,7 @@ pub fn follow_store(
         loop {
             let page = store.events(workflow_id.as_deref(), last, 1000).await?;
             let full = page.len() == 1000;
-            for event in page {
+            for event in gleitzeit_core::events::expand_all(page) {
                 last = event.seq;
                 if wanted.as_ref().is_none_or(|w| w.contains(&event.kind)) {
                     yield event;

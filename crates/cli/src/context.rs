@@ -8,6 +8,7 @@ use gleitzeit_providers::function::FunctionProvider;
 use gleitzeit_providers::jsonrpc::{JsonRpcProvider, ProviderSpec};
 use gleitzeit_providers::llm::LlmProvider;
 use gleitzeit_providers::python::{PythonConfig, PythonProvider};
+use gleitzeit_providers::replay::Recorder;
 use gleitzeit_providers::Registry;
 use gleitzeit_runtime::{Runtime, RuntimeConfig};
 use gleitzeit_store::{MemoryStore, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store};
@@ -21,6 +22,8 @@ pub struct Context {
     pub custom_providers: Vec<(ProviderSpec, std::path::PathBuf)>,
     /// The Redis store, once opened: the cluster reuses its settings.
     redis: tokio::sync::OnceCell<Arc<RedisStore>>,
+    /// `run --record DIR` / `--replay DIR`: LLM and HTTP calls go through it.
+    recorder: std::sync::OnceLock<Arc<Recorder>>,
 }
 
 fn load_custom_providers(
@@ -70,6 +73,7 @@ impl Context {
         Ok(Context {
             custom_providers: load_custom_providers(global)?,
             redis: tokio::sync::OnceCell::new(),
+            recorder: std::sync::OnceLock::new(),
             config,
             global: global.clone(),
         })
@@ -148,6 +152,29 @@ impl Context {
         )
     }
 
+    /// Records (or replays) every LLM and HTTP exchange of the registries
+    /// built from now on.
+    pub fn use_recorder(&self, recorder: Arc<Recorder>) -> Result<(), GzError> {
+        if self.backend() == "redis" {
+            return Err(GzError::new(
+                ErrorCode::InvalidArgument,
+                "--record and --replay need the providers of this process; on the redis backend tasks run on worker nodes",
+            )
+            .with_hint("Use --ephemeral (or --backend sqlite) with --record/--replay."));
+        }
+        self.recorder.set(recorder).map_err(|_| {
+            GzError::new(ErrorCode::InvalidArgument, "--record and --replay exclude each other")
+        })
+    }
+
+    /// `provider`, through the recorder when there is one.
+    fn recorded(&self, provider: Arc<dyn gleitzeit_providers::Provider>) -> Arc<dyn gleitzeit_providers::Provider> {
+        match self.recorder.get() {
+            Some(recorder) => recorder.wrap(provider),
+            None => provider,
+        }
+    }
+
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(FunctionProvider));
@@ -158,7 +185,7 @@ impl Context {
             self.config.mcp_servers.clone(),
         )));
         match gleitzeit_providers::http::HttpProvider::new(self.config.http.clone()) {
-            Ok(http) => registry.register(Arc::new(http)),
+            Ok(http) => registry.register(self.recorded(Arc::new(http))),
             Err(e) => tracing::warn!("HTTP provider unavailable: {e}"),
         }
         let ollama_disabled = self
@@ -171,7 +198,7 @@ impl Context {
             && self.config.llm.endpoints.is_empty();
         if !ollama_disabled {
             match self.llm_provider() {
-                Ok(llm) => registry.register(Arc::new(llm)),
+                Ok(llm) => registry.register(self.recorded(Arc::new(llm))),
                 Err(e) => tracing::warn!("LLM provider unavailable: {e}"),
             }
         }

@@ -17,6 +17,7 @@ pub fn exit_code(error: &GzError) -> u8 {
         ErrorCode::FunctionArgumentInvalid
             | ErrorCode::FunctionNotFound
             | ErrorCode::InvalidParameters
+            | ErrorCode::ReplayCorrupt
     ) {
         return EXIT_INVALID;
     }

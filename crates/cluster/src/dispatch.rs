@@ -434,5 +434,6 @@ pub(crate) fn node_event(kind: &str, node: &NodeInfo, extra: Value) -> Event {
         workflow_id: String::new(),
         at_ms: now_ms(),
         data,
+        part: None,
     }
 }

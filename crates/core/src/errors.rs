@@ -169,6 +169,10 @@ registry! {
         "Custom provider answered with a JSON-RPC error", "Read the error's code and message; check the params against `gleitzeit providers show NAME`.";
     RetriesExhausted = 2050, Execution, Medium, false,
         "Task failed after all retry attempts", "Look at the last attempt's error; raise retry.max_attempts if the failure is transient.";
+    ReplayMissing = 2060, Provider, High, false,
+        "The recording has no answer for this request", "The workflow sends a request that was not recorded (changed prompt, model, options or an extra call); record it again with `gleitzeit run --record DIR`.";
+    ReplayCorrupt = 2061, Provider, High, false,
+        "A recording file cannot be read", "The named file of the recording directory is not a valid recorded exchange; restore it from version control or record again with `gleitzeit run --record DIR`.";
 
     YamlSyntax = 3001, Workflow, High, false,
         "Workflow file is not valid YAML or JSON", "Fix the syntax at the reported line and column (indentation, quotes, colons).";

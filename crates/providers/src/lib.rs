@@ -12,6 +12,7 @@ pub mod llm;
 pub mod mcp;
 pub mod python;
 mod registry;
+pub mod replay;
 
 pub use registry::Registry;
 

@@ -85,13 +85,7 @@ impl Runtime {
                 rt.live.send(
                     &rt.store,
                     &rt.events,
-                    Event {
-                        seq: 0,
-                        kind: kind.to_string(),
-                        workflow_id: workflow_id.clone(),
-                        at_ms: now_ms(),
-                        data,
-                    },
+                    Event::new(kind, workflow_id.clone(), now_ms(), data),
                 );
             })
         };

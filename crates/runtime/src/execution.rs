@@ -283,6 +283,7 @@ impl Run<'_> {
             workflow_id: self.id.clone(),
             at_ms: now_ms(),
             data,
+            part: None,
         });
     }
 
@@ -1241,6 +1242,7 @@ pub(crate) async fn cancel_unowned(rt: &Runtime, record: &WorkflowRecord) -> Res
         workflow_id: record.id.clone(),
         at_ms: now,
         data: json!({"name": record.name, "state": "cancelled", "error": error}),
+        part: None,
     };
     writes.push(Write::Event(event.clone()));
     let seqs = rt.store.apply(writes).await?;

@@ -4,14 +4,30 @@
 //! writer that batches whatever has arrived: a token costs a share of a commit,
 //! not a commit of its own, and the call that produced it never waits on the
 //! store.
+//!
+//! Tokens are stored compactly: the writer collects each task attempt's
+//! tokens and stores them as one `llm_tokens` chunk event (at most
+//! [`CHUNK_TOKENS`] tokens, or whatever arrived within [`CHUNK_WAIT`], and
+//! always before the task's result or any other event). Once the chunk is
+//! committed under its sequence number, every token in it is announced as its
+//! own `llm_token` event (same `seq`, with its place in the chunk), so live
+//! watchers still see each token, at most [`CHUNK_WAIT`] late, and readers of
+//! the store expand chunks back into the same events (`events::expand`).
 
-use gleitzeit_core::events::Event;
+use gleitzeit_core::events::{self, Event};
+use serde_json::Value;
+use std::time::Duration;
+use tokio::time::Instant;
 use gleitzeit_store::{Store, Write};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// The most events one commit takes; more wait for the next turn.
 const BATCH: usize = 1024;
+/// The most tokens one stored chunk holds.
+pub(crate) const CHUNK_TOKENS: usize = 256;
+/// The longest a token waits for its chunk to be stored (and announced).
+pub(crate) const CHUNK_WAIT: Duration = Duration::from_millis(100);
 
 enum Msg {
     Event(Event),
@@ -56,6 +72,75 @@ impl LiveEvents {
     }
 }
 
+/// One task attempt's tokens not stored yet.
+struct Pending {
+    workflow_id: String,
+    /// `task_id`, `task_name`, `attempt`: what every token event carries.
+    task: Value,
+    at_ms: i64,
+    since: Instant,
+    tokens: Vec<String>,
+}
+
+/// Token chunks being collected, in the order their first token arrived.
+#[derive(Default)]
+struct Chunks {
+    pending: Vec<Pending>,
+}
+
+impl Chunks {
+    /// Takes a token event; a full chunk is returned to be stored.
+    fn add(&mut self, event: Event) -> Option<Event> {
+        let Value::Object(mut data) = event.data else {
+            return None;
+        };
+        let token = match data.remove("token") {
+            Some(Value::String(t)) => t,
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let task = Value::Object(data);
+        let at = self
+            .pending
+            .iter()
+            .position(|p| p.workflow_id == event.workflow_id && p.task == task);
+        let at = match at {
+            Some(at) => at,
+            None => {
+                self.pending.push(Pending {
+                    workflow_id: event.workflow_id,
+                    task,
+                    at_ms: event.at_ms,
+                    since: Instant::now(),
+                    tokens: Vec::new(),
+                });
+                self.pending.len() - 1
+            }
+        };
+        self.pending[at].tokens.push(token);
+        (self.pending[at].tokens.len() >= CHUNK_TOKENS).then(|| chunk(self.pending.remove(at)))
+    }
+
+    /// Every chunk collected so far, to be stored now.
+    fn take_all(&mut self) -> Vec<Event> {
+        self.pending.drain(..).map(chunk).collect()
+    }
+
+    /// When the oldest chunk is due.
+    fn deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.since + CHUNK_WAIT).min()
+    }
+}
+
+fn chunk(pending: Pending) -> Event {
+    events::token_chunk(
+        &pending.workflow_id,
+        pending.at_ms,
+        &pending.task,
+        pending.tokens,
+    )
+}
+
 async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Msg>,
     store: Arc<dyn Store>,
@@ -63,12 +148,40 @@ async fn write_loop(
 ) {
     let mut batch = Vec::new();
     let mut flushes = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
+    let mut chunks = Chunks::default();
+    loop {
+        let mut ended = false; // set when the chunk timer, not the channel, woke us
+        let first = match chunks.deadline() {
+            None => rx.recv().await,
+            Some(deadline) => tokio::select! {
+                msg = rx.recv() => msg,
+                _ = tokio::time::sleep_until(deadline) => {
+                    batch.extend(chunks.take_all());
+                    // Not the end: only the wait for a message did.
+                    ended = true;
+                    None
+                }
+            },
+        };
+        let closed = first.is_none() && !ended;
+        if closed {
+            batch.extend(chunks.take_all());
+        }
+        let mut next = first;
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Event(event) => batch.push(event),
-                Msg::Flush(done) => flushes.push(done),
+                Msg::Event(event) if event.kind == events::LLM_TOKEN => {
+                    batch.extend(chunks.add(event));
+                }
+                Msg::Event(event) => {
+                    // Tokens that came before it are stored before it.
+                    batch.extend(chunks.take_all());
+                    batch.push(event);
+                }
+                Msg::Flush(done) => {
+                    batch.extend(chunks.take_all());
+                    flushes.push(done);
+                }
             }
             if batch.len() < BATCH {
                 next = rx.try_recv().ok();
@@ -80,7 +193,9 @@ async fn write_loop(
                 Ok(seqs) => {
                     for (mut event, seq) in batch.drain(..).zip(seqs) {
                         event.seq = seq;
-                        let _ = events.send(event);
+                        for event in events::expand(event) {
+                            let _ = events.send(event);
+                        }
                     }
                 }
                 Err(error) => {
@@ -93,6 +208,9 @@ async fn write_loop(
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+        if closed {
+            break;
         }
     }
 }

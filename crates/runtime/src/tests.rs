@@ -468,15 +468,22 @@ async fn llm_tokens_are_announced_as_they_stream_and_stored() {
         completed_after_tokens,
         "tokens stream before the task completes"
     );
-    // Tokens are stored like every event (a stream resumed by id gets them),
-    // each with its own id, all before the task's completion.
+    // Tokens are stored in chunks (a stream resumed by id gets them back as
+    // tokens), all before the task's completion.
     let stored = rt
         .store()
         .events(Some(&outcome.workflow_id), 0, 0)
         .await
         .unwrap();
-    let stored_tokens: Vec<_> = stored.iter().filter(|e| e.kind == "llm_token").collect();
-    assert_eq!(stored_tokens.len(), token_events);
+    let stored_tokens: Vec<_> = stored.iter().filter(|e| e.kind == "llm_tokens").collect();
+    assert!(!stored_tokens.is_empty() && stored_tokens.len() < token_events);
+    assert!(stored.iter().all(|e| e.kind != "llm_token"));
+    let expanded: String = gleitzeit_core::events::expand_all(stored.clone())
+        .iter()
+        .filter(|e| e.kind == "llm_token")
+        .map(|e| e.data["token"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(expanded, tokens);
     let done = stored
         .iter()
         .find(|e| e.kind == "task_completed")
@@ -484,6 +491,45 @@ async fn llm_tokens_are_announced_as_they_stream_and_stored() {
         .seq;
     assert!(stored_tokens.iter().all(|e| e.seq > 0 && e.seq < done));
     assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+#[tokio::test]
+async fn a_long_reply_is_stored_in_a_few_rows_and_expands_in_order() {
+    use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
+    let server = OllamaDouble::start(DoubleConfig::default()).await.unwrap();
+    let rt = llm_runtime(&server.url());
+    let mut events = rt.subscribe();
+    let words: Vec<String> = (0..499).map(|i| format!("w{i}")).collect();
+    let yaml = format!(
+        "name: t\ntasks:\n  - {{id: talk, method: llm/chat, params: {{model: llama3.2, prompt: '{}'}}}}\n",
+        words.join(" ")
+    );
+    let outcome = run_yaml(&rt, &yaml).await;
+    assert_eq!(outcome.state, WorkflowState::Completed);
+    let mut live = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if event.kind == "llm_token" {
+            live.push(event);
+        }
+    }
+    let stored = rt
+        .store()
+        .events(Some(&outcome.workflow_id), 0, 0)
+        .await
+        .unwrap();
+    let token_rows = stored.iter().filter(|e| e.kind == "llm_tokens").count();
+    let expanded: Vec<_> = gleitzeit_core::events::expand_all(stored)
+        .into_iter()
+        .filter(|e| e.kind == "llm_token")
+        .collect();
+    assert_eq!(expanded.len(), 500, "one token per word plus `echo:`");
+    // What a live watcher saw is exactly what a late reader gets, ids included.
+    assert_eq!(expanded, live);
+    let ids: Vec<String> = expanded.iter().map(|e| e.id()).collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 500);
+    println!("a 500-token reply: {token_rows} stored token rows (was 500)");
+    assert!(token_rows <= 500 / crate::live::CHUNK_TOKENS + 4, "{token_rows} rows");
 }
 
 #[tokio::test]

@@ -192,7 +192,10 @@ class Live {
       } catch {
         return;
       }
-      if (event.seq) this.last = Math.max(this.last ?? 0, event.seq);
+      // The SSE id, not `seq`: tokens stored in one chunk share a `seq` and
+      // have ids `SEQ.INDEX`, so a reconnect resumes inside the chunk.
+      if (e.lastEventId) this.last = e.lastEventId;
+      else if (event.seq) this.last = event.seq;
       this.onEvent(event);
     };
     for (const t of EVENT_TYPES) source.addEventListener(t, handle);

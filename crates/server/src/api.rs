@@ -512,25 +512,31 @@ async fn workflow_events(
     let page = store.events(Some(&record.id), after, limit).await?;
     let next_after = page.last().map_or(after, |e| e.seq);
     Ok(Json(EventPage {
-        events: page.into_iter().filter(|e| filter.matches(e)).collect(),
+        events: gleitzeit_core::events::expand_all(page)
+            .into_iter()
+            .filter(|e| filter.matches(e))
+            .collect(),
         next_after,
     }))
 }
 
 // ------------------------------------------------------------------- events
 
-fn resume_point(query: &EventQuery, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+fn resume_point(
+    query: &EventQuery,
+    headers: &HeaderMap,
+) -> Result<Option<gleitzeit_core::events::Cursor>, ApiError> {
     match headers.get("last-event-id") {
-        None => Ok(query.after),
+        None => Ok(stream::parse_after(query.after.as_deref())?),
         Some(value) => value
             .to_str()
             .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|v| gleitzeit_core::events::Cursor::parse(v))
             .map(Some)
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::MalformedRequest,
-                    "Last-Event-ID must be an event id (a whole number)",
+                    "Last-Event-ID must be an event id (a whole number, or SEQ.INDEX for a token)",
                 )
             }),
     }
@@ -550,14 +556,15 @@ fn event_stream(
 
 /// Live events as Server-Sent Events.
 ///
-/// Each message has `id` (the event's sequence number), `event` (its type) and
-/// `data` (the event as JSON). Reconnecting with `Last-Event-ID` (or `after`)
-/// resumes exactly after that event: nothing is lost or repeated.
+/// Each message has `id` (the event's sequence number; `SEQ.INDEX` for a
+/// streamed token inside a stored chunk), `event` (its type) and `data` (the
+/// event as JSON). Reconnecting with `Last-Event-ID` (or `after`) resumes
+/// exactly after that event: nothing is lost or repeated.
 #[utoipa::path(
     get,
     path = "/api/v1/events",
     tag = "events",
-    params(EventQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")),
+    params(EventQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
     responses(
         (status = 200, description = "text/event-stream of events", content_type = "text/event-stream", body = String),
         (status = 400, body = ErrorBody)
@@ -574,7 +581,7 @@ async fn events_sse(
     let sse = events.map(|item| match item {
         Ok(event) => Ok::<_, std::convert::Infallible>(
             SseEvent::default()
-                .id(event.seq.to_string())
+                .id(event.id())
                 .event(event.kind.clone())
                 .json_data(&event)
                 .unwrap_or_default(),
@@ -602,8 +609,9 @@ async fn events_head(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     Ok(Json(json!({ "latest_event_seq": seq })))
 }
 
-/// Live events over a WebSocket: one JSON text frame per event. Same query
-/// parameters as the SSE stream; reconnect with `after` to resume.
+/// Live events over a WebSocket: one JSON text frame per event, with its `id`.
+/// Same query parameters as the SSE stream; reconnect with `after` (or
+/// `since`) set to the last `id` to resume.
 #[utoipa::path(
     get,
     path = "/api/v1/ws",
@@ -635,7 +643,7 @@ async fn forward_to_socket(
         tokio::select! {
             item = events.next() => {
                 let text = match item {
-                    Some(Ok(event)) => serde_json::to_string(&event).unwrap_or_default(),
+                    Some(Ok(event)) => stream::with_id(&event).to_string(),
                     Some(Err(error)) => json!({"type": "error", "error": ApiError::from(error).body()}).to_string(),
                     None => break,
                 };

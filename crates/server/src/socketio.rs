@@ -90,7 +90,11 @@ fn query_from(value: &Value) -> EventQuery {
             .and_then(Value::as_str)
             .map(String::from),
         types,
-        after: value.get("after").and_then(Value::as_u64),
+        after: match value.get("after").or_else(|| value.get("since")) {
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        },
         api_key: value
             .get("api_key")
             .and_then(Value::as_str)
@@ -162,20 +166,21 @@ fn subscribe(
         "subscribed",
         &json!({"workflow_id": filter.workflow_id, "types": query.types, "after": query.after}),
     );
-    tokio::spawn(pump(
-        state.clone(),
-        socket.clone(),
-        filter,
-        query.after,
-        stop,
-    ));
+    let after = match stream::parse_after(query.after.as_deref()) {
+        Ok(after) => after,
+        Err(error) => {
+            let _ = socket.emit("error", &json!(crate::ApiError::from(error).body()));
+            return;
+        }
+    };
+    tokio::spawn(pump(state.clone(), socket.clone(), filter, after, stop));
 }
 
 async fn pump(
     state: AppState,
     socket: SocketRef,
     filter: Filter,
-    after: Option<u64>,
+    after: Option<gleitzeit_core::events::Cursor>,
     stop: CancellationToken,
 ) {
     let events = stream::events(state, filter, after);
@@ -187,7 +192,7 @@ async fn pump(
         };
         let Some(item) = item else { return };
         let (name, payload) = match item {
-            Ok(event) => (event.kind.clone(), json!(event)),
+            Ok(event) => (event.kind.clone(), stream::with_id(&event)),
             Err(error) => (
                 "error".to_string(),
                 json!(crate::ApiError::from(error).body()),

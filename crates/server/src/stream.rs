@@ -8,10 +8,16 @@
 //! fell behind the broadcast buffer), everything before it is already in the
 //! store and is read from there. A slow client therefore never holds back the
 //! runtime: it only reads history for longer.
+//!
+//! Streamed tokens are stored as `llm_tokens` chunks, one row per chunk; the
+//! stream expands each into `llm_token` events. A token's id is its chunk's
+//! sequence number plus its index (`41.3`), and the last token of a chunk has
+//! the plain number (`41`), so resuming after any id — SSE `Last-Event-ID`,
+//! `after`/`since` — continues with the next token, even inside a chunk.
 
 use crate::AppState;
 use futures_util::Stream;
-use gleitzeit_core::events::Event;
+use gleitzeit_core::events::{self, Cursor, Event};
 use gleitzeit_core::{ErrorCode, GzError};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -27,9 +33,12 @@ pub struct EventQuery {
     pub workflow_id: Option<String>,
     /// Comma-separated event types, e.g. `task_completed,workflow_failed`.
     pub types: Option<String>,
-    /// Start after this event id (same as the `Last-Event-ID` header). Without
-    /// it the stream starts with the next event.
-    pub after: Option<u64>,
+    /// Start after this event id (same as the `Last-Event-ID` header): a
+    /// sequence number, or `SEQ.INDEX` for a token inside a stored chunk.
+    /// Without it the stream starts with the next event. `since` is the same.
+    #[serde(alias = "since")]
+    #[param(value_type = Option<String>)]
+    pub after: Option<String>,
     /// The API key, for clients that cannot send headers (browsers'
     /// EventSource and WebSocket). Prefer the Authorization header.
     pub api_key: Option<String>,
@@ -41,6 +50,30 @@ pub struct Filter {
     pub types: Option<HashSet<String>>,
     /// Only events of workflows this user submitted.
     pub owner: Option<String>,
+}
+
+/// Parses a resume id (`after`, `since`, `Last-Event-ID`).
+pub fn parse_after(id: Option<&str>) -> Result<Option<Cursor>, GzError> {
+    match id {
+        None => Ok(None),
+        Some(id) if id.trim().is_empty() => Ok(None),
+        Some(id) => Cursor::parse(id).map(Some).ok_or_else(|| {
+            GzError::new(
+                ErrorCode::InvalidArgument,
+                format!("`{id}` is not an event id (a whole number, or SEQ.INDEX for a token)"),
+            )
+        }),
+    }
+}
+
+/// An event as WebSocket and Socket.IO clients get it: its JSON plus `id`,
+/// the value to resume from.
+pub fn with_id(event: &Event) -> serde_json::Value {
+    let mut value = serde_json::to_value(event).unwrap_or_default();
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert("id".into(), serde_json::Value::String(event.id()));
+    }
+    value
 }
 
 impl Filter {
@@ -105,15 +138,15 @@ async fn visible(
 pub fn events(
     state: AppState,
     filter: Filter,
-    after: Option<u64>,
+    after: Option<Cursor>,
 ) -> impl Stream<Item = Result<Event, GzError>> + Send {
     async_stream::try_stream! {
         // Subscribe before reading history so nothing falls between the two.
         let mut live = state.runtime.subscribe();
         let store = state.runtime.store().clone();
         let mut last = match after {
-            Some(seq) => seq,
-            None => store.latest_event_seq().await?,
+            Some(cursor) => cursor,
+            None => Cursor::after_seq(store.latest_event_seq().await?),
         };
         let mut catch_up = after.is_some();
         // Who submitted each workflow seen, for streams limited to an owner.
@@ -125,14 +158,19 @@ pub fn events(
         loop {
             if catch_up {
                 // With a workflow filter only that workflow's history is read;
-                // everything up to `head` is then known to be seen.
+                // everything up to `head` is then known to be seen. A chunk
+                // read part-way is read again from its start and its seen
+                // tokens skipped.
                 let head = store.latest_event_seq().await?;
                 let workflow = filter.workflow_id.as_deref();
                 loop {
-                    let page = store.events(workflow, last, PAGE).await?;
+                    let page = store.events(workflow, last.done, PAGE).await?;
                     let full = page.len() == PAGE;
-                    for event in page {
-                        last = last.max(event.seq);
+                    for event in events::expand_all(page) {
+                        if !last.is_before(&event) {
+                            continue;
+                        }
+                        last = event.cursor();
                         if filter.matches(&event) && visible(&filter, &mut owners, store.as_ref(), &event).await? {
                             yield event;
                         }
@@ -141,7 +179,9 @@ pub fn events(
                         break;
                     }
                 }
-                last = last.max(head);
+                if head > last.done {
+                    last = Cursor::after_seq(head);
+                }
                 catch_up = false;
             }
             let received = tokio::select! {
@@ -151,13 +191,13 @@ pub fn events(
             };
             let Some(received) = received else {
                 let head = store.latest_event_seq().await?;
-                catch_up = head > last;
+                catch_up = head > last.done;
                 continue;
             };
             match received {
-                Ok(event) if event.seq <= last => {}
-                Ok(event) if event.seq == last + 1 => {
-                    last = event.seq;
+                Ok(event) if !last.is_before(&event) => {}
+                Ok(event) if last.is_next(&event) => {
+                    last = event.cursor();
                     if filter.matches(&event) && visible(&filter, &mut owners, store.as_ref(), &event).await? {
                         yield event;
                     }

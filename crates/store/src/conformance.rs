@@ -74,6 +74,7 @@ fn event(workflow_id: &str, kind: &str) -> Event {
         workflow_id: workflow_id.into(),
         at_ms: 5,
         data: json!({"k": kind}),
+        part: None,
     }
 }
 
@@ -251,9 +252,45 @@ async fn contract(store: &dyn Store) {
 
     auth_records(store).await;
     cache_entries(store).await;
+    token_chunks(store).await;
 }
 
 /// Cache entries: put, get while live, expiry, replace, stats, clear.
+/// Streamed tokens are stored as `llm_tokens` chunks (one row per chunk) and
+/// come back in order, expanding to the same `llm_token` events, with ids a
+/// stream can resume from inside a chunk.
+async fn token_chunks(store: &dyn Store) {
+    use gleitzeit_core::events::{expand_all, token_chunk, Cursor};
+    let task = json!({"task_id": "talk", "task_name": "talk", "attempt": 1});
+    let words: Vec<String> = (0..500).map(|i| format!("t{i} ")).collect();
+    let before = store.latest_event_seq().await.unwrap();
+    let mut writes = Vec::new();
+    for (i, chunk) in words.chunks(200).enumerate() {
+        writes.push(Write::Event(token_chunk("wf-tok", i as i64, &task, chunk.to_vec())));
+    }
+    writes.push(Write::Event(event("wf-tok", "task_completed")));
+    let seqs = store.apply(writes).await.unwrap();
+    assert_eq!(seqs.len(), 4, "500 tokens in three rows");
+    let stored = store.events(Some("wf-tok"), before, 0).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    let expanded = expand_all(stored);
+    let tokens: Vec<&str> = expanded
+        .iter()
+        .filter(|e| e.kind == "llm_token")
+        .map(|e| e.data["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, words.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(expanded.last().unwrap().kind, "task_completed");
+    assert_eq!(expanded[0].data, json!({"task_id": "talk", "task_name": "talk", "attempt": 1, "token": "t0 "}));
+    // Resuming after any id, reading from the store, gives exactly the rest.
+    for (i, seen) in expanded.iter().enumerate().step_by(37) {
+        let cursor = Cursor::parse(&seen.id()).unwrap();
+        let again = expand_all(store.events(Some("wf-tok"), cursor.done, 0).await.unwrap());
+        let rest: Vec<_> = again.into_iter().filter(|e| cursor.is_before(e)).collect();
+        assert_eq!(rest, expanded[i + 1..], "after {}", seen.id());
+    }
+}
+
 async fn cache_entries(store: &dyn Store) {
     let now = now_ms();
     let entry = |key: &str, expires_ms: Option<i64>| CacheEntry {

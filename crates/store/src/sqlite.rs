@@ -671,6 +671,7 @@ impl Store for SqliteStore {
                     workflow_id: row.get(2)?,
                     at_ms: row.get(3)?,
                     data: parse_json(row.get(4)?, 4)?.unwrap_or(Value::Null),
+                    part: None,
                 })
             })?;
             rows.collect()

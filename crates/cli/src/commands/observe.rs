@@ -51,7 +51,9 @@ async fn workflow_history(ctx: &Context, target: &Target, id: &str) -> Result<Ve
         Target::Local => {
             let store = ctx.open_store(false).await?;
             let record = store.find_workflow(id).await?;
-            Ok(store.events(Some(&record.id), 0, 0).await?)
+            Ok(gleitzeit_core::events::expand_all(
+                store.events(Some(&record.id), 0, 0).await?,
+            ))
         }
     }
 }

@@ -92,6 +92,12 @@ pub struct RunArgs {
     /// Run tasks with `cache:` even when a stored result exists (fresh results are still stored)
     #[arg(long)]
     pub no_cache: bool,
+    /// Store every LLM and HTTP exchange in DIR (one JSON file each, no secrets), for --replay
+    #[arg(long, value_name = "DIR", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+    /// Answer LLM and HTTP calls from a recording made with --record: no endpoint is contacted
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +110,12 @@ pub struct ResumeArgs {
 }
 
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
+    if let Some(dir) = &args.record {
+        ctx.use_recorder(gleitzeit_providers::replay::Recorder::record(dir)?)?;
+    }
+    if let Some(dir) = &args.replay {
+        ctx.use_recorder(gleitzeit_providers::replay::Recorder::replay(dir)?)?;
+    }
     if let Some(function) = &args.function {
         return run_function(ctx, function, &args).await;
     }

@@ -502,6 +502,7 @@ mod tests {
                 workflow_id: "wf_a".into(),
                 at_ms: 0,
                 data,
+                part: None,
             }))
         };
         app.apply(event(
