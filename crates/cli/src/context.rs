@@ -163,12 +163,18 @@ impl Context {
             .with_hint("Use --ephemeral (or --backend sqlite) with --record/--replay."));
         }
         self.recorder.set(recorder).map_err(|_| {
-            GzError::new(ErrorCode::InvalidArgument, "--record and --replay exclude each other")
+            GzError::new(
+                ErrorCode::InvalidArgument,
+                "--record and --replay exclude each other",
+            )
         })
     }
 
     /// `provider`, through the recorder when there is one.
-    fn recorded(&self, provider: Arc<dyn gleitzeit_providers::Provider>) -> Arc<dyn gleitzeit_providers::Provider> {
+    fn recorded(
+        &self,
+        provider: Arc<dyn gleitzeit_providers::Provider>,
+    ) -> Arc<dyn gleitzeit_providers::Provider> {
         match self.recorder.get() {
             Some(recorder) => recorder.wrap(provider),
             None => provider,

@@ -87,9 +87,11 @@ fn the_committed_recording_replays_offline_and_streams_its_tokens() {
     let mut recorded = std::collections::HashMap::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let entry: Value =
-            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap())
-                .unwrap();
-        let text = entry["outcome"]["ok"]["response"].as_str().unwrap().to_string();
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        let text = entry["outcome"]["ok"]["response"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let tokens: String = entry["tokens"]
             .as_array()
             .unwrap()

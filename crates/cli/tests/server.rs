@@ -151,18 +151,22 @@ async fn read_sse(
             let mut data = None;
             for line in frame.lines() {
                 if let Some(v) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
-                    id = v.trim().parse::<u64>().ok();
+                    id = Some(v.trim().to_string());
                 }
                 if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
                     data = Some(serde_json::from_str::<Value>(v.trim()).unwrap());
                 }
             }
-            if let Some(data) = data {
-                assert_eq!(
-                    Some(data["seq"].as_u64().unwrap()),
-                    id,
-                    "SSE id is the event seq"
+            if let Some(mut data) = data {
+                // The id is the seq, or `SEQ.INDEX` for a token inside a
+                // stored chunk.
+                let id = id.expect("every event has an id");
+                let seq = data["seq"].as_u64().unwrap().to_string();
+                assert!(
+                    id == seq || id.starts_with(&format!("{seq}.")),
+                    "SSE id {id} is the event seq {seq}"
                 );
+                data["_id"] = Value::String(id);
                 events.push(data);
             }
         }
@@ -685,9 +689,58 @@ fn llm_tokens_are_stored_events_and_usage_is_reported() {
             |e| finished(e, &id),
         )
         .await;
-        assert!(strictly_increasing(&seqs(&events)));
+        // Tokens of one stored chunk share its seq; ids stay unique.
+        assert!(seqs(&events).windows(2).all(|w| w[0] <= w[1]));
+        let ids: std::collections::HashSet<&str> =
+            events.iter().map(|e| e["_id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), events.len());
         let tokens: Vec<&Value> = events.iter().filter(|e| e["type"] == "llm_token").collect();
         assert!(!tokens.is_empty(), "no llm_token events stored");
+        // Resuming after any token (also inside a chunk) gives exactly the rest.
+        for cut in [0, tokens.len() / 2, tokens.len() - 1] {
+            let at = events
+                .iter()
+                .position(|e| e["_id"] == tokens[cut]["_id"])
+                .unwrap();
+            let rest = read_sse(
+                &format!(
+                    "{url}/api/v1/events?workflow_id={id}&after={}",
+                    tokens[cut]["_id"].as_str().unwrap()
+                ),
+                None,
+                |e| finished(e, &id),
+            )
+            .await;
+            assert_eq!(rest, events[at + 1..], "after {}", tokens[cut]["_id"]);
+        }
+        // A WebSocket client reconnecting with `since` (frames carry `id`).
+        let middle = tokens[tokens.len() / 2]["_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let ws_url = format!(
+            "{}/api/v1/ws?workflow_id={id}&since={middle}",
+            url.replacen("http://", "ws://", 1)
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        let mut seen: Vec<Value> = Vec::new();
+        while !finished(&seen, &id) {
+            let frame = tokio::time::timeout(Duration::from_secs(60), socket.next())
+                .await
+                .expect("websocket stalled")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = frame {
+                seen.push(serde_json::from_str::<Value>(&text).unwrap());
+            }
+        }
+        let at = events
+            .iter()
+            .position(|e| e["_id"] == middle.as_str())
+            .unwrap();
+        let expected: Vec<&Value> = events[at + 1..].iter().map(|e| &e["_id"]).collect();
+        let got: Vec<&Value> = seen.iter().map(|e| &e["id"]).collect();
+        assert_eq!(got, expected);
         let done = events
             .iter()
             .find(|e| e["type"] == "task_completed")

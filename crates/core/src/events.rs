@@ -70,7 +70,12 @@ pub struct Part {
 }
 
 impl Event {
-    pub fn new(kind: impl Into<String>, workflow_id: impl Into<String>, at_ms: i64, data: Value) -> Event {
+    pub fn new(
+        kind: impl Into<String>,
+        workflow_id: impl Into<String>,
+        at_ms: i64,
+        data: Value,
+    ) -> Event {
         Event {
             seq: 0,
             kind: kind.into(),

@@ -133,7 +133,10 @@ impl Recorder {
         std::fs::create_dir_all(&dir).map_err(|e| {
             GzError::new(
                 ErrorCode::FileWriteFailed,
-                format!("cannot create the recording directory `{}`: {e}", dir.display()),
+                format!(
+                    "cannot create the recording directory `{}`: {e}",
+                    dir.display()
+                ),
             )
         })?;
         Ok(Arc::new(Recorder {
@@ -150,7 +153,10 @@ impl Recorder {
         let listing = std::fs::read_dir(&dir).map_err(|e| {
             GzError::new(
                 ErrorCode::FileNotFound,
-                format!("cannot read the recording directory `{}`: {e}", dir.display()),
+                format!(
+                    "cannot read the recording directory `{}`: {e}",
+                    dir.display()
+                ),
             )
             .with_hint("Record one first with `gleitzeit run --record DIR`.")
         })?;
@@ -171,7 +177,10 @@ impl Recorder {
                 return Err(corrupt(
                     &path,
                     &label,
-                    format!("format version {} (expected {VERSION})", entry.gleitzeit_recording),
+                    format!(
+                        "format version {} (expected {VERSION})",
+                        entry.gleitzeit_recording
+                    ),
                 ));
             }
             let expected = file_name(&entry.method, &entry.key, entry.occurrence);
@@ -303,7 +312,11 @@ fn redact_url(url: &str) -> String {
                 let secret = SECRET_QUERY.iter().any(|s| s.eq_ignore_ascii_case(&k));
                 (
                     k.into_owned(),
-                    if secret { "REDACTED".into() } else { v.into_owned() },
+                    if secret {
+                        "REDACTED".into()
+                    } else {
+                        v.into_owned()
+                    },
                 )
             })
             .collect();

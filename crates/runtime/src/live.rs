@@ -15,12 +15,12 @@
 //! the store expand chunks back into the same events (`events::expand`).
 
 use gleitzeit_core::events::{self, Event};
-use serde_json::Value;
-use std::time::Duration;
-use tokio::time::Instant;
 use gleitzeit_store::{Store, Write};
+use serde_json::Value;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
 
 /// The most events one commit takes; more wait for the next turn.
 const BATCH: usize = 1024;

@@ -529,7 +529,10 @@ async fn a_long_reply_is_stored_in_a_few_rows_and_expands_in_order() {
     let unique: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), 500);
     println!("a 500-token reply: {token_rows} stored token rows (was 500)");
-    assert!(token_rows <= 500 / crate::live::CHUNK_TOKENS + 4, "{token_rows} rows");
+    assert!(
+        token_rows <= 500 / crate::live::CHUNK_TOKENS + 4,
+        "{token_rows} rows"
+    );
 }
 
 #[tokio::test]

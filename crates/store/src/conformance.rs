@@ -266,7 +266,12 @@ async fn token_chunks(store: &dyn Store) {
     let before = store.latest_event_seq().await.unwrap();
     let mut writes = Vec::new();
     for (i, chunk) in words.chunks(200).enumerate() {
-        writes.push(Write::Event(token_chunk("wf-tok", i as i64, &task, chunk.to_vec())));
+        writes.push(Write::Event(token_chunk(
+            "wf-tok",
+            i as i64,
+            &task,
+            chunk.to_vec(),
+        )));
     }
     writes.push(Write::Event(event("wf-tok", "task_completed")));
     let seqs = store.apply(writes).await.unwrap();
@@ -281,7 +286,10 @@ async fn token_chunks(store: &dyn Store) {
         .collect();
     assert_eq!(tokens, words.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(expanded.last().unwrap().kind, "task_completed");
-    assert_eq!(expanded[0].data, json!({"task_id": "talk", "task_name": "talk", "attempt": 1, "token": "t0 "}));
+    assert_eq!(
+        expanded[0].data,
+        json!({"task_id": "talk", "task_name": "talk", "attempt": 1, "token": "t0 "})
+    );
     // Resuming after any id, reading from the store, gives exactly the rest.
     for (i, seen) in expanded.iter().enumerate().step_by(37) {
         let cursor = Cursor::parse(&seen.id()).unwrap();

@@ -53,8 +53,14 @@ async fn records_then_replays_results_tokens_and_errors_without_the_provider() {
     let provider = recorder.wrap(live.clone());
     let (ctx, tokens) = collecting_ctx();
     let params = json!({"model": "m", "prompt": "hello big world", "api_key": "sk-secret"});
-    let first = provider.call("llm/generate", params.clone(), &ctx).await.unwrap();
-    let second = provider.call("llm/generate", params.clone(), &ctx).await.unwrap();
+    let first = provider
+        .call("llm/generate", params.clone(), &ctx)
+        .await
+        .unwrap();
+    let second = provider
+        .call("llm/generate", params.clone(), &ctx)
+        .await
+        .unwrap();
     let failed = provider
         .call("llm/generate", json!({"prompt": "fail"}), &ctx)
         .await
@@ -77,8 +83,14 @@ async fn records_then_replays_results_tokens_and_errors_without_the_provider() {
     let (ctx, tokens) = collecting_ctx();
     // The key ignores the secret, so another key replays the same answer.
     let params = json!({"model": "m", "prompt": "hello big world", "api_key": "other"});
-    let mut a = provider.call("llm/generate", params.clone(), &ctx).await.unwrap();
-    let b = provider.call("llm/generate", params.clone(), &ctx).await.unwrap();
+    let mut a = provider
+        .call("llm/generate", params.clone(), &ctx)
+        .await
+        .unwrap();
+    let b = provider
+        .call("llm/generate", params.clone(), &ctx)
+        .await
+        .unwrap();
     assert_eq!(a["call"], first["call"]);
     assert_eq!(b, redact_result(&second));
     a["headers"]
@@ -95,9 +107,16 @@ async fn records_then_replays_results_tokens_and_errors_without_the_provider() {
     assert_eq!(unused.calls.load(Ordering::SeqCst), 0);
 
     // A third identical request was never recorded.
-    let missing = provider.call("llm/generate", params, &ctx).await.unwrap_err();
+    let missing = provider
+        .call("llm/generate", params, &ctx)
+        .await
+        .unwrap_err();
     assert_eq!(missing.code, ErrorCode::ReplayMissing);
-    assert!(missing.message.contains("occurrence 3"), "{}", missing.message);
+    assert!(
+        missing.message.contains("occurrence 3"),
+        "{}",
+        missing.message
+    );
     let other = provider
         .call("llm/generate", json!({"prompt": "new"}), &ctx)
         .await
@@ -112,7 +131,11 @@ async fn a_corrupt_entry_is_refused_naming_file_and_entry() {
     let recorder = Recorder::record(dir.path()).unwrap();
     let provider = recorder.wrap(Arc::new(Echo::default()));
     provider
-        .call("llm/chat", json!({"prompt": "x y"}), &CallContext::detached("t"))
+        .call(
+            "llm/chat",
+            json!({"prompt": "x y"}),
+            &CallContext::detached("t"),
+        )
         .await
         .unwrap();
     let file = std::fs::read_dir(dir.path())
@@ -122,13 +145,20 @@ async fn a_corrupt_entry_is_refused_naming_file_and_entry() {
         .unwrap()
         .path();
     let name = file.file_stem().unwrap().to_str().unwrap().to_string();
-    assert!(name.starts_with("llm_chat-") && name.ends_with("-1"), "{name}");
+    assert!(
+        name.starts_with("llm_chat-") && name.ends_with("-1"),
+        "{name}"
+    );
 
     // Not JSON.
     std::fs::write(&file, "{ not json").unwrap();
     let error = Recorder::replay(dir.path()).unwrap_err();
     assert_eq!(error.code, ErrorCode::ReplayCorrupt);
-    assert!(error.message.contains(&file.display().to_string()), "{}", error.message);
+    assert!(
+        error.message.contains(&file.display().to_string()),
+        "{}",
+        error.message
+    );
     assert!(error.message.contains(&name), "{}", error.message);
 
     // Valid JSON, but the request was edited so it no longer matches its key.
