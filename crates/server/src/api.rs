@@ -531,7 +531,7 @@ fn resume_point(
         Some(value) => value
             .to_str()
             .ok()
-            .and_then(|v| gleitzeit_core::events::Cursor::parse(v))
+            .and_then(gleitzeit_core::events::Cursor::parse)
             .map(Some)
             .ok_or_else(|| {
                 ApiError::new(
