@@ -5,11 +5,12 @@
 //! `bench/results/latest.json`. Each scenario runs several times; the median is
 //! reported so one slow run does not decide the number.
 //!
-//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, cluster. A full run with
+//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, cluster, limits. A full run with
 //! `--only` replaces just those scenarios' entries in `latest.json`.
 
 mod cluster;
 mod http;
+mod limits;
 mod llm;
 mod peer;
 
@@ -154,7 +155,7 @@ fn scenario(
 
 /// Scenario names `--only` accepts.
 const SCENARIOS: &[&str] = &[
-    "chain", "fanout", "python", "http", "llm", "overhead", "cluster",
+    "chain", "fanout", "python", "http", "llm", "overhead", "cluster", "limits",
 ];
 
 struct Options {
@@ -278,6 +279,11 @@ fn main() -> Result<()> {
             &url,
             "llm_overhead_64_instant_peer",
         )?);
+    }
+    if wants("limits") {
+        let peer_rt = tokio::runtime::Runtime::new()?;
+        let url = peer::start(&peer_rt)?;
+        results.push(limits::run(&binary, dir.path(), &url, quick)?);
     }
     if wants("llm") {
         if let Some(url) = std::env::var("GLEITZEIT_BENCH_LLAMA_URL")

@@ -196,3 +196,81 @@ fn monitor_refuses_without_a_terminal() {
     let run = env.run(&["pro"]).code(2);
     assert!(run.stderr.contains("needs a terminal"), "{}", run.stderr);
 }
+
+/// `serve --no-auth` on a fixed port; returns the child once it listens.
+fn serve(env: &Env, port: u16) -> std::process::Child {
+    let mut child = env
+        .command()
+        .args(["serve", "--no-auth", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("listening"), "{first}");
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+#[test]
+fn monitor_reads_a_server_and_reconnects_after_it_went_away() {
+    let env = Env::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = serve(&env, port);
+    let file = env.write(
+        "served.yaml",
+        "name: served-flow\ntasks:\n  - id: one\n    method: python/execute\n    parameters: {code: 'result = 1'}\n",
+    );
+    env.run(&["--server", &url, "submit", file.to_str().unwrap(), "--wait"])
+        .ok();
+    let monitor = Session::start(
+        "monitor-server",
+        &format!(
+            "env GLEITZEIT_HOME={} NO_COLOR=1 {} --server {url} monitor; echo MONITOR-EXIT=$?; sleep 30",
+            env.home.path().display(),
+            env!("CARGO_BIN_EXE_gleitzeit")
+        ),
+    );
+    let screen = monitor.wait_for("served-flow");
+    assert!(screen.contains(&format!("server {url}")), "{screen}");
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    monitor.wait_for("disconnected");
+    let mut server = serve(&env, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut screen = monitor.screen();
+    while screen.contains("disconnected") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        screen = monitor.screen();
+    }
+    assert!(
+        !screen.contains("disconnected"),
+        "banner stays after the server is back:\n{screen}"
+    );
+    // New work shows up through the resumed connection.
+    let again = env.write(
+        "again.yaml",
+        "name: after-restart\ntasks:\n  - id: one\n    method: python/execute\n    parameters: {code: 'result = 2'}\n",
+    );
+    env.run(&[
+        "--server",
+        &url,
+        "submit",
+        again.to_str().unwrap(),
+        "--wait",
+    ])
+    .ok();
+    monitor.wait_for("after-restart");
+    monitor.keys(&["q"]);
+    assert!(monitor.wait_for("MONITOR-EXIT=").contains("MONITOR-EXIT=0"));
+    server.kill().unwrap();
+    let _ = server.wait();
+}

@@ -222,6 +222,10 @@ registry! {
         "Sub-workflows include each other in a cycle", "A `workflow/run` task must not run its own file, directly or through other files; remove one `file:` of the printed cycle.";
     SubWorkflowFailed = 3029, Workflow, Medium, false,
         "Sub-workflow did not complete", "Read the sub-workflow's error; `gleitzeit get ID` with the workflow id in the error shows its tasks.";
+    InvalidBudget = 3031, Workflow, Medium, false,
+        "`budget` is invalid", "Write `budget: {tokens: 100000, cost: 2.50}`: a positive whole number of tokens and/or a positive cost in USD.";
+    BudgetExceeded = 3032, Workflow, Medium, false,
+        "Workflow budget used up", "The workflow's LLM calls reached its `budget:`; raise it, or use a smaller model or shorter prompts. `gleitzeit get ID` shows the usage per task.";
     BatchNoFiles = 3030, Workflow, Low, false,
         "Batch folder has no matching files", "Check the folder and --pattern/--extensions/--type (add --recursive for subfolders); `gleitzeit discover DIR` lists what a folder holds.";
 

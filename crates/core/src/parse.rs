@@ -4,8 +4,8 @@
 use crate::errors::{ErrorCode, GzError};
 use crate::expr;
 use crate::model::{
-    Backoff, CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy, TaskSpec,
-    Workflow, MAX_FOR_EACH_ITEMS,
+    Backoff, Budget, CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy,
+    TaskSpec, Workflow, MAX_FOR_EACH_ITEMS,
 };
 use crate::refs::{self, Root};
 use crate::yaml::{self, Node, NodeKind, Pos, Scalar};
@@ -109,6 +109,7 @@ const WORKFLOW_KEYS: &[&str] = &[
     "inputs",
     "tasks",
     "outputs",
+    "budget",
 ];
 const TASK_KEYS: &[&str] = &[
     "id",
@@ -1338,6 +1339,7 @@ fn load_nested(
             None => ctx.wrong_type(node, "outputs", "a mapping of names to references"),
         }
     }
+    let budget = root.get("budget").map(|node| parse_budget(node, &mut ctx));
     for (i, task) in raw.iter().enumerate() {
         let fans_out = task.spec.for_each.is_some();
         let mut found = Vec::new();
@@ -1448,7 +1450,52 @@ fn load_nested(
         inputs,
         tasks,
         outputs,
+        budget: budget.flatten(),
     })
+}
+
+fn parse_budget(node: &Node, ctx: &mut Ctx) -> Option<Budget> {
+    let Some(entries) = node.as_map() else {
+        ctx.push(
+            ErrorCode::InvalidBudget,
+            node.pos,
+            "`budget` must be a mapping like {tokens: 100000, cost: 2.5}",
+            None,
+        );
+        return None;
+    };
+    let mut budget = Budget::default();
+    for (key, value) in entries {
+        let name = key.key_text().unwrap_or_default();
+        let number = value
+            .to_json()
+            .as_f64()
+            .filter(|n| n.is_finite() && *n > 0.0);
+        match (name.as_str(), number) {
+            ("tokens", Some(n)) if n.fract() == 0.0 => budget.tokens = Some(n as u64),
+            ("cost", Some(n)) => budget.cost = Some(n),
+            ("tokens" | "cost", _) => ctx.push(
+                ErrorCode::InvalidBudget,
+                value.pos,
+                format!(
+                    "budget `{name}` must be a positive number{}",
+                    if name == "tokens" {
+                        " of tokens"
+                    } else {
+                        " (USD)"
+                    }
+                ),
+                None,
+            ),
+            _ => ctx.push(
+                ErrorCode::InvalidBudget,
+                key.pos,
+                format!("unknown budget key `{name}`"),
+                Some("A budget has `tokens` and/or `cost`.".into()),
+            ),
+        }
+    }
+    (budget != Budget::default()).then_some(budget)
 }
 
 /// Parses a `--input key=value` argument: the value is JSON when it parses as

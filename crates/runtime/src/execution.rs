@@ -359,6 +359,56 @@ impl Run<'_> {
         }
     }
 
+    /// An LLM task may start only while the workflow's LLM calls so far stay
+    /// inside its `budget:` (tokens and known costs of finished calls).
+    fn within_budget(&self, task: usize) -> Result<(), GzError> {
+        let Some(budget) = self.workflow.budget else {
+            return Ok(());
+        };
+        if !self.workflow.tasks[task].method.starts_with("llm/") {
+            return Ok(());
+        }
+        let (mut tokens, mut cost, mut calls) = (0u64, 0f64, 0u64);
+        let mut add = |record: &Value| {
+            if let Some(usage) = record.get("usage") {
+                calls += 1;
+                tokens += ["prompt_tokens", "completion_tokens"]
+                    .iter()
+                    .filter_map(|k| usage.get(*k).and_then(Value::as_u64))
+                    .sum::<u64>();
+                cost += record
+                    .get("cost_usd")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+            }
+        };
+        for record in self.records.iter().flatten() {
+            match record {
+                // A fan-in: one record per instance.
+                Value::Array(items) => items.iter().for_each(&mut add),
+                record => add(record),
+            }
+        }
+        let over = match (budget.tokens, budget.cost) {
+            (Some(limit), _) if tokens >= limit => Some(format!(
+                "token budget of {limit} used up: {tokens} tokens in {calls} LLM call(s)"
+            )),
+            (_, Some(limit)) if cost >= limit => Some(format!(
+                "cost budget of ${limit:.2} used up: ${cost:.4} in {calls} LLM call(s)"
+            )),
+            _ => None,
+        };
+        match over {
+            None => Ok(()),
+            Some(message) => Err(GzError::new(
+                ErrorCode::BudgetExceeded,
+                format!("`{}` not started: {message}", self.workflow.tasks[task].id),
+            )
+            .retryable(false)
+            .with_details(json!({"tokens": tokens, "cost_usd": cost, "llm_calls": calls}))),
+        }
+    }
+
     fn perform(&mut self, action: Action) {
         let now = now_ms();
         match action {
@@ -381,6 +431,10 @@ impl Run<'_> {
                     }
                 }
                 self.tasks[task].attempt = attempt;
+                if let Err(error) = self.within_budget(task) {
+                    self.fail_before_start(task, error, now);
+                    return;
+                }
                 let work = if self.workflow.tasks[task].for_each.is_some() {
                     self.fan_out(task, attempt).map(Work::FanOut)
                 } else {

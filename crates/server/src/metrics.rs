@@ -57,7 +57,13 @@ pub(crate) struct Metrics {
     provider_latency: Family<ProviderLabel, Histogram>,
     first_token: Family<ProviderLabel, Histogram>,
     llm_tokens: Family<KindLabel, Counter>,
+    llm_cost: Family<ModelLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     events: Family<TypeLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
 }
 
 impl Metrics {
@@ -77,6 +83,7 @@ impl Metrics {
             duration_histogram as fn() -> Histogram,
         );
         let llm_tokens = Family::<KindLabel, Counter>::default();
+        let llm_cost = Family::<ModelLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
         let events = Family::<TypeLabel, Counter>::default();
         registry.register(
             "workflows",
@@ -114,6 +121,11 @@ impl Metrics {
             "LLM tokens used, by kind (prompt, completion)",
             llm_tokens.clone(),
         );
+        registry.register(
+            "llm_cost_usd",
+            "Cost of LLM calls in USD, by model (calls without a known price are not counted)",
+            llm_cost.clone(),
+        );
         registry.register("events", "Events announced, by type", events.clone());
         Metrics {
             registry: Arc::new(registry),
@@ -125,6 +137,7 @@ impl Metrics {
             provider_latency,
             first_token,
             llm_tokens,
+            llm_cost,
             events,
         }
     }
@@ -186,6 +199,16 @@ impl Metrics {
             self.first_token
                 .get_or_create(&ProviderLabel { provider })
                 .observe(ms / 1000.0);
+        }
+        if let (Some(cost), Some(model)) = (
+            record.get("cost_usd").and_then(Value::as_f64),
+            record.get("model").and_then(Value::as_str),
+        ) {
+            self.llm_cost
+                .get_or_create(&ModelLabel {
+                    model: model.to_string(),
+                })
+                .inc_by(cost);
         }
         if let Some(usage) = record.get("usage") {
             for kind in ["prompt", "completion"] {

@@ -132,25 +132,75 @@ pub fn task_json(task: &TaskRecord) -> Value {
 }
 
 /// Token counts summed over the workflow's LLM tasks.
+/// Token and cost totals of LLM calls, overall and per model and endpoint.
+/// A call without a known price counts in `cost_unknown_calls` rather than
+/// as free.
 pub fn usage(tasks: &[TaskRecord]) -> Value {
-    let (mut prompt, mut completion, mut calls) = (0u64, 0u64, 0u64);
-    for usage in tasks.iter().filter_map(|t| t.result.as_ref()?.get("usage")) {
-        calls += 1;
-        prompt += usage
-            .get("prompt_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        completion += usage
-            .get("completion_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+    #[derive(Default)]
+    struct Sum {
+        calls: u64,
+        prompt: u64,
+        completion: u64,
+        cost: f64,
+        unknown: u64,
     }
-    json!({
-        "llm_calls": calls,
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    })
+    impl Sum {
+        fn add(&mut self, prompt: u64, completion: u64, cost: Option<f64>) {
+            self.calls += 1;
+            self.prompt += prompt;
+            self.completion += completion;
+            match cost {
+                Some(c) => self.cost += c,
+                None => self.unknown += 1,
+            }
+        }
+        fn json(&self) -> Value {
+            json!({
+                "llm_calls": self.calls,
+                "prompt_tokens": self.prompt,
+                "completion_tokens": self.completion,
+                "total_tokens": self.prompt + self.completion,
+                "cost_usd": self.cost,
+                "cost_unknown_calls": self.unknown,
+            })
+        }
+    }
+    let mut total = Sum::default();
+    let mut by_model: std::collections::BTreeMap<String, Sum> = Default::default();
+    let mut by_endpoint: std::collections::BTreeMap<String, Sum> = Default::default();
+    for result in tasks.iter().filter_map(|t| t.result.as_ref()) {
+        let Some(usage) = result.get("usage") else {
+            continue;
+        };
+        let tokens = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+        let (prompt, completion) = (tokens("prompt_tokens"), tokens("completion_tokens"));
+        let cost = result.get("cost_usd").and_then(Value::as_f64);
+        total.add(prompt, completion, cost);
+        if let Some(model) = result.get("model").and_then(Value::as_str) {
+            by_model
+                .entry(model.to_string())
+                .or_default()
+                .add(prompt, completion, cost);
+        }
+        if let Some(endpoint) = result.get("endpoint").and_then(Value::as_str) {
+            by_endpoint
+                .entry(endpoint.to_string())
+                .or_default()
+                .add(prompt, completion, cost);
+        }
+    }
+    let mut value = total.json();
+    value["by_model"] = by_model
+        .iter()
+        .map(|(k, v)| (k.clone(), v.json()))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    value["by_endpoint"] = by_endpoint
+        .iter()
+        .map(|(k, v)| (k.clone(), v.json()))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    value
 }
 
 pub fn workflow_json(record: &WorkflowRecord, tasks: &[TaskRecord]) -> Value {

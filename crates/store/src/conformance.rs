@@ -30,6 +30,7 @@ fn workflow(id: &str, created_ms: i64) -> (WorkflowRecord, Vec<TaskRecord>) {
             cache: None,
         }],
         outputs: Default::default(),
+        budget: None,
     };
     let record = WorkflowRecord {
         submitted_by: None,

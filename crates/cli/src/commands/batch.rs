@@ -375,6 +375,7 @@ pub async fn run_batch(ctx: &Context, args: &RunArgs, folder: &Path) -> Result<u
             .map(|(i, (absolute, relative))| action.task(i, relative, absolute))
             .collect(),
         outputs: Default::default(),
+        budget: None,
     };
     if !ctx.global.json && !args.quiet {
         eprintln!(

@@ -298,11 +298,12 @@ pub async fn get(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
     let tokens = view.usage["total_tokens"].as_u64().unwrap_or(0);
     if tokens > 0 {
         println!(
-            "  {} {} prompt + {} completion tokens in {} LLM call(s)",
+            "  {} {} prompt + {} completion tokens in {} LLM call(s), {}",
             paint.dim("usage  "),
             view.usage["prompt_tokens"],
             view.usage["completion_tokens"],
-            view.usage["llm_calls"]
+            view.usage["llm_calls"],
+            output::cost_text(&view.usage)
         );
     }
     if let Some(error) = &view.error {

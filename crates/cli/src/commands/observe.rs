@@ -716,9 +716,22 @@ pub async fn stats(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
             let usage = &window["usage"];
             if usage["total_tokens"].as_u64().unwrap_or(0) > 0 {
                 println!(
-                    "  LLM tokens   {} prompt + {} completion in {} calls",
-                    usage["prompt_tokens"], usage["completion_tokens"], usage["llm_calls"]
+                    "  LLM tokens   {} prompt + {} completion in {} calls, {}",
+                    usage["prompt_tokens"],
+                    usage["completion_tokens"],
+                    usage["llm_calls"],
+                    output::cost_text(usage)
                 );
+                for (kind, key) in [("model", "by_model"), ("endpoint", "by_endpoint")] {
+                    for (name, u) in usage[key].as_object().into_iter().flatten() {
+                        println!(
+                            "    {kind:<8} {name:<24} {:>8} tokens in {:>4} calls  {}",
+                            u["total_tokens"],
+                            u["llm_calls"],
+                            output::cost_text(u)
+                        );
+                    }
+                }
             }
             if !methods.is_empty() {
                 println!(

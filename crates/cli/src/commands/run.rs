@@ -387,6 +387,7 @@ fn single_task_workflow(
         inputs: Map::new(),
         tasks: vec![single_task(id, method, params)],
         outputs: Default::default(),
+        budget: None,
     }
 }
 

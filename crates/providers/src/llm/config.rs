@@ -63,6 +63,30 @@ pub struct EndpointConfig {
     /// Name of an environment variable holding an API key (sent as a Bearer
     /// token). The key itself never appears in config output or logs.
     pub api_key_env: Option<String>,
+    /// Rate limits of this endpoint (sliding windows; see `limits.rs`).
+    pub requests_per_minute: Option<f64>,
+    pub tokens_per_minute: Option<f64>,
+    pub requests_per_second: Option<f64>,
+    pub tokens_per_second: Option<f64>,
+}
+
+impl EndpointConfig {
+    pub fn limits(&self) -> super::limits::RateLimits {
+        super::limits::RateLimits {
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            requests_per_second: self.requests_per_second,
+            tokens_per_second: self.tokens_per_second,
+        }
+    }
+}
+
+/// What a model costs, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
 }
 
 impl Default for EndpointConfig {
@@ -76,6 +100,10 @@ impl Default for EndpointConfig {
             models: Vec::new(),
             tags: Vec::new(),
             api_key_env: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            requests_per_second: None,
+            tokens_per_second: None,
         }
     }
 }
@@ -102,6 +130,12 @@ pub struct LlmConfig {
     /// `max_tokens` for calls that do not set one (a cap for base models that
     /// never stop by themselves).
     pub default_max_tokens: Option<u64>,
+    /// Rate limits per model, across all endpoints (a provider account's quota).
+    pub model_limits: BTreeMap<String, super::limits::RateLimits>,
+    /// Prices per model (USD per million input/output tokens). Models served
+    /// by local endpoints cost nothing unless listed; others without a price
+    /// have an unknown cost.
+    pub prices: BTreeMap<String, Price>,
 }
 
 impl Default for LlmConfig {
@@ -117,6 +151,8 @@ impl Default for LlmConfig {
             connect_timeout_secs: 5.0,
             max_image_mb: 20.0,
             default_max_tokens: None,
+            model_limits: BTreeMap::new(),
+            prices: BTreeMap::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! models each serves; choosing an endpoint by strategy; health checks.
 
 use super::config::{Dialect, EndpointConfig, LlmConfig, Strategy};
+use super::limits::{Limiter, Ticket};
 use super::wire::{self, model_matches};
 use gleitzeit_core::{ErrorCode, GzError};
 use serde::Serialize;
@@ -35,6 +36,8 @@ struct State {
     last_model: Option<String>,
     healthy: Option<bool>,
     last_error: Option<String>,
+    /// The server asked us to wait (429/503 with Retry-After) until then.
+    cooling_until: Option<Instant>,
 }
 
 pub struct Endpoint {
@@ -42,6 +45,13 @@ pub struct Endpoint {
     api_key: Option<String>,
     slots: Arc<Semaphore>,
     state: Mutex<State>,
+    limiter: Option<Limiter>,
+}
+
+/// A call admitted by the rate limits that apply to it.
+pub struct Admission {
+    endpoint: Option<Ticket>,
+    model: Option<Ticket>,
 }
 
 /// What `providers list` / `providers health` show about an endpoint.
@@ -101,6 +111,7 @@ pub struct Fleet {
     pub client: reqwest::Client,
     /// Never reuses a connection: for the one retry after a stale one.
     fresh_client: reqwest::Client,
+    model_limiters: std::collections::HashMap<String, Limiter>,
 }
 
 /// A reserved slot on an endpoint; dropping it frees the slot.
@@ -144,8 +155,18 @@ impl Fleet {
             .pool_max_idle_per_host(0)
             .build()
             .map_err(build_error)?;
-        let endpoints = config
-            .effective_endpoints(ollama_host)
+        let mut model_limiters = std::collections::HashMap::new();
+        for (model, limits) in &config.model_limits {
+            limits.validate(&format!("llm.model_limits.{model}"))?;
+            if let Some(limiter) = Limiter::new(limits) {
+                model_limiters.insert(model.clone(), limiter);
+            }
+        }
+        let configs = config.effective_endpoints(ollama_host);
+        for c in &configs {
+            c.limits().validate(&format!("llm endpoint `{}`", c.name))?;
+        }
+        let endpoints = configs
             .into_iter()
             .map(|c| {
                 let api_key = c
@@ -170,8 +191,10 @@ impl Fleet {
                         last_model: None,
                         healthy: None,
                         last_error: None,
+                        cooling_until: None,
                     }),
                     api_key,
+                    limiter: Limiter::new(&c.limits()),
                     config: c,
                 })
             })
@@ -184,7 +207,77 @@ impl Fleet {
             cooldown: LlmConfig::secs(config.circuit_cooldown_secs),
             client,
             fresh_client,
+            model_limiters,
         })
+    }
+
+    /// Admits a call of about `tokens` tokens to `index` under the model's and
+    /// the endpoint's limits, or says how long until it would be.
+    pub fn admit(&self, index: usize, model: &str, tokens: f64) -> Result<Admission, Duration> {
+        let now = Instant::now();
+        let model_ticket = match self.model_limiters.get(model) {
+            Some(limiter) => Some((limiter, limiter.try_admit(now, tokens)?)),
+            None => None,
+        };
+        let endpoint_ticket = match &self.endpoints[index].limiter {
+            Some(limiter) => match limiter.try_admit(now, tokens) {
+                Ok(ticket) => Some(ticket),
+                Err(wait) => {
+                    if let Some((limiter, ticket)) = model_ticket {
+                        limiter.release(ticket);
+                    }
+                    return Err(wait);
+                }
+            },
+            None => None,
+        };
+        Ok(Admission {
+            endpoint: endpoint_ticket,
+            model: model_ticket.map(|(_, t)| t),
+        })
+    }
+
+    /// The tokens an admitted call really used, as the server reported them.
+    pub fn settle(&self, index: usize, model: &str, admission: &Admission, tokens: f64) {
+        if let (Some(limiter), Some(ticket)) = (self.model_limiters.get(model), admission.model) {
+            limiter.correct(ticket, tokens);
+        }
+        if let (Some(limiter), Some(ticket)) = (&self.endpoints[index].limiter, admission.endpoint)
+        {
+            limiter.correct(ticket, tokens);
+        }
+    }
+
+    /// Honours a server's Retry-After: no requests to it until then.
+    pub fn cool(&self, index: usize, wait: Duration) {
+        let mut state = self.endpoints[index].lock();
+        let until = Instant::now() + wait;
+        state.cooling_until = Some(state.cooling_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// How long until an endpoint that is only cooling down (Retry-After)
+    /// could take `model` again; `None` when none is.
+    pub fn cooling_wait(
+        &self,
+        model: &str,
+        tags: &[String],
+        exclude: &[usize],
+    ) -> Option<Duration> {
+        let now = Instant::now();
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| !exclude.contains(i) && tags.iter().all(|t| e.config.tags.contains(t)))
+            .filter_map(|(_, e)| {
+                let state = e.lock();
+                if !e.serves(model, &state) || state.circuit == Circuit::Open {
+                    return None;
+                }
+                state
+                    .cooling_until
+                    .map(|u| u.saturating_duration_since(now))
+            })
+            .min()
     }
 
     /// Endpoints that may take a request for `model` now, best first.
@@ -209,6 +302,11 @@ impl Fleet {
             }
             if state.circuit == Circuit::HalfOpen && state.trial_in_flight {
                 continue;
+            }
+            match state.cooling_until {
+                Some(until) if until > now => continue,
+                Some(_) => state.cooling_until = None,
+                None => {}
             }
             let load = state.in_flight as f64 / endpoint.config.max_concurrent.max(1) as f64;
             let measure = match self.strategy {

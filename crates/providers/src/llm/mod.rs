@@ -11,9 +11,10 @@ pub mod config;
 mod files;
 mod fleet;
 mod images;
+pub mod limits;
 pub mod wire;
 
-pub use config::{Dialect, EndpointConfig, LlmConfig, Strategy};
+pub use config::{Dialect, EndpointConfig, LlmConfig, Price, Strategy};
 pub use fleet::{Circuit, EndpointStatus};
 
 use crate::{CallContext, MethodInfo, Provider, ProviderEvent};
@@ -44,6 +45,40 @@ struct Reply {
     embeddings: Option<Vec<Value>>,
 }
 
+/// An endpoint on this machine or the local network: running it costs no
+/// per-token fee.
+fn is_local(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+    .trim_start_matches('[')
+    .trim_end_matches(']');
+    if host == "localhost" || host.ends_with(".local") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback(),
+        Err(_) => false,
+    }
+}
+
+/// Waits for a rate limit or a Retry-After, unless the task is cancelled.
+async fn pause(wait: Duration, ctx: &CallContext) -> Result<(), GzError> {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => Ok(()),
+        _ = ctx.cancel.cancelled() => Err(GzError::new(ErrorCode::TaskCancelled, "cancelled while waiting for a rate limit")),
+    }
+}
+
 fn invalid(message: impl Into<String>) -> GzError {
     GzError::new(ErrorCode::InvalidParameters, message)
 }
@@ -65,6 +100,34 @@ fn string_list(value: Option<&Value>) -> Vec<String> {
 
 impl LlmProvider {
     pub fn new(config: LlmConfig, ollama_host: Option<&str>) -> Result<LlmProvider, GzError> {
+        for (model, price) in &config.prices {
+            if !(price.input.is_finite()
+                && price.input >= 0.0
+                && price.output.is_finite()
+                && price.output >= 0.0)
+            {
+                return Err(GzError::new(
+                    ErrorCode::ConfigInvalid,
+                    format!("llm.prices.{model}: prices must be numbers of USD per million tokens, 0 or more"),
+                ));
+            }
+        }
+        // A price for a model no endpoint says it serves is probably a typo;
+        // its calls would show an unknown cost.
+        let endpoints = config.effective_endpoints(ollama_host);
+        if endpoints.iter().all(|e| !e.models.is_empty()) {
+            for model in config.prices.keys() {
+                let served = endpoints
+                    .iter()
+                    .any(|e| e.models.iter().any(|m| wire::model_matches(m, model)))
+                    || config.models.contains_key(model);
+                if !served {
+                    tracing::warn!(
+                        "llm.prices names `{model}`, which no endpoint lists among its models"
+                    );
+                }
+            }
+        }
         Ok(LlmProvider {
             fleet: Arc::new(Fleet::new(&config, ollama_host)?),
             config,
@@ -451,6 +514,15 @@ impl LlmProvider {
         ctx: &CallContext,
     ) -> Result<Value, GzError> {
         let (template, models, tags) = self.build_request(method, params)?;
+        let chars = template
+            .messages
+            .iter()
+            .map(|m| m.content.len())
+            .sum::<usize>()
+            + template.prompt.as_ref().map_or(0, String::len)
+            + template.system.as_ref().map_or(0, String::len)
+            + template.input.iter().map(String::len).sum::<usize>();
+        let estimate = limits::estimate_tokens(chars, template.options.max_tokens);
         let started = Instant::now();
         let mut failovers = 0u32;
         let mut last_error: Option<GzError> = None;
@@ -460,10 +532,40 @@ impl LlmProvider {
             loop {
                 let order = self.fleet.eligible(model, &tags, &tried);
                 if order.is_empty() {
+                    // Endpoints that asked us to wait (Retry-After) come back.
+                    if let Some(wait) = self.fleet.cooling_wait(model, &tags, &tried) {
+                        pause(wait, ctx).await?;
+                        continue;
+                    }
                     break;
                 }
                 let Some(lease) = self.fleet.acquire(&order).await else {
                     break;
+                };
+                let (lease, admission) = match self.fleet.admit(lease.index, model, estimate) {
+                    Ok(admission) => (lease, admission),
+                    Err(mut wait) => {
+                        // Over this endpoint's limits: another eligible one may have room.
+                        drop(lease);
+                        let mut admitted = None;
+                        for &other in &order {
+                            match self.fleet.admit(other, model, estimate) {
+                                Ok(admission) => {
+                                    admitted = Some((other, admission));
+                                    break;
+                                }
+                                Err(w) => wait = wait.min(w),
+                            }
+                        }
+                        let Some((other, admission)) = admitted else {
+                            pause(wait, ctx).await?;
+                            continue;
+                        };
+                        match self.fleet.acquire(&[other]).await {
+                            Some(lease) => (lease, admission),
+                            None => break,
+                        }
+                    }
                 };
                 let index = lease.index;
                 tried.push(index);
@@ -478,7 +580,15 @@ impl LlmProvider {
                 };
                 let mut request = template.clone();
                 request.model = model.clone();
-                match self.attempt(&lease, dialect, &request, ctx).await {
+                let outcome = self.attempt(&lease, dialect, &request, ctx).await;
+                if let Ok(reply) = &outcome {
+                    if reply.prompt_tokens.is_some() || reply.completion_tokens.is_some() {
+                        let used =
+                            reply.prompt_tokens.unwrap_or(0) + reply.completion_tokens.unwrap_or(0);
+                        self.fleet.settle(index, model, &admission, used as f64);
+                    }
+                }
+                match outcome {
                     Ok(reply) => {
                         self.fleet.record_success(index, model, lease.elapsed());
                         drop(lease);
@@ -490,7 +600,14 @@ impl LlmProvider {
                         last_error = Some(e);
                     }
                     Err(e) if e.retryable => {
-                        if e.code != ErrorCode::RateLimited {
+                        let retry_after = e.details["retry_after"].as_u64();
+                        if e.code == ErrorCode::RateLimited || retry_after.is_some() {
+                            // The endpoint is fine, only busy: skip it until it said
+                            // to come back (1 s when it did not say), then try it again.
+                            self.fleet
+                                .cool(index, Duration::from_secs(retry_after.unwrap_or(1)));
+                            tried.retain(|&t| t != index);
+                        } else {
                             self.fleet.record_failure(index, &e);
                         }
                         if let Some(sink) = &ctx.events {
@@ -556,6 +673,28 @@ impl LlmProvider {
         })
     }
 
+    /// What a call cost in USD: the price table's entry for the model (the
+    /// name as asked, as served, or without its `:tag`), nothing on a local
+    /// endpoint, otherwise unknown (`None`).
+    fn cost(
+        &self,
+        endpoint: &EndpointConfig,
+        model: &str,
+        prompt: Option<u64>,
+        completion: Option<u64>,
+    ) -> Option<f64> {
+        let base = model.split(':').next().unwrap_or(model);
+        let price = self
+            .config
+            .prices
+            .get(model)
+            .or_else(|| self.config.prices.get(base))
+            .copied()
+            .or_else(|| is_local(&endpoint.url).then_some(Price::default()))?;
+        let (p, c) = (prompt.unwrap_or(0) as f64, completion.unwrap_or(0) as f64);
+        Some((p * price.input + c * price.output) / 1_000_000.0)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
@@ -592,6 +731,15 @@ impl LlmProvider {
             json!(reply.model.unwrap_or_else(|| model.to_string())),
         );
         record.insert("endpoint".into(), json!(endpoint.name));
+        record.insert(
+            "cost_usd".into(),
+            json!(self.cost(
+                endpoint,
+                model,
+                reply.prompt_tokens,
+                reply.completion_tokens
+            )),
+        );
         record.insert("usage".into(), usage);
         record.insert(
             "duration_ms".into(),

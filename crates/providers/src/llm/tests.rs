@@ -562,3 +562,234 @@ async fn api_keys_come_from_the_environment_and_are_never_shown() {
     };
     assert!(!provider(vec![unset], |_| {}).status()[0].api_key);
 }
+
+/// The most requests any sliding window of `span` saw.
+fn busiest_window(times: &[std::time::Instant], span: Duration) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end].duration_since(sorted[start]) >= span {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+#[tokio::test]
+async fn a_fan_out_never_exceeds_endpoint_or_model_limits() {
+    let slow = double(DoubleConfig::default()).await;
+    let fast = double(DoubleConfig::default()).await;
+    let mut a = endpoint("a", &slow.url());
+    a.requests_per_second = Some(8.0);
+    a.max_concurrent = 16;
+    let mut b = endpoint("b", &fast.url());
+    b.requests_per_second = Some(12.0);
+    b.max_concurrent = 16;
+    let llm = Arc::new(provider(vec![a, b], |_| {}));
+    let calls: Vec<_> = (0..60)
+        .map(|i| {
+            let llm = llm.clone();
+            tokio::spawn(async move {
+                llm.call(
+                    "llm/chat",
+                    chat(&format!("call {i}")),
+                    &CallContext::detached("t"),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut by_endpoint = std::collections::HashMap::new();
+    for call in calls {
+        let result = call.await.unwrap().expect("every call completes");
+        *by_endpoint
+            .entry(result["endpoint"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    let times = |server: &OllamaDouble| -> Vec<std::time::Instant> {
+        server
+            .stats()
+            .requests_to("/api/chat")
+            .map(|r| r.received_at)
+            .collect()
+    };
+    let second = Duration::from_secs(1);
+    assert!(
+        busiest_window(&times(&slow), second) <= 8,
+        "endpoint a over its limit"
+    );
+    assert!(
+        busiest_window(&times(&fast), second) <= 12,
+        "endpoint b over its limit"
+    );
+    assert_eq!(by_endpoint.values().sum::<usize>(), 60);
+    assert!(by_endpoint["b"] > by_endpoint["a"], "{by_endpoint:?}");
+
+    // A model limit holds across both endpoints.
+    let one = double(DoubleConfig::default()).await;
+    let two = double(DoubleConfig::default()).await;
+    let llm = Arc::new(provider(
+        vec![endpoint("one", &one.url()), endpoint("two", &two.url())],
+        |c| {
+            c.model_limits.insert(
+                "llama3.2".into(),
+                limits::RateLimits {
+                    requests_per_second: Some(5.0),
+                    ..Default::default()
+                },
+            );
+        },
+    ));
+    let calls: Vec<_> = (0..15)
+        .map(|i| {
+            let llm = llm.clone();
+            tokio::spawn(async move {
+                llm.call(
+                    "llm/chat",
+                    chat(&format!("m {i}")),
+                    &CallContext::detached("t"),
+                )
+                .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let mut all = times(&one);
+    all.extend(times(&two));
+    assert_eq!(all.len(), 15);
+    assert!(busiest_window(&all, second) <= 5, "model limit exceeded");
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_others_take_the_work_meanwhile() {
+    let busy = double(DoubleConfig::default()).await;
+    busy.set_behavior(Behavior::Fail {
+        status: 429,
+        body: json!({"error": "slow down"}),
+        retry_after: Some(30),
+    });
+    let free = double(DoubleConfig::default()).await;
+    let mut first = endpoint("busy", &busy.url());
+    first.priority = 10;
+    let llm = provider(vec![first, endpoint("free", &free.url())], |c| {
+        c.strategy = Strategy::FastestResponse;
+    });
+    for i in 0..5 {
+        let result = llm
+            .call(
+                "llm/chat",
+                chat(&format!("r {i}")),
+                &CallContext::detached("t"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(result["endpoint"], "free");
+    }
+    assert_eq!(
+        busy.stats().requests_to("/api/chat").count(),
+        1,
+        "after its 429 the busy endpoint is left alone for its Retry-After"
+    );
+    let status = llm.fleet.status();
+    assert_eq!(
+        status[0].failures, 0,
+        "a 429 says nothing bad about the endpoint"
+    );
+
+    // Alone, an endpoint that says 429 once is waited for, not failed.
+    let only = double(DoubleConfig::default()).await;
+    only.set_behavior(Behavior::FailFirst { n: 1, status: 429 });
+    let llm = provider(vec![endpoint("only", &only.url())], |_| {});
+    let result = llm
+        .call("llm/chat", chat("patience"), &CallContext::detached("t"))
+        .await
+        .unwrap();
+    assert_eq!(result["response"], "echo: patience");
+    assert_eq!(only.stats().requests_to("/api/chat").count(), 2);
+}
+
+#[tokio::test]
+async fn costs_come_from_the_price_table_and_local_endpoints_are_free() {
+    let server = double(DoubleConfig::default()).await;
+    let llm = provider(vec![endpoint("local", &server.url())], |_| {});
+    let result = llm
+        .call(
+            "llm/chat",
+            chat("what does this cost"),
+            &CallContext::detached("t"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        result["cost_usd"], 0.0,
+        "a local endpoint without a price is free"
+    );
+
+    let priced = provider(vec![endpoint("local", &server.url())], |c| {
+        c.prices.insert(
+            "llama3.2".into(),
+            Price {
+                input: 2.0,
+                output: 10.0,
+            },
+        );
+    });
+    let result = priced
+        .call(
+            "llm/chat",
+            chat("what does this cost"),
+            &CallContext::detached("t"),
+        )
+        .await
+        .unwrap();
+    let usage = &result["usage"];
+    let expected = (usage["prompt_tokens"].as_f64().unwrap() * 2.0
+        + usage["completion_tokens"].as_f64().unwrap() * 10.0)
+        / 1e6;
+    assert!((result["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12);
+
+    // A remote endpoint with no price: unknown, not free.
+    let remote = endpoint("remote", "http://203.0.113.7:8080");
+    let unknown = provider(vec![remote.clone()], |_| {});
+    assert_eq!(unknown.cost(&remote, "gpt-x", Some(10), Some(5)), None);
+    assert!(is_local("http://127.0.0.1:11434") && is_local("http://localhost:8080/v1"));
+    assert!(is_local("http://192.168.1.20:11434") && !is_local("https://api.example.com"));
+}
+
+#[test]
+fn nonsense_limits_and_prices_are_config_errors() {
+    let mut bad = endpoint("a", "http://127.0.0.1:1");
+    bad.tokens_per_minute = Some(0.0);
+    let err = LlmProvider::new(
+        LlmConfig {
+            endpoints: vec![bad],
+            ..LlmConfig::default()
+        },
+        None,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err.code, ErrorCode::ConfigInvalid);
+    assert!(
+        err.message.contains("tokens_per_minute: 0"),
+        "{}",
+        err.message
+    );
+    let mut config = LlmConfig::default();
+    config.prices.insert(
+        "m".into(),
+        Price {
+            input: -1.0,
+            output: 0.0,
+        },
+    );
+    assert_eq!(
+        LlmProvider::new(config, None).err().unwrap().code,
+        ErrorCode::ConfigInvalid
+    );
+}
