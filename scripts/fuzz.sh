@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target in fuzz/ for SECONDS each (default 60) with libFuzzer.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
-# Needs a nightly toolchain (`cargo +nightly`); uses `cargo fuzz` when it is
-# installed and otherwise builds the targets with the same sanitizer-coverage
-# flags itself. Without nightly it prints a notice and exits 0: the same fuzz
+# Needs a nightly toolchain (`cargo +nightly`); builds the targets with the
+# sanitizer-coverage flags cargo-fuzz uses. Without nightly it prints a notice and exits 0: the same fuzz
 # bodies still run on stable in `cargo test -p gleitzeit-core --test fuzz_replay`.
 # Seeds are fuzz/corpus/<target> (scripts/fuzz-seed.py refreshes them) plus
 # fuzz/corpus/regressions; new inputs go to a scratch corpus under the target
@@ -28,20 +27,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gleitzeit/target}/fuzz
 SCRATCH="$CARGO_TARGET_DIR/corpus"
 TRIPLE=$(rustc +nightly -vV | sed -n 's/^host: //p')
 
-if cargo +nightly fuzz --version >/dev/null 2>&1; then
-  BUILD=(cargo +nightly fuzz build --fuzz-dir fuzz -O)
-  BIN_DIR="fuzz/target/$TRIPLE/release"
-  # cargo fuzz picks its own target dir inside fuzz/ unless told otherwise.
-  BUILD+=(--target-dir "$CARGO_TARGET_DIR")
-  BIN_DIR="$CARGO_TARGET_DIR/$TRIPLE/release"
-else
-  echo "fuzz: cargo-fuzz not installed; building the targets with libFuzzer flags directly"
-  export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+# The same flags `cargo fuzz build -O` uses, so cargo-fuzz itself is not needed
+# (`cargo +nightly fuzz run <target>` in fuzz/ works too where it is installed).
+export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
-  BUILD=(cargo +nightly build --manifest-path fuzz/Cargo.toml --release --target "$TRIPLE")
-  BIN_DIR="$CARGO_TARGET_DIR/$TRIPLE/release"
-fi
+BUILD=(cargo +nightly build --manifest-path fuzz/Cargo.toml --release --target "$TRIPLE")
+BIN_DIR="$CARGO_TARGET_DIR/$TRIPLE/release"
 
 echo "== fuzz: building ${TARGETS[*]}"
 "${BUILD[@]}" --bins
