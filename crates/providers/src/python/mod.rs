@@ -897,7 +897,12 @@ impl Worker {
             .arg(WORKER_SOURCE)
             .arg(limit_bytes.to_string())
             .arg(config.max_processes.to_string())
-            .arg(config.max_file_size_mb.saturating_mul(1024 * 1024).to_string())
+            .arg(
+                config
+                    .max_file_size_mb
+                    .saturating_mul(1024 * 1024)
+                    .to_string(),
+            )
             .env_clear()
             .envs(worker_env())
             .stdin(Stdio::piped())
