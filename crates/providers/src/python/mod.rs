@@ -82,6 +82,11 @@ pub const WORKER_ENV: &[&str] = &[
     "PYTHONIOENCODING",
     "PYTHONUTF8",
     "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "CONDA_DEFAULT_ENV",
+    // pyenv's `python3` shim needs these to find the interpreter.
+    "PYENV_ROOT",
+    "PYENV_VERSION",
     "SYSTEMROOT",
 ];
 
