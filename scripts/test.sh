@@ -92,6 +92,8 @@ fi
 cargo build --locked -p gleitzeit-cli
 GLEITZEIT_BIN="$CARGO_TARGET_DIR/debug/gleitzeit" PYTHONPATH=clients/python \
   "$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
+echo "== fuzzing (60 s per target with nightly; the stable replay ran in cargo test)"
+scripts/fuzz.sh "${GLEITZEIT_FUZZ_SECONDS:-60}"
 echo "== benchmark smoke run (--quick)"
 cargo build --release --locked -p gleitzeit-cli -p gleitzeit-bench
 GLEITZEIT_BIN="$CARGO_TARGET_DIR/release/gleitzeit" "$CARGO_TARGET_DIR/release/gleitzeit-bench" --quick

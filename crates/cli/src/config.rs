@@ -152,6 +152,10 @@ pub struct PythonSection {
     /// Warm worker processes; 0 = one per CPU (at least 2).
     pub workers: usize,
     pub memory_limit_mb: u64,
+    /// Processes a worker may start beyond the user's current ones; 0 = unlimited.
+    pub max_processes: u64,
+    /// Largest file a task may write, in MiB; 0 = unlimited.
+    pub max_file_size_mb: u64,
 }
 
 impl Default for PythonSection {
@@ -161,6 +165,8 @@ impl Default for PythonSection {
             interpreter: "python3".into(),
             workers: 0,
             memory_limit_mb: 1024,
+            max_processes: 256,
+            max_file_size_mb: 1024,
         }
     }
 }

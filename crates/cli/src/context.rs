@@ -137,6 +137,8 @@ impl Context {
         let mut python = PythonConfig {
             interpreter: section.interpreter.clone().into(),
             memory_limit_mb: section.memory_limit_mb,
+            max_processes: section.max_processes,
+            max_file_size_mb: section.max_file_size_mb,
             ..PythonConfig::default()
         };
         if section.workers > 0 {

@@ -7,6 +7,8 @@
 pub mod errors;
 pub mod events;
 pub mod expr;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod parse;
 pub mod refs;

@@ -133,7 +133,9 @@ fn find_close(text: &str, from: usize, close: &str) -> Option<usize> {
                 }
             }
             None => {
-                if text[i..].starts_with(close) {
+                // Bytes, not `text[i..]`: after a multi-byte character `i`
+                // is not a char boundary (found by fuzzing; fuzz/corpus/regressions).
+                if bytes[i..].starts_with(close.as_bytes()) {
                     return Some(i);
                 }
                 if b == b'"' || b == b'\'' {
@@ -718,6 +720,23 @@ mod tests {
         fn input(&self, name: &str) -> Option<&Value> {
             self.inputs.get(name)
         }
+    }
+
+    /// Found by fuzzing: `{{` followed by a multi-byte character panicked on a
+    /// byte index inside the character. Such text is plain text; an unclosed
+    /// `${` with one is GZ3013.
+    #[test]
+    fn braces_before_multibyte_text_do_not_panic() {
+        let names = vec!["a".to_string()];
+        for text in ["{{é}}", "{{ café }}", "x {{é", "{{\u{e9}'é'}}"] {
+            let segments = scan(text, &names).unwrap();
+            assert!(
+                segments.iter().all(|s| matches!(s, Segment::Text(_))),
+                "{text}"
+            );
+        }
+        let err = scan("${a | default(\"é\")", &names).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidReference);
     }
 
     pub(crate) fn scope() -> (Vec<String>, TestScope) {

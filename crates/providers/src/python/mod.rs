@@ -58,7 +58,37 @@ pub struct PythonConfig {
     pub memory_limit_mb: u64,
     /// Working directory of the workers; relative script and module paths resolve here.
     pub working_dir: Option<PathBuf>,
+    /// Processes a worker and its children may start beyond those the user
+    /// already runs (`RLIMIT_NPROC`, counted per user); 0 means unlimited. Not
+    /// enforced for root, whose fork bombs only the task timeout contains.
+    pub max_processes: u64,
+    /// Largest file a task may write, in MiB (`RLIMIT_FSIZE`); 0 means unlimited.
+    pub max_file_size_mb: u64,
 }
+
+/// The only environment variables a worker inherits: everything else (API
+/// keys, tokens, `GLEITZEIT_*` settings such as the store path) is scrubbed.
+pub const WORKER_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "CONDA_DEFAULT_ENV",
+    // pyenv's `python3` shim needs these to find the interpreter.
+    "PYENV_ROOT",
+    "PYENV_VERSION",
+    "SYSTEMROOT",
+];
 
 impl Default for PythonConfig {
     fn default() -> Self {
@@ -70,6 +100,8 @@ impl Default for PythonConfig {
             workers: cores.max(2),
             memory_limit_mb: 1024,
             working_dir: None,
+            max_processes: 256,
+            max_file_size_mb: 1024,
         }
     }
 }
@@ -565,6 +597,18 @@ fn reply_to_result(
             GzError::new(ErrorCode::PythonMemoryLimit, message)
         }
         "JobError" => GzError::new(ErrorCode::InvalidParameters, error.message.clone()),
+        // RLIMIT_FSIZE: the write failed with EFBIG.
+        "OSError" if error.message.contains("[Errno 27]") => GzError::new(
+            ErrorCode::PythonException,
+            format!("{summary}\n{traceback}"),
+        )
+        .with_hint("The task wrote a file larger than `python.max_file_size_mb` allows."),
+        // RLIMIT_NPROC: fork/spawn failed with EAGAIN.
+        "BlockingIOError" | "OSError" if error.message.contains("[Errno 11]") => GzError::new(
+            ErrorCode::PythonException,
+            format!("{summary}\n{traceback}"),
+        )
+        .with_hint("The task started more processes than `python.max_processes` allows."),
         "ProtocolError" | "WorkerError" => GzError::new(
             ErrorCode::InternalError,
             format!("python worker failed: {}", error.message),
@@ -819,6 +863,17 @@ struct Worker {
     status: Option<ExitStatus>,
 }
 
+/// The scrubbed environment of a worker: [`WORKER_ENV`] and the locale's `LC_*`.
+fn worker_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(key, _)| {
+            key.to_str().is_some_and(|k| {
+                WORKER_ENV.contains(&k) || (k.starts_with("LC_") && !k.contains("KEY"))
+            })
+        })
+        .collect()
+}
+
 fn kill_group(pid: u32) {
     #[cfg(unix)]
     if let Ok(pid) = libc::pid_t::try_from(pid) {
@@ -846,6 +901,15 @@ impl Worker {
             .arg("-c")
             .arg(WORKER_SOURCE)
             .arg(limit_bytes.to_string())
+            .arg(config.max_processes.to_string())
+            .arg(
+                config
+                    .max_file_size_mb
+                    .saturating_mul(1024 * 1024)
+                    .to_string(),
+            )
+            .env_clear()
+            .envs(worker_env())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -610,3 +610,162 @@ async fn python_throughput() {
     let rate = jobs as f64 / started.elapsed().as_secs_f64();
     println!("{jobs} jobs in {:?}: {rate:.0} jobs/s", started.elapsed());
 }
+
+// ---------------------------------------------------------------------------
+// Sandbox limits (SECURITY.md). The memory bomb and the infinite loop are
+// `python_memory_limit` and `python_timeout_kills_the_worker` above.
+
+fn is_root() -> bool {
+    // SAFETY: plain syscall without arguments.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn read_pids(path: &Path) -> Vec<i32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn python_fork_bomb_is_contained() {
+    let p = PythonProvider::new(PythonConfig {
+        workers: 1,
+        max_processes: 40,
+        ..PythonConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    // Bounded (300 forks) so the test is safe where the limit does not apply.
+    let job = format!(
+        "import os, time\n\
+         for i in range(300):\n    pid = os.fork()\n    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    \
+         with open({:?}, 'a') as f:\n        f.write('%d\\n' % pid)\n\
+         time.sleep(60)\n",
+        pids.to_str().unwrap()
+    );
+    let err = execute(&p, json!({"code": job, "timeout": 3}))
+        .await
+        .unwrap_err();
+    let forked = read_pids(&pids);
+    match err.code {
+        // RLIMIT_NPROC does not bind root: the timeout kills the whole group.
+        ErrorCode::TaskTimeout => assert!(is_root(), "{err:?}"),
+        // fork failed (the process limit, or a container's pids limit).
+        ErrorCode::PythonException => {
+            assert!(err.message.contains("BlockingIOError"), "{}", err.message);
+            let hint = err.hint.as_deref().unwrap_or("");
+            assert!(hint.contains("max_processes"), "{err:?}");
+            if !is_root() {
+                assert!(forked.len() <= 40, "{} processes started", forked.len());
+            }
+            // The worker survived the exception; its children still sleep in
+            // its process group. Shutting the pool down kills the group.
+            p.shutdown().await;
+        }
+        _ => panic!("{err:?}"),
+    }
+    for pid in forked {
+        wait_until("a forked child is killed", || pid_dead(pid)).await;
+    }
+}
+
+#[tokio::test]
+async fn python_file_size_is_limited() {
+    let p = PythonProvider::new(PythonConfig {
+        workers: 1,
+        max_file_size_mb: 1,
+        ..PythonConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    let job = format!(
+        "with open({:?}, 'wb') as f:\n    for i in range(8):\n        f.write(b'x' * (1024 * 1024))\n",
+        big.to_str().unwrap()
+    );
+    let err = execute(&p, json!({"code": job})).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PythonException, "{err:?}");
+    assert!(err.message.contains("File too large"), "{}", err.message);
+    assert!(
+        err.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("max_file_size_mb"),
+        "{err:?}"
+    );
+    let size = std::fs::metadata(&big).unwrap().len();
+    assert!(size <= 1024 * 1024, "{size} bytes written");
+    // Small files are fine, and the worker is still usable.
+    let small = dir.path().join("small");
+    let job = format!("open({:?}, 'w').write('ok')", small.to_str().unwrap());
+    execute(&p, json!({"code": job})).await.unwrap();
+    assert_pool_works(&p).await;
+}
+
+#[tokio::test]
+async fn python_environment_is_scrubbed() {
+    // Set before the provider starts its workers. Unique names: tests share
+    // the process environment.
+    std::env::set_var("GLEITZEIT_SANDBOX_TEST_TOKEN", "s3cret");
+    std::env::set_var("SANDBOX_TEST_API_KEY", "sk-s3cret");
+    std::env::set_var("LC_SANDBOX_TEST_KEY", "s3cret");
+    let p = provider(1);
+    let out = code(
+        &p,
+        "import os\nresult = {'env': dict(os.environ), 'proc': open('/proc/self/environ', 'rb').read().decode('utf-8', 'replace')}",
+    )
+    .await
+    .unwrap();
+    let env = out["result"]["env"].as_object().unwrap();
+    // Whatever was inherited is on the list; the interpreter (or a wrapper such
+    // as pyenv's shim) may add variables of its own.
+    for (name, value) in env {
+        let inherited = std::env::var(name).is_ok_and(|v| Some(v.as_str()) == value.as_str());
+        assert!(
+            !inherited || WORKER_ENV.contains(&name.as_str()) || name.starts_with("LC_"),
+            "{name} was passed to the worker"
+        );
+        assert!(!value.as_str().unwrap_or("").contains("s3cret"), "{name}");
+    }
+    assert!(!env.contains_key("GLEITZEIT_SANDBOX_TEST_TOKEN"));
+    assert!(!env.contains_key("SANDBOX_TEST_API_KEY"));
+    assert!(!env.contains_key("LC_SANDBOX_TEST_KEY"));
+    let proc_env = out["result"]["proc"].as_str().unwrap();
+    assert!(!proc_env.contains("s3cret"), "{proc_env}");
+    if std::env::var_os("PATH").is_some() {
+        assert!(env.contains_key("PATH"));
+    }
+}
+
+/// The store's database is not handed to tasks: no variable names it and the
+/// workers run in their own directory. A task that knows the absolute path can
+/// still read it when it runs as the same user (SECURITY.md).
+#[tokio::test]
+async fn python_task_is_not_given_the_store_path() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("gleitzeit.db");
+    std::fs::write(&db, b"SQLite format 3\0 secret").unwrap();
+    std::env::set_var("GLEITZEIT_SANDBOX_TEST_DB", &db);
+    let work = tempfile::tempdir().unwrap();
+    let p = PythonProvider::new(PythonConfig {
+        workers: 1,
+        working_dir: Some(work.path().to_path_buf()),
+        ..PythonConfig::default()
+    });
+    let out = code(
+        &p,
+        "import os\nhits = [k for k, v in os.environ.items() if 'gleitzeit.db' in v]\n\
+         result = {'hits': hits, 'cwd': os.getcwd(), 'here': os.listdir('.'), 'found': os.path.exists('gleitzeit.db')}",
+    )
+    .await
+    .unwrap();
+    let r = &out["result"];
+    assert_eq!(r["hits"], json!([]));
+    assert_eq!(r["found"], json!(false));
+    assert_eq!(r["here"], json!([]));
+    assert_eq!(
+        std::fs::canonicalize(r["cwd"].as_str().unwrap()).unwrap(),
+        std::fs::canonicalize(work.path()).unwrap()
+    );
+}

@@ -78,15 +78,50 @@ class JobError(Exception):
     """An error about the job itself (bad parameters), reported without traceback."""
 
 
-def set_hard_limit(argv):
-    if resource is None or len(argv) < 2:
-        return
+def user_processes():
+    """How many processes and threads the current user runs (RLIMIT_NPROC counts
+    both; Linux /proc, 0 elsewhere)."""
+    uid, count = os.getuid(), 0
     try:
-        limit = int(argv[1])
-    except ValueError:
+        names = os.listdir("/proc")
+    except OSError:
+        return 0
+    for name in names:
+        if name.isdigit():
+            try:
+                if os.stat("/proc/" + name).st_uid == uid:
+                    count += len(os.listdir("/proc/%s/task" % name))
+            except OSError:
+                pass
+    return count
+
+
+def set_hard_limit(argv):
+    """argv: [memory bytes, extra processes, file size bytes]; 0 = unlimited."""
+    if resource is None:
         return
-    if limit > 0:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    values = []
+    for text in argv[1:4]:
+        try:
+            values.append(int(text))
+        except ValueError:
+            values.append(0)
+    values += [0] * (3 - len(values))
+    memory, processes, file_size = values
+    if memory > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    if processes > 0 and hasattr(resource, "RLIMIT_NPROC"):
+        # Counted per user, so the limit is relative to what already runs.
+        limit = user_processes() + processes
+        try:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+            if hard != resource.RLIM_INFINITY:
+                limit = min(limit, hard)
+            resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        except (ValueError, OSError):
+            pass
+    if file_size > 0 and hasattr(resource, "RLIMIT_FSIZE"):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
 
 
 def lower_limit(job_limit):
