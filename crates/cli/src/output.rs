@@ -160,6 +160,20 @@ pub fn preview(value: &serde_json::Value, width: usize) -> String {
     }
 }
 
+/// A usage total's cost: `$0.0123`, or what is unknown about it.
+pub fn cost_text(usage: &serde_json::Value) -> String {
+    let cost = usage["cost_usd"].as_f64().unwrap_or(0.0);
+    let unknown = usage["cost_unknown_calls"].as_u64().unwrap_or(0);
+    let known = format!("${cost:.4}");
+    match unknown {
+        0 => known,
+        n if n == usage["llm_calls"].as_u64().unwrap_or(0) => {
+            "cost unknown (no price for the model in `llm.prices`)".into()
+        }
+        n => format!("{known} + unknown for {n} call(s) without a price"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,19 +213,5 @@ mod tests {
     fn previews_are_cut() {
         assert_eq!(preview(&serde_json::json!("a\nb"), 10), "a⏎b");
         assert_eq!(preview(&serde_json::json!("abcdefghijkl"), 5), "abcd…");
-    }
-}
-
-/// A usage total's cost: `$0.0123`, or what is unknown about it.
-pub fn cost_text(usage: &serde_json::Value) -> String {
-    let cost = usage["cost_usd"].as_f64().unwrap_or(0.0);
-    let unknown = usage["cost_unknown_calls"].as_u64().unwrap_or(0);
-    let known = format!("${cost:.4}");
-    match unknown {
-        0 => known,
-        n if n == usage["llm_calls"].as_u64().unwrap_or(0) => {
-            "cost unknown (no price for the model in `llm.prices`)".into()
-        }
-        n => format!("{known} + unknown for {n} call(s) without a price"),
     }
 }
