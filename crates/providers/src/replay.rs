@@ -269,7 +269,10 @@ fn file_name(method: &str, key: &str, occurrence: u32) -> String {
 /// and the request (already without secrets).
 pub fn request_key(method: &str, request: &Value) -> String {
     let mut text = String::new();
-    canonical(&json!({"method": method, "request": request}), &mut text);
+    gleitzeit_core::model::canonical_json(
+        &json!({"method": method, "request": request}),
+        &mut text,
+    );
     format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
@@ -332,37 +335,6 @@ fn redact_result(result: &Value) -> Value {
         headers.retain(|k, _| !is_secret(k));
     }
     result
-}
-
-/// JSON with object keys sorted at every level.
-fn canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(v, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(v, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 struct Recorded {

@@ -31,44 +31,12 @@ impl CacheSlot {
             None => json!({"method": method, "params": params}),
         };
         let mut text = String::new();
-        canonical(&subject, &mut text);
+        gleitzeit_core::model::canonical_json(&subject, &mut text);
         CacheSlot {
             key: format!("{:x}", Sha256::digest(text.as_bytes())),
             method: method.to_string(),
             ttl_ms: ttl.map(|s| (s * 1000.0).round().clamp(1.0, i64::MAX as f64) as i64),
         }
-    }
-}
-
-/// JSON with object keys sorted at every level, so equal values hash equally
-/// whatever order their keys were written in.
-pub(crate) fn canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(v, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
     }
 }
 

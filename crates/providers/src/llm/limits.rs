@@ -53,6 +53,11 @@ impl RateLimits {
     }
 }
 
+/// Added to every window: a call admitted at the very end of one window may
+/// reach the server a little later than the previous one did, and the server
+/// counts arrivals.
+const MARGIN: Duration = Duration::from_millis(25);
+
 struct Window {
     span: Duration,
     max_requests: Option<f64>,
@@ -65,7 +70,7 @@ struct Window {
 impl Window {
     fn evict(&mut self, now: Instant) {
         while let Some(&(at, _, tokens)) = self.entries.front() {
-            if now.duration_since(at) < self.span {
+            if now.duration_since(at) < self.span + MARGIN {
                 break;
             }
             self.entries.pop_front();
@@ -80,7 +85,7 @@ impl Window {
     fn wait(&self, now: Instant, tokens: f64) -> Duration {
         let expiry = |index: usize| {
             let (at, _, _) = self.entries[index];
-            (at + self.span).saturating_duration_since(now)
+            (at + self.span + MARGIN).saturating_duration_since(now)
         };
         let mut wait = Duration::ZERO;
         if let Some(max) = self.max_requests {
@@ -222,10 +227,12 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             wait,
-            Duration::from_millis(600),
+            Duration::from_millis(625),
             "until the oldest leaves the window"
         );
-        assert!(limiter.try_admit(t0 + Duration::from_secs(1), 0.0).is_ok());
+        assert!(limiter
+            .try_admit(t0 + Duration::from_millis(1025), 0.0)
+            .is_ok());
     }
 
     #[test]
@@ -242,8 +249,13 @@ mod tests {
         // A call bigger than the whole budget waits for an empty window, then goes.
         let big = per_second(None, Some(10.0));
         big.try_admit(t0, 5.0).unwrap();
-        assert_eq!(big.try_admit(t0, 50.0).unwrap_err(), Duration::from_secs(1));
-        assert!(big.try_admit(t0 + Duration::from_secs(1), 50.0).is_ok());
+        assert_eq!(
+            big.try_admit(t0, 50.0).unwrap_err(),
+            Duration::from_millis(1025)
+        );
+        assert!(big
+            .try_admit(t0 + Duration::from_millis(1025), 50.0)
+            .is_ok());
     }
 
     #[test]

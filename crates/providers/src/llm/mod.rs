@@ -71,6 +71,11 @@ fn is_local(url: &str) -> bool {
     }
 }
 
+/// 429s (or Retry-Afters) a call waits out itself before failing.
+const MAX_COOL_DOWNS: u32 = 3;
+/// The longest Retry-After a call waits out itself.
+const MAX_COOL_DOWN: Duration = Duration::from_secs(60);
+
 /// Waits for a rate limit or a Retry-After, unless the task is cancelled.
 async fn pause(wait: Duration, ctx: &CallContext) -> Result<(), GzError> {
     tokio::select! {
@@ -527,6 +532,9 @@ impl LlmProvider {
         let mut failovers = 0u32;
         let mut last_error: Option<GzError> = None;
         let mut missing_everywhere = Vec::new();
+        // Waits for endpoints that said 429/Retry-After; past a few (or a long
+        // one) the error goes to the task's retry policy instead.
+        let mut cooled = 0u32;
         for model in &models {
             let mut tried: Vec<usize> = Vec::new();
             loop {
@@ -534,8 +542,10 @@ impl LlmProvider {
                 if order.is_empty() {
                     // Endpoints that asked us to wait (Retry-After) come back.
                     if let Some(wait) = self.fleet.cooling_wait(model, &tags, &tried) {
-                        pause(wait, ctx).await?;
-                        continue;
+                        if cooled < MAX_COOL_DOWNS && wait <= MAX_COOL_DOWN {
+                            pause(wait, ctx).await?;
+                            continue;
+                        }
                     }
                     break;
                 }
@@ -607,6 +617,7 @@ impl LlmProvider {
                             self.fleet
                                 .cool(index, Duration::from_secs(retry_after.unwrap_or(1)));
                             tried.retain(|&t| t != index);
+                            cooled += 1;
                         } else {
                             self.fleet.record_failure(index, &e);
                         }
