@@ -177,7 +177,8 @@ impl Limiter {
     /// The call used `tokens`, not the estimate.
     pub fn correct(&self, ticket: Ticket, tokens: f64) {
         for window in self.lock().iter_mut() {
-            if let Some(entry) = window.entries.iter_mut().find(|e| e.1 == ticket.0) {
+            // Calls are settled soon after they were admitted: look from the newest.
+            if let Some(entry) = window.entries.iter_mut().rev().find(|e| e.1 == ticket.0) {
                 window.tokens += tokens - entry.2;
                 entry.2 = tokens;
             }
@@ -187,7 +188,7 @@ impl Limiter {
     /// The call never went out (another limit refused it).
     pub fn release(&self, ticket: Ticket) {
         for window in self.lock().iter_mut() {
-            if let Some(i) = window.entries.iter().position(|e| e.1 == ticket.0) {
+            if let Some(i) = window.entries.iter().rposition(|e| e.1 == ticket.0) {
                 if let Some((_, _, tokens)) = window.entries.remove(i) {
                     window.tokens -= tokens;
                 }
