@@ -728,17 +728,9 @@ async fn list_providers(
 ) -> Result<Json<Value>, ApiError> {
     let check = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .any(|(k, v)| k == "check" && (v == "true" || v == "1"));
-    let mut providers: Vec<_> = state.runtime.registry().providers().collect();
-    providers.sort_by_key(|p| p.protocol());
-    let mut list = Vec::new();
-    for provider in providers {
-        let mut entry = json!({"protocol": provider.protocol(), "methods": provider.methods()});
-        if check {
-            entry["health"] = json!(provider.health().await);
-        }
-        list.push(entry);
-    }
-    Ok(Json(json!({ "providers": list })))
+    Ok(Json(
+        crate::views::providers(state.runtime.registry(), check).await,
+    ))
 }
 
 /// Built-in functions (`function/NAME`) with their arguments.

@@ -309,3 +309,19 @@ fn timeline(finished: &[TaskRecord], since_ms: i64, range_minutes: u64) -> Vec<V
         })
         .collect()
 }
+
+/// Providers and their methods, as `/api/v1/providers` and the monitor show
+/// them; with `check`, each provider's health too (LLM endpoints are contacted).
+pub async fn providers(registry: &gleitzeit_providers::Registry, check: bool) -> Value {
+    let mut providers: Vec<_> = registry.providers().collect();
+    providers.sort_by_key(|p| p.protocol());
+    let mut list = Vec::new();
+    for provider in providers {
+        let mut entry = json!({"protocol": provider.protocol(), "methods": provider.methods()});
+        if check {
+            entry["health"] = json!(provider.health().await);
+        }
+        list.push(entry);
+    }
+    json!({ "providers": list })
+}

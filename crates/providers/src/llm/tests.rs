@@ -563,6 +563,28 @@ async fn api_keys_come_from_the_environment_and_are_never_shown() {
     assert!(!provider(vec![unset], |_| {}).status()[0].api_key);
 }
 
+/// `n` chat calls started together; their results, each one required to succeed.
+async fn all_at_once(llm: &Arc<LlmProvider>, n: usize) -> Vec<Value> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let llm = llm.clone();
+            tokio::spawn(async move {
+                llm.call(
+                    "llm/chat",
+                    chat(&format!("call {i}")),
+                    &CallContext::detached("t"),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap().expect("every call completes"));
+    }
+    results
+}
+
 /// The most requests any sliding window of `span` saw.
 fn busiest_window(times: &[std::time::Instant], span: Duration) -> usize {
     let mut sorted = times.to_vec();
@@ -589,22 +611,8 @@ async fn a_fan_out_never_exceeds_endpoint_or_model_limits() {
     b.requests_per_second = Some(12.0);
     b.max_concurrent = 16;
     let llm = Arc::new(provider(vec![a, b], |_| {}));
-    let calls: Vec<_> = (0..60)
-        .map(|i| {
-            let llm = llm.clone();
-            tokio::spawn(async move {
-                llm.call(
-                    "llm/chat",
-                    chat(&format!("call {i}")),
-                    &CallContext::detached("t"),
-                )
-                .await
-            })
-        })
-        .collect();
     let mut by_endpoint = std::collections::HashMap::new();
-    for call in calls {
-        let result = call.await.unwrap().expect("every call completes");
+    for result in all_at_once(&llm, 60).await {
         *by_endpoint
             .entry(result["endpoint"].as_str().unwrap().to_string())
             .or_insert(0) += 1;
@@ -643,22 +651,7 @@ async fn a_fan_out_never_exceeds_endpoint_or_model_limits() {
             );
         },
     ));
-    let calls: Vec<_> = (0..15)
-        .map(|i| {
-            let llm = llm.clone();
-            tokio::spawn(async move {
-                llm.call(
-                    "llm/chat",
-                    chat(&format!("m {i}")),
-                    &CallContext::detached("t"),
-                )
-                .await
-            })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
+    all_at_once(&llm, 15).await;
     let mut all = times(&one);
     all.extend(times(&two));
     assert_eq!(all.len(), 15);

@@ -22,7 +22,7 @@ use gleitzeit_runtime::Runtime;
 use gleitzeit_server::views::WorkflowView;
 use gleitzeit_store::{ListFilter, WorkflowSummary};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,17 +87,7 @@ impl Source {
         match self {
             Source::Remote(client) => client.get("/api/v1/providers?check=true").await,
             Source::Local { runtime, .. } => {
-                let mut providers: Vec<_> = runtime.registry().providers().cloned().collect();
-                providers.sort_by_key(|p| p.protocol().to_string());
-                let mut list = Vec::new();
-                for provider in providers {
-                    list.push(json!({
-                        "protocol": provider.protocol(),
-                        "methods": provider.methods(),
-                        "health": provider.health().await,
-                    }));
-                }
-                Ok(json!({ "providers": list }))
+                Ok(gleitzeit_server::views::providers(runtime.registry(), true).await)
             }
         }
     }
