@@ -358,7 +358,10 @@ fn log_line(event: &Event) -> String {
         }
         events::TASK_OUTPUT => format!("{task} | {}", data["line"].as_str().unwrap_or_default()),
         events::TASK_RETRYING => format!("{task} attempt {}", data["attempt"]),
-        events::WORKFLOW_PROGRESS => format!("{}/{}", data["completed"], data["total"]),
+        events::WORKFLOW_PROGRESS => format!(
+            "{}/{}",
+            data["completed_tasks"], data["total_tasks"]
+        ),
         events::NODE_JOINED | events::NODE_LEFT => {
             data["node_id"].as_str().unwrap_or_default().to_string()
         }
@@ -441,6 +444,18 @@ mod tests {
             summary("wf_c", "gamma", WorkflowState::Failed),
         ]));
         app
+    }
+
+    #[test]
+    fn progress_events_show_counts() {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "type": "workflow_progress",
+            "workflow_id": "wf_a4b4a948f",
+            "at_ms": 0,
+            "data": {"completed_tasks": 3, "failed_tasks": 0, "skipped_tasks": 0, "total_tasks": 5},
+        }))
+        .unwrap();
+        assert!(log_line(&event).ends_with("wf_a4b4a948f 3/5"), "{}", log_line(&event));
     }
 
     #[test]
