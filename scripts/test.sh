@@ -80,9 +80,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p gleitzeit-runtime --features failpoints --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 echo "dashboard screenshots: $CARGO_TARGET_DIR/web-screenshots"
+echo "== crash sweep (crash points compiled in: a crash at every durable step, then resume)"
+cargo test --locked -p gleitzeit-runtime --features failpoints --test crash_sweep -- --nocapture
 echo "== Python client tests (pytest, against the real server)"
 PY_VENV="$HOME/.cache/gleitzeit/pyclient-venv"
 if [ ! -x "$PY_VENV/bin/pytest" ]; then

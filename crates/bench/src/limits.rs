@@ -7,7 +7,7 @@
 //! floor(599 / 150) = 3 s; the figure is the workflow's time over that.
 
 use anyhow::{Context, Result};
-use gleitzeit_providers::llm::limits::{Limiter, RateLimits};
+use gleitzeit_providers::llm::limits::{Limiter, RateLimits, SharedLimits, SharedScope};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,8 +35,65 @@ fn admission_cost() -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
+/// The same through Redis, as worker nodes count limits: one script call per
+/// admission and one per correction, on loopback. `None` without Redis.
+fn shared_admission_cost(quick: bool) -> Result<Option<f64>> {
+    let url = std::env::var("GLEITZEIT_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    if redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .is_err()
+    {
+        println!("(no Redis at {url}: skipping the shared rate limiter)");
+        return Ok(None);
+    }
+    let prefix = format!("gz-bench-rl-{}", std::process::id());
+    let shared = gleitzeit_cluster::RedisLimits::new(&url, &prefix);
+    let scopes = [SharedScope {
+        key: "endpoint:bench".into(),
+        limits: RateLimits {
+            requests_per_minute: Some(1e9),
+            tokens_per_minute: Some(1e12),
+            ..RateLimits::default()
+        },
+    }];
+    let n = if quick { 2_000 } else { 20_000 };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let elapsed = rt.block_on(async {
+        // The first call connects; it is not what a call costs.
+        shared.try_admit(&scopes, 1.0).await?.ok();
+        let start = Instant::now();
+        for i in 0..n {
+            let ticket = shared
+                .try_admit(&scopes, 100.0)
+                .await?
+                .unwrap_or_else(|_| panic!("refused at {i}"));
+            shared.correct(&scopes, ticket, 120.0).await?;
+        }
+        let elapsed = start.elapsed();
+        let mut conn = redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        anyhow::Ok(elapsed)
+    })?;
+    Ok(Some(elapsed.as_secs_f64() * 1e6 / n as f64))
+}
+
 pub fn run(binary: &Path, dir: &Path, url: &str, quick: bool) -> Result<Value> {
     let per_admission_us = admission_cost();
+    let shared_us = shared_admission_cost(quick)?;
     let tasks = if quick { 300 } else { TASKS };
     let config = dir.join("limits-config.yaml");
     std::fs::write(
@@ -77,12 +134,16 @@ pub fn run(binary: &Path, dir: &Path, url: &str, quick: bool) -> Result<Value> {
     let result = json!({
         "scenario": "rate_limits",
         "limiter_us_per_admission": (per_admission_us * 1000.0).round() / 1000.0,
+        "shared_limiter_us_per_admission": shared_us.map(|us| (us * 10.0).round() / 10.0),
         "tasks": tasks,
         "limits_rps": RATES,
         "theoretical_s": theoretical.as_secs_f64(),
         "wall_ms": wall_ms.round(),
         "wall_over_theoretical": (ratio * 1000.0).round() / 1000.0,
     });
+    if let Some(us) = shared_us {
+        println!("rate limits shared through Redis: {us:.1} µs per admission and correction");
+    }
     println!(
         "rate limits: {per_admission_us:.2} µs per admission; {tasks} tasks over {:?} rps in {:.2} s (limits allow {:.0} s, ratio {ratio:.3})",
         RATES,

@@ -6,6 +6,7 @@ use crate::GlobalOpts;
 use gleitzeit_core::{ErrorCode, GzError};
 use gleitzeit_providers::function::FunctionProvider;
 use gleitzeit_providers::jsonrpc::{JsonRpcProvider, ProviderSpec};
+use gleitzeit_providers::llm::limits::SharedLimits;
 use gleitzeit_providers::llm::LlmProvider;
 use gleitzeit_providers::python::{PythonConfig, PythonProvider};
 use gleitzeit_providers::replay::Recorder;
@@ -24,6 +25,8 @@ pub struct Context {
     redis: tokio::sync::OnceCell<Arc<RedisStore>>,
     /// `run --record DIR` / `--replay DIR`: LLM and HTTP calls go through it.
     recorder: std::sync::OnceLock<Arc<Recorder>>,
+    /// Worker nodes count LLM rate limits in Redis, across all nodes.
+    shared_limits: std::sync::OnceLock<Arc<dyn SharedLimits>>,
 }
 
 fn load_custom_providers(
@@ -74,6 +77,7 @@ impl Context {
             custom_providers: load_custom_providers(global)?,
             redis: tokio::sync::OnceCell::new(),
             recorder: std::sync::OnceLock::new(),
+            shared_limits: std::sync::OnceLock::new(),
             config,
             global: global.clone(),
         })
@@ -148,10 +152,21 @@ impl Context {
     }
 
     pub fn llm_provider(&self) -> Result<LlmProvider, GzError> {
-        LlmProvider::new(
+        let llm = LlmProvider::new(
             self.config.llm.clone(),
             self.config.ollama_host().as_deref(),
-        )
+        )?;
+        if let Some(shared) = self.shared_limits.get() {
+            llm.share_limits(shared.clone());
+        }
+        Ok(llm)
+    }
+
+    /// LLM rate limits of the providers built from now on count every worker
+    /// node's calls, in the cluster's Redis.
+    pub fn share_limits_across_nodes(&self) {
+        let shared = gleitzeit_cluster::RedisLimits::new(&self.redis_url(), self.redis_prefix());
+        let _ = self.shared_limits.set(Arc::new(shared));
     }
 
     /// Records (or replays) every LLM and HTTP exchange of the registries

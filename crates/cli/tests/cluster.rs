@@ -723,3 +723,68 @@ fn run_on_redis_waits_for_a_worker_and_says_so() {
     );
     assert_eq!(out.json()["state"], "completed", "{}", out.stdout);
 }
+
+/// Seconds-long windows: the most requests any `span` saw.
+fn busiest_window(times: &[Instant], span: Duration) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end].duration_since(sorted[start]) >= span {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+#[test]
+fn llm_rate_limits_hold_across_worker_nodes() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let llm = rt
+        .block_on(gleitzeit_testkit::OllamaDouble::start(
+            gleitzeit_testkit::DoubleConfig::default(),
+        ))
+        .unwrap();
+    let mut cluster = Cluster::new();
+    // Each node alone would send 4 a second; together they must too.
+    cluster.env.write(
+        "config.yaml",
+        &format!(
+            "llm:\n  endpoints:\n    - name: limited\n      url: {}\n      kind: ollama\n      max_concurrent: 16\n      requests_per_second: 4\n",
+            llm.url()
+        ),
+    );
+    cluster.start_server();
+    cluster.add_worker(&["--id", "node-a", "--concurrency", "16"]);
+    cluster.add_worker(&["--id", "node-b", "--concurrency", "16"]);
+    let n = 24;
+    let mut yaml = String::from("name: limited-fan-out\ntasks:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - id: ask{i}\n    method: llm/chat\n    parameters: {{model: llama3.2, prompt: 'question {i}'}}\n"
+        ));
+    }
+    let id = cluster.submit(&yaml);
+    let view = cluster.wait_finished(&id, Duration::from_secs(90));
+    assert_eq!(view["state"], "completed", "{view}");
+    let times: Vec<Instant> = llm
+        .stats()
+        .requests_to("/api/chat")
+        .map(|r| r.received_at)
+        .collect();
+    assert_eq!(times.len(), n);
+    let busiest = busiest_window(&times, Duration::from_secs(1));
+    assert!(busiest <= 4, "{busiest} requests within one second");
+    // Both nodes did part of the work, so the limit was shared, not one node's.
+    std::thread::sleep(Duration::from_millis(600)); // a heartbeat carries the counts
+    let nodes = cluster.nodes();
+    for node in &nodes {
+        assert!(node["completed"].as_u64().unwrap() > 0, "{nodes:?}");
+    }
+}

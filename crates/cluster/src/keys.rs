@@ -70,6 +70,18 @@ impl Keys {
         format!("{}:cancel", self.prefix)
     }
 
+    /// One rate-limit window of one scope (`endpoint:NAME`, `model:NAME`):
+    /// a sorted set of admitted calls by time. `window(..) + ":t"` holds each
+    /// call's tokens and their sum.
+    pub fn rate_window(&self, scope: &str, span_ms: u128) -> String {
+        format!("{}:rl:{scope}:{span_ms}", self.prefix)
+    }
+
+    /// Ticket numbers for admitted calls.
+    pub fn rate_tickets(&self) -> String {
+        format!("{}:rl:seq", self.prefix)
+    }
+
     /// Cluster-wide facts: the queue protocol version.
     pub fn cluster(&self) -> String {
         format!("{}:cluster", self.prefix)

@@ -20,11 +20,13 @@
 pub mod admin;
 mod dispatch;
 mod keys;
+mod limits;
 mod protocol;
 pub mod worker;
 
 pub use dispatch::{DispatchOptions, RedisDispatcher};
 pub use keys::Keys;
+pub use limits::RedisLimits;
 pub use protocol::{DeadLetter, NodeInfo, Outcome, TaskMessage, PROTOCOL_VERSION};
 pub use worker::{Worker, WorkerOptions};
 

@@ -74,6 +74,7 @@ impl Runtime {
             created_ms: now,
             expires_ms: slot.ttl_ms.map(|ttl| now.saturating_add(ttl)),
         };
+        fail::fail_point!("runtime.before_cache_put");
         if let Err(error) = self.store.cache_put(&entry).await {
             tracing::warn!(%error, "could not store a cache entry");
         }

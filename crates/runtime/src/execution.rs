@@ -842,7 +842,10 @@ impl Run<'_> {
         }
         let mut writes = std::mem::take(&mut self.writes);
         writes.extend(self.announce.iter().cloned().map(Write::Event));
+        fail::fail_point!("runtime.before_commit");
         let seqs = self.rt.store.apply(writes).await?;
+        // Stored, but not announced, and the tasks it starts not started.
+        fail::fail_point!("runtime.after_commit");
         // Every announced event carries the id it was stored under, so a
         // client can resume a stream from it.
         for (mut event, seq) in self.announce.drain(..).zip(seqs) {
@@ -898,6 +901,8 @@ impl Run<'_> {
         let call = task_call(&self.id, &self.workflow.tasks[task], None, attempt, params);
         self.running.spawn(async move {
             let outcome = execute(&rt, call, token, slot).await;
+            // The provider answered; its outcome is not stored yet.
+            fail::fail_point!("runtime.call_returned");
             let _ = tx.send(Msg::Done {
                 task,
                 attempt,

@@ -183,6 +183,7 @@ impl Runtime {
         let record = self.store.find_workflow(workflow_id).await?;
         let me = current_owner();
         self.take_ownership(&record, &me).await?;
+        fail::fail_point!("runtime.claimed");
         let result = execution::run_loop(self, record.clone(), cancel).await;
         if let (Some(remote), Ok(outcome)) = (&self.remote, &result) {
             if outcome.state.is_terminal() {

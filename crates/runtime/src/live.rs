@@ -189,6 +189,7 @@ async fn write_loop(
         }
         if !batch.is_empty() {
             let writes = batch.iter().cloned().map(Write::Event).collect();
+            fail::fail_point!("live.before_flush");
             match store.apply(writes).await {
                 Ok(seqs) => {
                     for (mut event, seq) in batch.drain(..).zip(seqs) {

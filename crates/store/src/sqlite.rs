@@ -396,7 +396,10 @@ fn run_transaction<'a>(
         }
         all_seqs.push(seqs);
     }
+    fail::fail_point!("sqlite.before_commit");
     tx.commit()?;
+    // Committed, but nobody has heard of it yet.
+    fail::fail_point!("sqlite.after_commit");
     Ok(all_seqs)
 }
 

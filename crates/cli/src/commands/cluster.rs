@@ -147,6 +147,7 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> Result<u8, GzError> {
     options.grace = Duration::from_secs_f64(args.grace.max(0.0));
     // Tokens and output lines a task streams go to the cluster's store.
     let store = ctx.open_redis_store().await?;
+    ctx.share_limits_across_nodes();
     let runtime = ctx.local_runtime(store);
     let worker = Worker::connect(options, runtime).await?;
     if worker.capabilities().is_empty() {

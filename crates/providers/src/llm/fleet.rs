@@ -2,12 +2,12 @@
 //! models each serves; choosing an endpoint by strategy; health checks.
 
 use super::config::{Dialect, EndpointConfig, LlmConfig, Strategy};
-use super::limits::{Limiter, Ticket};
+use super::limits::{Limiter, SharedLimits, SharedScope, Ticket};
 use super::wire::{self, model_matches};
 use gleitzeit_core::{ErrorCode, GzError};
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -48,10 +48,19 @@ pub struct Endpoint {
     limiter: Option<Limiter>,
 }
 
+/// How long a node counts limits on its own after the shared store failed.
+const SHARED_RETRY: Duration = Duration::from_secs(10);
+
 /// A call admitted by the rate limits that apply to it.
-pub struct Admission {
-    endpoint: Option<Ticket>,
-    model: Option<Ticket>,
+pub enum Admission {
+    Local {
+        endpoint: Option<Ticket>,
+        model: Option<Ticket>,
+    },
+    Shared {
+        scopes: Vec<SharedScope>,
+        ticket: u64,
+    },
 }
 
 /// What `providers list` / `providers health` show about an endpoint.
@@ -112,6 +121,11 @@ pub struct Fleet {
     /// Never reuses a connection: for the one retry after a stale one.
     fresh_client: reqwest::Client,
     model_limiters: std::collections::HashMap<String, Limiter>,
+    /// Set on worker nodes: the limits count every node's calls.
+    shared: OnceLock<Arc<dyn SharedLimits>>,
+    /// Set while the shared limits cannot be reached: until when calls count
+    /// on this node only (each try may take a connect timeout).
+    shared_down_until: Mutex<Option<Instant>>,
 }
 
 /// A reserved slot on an endpoint; dropping it frees the slot.
@@ -208,12 +222,61 @@ impl Fleet {
             client,
             fresh_client,
             model_limiters,
+            shared: OnceLock::new(),
+            shared_down_until: Mutex::new(None),
         })
+    }
+
+    /// Counts rate limits in `shared` from now on instead of in this process.
+    pub fn share_limits(&self, shared: Arc<dyn SharedLimits>) {
+        // A second call keeps the first: limits must not change mid-flight.
+        let _ = self.shared.set(shared);
     }
 
     /// Admits a call of about `tokens` tokens to `index` under the model's and
     /// the endpoint's limits, or says how long until it would be.
-    pub fn admit(&self, index: usize, model: &str, tokens: f64) -> Result<Admission, Duration> {
+    pub async fn admit(
+        &self,
+        index: usize,
+        model: &str,
+        tokens: f64,
+    ) -> Result<Admission, Duration> {
+        let down_until = *self
+            .shared_down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let shared = self
+            .shared
+            .get()
+            .filter(|_| down_until.is_none_or(|until| Instant::now() >= until));
+        if let Some(shared) = shared {
+            let scopes = self.scopes(index, model);
+            if scopes.is_empty() {
+                return Ok(Admission::Local {
+                    endpoint: None,
+                    model: None,
+                });
+            }
+            match shared.try_admit(&scopes, tokens).await {
+                Ok(Ok(ticket)) => return Ok(Admission::Shared { scopes, ticket }),
+                Ok(Err(wait)) => return Err(wait),
+                Err(e) => {
+                    // Work goes on under this node's own count rather than stopping.
+                    tracing::warn!(
+                        "shared rate limits unreachable, counting on this node only for {}s: {e}",
+                        SHARED_RETRY.as_secs()
+                    );
+                    *self
+                        .shared_down_until
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + SHARED_RETRY);
+                }
+            }
+        }
+        self.admit_locally(index, model, tokens)
+    }
+
+    fn admit_locally(&self, index: usize, model: &str, tokens: f64) -> Result<Admission, Duration> {
         let now = Instant::now();
         let model_ticket = match self.model_limiters.get(model) {
             Some(limiter) => Some((limiter, limiter.try_admit(now, tokens)?)),
@@ -231,20 +294,80 @@ impl Fleet {
             },
             None => None,
         };
-        Ok(Admission {
+        Ok(Admission::Local {
             endpoint: endpoint_ticket,
             model: model_ticket.map(|(_, t)| t),
         })
     }
 
-    /// The tokens an admitted call really used, as the server reported them.
-    pub fn settle(&self, index: usize, model: &str, admission: &Admission, tokens: f64) {
-        if let (Some(limiter), Some(ticket)) = (self.model_limiters.get(model), admission.model) {
-            limiter.correct(ticket, tokens);
+    /// The shared windows a call of `model` to `index` counts against.
+    fn scopes(&self, index: usize, model: &str) -> Vec<SharedScope> {
+        let endpoint = &self.endpoints[index];
+        let mut scopes = Vec::new();
+        if let Some(limiter) = self.model_limiters.get(model) {
+            scopes.push(SharedScope {
+                key: format!("model:{model}"),
+                limits: limiter.limits().clone(),
+            });
         }
-        if let (Some(limiter), Some(ticket)) = (&self.endpoints[index].limiter, admission.endpoint)
-        {
-            limiter.correct(ticket, tokens);
+        if let Some(limiter) = &endpoint.limiter {
+            scopes.push(SharedScope {
+                key: format!("endpoint:{}", endpoint.config.name),
+                limits: limiter.limits().clone(),
+            });
+        }
+        scopes
+    }
+
+    /// The tokens an admitted call really used, as the server reported them.
+    pub async fn settle(&self, index: usize, model: &str, admission: &Admission, tokens: f64) {
+        match admission {
+            Admission::Local {
+                endpoint,
+                model: model_ticket,
+            } => {
+                if let (Some(limiter), Some(ticket)) =
+                    (self.model_limiters.get(model), model_ticket)
+                {
+                    limiter.correct(*ticket, tokens);
+                }
+                if let (Some(limiter), Some(ticket)) = (&self.endpoints[index].limiter, endpoint) {
+                    limiter.correct(*ticket, tokens);
+                }
+            }
+            Admission::Shared { scopes, ticket } => {
+                if let Some(shared) = self.shared.get() {
+                    if let Err(e) = shared.correct(scopes, *ticket, tokens).await {
+                        tracing::debug!("shared rate limits: cannot correct a call's tokens: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The call was admitted but never reached the endpoint.
+    pub async fn release(&self, index: usize, model: &str, admission: Admission) {
+        match admission {
+            Admission::Local {
+                endpoint,
+                model: model_ticket,
+            } => {
+                if let (Some(limiter), Some(ticket)) =
+                    (self.model_limiters.get(model), model_ticket)
+                {
+                    limiter.release(ticket);
+                }
+                if let (Some(limiter), Some(ticket)) = (&self.endpoints[index].limiter, endpoint) {
+                    limiter.release(ticket);
+                }
+            }
+            Admission::Shared { scopes, ticket } => {
+                if let Some(shared) = self.shared.get() {
+                    if let Err(e) = shared.release(&scopes, ticket).await {
+                        tracing::debug!("shared rate limits: cannot release a call: {e}");
+                    }
+                }
+            }
         }
     }
 

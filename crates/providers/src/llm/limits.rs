@@ -7,6 +7,7 @@
 //! the prompt and `max_tokens`) and corrected with the usage the server
 //! reports, so later calls wait for what was really spent.
 
+use async_trait::async_trait;
 use gleitzeit_core::{ErrorCode, GzError};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -51,12 +52,78 @@ impl RateLimits {
         }
         Ok(())
     }
+
+    /// Each window these limits set: its span, and at most how many requests
+    /// and tokens it may hold.
+    pub fn windows(&self) -> Vec<WindowLimits> {
+        [
+            (
+                Duration::from_secs(60),
+                self.requests_per_minute,
+                self.tokens_per_minute,
+            ),
+            (
+                Duration::from_secs(1),
+                self.requests_per_second,
+                self.tokens_per_second,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, requests, tokens)| requests.is_some() || tokens.is_some())
+        .map(|(span, max_requests, max_tokens)| WindowLimits {
+            span,
+            max_requests,
+            max_tokens,
+        })
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowLimits {
+    pub span: Duration,
+    pub max_requests: Option<f64>,
+    pub max_tokens: Option<f64>,
+}
+
+/// Limits that one endpoint or one model puts on every node of a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedScope {
+    /// Names the windows in the shared store: `endpoint:NAME` or `model:NAME`.
+    pub key: String,
+    pub limits: RateLimits,
+}
+
+/// Sliding windows that live outside this process, so that every worker
+/// node counts against the same limits (the Redis backend's implementation is
+/// in the cluster crate). The same rules as [`Limiter`], applied to all
+/// scopes at once: a call is admitted by all of them or by none.
+#[async_trait]
+pub trait SharedLimits: Send + Sync {
+    /// The admitted call's ticket, or how long until it would fit;
+    /// `Err` when the shared store cannot be reached.
+    async fn try_admit(
+        &self,
+        scopes: &[SharedScope],
+        tokens: f64,
+    ) -> Result<Result<u64, Duration>, GzError>;
+
+    /// The call used `tokens`, not the estimate.
+    async fn correct(
+        &self,
+        scopes: &[SharedScope],
+        ticket: u64,
+        tokens: f64,
+    ) -> Result<(), GzError>;
+
+    /// The call never went out.
+    async fn release(&self, scopes: &[SharedScope], ticket: u64) -> Result<(), GzError>;
 }
 
 /// Added to every window: a call admitted at the very end of one window may
 /// reach the server a little later than the previous one did, and the server
 /// counts arrivals.
-const MARGIN: Duration = Duration::from_millis(25);
+pub const MARGIN: Duration = Duration::from_millis(25);
 
 struct Window {
     span: Duration,
@@ -111,6 +178,7 @@ impl Window {
 
 /// One set of limits, shared by every call it applies to.
 pub struct Limiter {
+    limits: RateLimits,
     windows: Mutex<Vec<Window>>,
     next: AtomicU64,
 }
@@ -122,33 +190,26 @@ pub struct Ticket(u64);
 impl Limiter {
     /// `None` when the limits limit nothing.
     pub fn new(limits: &RateLimits) -> Option<Limiter> {
-        let mut windows = Vec::new();
-        for (span, requests, tokens) in [
-            (
-                Duration::from_secs(60),
-                limits.requests_per_minute,
-                limits.tokens_per_minute,
-            ),
-            (
-                Duration::from_secs(1),
-                limits.requests_per_second,
-                limits.tokens_per_second,
-            ),
-        ] {
-            if requests.is_some() || tokens.is_some() {
-                windows.push(Window {
-                    span,
-                    max_requests: requests,
-                    max_tokens: tokens,
-                    entries: VecDeque::new(),
-                    tokens: 0.0,
-                });
-            }
-        }
+        let windows: Vec<Window> = limits
+            .windows()
+            .into_iter()
+            .map(|w| Window {
+                span: w.span,
+                max_requests: w.max_requests,
+                max_tokens: w.max_tokens,
+                entries: VecDeque::new(),
+                tokens: 0.0,
+            })
+            .collect();
         (!windows.is_empty()).then(|| Limiter {
+            limits: limits.clone(),
             windows: Mutex::new(windows),
             next: AtomicU64::new(1),
         })
+    }
+
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Window>> {

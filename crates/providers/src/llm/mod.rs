@@ -141,6 +141,11 @@ impl LlmProvider {
     }
 
     /// Endpoint state for `providers list|health`.
+    /// Rate limits count in `shared` (every worker node's calls) from now on.
+    pub fn share_limits(&self, shared: Arc<dyn limits::SharedLimits>) {
+        self.fleet.share_limits(shared);
+    }
+
     pub fn status(&self) -> Vec<EndpointStatus> {
         self.fleet.status()
     }
@@ -552,14 +557,15 @@ impl LlmProvider {
                 let Some(lease) = self.fleet.acquire(&order).await else {
                     break;
                 };
-                let (lease, admission) = match self.fleet.admit(lease.index, model, estimate) {
+                let (lease, admission) = match self.fleet.admit(lease.index, model, estimate).await
+                {
                     Ok(admission) => (lease, admission),
                     Err(mut wait) => {
                         // Over this endpoint's limits: another eligible one may have room.
                         drop(lease);
                         let mut admitted = None;
                         for &other in &order {
-                            match self.fleet.admit(other, model, estimate) {
+                            match self.fleet.admit(other, model, estimate).await {
                                 Ok(admission) => {
                                     admitted = Some((other, admission));
                                     break;
@@ -573,7 +579,10 @@ impl LlmProvider {
                         };
                         match self.fleet.acquire(&[other]).await {
                             Some(lease) => (lease, admission),
-                            None => break,
+                            None => {
+                                self.fleet.release(other, model, admission).await;
+                                break;
+                            }
                         }
                     }
                 };
@@ -582,6 +591,7 @@ impl LlmProvider {
                 let dialect = match self.fleet.dialect(index).await {
                     Ok(d) => d,
                     Err(e) => {
+                        self.fleet.release(index, model, admission).await;
                         self.fleet.record_failure(index, &e);
                         failovers += 1;
                         last_error = Some(e);
@@ -595,7 +605,9 @@ impl LlmProvider {
                     if reply.prompt_tokens.is_some() || reply.completion_tokens.is_some() {
                         let used =
                             reply.prompt_tokens.unwrap_or(0) + reply.completion_tokens.unwrap_or(0);
-                        self.fleet.settle(index, model, &admission, used as f64);
+                        self.fleet
+                            .settle(index, model, &admission, used as f64)
+                            .await;
                     }
                 }
                 match outcome {

@@ -658,6 +658,110 @@ async fn a_fan_out_never_exceeds_endpoint_or_model_limits() {
     assert!(busiest_window(&all, second) <= 5, "model limit exceeded");
 }
 
+/// Shared limits that remember what they were asked, or cannot be reached.
+#[derive(Default)]
+struct SpyLimits {
+    unreachable: bool,
+    log: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl limits::SharedLimits for SpyLimits {
+    async fn try_admit(
+        &self,
+        scopes: &[limits::SharedScope],
+        tokens: f64,
+    ) -> Result<Result<u64, Duration>, GzError> {
+        if self.unreachable {
+            return Err(GzError::new(ErrorCode::RedisConnectionFailed, "down"));
+        }
+        let keys: Vec<&str> = scopes.iter().map(|s| s.key.as_str()).collect();
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("admit {} {tokens}", keys.join(",")));
+        Ok(Ok(7))
+    }
+
+    async fn correct(
+        &self,
+        _: &[limits::SharedScope],
+        ticket: u64,
+        tokens: f64,
+    ) -> Result<(), GzError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("correct {ticket} {tokens}"));
+        Ok(())
+    }
+
+    async fn release(&self, _: &[limits::SharedScope], ticket: u64) -> Result<(), GzError> {
+        self.log.lock().unwrap().push(format!("release {ticket}"));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn shared_limits_count_limited_calls_and_fall_back_when_unreachable() {
+    let server = double(DoubleConfig::default()).await;
+    let mut limited = endpoint("a", &server.url());
+    limited.requests_per_second = Some(2.0);
+    limited.max_concurrent = 8;
+    let spy = Arc::new(SpyLimits::default());
+    let llm = provider(vec![limited.clone()], |c| {
+        c.model_limits.insert(
+            "llama3.2".into(),
+            limits::RateLimits {
+                tokens_per_minute: Some(1e6),
+                ..Default::default()
+            },
+        );
+    });
+    llm.share_limits(spy.clone());
+    let reply = llm
+        .call("llm/chat", chat("hello there"), &CallContext::detached("t"))
+        .await
+        .unwrap();
+    let used = reply["usage"]["total_tokens"].as_u64().unwrap();
+    let log = spy.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log[0].starts_with("admit model:llama3.2,endpoint:a "),
+        "{log:?}"
+    );
+    assert_eq!(log[1], format!("correct 7 {used}"));
+
+    // An endpoint and model without limits never asks the shared store.
+    let free_server = double(DoubleConfig::default()).await;
+    let spy = Arc::new(SpyLimits::default());
+    let llm = provider(vec![endpoint("free", &free_server.url())], |_| {});
+    llm.share_limits(spy.clone());
+    llm.call("llm/chat", chat("hi"), &CallContext::detached("t"))
+        .await
+        .unwrap();
+    assert!(spy.log.lock().unwrap().is_empty());
+
+    // With the shared store gone, the node's own limits still hold.
+    let lonely = double(DoubleConfig::default()).await;
+    let mut limited = endpoint("a", &lonely.url());
+    limited.requests_per_second = Some(2.0);
+    limited.max_concurrent = 8;
+    let llm = Arc::new(provider(vec![limited], |_| {}));
+    llm.share_limits(Arc::new(SpyLimits {
+        unreachable: true,
+        ..SpyLimits::default()
+    }));
+    all_at_once(&llm, 6).await;
+    let times: Vec<_> = lonely
+        .stats()
+        .requests_to("/api/chat")
+        .map(|r| r.received_at)
+        .collect();
+    assert_eq!(times.len(), 6);
+    assert!(busiest_window(&times, Duration::from_secs(1)) <= 2);
+}
+
 #[tokio::test]
 async fn retry_after_is_honoured_and_others_take_the_work_meanwhile() {
     let busy = double(DoubleConfig::default()).await;

@@ -358,10 +358,7 @@ fn log_line(event: &Event) -> String {
         }
         events::TASK_OUTPUT => format!("{task} | {}", data["line"].as_str().unwrap_or_default()),
         events::TASK_RETRYING => format!("{task} attempt {}", data["attempt"]),
-        events::WORKFLOW_PROGRESS => format!(
-            "{}/{}",
-            data["completed_tasks"], data["total_tasks"]
-        ),
+        events::WORKFLOW_PROGRESS => format!("{}/{}", data["completed_tasks"], data["total_tasks"]),
         events::NODE_JOINED | events::NODE_LEFT => {
             data["node_id"].as_str().unwrap_or_default().to_string()
         }
@@ -455,7 +452,11 @@ mod tests {
             "data": {"completed_tasks": 3, "failed_tasks": 0, "skipped_tasks": 0, "total_tasks": 5},
         }))
         .unwrap();
-        assert!(log_line(&event).ends_with("wf_a4b4a948f 3/5"), "{}", log_line(&event));
+        assert!(
+            log_line(&event).ends_with("wf_a4b4a948f 3/5"),
+            "{}",
+            log_line(&event)
+        );
     }
 
     #[test]

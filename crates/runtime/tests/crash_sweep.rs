@@ -1,0 +1,309 @@
+//! The crash sweep: a workflow runs in a child process that dies (abort, as
+//! a power cut or `kill -9` would leave it) at one crash point after another —
+//! every durable step of the runtime and the SQLite store — and is resumed by
+//! a fresh process. Whatever the point, the resumed run ends with the clean
+//! run's states and results, and no task's completion is recorded twice.
+//!
+//! Needs the `failpoints` feature (the points compile to nothing without it):
+//! `cargo test -p gleitzeit-runtime --features failpoints --test crash_sweep`.
+
+use gleitzeit_core::parse;
+use gleitzeit_providers::function::FunctionProvider;
+use gleitzeit_providers::llm::{Dialect, EndpointConfig, LlmConfig, LlmProvider};
+use gleitzeit_providers::python::{PythonConfig, PythonProvider};
+use gleitzeit_providers::Registry;
+use gleitzeit_runtime::{Runtime, RuntimeConfig};
+use gleitzeit_store::{ListFilter, SqliteOptions, SqliteStore, Store};
+use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Every crash point, in the order a run meets them.
+const CRASH_POINTS: &[&str] = &[
+    "runtime.claimed",
+    "runtime.before_commit",
+    "sqlite.before_commit",
+    "sqlite.after_commit",
+    "runtime.after_commit",
+    "runtime.call_returned",
+    "runtime.before_cache_put",
+    "live.before_flush",
+];
+
+/// Functions, a Python fan-out with a cached result per item, a fan-in, a
+/// skipped task, a task that fails after a retry, and an LLM call whose
+/// tokens stream into the store.
+const WORKFLOW: &str = r#"
+name: crash-sweep
+tasks:
+  - id: fib
+    method: fibonacci
+    parameters: {kwargs: {n: 8}}
+  - id: stats
+    method: analyze_numbers
+    dependencies: [fib]
+    parameters: {kwargs: {numbers: "${fib.result}"}}
+  - id: words
+    method: count_words
+    parameters: {text: "nothing is lost when a process dies"}
+  - id: squares
+    method: python/execute
+    dependencies: [fib]
+    for_each: "${fib.result}"
+    max_parallel: 3
+    cache: true
+    parameters: {code: "result = ${item} ** 2"}
+  - id: total
+    method: sum
+    dependencies: [squares]
+    parameters: {numbers: "${squares.result}"}
+  - id: never
+    method: count_words
+    dependencies: [total]
+    when: "${total.result} < 0"
+    parameters: {text: "skipped"}
+  - id: flaky
+    method: python/execute
+    on_error: continue
+    retry: {max_attempts: 2, base_delay: 0.05}
+    parameters: {code: "raise ValueError('always')"}
+  - id: ask
+    method: llm/chat
+    dependencies: [total]
+    parameters: {model: llama3.2, prompt: "Say something about ${total.result}"}
+  - id: report
+    method: python/execute
+    dependencies: [stats, words, total, never, ask]
+    on_skip: run
+    parameters:
+      code: |
+        result = {"words": ${words.result.words}, "total": ${total.result}, "said": len("""${ask.response}""") > 0}
+"#;
+
+/// The child: runs (or resumes) the one workflow in the database named by
+/// CRASH_SWEEP_DB, dying where FAILPOINTS says, and prints what it ended with.
+#[test]
+#[ignore = "the crash sweep's child process; the sweep runs it"]
+fn child() {
+    let Ok(db) = std::env::var("CRASH_SWEEP_DB") else {
+        return;
+    };
+    let scenario = fail::FailScenario::setup();
+    // A crash point fires as a panic; the process dies on the spot, whichever thread it is on.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("crashing: {info}");
+        std::process::abort();
+    }));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let summary = rt.block_on(async {
+        let llm = OllamaDouble::start(
+            DoubleConfig::default().with_token_delay(std::time::Duration::from_millis(2)),
+        )
+        .await
+        .unwrap();
+        run_or_resume(Path::new(&db), &llm.url()).await
+    });
+    println!("SUMMARY {summary}");
+    scenario.teardown();
+}
+
+async fn run_or_resume(db: &Path, llm_url: &str) -> Value {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions::new(db)).unwrap());
+    let mut registry = Registry::new();
+    registry.register(Arc::new(FunctionProvider));
+    registry.register(Arc::new(PythonProvider::new(PythonConfig::default())));
+    let llm = LlmConfig {
+        endpoints: vec![EndpointConfig {
+            name: "double".into(),
+            url: llm_url.into(),
+            kind: Some(Dialect::Ollama),
+            ..EndpointConfig::default()
+        }],
+        health_interval_secs: 0.0,
+        ..LlmConfig::default()
+    };
+    registry.register(Arc::new(LlmProvider::new(llm, None).unwrap()));
+    let runtime = Runtime::new(store.clone(), registry, RuntimeConfig::default());
+    let existing = store
+        .list_workflows(&ListFilter {
+            limit: 10,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    let id = match existing.first() {
+        Some(summary) => summary.id.clone(),
+        None => {
+            let workflow = parse::load(WORKFLOW, "crash.yaml", runtime.registry(), &Map::new())
+                .unwrap_or_else(|d| panic!("{d:#?}"));
+            runtime.submit(workflow, None).await.unwrap()
+        }
+    };
+    let record = store.find_workflow(&id).await.unwrap();
+    if !record.state.is_terminal() {
+        runtime.run(&id, CancellationToken::new()).await.unwrap();
+    }
+    summarize(store.as_ref(), &id).await
+}
+
+/// States and results per task, and how often each task's completion (and
+/// each instance's) was recorded.
+async fn summarize(store: &dyn Store, id: &str) -> Value {
+    let record = store.find_workflow(id).await.unwrap();
+    let mut tasks = BTreeMap::new();
+    for task in store.tasks(id).await.unwrap() {
+        tasks.insert(
+            task.task_id.clone(),
+            json!({
+                "state": task.state.as_str(),
+                "result": task.result.map(steady),
+                "error": task.error.as_ref().map(|e| e.code.as_str()),
+            }),
+        );
+    }
+    let mut completions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tokens = 0;
+    let mut after = 0;
+    loop {
+        let events = store.events(Some(id), after, 1000).await.unwrap();
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        for event in &events {
+            match event.kind.as_str() {
+                "task_completed" => {
+                    let task = event.data["task_id"].as_str().unwrap_or_default();
+                    *completions.entry(task.to_string()).or_default() += 1;
+                }
+                "llm_tokens" | "llm_token" => tokens += 1,
+                _ => {}
+            }
+        }
+    }
+    json!({
+        "state": record.state.as_str(),
+        "tasks": tasks,
+        "completions": completions,
+        "streamed_tokens": tokens > 0,
+    })
+}
+
+/// A result without what differs between two runs of the same work: timings.
+fn steady(mut value: Value) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        object.retain(|key, _| !key.ends_with("_ms") && !key.contains("duration"));
+        for (_, inner) in object.iter_mut() {
+            *inner = steady(inner.take());
+        }
+    }
+    value
+}
+
+fn child_process(db: &Path, failpoints: Option<&str>) -> Output {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CRASH_SWEEP_DB", db)
+        .env_remove("FAILPOINTS");
+    if let Some(failpoints) = failpoints {
+        command.env("FAILPOINTS", failpoints);
+    }
+    command.output().unwrap()
+}
+
+fn summary_of(output: &Output) -> Option<Value> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.split_once("SUMMARY ").map(|(_, json)| json))
+        .map(|json| serde_json::from_str(json).unwrap())
+}
+
+#[test]
+fn every_crash_point_resumes_to_the_clean_result_without_double_records() {
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean_run = child_process(&clean_dir.path().join("g.db"), None);
+    let clean = summary_of(&clean_run).unwrap_or_else(|| {
+        panic!(
+            "the clean run printed no summary: {}",
+            String::from_utf8_lossy(&clean_run.stderr)
+        )
+    });
+    assert_eq!(
+        clean["tasks"]["total"]["result"]["result"],
+        json!(273),
+        "{clean}"
+    );
+    assert_eq!(clean["tasks"]["never"]["state"], "skipped", "{clean}");
+    assert_eq!(clean["tasks"]["flaky"]["state"], "failed", "{clean}");
+    assert_eq!(clean["streamed_tokens"], true, "{clean}");
+    for (task, count) in clean["completions"].as_object().unwrap() {
+        assert_eq!(count, 1, "{task} in the clean run: {clean}");
+    }
+
+    let mut crashed_at = Vec::new();
+    for point in CRASH_POINTS {
+        // At its first hit (each point must be reached), then at every later
+        // one until the run gets through without meeting it again.
+        for skip in 0usize.. {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("g.db");
+            let first = child_process(&db, Some(&format!("{point}={skip}*off->panic")));
+            let crashed = !first.status.success();
+            if skip == 0 {
+                assert!(
+                    crashed,
+                    "{point} was never reached: {}",
+                    String::from_utf8_lossy(&first.stdout)
+                );
+            }
+            if crashed {
+                assert!(
+                    String::from_utf8_lossy(&first.stderr).contains("crashing"),
+                    "{point}: died of something else: {}",
+                    String::from_utf8_lossy(&first.stderr)
+                );
+                crashed_at.push(format!("{point}#{}", skip + 1));
+            }
+            let resumed = if crashed {
+                child_process(&db, None)
+            } else {
+                first
+            };
+            let summary = summary_of(&resumed).unwrap_or_else(|| {
+                panic!(
+                    "resuming after a crash at {point} (hit {}) failed: {}",
+                    skip + 1,
+                    String::from_utf8_lossy(&resumed.stderr)
+                )
+            });
+            assert_eq!(
+                summary,
+                clean,
+                "after a crash at {point} (hit {})",
+                skip + 1
+            );
+            if !crashed {
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "crashed and resumed {} times: {}",
+        crashed_at.len(),
+        crashed_at.join(", ")
+    );
+}
