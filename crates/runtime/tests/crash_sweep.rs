@@ -13,7 +13,7 @@ use gleitzeit_providers::llm::{Dialect, EndpointConfig, LlmConfig, LlmProvider};
 use gleitzeit_providers::python::{PythonConfig, PythonProvider};
 use gleitzeit_providers::Registry;
 use gleitzeit_runtime::{Runtime, RuntimeConfig};
-use gleitzeit_store::{ListFilter, SqliteOptions, SqliteStore, Store};
+use gleitzeit_store::{ListFilter, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store};
 use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -22,12 +22,10 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Every crash point, in the order a run meets them.
-const CRASH_POINTS: &[&str] = &[
+/// Every crash point of the runtime, in the order a run meets them.
+const RUNTIME_POINTS: &[&str] = &[
     "runtime.claimed",
     "runtime.before_commit",
-    "sqlite.before_commit",
-    "sqlite.after_commit",
     "runtime.after_commit",
     "runtime.call_returned",
     "runtime.before_cache_put",
@@ -84,14 +82,28 @@ tasks:
         result = {"words": ${words.result.words}, "total": ${total.result}, "said": len("""${ask.response}""") > 0}
 "#;
 
-/// The child: runs (or resumes) the one workflow in the database named by
-/// CRASH_SWEEP_DB, dying where FAILPOINTS says, and prints what it ended with.
+/// Where the child keeps its workflow: a SQLite file, or a Redis prefix.
+#[derive(Clone, Copy)]
+enum Backend<'a> {
+    Sqlite(&'a Path),
+    Redis(&'a str),
+}
+
+fn redis_url() -> String {
+    std::env::var("GLEITZEIT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The child: runs (or resumes) the one workflow in the store named by
+/// CRASH_SWEEP_DB (a file) or CRASH_SWEEP_REDIS_PREFIX, dying where
+/// FAILPOINTS says, and prints what it ended with.
 #[test]
 #[ignore = "the crash sweep's child process; the sweep runs it"]
 fn child() {
-    let Ok(db) = std::env::var("CRASH_SWEEP_DB") else {
+    let db = std::env::var("CRASH_SWEEP_DB").ok();
+    let prefix = std::env::var("CRASH_SWEEP_REDIS_PREFIX").ok();
+    if db.is_none() && prefix.is_none() {
         return;
-    };
+    }
     let scenario = fail::FailScenario::setup();
     // A crash point fires as a panic; the process dies on the spot, whichever thread it is on.
     std::panic::set_hook(Box::new(|info| {
@@ -109,14 +121,24 @@ fn child() {
         )
         .await
         .unwrap();
-        run_or_resume(Path::new(&db), &llm.url()).await
+        let store: Arc<dyn Store> = match (&db, &prefix) {
+            (Some(db), _) => Arc::new(SqliteStore::open(SqliteOptions::new(db)).unwrap()),
+            (None, Some(prefix)) => {
+                let options = RedisOptions {
+                    prefix: prefix.clone(),
+                    ..RedisOptions::default()
+                };
+                Arc::new(RedisStore::connect(&redis_url(), options).await.unwrap())
+            }
+            (None, None) => unreachable!(),
+        };
+        run_or_resume(store, &llm.url()).await
     });
     println!("SUMMARY {summary}");
     scenario.teardown();
 }
 
-async fn run_or_resume(db: &Path, llm_url: &str) -> Value {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions::new(db)).unwrap());
+async fn run_or_resume(store: Arc<dyn Store>, llm_url: &str) -> Value {
     let mut registry = Registry::new();
     registry.register(Arc::new(FunctionProvider));
     registry.register(Arc::new(PythonProvider::new(PythonConfig::default())));
@@ -206,7 +228,7 @@ fn steady(mut value: Value) -> Value {
     value
 }
 
-fn child_process(db: &Path, failpoints: Option<&str>) -> Output {
+fn child_process(backend: Backend, failpoints: Option<&str>) -> Output {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -216,8 +238,13 @@ fn child_process(db: &Path, failpoints: Option<&str>) -> Output {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("CRASH_SWEEP_DB", db)
+        .env_remove("CRASH_SWEEP_DB")
+        .env_remove("CRASH_SWEEP_REDIS_PREFIX")
         .env_remove("FAILPOINTS");
+    match backend {
+        Backend::Sqlite(db) => command.env("CRASH_SWEEP_DB", db),
+        Backend::Redis(prefix) => command.env("CRASH_SWEEP_REDIS_PREFIX", prefix),
+    };
     if let Some(failpoints) = failpoints {
         command.env("FAILPOINTS", failpoints);
     }
@@ -233,10 +260,48 @@ fn summary_of(output: &Output) -> Option<Value> {
 }
 
 #[test]
-fn every_crash_point_resumes_to_the_clean_result_without_double_records() {
-    let clean_dir = tempfile::tempdir().unwrap();
-    let clean_run = child_process(&clean_dir.path().join("g.db"), None);
-    let clean = summary_of(&clean_run).unwrap_or_else(|| {
+fn every_crash_point_resumes_to_the_clean_result_on_sqlite() {
+    sweep(&["sqlite.before_commit", "sqlite.after_commit"], |run| {
+        let dir = tempfile::tempdir().unwrap();
+        run(Backend::Sqlite(&dir.path().join("g.db")))
+    });
+}
+
+#[test]
+fn every_crash_point_resumes_to_the_clean_result_on_redis() {
+    sweep(&["redis.before_write", "redis.after_write"], |run| {
+        let prefix = format!(
+            "gz-test-crash-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let summary = run(Backend::Redis(&prefix));
+        let mut conn = redis::Client::open(redis_url())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut conn)
+            .unwrap();
+        for chunk in keys.chunks(500) {
+            let _: () = redis::cmd("DEL").arg(chunk).query(&mut conn).unwrap();
+        }
+        summary
+    });
+}
+
+/// What one scenario ended with: whether its first process crashed, and the
+/// summary of the run that finished it.
+type Scenario = (bool, Output, Option<Value>);
+
+/// Runs the clean scenario, then one per crash point and hit. `fresh` gives
+/// each scenario its own empty store and removes it afterwards.
+fn sweep(store_points: &[&str], fresh: impl Fn(&dyn Fn(Backend) -> Scenario) -> Scenario) {
+    let (_, clean_run, clean) = fresh(&|backend| {
+        let output = child_process(backend, None);
+        let summary = summary_of(&output);
+        (false, output, summary)
+    });
+    let clean = clean.unwrap_or_else(|| {
         panic!(
             "the clean run printed no summary: {}",
             String::from_utf8_lossy(&clean_run.stderr)
@@ -255,14 +320,26 @@ fn every_crash_point_resumes_to_the_clean_result_without_double_records() {
     }
 
     let mut crashed_at = Vec::new();
-    for point in CRASH_POINTS {
+    for point in RUNTIME_POINTS.iter().chain(store_points) {
         // At its first hit (each point must be reached), then at every later
         // one until the run gets through without meeting it again.
         for skip in 0usize.. {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("g.db");
-            let first = child_process(&db, Some(&format!("{point}={skip}*off->panic")));
-            let crashed = !first.status.success();
+            let failpoints = format!("{point}={skip}*off->panic");
+            let (crashed, first, summary) = fresh(&|backend| {
+                let first = child_process(backend, Some(&failpoints));
+                if first.status.success() {
+                    let summary = summary_of(&first);
+                    return (false, first, summary);
+                }
+                assert!(
+                    String::from_utf8_lossy(&first.stderr).contains("crashing"),
+                    "{failpoints}: died of something else: {}",
+                    String::from_utf8_lossy(&first.stderr)
+                );
+                let resumed = child_process(backend, None);
+                let summary = summary_of(&resumed);
+                (true, resumed, summary)
+            });
             if skip == 0 {
                 assert!(
                     crashed,
@@ -271,23 +348,13 @@ fn every_crash_point_resumes_to_the_clean_result_without_double_records() {
                 );
             }
             if crashed {
-                assert!(
-                    String::from_utf8_lossy(&first.stderr).contains("crashing"),
-                    "{point}: died of something else: {}",
-                    String::from_utf8_lossy(&first.stderr)
-                );
                 crashed_at.push(format!("{point}#{}", skip + 1));
             }
-            let resumed = if crashed {
-                child_process(&db, None)
-            } else {
-                first
-            };
-            let summary = summary_of(&resumed).unwrap_or_else(|| {
+            let summary = summary.unwrap_or_else(|| {
                 panic!(
                     "resuming after a crash at {point} (hit {}) failed: {}",
                     skip + 1,
-                    String::from_utf8_lossy(&resumed.stderr)
+                    String::from_utf8_lossy(&first.stderr)
                 )
             });
             assert_eq!(

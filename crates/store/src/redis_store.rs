@@ -325,9 +325,12 @@ impl RedisStore {
             .arg(self.dedup_seconds())
             .arg(ops.0);
         let invocation = &invocation;
+        fail::fail_point!("redis.before_write");
         let reply: String = self
             .retrying(|mut con| async move { invocation.invoke_async(&mut con).await })
             .await?;
+        // Written, but nobody has heard of it yet.
+        fail::fail_point!("redis.after_write");
         if let Some(id) = reply.strip_prefix("!exists:") {
             return Err(StoreError::Other(format!("workflow `{id}` already exists")));
         }
