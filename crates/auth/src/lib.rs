@@ -1,11 +1,11 @@
-//! Authentication building blocks for `gleitzeit serve`: API keys and the one
-//! permission matrix. No I/O: storing keys and users is the store's job, and
-//! the server asks this crate what a key is and what a role may do.
-//!
-//! Not wired into the server yet (issue 6): this is the part that needs no
-//! store or HTTP, with its tests.
+//! Authentication building blocks for `gleitzeit serve`: API keys, the one
+//! permission matrix, and the auth API's request bodies with their rules. No
+//! I/O: storing keys and users is the store's job, and the server asks this
+//! crate what a key is, what a role may do and whether a request is valid.
 
+pub mod fuzzing;
 pub mod keys;
+pub mod requests;
 pub mod roles;
 
 pub use keys::{ApiKey, KeyError};

@@ -27,7 +27,7 @@ impl Drop for Workers {
     }
 }
 
-fn clear(url: &str, prefix: &str) -> Result<()> {
+pub(crate) fn clear(url: &str, prefix: &str) -> Result<()> {
     let mut conn = redis::Client::open(url)?.get_connection()?;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))
@@ -38,7 +38,7 @@ fn clear(url: &str, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-fn command(binary: &Path, home: &Path, url: &str, prefix: &str) -> Command {
+pub(crate) fn command(binary: &Path, home: &Path, url: &str, prefix: &str) -> Command {
     let mut cmd = Command::new(binary);
     cmd.env("GLEITZEIT_HOME", home)
         .env("NO_COLOR", "1")

@@ -5,7 +5,7 @@
 //! `bench/results/latest.json`. Each scenario runs several times; the median is
 //! reported so one slow run does not decide the number.
 //!
-//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, cluster, limits. A full run with
+//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, cluster, limits, soak. A full run with
 //! `--only` replaces just those scenarios' entries in `latest.json`.
 
 mod cluster;
@@ -13,6 +13,7 @@ mod http;
 mod limits;
 mod llm;
 mod peer;
+mod soak;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -155,7 +156,7 @@ fn scenario(
 
 /// Scenario names `--only` accepts.
 const SCENARIOS: &[&str] = &[
-    "chain", "fanout", "python", "http", "llm", "overhead", "cluster", "limits",
+    "chain", "fanout", "python", "http", "llm", "overhead", "cluster", "limits", "soak",
 ];
 
 struct Options {
@@ -279,6 +280,9 @@ fn main() -> Result<()> {
             &url,
             "llm_overhead_64_instant_peer",
         )?);
+    }
+    if wants("soak") {
+        results.extend(soak::run(&binary, dir.path(), quick)?);
     }
     if wants("limits") {
         let peer_rt = tokio::runtime::Runtime::new()?;

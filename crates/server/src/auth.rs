@@ -316,29 +316,7 @@ pub mod admin {
         Ok(store.users().await?.into_iter().find(|u| u.name == name))
     }
 
-    pub fn valid_name(name: &str) -> Result<(), GzError> {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.@".contains(c));
-        if ok {
-            Ok(())
-        } else {
-            Err(GzError::new(
-                ErrorCode::InvalidArgument,
-                format!("`{name}` is not a valid user name"),
-            )
-            .with_hint("Use 1–64 letters, digits, `_`, `-`, `.` or `@`."))
-        }
-    }
-
-    pub fn parse_role(text: &str) -> Result<Role, GzError> {
-        Role::parse(text).ok_or_else(|| {
-            GzError::new(ErrorCode::InvalidArgument, format!("unknown role `{text}`"))
-                .with_hint("Roles: ADMIN, OPERATOR, USER, SERVICE.")
-        })
-    }
+    pub use gleitzeit_auth::requests::{parse_role, valid_name};
 
     pub async fn create_user(
         store: &dyn Store,

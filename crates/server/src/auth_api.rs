@@ -4,20 +4,22 @@
 use crate::auth::{self, admin, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use gleitzeit_auth::requests::{parse_body, NewKey, NewUser};
 use gleitzeit_core::ErrorCode;
 use gleitzeit_store::{AuditEntry, KeyRecord, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
-fn bad_body(rejection: JsonRejection) -> ApiError {
+fn bad_body(rejection: BytesRejection) -> ApiError {
     ApiError::new(
         ErrorCode::MalformedRequest,
-        format!("bad JSON body: {}", rejection.body_text()),
+        format!("cannot read the body: {}", rejection.body_text()),
     )
 }
 
@@ -57,24 +59,16 @@ pub(crate) async fn list_users(State(state): State<AppState>) -> Result<Json<Val
     Ok(Json(json!({ "users": users })))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct NewUser {
-    name: String,
-    email: Option<String>,
-    /// ADMIN, OPERATOR, USER or SERVICE
-    role: String,
-}
-
 /// Create a user (ADMIN).
 #[utoipa::path(post, path = "/api/v1/auth/users", tag = "auth", request_body = NewUser,
     responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn create_user(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    body: Result<Json<NewUser>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<UserRecord>), ApiError> {
-    let Json(body) = body.map_err(bad_body)?;
-    let role = admin::parse_role(&body.role)?;
+    let body: NewUser = parse_body(&body.map_err(bad_body)?)?;
+    let role = body.validate()?;
     let store = state.runtime.store().as_ref();
     let user = admin::create_user(store, &body.name, body.email, role).await?;
     auth::audit(
@@ -139,16 +133,6 @@ pub(crate) async fn list_keys(
     Ok(Json(json!({ "keys": keys })))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct NewKey {
-    user: String,
-    name: Option<String>,
-    /// Narrower than the user's role, if given.
-    role: Option<String>,
-    /// Days until it expires; never when absent.
-    expires_days: Option<u32>,
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedKey {
     /// The key itself: shown this once, stored only as a hash.
@@ -163,10 +147,10 @@ pub(crate) struct CreatedKey {
 pub(crate) async fn create_key(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    body: Result<Json<NewKey>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    let Json(body) = body.map_err(bad_body)?;
-    let role = body.role.as_deref().map(admin::parse_role).transpose()?;
+    let body: NewKey = parse_body(&body.map_err(bad_body)?)?;
+    let role = body.validate()?;
     let store = state.runtime.store().as_ref();
     let name = body.name.unwrap_or_else(|| "key".to_string());
     let (key, record) =

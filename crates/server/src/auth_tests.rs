@@ -608,3 +608,51 @@ async fn the_dashboard_pages_load_without_a_key_but_their_data_does_not() {
     let response = f.router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn auth_bodies_with_typos_or_bad_fields_are_refused_with_codes() {
+    let f = fixture().await;
+    for (path, body, status, code, words) in [
+        (
+            "/api/v1/auth/keys",
+            r#"{"user":"user","expire_days":30}"#,
+            StatusCode::BAD_REQUEST,
+            "GZ6006",
+            "unknown field `expire_days`",
+        ),
+        (
+            "/api/v1/auth/keys",
+            r#"{"user":"user","expires_days":0}"#,
+            StatusCode::BAD_REQUEST,
+            "GZ9001",
+            "never works",
+        ),
+        (
+            "/api/v1/auth/users",
+            r#"{"name":"eve","role":"ADMIN","email":"not-an-address"}"#,
+            StatusCode::BAD_REQUEST,
+            "GZ9001",
+            "not an email address",
+        ),
+        (
+            "/api/v1/auth/users",
+            "not json",
+            StatusCode::BAD_REQUEST,
+            "GZ6006",
+            "bad JSON body",
+        ),
+    ] {
+        let (got, error) = f.as_role(Role::Admin, Method::POST, path, body).await;
+        assert_eq!(got, status, "{body}: {error}");
+        assert_eq!(error["code"], code, "{body}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(words),
+            "{body}: {error}"
+        );
+    }
+    // Nothing was created by any of them.
+    let (_, users) = f
+        .as_role(Role::Admin, Method::GET, "/api/v1/auth/users", "")
+        .await;
+    assert!(!users.to_string().contains("eve"), "{users}");
+}
