@@ -27,6 +27,20 @@ impl Drop for Workers {
     }
 }
 
+/// GLEITZEIT_BENCH_REDIS_URL (default the local Redis) when it answers;
+/// otherwise says which scenario is skipped.
+pub(crate) fn redis_url(skipping: &str) -> Option<String> {
+    let url = std::env::var("GLEITZEIT_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let answers = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .is_ok();
+    if !answers {
+        println!("(no Redis at {url}: skipping {skipping})");
+    }
+    answers.then_some(url)
+}
+
 pub(crate) fn clear(url: &str, prefix: &str) -> Result<()> {
     let mut conn = redis::Client::open(url)?.get_connection()?;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -59,15 +73,9 @@ fn fan(n: usize, method: &str, params: &str) -> String {
 
 /// Runs every cluster scenario; empty when Redis does not answer.
 pub fn run(binary: &Path, dir: &Path, quick: bool) -> Result<Vec<Value>> {
-    let url = std::env::var("GLEITZEIT_BENCH_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    if redis::Client::open(url.as_str())
-        .and_then(|c| c.get_connection())
-        .is_err()
-    {
-        println!("(no Redis at {url}: skipping the scale-out scenarios)");
+    let Some(url) = redis_url("the scale-out scenarios") else {
         return Ok(Vec::new());
-    }
+    };
     let (noop_n, sleep_n) = if quick { (2_000, 200) } else { (20_000, 2_000) };
     let worker_counts: &[usize] = if quick { &[2] } else { &[1, 2, 4] };
     let mut results = Vec::new();

@@ -38,15 +38,9 @@ fn admission_cost() -> f64 {
 /// The same through Redis, as worker nodes count limits: one script call per
 /// admission and one per correction, on loopback. `None` without Redis.
 fn shared_admission_cost(quick: bool) -> Result<Option<f64>> {
-    let url = std::env::var("GLEITZEIT_BENCH_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    if redis::Client::open(url.as_str())
-        .and_then(|c| c.get_connection())
-        .is_err()
-    {
-        println!("(no Redis at {url}: skipping the shared rate limiter)");
+    let Some(url) = crate::cluster::redis_url("the shared rate limiter") else {
         return Ok(None);
-    }
+    };
     let prefix = format!("gz-bench-rl-{}", std::process::id());
     let shared = gleitzeit_cluster::RedisLimits::new(&url, &prefix);
     let scopes = [SharedScope {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{clear, command};
+use crate::cluster::{clear, command, redis_url};
 use crate::http::{free_port, percentile, round};
 
 const CLIENTS: usize = 16;
@@ -295,15 +295,9 @@ async fn check_all(base: &str, ids: &HashMap<String, usize>) -> Result<Vec<Check
 }
 
 pub fn run(binary: &Path, dir: &Path, quick: bool) -> Result<Option<Value>> {
-    let url = std::env::var("GLEITZEIT_BENCH_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    if redis::Client::open(url.as_str())
-        .and_then(|c| c.get_connection())
-        .is_err()
-    {
-        println!("(no Redis at {url}: skipping the soak)");
+    let Some(url) = redis_url("the soak") else {
         return Ok(None);
-    }
+    };
     let (total, kill_every, limit) = if quick {
         (300, Duration::from_millis(700), Duration::from_secs(180))
     } else {

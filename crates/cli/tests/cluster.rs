@@ -724,21 +724,6 @@ fn run_on_redis_waits_for_a_worker_and_says_so() {
     assert_eq!(out.json()["state"], "completed", "{}", out.stdout);
 }
 
-/// Seconds-long windows: the most requests any `span` saw.
-fn busiest_window(times: &[Instant], span: Duration) -> usize {
-    let mut sorted = times.to_vec();
-    sorted.sort();
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..sorted.len() {
-        while sorted[end].duration_since(sorted[start]) >= span {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
-}
-
 #[test]
 fn llm_rate_limits_hold_across_worker_nodes() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -779,7 +764,7 @@ fn llm_rate_limits_hold_across_worker_nodes() {
         .map(|r| r.received_at)
         .collect();
     assert_eq!(times.len(), n);
-    let busiest = busiest_window(&times, Duration::from_secs(1));
+    let busiest = gleitzeit_testkit::busiest_window(&times, Duration::from_secs(1));
     assert!(busiest <= 4, "{busiest} requests within one second");
     // Both nodes did part of the work, so the limit was shared, not one node's.
     std::thread::sleep(Duration::from_millis(600)); // a heartbeat carries the counts

@@ -359,3 +359,19 @@ pub fn mcp_servers_dir() -> std::path::PathBuf {
     let text = String::from_utf8_lossy(&out.stdout);
     std::path::PathBuf::from(text.trim().trim_start_matches("MCP_DIR="))
 }
+
+/// The most of `times` that fall within any one window of `span`: what a
+/// server that counts requests in sliding windows would have seen at worst.
+pub fn busiest_window(times: &[std::time::Instant], span: Duration) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end].duration_since(sorted[start]) >= span {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}

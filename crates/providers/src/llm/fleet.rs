@@ -319,6 +319,19 @@ impl Fleet {
         scopes
     }
 
+    /// The local limiters that admitted a call, with the ticket each gave.
+    fn local_tickets<'a>(
+        &'a self,
+        index: usize,
+        model: &str,
+        endpoint: Option<Ticket>,
+        model_ticket: Option<Ticket>,
+    ) -> impl Iterator<Item = (&'a Limiter, Ticket)> {
+        let by_model = self.model_limiters.get(model).zip(model_ticket);
+        let by_endpoint = self.endpoints[index].limiter.as_ref().zip(endpoint);
+        by_model.into_iter().chain(by_endpoint)
+    }
+
     /// The tokens an admitted call really used, as the server reported them.
     pub async fn settle(&self, index: usize, model: &str, admission: &Admission, tokens: f64) {
         match admission {
@@ -326,13 +339,9 @@ impl Fleet {
                 endpoint,
                 model: model_ticket,
             } => {
-                if let (Some(limiter), Some(ticket)) =
-                    (self.model_limiters.get(model), model_ticket)
+                for (limiter, ticket) in self.local_tickets(index, model, *endpoint, *model_ticket)
                 {
-                    limiter.correct(*ticket, tokens);
-                }
-                if let (Some(limiter), Some(ticket)) = (&self.endpoints[index].limiter, endpoint) {
-                    limiter.correct(*ticket, tokens);
+                    limiter.correct(ticket, tokens);
                 }
             }
             Admission::Shared { scopes, ticket } => {
@@ -352,12 +361,7 @@ impl Fleet {
                 endpoint,
                 model: model_ticket,
             } => {
-                if let (Some(limiter), Some(ticket)) =
-                    (self.model_limiters.get(model), model_ticket)
-                {
-                    limiter.release(ticket);
-                }
-                if let (Some(limiter), Some(ticket)) = (&self.endpoints[index].limiter, endpoint) {
+                for (limiter, ticket) in self.local_tickets(index, model, endpoint, model_ticket) {
                     limiter.release(ticket);
                 }
             }

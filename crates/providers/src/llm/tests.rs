@@ -586,19 +586,6 @@ async fn all_at_once(llm: &Arc<LlmProvider>, n: usize) -> Vec<Value> {
 }
 
 /// The most requests any sliding window of `span` saw.
-fn busiest_window(times: &[std::time::Instant], span: Duration) -> usize {
-    let mut sorted = times.to_vec();
-    sorted.sort();
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..sorted.len() {
-        while sorted[end].duration_since(sorted[start]) >= span {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
-}
 
 #[tokio::test]
 async fn a_fan_out_never_exceeds_endpoint_or_model_limits() {
@@ -626,11 +613,11 @@ async fn a_fan_out_never_exceeds_endpoint_or_model_limits() {
     };
     let second = Duration::from_secs(1);
     assert!(
-        busiest_window(&times(&slow), second) <= 8,
+        gleitzeit_testkit::busiest_window(&times(&slow), second) <= 8,
         "endpoint a over its limit"
     );
     assert!(
-        busiest_window(&times(&fast), second) <= 12,
+        gleitzeit_testkit::busiest_window(&times(&fast), second) <= 12,
         "endpoint b over its limit"
     );
     assert_eq!(by_endpoint.values().sum::<usize>(), 60);
@@ -655,7 +642,10 @@ async fn a_fan_out_never_exceeds_endpoint_or_model_limits() {
     let mut all = times(&one);
     all.extend(times(&two));
     assert_eq!(all.len(), 15);
-    assert!(busiest_window(&all, second) <= 5, "model limit exceeded");
+    assert!(
+        gleitzeit_testkit::busiest_window(&all, second) <= 5,
+        "model limit exceeded"
+    );
 }
 
 /// Shared limits that remember what they were asked, or cannot be reached.
@@ -759,7 +749,7 @@ async fn shared_limits_count_limited_calls_and_fall_back_when_unreachable() {
         .map(|r| r.received_at)
         .collect();
     assert_eq!(times.len(), 6);
-    assert!(busiest_window(&times, Duration::from_secs(1)) <= 2);
+    assert!(gleitzeit_testkit::busiest_window(&times, Duration::from_secs(1)) <= 2);
 }
 
 #[tokio::test]
