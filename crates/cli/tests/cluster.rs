@@ -503,7 +503,7 @@ fn a_task_that_kills_its_workers_goes_to_the_dead_letters_and_can_be_retried() {
     cluster.start_server();
     let marker = cluster.env.path("fixed");
     let yaml = format!(
-        "name: poison\ntasks:\n  - id: ok\n    method: python/execute\n    parameters:\n      code: result = 1\n  - id: boom\n    method: python/execute\n    parameters:\n      code: |\n        import os, signal\n        if not os.path.exists({marker:?}):\n            os.kill(os.getppid(), signal.SIGKILL)\n        result = 'survived'\n",
+        "name: poison\ntasks:\n  - id: ok\n    method: python/execute\n    parameters:\n      code: import time; time.sleep(0.5); result = 1\n  - id: boom\n    method: python/execute\n    parameters:\n      code: |\n        import os, signal\n        if not os.path.exists({marker:?}):\n            os.kill(os.getppid(), signal.SIGKILL)\n        result = 'survived'\n",
         marker = marker.display().to_string()
     );
     let worker_args = ["--max-deliveries", "2"];
@@ -533,6 +533,16 @@ fn a_task_that_kills_its_workers_goes_to_the_dead_letters_and_can_be_retried() {
         .find(|t| t["id"] == "boom")
         .unwrap();
     assert_eq!(boom["error"]["code"], "GZ1006", "{boom}");
+    // `ok` was running beside `boom` when the first node died; run alone
+    // after that, it finished and is not blamed.
+    let ok = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "ok")
+        .unwrap();
+    assert_eq!(ok["state"], "completed", "{ok}");
+    assert_eq!(ok["result"], 1, "{ok}");
     let letters = cluster.run(&["dead-letters", "list", "--json"]).ok().json();
     let letters = letters["dead_letters"].as_array().unwrap().clone();
     assert_eq!(letters.len(), 1, "{letters:?}");

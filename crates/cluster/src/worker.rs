@@ -17,7 +17,7 @@ use redis::aio::ConnectionManager;
 use redis::streams::StreamReadReply;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -84,6 +84,11 @@ pub struct Worker {
     failed: AtomicU64,
     slots: Arc<Semaphore>,
     freed: Notify,
+    /// Set while an entry taken over from a dead node waits for, or runs on,
+    /// every slot of this node: nothing new is read meanwhile.
+    exclusive: AtomicBool,
+    /// Set when such an entry finished: look for the next one at once.
+    reclaim_soon: AtomicBool,
     /// Fired when shutdown gave up waiting: calls stop and are left to be
     /// reclaimed elsewhere, not recorded as cancelled.
     abandon: CancellationToken,
@@ -146,6 +151,8 @@ impl Worker {
             failed: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(concurrency)),
             freed: Notify::new(),
+            exclusive: AtomicBool::new(false),
+            reclaim_soon: AtomicBool::new(false),
             abandon: CancellationToken::new(),
             complete: redis::Script::new(include_str!("lua/complete.lua")),
             dead_letter: redis::Script::new(include_str!("lua/dead_letter.lua")),
@@ -265,7 +272,7 @@ impl Worker {
                 last_discovery = Some(tokio::time::Instant::now());
             }
             let free = self.slots.available_permits();
-            if free == 0 {
+            if free == 0 || self.exclusive.load(Ordering::Acquire) {
                 tokio::select! {
                     _ = self.freed.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -280,7 +287,9 @@ impl Worker {
                 }
                 continue;
             }
-            if last_reclaim.elapsed() >= reclaim_every {
+            if last_reclaim.elapsed() >= reclaim_every
+                || self.reclaim_soon.swap(false, Ordering::AcqRel)
+            {
                 last_reclaim = tokio::time::Instant::now();
                 if let Err(e) = self.take_over(&queues).await {
                     tracing::warn!("reclaiming abandoned entries failed: {e}");
@@ -376,12 +385,14 @@ impl Worker {
     }
 
     /// Takes over entries abandoned by dead workers.
+    /// Takes over one entry a dead node held, and runs it alone.
+    ///
+    /// Alone, because the node died while running it and whatever else it
+    /// held: any of them may be what killed it. Run one at a time, only the
+    /// one that kills again collects deliveries towards the dead letters; the
+    /// others that shared its first node finish.
     async fn take_over(self: &Arc<Self>, queues: &[String]) -> Result<(), ClusterError> {
         for queue in queues {
-            let free = self.slots.available_permits();
-            if free == 0 {
-                break;
-            }
             let mut conn = self.conn.clone();
             let claimed: Vec<(String, String, u64)> = self
                 .reclaim
@@ -389,14 +400,27 @@ impl Worker {
                 .arg(GROUP)
                 .arg(&self.id)
                 .arg(self.options.reclaim_after.as_millis() as u64)
-                .arg(free)
+                .arg(1)
                 .arg(self.keys.history(queue, ""))
                 .invoke_async(&mut conn)
                 .await?;
-            for (entry_id, payload, deliveries) in claimed {
-                tracing::info!(node = %self.id, entry = %entry_id, deliveries, "took over an abandoned entry");
-                self.clone()
-                    .start(queue.clone(), entry_id, payload, deliveries);
+            if let Some((entry_id, payload, deliveries)) = claimed.into_iter().next() {
+                tracing::info!(node = %self.id, entry = %entry_id, deliveries, "took over an abandoned entry; running it alone");
+                self.exclusive.store(true, Ordering::Release);
+                let me = self.clone();
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let all = me.options.concurrency as u32;
+                    if let Ok(permit) = me.slots.clone().acquire_many_owned(all).await {
+                        me.clone()
+                            .execute(queue, entry_id, payload, deliveries, permit)
+                            .await;
+                    }
+                    me.exclusive.store(false, Ordering::Release);
+                    me.reclaim_soon.store(true, Ordering::Release);
+                    me.freed.notify_waiters();
+                });
+                return Ok(());
             }
         }
         Ok(())
