@@ -156,6 +156,9 @@ pub struct PythonSection {
     pub max_processes: u64,
     /// Largest file a task may write, in MiB; 0 = unlimited.
     pub max_file_size_mb: u64,
+    /// `auto` (own namespaces where the system allows, so tasks cannot read
+    /// the store, config or credentials), `namespaces` (or no workers), `none`.
+    pub isolation: gleitzeit_providers::python::Isolation,
 }
 
 impl Default for PythonSection {
@@ -167,6 +170,7 @@ impl Default for PythonSection {
             memory_limit_mb: 1024,
             max_processes: 256,
             max_file_size_mb: 1024,
+            isolation: gleitzeit_providers::python::Isolation::Auto,
         }
     }
 }

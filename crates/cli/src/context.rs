@@ -143,12 +143,30 @@ impl Context {
             memory_limit_mb: section.memory_limit_mb,
             max_processes: section.max_processes,
             max_file_size_mb: section.max_file_size_mb,
+            isolation: section.isolation,
+            hidden: self.secret_files(),
             ..PythonConfig::default()
         };
         if section.workers > 0 {
             python.workers = section.workers;
         }
         python
+    }
+
+    /// Files no task may read: the SQLite store (with its journal files), the
+    /// config file and saved credentials.
+    fn secret_files(&self) -> Vec<std::path::PathBuf> {
+        let db = self.config.db_path();
+        let mut files = vec![
+            crate::config::config_path(self.global.config.as_deref()),
+            crate::credentials::path(),
+        ];
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            files.push(name.into());
+        }
+        files
     }
 
     pub fn llm_provider(&self) -> Result<LlmProvider, GzError> {

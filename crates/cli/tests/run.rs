@@ -265,3 +265,41 @@ fn ephemeral_runs_leave_no_database() {
         .ok();
     assert!(!env.path("gleitzeit.db").exists());
 }
+
+/// A Python task of a real run cannot read the store's database or the
+/// config file, although it runs as the same user and knows their paths.
+#[test]
+fn python_tasks_cannot_read_the_store_end_to_end() {
+    let env = Env::new();
+    env.write(
+        "config.yaml",
+        "providers:\n  python:\n    isolation: namespaces\n",
+    );
+    let db = env.path("gleitzeit.db");
+    let config = env.path("config.yaml");
+    let flow = env.write(
+        "peek.yaml",
+        &format!(
+            "name: peek\ntasks:\n  - id: peek\n    method: python/execute\n    parameters:\n      code: |\n        found = {{}}\n        for path in [{db:?}, {config:?}]:\n            try:\n                found[path] = len(open(path, 'rb').read())\n            except OSError as e:\n                found[path] = type(e).__name__\n        result = found\n",
+            db = db.display().to_string(),
+            config = config.display().to_string(),
+        ),
+    );
+    let out = env
+        .run(&["--json", "run", "--quiet", flow.to_str().unwrap()])
+        .ok();
+    let json = out.json();
+    let found = &json["tasks"][0]["result"];
+    assert_eq!(
+        found[db.display().to_string()],
+        "PermissionError",
+        "{found}"
+    );
+    assert_eq!(
+        found[config.display().to_string()],
+        "PermissionError",
+        "{found}"
+    );
+    // The run itself stored its result in that database.
+    assert!(std::fs::metadata(&db).unwrap().len() > 0);
+}

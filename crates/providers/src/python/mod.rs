@@ -30,8 +30,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod isolation;
 #[cfg(test)]
 mod tests;
+
+pub use isolation::Isolation;
 
 /// The worker program, passed to the interpreter with `-c`.
 const WORKER_SOURCE: &str = include_str!("worker.py");
@@ -64,6 +67,11 @@ pub struct PythonConfig {
     pub max_processes: u64,
     /// Largest file a task may write, in MiB (`RLIMIT_FSIZE`); 0 means unlimited.
     pub max_file_size_mb: u64,
+    /// Whether workers run in their own namespaces with `hidden` out of reach.
+    pub isolation: Isolation,
+    /// Files tasks must not read: the store's database, the config file,
+    /// saved credentials.
+    pub hidden: Vec<PathBuf>,
 }
 
 /// The only environment variables a worker inherits: everything else (API
@@ -102,6 +110,8 @@ impl Default for PythonConfig {
             working_dir: None,
             max_processes: 256,
             max_file_size_mb: 1024,
+            isolation: Isolation::Auto,
+            hidden: Vec::new(),
         }
     }
 }
@@ -115,6 +125,17 @@ impl PythonProvider {
     /// Creates the provider; workers start on first use, not here.
     pub fn new(config: PythonConfig) -> Self {
         let workers = config.workers.max(1);
+        let veil = match config.isolation {
+            Isolation::None => None,
+            _ if config.hidden.is_empty() => None,
+            _ => match isolation::Veil::create() {
+                Ok(veil) => Some(veil),
+                Err(e) => {
+                    tracing::warn!("cannot prepare the python workers' isolation: {e}");
+                    None
+                }
+            },
+        };
         PythonProvider {
             pool: Arc::new(Pool {
                 slots: Arc::new(Semaphore::new(workers)),
@@ -124,6 +145,10 @@ impl PythonProvider {
                 warmed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 version: OnceLock::new(),
+                isolating: AtomicBool::new(veil.is_some()),
+                veil,
+                #[cfg(test)]
+                plan_override: Mutex::new(None),
                 config: PythonConfig { workers, ..config },
             }),
         }
@@ -640,6 +665,14 @@ struct Pool {
     warmed: AtomicBool,
     next_id: AtomicU64,
     version: OnceLock<String>,
+    /// Whether workers start in their own namespaces: off when isolation is
+    /// off, nothing is to be hidden, or it turned out unavailable under `auto`.
+    isolating: AtomicBool,
+    /// The file mounted over hidden ones; lives as long as the pool.
+    veil: Option<isolation::Veil>,
+    /// Tests put a plan that cannot work here.
+    #[cfg(test)]
+    plan_override: Mutex<Option<Arc<isolation::Plan>>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -703,8 +736,39 @@ impl Pool {
         })
     }
 
+    /// What a new worker's namespace hides, decided at each start: a journal
+    /// file that appeared since the last one is hidden too.
+    fn plan(&self) -> Option<Arc<isolation::Plan>> {
+        if !self.isolating.load(Ordering::Acquire) {
+            return None;
+        }
+        #[cfg(test)]
+        if let Some(plan) = locked(&self.plan_override).clone() {
+            return Some(plan);
+        }
+        let veil = self.veil.as_ref()?;
+        isolation::Plan::new(&self.config.hidden, veil.path()).map(Arc::new)
+    }
+
     async fn spawn_worker(&self) -> Result<Worker, GzError> {
-        let worker = Worker::spawn(&self.config, self.live.clone()).await?;
+        let plan = self.plan();
+        let worker = match Worker::spawn(&self.config, self.live.clone(), plan.clone()).await {
+            Err(isolated)
+                if plan.is_some()
+                    && self.config.isolation == Isolation::Auto
+                    && isolated.details["isolation"] == true =>
+            {
+                // Namespaces are not allowed here: say so once, then run without them.
+                let worker = Worker::spawn(&self.config, self.live.clone(), None).await?;
+                tracing::warn!(
+                    "python workers run without namespaces ({}): tasks can read every file this user can, the store's database included",
+                    isolated.message
+                );
+                self.isolating.store(false, Ordering::Release);
+                worker
+            }
+            other => other?,
+        };
         let _ = self.version.set(worker.version.clone());
         Ok(worker)
     }
@@ -893,6 +957,7 @@ impl Worker {
     async fn spawn(
         config: &PythonConfig,
         live: Arc<Mutex<HashSet<u32>>>,
+        isolation: Option<Arc<isolation::Plan>>,
     ) -> Result<Worker, GzError> {
         let limit_bytes = config.memory_limit_mb.saturating_mul(1024 * 1024);
         let mut command = Command::new(&config.interpreter);
@@ -919,8 +984,21 @@ impl Worker {
         if let Some(dir) = &config.working_dir {
             command.current_dir(dir);
         }
+        if let Some(plan) = isolation.clone() {
+            #[cfg(target_os = "linux")]
+            // SAFETY: `enter` makes only async-signal-safe system calls on
+            // data prepared before the fork.
+            unsafe {
+                command.pre_exec(move || plan.enter());
+            }
+            #[cfg(not(target_os = "linux"))]
+            return Err(isolation::unavailable("namespaces are a Linux feature"));
+        }
         let shown = config.interpreter.display().to_string();
         let mut child = command.spawn().map_err(|e| {
+            if isolation.is_some() && e.kind() != std::io::ErrorKind::NotFound {
+                return isolation::unavailable(&e.to_string());
+            }
             if let Some(dir) = config.working_dir.as_ref().filter(|dir| !dir.is_dir()) {
                 return GzError::new(
                     ErrorCode::ConfigInvalid,

@@ -738,34 +738,82 @@ async fn python_environment_is_scrubbed() {
     }
 }
 
-/// The store's database is not handed to tasks: no variable names it and the
-/// workers run in their own directory. A task that knows the absolute path can
-/// still read it when it runs as the same user (SECURITY.md).
+/// The store's database is not handed to tasks: no variable names it, the
+/// workers run in their own directory, and in their own namespaces the file
+/// cannot be read even by its absolute path (its neighbours can).
 #[tokio::test]
-async fn python_task_is_not_given_the_store_path() {
+async fn python_task_cannot_read_the_store() {
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("gleitzeit.db");
     std::fs::write(&db, b"SQLite format 3\0 secret").unwrap();
+    std::fs::write(data.path().join("notes.txt"), b"readable").unwrap();
     std::env::set_var("GLEITZEIT_SANDBOX_TEST_DB", &db);
     let work = tempfile::tempdir().unwrap();
     let p = PythonProvider::new(PythonConfig {
         workers: 1,
         working_dir: Some(work.path().to_path_buf()),
+        isolation: Isolation::Namespaces,
+        hidden: vec![db.clone()],
         ..PythonConfig::default()
     });
     let out = code(
         &p,
-        "import os\nhits = [k for k, v in os.environ.items() if 'gleitzeit.db' in v]\n\
-         result = {'hits': hits, 'cwd': os.getcwd(), 'here': os.listdir('.'), 'found': os.path.exists('gleitzeit.db')}",
+        &format!(
+            "import os\nhits = [k for k, v in os.environ.items() if 'gleitzeit.db' in v]\n\
+             try:\n    leaked = open({db:?}, 'rb').read().decode('latin-1')\nexcept OSError as e:\n    leaked = type(e).__name__\n\
+             result = {{'hits': hits, 'cwd': os.getcwd(), 'here': os.listdir('.'), 'leaked': leaked, \
+             'neighbour': open({notes:?}).read()}}",
+            db = db.display().to_string(),
+            notes = data.path().join("notes.txt").display().to_string(),
+        ),
     )
     .await
     .unwrap();
     let r = &out["result"];
     assert_eq!(r["hits"], json!([]));
-    assert_eq!(r["found"], json!(false));
     assert_eq!(r["here"], json!([]));
+    assert_eq!(r["leaked"], "PermissionError", "{r}");
+    assert_eq!(r["neighbour"], "readable");
     assert_eq!(
         std::fs::canonicalize(r["cwd"].as_str().unwrap()).unwrap(),
         std::fs::canonicalize(work.path()).unwrap()
     );
+    // Outside the workers nothing changed.
+    assert!(std::fs::read(&db).unwrap().ends_with(b"secret"));
+}
+
+/// Where namespaces cannot be made, `namespaces` refuses to start workers
+/// with a hint, and `auto` runs them without (and says so in the log).
+#[tokio::test]
+async fn python_isolation_that_cannot_be_made() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("gleitzeit.db");
+    std::fs::write(&db, b"secret").unwrap();
+    let broken = || {
+        // A directory as the veil over a file: the mount fails as a refused
+        // namespace would.
+        isolation::Plan::new(std::slice::from_ref(&db), data.path()).map(Arc::new)
+    };
+    let strict = PythonProvider::new(PythonConfig {
+        workers: 1,
+        isolation: Isolation::Namespaces,
+        hidden: vec![db.clone()],
+        ..PythonConfig::default()
+    });
+    *locked(&strict.pool.plan_override) = broken();
+    let err = code(&strict, "result = 1").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ProviderUnavailable, "{}", err.message);
+    assert!(err.message.contains("namespaces"), "{}", err.message);
+    assert!(err.hint.unwrap().contains("isolation"));
+
+    let relaxed = PythonProvider::new(PythonConfig {
+        workers: 1,
+        isolation: Isolation::Auto,
+        hidden: vec![db.clone()],
+        ..PythonConfig::default()
+    });
+    *locked(&relaxed.pool.plan_override) = broken();
+    let out = code(&relaxed, "result = 1").await.unwrap();
+    assert_eq!(out["result"], 1);
+    assert!(relaxed.pool.plan().is_none(), "fell back for good");
 }
