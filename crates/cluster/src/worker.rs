@@ -80,6 +80,10 @@ pub struct Worker {
     capabilities: Vec<String>,
     started_ms: i64,
     holding: Holding,
+    /// Entries taken over from a dead node that wait for every slot: kept
+    /// fresh by the heartbeat like running ones; one another node took in
+    /// the meantime is dropped from here and not run.
+    waiting: Mutex<HashSet<(String, String)>>,
     completed: AtomicU64,
     failed: AtomicU64,
     slots: Arc<Semaphore>,
@@ -147,6 +151,7 @@ impl Worker {
             capabilities,
             started_ms: now_ms(),
             holding: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashSet::new()),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(concurrency)),
@@ -407,14 +412,23 @@ impl Worker {
             if let Some((entry_id, payload, deliveries)) = claimed.into_iter().next() {
                 tracing::info!(node = %self.id, entry = %entry_id, deliveries, "took over an abandoned entry; running it alone");
                 self.exclusive.store(true, Ordering::Release);
+                let key = (queue.clone(), entry_id.clone());
+                if let Ok(mut waiting) = self.waiting.lock() {
+                    waiting.insert(key.clone());
+                }
                 let me = self.clone();
                 let queue = queue.clone();
                 tokio::spawn(async move {
                     let all = me.options.concurrency as u32;
                     if let Ok(permit) = me.slots.clone().acquire_many_owned(all).await {
-                        me.clone()
-                            .execute(queue, entry_id, payload, deliveries, permit)
-                            .await;
+                        let still_ours = me.waiting.lock().is_ok_and(|mut w| w.remove(&key));
+                        if still_ours {
+                            me.clone()
+                                .execute(queue, entry_id, payload, deliveries, permit)
+                                .await;
+                        } else {
+                            tracing::info!(entry = %entry_id, "another node took this entry over while it waited here");
+                        }
                     }
                     me.exclusive.store(false, Ordering::Release);
                     me.reclaim_soon.store(true, Ordering::Release);
@@ -682,8 +696,13 @@ async fn heartbeat(me: Arc<Worker>, stop: CancellationToken) {
             }
         }
         let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let waiting: Vec<(String, String)> = me
+            .waiting
+            .lock()
+            .map(|w| w.iter().cloned().collect())
+            .unwrap_or_default();
         if let Ok(holding) = me.holding.lock() {
-            for (stream, id) in holding.keys() {
+            for (stream, id) in holding.keys().chain(waiting.iter()) {
                 by_stream
                     .entry(stream.clone())
                     .or_default()
@@ -698,6 +717,10 @@ async fn heartbeat(me: Arc<Worker>, stop: CancellationToken) {
             }
             let lost: Result<Vec<String>, _> = invocation.invoke_async(&mut conn).await;
             for id in lost.unwrap_or_default() {
+                let key = (stream.clone(), id.clone());
+                if me.waiting.lock().is_ok_and(|mut w| w.remove(&key)) {
+                    continue;
+                }
                 if let Ok(holding) = me.holding.lock() {
                     if let Some(running) = holding.get(&(stream.clone(), id.clone())) {
                         tracing::info!(entry = %id, "another node took this entry over; stopping it here");
