@@ -102,25 +102,13 @@ pub fn run(binary: &Path, dir: &Path, url: &str, quick: bool) -> Result<Value> {
         &file,
         format!("name: limited\ntasks:\n  - id: ask\n    method: llm/chat\n    for_each: range({tasks})\n    parameters: {{model: peer, prompt: 'q ${{item}}', max_tokens: 8}}\n"),
     )?;
-    let output = std::process::Command::new(binary)
-        .args([
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "--json",
-            "run",
-            "--quiet",
-            "--ephemeral",
-        ])
-        .arg(&file)
-        .env("GLEITZEIT_HOME", dir.join("home-limits"))
-        .output()
-        .context("run gleitzeit")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "rate-limited fan-out failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: Value = serde_json::from_slice(&output.stdout)?;
+    let json = crate::llm::run_ephemeral(
+        binary,
+        &config,
+        &file,
+        &dir.join("home-limits"),
+        "rate-limited fan-out",
+    )?;
     let wall_ms = json["duration_ms"].as_f64().context("duration_ms")?;
     let total: f64 = RATES.iter().sum();
     let theoretical = Duration::from_secs_f64(((tasks - 1) as f64 / total).floor());

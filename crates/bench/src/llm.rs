@@ -65,6 +65,31 @@ async fn direct(url: &str) -> Result<(Vec<f64>, f64)> {
 }
 
 /// The same requests as a workflow through the binary.
+/// `gleitzeit --config CONFIG --json run --quiet --ephemeral FILE`: its JSON
+/// answer, or an error naming `what` with the run's stderr.
+pub(crate) fn run_ephemeral(
+    binary: &Path,
+    config: &Path,
+    file: &Path,
+    home: &Path,
+    what: &str,
+) -> Result<Value> {
+    let output = std::process::Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .args(["--json", "run", "--quiet", "--ephemeral"])
+        .arg(file)
+        .env("GLEITZEIT_HOME", home)
+        .output()
+        .context("run gleitzeit")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
 fn through_gleitzeit(binary: &Path, dir: &Path, url: &str) -> Result<(Vec<f64>, f64)> {
     let config = dir.join("llm-config.yaml");
     std::fs::write(
@@ -80,25 +105,7 @@ fn through_gleitzeit(binary: &Path, dir: &Path, url: &str) -> Result<(Vec<f64>, 
     }
     let file = dir.join("llm-fanout.yaml");
     std::fs::write(&file, yaml)?;
-    let output = std::process::Command::new(binary)
-        .args([
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "--json",
-            "run",
-            "--quiet",
-            "--ephemeral",
-        ])
-        .arg(&file)
-        .env("GLEITZEIT_HOME", dir.join("home-llm"))
-        .output()
-        .context("run gleitzeit")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "llm fan-out failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: Value = serde_json::from_slice(&output.stdout)?;
+    let json = run_ephemeral(binary, &config, &file, &dir.join("home-llm"), "llm fan-out")?;
     let latencies = json["tasks"]
         .as_array()
         .context("tasks")?

@@ -241,14 +241,13 @@ impl Fleet {
         model: &str,
         tokens: f64,
     ) -> Result<Admission, Duration> {
-        let down_until = *self
-            .shared_down_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let shared = self
-            .shared
-            .get()
-            .filter(|_| down_until.is_none_or(|until| Instant::now() >= until));
+        // Only nodes with shared limits pay for the lock.
+        let shared = self.shared.get().filter(|_| {
+            self.shared_down_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none_or(|until| Instant::now() >= until)
+        });
         if let Some(shared) = shared {
             let scopes = self.scopes(index, model);
             if scopes.is_empty() {
