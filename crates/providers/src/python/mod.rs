@@ -126,13 +126,17 @@ impl PythonProvider {
     pub fn new(config: PythonConfig) -> Self {
         let workers = config.workers.max(1);
         let veil = match config.isolation {
-            Isolation::None => None,
-            _ if config.hidden.is_empty() => None,
-            _ => match isolation::Veil::create() {
-                Ok(veil) => Some(veil),
+            Isolation::None => Ok(None),
+            _ if config.hidden.is_empty() => Ok(None),
+            mode => match isolation::Veil::create() {
+                Ok(veil) => Ok(Some(veil)),
+                // `namespaces` keeps the failure: no worker starts without them.
+                Err(e) if mode == Isolation::Namespaces => {
+                    Err(format!("cannot create the veil file: {e}"))
+                }
                 Err(e) => {
                     tracing::warn!("cannot prepare the python workers' isolation: {e}");
-                    None
+                    Ok(None)
                 }
             },
         };
@@ -145,7 +149,7 @@ impl PythonProvider {
                 warmed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 version: OnceLock::new(),
-                isolating: AtomicBool::new(veil.is_some()),
+                isolating: AtomicBool::new(!matches!(veil, Ok(None))),
                 veil,
                 #[cfg(test)]
                 plan_override: Mutex::new(None),
@@ -668,8 +672,9 @@ struct Pool {
     /// Whether workers start in their own namespaces: off when isolation is
     /// off, nothing is to be hidden, or it turned out unavailable under `auto`.
     isolating: AtomicBool,
-    /// The file mounted over hidden ones; lives as long as the pool.
-    veil: Option<isolation::Veil>,
+    /// The file mounted over hidden ones (it lives as long as the pool), or
+    /// why it could not be made under `isolation: namespaces`.
+    veil: Result<Option<isolation::Veil>, String>,
     /// Tests put a plan that cannot work here.
     #[cfg(test)]
     plan_override: Mutex<Option<Arc<isolation::Plan>>>,
@@ -738,20 +743,25 @@ impl Pool {
 
     /// What a new worker's namespace hides, decided at each start: a journal
     /// file that appeared since the last one is hidden too.
-    fn plan(&self) -> Option<Arc<isolation::Plan>> {
+    fn plan(&self) -> Result<Option<Arc<isolation::Plan>>, GzError> {
         if !self.isolating.load(Ordering::Acquire) {
-            return None;
+            return Ok(None);
         }
         #[cfg(test)]
         if let Some(plan) = locked(&self.plan_override).clone() {
-            return Some(plan);
+            return Ok(Some(plan));
         }
-        let veil = self.veil.as_ref()?;
-        isolation::Plan::new(&self.config.hidden, veil.path()).map(Arc::new)
+        match &self.veil {
+            Ok(Some(veil)) => {
+                Ok(isolation::Plan::new(&self.config.hidden, veil.path()).map(Arc::new))
+            }
+            Ok(None) => Ok(None),
+            Err(reason) => Err(isolation::unavailable(reason)),
+        }
     }
 
     async fn spawn_worker(&self) -> Result<Worker, GzError> {
-        let plan = self.plan();
+        let plan = self.plan()?;
         let worker = match Worker::spawn(&self.config, self.live.clone(), plan.clone()).await {
             Err(isolated)
                 if plan.is_some()

@@ -815,5 +815,21 @@ async fn python_isolation_that_cannot_be_made() {
     *locked(&relaxed.pool.plan_override) = broken();
     let out = code(&relaxed, "result = 1").await.unwrap();
     assert_eq!(out["result"], 1);
-    assert!(relaxed.pool.plan().is_none(), "fell back for good");
+    assert!(relaxed.pool.plan().unwrap().is_none(), "fell back for good");
+
+    // Under `namespaces`, a veil that could not be made stops workers too.
+    let mut no_veil = PythonProvider::new(PythonConfig {
+        workers: 1,
+        isolation: Isolation::Namespaces,
+        hidden: vec![db.clone()],
+        ..PythonConfig::default()
+    });
+    Arc::get_mut(&mut no_veil.pool).unwrap().veil = Err("no temporary directory".into());
+    let err = code(&no_veil, "result = 1").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ProviderUnavailable, "{}", err.message);
+    assert!(
+        err.message.contains("no temporary directory"),
+        "{}",
+        err.message
+    );
 }
