@@ -34,28 +34,10 @@ PLAYWRIGHT_LINE=$(scripts/browser-test-deps.sh)
 export GLEITZEIT_TEST_PLAYWRIGHT_DIR="${PLAYWRIGHT_LINE#PLAYWRIGHT_DIR=}"
 
 echo "== Redis (the scale-out tests use it; started here if nothing answers)"
-if ! command -v redis-server >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "redis-server not found: install Redis (the scale-out tests need it)" >&2
-    exit 1
-  fi
-fi
-export GLEITZEIT_TEST_REDIS_URL="${GLEITZEIT_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
-if ! redis-cli -u "$GLEITZEIT_TEST_REDIS_URL" ping 2>/dev/null | grep -q PONG; then
-  REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  REDIS_DIR="$HOME/.cache/gleitzeit/redis"
-  mkdir -p "$REDIS_DIR"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$REDIS_DIR" --daemonize yes --pidfile "$REDIS_DIR/redis.pid" >/dev/null
-  export GLEITZEIT_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-  for _ in $(seq 50); do
-    redis-cli -u "$GLEITZEIT_TEST_REDIS_URL" ping 2>/dev/null | grep -q PONG && break
-    sleep 0.1
-  done
-  STARTED_REDIS=1
-fi
+REDIS_LINE=$(scripts/redis-for-tests.sh "${GLEITZEIT_TEST_REDIS_URL:-redis://127.0.0.1:6379}")
+export GLEITZEIT_TEST_REDIS_URL="${REDIS_LINE#REDIS_URL=}"
+GLEITZEIT_TEST_REDIS_URL="${GLEITZEIT_TEST_REDIS_URL%% *}"
+if [ "${REDIS_LINE##*STARTED=}" = 1 ]; then STARTED_REDIS=1; fi
 echo "Redis at $GLEITZEIT_TEST_REDIS_URL"
 export GLEITZEIT_BENCH_REDIS_URL="$GLEITZEIT_TEST_REDIS_URL"
 
