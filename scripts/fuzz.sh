@@ -14,7 +14,7 @@ SECONDS_PER_TARGET="${1:-60}"
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(workflow references when_expr api_body auth_body)
+  TARGETS=(workflow references when_expr api_body auth_body yaml_nesting)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

@@ -22,6 +22,9 @@ pub struct Config {
     pub allowed_env: Vec<String>,
     /// `gleitzeit serve`, and where client commands find a server.
     pub server: ServerSection,
+    /// What a workflow, its inputs and a task's result may be at most
+    /// (nesting, aliases, tasks, id lengths, result bytes, event pages).
+    pub limits: gleitzeit_core::Limits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

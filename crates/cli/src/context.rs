@@ -291,6 +291,7 @@ impl Context {
         let mut config = RuntimeConfig {
             max_concurrent_tasks: self.config.execution.max_concurrent_tasks.max(1),
             allowed_env: self.config.allowed_env.clone(),
+            limits: self.config.limits,
             ..RuntimeConfig::default()
         };
         let python_workers = self.python_config().workers.max(1);

@@ -174,6 +174,9 @@ registry! {
     ReplayCorrupt = 2061, Provider, High, false,
         "A recording file cannot be read", "The named file of the recording directory is not a valid recorded exchange; restore it from version control or record again with `gleitzeit run --record DIR`.";
 
+    ResultTooLarge = 2070, Execution, Medium, false,
+        "Task result is over the result size limit", "Return less (write big data to a file and return its path), or raise limits.max_result_bytes in the config.";
+
     YamlSyntax = 3001, Workflow, High, false,
         "Workflow file is not valid YAML or JSON", "Fix the syntax at the reported line and column (indentation, quotes, colons).";
     UnknownKey = 3002, Workflow, Medium, false,
@@ -226,6 +229,8 @@ registry! {
         "`budget` is invalid", "Write `budget: {tokens: 100000, cost: 2.50}`: a positive whole number of tokens and/or a positive cost in USD.";
     BudgetExceeded = 3032, Workflow, Medium, false,
         "Workflow budget used up", "The workflow's LLM calls reached its `budget:`; raise it, or use a smaller model or shorter prompts. `gleitzeit get ID` shows the usage per task.";
+    InputLimitExceeded = 3033, Workflow, Medium, false,
+        "Input exceeds a limit (nesting depth, alias expansion, task count, id length)", "Simplify the input, or raise the `limits.*` setting the message names in the config of the process that reads it.";
     BatchNoFiles = 3030, Workflow, Low, false,
         "Batch folder has no matching files", "Check the folder and --pattern/--extensions/--type (add --recursive for subfolders); `gleitzeit discover DIR` lists what a folder holds.";
 
@@ -254,6 +259,8 @@ registry! {
         "Database was written by a newer Gleitzeit", "Upgrade gleitzeit, or point --db at another file.";
     FileWriteFailed = 5007, Storage, Medium, false,
         "File cannot be written", "Check the directory exists and is writable, or choose another path.";
+    StoredRecordUnreadable = 5008, Storage, High, false,
+        "A stored record cannot be read back", "It was written by an older version or the database is damaged; the workflow is marked failed. Submit it again from its file; other workflows are not affected.";
 
     ConnectionRefused = 6001, Network, High, true,
         "Connection refused", "Check that the remote service is running and the address is right.";

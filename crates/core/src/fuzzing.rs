@@ -165,3 +165,116 @@ pub fn api_body(data: &[u8]) {
         assert!(!diagnostics.is_empty());
     }
 }
+
+/// Nesting and aliases: the input as a document, and as a program that builds
+/// one (flow lists nested, anchored and aliased as the bytes say), so the
+/// fuzzer reaches deep and self-multiplying documents in a few bytes.
+/// Whatever is accepted must stay within the limits and read back as stored
+/// JSON; whatever is refused must carry a GZ code.
+pub fn yaml_nesting(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        nested_document(text);
+    }
+    nested_document(&build_nested(data));
+}
+
+/// The document a byte program describes: every byte is one step.
+pub fn build_nested(data: &[u8]) -> String {
+    let mut out = String::from(
+        "name: f\ntasks:\n  - {id: t, method: python/execute, parameters: {code: x, v: ",
+    );
+    let mut open = 0usize;
+    // Whether the list being written already has an item (needs a comma).
+    let mut has_item: Vec<bool> = vec![false];
+    let mut anchors = 0usize;
+    for &byte in data {
+        let arg = usize::from(byte >> 3);
+        let separator = |out: &mut String, has_item: &mut Vec<bool>| {
+            if let Some(last) = has_item.last_mut() {
+                if *last {
+                    out.push_str(", ");
+                }
+                *last = true;
+            }
+        };
+        match byte & 7 {
+            0 | 1 => {
+                separator(&mut out, &mut has_item);
+                out.push('[');
+                open += 1;
+                has_item.push(false);
+            }
+            2 => {
+                separator(&mut out, &mut has_item);
+                anchors += 1;
+                out.push_str(&format!("&a{anchors} ["));
+                open += 1;
+                has_item.push(false);
+            }
+            3 if open > 0 => {
+                out.push(']');
+                open -= 1;
+                has_item.pop();
+            }
+            4 => {
+                separator(&mut out, &mut has_item);
+                out.push_str(&format!("s{arg}"));
+            }
+            5 if anchors > 0 => {
+                separator(&mut out, &mut has_item);
+                out.push_str(&format!("*a{}", 1 + arg % anchors));
+            }
+            6 => {
+                separator(&mut out, &mut has_item);
+                out.push_str(&"[".repeat(arg + 1));
+                out.push_str(&"]".repeat(arg + 1));
+            }
+            _ => {
+                // Many aliases of the newest anchor at once.
+                if anchors > 0 {
+                    for _ in 0..=arg {
+                        separator(&mut out, &mut has_item);
+                        out.push_str(&format!("*a{anchors}"));
+                    }
+                }
+            }
+        }
+    }
+    if has_item.len() == 1 && !has_item[0] {
+        out.push('1');
+    }
+    out.push_str(&"]".repeat(open));
+    out.push_str("}}\n");
+    out
+}
+
+fn nested_document(text: &str) {
+    let limits = crate::Limits::default();
+    match yaml::parse_limited(text, &limits) {
+        Ok(Some(node)) => {
+            let value = node.to_json();
+            assert!(
+                crate::limits::depth(&value, limits.max_depth + 1) <= limits.max_depth,
+                "accepted a document deeper than the limit"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => assert!(e.code.as_str().starts_with("GZ"), "{e:?}"),
+    }
+    match parse::load(text, "nested.yaml", &FuzzCatalog, &Map::new()) {
+        Ok(workflow) => {
+            // What would be stored must read back.
+            let stored = serde_json::to_string(&workflow).unwrap_or_default();
+            assert!(
+                serde_json::from_str::<crate::Workflow>(&stored).is_ok(),
+                "an accepted workflow does not read back as stored JSON"
+            );
+        }
+        Err(diagnostics) => {
+            assert!(!diagnostics.is_empty(), "rejected without a diagnostic");
+            for d in &diagnostics {
+                assert!(d.code.as_str().starts_with("GZ"), "{d:?}");
+            }
+        }
+    }
+}

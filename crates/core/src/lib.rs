@@ -9,6 +9,7 @@ pub mod events;
 pub mod expr;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod limits;
 pub mod model;
 pub mod parse;
 pub mod refs;
@@ -16,6 +17,7 @@ pub mod scheduler;
 pub mod yaml;
 
 pub use errors::{ErrorCode, GzError};
+pub use limits::Limits;
 pub use model::{
     CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy, TaskSpec, TaskState,
     Workflow, WorkflowState,

@@ -3,6 +3,7 @@
 
 use crate::errors::{ErrorCode, GzError};
 use crate::expr;
+use crate::limits::{Limit, Limits};
 use crate::model::{
     Backoff, Budget, CachePolicy, ForEach, OnError, OnSkip, Priority, Requires, RetryPolicy,
     TaskSpec, Workflow, MAX_FOR_EACH_ITEMS,
@@ -968,6 +969,93 @@ fn position_in(text: &str, at: Pos, value: &str, offset: usize) -> Pos {
     }
 }
 
+/// Reachability over the dependency graph (which must have no cycle), one
+/// query at a time: an iterative search with generation marks, so nothing is
+/// allocated per query and no recursion follows a long chain.
+struct Ancestry<'d> {
+    deps: &'d [Vec<usize>],
+    /// Each task's direct dependencies, sorted: most references name one.
+    direct: Vec<Vec<usize>>,
+    seen: Vec<u32>,
+    generation: u32,
+    stack: Vec<usize>,
+    /// Search steps left; a document whose references need more is refused
+    /// rather than validated for minutes.
+    budget: usize,
+    /// For each task that references have named, the tasks found to depend
+    /// on it: a later search stops at any of them (a chain whose every task
+    /// refers to the first costs one step per task, not the chain's length).
+    known: HashMap<usize, HashSet<usize>>,
+}
+
+/// Search steps all reference checks of one document may take together.
+const ANCESTRY_BUDGET: usize = 50_000_000;
+
+impl<'d> Ancestry<'d> {
+    fn new(deps: &'d [Vec<usize>]) -> Self {
+        Ancestry {
+            deps,
+            direct: deps
+                .iter()
+                .map(|d| {
+                    let mut sorted = d.clone();
+                    sorted.sort_unstable();
+                    sorted
+                })
+                .collect(),
+            seen: vec![0; deps.len()],
+            generation: 0,
+            stack: Vec::new(),
+            budget: ANCESTRY_BUDGET,
+            known: HashMap::new(),
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.budget == 0
+    }
+
+    /// Whether `ancestor` is a (transitive) dependency of `task`. Once the
+    /// budget is spent every answer is `true` (the caller reports the
+    /// document as too complex instead).
+    fn precedes(&mut self, ancestor: usize, task: usize) -> bool {
+        let Some(direct) = self.direct.get(task) else {
+            return false;
+        };
+        if direct.binary_search(&ancestor).is_ok() || self.budget == 0 {
+            return true;
+        }
+        let known = self.known.entry(ancestor).or_default();
+        if known.contains(&task) {
+            return true;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.seen.iter_mut().for_each(|mark| *mark = 0);
+            self.generation = 1;
+        }
+        self.stack.clear();
+        self.stack.push(task);
+        while let Some(node) = self.stack.pop() {
+            for &dep in &self.deps[node] {
+                self.budget = self.budget.saturating_sub(1);
+                if self.budget == 0 {
+                    return true;
+                }
+                if dep == ancestor || known.contains(&dep) {
+                    known.insert(task);
+                    return true;
+                }
+                if self.seen[dep] != self.generation {
+                    self.seen[dep] = self.generation;
+                    self.stack.push(dep);
+                }
+            }
+        }
+        false
+    }
+}
+
 /// Finds a dependency cycle, returned as task indexes with the first repeated last.
 fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
@@ -1017,27 +1105,50 @@ pub fn load(
     catalog: &dyn MethodCatalog,
     overrides: &Map<String, Value>,
 ) -> Result<Workflow, Vec<Diagnostic>> {
-    load_with(text, file, catalog, overrides, &NoIncludes)
+    load_with(
+        text,
+        file,
+        catalog,
+        overrides,
+        &NoIncludes,
+        &Limits::default(),
+    )
 }
 
 /// [`load`], reading the files of `workflow/run` tasks through `includes`.
 /// Each sub-workflow is validated (with its own inputs) and embedded in its
 /// task's parameters as `workflow`, so the stored spec needs no files later.
+///
+/// Everything read is held to `limits` (nesting, aliases, task count, id
+/// lengths), and the workflow as it would be stored must be readable again.
 pub fn load_with(
     text: &str,
     file: &str,
     catalog: &dyn MethodCatalog,
     overrides: &Map<String, Value>,
     includes: &dyn Includes,
+    limits: &Limits,
 ) -> Result<Workflow, Vec<Diagnostic>> {
-    load_nested(
+    let workflow = load_nested(
         text,
         file,
         catalog,
         overrides,
         includes,
+        limits,
         &mut vec![includes.identity(file)],
-    )
+    )?;
+    // Inputs and embedded sub-workflows add levels the document alone does not show.
+    if let Err(e) = crate::limits::check_storable_workflow(&workflow) {
+        return Err(vec![Diagnostic {
+            code: e.code,
+            file: file.to_string(),
+            pos: Pos { line: 1, column: 1 },
+            message: e.message,
+            hint: e.hint,
+        }]);
+    }
+    Ok(workflow)
 }
 
 fn load_nested(
@@ -1046,13 +1157,14 @@ fn load_nested(
     catalog: &dyn MethodCatalog,
     overrides: &Map<String, Value>,
     includes: &dyn Includes,
+    limits: &Limits,
     stack: &mut Vec<String>,
 ) -> Result<Workflow, Vec<Diagnostic>> {
     let mut ctx = Ctx {
         file,
         diagnostics: Vec::new(),
     };
-    let root = match yaml::parse(text) {
+    let root = match yaml::parse_limited(text, limits) {
         Ok(Some(root)) => root,
         Ok(None) => {
             ctx.push(
@@ -1063,13 +1175,17 @@ fn load_nested(
             );
             return Err(ctx.diagnostics);
         }
-        Err(e) => {
+        Err(e) if e.code == ErrorCode::YamlSyntax => {
             ctx.push(
                 ErrorCode::YamlSyntax,
                 e.pos,
                 format!("syntax error: {}", e.message),
                 None,
             );
+            return Err(ctx.diagnostics);
+        }
+        Err(e) => {
+            ctx.push(e.code, e.pos, e.message, e.hint);
             return Err(ctx.diagnostics);
         }
     };
@@ -1136,6 +1252,49 @@ fn load_nested(
             &[]
         }
     };
+    if task_nodes.len() > limits.max_tasks {
+        let e = Limit::Tasks.exceeded(
+            format!(
+                "the workflow has {} tasks, more than the {} allowed",
+                task_nodes.len(),
+                limits.max_tasks
+            ),
+            limits.max_tasks,
+        );
+        let pos = root.get("tasks").map(|t| t.pos).unwrap_or_default();
+        ctx.push(e.code, pos, e.message, e.hint);
+        return Err(ctx.diagnostics);
+    }
+    if name.chars().count() > limits.max_name_length {
+        let e = Limit::NameLength.exceeded(
+            format!(
+                "the workflow's name is longer than {} characters",
+                limits.max_name_length
+            ),
+            limits.max_name_length,
+        );
+        let pos = root.get("name").map(|n| n.pos).unwrap_or_default();
+        ctx.push(e.code, pos, e.message, e.hint);
+    }
+    for (key, _) in inputs.iter().chain(overrides.iter()) {
+        if key.chars().count() > limits.max_id_length {
+            let e = Limit::IdLength.exceeded(
+                format!(
+                    "an input's name is longer than {} characters",
+                    limits.max_id_length
+                ),
+                limits.max_id_length,
+            );
+            let pos = root.get("inputs").map(|n| n.pos).unwrap_or_default();
+            ctx.push(e.code, pos, e.message, e.hint);
+            break;
+        }
+    }
+    for (key, value) in overrides {
+        if let Err(e) = limits.check_value(value, &format!("input `{key}`")) {
+            ctx.push(e.code, Pos { line: 1, column: 1 }, e.message, e.hint);
+        }
+    }
     if task_nodes.is_empty() && root.get("tasks").is_some() {
         let pos = root.get("tasks").map(|t| t.pos).unwrap_or_default();
         ctx.push(ErrorCode::EmptyWorkflow, pos, "workflow has no tasks", None);
@@ -1144,6 +1303,21 @@ fn load_nested(
     let mut raw: Vec<RawTask> = Vec::new();
     for (i, node) in task_nodes.iter().enumerate() {
         if let Some(task) = parse_task(&mut ctx, node, i, &defaults, catalog) {
+            let too_long = std::iter::once(&task.spec.id)
+                .chain(task.spec.name.as_ref())
+                .any(|key| key.chars().count() > limits.max_id_length);
+            if too_long {
+                let e = Limit::IdLength.exceeded(
+                    format!(
+                        "task #{}'s id or name is longer than {} characters",
+                        i + 1,
+                        limits.max_id_length
+                    ),
+                    limits.max_id_length,
+                );
+                ctx.push(e.code, task.pos, e.message, e.hint);
+                continue;
+            }
             raw.push(task);
         }
     }
@@ -1193,6 +1367,7 @@ fn load_nested(
             catalog,
             &Map::new(),
             includes,
+            limits,
             stack,
         );
         stack.pop();
@@ -1279,32 +1454,10 @@ fn load_nested(
         );
     }
 
-    // Ancestors (transitive dependencies), valid only without a cycle.
-    let ancestors: Vec<HashSet<usize>> = if cycle.is_none() {
-        let mut memo: Vec<Option<HashSet<usize>>> = vec![None; raw.len()];
-        fn collect(
-            i: usize,
-            deps: &[Vec<usize>],
-            memo: &mut Vec<Option<HashSet<usize>>>,
-        ) -> HashSet<usize> {
-            if let Some(done) = &memo[i] {
-                return done.clone();
-            }
-            let mut set = HashSet::new();
-            for &d in &deps[i] {
-                set.insert(d);
-                set.extend(collect(d, deps, memo));
-            }
-            memo[i] = Some(set.clone());
-            set
-        }
-        (0..raw.len())
-            .map(|i| collect(i, &dep_index, &mut memo))
-            .collect()
-    } else {
-        vec![HashSet::new(); raw.len()]
-    };
-
+    // Whether a referenced task runs before the referring one: answered per
+    // reference by a search over dependencies, not by ancestor sets of every
+    // task (quadratic in memory for a long chain).
+    let mut ancestry = Ancestry::new(&dep_index);
     let names: HashSet<String> = owner.keys().cloned().collect();
     let mut outputs = Map::new();
     if let Some(node) = root.get("outputs") {
@@ -1346,16 +1499,16 @@ fn load_nested(
         if let Some(params) = task.params_node {
             references_in(params, &names, &mut found);
         }
-        let check = |ctx: &mut Ctx,
-                     found: Vec<(Result<refs::Reference, GzError>, Pos)>,
-                     loop_vars: bool| {
+        let mut check = |ctx: &mut Ctx,
+                         found: Vec<(Result<refs::Reference, GzError>, Pos)>,
+                         loop_vars: bool| {
             for (reference, pos) in found {
                 match reference {
                     Err(e) => ctx.push(e.code, pos, e.message.clone(), e.hint.clone()),
                     Ok(r) => match &r.root {
                         Root::Task(t) => {
                             let Some(&j) = owner.get(t) else { continue };
-                            if cycle.is_none() && !ancestors[i].contains(&j) {
+                            if cycle.is_none() && !ancestry.precedes(j, i) {
                                 ctx.push(
                                     ErrorCode::ReferenceNotAncestor,
                                     pos,
@@ -1426,6 +1579,14 @@ fn load_nested(
             let found = found.into_iter().map(|r| (r, task.for_each_pos)).collect();
             check(&mut ctx, found, false);
         }
+    }
+
+    if ancestry.exhausted() {
+        let e = Limit::Tasks.exceeded(
+            "the workflow's references span too many dependencies to verify".to_string(),
+            limits.max_tasks,
+        );
+        ctx.push(e.code, root.pos, e.message, e.hint);
     }
 
     if !ctx.diagnostics.is_empty() {

@@ -2,8 +2,10 @@
 //! so every validation problem can name its line and column. JSON files go through
 //! the same parser (JSON is YAML 1.2 flow syntax) and get positions for free.
 
+use crate::errors::ErrorCode;
+use crate::limits::{Limit, Limits, ALIAS_ALLOWANCE};
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +41,30 @@ pub struct Node {
 pub struct SyntaxError {
     pub pos: Pos,
     pub message: String,
+    /// `YamlSyntax`, or `InputLimitExceeded` for a document over a limit.
+    pub code: ErrorCode,
+    pub hint: Option<String>,
+}
+
+impl SyntaxError {
+    fn syntax(pos: Pos, message: impl Into<String>) -> SyntaxError {
+        SyntaxError {
+            pos,
+            message: message.into(),
+            code: ErrorCode::YamlSyntax,
+            hint: None,
+        }
+    }
+
+    fn limit(pos: Pos, limit: Limit, what: String, allowed: usize) -> SyntaxError {
+        let error = limit.exceeded(what, allowed);
+        SyntaxError {
+            pos,
+            message: error.message,
+            code: error.code,
+            hint: error.hint,
+        }
+    }
 }
 
 impl Node {
@@ -158,29 +184,66 @@ fn resolve_plain(text: &str) -> Scalar {
     Scalar::Str(text.to_string())
 }
 
-enum Frame {
-    Seq(Pos, usize, Vec<Node>),
-    Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
+/// A list or mapping being read, with the size and height of what it holds
+/// so far (an anchored node's are remembered for every alias of it).
+struct Frame {
+    pos: Pos,
+    anchor: usize,
+    kind: FrameKind,
+    nodes: usize,
+    height: usize,
+}
+
+enum FrameKind {
+    Seq(Vec<Node>),
+    /// Entries, the key waiting for its value, and (once a `<<` merge
+    /// happened) the keys present, so merges stay linear in what they add.
+    Map(Vec<(Node, Node)>, Option<Node>, Option<HashSet<String>>),
+}
+
+/// An anchored node: aliases clone it, so its size and height count again
+/// at every alias.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    height: usize,
+}
+
+/// Parses the first document of `text` with the default [`Limits`].
+pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    parse_limited(text, &Limits::default())
 }
 
 /// Parses the first document of `text`. An empty document is an empty mapping's
 /// absence: `Ok(None)`.
-pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+///
+/// Refuses documents nested deeper than `limits.max_depth` (aliases count with
+/// the depth of what they stand for) and documents whose aliases would add
+/// more than `limits.max_alias_expansion` times their own nodes ("billion
+/// laughs"), before building them.
+pub fn parse_limited(text: &str, limits: &Limits) -> Result<Option<Node>, SyntaxError> {
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut anchors: HashMap<usize, Anchored> = HashMap::new();
     let mut root: Option<Node> = None;
+    // Nodes the document spells out, and nodes its aliases add.
+    let mut own_nodes: usize = 0;
+    let mut alias_nodes: usize = 0;
 
     for item in Parser::new_from_str(text) {
-        let (event, span) = item.map_err(|e| SyntaxError {
-            pos: Pos {
-                line: e.marker().line(),
-                column: e.marker().col() + 1,
-            },
-            message: e.info().to_string(),
+        let (event, span) = item.map_err(|e| {
+            SyntaxError::syntax(
+                Pos {
+                    line: e.marker().line(),
+                    column: e.marker().col() + 1,
+                },
+                e.info().to_string(),
+            )
         })?;
         let pos = pos_of(&span);
-        let finished: Option<(Node, usize)> = match event {
+        // (node, its anchor id, nodes in it, its height)
+        let finished: Option<(Node, usize, usize, usize)> = match event {
             Event::Scalar(value, style, anchor, tag) => {
+                own_nodes += 1;
                 let scalar = match style {
                     ScalarStyle::Plain if tag.is_none() => resolve_plain(&value),
                     _ => Scalar::Str(value.into_owned()),
@@ -191,51 +254,98 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                         kind: NodeKind::Scalar(scalar),
                     },
                     anchor,
+                    1,
+                    0,
                 ))
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(node) => Some((
-                    Node {
-                        pos,
-                        kind: node.kind.clone(),
-                    },
-                    0,
-                )),
+                Some(anchored) => {
+                    if stack.len() + anchored.height > limits.max_depth {
+                        return Err(SyntaxError::limit(
+                            pos,
+                            Limit::Depth,
+                            format!(
+                                "this alias nests the document more than {} levels deep",
+                                limits.max_depth
+                            ),
+                            limits.max_depth,
+                        ));
+                    }
+                    alias_nodes = alias_nodes.saturating_add(anchored.nodes);
+                    let allowed = own_nodes
+                        .saturating_mul(limits.max_alias_expansion)
+                        .max(ALIAS_ALLOWANCE);
+                    if alias_nodes > allowed {
+                        return Err(SyntaxError::limit(
+                            pos,
+                            Limit::AliasExpansion,
+                            format!(
+                                "aliases expand the document to more than {} times its own \
+                                 {own_nodes} nodes",
+                                limits.max_alias_expansion
+                            ),
+                            limits.max_alias_expansion,
+                        ));
+                    }
+                    Some((
+                        Node {
+                            pos,
+                            kind: anchored.node.kind.clone(),
+                        },
+                        0,
+                        anchored.nodes,
+                        anchored.height,
+                    ))
+                }
                 None => {
-                    return Err(SyntaxError {
+                    return Err(SyntaxError::syntax(
                         pos,
-                        message: "alias refers to an unknown anchor".into(),
-                    })
+                        "alias refers to an unknown anchor",
+                    ))
                 }
             },
-            Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq(pos, anchor, Vec::new()));
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if stack.len() >= limits.max_depth {
+                    return Err(SyntaxError::limit(
+                        pos,
+                        Limit::Depth,
+                        format!(
+                            "the document nests more than {} levels deep",
+                            limits.max_depth
+                        ),
+                        limits.max_depth,
+                    ));
+                }
+                own_nodes += 1;
+                let kind = if matches!(event, Event::SequenceStart(..)) {
+                    FrameKind::Seq(Vec::new())
+                } else {
+                    FrameKind::Map(Vec::new(), None, None)
+                };
+                stack.push(Frame {
+                    pos,
+                    anchor,
+                    kind,
+                    nodes: 1,
+                    height: 1,
+                });
                 None
             }
-            Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map(pos, anchor, Vec::new(), None));
-                None
-            }
-            Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(start, anchor, items)) => Some((
+            Event::SequenceEnd | Event::MappingEnd => stack.pop().map(|frame| {
+                let kind = match frame.kind {
+                    FrameKind::Seq(items) => NodeKind::Seq(items),
+                    FrameKind::Map(entries, _, _) => NodeKind::Map(entries),
+                };
+                (
                     Node {
-                        pos: start,
-                        kind: NodeKind::Seq(items),
+                        pos: frame.pos,
+                        kind,
                     },
-                    anchor,
-                )),
-                _ => None,
-            },
-            Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(start, anchor, entries, _)) => Some((
-                    Node {
-                        pos: start,
-                        kind: NodeKind::Map(entries),
-                    },
-                    anchor,
-                )),
-                _ => None,
-            },
+                    frame.anchor,
+                    frame.nodes,
+                    frame.height,
+                )
+            }),
             Event::DocumentEnd => {
                 if root.is_some() {
                     break;
@@ -244,30 +354,53 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
             }
             _ => None,
         };
-        if let Some((node, anchor)) = finished {
+        if let Some((node, anchor, nodes, height)) = finished {
             if anchor != 0 {
-                anchors.insert(anchor, node.clone());
+                anchors.insert(
+                    anchor,
+                    Anchored {
+                        node: node.clone(),
+                        nodes,
+                        height,
+                    },
+                );
             }
             match stack.last_mut() {
-                Some(Frame::Seq(_, _, items)) => items.push(node),
-                Some(Frame::Map(_, _, entries, pending_key)) => match pending_key.take() {
-                    Some(key) => {
-                        // YAML merge key `<<: *base` folds the referenced mapping in.
-                        if key.as_str() == Some("<<") {
-                            if let NodeKind::Map(merged) = node.kind {
-                                for (k, v) in merged {
-                                    if !entries.iter().any(|(ek, _)| ek.key_text() == k.key_text())
-                                    {
-                                        entries.push((k, v));
+                Some(parent) => {
+                    parent.nodes = parent.nodes.saturating_add(nodes);
+                    parent.height = parent.height.max(height + 1);
+                    match &mut parent.kind {
+                        FrameKind::Seq(items) => items.push(node),
+                        FrameKind::Map(entries, pending_key, present) => match pending_key.take() {
+                            Some(key) => {
+                                // YAML merge key `<<: *base` folds the referenced mapping in.
+                                if key.as_str() == Some("<<") {
+                                    if let NodeKind::Map(merged) = node.kind {
+                                        let present = present.get_or_insert_with(|| {
+                                            entries
+                                                .iter()
+                                                .filter_map(|(k, _)| k.key_text())
+                                                .collect()
+                                        });
+                                        for (k, v) in merged {
+                                            if present.insert(k.key_text().unwrap_or_default()) {
+                                                entries.push((k, v));
+                                            }
+                                        }
                                     }
+                                } else {
+                                    if let (Some(present), Some(text)) =
+                                        (present.as_mut(), key.key_text())
+                                    {
+                                        present.insert(text);
+                                    }
+                                    entries.push((key, node));
                                 }
                             }
-                        } else {
-                            entries.push((key, node));
-                        }
+                            None => *pending_key = Some(node),
+                        },
                     }
-                    None => *pending_key = Some(node),
-                },
+                }
                 None => {
                     if root.is_none() {
                         root = Some(node);

@@ -16,6 +16,7 @@ const TARGETS: &[(&str, Body)] = &[
     ("references", fuzzing::references),
     ("when_expr", fuzzing::when_expr),
     ("api_body", fuzzing::api_body),
+    ("yaml_nesting", fuzzing::yaml_nesting),
 ];
 
 fn corpus_dir() -> PathBuf {
@@ -231,8 +232,34 @@ proptest! {
     }
 
     #[test]
+    fn nesting_programs_stay_within_the_limits(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        fuzzing::yaml_nesting(&data);
+    }
+
+    #[test]
     fn references_and_conditions_never_panic(data in input()) {
         fuzzing::references(&data);
         fuzzing::when_expr(&data);
+    }
+}
+
+/// The three documents of the hostile-input report, each refused with a GZ
+/// code (deep nesting, alias nesting that overflowed the stack, billion laughs).
+#[test]
+fn the_reported_hostile_documents_are_refused_with_a_limit_code() {
+    use gleitzeit_core::{parse, ErrorCode};
+    for name in [
+        "deep-150-parameter.yaml",
+        "alias-nesting-stack.yaml",
+        "billion-laughs.yaml",
+    ] {
+        let text = std::fs::read_to_string(corpus_dir().join("regressions").join(name)).unwrap();
+        let problems =
+            parse::load(&text, name, &fuzzing::FuzzCatalog, &Default::default()).expect_err(name);
+        assert_eq!(
+            problems[0].code,
+            ErrorCode::InputLimitExceeded,
+            "{name}: {problems:#?}"
+        );
     }
 }

@@ -339,6 +339,12 @@ impl Run<'_> {
                     .as_ref()
                     .is_some_and(|t| t.is_cancelled());
                 self.task_tokens[task] = None;
+                // A result over the limits is never stored: the task fails
+                // with the limit named, and retrying would only repeat it.
+                let outcome = outcome.and_then(|record| {
+                    self.rt.config.limits.check_result(&record)?;
+                    Ok(record)
+                });
                 match outcome {
                     Ok(record) => {
                         self.records[task] = Some(record);

@@ -38,6 +38,8 @@ pub struct RuntimeConfig {
     /// Whether tasks with `cache:` may reuse stored results (`run --no-cache`
     /// turns this off; fresh results are still stored).
     pub use_cache: bool,
+    /// What a workflow and a task's result may be at most (config `limits:`).
+    pub limits: gleitzeit_core::Limits,
 }
 
 impl Default for RuntimeConfig {
@@ -52,6 +54,7 @@ impl Default for RuntimeConfig {
             allowed_env: Vec::new(),
             cancel_poll: std::time::Duration::from_millis(250),
             use_cache: true,
+            limits: gleitzeit_core::Limits::default(),
         }
     }
 }
@@ -120,6 +123,10 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    pub fn limits(&self) -> &gleitzeit_core::Limits {
+        &self.config.limits
     }
 
     pub fn registry(&self) -> &Registry {

@@ -242,8 +242,28 @@ async fn submit_workflow(
         )
         .with_hint("Send the workflow file's text (YAML or JSON) as the body.")
     })?;
-    let workflow = parse::load(text, "request", state.runtime.registry(), &overrides)
-        .map_err(ApiError::invalid_workflow)?;
+    // Parsing and validating a big workflow takes CPU time proportional to
+    // it; done on the blocking pool, it never holds up other requests.
+    let text = text.to_string();
+    let parser = state.clone();
+    let workflow = tokio::task::spawn_blocking(move || {
+        parse::load_with(
+            &text,
+            "request",
+            parser.runtime.registry(),
+            &overrides,
+            &parse::NoIncludes,
+            parser.runtime.limits(),
+        )
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            ErrorCode::InternalError,
+            format!("validating the workflow stopped: {e}"),
+        )
+    })?
+    .map_err(ApiError::invalid_workflow)?;
     let name = workflow.name.clone();
     let total_tasks = workflow.tasks.len();
     let id = state
@@ -508,7 +528,8 @@ async fn workflow_events(
         api_key: None,
     })?;
     let after = query.after.unwrap_or(0);
-    let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
+    let most = state.runtime.limits().max_events_page.max(1);
+    let limit = query.limit.unwrap_or(most).clamp(1, most);
     let page = store.events(Some(&record.id), after, limit).await?;
     let next_after = page.last().map_or(after, |e| e.seq);
     Ok(Json(EventPage {

@@ -144,10 +144,41 @@ impl RunManager {
             let Some(record) = store.workflow(&id).await? else {
                 continue;
             };
-            if record.state.is_terminal()
-                || record.owner.as_ref().is_some_and(process_alive)
-                || self.is_active(&record.id)
-            {
+            if record.state.is_terminal() {
+                if let Some(error) = record
+                    .error
+                    .as_ref()
+                    .filter(|e| e.code == ErrorCode::StoredRecordUnreadable)
+                {
+                    // Listed as unfinished but unreadable: record it failed,
+                    // so listings agree and the next start does not look again.
+                    tracing::warn!("workflow {} is failed: {error}", record.id);
+                    let at_ms = gleitzeit_store::now_ms();
+                    let data = serde_json::json!({
+                        "name": record.name,
+                        "state": "failed",
+                        "error": error,
+                    });
+                    store
+                        .apply(vec![
+                            gleitzeit_store::Write::Workflow {
+                                id: record.id.clone(),
+                                state: WorkflowState::Failed,
+                                at_ms,
+                                error: Some(error.clone()),
+                            },
+                            gleitzeit_store::Write::Event(gleitzeit_core::events::Event::new(
+                                gleitzeit_core::events::WORKFLOW_FAILED,
+                                record.id.clone(),
+                                at_ms,
+                                data,
+                            )),
+                        ])
+                        .await?;
+                }
+                continue;
+            }
+            if record.owner.as_ref().is_some_and(process_alive) || self.is_active(&record.id) {
                 continue;
             }
             match self.start(&record.id) {

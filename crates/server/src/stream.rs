@@ -24,8 +24,6 @@ use std::collections::HashSet;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
-const PAGE: usize = 500;
-
 /// Which events a client wants.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 pub struct EventQuery {
@@ -163,9 +161,17 @@ pub fn events(
                 // tokens skipped.
                 let head = store.latest_event_seq().await?;
                 let workflow = filter.workflow_id.as_deref();
+                let page_size = state.runtime.limits().max_events_page.max(1);
                 loop {
-                    let page = store.events(workflow, last.done, PAGE).await?;
-                    let full = page.len() == PAGE;
+                    // A stream limited to its caller's workflows reads only
+                    // theirs, never everyone's history.
+                    let page = match (workflow, filter.owner.as_deref()) {
+                        (None, Some(owner)) => {
+                            store.events_submitted_by(owner, last.done, page_size).await?
+                        }
+                        _ => store.events(workflow, last.done, page_size).await?,
+                    };
+                    let full = page.len() == page_size;
                     for event in events::expand_all(page) {
                         if !last.is_before(&event) {
                             continue;

@@ -477,9 +477,75 @@ async fn a_version_2_database_gets_the_cache_table() {
     assert_eq!(version, 3);
 }
 
+fn nested(levels: usize) -> Value {
+    let mut value = json!(1);
+    for _ in 0..levels {
+        value = Value::Array(vec![value]);
+    }
+    value
+}
+
+/// Streams limited to one user read that user's events only, in order and
+/// by pages; nothing too deep to read back is ever written.
+async fn reach_and_limits(store: &dyn Store) {
+    for (id, user) in [
+        ("rl-alice-1", "alice"),
+        ("rl-bob-1", "bob"),
+        ("rl-alice-2", "alice"),
+    ] {
+        let (mut record, tasks) = workflow(id, 10);
+        record.submitted_by = Some(user.into());
+        store.create_workflow(&record, &tasks).await.unwrap();
+    }
+    let mut writes = Vec::new();
+    for round in 0..3 {
+        for id in ["rl-alice-1", "rl-bob-1", "rl-alice-2"] {
+            writes.push(Write::Event(Event::new(
+                "task_started",
+                id,
+                round,
+                json!({"round": round}),
+            )));
+        }
+    }
+    let seqs = store.apply(writes).await.unwrap();
+    let before = seqs[0] - 1;
+    let alice = store.events_submitted_by("alice", before, 0).await.unwrap();
+    assert_eq!(alice.len(), 6);
+    assert!(alice.iter().all(|e| e.workflow_id.starts_with("rl-alice")));
+    assert!(alice.windows(2).all(|w| w[0].seq < w[1].seq));
+    let first_page = store.events_submitted_by("alice", before, 4).await.unwrap();
+    assert_eq!(first_page.len(), 4);
+    let rest = store
+        .events_submitted_by("alice", first_page[3].seq, 4)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[0].seq, alice[4].seq);
+    assert!(store
+        .events_submitted_by("mallory", 0, 0)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Too deep to read back: refused with the limit's code, nothing stored.
+    let (mut deep, tasks) = workflow("rl-deep", 11);
+    deep.spec.tasks[0].params = json!({"v": nested(130)});
+    let error = store.create_workflow(&deep, &tasks).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InputLimitExceeded, "{error}");
+    assert!(store.workflow("rl-deep").await.unwrap().is_none());
+    let mut result = task("rl-bob-1", "a", 0, TaskState::Completed);
+    result.result = Some(json!({"result": nested(130)}));
+    let error = store.apply(vec![Write::Task(result)]).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InputLimitExceeded, "{error}");
+    let tasks = store.tasks("rl-bob-1").await.unwrap();
+    assert!(tasks.iter().all(|t| t.state == TaskState::Pending));
+}
+
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
     contract(&MemoryStore::new()).await;
+    reach_and_limits(&MemoryStore::new()).await;
 }
 
 #[tokio::test]
@@ -487,6 +553,87 @@ async fn sqlite_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(SqliteOptions::new(dir.path().join("g.db"))).unwrap();
     contract(&store).await;
+    reach_and_limits(&store).await;
+}
+
+/// A row that cannot be decoded (an older version's, or a damaged one) fails
+/// its own workflow with GZ5008; every other row still reads.
+#[tokio::test]
+async fn sqlite_unreadable_rows_fail_only_their_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+    for id in ["bad-spec", "bad-result", "fine"] {
+        let (record, tasks) = workflow(id, 1);
+        store.create_workflow(&record, &tasks).await.unwrap();
+    }
+    store
+        .apply(vec![Write::Event(Event::new(
+            "task_started",
+            "bad-result",
+            1,
+            json!({}),
+        ))])
+        .await
+        .unwrap();
+    drop(store);
+    let deep = serde_json::to_string(&nested(200)).unwrap();
+    // A well-formed spec whose parameters nest deeper than JSON is read back.
+    let mut spec = serde_json::to_value(&workflow("bad-spec", 1).0.spec).unwrap();
+    spec["tasks"][0]["params"] = nested(200);
+    let spec = serde_json::to_string(&spec).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE workflows SET spec = ?1 WHERE id = 'bad-spec'",
+        [&spec],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE tasks SET result = ?1, state = 'completed' WHERE workflow_id = 'bad-result' AND task_id = 'a'",
+        [&deep],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE events SET data = ?1 WHERE workflow_id = 'bad-result'",
+        [&deep],
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+    let bad = store.workflow("bad-spec").await.unwrap().unwrap();
+    assert_eq!(bad.state, WorkflowState::Failed);
+    let error = bad.error.unwrap();
+    assert_eq!(error.code, ErrorCode::StoredRecordUnreadable);
+    assert!(
+        error.message.contains("recursion limit"),
+        "{}",
+        error.message
+    );
+    assert_eq!(bad.name, "wf bad-spec");
+
+    let tasks = store.tasks("bad-result").await.unwrap();
+    let a = tasks.iter().find(|t| t.task_id == "a").unwrap();
+    assert_eq!(a.state, TaskState::Failed);
+    assert_eq!(
+        a.error.as_ref().unwrap().code,
+        ErrorCode::StoredRecordUnreadable
+    );
+    let events = store.events(Some("bad-result"), 0, 0).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].data["error"]["code"], "GZ5008");
+
+    let fine = store.workflow("fine").await.unwrap().unwrap();
+    assert_eq!(fine.state, WorkflowState::Pending);
+    assert_eq!(store.find_workflow("fin").await.unwrap().id, "fine");
+    let listed = store
+        .list_workflows(&ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3);
 }
 
 #[tokio::test]
@@ -629,6 +776,7 @@ async fn redis_store_keeps_the_contract() {
     let prefix = RedisPrefix::new();
     let store = prefix.store().await;
     contract(&store).await;
+    reach_and_limits(&store).await;
     assert_eq!(store.prefix(), prefix.prefix);
     assert!(
         prefix.keys().iter().all(|k| k.starts_with(&prefix.prefix)),

@@ -34,6 +34,10 @@ pub enum StoreError {
     /// Redis did not answer (within the retry window); `url` has no password.
     #[error("cannot reach Redis at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// A record nested deeper than stored JSON can be read back; refused
+    /// before anything is written.
+    #[error("{0}")]
+    Unstorable(String),
     #[error("database error: {0}")]
     Other(String),
 }
@@ -49,6 +53,7 @@ impl StoreError {
                 ErrorCode::WorkflowNotFound
             }
             StoreError::Unreachable { .. } => ErrorCode::RedisConnectionFailed,
+            StoreError::Unstorable(_) => ErrorCode::InputLimitExceeded,
             StoreError::Other(_) => ErrorCode::DatabaseError,
         }
     }
@@ -271,6 +276,16 @@ pub trait Store: Send + Sync {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Event>>;
+    /// Stored events of the workflows `user` submitted, after `after_seq`, in
+    /// sequence order: what a stream limited to its caller's own workflows
+    /// reads. Found through the user's workflows, so its cost follows what
+    /// the user did, not what everyone did.
+    async fn events_submitted_by(
+        &self,
+        user: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
     /// The highest event sequence number stored so far (0 when none).
     async fn latest_event_seq(&self) -> Result<u64>;
     /// Tasks that finished (completed, failed, …) at or after `since_ms`,
@@ -296,6 +311,100 @@ pub trait Store: Send + Sync {
     /// Removes every entry; returns how many were stored.
     async fn cache_clear(&self) -> Result<u64>;
     async fn cache_stats(&self, now_ms: i64) -> Result<CacheStats>;
+}
+
+/// A workflow whose stored row cannot be decoded (written by an older
+/// version, or damaged): shown and kept as failed with GZ5008, so one bad row
+/// never stops the server or hides the other workflows.
+pub(crate) fn unreadable_workflow(
+    id: String,
+    name: String,
+    created_ms: i64,
+    finished_ms: Option<i64>,
+    submitted_by: Option<String>,
+    reason: &str,
+) -> WorkflowRecord {
+    WorkflowRecord {
+        spec: Workflow {
+            name: name.clone(),
+            description: None,
+            inputs: Default::default(),
+            tasks: Vec::new(),
+            outputs: Default::default(),
+            budget: None,
+        },
+        name,
+        state: WorkflowState::Failed,
+        source: None,
+        created_ms,
+        started_ms: None,
+        finished_ms: finished_ms.or(Some(created_ms)),
+        error: Some(unreadable_error(&format!("workflow `{id}`"), reason)),
+        cancel_requested: false,
+        owner: None,
+        submitted_by,
+        id,
+    }
+}
+
+/// The store never holds what it cannot read back: every JSON document a
+/// write would store is held to the depth the reader accepts.
+pub(crate) fn check_storable_workflow(
+    workflow: &WorkflowRecord,
+    tasks: &[TaskRecord],
+) -> Result<()> {
+    gleitzeit_core::limits::check_storable_workflow(&workflow.spec)
+        .map_err(|e| StoreError::Unstorable(e.message))?;
+    check_storable_tasks(tasks.iter())
+}
+
+pub(crate) fn check_storable_writes(writes: &[Write]) -> Result<()> {
+    for write in writes {
+        if let Write::Event(event) = write {
+            storable(&event.data, "an event")?;
+        }
+    }
+    check_storable_tasks(writes.iter().filter_map(|w| match w {
+        Write::Task(task) => Some(task),
+        _ => None,
+    }))
+}
+
+fn check_storable_tasks<'t>(tasks: impl Iterator<Item = &'t TaskRecord>) -> Result<()> {
+    for task in tasks {
+        if let Some(result) = &task.result {
+            storable(result, "a task's result")?;
+        }
+    }
+    Ok(())
+}
+
+fn storable(value: &Value, what: &str) -> Result<()> {
+    gleitzeit_core::limits::check_storable(value, what)
+        .map_err(|e| StoreError::Unstorable(e.message))
+}
+
+pub(crate) fn unreadable_error(what: &str, reason: &str) -> GzError {
+    GzError::new(
+        ErrorCode::StoredRecordUnreadable,
+        format!("the stored {what} cannot be read back: {reason}"),
+    )
+}
+
+/// The data of a stored event that cannot be decoded, in place of it.
+pub(crate) fn unreadable_event_data(reason: &str) -> Value {
+    serde_json::json!({ "error": unreadable_error("event", reason) })
+}
+
+/// A task whose stored result or error cannot be decoded becomes failed with
+/// GZ5008 instead of making its workflow unreadable.
+pub(crate) fn mark_task_unreadable(task: &mut TaskRecord, reason: &str) {
+    task.state = TaskState::Failed;
+    task.result = None;
+    task.error = Some(unreadable_error(
+        &format!("result of task `{}`", task.task_id),
+        reason,
+    ));
 }
 
 pub fn now_ms() -> i64 {

@@ -73,6 +73,7 @@ fn summary(record: &WorkflowRecord, tasks: &[TaskRecord]) -> WorkflowSummary {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()> {
+        crate::check_storable_workflow(workflow, tasks)?;
         let mut inner = self.lock();
         inner
             .workflows
@@ -86,6 +87,7 @@ impl Store for MemoryStore {
     }
 
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<u64>> {
+        crate::check_storable_writes(&writes)?;
         let mut inner = self.lock();
         let mut seqs = Vec::new();
         for write in writes {
@@ -232,6 +234,28 @@ impl Store for MemoryStore {
         Ok(inner.events[start..]
             .iter()
             .filter(|e| workflow_id.is_none_or(|id| e.workflow_id == id))
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .cloned()
+            .collect())
+    }
+
+    async fn events_submitted_by(
+        &self,
+        user: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let inner = self.lock();
+        let theirs: std::collections::HashSet<&str> = inner
+            .workflows
+            .values()
+            .filter(|w| w.submitted_by.as_deref() == Some(user))
+            .map(|w| w.id.as_str())
+            .collect();
+        let start = inner.events.partition_point(|e| e.seq <= after_seq);
+        Ok(inner.events[start..]
+            .iter()
+            .filter(|e| theirs.contains(e.workflow_id.as_str()))
             .take(if limit == 0 { usize::MAX } else { limit })
             .cloned()
             .collect())

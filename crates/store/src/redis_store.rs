@@ -535,7 +535,33 @@ impl Ops {
     }
 }
 
-fn workflow_record(mut h: HashMap<String, String>) -> Result<WorkflowRecord> {
+fn workflow_record(h: HashMap<String, String>) -> Result<WorkflowRecord> {
+    let fallback = (
+        h.get("id").cloned().unwrap_or_default(),
+        h.get("name").cloned().unwrap_or_default(),
+        h.get("created_ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        h.get("finished_ms").and_then(|v| v.parse().ok()),
+        h.get("submitted_by").cloned(),
+    );
+    match decode_workflow_record(h) {
+        Ok(record) => Ok(record),
+        Err(e) => {
+            let (id, name, created_ms, finished_ms, submitted_by) = fallback;
+            Ok(crate::unreadable_workflow(
+                id,
+                name,
+                created_ms,
+                finished_ms,
+                submitted_by,
+                &e.to_string(),
+            ))
+        }
+    }
+}
+
+fn decode_workflow_record(mut h: HashMap<String, String>) -> Result<WorkflowRecord> {
     let mut take = |field: &str| h.remove(field);
     let id = take("id").unwrap_or_default();
     let optional_ms = |value: Option<String>| -> Result<Option<i64>> {
@@ -569,7 +595,21 @@ fn workflow_record(mut h: HashMap<String, String>) -> Result<WorkflowRecord> {
 }
 
 fn task_record(json: &str, first: Option<&String>) -> Result<TaskRecord> {
-    let mut task: TaskRecord = parse("task", json)?;
+    let mut task: TaskRecord = match parse("task", json) {
+        Ok(task) => task,
+        Err(e) => {
+            // What can still be read names the task; its result is lost.
+            let head: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            let mut task = TaskRecord::pending(
+                head["workflow_id"].as_str().unwrap_or(""),
+                0,
+                head["task_id"].as_str().unwrap_or("?"),
+                "",
+            );
+            crate::mark_task_unreadable(&mut task, &e.to_string());
+            task
+        }
+    };
     if let Some(first) = first {
         let (position, method): (u32, String) = parse("task position", first)?;
         task.position = position;
@@ -591,6 +631,7 @@ fn counts(map: HashMap<String, i64>) -> Vec<(String, u64)> {
 #[async_trait]
 impl Store for RedisStore {
     async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()> {
+        crate::check_storable_workflow(workflow, tasks)?;
         let mut ops = Ops::default();
         ops.create(workflow)?;
         for task in tasks {
@@ -603,6 +644,7 @@ impl Store for RedisStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        crate::check_storable_writes(&writes)?;
         self.apply_with_batch(&uuid::Uuid::new_v4().to_string(), writes)
             .await
     }
@@ -795,12 +837,59 @@ impl Store for RedisStore {
             after_seq,
             limit,
             |seq, text| {
-                let mut event: Event = parse("event", text)?;
+                let mut event: Event = match parse("event", text) {
+                    Ok(event) => event,
+                    // Keep the stream going past a damaged entry: its kind
+                    // and workflow, where readable, with the reason as data.
+                    Err(e) => {
+                        let head: serde_json::Value =
+                            serde_json::from_str(text).unwrap_or_default();
+                        Event {
+                            seq,
+                            kind: head["type"].as_str().unwrap_or("unreadable").to_string(),
+                            workflow_id: head["workflow_id"].as_str().unwrap_or("").to_string(),
+                            at_ms: head["at_ms"].as_i64().unwrap_or(0),
+                            data: crate::unreadable_event_data(&e.to_string()),
+                            part: None,
+                        }
+                    }
+                };
                 event.seq = seq;
                 Ok(event)
             },
         )
         .await
+    }
+
+    async fn events_submitted_by(
+        &self,
+        user: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let index = self.key(&["wfidx", "by", user]);
+        let index = &index;
+        let ids: Vec<String> = self
+            .retrying(|mut con| async move {
+                redis::cmd("ZRANGE")
+                    .arg(index)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        // Each of the user's workflows contributes at most `limit` events
+        // after the cursor; the page is the first `limit` of them all.
+        let mut events = Vec::new();
+        for id in ids {
+            events.extend(self.events(Some(&id), after_seq, limit).await?);
+        }
+        events.sort_by_key(|e| e.seq);
+        if limit != 0 {
+            events.truncate(limit);
+        }
+        Ok(events)
     }
 
     async fn latest_event_seq(&self) -> Result<u64> {

@@ -459,45 +459,96 @@ const WORKFLOW_COLUMNS: &str =
 
 fn workflow_row(row: &rusqlite::Row) -> rusqlite::Result<WorkflowRecord> {
     let state: String = row.get(2)?;
-    Ok(WorkflowRecord {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        state: WorkflowState::parse(&state).unwrap_or(WorkflowState::Failed),
-        spec: parse_json(row.get(3)?, 3)?.ok_or(rusqlite::Error::InvalidColumnType(
+    let id: String = row.get(0)?;
+    let name: String = row.get(1)?;
+    let created_ms: i64 = row.get(5)?;
+    let finished_ms: Option<i64> = row.get(7)?;
+    let submitted_by: Option<String> = row.get(11)?;
+    let decoded = (|| -> rusqlite::Result<(Workflow, Option<GzError>, Option<Owner>)> {
+        let spec = parse_json(row.get(3)?, 3)?.ok_or(rusqlite::Error::InvalidColumnType(
             3,
             "spec".into(),
             rusqlite::types::Type::Null,
-        ))?,
+        ))?;
+        Ok((
+            spec,
+            parse_json(row.get(8)?, 8)?,
+            parse_json(row.get(10)?, 10)?,
+        ))
+    })();
+    let (spec, error, owner) = match decoded {
+        Ok(parts) => parts,
+        Err(e) => {
+            return Ok(crate::unreadable_workflow(
+                id,
+                name,
+                created_ms,
+                finished_ms,
+                submitted_by,
+                &e.to_string(),
+            ))
+        }
+    };
+    Ok(WorkflowRecord {
+        id,
+        name,
+        state: WorkflowState::parse(&state).unwrap_or(WorkflowState::Failed),
+        spec,
         source: row.get(4)?,
-        created_ms: row.get(5)?,
+        created_ms,
         started_ms: row.get(6)?,
-        finished_ms: row.get(7)?,
-        error: parse_json(row.get(8)?, 8)?,
+        finished_ms,
+        error,
         cancel_requested: row.get(9)?,
-        owner: parse_json(row.get(10)?, 10)?,
-        submitted_by: row.get(11)?,
+        owner,
+        submitted_by,
     })
 }
 
 fn task_row(row: &rusqlite::Row) -> rusqlite::Result<TaskRecord> {
     let state: String = row.get(4)?;
-    Ok(TaskRecord {
+    let mut task = TaskRecord {
         workflow_id: row.get(0)?,
         task_id: row.get(1)?,
         position: row.get(2)?,
         method: row.get(3)?,
         state: TaskState::parse(&state).unwrap_or(TaskState::Pending),
         attempt: row.get(5)?,
-        result: parse_json(row.get(6)?, 6)?,
-        error: parse_json(row.get(7)?, 7)?,
+        result: None,
+        error: None,
         started_ms: row.get(8)?,
         finished_ms: row.get(9)?,
+    };
+    match (parse_json(row.get(6)?, 6), parse_json(row.get(7)?, 7)) {
+        (Ok(result), Ok(error)) => {
+            task.result = result;
+            task.error = error;
+        }
+        (Err(e), _) | (_, Err(e)) => crate::mark_task_unreadable(&mut task, &e.to_string()),
+    }
+    Ok(task)
+}
+
+fn event_row(row: &rusqlite::Row) -> rusqlite::Result<Event> {
+    let seq: i64 = row.get(0)?;
+    let data = match parse_json(row.get(4)?, 4) {
+        Ok(data) => data.unwrap_or(Value::Null),
+        Err(e) => crate::unreadable_event_data(&e.to_string()),
+    };
+    Ok(Event {
+        seq: seq as u64,
+        kind: row.get(1)?,
+        workflow_id: row.get(2)?,
+        at_ms: row.get(3)?,
+        data,
+        part: None,
     })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_workflow(&self, workflow: &WorkflowRecord, tasks: &[TaskRecord]) -> Result<()> {
+        check_storable_workflow(workflow, tasks)?;
         self.send(Job::Create(Box::new(workflow.clone()), tasks.to_vec()))
             .await
             .map(drop)
@@ -507,6 +558,7 @@ impl Store for SqliteStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        check_storable_writes(&writes)?;
         self.send(Job::Apply(writes)).await
     }
 
@@ -666,17 +718,29 @@ impl Store for SqliteStore {
                 "SELECT seq, kind, workflow_id, at_ms, data FROM events
                  WHERE seq > ?1 AND (?2 IS NULL OR workflow_id = ?2) ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![after_seq as i64, id, limit], |row| {
-                let seq: i64 = row.get(0)?;
-                Ok(Event {
-                    seq: seq as u64,
-                    kind: row.get(1)?,
-                    workflow_id: row.get(2)?,
-                    at_ms: row.get(3)?,
-                    data: parse_json(row.get(4)?, 4)?.unwrap_or(Value::Null),
-                    part: None,
-                })
-            })?;
+            let rows = stmt.query_map(params![after_seq as i64, id, limit], event_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn events_submitted_by(
+        &self,
+        user: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let user = user.to_string();
+        let limit = if limit == 0 { -1 } else { limit as i64 };
+        self.read(move |c| {
+            // The user's workflows by `workflows_by_submitter`, then each
+            // one's events by `events_by_workflow`: never a scan of the log.
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, kind, workflow_id, at_ms, data FROM events INDEXED BY events_by_workflow
+                 WHERE workflow_id IN (SELECT id FROM workflows WHERE submitted_by = ?1)
+                   AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![user, after_seq as i64, limit], event_row)?;
             rows.collect()
         })
         .await

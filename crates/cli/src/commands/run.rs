@@ -159,6 +159,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
             runtime.registry(),
             &overrides,
             &crate::includes::FsIncludes,
+            runtime.limits(),
         ) {
             Ok(workflow) => workflows.push((workflow, name)),
             Err(diagnostics) => {

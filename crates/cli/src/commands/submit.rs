@@ -191,6 +191,7 @@ async fn submit_local(
         runtime.registry(),
         overrides,
         &crate::includes::FsIncludes,
+        runtime.limits(),
     ) {
         Ok(workflow) => workflow,
         Err(diagnostics) => {

@@ -55,6 +55,7 @@ pub fn run(ctx: &Context, args: ValidateArgs) -> Result<u8, GzError> {
             &registry,
             &Map::new(),
             &crate::includes::FsIncludes,
+            &ctx.config.limits,
         );
         let diagnostics = match &result {
             Ok(_) => Vec::new(),

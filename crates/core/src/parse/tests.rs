@@ -486,6 +486,7 @@ fn sub_workflows_are_embedded_and_outputs_parsed() {
         &TestCatalog,
         &Map::new(),
         &files,
+        &crate::limits::Limits::default(),
     )
     .unwrap_or_else(|d| panic!("{d:#?}"));
     let child: Workflow =
@@ -506,6 +507,7 @@ fn sub_workflow_problems() {
         &TestCatalog,
         &Map::new(),
         &files,
+        &crate::limits::Limits::default(),
     )
     .unwrap_err();
     let rendered: Vec<String> = problems.iter().map(|d| d.to_string()).collect();
@@ -566,4 +568,147 @@ fn bad_requires_values() {
             5:15 GZ3004 `requires` must be a mapping like {gpu: true, labels: {region: eu}}, not string
         "#]],
     );
+}
+
+// ---- Hostile input: every limit refuses with its code, never a crash ----
+
+fn nested_param(levels: usize) -> String {
+    format!(
+        "name: deep\ntasks:\n  - id: t\n    method: python/execute\n    parameters: {{code: x, value: {}1{}}}\n",
+        "[".repeat(levels),
+        "]".repeat(levels)
+    )
+}
+
+fn only_code(result: Result<Workflow, Vec<Diagnostic>>) -> (ErrorCode, String) {
+    let problems = result.expect_err("must be refused");
+    let first = &problems[0];
+    (first.code, format!("{} {:?}", first.message, first.hint))
+}
+
+#[test]
+fn a_parameter_nested_150_deep_is_refused_before_it_is_stored() {
+    let (code, text) = only_code(load(
+        &nested_param(150),
+        "deep.yaml",
+        &TestCatalog,
+        &Map::new(),
+    ));
+    assert_eq!(code, ErrorCode::InputLimitExceeded);
+    assert!(
+        text.contains("64 levels") && text.contains("limits.max_depth"),
+        "{text}"
+    );
+    // Within the limit it loads, and the stored form reads back.
+    let workflow = load(&nested_param(50), "ok.yaml", &TestCatalog, &Map::new())
+        .unwrap_or_else(|d| panic!("{d:#?}"));
+    let text = serde_json::to_string(&workflow).unwrap();
+    assert!(serde_json::from_str::<Workflow>(&text).is_ok());
+}
+
+#[test]
+fn aliases_that_nest_past_the_limit_are_refused() {
+    // Each anchor wraps the previous alias in 20 brackets: 40 of them nest
+    // 800 levels although no single line is deep.
+    let mut text = String::from("name: x\nlevels:\n  - &a0 1\n");
+    for i in 1..40 {
+        text.push_str(&format!(
+            "  - &a{i} {}*a{}{}\n",
+            "[".repeat(20),
+            i - 1,
+            "]".repeat(20)
+        ));
+    }
+    text.push_str("tasks:\n  - {id: t, method: python/execute, parameters: {code: x, v: *a39}}\n");
+    let (code, text) = only_code(load(&text, "alias.yaml", &TestCatalog, &Map::new()));
+    assert_eq!(code, ErrorCode::InputLimitExceeded);
+    assert!(text.contains("limits.max_depth"), "{text}");
+}
+
+#[test]
+fn billion_laughs_is_refused_by_alias_expansion() {
+    let mut text =
+        String::from("name: lol\nx0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..9 {
+        let aliases = vec![format!("*x{}", i - 1); 10].join(", ");
+        text.push_str(&format!("x{i}: &x{i} [{aliases}]\n"));
+    }
+    text.push_str("tasks:\n  - {id: t, method: python/execute, parameters: {code: x, v: *x8}}\n");
+    let (code, text) = only_code(load(&text, "lol.yaml", &TestCatalog, &Map::new()));
+    assert_eq!(code, ErrorCode::InputLimitExceeded);
+    assert!(text.contains("limits.max_alias_expansion"), "{text}");
+}
+
+#[test]
+fn modest_reuse_through_aliases_still_loads() {
+    let mut text = String::from(
+        "name: reuse\ndefaults_block: &d {code: \"result = 1\", timeout: 5}\ntasks:\n",
+    );
+    for i in 0..300 {
+        text.push_str(&format!(
+            "  - {{id: t{i}, method: python/execute, parameters: *d}}\n"
+        ));
+    }
+    let workflow = load(&text, "reuse.yaml", &TestCatalog, &Map::new());
+    // `defaults_block` is an unknown key, so the load reports that, not a limit.
+    let problems = workflow.expect_err("unknown key");
+    assert!(
+        problems.iter().all(|p| p.code == ErrorCode::UnknownKey),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn task_count_and_id_length_limits_name_their_settings() {
+    let limits = crate::limits::Limits {
+        max_tasks: 3,
+        max_id_length: 8,
+        ..Default::default()
+    };
+    let mut many = String::from("name: many\ntasks:\n");
+    for i in 0..4 {
+        many.push_str(&format!("  - {{id: t{i}, method: python/execute}}\n"));
+    }
+    let result = load_with(
+        &many,
+        "many.yaml",
+        &TestCatalog,
+        &Map::new(),
+        &NoIncludes,
+        &limits,
+    );
+    let (code, text) = only_code(result);
+    assert_eq!(code, ErrorCode::InputLimitExceeded);
+    assert!(
+        text.contains("4 tasks") && text.contains("limits.max_tasks"),
+        "{text}"
+    );
+
+    let long = "name: long\ntasks:\n  - {id: a_very_long_id, method: python/execute}\n";
+    let result = load_with(
+        long,
+        "long.yaml",
+        &TestCatalog,
+        &Map::new(),
+        &NoIncludes,
+        &limits,
+    );
+    let (code, text) = only_code(result);
+    assert_eq!(code, ErrorCode::InputLimitExceeded);
+    assert!(text.contains("limits.max_id_length"), "{text}");
+}
+
+#[test]
+fn a_long_chain_with_far_references_validates_without_recursion() {
+    let n = 20_000;
+    let mut text = String::from("name: chain\ntasks:\n  - {id: t0, method: python/execute}\n");
+    for i in 1..n {
+        text.push_str(&format!(
+            "  - {{id: t{i}, method: python/execute, dependencies: [t{}], parameters: {{code: \"${{t0.result}}\"}}}}\n",
+            i - 1
+        ));
+    }
+    let workflow = load(&text, "chain.yaml", &TestCatalog, &Map::new())
+        .unwrap_or_else(|d| panic!("{:#?}", &d[..d.len().min(3)]));
+    assert_eq!(workflow.tasks.len(), n);
 }
