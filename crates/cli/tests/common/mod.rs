@@ -156,3 +156,68 @@ pub fn lines(path: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `gleitzeit serve` on a free port, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `serve --port 0` with `extra` arguments and reads its URL from
+    /// the first line it prints; its log goes to `server.log` in the home.
+    pub fn spawn(env: &Env, extra: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut command = env.command();
+        command
+            .args(["serve", "--port", "0"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(env.path("server.log"))
+                    .expect("server log"),
+            );
+        let mut child = command.spawn().expect("start server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server printed its URL")
+                .expect("read line");
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                break url.to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url }
+    }
+
+    /// Peak resident memory of the server process so far, in MiB.
+    pub fn peak_rss_mb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    }
+
+    /// Kills the server at once (SIGKILL) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
