@@ -37,7 +37,7 @@ pub(crate) fn round(value: f64, places: i32) -> f64 {
 /// `auth init` goes on every request.
 static API_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-fn client_builder() -> reqwest::ClientBuilder {
+pub(crate) fn client_builder() -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(value) = API_KEY
         .get()
@@ -48,7 +48,7 @@ fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().default_headers(headers)
 }
 
-fn init_auth(binary: &Path, home: &Path) -> Result<()> {
+pub(crate) fn init_auth(binary: &Path, home: &Path) -> Result<()> {
     let output = Command::new(binary)
         .args(["--json", "auth", "init"])
         .env("GLEITZEIT_HOME", home)
@@ -71,18 +71,28 @@ pub(crate) fn free_port() -> Result<u16> {
 }
 
 /// The server process; killed if the benchmark fails before stopping it.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     log: std::path::PathBuf,
     stopped: bool,
 }
 
 impl ServerProcess {
-    fn start(binary: &Path, dir: &Path, port: u16) -> Result<ServerProcess> {
-        let log = dir.join("http-serve.log");
+    pub(crate) fn start(binary: &Path, dir: &Path, port: u16) -> Result<ServerProcess> {
+        Self::start_in(binary, dir, "home-http", port)
+    }
+
+    /// A server whose home (store, config, keys) is `dir/home`.
+    pub(crate) fn start_in(
+        binary: &Path,
+        dir: &Path,
+        home: &str,
+        port: u16,
+    ) -> Result<ServerProcess> {
+        let log = dir.join(format!("{home}-serve.log"));
         let mut child = Command::new(binary)
             .args(["serve", "--port", &port.to_string()])
-            .env("GLEITZEIT_HOME", dir.join("home-http"))
+            .env("GLEITZEIT_HOME", dir.join(home))
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
@@ -126,7 +136,7 @@ impl ServerProcess {
 
     /// SIGTERM, then waits (at most 60 s) for the exit. Returns the exit code
     /// and the server's peak RSS in KiB.
-    fn terminate(&mut self) -> Result<(i32, i64)> {
+    pub(crate) fn terminate(&mut self) -> Result<(i32, i64)> {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: signalling our own child, which has not been reaped yet.
         if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {

@@ -5,10 +5,11 @@
 //! `bench/results/latest.json`. Each scenario runs several times; the median is
 //! reported so one slow run does not decide the number.
 //!
-//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, cluster, limits, soak. A full run with
+//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, cluster, limits, soak, fairness. A full run with
 //! `--only` replaces just those scenarios' entries in `latest.json`.
 
 mod cluster;
+mod fairness;
 mod http;
 mod limits;
 mod llm;
@@ -156,7 +157,7 @@ fn scenario(
 
 /// Scenario names `--only` accepts.
 const SCENARIOS: &[&str] = &[
-    "chain", "fanout", "python", "http", "llm", "overhead", "cluster", "limits", "soak",
+    "chain", "fanout", "python", "http", "llm", "overhead", "cluster", "limits", "soak", "fairness",
 ];
 
 struct Options {
@@ -283,6 +284,13 @@ fn main() -> Result<()> {
     }
     if wants("soak") {
         results.extend(soak::run(&binary, dir.path(), quick)?);
+    }
+    if wants("fairness") {
+        let sizes: Vec<usize> = std::env::var("GLEITZEIT_BENCH_FAIRNESS_SIZES")
+            .ok()
+            .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1_000, 10_000, 100_000]);
+        results.extend(fairness::run(&binary, dir.path(), quick, &sizes)?);
     }
     if wants("limits") {
         let peer_rt = tokio::runtime::Runtime::new()?;

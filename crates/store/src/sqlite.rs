@@ -118,8 +118,59 @@ struct Request {
 
 pub struct SqliteStore {
     writer: Mutex<mpsc::Sender<Request>>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Arc<ReadPool>,
     path: PathBuf,
+}
+
+/// Read connections, opened as concurrent reads need them (WAL lets readers
+/// run beside the writer and each other), so one slow read — a big
+/// workflow's snapshot, an event replay — never queues every other request
+/// behind it. A short-lived `gleitzeit run` opens just one.
+struct ReadPool {
+    options: SqliteOptions,
+    state: Mutex<ReadPoolState>,
+    returned: std::sync::Condvar,
+}
+
+struct ReadPoolState {
+    idle: Vec<Connection>,
+    opened: usize,
+}
+
+const MAX_READERS: usize = 4;
+
+fn open_reader(options: &SqliteOptions) -> Result<Connection> {
+    let conn = open_connection(options)?;
+    conn.execute_batch("PRAGMA query_only=1")
+        .map_err(|e| classify(e, &options.path))?;
+    Ok(conn)
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(conn) = state.idle.pop() {
+                return Ok(conn);
+            }
+            if state.opened < MAX_READERS {
+                state.opened += 1;
+                drop(state);
+                return open_reader(&self.options).inspect_err(|_| {
+                    let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    state.opened -= 1;
+                });
+            }
+            state = self.returned.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.idle.push(conn);
+        drop(state);
+        self.returned.notify_one();
+    }
 }
 
 fn classify(error: rusqlite::Error, path: &Path) -> StoreError {
@@ -206,8 +257,7 @@ impl SqliteStore {
             conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
                 .map_err(map)?;
         }
-        let reader = open_connection(&options)?;
-        reader.execute_batch("PRAGMA query_only=1").map_err(map)?;
+        let reader = open_reader(&options)?;
 
         let (tx, rx) = mpsc::channel::<Request>();
         let writer_path = path.clone();
@@ -217,7 +267,14 @@ impl SqliteStore {
             .map_err(|e| StoreError::Other(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
             writer: Mutex::new(tx),
-            reader: Arc::new(Mutex::new(reader)),
+            readers: Arc::new(ReadPool {
+                options: options.clone(),
+                state: Mutex::new(ReadPoolState {
+                    idle: vec![reader],
+                    opened: 1,
+                }),
+                returned: std::sync::Condvar::new(),
+            }),
             path,
         })
     }
@@ -241,11 +298,13 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let reader = self.reader.clone();
+        let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn).map_err(|e| classify(e, &path))
+            let conn = readers.take()?;
+            let result = f(&conn).map_err(|e| classify(e, &path));
+            readers.give_back(conn);
+            result
         })
         .await
         .map_err(|e| StoreError::Other(format!("read task failed: {e}")))?
