@@ -14,8 +14,13 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gleitzeit/target}"
 # The same packages as scripts/bench.sh and test.sh build: with fewer, Cargo
 # unifies features differently and rebuilds the binary.
-cargo build --release --locked -p gleitzeit-cli -p gleitzeit-bench
+# GLEITZEIT_BENCH_PROFILE=debug (the test script's smoke run) uses the binary
+# the tests built instead of compiling a release one.
+PROFILE="${GLEITZEIT_BENCH_PROFILE:-release}"
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked -p gleitzeit-cli -p gleitzeit-bench
+fi
 # The driver's own budget stops new runs at 17 minutes; this is the backstop
 # should something hang past it.
 exec timeout --kill-after=30s 20m \
-  python3 bench/compare.py --bin "$CARGO_TARGET_DIR/release/gleitzeit" "$@"
+  python3 bench/compare.py --bin "$CARGO_TARGET_DIR/$PROFILE/gleitzeit" "$@"

@@ -60,27 +60,28 @@ export GLEITZEIT_TEST_MCP_DIR="${MCP_LINE#MCP_DIR=}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+# One build serves every step: lints, tests, the crash sweep, the Python
+# client's server and the benchmark smoke run all use the dev profile with the
+# crash points compiled in (inert unless a test arms them), so nothing is
+# compiled twice with other features or another profile.
+FEATURES=(--features "gleitzeit-runtime/failpoints gleitzeit-store/failpoints")
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy -p gleitzeit-runtime --features failpoints --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --workspace --locked
+cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
+echo "== cargo test (with the crash sweep: a crash at every durable step, then resume)"
+cargo test --workspace --locked "${FEATURES[@]}"
 echo "dashboard screenshots: $CARGO_TARGET_DIR/web-screenshots"
-echo "== crash sweep (crash points compiled in: a crash at every durable step, then resume)"
-cargo test --locked -p gleitzeit-runtime --features failpoints --test crash_sweep -- --nocapture
 echo "== Python client tests (pytest, against the real server)"
 PY_VENV="$HOME/.cache/gleitzeit/pyclient-venv"
 if [ ! -x "$PY_VENV/bin/pytest" ]; then
   python3 -m venv "$PY_VENV"
   "$PY_VENV/bin/pip" install --quiet pytest
 fi
-cargo build --locked -p gleitzeit-cli
+cargo build --locked -p gleitzeit-cli -p gleitzeit-bench "${FEATURES[@]}"
 GLEITZEIT_BIN="$CARGO_TARGET_DIR/debug/gleitzeit" PYTHONPATH=clients/python \
   "$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
-echo "== fuzzing (60 s per target with nightly; the stable replay ran in cargo test)"
-scripts/fuzz.sh "${GLEITZEIT_FUZZ_SECONDS:-60}"
-echo "== benchmark smoke run (--quick)"
-cargo build --release --locked -p gleitzeit-cli -p gleitzeit-bench
-GLEITZEIT_BIN="$CARGO_TARGET_DIR/release/gleitzeit" "$CARGO_TARGET_DIR/release/gleitzeit-bench" --quick
+echo "== fuzzing (${GLEITZEIT_FUZZ_SECONDS:-30} s per target with nightly; the stable replay ran in cargo test)"
+scripts/fuzz.sh "${GLEITZEIT_FUZZ_SECONDS:-30}"
+echo "== benchmark smoke run (--quick, dev build: a check that every scenario runs, not figures)"
+GLEITZEIT_BIN="$CARGO_TARGET_DIR/debug/gleitzeit" "$CARGO_TARGET_DIR/debug/gleitzeit-bench" --quick
 echo "== comparison smoke run (--quick, Gleitzeit only)"
-scripts/bench-compare.sh --quick
+GLEITZEIT_BENCH_PROFILE=debug scripts/bench-compare.sh --quick

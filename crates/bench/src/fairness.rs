@@ -64,7 +64,7 @@ async fn sample(base: String, stop: Arc<AtomicBool>) -> Result<Samples> {
         samples
             .health
             .push(started.elapsed().as_secs_f64() * 1000.0);
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             let started = Instant::now();
             client
                 .post(format!("{base}/api/v1/workflows"))
