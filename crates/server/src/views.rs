@@ -98,16 +98,32 @@ impl WorkflowView {
             cancel_requested: record.cancel_requested,
             error: record.error.clone(),
             usage: usage(tasks),
-            tasks: tasks
-                .iter()
-                .map(|t| {
-                    let mut view = TaskView::new(t);
-                    if let Some(spec) = record.spec.tasks.iter().find(|s| s.id == t.task_id) {
-                        view.dependencies = spec.dependencies.clone();
-                    }
-                    view
-                })
-                .collect(),
+            tasks: {
+                // By position first (records keep the spec's order), by id
+                // when that does not match: linear for any workflow size.
+                let by_id: std::collections::HashMap<&str, &gleitzeit_core::TaskSpec> = record
+                    .spec
+                    .tasks
+                    .iter()
+                    .map(|s| (s.id.as_str(), s))
+                    .collect();
+                tasks
+                    .iter()
+                    .map(|t| {
+                        let mut view = TaskView::new(t);
+                        let spec = record
+                            .spec
+                            .tasks
+                            .get(t.position as usize)
+                            .filter(|s| s.id == t.task_id)
+                            .or_else(|| by_id.get(t.task_id.as_str()).copied());
+                        if let Some(spec) = spec {
+                            view.dependencies = spec.dependencies.clone();
+                        }
+                        view
+                    })
+                    .collect()
+            },
         }
     }
 }
