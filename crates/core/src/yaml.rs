@@ -280,8 +280,8 @@ pub fn parse_limited(text: &str, limits: &Limits) -> Result<Option<Node>, Syntax
                             pos,
                             Limit::AliasExpansion,
                             format!(
-                                "aliases expand the document to more than {} times its own \
-                                 {own_nodes} nodes",
+                                "aliases would add more than {allowed} nodes to the document \
+                                 ({}× its own {own_nodes}, and never fewer than {ALIAS_ALLOWANCE})",
                                 limits.max_alias_expansion
                             ),
                             limits.max_alias_expansion,
