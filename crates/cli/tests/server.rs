@@ -1096,3 +1096,38 @@ fn api_keys_users_and_isolation_through_the_cli() {
         assert!(!log.contains(&key[4..]), "a key reached the server log");
     }
 }
+
+/// A reverse proxy's header is believed only from the proxies named with it:
+/// `serve` refuses to start on half a setting, or a malformed one.
+#[test]
+fn trusted_proxy_settings_are_checked_at_start() {
+    let env = Env::new();
+    for (config, words) in [
+        (
+            "server:\n  trusted_proxy_header: X-Forwarded-For\n",
+            "names no proxy",
+        ),
+        (
+            "server:\n  trusted_proxies: [127.0.0.1]\n",
+            "trusted_proxy_header is not",
+        ),
+        (
+            "server:\n  trusted_proxy_header: X-Forwarded-For\n  trusted_proxies: [proxy.local]\n",
+            "not an IP address",
+        ),
+        (
+            "server:\n  trusted_proxy_header: \"bad header\"\n  trusted_proxies: [127.0.0.1]\n",
+            "not an HTTP header name",
+        ),
+    ] {
+        let file = env.write("proxy.yaml", config);
+        let run = env
+            .run(&["--config", file.to_str().unwrap(), "serve", "--port", "0"])
+            .code(2);
+        assert!(
+            run.stderr.contains("GZ9003") && run.stderr.contains(words),
+            "{config}: {}",
+            run.stderr
+        );
+    }
+}

@@ -204,13 +204,16 @@ impl Fixture {
 async fn read_sse(body: Body, done: impl Fn(&str) -> bool) -> (String, bool) {
     let mut body = body;
     let mut text = String::new();
+    // Keep-alive comments arrive every 15 s, so a stream that should have
+    // ended is caught by an overall deadline, not one per frame.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         if done(&text) {
             return (text, false);
         }
-        let frame = tokio::time::timeout(Duration::from_secs(15), body.frame())
+        let frame = tokio::time::timeout_at(deadline, body.frame())
             .await
-            .unwrap_or_else(|_| panic!("stream stalled; so far: {text}"));
+            .unwrap_or_else(|_| panic!("stream still open after 20 s; so far: {text:?}"));
         match frame {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
