@@ -34,6 +34,8 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const MAX_TRACKED: usize = 4096;
 /// How long a stream ticket may wait before it is used.
 pub(crate) const TICKET_TTL: Duration = Duration::from_secs(30);
+/// Unused tickets one key may hold at once (a page opens a few streams).
+const MAX_TICKETS_PER_KEY: usize = 16;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +203,19 @@ impl TicketBook {
         let ticket = format!("gzs_{}", ApiKey::generate()?.hash());
         let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
         tickets.retain(|_, (_, at)| at.elapsed() < TICKET_TTL);
+        // One key's unused tickets are capped (its oldest lapse first), so a
+        // key asking in a loop cannot grow the book without bound.
+        let mut mine: Vec<(String, Instant)> = tickets
+            .iter()
+            .filter(|(_, (p, _))| p.key_id == principal.key_id)
+            .map(|(t, (_, at))| (t.clone(), *at))
+            .collect();
+        if mine.len() >= MAX_TICKETS_PER_KEY {
+            mine.sort_by_key(|(_, at)| *at);
+            for (old, _) in &mine[..=mine.len() - MAX_TICKETS_PER_KEY] {
+                tickets.remove(old);
+            }
+        }
         tickets.insert(ticket.clone(), (principal.clone(), Instant::now()));
         Ok(ticket)
     }

@@ -848,6 +848,29 @@ async fn streams_open_with_one_time_tickets_never_with_keys_in_urls() {
         (status, body["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("GZ4004"))
     );
+    // A key asking in a loop holds at most 16 unused tickets: the oldest lapse.
+    let mut many = Vec::new();
+    for _ in 0..20 {
+        let (_, made) = json_of(
+            &f.router,
+            Call::post("/api/v1/stream-tickets", Some(&f.bob), ""),
+        )
+        .await;
+        many.push(made["ticket"].as_str().unwrap().to_string());
+    }
+    for (i, ticket) in many.iter().enumerate() {
+        let request = Request::builder()
+            .uri(format!("/api/v1/events?ticket={ticket}"))
+            .body(Body::empty())
+            .unwrap();
+        let status = f.router.clone().oneshot(request).await.unwrap().status();
+        let expected = if i < 4 {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(status, expected, "ticket {i}");
+    }
     // A key in a URL is refused, even a right one, on every route.
     for uri in [
         "/api/v1/events",
