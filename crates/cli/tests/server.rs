@@ -1130,4 +1130,34 @@ fn trusted_proxy_settings_are_checked_at_start() {
             run.stderr
         );
     }
+    // Set right, it starts and says whose header it believes.
+    let file = env.write(
+        "proxy.yaml",
+        "server:\n  trusted_proxy_header: X-Forwarded-For\n  trusted_proxies: [127.0.0.1]\n",
+    );
+    let mut child = env
+        .command()
+        .args(["--config", file.to_str().unwrap(), "serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let stdout = child.stdout.take().expect("stdout");
+    // Read on a thread: a server that never says it must fail the test, not
+    // hang it.
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("Client addresses:") && lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let said = said.recv_timeout(Duration::from_secs(30)).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        said.as_deref(),
+        Some("Client addresses: from `X-Forwarded-For` when the connection comes from 127.0.0.1")
+    );
 }

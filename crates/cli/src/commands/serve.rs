@@ -121,6 +121,15 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
         println!("Scale-out: tasks run on worker nodes (`gleitzeit worker --backend redis`); {active} active now.");
     }
     println!("API: http://{address}/api/v1  events: /api/v1/events  docs: /api/v1/openapi.json");
+    if let (Some(header), false) = (&section.trusted_proxy_header, args.no_auth) {
+        // Which address the failed-attempt limiter counts is a security
+        // setting: say it once, where the operator looks.
+        println!(
+            "Client addresses: from `{}` when the connection comes from {}",
+            header.trim(),
+            section.trusted_proxies.join(", ")
+        );
+    }
     server.serve(listener, shutdown_signal()).await?;
     println!("Server stopped.");
     Ok(output::EXIT_OK)
