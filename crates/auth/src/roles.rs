@@ -50,13 +50,23 @@ impl Role {
             (ReadSystem | ReadProviders, _) => All,
             (ReadMetrics, Admin | Operator | Service) => All,
             (ReadMetrics, User) => None,
-            (ManageProviders | ReadNodes | ManageNodes, Admin | Operator) => All,
-            (ManageProviders | ReadNodes | ManageNodes, User | Service) => None,
-            (RunWorker, Admin | Service) => All,
-            (RunWorker, Operator | User) => None,
+            (ReadNodes, Admin | Operator) => All,
+            (ReadNodes, User | Service) => None,
             (ManageUsers | ManageKeys | ReadAudit, Admin) => All,
             (ManageUsers | ManageKeys | ReadAudit, _) => None,
         }
+    }
+}
+
+/// How far a key reaches: its user's role and, when the key was made with a
+/// role of its own, that role too — the narrower of the two for every
+/// permission. Ranks cannot express this (USER and SERVICE share one but
+/// differ in what they may do), so a key never gains a right its user lacks.
+pub fn key_reach(user: Role, key: Option<Role>, permission: Permission) -> Reach {
+    let own = user.reach(permission);
+    match key {
+        Some(key) => own.min(key.reach(permission)),
+        None => own,
     }
 }
 
@@ -78,17 +88,14 @@ pub enum Permission {
     ReadSystem,
     ReadProviders,
     ReadMetrics,
-    ManageProviders,
     ReadNodes,
-    ManageNodes,
-    RunWorker,
     ManageUsers,
     ManageKeys,
     ReadAudit,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 11] = [
         Permission::SubmitWorkflow,
         Permission::ReadWorkflows,
         Permission::CancelWorkflows,
@@ -96,10 +103,7 @@ impl Permission {
         Permission::ReadSystem,
         Permission::ReadProviders,
         Permission::ReadMetrics,
-        Permission::ManageProviders,
         Permission::ReadNodes,
-        Permission::ManageNodes,
-        Permission::RunWorker,
         Permission::ManageUsers,
         Permission::ManageKeys,
         Permission::ReadAudit,
@@ -114,10 +118,7 @@ impl Permission {
             Permission::ReadSystem => "health, stats, functions, error registry",
             Permission::ReadProviders => "list providers and endpoints",
             Permission::ReadMetrics => "Prometheus metrics",
-            Permission::ManageProviders => "change providers and endpoints",
             Permission::ReadNodes => "list worker nodes",
-            Permission::ManageNodes => "drain or remove worker nodes",
-            Permission::RunWorker => "run as a worker node",
             Permission::ManageUsers => "create and disable users",
             Permission::ManageKeys => "create, list and revoke keys",
             Permission::ReadAudit => "read the audit log",
@@ -169,7 +170,7 @@ mod tests {
             Role::Operator.reach(Permission::CancelWorkflows),
             Reach::All
         );
-        assert_eq!(Role::Operator.reach(Permission::ManageNodes), Reach::All);
+        assert_eq!(Role::Operator.reach(Permission::ReadNodes), Reach::All);
         assert_eq!(Role::Operator.reach(Permission::ManageUsers), Reach::None);
         assert_eq!(Role::Operator.reach(Permission::ManageKeys), Reach::None);
         // User: only their own.
@@ -181,14 +182,36 @@ mod tests {
             assert_eq!(Role::User.reach(p), Reach::Own, "{p:?}");
         }
         assert_eq!(Role::User.reach(Permission::ReadAudit), Reach::None);
-        // Service: submits and reads its own; runs workers; cancels nothing.
+        assert_eq!(Role::User.reach(Permission::ReadNodes), Reach::None);
+        // Service: submits and reads its own; cancels nothing.
         assert_eq!(Role::Service.reach(Permission::SubmitWorkflow), Reach::Own);
         assert_eq!(Role::Service.reach(Permission::ReadWorkflows), Reach::Own);
         assert_eq!(
             Role::Service.reach(Permission::CancelWorkflows),
             Reach::None
         );
-        assert_eq!(Role::Service.reach(Permission::RunWorker), Reach::All);
+        assert_eq!(Role::Service.reach(Permission::ReadMetrics), Reach::All);
+    }
+
+    #[test]
+    fn a_key_reaches_what_both_its_user_and_its_own_role_reach() {
+        // A SERVICE key of a USER: neither metrics (USER lacks them) nor
+        // cancelling (SERVICE lacks it).
+        let reach = |p| key_reach(Role::User, Some(Role::Service), p);
+        assert_eq!(reach(Permission::ReadMetrics), Reach::None);
+        assert_eq!(reach(Permission::CancelWorkflows), Reach::None);
+        assert_eq!(reach(Permission::ReadWorkflows), Reach::Own);
+        // An OPERATOR key of an ADMIN is an operator; no key role, the user's.
+        assert_eq!(
+            key_reach(Role::Admin, Some(Role::Operator), Permission::ManageKeys),
+            Reach::None
+        );
+        for p in Permission::ALL {
+            assert_eq!(key_reach(Role::User, None, p), Role::User.reach(p));
+            for key in Role::ALL {
+                assert!(key_reach(Role::User, Some(key), p) <= Role::User.reach(p));
+            }
+        }
     }
 
     #[test]

@@ -112,7 +112,13 @@ impl Client {
             Ok(response) => response
                 .json::<Value>()
                 .await
-                .is_ok_and(|v| v.get("status").is_some() && v.get("uptime_seconds").is_some()),
+                // Without a key a server says only its status.
+                .is_ok_and(|v| {
+                    matches!(
+                        v.get("status").and_then(Value::as_str),
+                        Some("healthy" | "degraded" | "unhealthy")
+                    )
+                }),
             Err(_) => false,
         }
     }

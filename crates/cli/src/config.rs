@@ -46,6 +46,14 @@ pub struct ServerSection {
     /// Scale-out: seconds without a heartbeat after which a worker node is
     /// marked lost (GLEITZEIT_NODE_TIMEOUT).
     pub node_timeout_seconds: f64,
+    /// Behind a reverse proxy: the header it puts the client's address in
+    /// (e.g. `X-Forwarded-For`), believed only from `trusted_proxies`. Off by
+    /// default: the connecting address is the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_proxy_header: Option<String>,
+    /// Addresses of the proxies whose `trusted_proxy_header` is believed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSection {
@@ -57,6 +65,8 @@ impl Default for ServerSection {
             max_body_bytes: 4 * 1024 * 1024,
             grace_seconds: 30.0,
             node_timeout_seconds: 10.0,
+            trusted_proxy_header: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

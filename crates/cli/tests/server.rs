@@ -1096,3 +1096,68 @@ fn api_keys_users_and_isolation_through_the_cli() {
         assert!(!log.contains(&key[4..]), "a key reached the server log");
     }
 }
+
+/// A reverse proxy's header is believed only from the proxies named with it:
+/// `serve` refuses to start on half a setting, or a malformed one.
+#[test]
+fn trusted_proxy_settings_are_checked_at_start() {
+    let env = Env::new();
+    for (config, words) in [
+        (
+            "server:\n  trusted_proxy_header: X-Forwarded-For\n",
+            "names no proxy",
+        ),
+        (
+            "server:\n  trusted_proxies: [127.0.0.1]\n",
+            "trusted_proxy_header is not",
+        ),
+        (
+            "server:\n  trusted_proxy_header: X-Forwarded-For\n  trusted_proxies: [proxy.local]\n",
+            "not an IP address",
+        ),
+        (
+            "server:\n  trusted_proxy_header: \"bad header\"\n  trusted_proxies: [127.0.0.1]\n",
+            "not an HTTP header name",
+        ),
+    ] {
+        let file = env.write("proxy.yaml", config);
+        let run = env
+            .run(&["--config", file.to_str().unwrap(), "serve", "--port", "0"])
+            .code(2);
+        assert!(
+            run.stderr.contains("GZ9003") && run.stderr.contains(words),
+            "{config}: {}",
+            run.stderr
+        );
+    }
+    // Set right, it starts and says whose header it believes.
+    let file = env.write(
+        "proxy.yaml",
+        "server:\n  trusted_proxy_header: X-Forwarded-For\n  trusted_proxies: [127.0.0.1]\n",
+    );
+    let mut child = env
+        .command()
+        .args(["--config", file.to_str().unwrap(), "serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let stdout = child.stdout.take().expect("stdout");
+    // Read on a thread: a server that never says it must fail the test, not
+    // hang it.
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("Client addresses:") && lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let said = said.recv_timeout(Duration::from_secs(30)).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        said.as_deref(),
+        Some("Client addresses: from `X-Forwarded-For` when the connection comes from 127.0.0.1")
+    );
+}

@@ -244,6 +244,10 @@ registry! {
         "API key is invalid", "Check for typos; keys look like gzt_… and carry a checksum.";
     TooManyAuthFailures = 4005, Auth, Medium, true,
         "Too many failed authentication attempts", "Wait a minute before trying again, with a valid key.";
+    StreamTicketInvalid = 4006, Auth, Medium, false,
+        "Stream ticket is unknown, used or expired", "Get a new one with your key (POST /api/v1/stream-tickets); each ticket opens one stream, within 30 seconds.";
+    KeyInUrl = 4007, Auth, High, false,
+        "API keys are not accepted in URLs", "Send the key in the Authorization header; browsers' EventSource and WebSocket open streams with a ticket (POST /api/v1/stream-tickets, then ?ticket=).";
 
     FileNotFound = 5001, Storage, Medium, false,
         "Requested file does not exist", "Check the file path and that the file exists.";

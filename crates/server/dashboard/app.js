@@ -164,8 +164,8 @@ const EVENT_TYPES = [
 
 /// The SSE stream, resumed after the last event seen whenever it is
 /// reopened (`after`), so a reconnect neither loses nor repeats events.
-/// EventSource cannot send headers; the server takes the key as `api_key`
-/// on the event routes.
+/// EventSource cannot send headers and a key must never be in a URL (proxies
+/// log URLs): each opening first trades the key for a one-time ticket.
 class Live {
   constructor(params, onEvent) {
     this.params = params;
@@ -173,16 +173,38 @@ class Live {
     this.last = params.after ?? null;
     this.source = null;
     this.closed = false;
+    this.opening = false;
     this.open();
   }
   open() {
-    if (this.closed) return;
+    if (this.closed || this.opening) return;
+    this.opening = true;
+    this.connect()
+      .catch(() => {})
+      .finally(() => {
+        this.opening = false;
+      });
+  }
+  async connect() {
     const q = new URLSearchParams();
     if (this.params.workflow_id) q.set("workflow_id", this.params.workflow_id);
     if (this.params.types) q.set("types", this.params.types);
     if (this.last !== null) q.set("after", String(this.last));
-    const key = getKey();
-    if (key) q.set("api_key", key);
+    if (getKey()) {
+      let answer;
+      try {
+        answer = await api("/api/v1/stream-tickets", { method: "POST" });
+      } catch (e) {
+        if (e instanceof AuthNeeded) return render(true);
+        // Offline: the connection banner polls and resumes the stream.
+        if (e instanceof Offline) return;
+        this.retry = Math.min((this.retry || 500) * 2, 15000);
+        setTimeout(() => this.open(), this.retry);
+        return;
+      }
+      if (this.closed) return;
+      q.set("ticket", answer.ticket);
+    }
     const source = new EventSource(`/api/v1/events?${q}`);
     this.source = source;
     const handle = (e) => {
@@ -211,9 +233,9 @@ class Live {
       this.source = null;
       fetch("/health?quick=true", { cache: "no-store" })
         .then(async () => {
-          // The server answers but refused the stream: if the key stopped
-          // working, ask for one instead of retrying into the server's
-          // failed-attempt limit.
+          // The server answers but refused or ended the stream: if the key
+          // stopped working (revoked, expired), ask for one instead of
+          // retrying into the server's failed-attempt limit.
           if (getKey()) {
             try {
               await api("/api/v1/auth/whoami");
@@ -229,6 +251,7 @@ class Live {
   }
   /// After the server came back: open again unless still open.
   resume() {
+    if (this.opening) return;
     if (!this.source || this.source.readyState === EventSource.CLOSED) {
       this.source = null;
       this.open();
@@ -445,7 +468,8 @@ async function workflowView(id, selectedTask) {
   let head;
   let wf;
   try {
-    head = (await api("/api/v1/events/head")).latest_event_seq;
+    // This workflow's newest event: the caller's reach is all a head shows.
+    head = (await api(`/api/v1/events/head?workflow_id=${enc(id)}`)).latest_event_seq;
     wf = await api(`/api/v1/workflows/${enc(id)}`);
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) {
@@ -749,7 +773,15 @@ function healthCell(health) {
 async function nodesView() {
   const host = h("div");
   async function load() {
-    const data = await api("/api/v1/nodes");
+    let data;
+    try {
+      data = await api("/api/v1/nodes");
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 403)) throw e;
+      fill(host, h("div", { class: "card empty-state", id: "nodes-forbidden" },
+        h("p", {}, "Your key's role may not list worker nodes (ADMIN and OPERATOR may).")));
+      return;
+    }
     if (!data.scale_out) {
       fill(host, h("div", { class: "card empty-state", id: "nodes-empty" },
         h("p", {}, "This server runs tasks in-process: there are no worker nodes."),

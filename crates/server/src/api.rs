@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
+use gleitzeit_auth::roles::Reach;
 use gleitzeit_auth::Permission;
 use gleitzeit_core::{parse, ErrorCode, GzError, WorkflowState};
 use gleitzeit_store::{ListFilter, WorkflowSummary};
@@ -56,6 +57,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .routes(routes!(events_sse))
         .routes(routes!(events_head))
         .routes(routes!(events_ws))
+        .routes(routes!(create_stream_ticket))
         .routes(routes!(stats))
         .routes(routes!(list_providers))
         .routes(routes!(list_nodes))
@@ -164,16 +166,24 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
 // ---------------------------------------------------------------- workflows
 
 /// The workflow an id (or unique prefix) names, if the caller may act on it
-/// with `permission`; others' workflows answer 404 like missing ones.
+/// with `permission`. Ids and prefixes resolve only among the workflows the
+/// caller reaches, so another user's workflow answers exactly like a missing
+/// one and a prefix never lists ids the caller may not see.
 async fn visible_workflow(
     state: &AppState,
     principal: &Principal,
     id: &str,
     permission: Permission,
 ) -> Result<gleitzeit_store::WorkflowRecord, ApiError> {
-    let record = state.runtime.store().find_workflow(id).await?;
-    principal.may(permission, &record)?;
-    Ok(record)
+    let store = state.runtime.store();
+    let found = match principal.reach(permission) {
+        Reach::All => store.find_workflow(id).await,
+        Reach::Own => store.find_workflow_of(id, &principal.user).await,
+        Reach::None => Err(gleitzeit_store::StoreError::WorkflowNotFound(
+            id.to_string(),
+        )),
+    };
+    Ok(found?)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -525,7 +535,7 @@ async fn workflow_events(
         workflow_id: Some(record.id.clone()),
         types: query.types,
         after: None,
-        api_key: None,
+        ticket: None,
     })?;
     let after = query.after.unwrap_or(0);
     let most = state.runtime.limits().max_events_page.max(1);
@@ -572,7 +582,8 @@ fn event_stream(
     let mut filter = Filter::from_query(&query)?;
     filter.owner = principal.owner_filter(Permission::ReadEvents);
     let after = resume_point(&query, headers)?;
-    Ok(stream::events(state, filter, after))
+    let events = stream::events(state.clone(), filter, after);
+    Ok(stream::guarded(state, principal.clone(), events))
 }
 
 /// Live events as Server-Sent Events.
@@ -580,7 +591,9 @@ fn event_stream(
 /// Each message has `id` (the event's sequence number; `SEQ.INDEX` for a
 /// streamed token inside a stored chunk), `event` (its type) and `data` (the
 /// event as JSON). Reconnecting with `Last-Event-ID` (or `after`) resumes
-/// exactly after that event: nothing is lost or repeated.
+/// exactly after that event: nothing is lost or repeated. When the key is
+/// revoked, expires or its user is disabled, the stream ends with an `error`
+/// event carrying the code (GZ4004, GZ4002).
 #[utoipa::path(
     get,
     path = "/api/v1/events",
@@ -617,17 +630,93 @@ async fn events_sse(
         .into_response())
 }
 
-/// The newest event id: where a stream that wants "from now on" starts, or
-/// how far a client is behind. Cheap (no counting).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HeadQuery {
+    /// Only this workflow's newest event (id or a unique prefix).
+    pub workflow_id: Option<String>,
+}
+
+/// The newest event id the caller may see — of one workflow, or of all the
+/// caller reaches: where a stream that wants "from now on" starts, or how
+/// far a client is behind. A caller who sees only their own workflows learns
+/// nothing about anyone else's activity from it.
 #[utoipa::path(
     get,
     path = "/api/v1/events/head",
     tag = "events",
-    responses((status = 200, body = Object))
+    params(HeadQuery),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
 )]
-async fn events_head(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let seq = state.runtime.store().latest_event_seq().await?;
+async fn events_head(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    query: Result<Query<HeadQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let store = state.runtime.store();
+    let seq = match (
+        query.workflow_id.filter(|w| !w.is_empty()),
+        principal.owner_filter(Permission::ReadEvents),
+    ) {
+        (Some(id), _) => {
+            let record = visible_workflow(&state, &principal, &id, Permission::ReadEvents).await?;
+            store.latest_event_seq_of(&record.id).await?
+        }
+        (None, None) => store.latest_event_seq().await?,
+        (None, Some(user)) => {
+            let mine = store
+                .list_workflows(&ListFilter {
+                    state: None,
+                    submitted_by: Some(user),
+                    limit: 0,
+                    offset: 0,
+                })
+                .await?;
+            let mut newest = 0;
+            for workflow in mine {
+                newest = newest.max(store.latest_event_seq_of(&workflow.id).await?);
+            }
+            newest
+        }
+    };
     Ok(Json(json!({ "latest_event_seq": seq })))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StreamTicket {
+    /// Pass as `?ticket=` to `/api/v1/events` or `/api/v1/ws`; works once.
+    pub ticket: String,
+    /// Seconds until the ticket is void if unused.
+    pub expires_in: u64,
+}
+
+/// A one-time ticket to open one event stream (SSE or WebSocket) as the
+/// caller, for clients that cannot send an Authorization header (browsers'
+/// EventSource and WebSocket). Keys in URLs are refused (GZ4007) because
+/// proxies log URLs; a ticket is worthless once used or after 30 seconds.
+#[utoipa::path(
+    post,
+    path = "/api/v1/stream-tickets",
+    tag = "events",
+    responses(
+        (status = 201, body = StreamTicket),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)
+    )
+)]
+async fn create_stream_ticket(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<(StatusCode, Json<StreamTicket>), ApiError> {
+    let ticket = state.tickets.issue(&principal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(StreamTicket {
+            ticket,
+            expires_in: crate::auth::TICKET_TTL.as_secs(),
+        }),
+    ))
 }
 
 /// Live events over a WebSocket: one JSON text frame per event, with its `id`.
@@ -655,6 +744,25 @@ async fn events_ws(
     Ok(upgrade.on_upgrade(move |socket| forward_to_socket(socket, events)))
 }
 
+/// A WebSocket close frame for an error: application close codes are
+/// 4000–4999, so a GZ4xxx code is its own close code (GZ4004 → 4004).
+fn close_frame(error: &GzError) -> axum::extract::ws::CloseFrame {
+    let number = error.code as u16;
+    axum::extract::ws::CloseFrame {
+        code: if (4000..5000).contains(&number) {
+            number
+        } else {
+            1011
+        },
+        // The reason must stay under 123 bytes: the code and a short text.
+        reason: format!("{}: {}", error.code, error.message)
+            .chars()
+            .take(100)
+            .collect::<String>()
+            .into(),
+    }
+}
+
 async fn forward_to_socket(
     mut socket: WebSocket,
     events: impl Stream<Item = Result<gleitzeit_core::events::Event, GzError>>,
@@ -663,12 +771,19 @@ async fn forward_to_socket(
     loop {
         tokio::select! {
             item = events.next() => {
-                let text = match item {
-                    Some(Ok(event)) => stream::with_id(&event).to_string(),
-                    Some(Err(error)) => json!({"type": "error", "error": ApiError::from(error).body()}).to_string(),
+                let (text, close) = match item {
+                    Some(Ok(event)) => (stream::with_id(&event).to_string(), None),
+                    Some(Err(error)) => {
+                        let close = stream::is_lapse(&error).then(|| close_frame(&error));
+                        (json!({"type": "error", "error": ApiError::from(error).body()}).to_string(), close)
+                    }
                     None => break,
                 };
                 if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+                if let Some(frame) = close {
+                    let _ = socket.send(Message::Close(Some(frame))).await;
                     return;
                 }
             }
@@ -702,17 +817,19 @@ pub struct StatsQuery {
 )]
 async fn stats(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     let range = query.range_minutes.unwrap_or(60).max(1);
+    let store = state.runtime.store().as_ref();
+    // Counts, rates and usage cover what the caller may read: everything, or
+    // only their own workflows.
     Ok(Json(
-        views::stats(
-            state.runtime.store().as_ref(),
-            range,
-            state.runs.active_count(),
-        )
-        .await?,
+        match principal.owner_filter(Permission::ReadWorkflows) {
+            None => views::stats(store, range, state.runs.active_count()).await?,
+            Some(user) => views::stats_of(store, &user, range).await?,
+        },
     ))
 }
 
@@ -816,21 +933,25 @@ async fn show_error(Path(code): Path<String>) -> Result<Json<Value>, ApiError> {
 }
 
 /// Health: `healthy`, `degraded` (a provider cannot work) or `unhealthy`
-/// (store unreadable, shutting down; HTTP 503), with reasons.
+/// (store unreadable, shutting down; HTTP 503). Without a key the answer is
+/// only `{"status": …}`; with a valid key it has reasons, counts, providers
+/// and nodes. Provider checks (which contact LLM endpoints) run at most once
+/// every 10 seconds, whoever asks how often.
 #[utoipa::path(
     get,
     path = "/api/v1/health",
     tag = "system",
     params(("quick" = Option<bool>, Query, description = "Skip the provider checks (store and server state only)")),
     responses(
-        (status = 200, description = "healthy or degraded", body = HealthReport),
+        (status = 200, description = "healthy or degraded (without a key: only `status`)", body = HealthReport),
         (status = 503, description = "unhealthy", body = HealthReport)
     )
 )]
 async fn health_check(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     RawQuery(query): RawQuery,
-) -> (StatusCode, Json<HealthReport>) {
+) -> Response {
     let quick = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .any(|(k, v)| k == "quick" && (v == "true" || v == "1"));
     let report = health::report(&state, quick).await;
@@ -839,7 +960,10 @@ async fn health_check(
     } else {
         StatusCode::OK
     };
-    (status, Json(report))
+    if principal.anonymous {
+        return (status, Json(json!({ "status": report.status }))).into_response();
+    }
+    (status, Json(report)).into_response()
 }
 
 /// Prometheus metrics (text exposition format).

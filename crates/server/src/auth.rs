@@ -3,7 +3,9 @@
 //! - `authenticate` (middleware) turns the request's key into a [`Principal`]
 //!   or a 401/429, and checks the route's permission against the role
 //!   (`permission_for` is the route table; `Role::reach` the matrix);
-//! - `Principal::may` decides, per workflow, whether "own" reach covers it;
+//! - `verify` is the one path every transport (HTTP, SSE, WebSocket,
+//!   Socket.IO) authenticates through: limiter and audit log included;
+//! - `recheck` tells open streams whether their principal still holds;
 //! - `admin` holds the user and key operations that both the API and the
 //!   local CLI (`gleitzeit auth …` without a server) perform.
 //!
@@ -11,29 +13,47 @@
 
 use crate::{ApiError, AppState};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use gleitzeit_auth::roles::Reach;
+use gleitzeit_auth::roles::{key_reach, Reach};
 use gleitzeit_auth::{ApiKey, Permission, Role};
 use gleitzeit_core::{ErrorCode, GzError};
-use gleitzeit_store::{now_ms, AuditEntry, Store, WorkflowRecord};
+use gleitzeit_store::{now_ms, AuditEntry, Store};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failed attempts one client may make per window before it gets 429s.
+/// Failed attempts one address, or one key id, may see per window before
+/// further failures are answered with 429.
 const MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Beyond this many tracked addresses or key ids, stale windows are dropped,
+/// so a flood of made-up keys cannot grow the limiter without bound.
+const MAX_TRACKED: usize = 4096;
+/// How long a stream ticket may wait before it is used.
+pub(crate) const TICKET_TTL: Duration = Duration::from_secs(30);
+/// Unused tickets one key may hold at once (a page opens a few streams).
+const MAX_TICKETS_PER_KEY: usize = 16;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
     pub user: String,
+    /// The key's own role when it was made with one, else its user's.
     pub role: Role,
+    /// The user's role: a key never reaches further (see [`key_reach`]).
+    pub user_role: Role,
+    pub key_role: Option<Role>,
     /// The key's public id; `None` when the server runs without auth.
     pub key_id: Option<String>,
+    /// The stored hash of the key, so open streams can check it again.
+    pub(crate) key_hash: Option<String>,
+    pub expires_ms: Option<i64>,
+    /// No key was presented (routes that need none: health, the dashboard's
+    /// files). Such a caller is told nothing beyond the bare answer.
+    pub anonymous: bool,
 }
 
 impl Principal {
@@ -42,7 +62,25 @@ impl Principal {
         Principal {
             user: "local".into(),
             role: Role::Admin,
+            user_role: Role::Admin,
+            key_role: None,
             key_id: None,
+            key_hash: None,
+            expires_ms: None,
+            anonymous: false,
+        }
+    }
+
+    fn anonymous() -> Principal {
+        Principal {
+            user: String::new(),
+            role: Role::Service,
+            user_role: Role::Service,
+            key_role: None,
+            key_id: None,
+            key_hash: None,
+            expires_ms: None,
+            anonymous: true,
         }
     }
 
@@ -53,25 +91,10 @@ impl Principal {
     }
 
     pub fn reach(&self, permission: Permission) -> Reach {
-        self.role.reach(permission)
-    }
-
-    /// Whether this principal may act on this workflow. A workflow outside
-    /// the caller's reach is reported as not found, so ids cannot be probed.
-    pub fn may(&self, permission: Permission, record: &WorkflowRecord) -> Result<(), ApiError> {
-        let allowed = match self.reach(permission) {
-            Reach::All => true,
-            Reach::Own => record.submitted_by.as_deref() == Some(self.user.as_str()),
-            Reach::None => false,
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                ErrorCode::WorkflowNotFound,
-                format!("no workflow with id `{}`", record.id),
-            ))
+        if self.anonymous {
+            return Reach::None;
         }
+        key_reach(self.user_role, self.key_role, permission)
     }
 
     /// Only workflows of this user, when their reach is their own.
@@ -98,8 +121,10 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
         (_, ["", "api", "v1", "workflows", _, "events"]) => ReadEvents,
         (_, ["", "api", "v1", "workflows", ..]) => ReadWorkflows,
         (_, ["", "api", "v1", "events", ..] | ["", "api", "v1", "ws"]) => ReadEvents,
+        (_, ["", "api", "v1", "stream-tickets"]) => ReadEvents,
         (_, ["", "api", "v1", "providers", ..]) => ReadProviders,
-        (_, ["", "api", "v1", "stats" | "functions" | "errors" | "nodes", ..]) => ReadSystem,
+        (_, ["", "api", "v1", "nodes", ..]) => ReadNodes,
+        (_, ["", "api", "v1", "stats" | "functions" | "errors", ..]) => ReadSystem,
         (_, ["", "metrics"]) => ReadMetrics,
         (_, ["", "api", "v1", "auth", "users", ..]) => ManageUsers,
         (_, ["", "api", "v1", "auth", "keys", ..]) => ManageKeys,
@@ -110,34 +135,139 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
     })
 }
 
-/// Counts failed attempts per client address.
+/// The routes that are long-lived streams: the ones a browser opens without
+/// headers, so the only ones that take a `?ticket=`.
+fn is_stream_route(path: &str) -> bool {
+    matches!(path.trim_end_matches('/'), "/api/v1/events" | "/api/v1/ws")
+}
+
+/// Failures in the current window for one address or key id.
+#[derive(Clone, Copy)]
+struct Window {
+    since: Instant,
+    failures: u32,
+}
+
+fn count_failure<K: std::hash::Hash + Eq + Clone>(map: &Mutex<HashMap<K, Window>>, key: &K) -> u32 {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= MAX_TRACKED && !map.contains_key(key) {
+        map.retain(|_, w| w.since.elapsed() < FAILURE_WINDOW);
+    }
+    let entry = map.entry(key.clone()).or_insert(Window {
+        since: Instant::now(),
+        failures: 0,
+    });
+    if entry.since.elapsed() >= FAILURE_WINDOW {
+        *entry = Window {
+            since: Instant::now(),
+            failures: 0,
+        };
+    }
+    entry.failures = entry.failures.saturating_add(1);
+    entry.failures
+}
+
+/// Counts failed attempts per client address and per presented key id.
+///
+/// Only failures are ever refused: a valid key is accepted whatever others
+/// did from the same address (a shared NAT, a reverse proxy) or with the same
+/// key id (which lists and audit entries show). What the limit does is make
+/// guessing loud and cheap to answer: past it, every wrong guess gets 429.
 #[derive(Default)]
 pub(crate) struct FailureLimiter {
-    clients: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    addresses: Mutex<HashMap<IpAddr, Window>>,
+    key_ids: Mutex<HashMap<String, Window>>,
 }
 
 impl FailureLimiter {
-    fn blocked(&self, ip: IpAddr) -> bool {
-        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients
-            .get(&ip)
-            .is_some_and(|(since, n)| since.elapsed() < FAILURE_WINDOW && *n >= MAX_FAILURES)
-    }
-
-    fn failed(&self, ip: IpAddr) {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = clients.entry(ip).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= FAILURE_WINDOW {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 += 1;
+    /// Records one failure; returns the higher of the two counts it raised.
+    fn failed(&self, ip: Option<IpAddr>, key_id: Option<&str>) -> u32 {
+        let by_address = ip.map_or(0, |ip| count_failure(&self.addresses, &ip));
+        let by_key = key_id.map_or(0, |id| count_failure(&self.key_ids, &id.to_string()));
+        by_address.max(by_key)
     }
 }
 
-/// The key a request carries: `Authorization: Bearer`, `X-API-Key`, or (for
-/// browsers' EventSource and WebSocket, which cannot set headers) `api_key=`
-/// in the query of the event routes.
-pub fn presented_key(headers: &HeaderMap, path: &str, query: Option<&str>) -> Option<String> {
+/// One-time tickets for streams: a browser's EventSource and WebSocket cannot
+/// send headers, and a key in a URL ends up in proxies' logs. A ticket is
+/// worth one stream, for [`TICKET_TTL`], and is useless afterwards.
+#[derive(Default)]
+pub(crate) struct TicketBook {
+    tickets: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl TicketBook {
+    pub(crate) fn issue(&self, principal: &Principal) -> Result<String, GzError> {
+        // A key's random part is as good a one-time secret as any, and has
+        // no checksum a guesser could use: take the whole key's hash.
+        let ticket = format!("gzs_{}", ApiKey::generate()?.hash());
+        let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        tickets.retain(|_, (_, at)| at.elapsed() < TICKET_TTL);
+        // One key's unused tickets are capped (its oldest lapse first), so a
+        // key asking in a loop cannot grow the book without bound.
+        let mut mine: Vec<(String, Instant)> = tickets
+            .iter()
+            .filter(|(_, (p, _))| p.key_id == principal.key_id)
+            .map(|(t, (_, at))| (t.clone(), *at))
+            .collect();
+        if mine.len() >= MAX_TICKETS_PER_KEY {
+            mine.sort_by_key(|(_, at)| *at);
+            for (old, _) in &mine[..=mine.len() - MAX_TICKETS_PER_KEY] {
+                tickets.remove(old);
+            }
+        }
+        tickets.insert(ticket.clone(), (principal.clone(), Instant::now()));
+        Ok(ticket)
+    }
+
+    fn redeem(&self, ticket: &str) -> Option<Principal> {
+        let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        tickets
+            .remove(ticket)
+            .filter(|(_, at)| at.elapsed() < TICKET_TTL)
+            .map(|(principal, _)| principal)
+    }
+}
+
+/// The client's address, for the limiter and the audit log: the peer, or —
+/// when the peer is a configured trusted proxy — the address that proxy put
+/// in its header (the right-most one that is not itself a trusted proxy).
+pub(crate) fn client_address(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    proxy: Option<&crate::TrustedProxy>,
+) -> Option<IpAddr> {
+    let (Some(peer), Some(proxy)) = (peer, proxy) else {
+        return peer;
+    };
+    if !proxy.addresses.contains(&peer) {
+        return peer.into();
+    }
+    let forwarded = headers
+        .get_all(&proxy.header)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for entry in forwarded.iter().rev() {
+        let parsed = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()));
+        match parsed {
+            Some(ip) if proxy.addresses.contains(&ip) => continue,
+            Some(ip) => return Some(ip),
+            // Garbage in the header: the proxy is the only address known.
+            None => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+/// The key a request carries: `Authorization: Bearer` or `X-API-Key`.
+/// Keys in URLs are refused (see [`authenticate`]).
+pub fn presented_key(headers: &HeaderMap) -> Option<String> {
     if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         let value = value.trim();
         if let Some(token) = value
@@ -150,12 +280,13 @@ pub fn presented_key(headers: &HeaderMap, path: &str, query: Option<&str>) -> Op
     if let Some(value) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(value.trim().to_string());
     }
-    if path.ends_with("/events") || path.ends_with("/ws") {
-        return form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .find(|(k, _)| k == "api_key")
-            .map(|(_, v)| v.into_owned());
-    }
     None
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn unauthorized(code: ErrorCode, message: &str) -> ApiError {
@@ -164,38 +295,76 @@ fn unauthorized(code: ErrorCode, message: &str) -> ApiError {
     error
 }
 
+fn invalid_key() -> ApiError {
+    unauthorized(ErrorCode::InvalidApiKey, "the API key is not valid")
+}
+
+fn expired_key() -> ApiError {
+    unauthorized(ErrorCode::TokenExpired, "the API key has expired")
+}
+
 /// Resolves a key to a principal. Errors carry no hint of whether the key or
 /// its user exists.
 pub async fn resolve_key(store: &dyn Store, text: &str) -> Result<Principal, ApiError> {
-    let invalid = || unauthorized(ErrorCode::InvalidApiKey, "the API key is not valid");
     let key = ApiKey::parse(text).map_err(|e| ApiError::from(GzError::from(e)))?;
-    let record = store.key_by_hash(&key.hash()).await?.ok_or_else(invalid)?;
+    principal_for_hash(store, &key.hash()).await
+}
+
+async fn principal_for_hash(store: &dyn Store, hash: &str) -> Result<Principal, ApiError> {
+    let record = store.key_by_hash(hash).await?.ok_or_else(invalid_key)?;
     if record.revoked_ms.is_some() {
-        return Err(invalid());
+        return Err(invalid_key());
     }
     if record.expires_ms.is_some_and(|at| at <= now_ms()) {
-        return Err(unauthorized(
-            ErrorCode::TokenExpired,
-            "the API key has expired",
-        ));
+        return Err(expired_key());
     }
     let user = store
         .users()
         .await?
         .into_iter()
         .find(|u| u.name == record.user && !u.disabled)
-        .ok_or_else(invalid)?;
-    let role = record
-        .role
-        .as_deref()
-        .and_then(Role::parse)
-        .or_else(|| Role::parse(&user.role))
-        .ok_or_else(invalid)?;
+        .ok_or_else(invalid_key)?;
+    let user_role = Role::parse(&user.role).ok_or_else(invalid_key)?;
+    let key_role = match record.role.as_deref() {
+        Some(text) => Some(Role::parse(text).ok_or_else(invalid_key)?),
+        None => None,
+    };
     Ok(Principal {
         user: user.name,
-        role,
+        role: key_role.unwrap_or(user_role),
+        user_role,
+        key_role,
         key_id: Some(record.id),
+        key_hash: Some(record.hash),
+        expires_ms: record.expires_ms,
+        anonymous: false,
     })
+}
+
+/// Whether a principal still holds: its key not revoked or expired, its user
+/// not disabled. Streams ask this while they stay open; a principal without a
+/// key (no-auth mode) always holds. `Ok(Err(..))` is the GZ answer to close
+/// with; `Err` means the store could not say.
+pub(crate) async fn recheck(
+    store: &dyn Store,
+    principal: &Principal,
+) -> Result<Result<(), ApiError>, GzError> {
+    let Some(hash) = &principal.key_hash else {
+        return Ok(Ok(()));
+    };
+    match principal_for_hash(store, hash).await {
+        Ok(now) if now.user == principal.user => Ok(Ok(())),
+        Ok(_) => Ok(Err(invalid_key())),
+        Err(error) if is_auth_failure(&error) => Ok(Err(error)),
+        Err(error) => Err(error.error),
+    }
+}
+
+fn is_auth_failure(error: &ApiError) -> bool {
+    matches!(
+        error.error.code,
+        ErrorCode::InvalidApiKey | ErrorCode::TokenExpired | ErrorCode::StreamTicketInvalid
+    )
 }
 
 pub async fn audit(
@@ -220,6 +389,86 @@ pub async fn audit(
     }
 }
 
+/// What a request (or a Socket.IO connection) presents.
+pub(crate) enum Credential {
+    Key(String),
+    Ticket(String),
+}
+
+/// The one authentication path of every transport (HTTP, SSE, WebSocket,
+/// Socket.IO): a key or ticket becomes a principal, and every failure is
+/// counted by the limiter and written to the audit log.
+pub(crate) async fn verify(
+    state: &AppState,
+    credential: Credential,
+    client: Option<IpAddr>,
+    target: &str,
+) -> Result<Principal, ApiError> {
+    let store = state.runtime.store().as_ref();
+    let (outcome, key_id) = match &credential {
+        Credential::Key(text) => (resolve_key(store, text).await, presented_key_id(text)),
+        Credential::Ticket(ticket) => {
+            let outcome = match state.tickets.redeem(ticket) {
+                // The key may have been revoked since the ticket was made.
+                Some(principal) => match recheck(store, &principal).await {
+                    Ok(Ok(())) => Ok(principal),
+                    Ok(Err(error)) => Err(error),
+                    Err(error) => Err(error.into()),
+                },
+                None => Err(unauthorized(
+                    ErrorCode::StreamTicketInvalid,
+                    "the stream ticket is unknown, used or expired",
+                )),
+            };
+            (outcome, None)
+        }
+    };
+    let error = match outcome {
+        Ok(principal) => return Ok(principal),
+        Err(error) if !is_auth_failure(&error) => return Err(error),
+        Err(error) => error,
+    };
+    let failures = state.auth_failures.failed(client, key_id.as_deref());
+    // Past the limit only the moment of blocking is logged: a flood of
+    // guesses must not flood the audit log too.
+    if failures <= MAX_FAILURES + 1 {
+        audit(
+            store,
+            None,
+            "auth.failure",
+            Some(target),
+            &error.error.code.to_string(),
+            client,
+        )
+        .await;
+    }
+    if failures > MAX_FAILURES {
+        return Err(too_many_failures());
+    }
+    Err(error)
+}
+
+/// The id part of whatever was presented as a key (`gzt_` and 6 more
+/// characters), well-formed or not: guesses at one key's id are counted
+/// together even when the rest is garbage.
+fn presented_key_id(text: &str) -> Option<String> {
+    let text = text.trim();
+    let id_len = gleitzeit_auth::keys::PREFIX.len() + 6;
+    let id = text.get(..id_len)?;
+    (id.starts_with(gleitzeit_auth::keys::PREFIX)
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    .then(|| id.to_string())
+}
+
+fn too_many_failures() -> ApiError {
+    let mut error = ApiError::new(
+        ErrorCode::TooManyAuthFailures,
+        "too many failed attempts from this address or with this key id",
+    );
+    error.status = StatusCode::TOO_MANY_REQUESTS;
+    error
+}
+
 /// The middleware: every request gets a [`Principal`] extension, or an error.
 pub(crate) async fn authenticate(
     State(state): State<AppState>,
@@ -233,17 +482,29 @@ pub(crate) async fn authenticate(
             .insert(Principal::unauthenticated());
         return next.run(request).await;
     }
-    let client = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let presented = presented_key(
-        request.headers(),
-        request.uri().path(),
-        request.uri().query(),
-    );
-    let principal = match presented {
-        None if permission.is_none() => None,
+    let client = client_address(peer, request.headers(), state.config.trusted_proxy.as_ref());
+    let path = request.uri().path().to_string();
+    let query = request.uri().query();
+    if query_value(query, "api_key").is_some() {
+        // Refused even when right: a key in a URL is in some proxy's log now.
+        return unauthorized(
+            ErrorCode::KeyInUrl,
+            "API keys are not accepted in URLs (proxies and browsers log them)",
+        )
+        .with_hint("Send it as `Authorization: Bearer gzt_…`; for EventSource or WebSocket get a one-time ticket: POST /api/v1/stream-tickets, then ?ticket=… . Consider revoking a key that was sent in a URL.")
+        .into_response();
+    }
+    let credential = match presented_key(request.headers()) {
+        Some(key) => Some(Credential::Key(key)),
+        None if is_stream_route(&path) => query_value(query, "ticket").map(Credential::Ticket),
+        None => None,
+    };
+    let principal = match credential {
+        None if permission.is_none() => Principal::anonymous(),
         None => {
             return unauthorized(
                 ErrorCode::AuthRequired,
@@ -251,40 +512,21 @@ pub(crate) async fn authenticate(
             )
             .into_response()
         }
-        Some(text) => {
-            if client.is_some_and(|ip| state.auth_failures.blocked(ip)) {
-                let mut error = ApiError::new(
-                    ErrorCode::TooManyAuthFailures,
-                    "too many failed attempts from this address",
-                );
-                error.status = StatusCode::TOO_MANY_REQUESTS;
+        Some(credential) => match verify(&state, credential, client, &path).await {
+            Ok(principal) => principal,
+            Err(error) => {
+                let limited = error.error.code == ErrorCode::TooManyAuthFailures;
                 let mut response = error.into_response();
-                response
-                    .headers_mut()
-                    .insert("retry-after", FAILURE_WINDOW.as_secs().into());
+                if limited {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", FAILURE_WINDOW.as_secs().into());
+                }
                 return response;
             }
-            match resolve_key(state.runtime.store().as_ref(), &text).await {
-                Ok(principal) => Some(principal),
-                Err(error) => {
-                    if let Some(ip) = client {
-                        state.auth_failures.failed(ip);
-                    }
-                    audit(
-                        state.runtime.store().as_ref(),
-                        None,
-                        "auth.failure",
-                        Some(request.uri().path()),
-                        &error.error.code.to_string(),
-                        client,
-                    )
-                    .await;
-                    return error.into_response();
-                }
-            }
-        }
+        },
     };
-    if let (Some(permission), Some(principal)) = (permission, &principal) {
+    if let Some(permission) = permission {
         if principal.reach(permission) == Reach::None {
             return ApiError::new(
                 ErrorCode::PermissionDenied,
@@ -297,14 +539,20 @@ pub(crate) async fn authenticate(
             .into_response();
         }
     }
-    request
-        .extensions_mut()
-        .insert(principal.unwrap_or_else(|| Principal {
-            user: String::new(),
-            role: Role::Service,
-            key_id: None,
-        }));
+    request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// A header name for the trusted-proxy setting, or a config error naming it.
+pub fn proxy_header(name: &str) -> Result<HeaderName, GzError> {
+    HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+        GzError::new(
+            ErrorCode::ConfigInvalid,
+            format!("`{name}` is not an HTTP header name"),
+        )
+        .at("server.trusted_proxy_header")
+        .with_hint("Name the header your reverse proxy sets, e.g. X-Forwarded-For or X-Real-IP.")
+    })
 }
 
 /// User and key operations, shared by the API and the local CLI.

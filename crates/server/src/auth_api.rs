@@ -94,6 +94,8 @@ pub(crate) async fn disable_user(
 ) -> Result<Json<UserRecord>, ApiError> {
     let store = state.runtime.store().as_ref();
     let user = admin::disable_user(store, &name).await?;
+    // Open streams of the user's keys close now, not at their next check.
+    state.auth_changed.send_modify(|n| *n += 1);
     auth::audit(
         store,
         Some(&principal.user),
@@ -184,6 +186,7 @@ pub(crate) async fn revoke_key(
 ) -> Result<Json<Value>, ApiError> {
     let store = state.runtime.store().as_ref();
     let key = admin::revoke_key(store, &id).await?;
+    state.auth_changed.send_modify(|n| *n += 1);
     auth::audit(
         store,
         Some(&principal.user),

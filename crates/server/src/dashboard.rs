@@ -83,12 +83,11 @@ fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
     h.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    // The event stream's URL carries the key (EventSource cannot send
-    // headers); no Referer must ever repeat it.
+    // Stream URLs carry one-time tickets; no Referer repeats any URL.
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    if asset.name == "index.html" {
-        h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    }
+    // Every file under the page's origin gets the page's policy: a script or
+    // SVG opened on its own must not run with looser rules than `/`.
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     if let Ok(value) = HeaderValue::from_str(&tag) {
         h.insert(ETAG, value);
     }
@@ -102,12 +101,18 @@ pub(crate) async fn index(headers: HeaderMap) -> Response {
 pub(crate) async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().find(|a| a.name == name) {
         Some(asset) => serve(asset, &headers),
-        None => ApiError::new(
-            ErrorCode::RouteNotFound,
-            format!("the dashboard has no file `{name}`"),
-        )
-        .with_hint("The dashboard starts at `/`.")
-        .into_response(),
+        None => {
+            let mut response = ApiError::new(
+                ErrorCode::RouteNotFound,
+                format!("the dashboard has no file `{name}`"),
+            )
+            .with_hint("The dashboard starts at `/`.")
+            .into_response();
+            response
+                .headers_mut()
+                .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+            response
+        }
     }
 }
 

@@ -143,7 +143,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         MalformedRequest | InvalidArgument | InvalidInput | ConfigInvalid => {
             StatusCode::BAD_REQUEST
         }
-        AuthRequired | InvalidApiKey | TokenExpired => StatusCode::UNAUTHORIZED,
+        AuthRequired | InvalidApiKey | TokenExpired | StreamTicketInvalid | KeyInUrl => {
+            StatusCode::UNAUTHORIZED
+        }
         PermissionDenied => StatusCode::FORBIDDEN,
         TooManyAuthFailures => StatusCode::TOO_MANY_REQUESTS,
         ServerShuttingDown | DatabaseLocked => StatusCode::SERVICE_UNAVAILABLE,

@@ -9,6 +9,32 @@ use utoipa::ToSchema;
 
 pub use gleitzeit_providers::HealthStatus;
 
+/// How long a provider check is reused: health is polled by load balancers
+/// and by anyone who can reach the port, and each check may contact every
+/// LLM endpoint — so at most one round of checks runs per interval.
+const PROVIDER_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The last round of provider checks. Callers that arrive while a round runs
+/// wait for it instead of starting their own.
+#[derive(Default)]
+pub(crate) struct ProviderCache {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, BTreeMap<String, ProviderHealth>)>>,
+}
+
+impl ProviderCache {
+    async fn get(&self, runtime: &gleitzeit_runtime::Runtime) -> BTreeMap<String, ProviderHealth> {
+        let mut last = self.last.lock().await;
+        if let Some((at, providers)) = last.as_ref() {
+            if at.elapsed() < PROVIDER_CHECK_INTERVAL {
+                return providers.clone();
+            }
+        }
+        let providers = check_providers(runtime).await;
+        *last = Some((std::time::Instant::now(), providers.clone()));
+        providers
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthReport {
     /// healthy, degraded or unhealthy
@@ -33,14 +59,20 @@ pub struct HealthReport {
 
 /// `quick` skips the provider checks (which may contact LLM endpoints and
 /// start interpreters): what a client needs to tell that a server answers.
+/// Provider results come from [`ProviderCache`], never from a check per call.
 pub(crate) async fn report(state: &AppState, quick: bool) -> HealthReport {
     let mut report = check(
         &state.runtime,
         state.runs.active_count(),
         state.started.elapsed(),
-        !quick,
+        false,
     )
     .await;
+    if !quick {
+        let providers = state.provider_health.get(&state.runtime).await;
+        add_providers(&mut report.status, &mut report.reasons, &providers);
+        report.providers = providers;
+    }
     if let Some(cluster) = &state.config.cluster {
         match cluster.nodes().await {
             Ok(nodes) => {
@@ -90,24 +122,12 @@ pub async fn check(
         status = HealthStatus::Unhealthy;
         reasons.push("server is shutting down".into());
     }
-    let checks = runtime
-        .registry()
-        .providers()
-        .filter(|_| check_providers)
-        .map(|p| async move { (p.protocol().to_string(), p.health().await) });
-    let mut providers = BTreeMap::new();
-    for (name, health) in futures_util::future::join_all(checks).await {
-        if health.status != HealthStatus::Healthy {
-            // A provider that cannot work makes the server degraded, not
-            // unhealthy: workflows that do not use it still run.
-            status = status.max(HealthStatus::Degraded);
-            reasons.push(format!(
-                "{name}: {}",
-                health.reason.as_deref().unwrap_or("not healthy")
-            ));
-        }
-        providers.insert(name, health);
-    }
+    let providers = if check_providers {
+        self::check_providers(runtime).await
+    } else {
+        BTreeMap::new()
+    };
+    add_providers(&mut status, &mut reasons, &providers);
     HealthReport {
         status,
         reasons,
@@ -117,5 +137,34 @@ pub async fn check(
         store,
         providers,
         nodes: None,
+    }
+}
+
+async fn check_providers(runtime: &gleitzeit_runtime::Runtime) -> BTreeMap<String, ProviderHealth> {
+    let checks = runtime
+        .registry()
+        .providers()
+        .map(|p| async move { (p.protocol().to_string(), p.health().await) });
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect()
+}
+
+fn add_providers(
+    status: &mut HealthStatus,
+    reasons: &mut Vec<String>,
+    providers: &BTreeMap<String, ProviderHealth>,
+) {
+    for (name, health) in providers {
+        if health.status != HealthStatus::Healthy {
+            // A provider that cannot work makes the server degraded, not
+            // unhealthy: workflows that do not use it still run.
+            *status = (*status).max(HealthStatus::Degraded);
+            reasons.push(format!(
+                "{name}: {}",
+                health.reason.as_deref().unwrap_or("not healthy")
+            ));
+        }
     }
 }

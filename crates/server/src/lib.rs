@@ -45,6 +45,18 @@ pub struct ServerConfig {
     pub auth_required: bool,
     /// Scale-out: where worker nodes register (`None`: tasks run in-process).
     pub cluster: Option<Arc<gleitzeit_cluster::admin::Admin>>,
+    /// A reverse proxy whose header names the client (off by default: the
+    /// peer address is the client).
+    pub trusted_proxy: Option<TrustedProxy>,
+}
+
+/// `server.trusted_proxy_header` with `server.trusted_proxies`: the header is
+/// believed only on connections from those addresses, so a client cannot
+/// pick its own address for the failed-attempt limiter.
+#[derive(Debug, Clone)]
+pub struct TrustedProxy {
+    pub header: axum::http::HeaderName,
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +66,7 @@ impl Default for ServerConfig {
             grace: Duration::from_secs(30),
             auth_required: false,
             cluster: None,
+            trusted_proxy: None,
         }
     }
 }
@@ -67,6 +80,11 @@ pub(crate) struct Shared {
     pub stopping: CancellationToken,
     pub started: Instant,
     pub auth_failures: auth::FailureLimiter,
+    pub tickets: auth::TicketBook,
+    /// Bumped whenever a key is revoked or a user disabled here, so open
+    /// streams check their principal at once rather than at their next tick.
+    pub auth_changed: tokio::sync::watch::Sender<u64>,
+    pub provider_health: health::ProviderCache,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -88,6 +106,9 @@ impl Server {
                 stopping: CancellationToken::new(),
                 started: Instant::now(),
                 auth_failures: auth::FailureLimiter::default(),
+                tickets: auth::TicketBook::default(),
+                auth_changed: tokio::sync::watch::Sender::new(0),
+                provider_health: health::ProviderCache::default(),
             }),
         }
     }
@@ -158,5 +179,7 @@ impl Server {
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod authz_tests;
 #[cfg(test)]
 mod tests;

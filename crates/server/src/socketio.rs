@@ -41,7 +41,8 @@ pub(crate) fn layer(state: AppState) -> SocketIoLayer {
     layer
 }
 
-/// The connecting client: from `auth: {api_key}` or the handshake's headers.
+/// The connecting client: from `auth: {api_key}` or the handshake's headers,
+/// through the same path (limiter, audit log) as every HTTP request.
 async fn principal(
     state: &AppState,
     socket: &SocketRef,
@@ -50,9 +51,18 @@ async fn principal(
     if !state.config.auth_required {
         return Ok(Principal::unauthenticated());
     }
-    let key = query_from(auth)
-        .api_key
-        .or_else(|| crate::auth::presented_key(&socket.req_parts().headers, "", None));
+    let parts = socket.req_parts();
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client =
+        crate::auth::client_address(peer, &parts.headers, state.config.trusted_proxy.as_ref());
+    let key = auth
+        .get("api_key")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .or_else(|| crate::auth::presented_key(&parts.headers));
     let Some(key) = key else {
         let mut error = crate::ApiError::new(
             gleitzeit_core::ErrorCode::AuthRequired,
@@ -61,7 +71,13 @@ async fn principal(
         error.status = axum::http::StatusCode::UNAUTHORIZED;
         return Err(error);
     };
-    let principal = crate::auth::resolve_key(state.runtime.store().as_ref(), &key).await?;
+    let principal = crate::auth::verify(
+        state,
+        crate::auth::Credential::Key(key),
+        client,
+        "/socket.io/",
+    )
+    .await?;
     if principal.reach(Permission::ReadEvents) == Reach::None {
         return Err(crate::ApiError::new(
             gleitzeit_core::ErrorCode::PermissionDenied,
@@ -95,16 +111,33 @@ fn query_from(value: &Value) -> EventQuery {
             Some(Value::String(s)) => Some(s.clone()),
             _ => None,
         },
-        api_key: value
-            .get("api_key")
-            .and_then(Value::as_str)
-            .map(String::from),
+        ticket: None,
     }
 }
 
 fn connected(state: AppState, socket: SocketRef, auth: Value, principal: Principal) {
     let current: Arc<Mutex<Option<CancellationToken>>> = Arc::default();
     let owner = principal.owner_filter(Permission::ReadEvents);
+    // The connection lives only as long as its key does: revoked, expired or
+    // its user disabled, the client is told the code and let go.
+    let watch = CancellationToken::new();
+    {
+        let state = state.clone();
+        let socket = socket.clone();
+        let watch = watch.clone();
+        let current = current.clone();
+        tokio::spawn(async move {
+            let error = tokio::select! {
+                _ = watch.cancelled() => return,
+                error = crate::stream::lapsed(state, principal) => error,
+            };
+            if let Some(stop) = current.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                stop.cancel();
+            }
+            let _ = socket.emit("error", &error.body());
+            let _ = socket.disconnect();
+        });
+    }
     subscribe(&state, &socket, &current, &auth, &owner);
     {
         let state = state.clone();
@@ -129,7 +162,9 @@ fn connected(state: AppState, socket: SocketRef, auth: Value, principal: Princip
     }
     socket.on_disconnect(move || {
         let current = current.clone();
+        let watch = watch.clone();
         async move {
+            watch.cancel();
             if let Some(stop) = current.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 stop.cancel();
             }

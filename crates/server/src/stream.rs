@@ -15,8 +15,9 @@
 //! the plain number (`41`), so resuming after any id — SSE `Last-Event-ID`,
 //! `after`/`since` — continues with the next token, even inside a chunk.
 
-use crate::AppState;
-use futures_util::Stream;
+use crate::auth::Principal;
+use crate::{ApiError, AppState};
+use futures_util::{Stream, StreamExt};
 use gleitzeit_core::events::{self, Cursor, Event};
 use gleitzeit_core::{ErrorCode, GzError};
 use serde::Deserialize;
@@ -37,9 +38,13 @@ pub struct EventQuery {
     #[serde(alias = "since")]
     #[param(value_type = Option<String>)]
     pub after: Option<String>,
-    /// The API key, for clients that cannot send headers (browsers'
-    /// EventSource and WebSocket). Prefer the Authorization header.
-    pub api_key: Option<String>,
+    /// A one-time stream ticket (`POST /api/v1/stream-tickets`), for clients
+    /// that cannot send headers (browsers' EventSource and WebSocket). Keys
+    /// are never accepted in URLs (GZ4007).
+    // Redeemed by the auth middleware before any handler runs; the field is
+    // here so the OpenAPI document lists it with the stream's parameters.
+    #[allow(dead_code)]
+    pub ticket: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -214,4 +219,89 @@ pub fn events(
             }
         }
     }
+}
+
+/// How often an open stream checks that its key still works, besides the
+/// nudge it gets when this server's auth API revokes or disables something
+/// (the local CLI may change the database directly, and other servers may
+/// share it).
+const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves when the stream's principal stops holding — its key revoked or
+/// expired, its user disabled — with the error to close the stream with.
+/// Never resolves for a principal without a key (no-auth mode).
+pub async fn lapsed(state: AppState, principal: Principal) -> ApiError {
+    if principal.key_hash.is_none() {
+        return std::future::pending().await;
+    }
+    let mut changed = state.auth_changed.subscribe();
+    let mut tick = tokio::time::interval(RECHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // The key's expiry is a deadline of its own, so an expiring key ends
+        // its streams on time even between ticks. Capped, so that keys that
+        // expire in years do not overflow the timer.
+        let until_expiry = principal.expires_ms.map(|at| {
+            let ms = (at - gleitzeit_store::now_ms()).clamp(0, 86_400_000);
+            std::time::Duration::from_millis(ms as u64)
+        });
+        let expiry = async {
+            match until_expiry {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = expiry => {}
+            changed = changed.changed() => {
+                if changed.is_err() {
+                    // The server is going away; its streams end with it.
+                    return std::future::pending().await;
+                }
+            }
+        }
+        match crate::auth::recheck(state.runtime.store().as_ref(), &principal).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return error,
+            // A store that cannot answer now says nothing about the key: the
+            // stream stays and asks again.
+            Err(error) => tracing::warn!("cannot re-check a stream's key: {error}"),
+        }
+    }
+}
+
+/// `events`, ended by [`lapsed`]: the last item is then the error that says
+/// why, which every transport turns into its way of closing (an SSE `error`
+/// event, a WebSocket close frame, a Socket.IO `error` and disconnect).
+pub fn guarded(
+    state: AppState,
+    principal: Principal,
+    events: impl Stream<Item = Result<Event, GzError>> + Send,
+) -> impl Stream<Item = Result<Event, GzError>> + Send {
+    async_stream::stream! {
+        let lapse = lapsed(state, principal);
+        let mut lapse = std::pin::pin!(lapse);
+        let mut events = std::pin::pin!(events);
+        loop {
+            tokio::select! {
+                error = &mut lapse => {
+                    yield Err(error.error);
+                    break;
+                }
+                item = events.next() => match item {
+                    Some(item) => yield item,
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
+/// Whether an error ends a stream because its credentials stopped holding.
+pub fn is_lapse(error: &GzError) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::InvalidApiKey | ErrorCode::TokenExpired
+    )
 }

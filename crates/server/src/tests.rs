@@ -37,6 +37,7 @@ fn server_with_limit(max_body_bytes: usize) -> Router {
             grace: Duration::from_secs(5),
             auth_required: false,
             cluster: None,
+            trusted_proxy: None,
         },
     )
     .router()
@@ -854,6 +855,7 @@ async fn openapi_documents_every_route_the_router_serves() {
         ("/api/v1/events", &["get"]),
         ("/api/v1/events/head", &["get"]),
         ("/api/v1/ws", &["get"]),
+        ("/api/v1/stream-tickets", &["post"]),
         ("/api/v1/stats", &["get"]),
         ("/api/v1/providers", &["get"]),
         ("/api/v1/nodes", &["get"]),

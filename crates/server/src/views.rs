@@ -237,13 +237,78 @@ pub async fn stats(
     range_minutes: u64,
     active_runs: usize,
 ) -> Result<Value, GzError> {
-    use std::collections::BTreeMap;
     let totals = store.stats().await?;
     let since = gleitzeit_store::now_ms() - (range_minutes as i64) * 60_000;
     let finished = store.tasks_finished_since(since, 100_000).await?;
+    Ok(stats_json(
+        totals.workflows_by_state,
+        totals.tasks_by_state,
+        &finished,
+        since,
+        range_minutes,
+        active_runs,
+    ))
+}
+
+/// The same figures over one user's workflows only, for callers whose reach
+/// is their own: nothing in them counts anyone else's work. The cost grows
+/// with that user's workflows, not with everyone's.
+pub async fn stats_of(
+    store: &dyn gleitzeit_store::Store,
+    user: &str,
+    range_minutes: u64,
+) -> Result<Value, GzError> {
+    use std::collections::BTreeMap;
+    let since = gleitzeit_store::now_ms() - (range_minutes as i64) * 60_000;
+    let mine = store
+        .list_workflows(&gleitzeit_store::ListFilter {
+            state: None,
+            submitted_by: Some(user.to_string()),
+            limit: 0,
+            offset: 0,
+        })
+        .await?;
+    let mut workflows: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tasks: BTreeMap<String, u64> = BTreeMap::new();
+    let mut finished = Vec::new();
+    let mut running = 0;
+    for workflow in &mine {
+        *workflows
+            .entry(workflow.state.as_str().to_string())
+            .or_default() += 1;
+        if workflow.state == WorkflowState::Running {
+            running += 1;
+        }
+        for task in store.tasks(&workflow.id).await? {
+            *tasks.entry(task.state.as_str().to_string()).or_default() += 1;
+            if task.finished_ms.is_some_and(|at| at >= since) {
+                finished.push(task);
+            }
+        }
+    }
+    finished.sort_by_key(|t| std::cmp::Reverse(t.finished_ms));
+    Ok(stats_json(
+        workflows.into_iter().collect(),
+        tasks.into_iter().collect(),
+        &finished,
+        since,
+        range_minutes,
+        running,
+    ))
+}
+
+fn stats_json(
+    workflows_by_state: Vec<(String, u64)>,
+    tasks_by_state: Vec<(String, u64)>,
+    finished: &[TaskRecord],
+    since: i64,
+    range_minutes: u64,
+    active_runs: usize,
+) -> Value {
+    use std::collections::BTreeMap;
     let mut by_method: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
-    for task in &finished {
+    for task in finished {
         *by_state.entry(task.state.as_str()).or_default() += 1;
         if let Some(ms) = task.duration_ms() {
             by_method.entry(task.method.as_str()).or_default().push(ms);
@@ -266,17 +331,16 @@ pub async fn stats(
         .collect();
     let done = finished.len() as u64;
     let failed = by_state.get("failed").copied().unwrap_or(0);
-    let timeline = timeline(&finished, since, range_minutes);
-    let queued: u64 = totals
-        .tasks_by_state
+    let timeline = timeline(finished, since, range_minutes);
+    let queued: u64 = tasks_by_state
         .iter()
         .filter(|(s, _)| s == "pending" || s == "retrying")
         .map(|(_, n)| n)
         .sum();
-    Ok(json!({
+    json!({
         "range_minutes": range_minutes,
-        "workflows_by_state": totals.workflows_by_state.into_iter().collect::<BTreeMap<_, _>>(),
-        "tasks_by_state": totals.tasks_by_state.into_iter().collect::<BTreeMap<_, _>>(),
+        "workflows_by_state": workflows_by_state.into_iter().collect::<BTreeMap<_, _>>(),
+        "tasks_by_state": tasks_by_state.into_iter().collect::<BTreeMap<_, _>>(),
         "queue_depth": queued,
         "active_runs": active_runs,
         "window": {
@@ -285,10 +349,10 @@ pub async fn stats(
             "failure_rate": if done == 0 { 0.0 } else { failed as f64 / done as f64 },
             "tasks_per_minute": done as f64 / range_minutes as f64,
             "methods": methods,
-            "usage": usage(&finished),
+            "usage": usage(finished),
             "timeline": timeline,
         },
-    }))
+    })
 }
 
 /// Buckets of the window for charts: how many tasks finished (and failed) in

@@ -134,6 +134,10 @@ async fn contract(store: &dyn Store) {
     assert_eq!(running.state, WorkflowState::Running);
     assert_eq!(running.started_ms, Some(9));
 
+    assert_eq!(store.latest_event_seq_of("wf-0001").await.unwrap(), seqs[2]);
+    assert_eq!(store.latest_event_seq_of("wf-0002").await.unwrap(), seqs[1]);
+    assert_eq!(store.latest_event_seq_of("wf-0101").await.unwrap(), 0);
+
     // Events: ordered, filtered, resumable from a sequence number.
     let all = store.events(None, 0, 0).await.unwrap();
     assert_eq!(all.len(), 3);
@@ -254,6 +258,46 @@ async fn contract(store: &dyn Store) {
     auth_records(store).await;
     cache_entries(store).await;
     token_chunks(store).await;
+    owned_lookups(store).await;
+}
+
+async fn owned_lookups(store: &dyn Store) {
+    // Within one submitter's reach, prefixes see only their workflows, and a
+    // foreign id reads exactly like a missing one.
+    for (id, by) in [("wf-0101", "ann"), ("wf-0102", "bob"), ("wf-0103", "bob")] {
+        let (mut mine, mine_tasks) = workflow(id, 300);
+        mine.submitted_by = Some(by.into());
+        store.create_workflow(&mine, &mine_tasks).await.unwrap();
+    }
+    assert_eq!(
+        store.find_workflow_of("wf-01", "ann").await.unwrap().id,
+        "wf-0101"
+    );
+    assert_eq!(
+        store.find_workflow_of("wf-0101", "ann").await.unwrap().id,
+        "wf-0101"
+    );
+    match store.find_workflow_of("wf-01", "bob").await {
+        Err(StoreError::Ambiguous(_, ids)) => {
+            assert!(!ids.contains("wf-0101"), "{ids}");
+            assert!(ids.contains("wf-0102") && ids.contains("wf-0103"), "{ids}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let foreign = store.find_workflow_of("wf-0101", "bob").await.unwrap_err();
+    let missing = store.find_workflow_of("wf-0199", "bob").await.unwrap_err();
+    assert!(
+        matches!(foreign, StoreError::WorkflowNotFound(_)),
+        "{foreign:?}"
+    );
+    assert_eq!(
+        foreign.to_string().replace("wf-0101", "X"),
+        missing.to_string().replace("wf-0199", "X")
+    );
+    assert!(matches!(
+        store.find_workflow_of("wf-0001", "ann").await,
+        Err(StoreError::WorkflowNotFound(_))
+    ));
 }
 
 /// Cache entries: put, get while live, expiry, replace, stats, clear.

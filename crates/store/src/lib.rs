@@ -259,6 +259,14 @@ pub trait Store: Send + Sync {
     async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>>;
     /// Finds a workflow by full id or a unique prefix.
     async fn find_workflow(&self, id_or_prefix: &str) -> Result<WorkflowRecord>;
+    /// Finds one submitter's workflow by full id or a prefix unique among
+    /// that submitter's workflows. Everyone else's workflows count as absent,
+    /// so neither the answer nor its wording tells anything about them.
+    async fn find_workflow_of(
+        &self,
+        id_or_prefix: &str,
+        submitted_by: &str,
+    ) -> Result<WorkflowRecord>;
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>>;
     async fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>>;
     async fn request_cancel(&self, workflow_id: &str) -> Result<()>;
@@ -288,6 +296,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Event>>;
     /// The highest event sequence number stored so far (0 when none).
     async fn latest_event_seq(&self) -> Result<u64>;
+    /// The highest event sequence number of one workflow (0 when none).
+    async fn latest_event_seq_of(&self, workflow_id: &str) -> Result<u64>;
     /// Tasks that finished (completed, failed, …) at or after `since_ms`,
     /// newest first, for `stats --range`.
     async fn tasks_finished_since(&self, since_ms: i64, limit: usize) -> Result<Vec<TaskRecord>>;
@@ -405,6 +415,27 @@ pub(crate) fn mark_task_unreadable(task: &mut TaskRecord, reason: &str) {
         &format!("result of task `{}`", task.task_id),
         reason,
     ));
+}
+
+/// The answer to a prefix lookup from the workflows that matched (at most a
+/// few are needed to tell "several").
+pub(crate) fn one_match(
+    id_or_prefix: &str,
+    mut matches: Vec<WorkflowRecord>,
+) -> Result<WorkflowRecord> {
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(StoreError::WorkflowNotFound(id_or_prefix.to_string())),
+        _ => Err(StoreError::Ambiguous(
+            id_or_prefix.to_string(),
+            matches
+                .iter()
+                .map(|w| w.id.as_str())
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
+    }
 }
 
 pub fn now_ms() -> i64 {

@@ -145,6 +145,27 @@ impl Store for MemoryStore {
         }
     }
 
+    async fn find_workflow_of(
+        &self,
+        id_or_prefix: &str,
+        submitted_by: &str,
+    ) -> Result<WorkflowRecord> {
+        let inner = self.lock();
+        let theirs = |w: &&WorkflowRecord| w.submitted_by.as_deref() == Some(submitted_by);
+        if let Some(w) = inner.workflows.get(id_or_prefix).filter(theirs) {
+            return Ok(w.clone());
+        }
+        let matches: Vec<WorkflowRecord> = inner
+            .workflows
+            .values()
+            .filter(theirs)
+            .filter(|w| w.id.starts_with(id_or_prefix))
+            .take(6)
+            .cloned()
+            .collect();
+        crate::one_match(id_or_prefix, matches)
+    }
+
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>> {
         let mut tasks = self
             .lock()
@@ -352,6 +373,16 @@ impl Store for MemoryStore {
 
     async fn latest_event_seq(&self) -> Result<u64> {
         Ok(self.lock().events.last().map_or(0, |e| e.seq))
+    }
+
+    async fn latest_event_seq_of(&self, workflow_id: &str) -> Result<u64> {
+        Ok(self
+            .lock()
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.workflow_id == workflow_id)
+            .map_or(0, |e| e.seq))
     }
 
     async fn tasks_finished_since(&self, since_ms: i64, limit: usize) -> Result<Vec<TaskRecord>> {

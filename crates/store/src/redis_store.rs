@@ -795,6 +795,41 @@ impl Store for RedisStore {
         Ok(out)
     }
 
+    async fn find_workflow_of(
+        &self,
+        id_or_prefix: &str,
+        submitted_by: &str,
+    ) -> Result<WorkflowRecord> {
+        if let Some(found) = self
+            .workflow(id_or_prefix)
+            .await?
+            .filter(|w| w.submitted_by.as_deref() == Some(submitted_by))
+        {
+            return Ok(found);
+        }
+        // The submitter's own index: the work grows with their workflows,
+        // never with everyone's.
+        let index = self.key(&["wfidx", "by", submitted_by]);
+        let index = &index;
+        let ids: Vec<String> = self
+            .retrying(|mut con| async move {
+                redis::cmd("ZRANGE")
+                    .arg(index)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        let mut matches = Vec::new();
+        for id in ids.iter().filter(|id| id.starts_with(id_or_prefix)).take(6) {
+            if let Some(record) = self.workflow(id).await? {
+                matches.push(record);
+            }
+        }
+        crate::one_match(id_or_prefix, matches)
+    }
+
     async fn request_cancel(&self, workflow_id: &str) -> Result<()> {
         let mut ops = Ops::default();
         ops.0.extend(["X".to_string(), workflow_id.to_string()]);
@@ -890,6 +925,24 @@ impl Store for RedisStore {
             events.truncate(limit);
         }
         Ok(events)
+    }
+
+    async fn latest_event_seq_of(&self, workflow_id: &str) -> Result<u64> {
+        let index = self.key(&["evidx", "wf", workflow_id]);
+        let index = &index;
+        let newest: Vec<String> = self
+            .retrying(|mut con| async move {
+                redis::cmd("ZREVRANGE")
+                    .arg(index)
+                    .arg(0)
+                    .arg(0)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        newest
+            .first()
+            .map_or(Ok(0), |seq| number("an event sequence number", seq))
     }
 
     async fn latest_event_seq(&self) -> Result<u64> {

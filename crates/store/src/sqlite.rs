@@ -663,6 +663,32 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn find_workflow_of(
+        &self,
+        id_or_prefix: &str,
+        submitted_by: &str,
+    ) -> Result<WorkflowRecord> {
+        let prefix = id_or_prefix.to_string();
+        let user = submitted_by.to_string();
+        let matches = self
+            .read(move |c| {
+                // A full id is its own (only) prefix; the index on submitter
+                // keeps this to the caller's own workflows.
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows
+                     WHERE submitted_by = ?2 AND substr(id, 1, length(?1)) = ?1
+                     ORDER BY id = ?1 DESC LIMIT 6"
+                ))?;
+                let rows = stmt.query_map(params![prefix, user], workflow_row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        match matches.first() {
+            Some(exact) if exact.id == id_or_prefix => Ok(exact.clone()),
+            _ => crate::one_match(id_or_prefix, matches),
+        }
+    }
+
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>> {
         let id = workflow_id.to_string();
         self.read(move |c| {
@@ -920,6 +946,19 @@ impl Store for SqliteStore {
             c.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| {
                 r.get::<_, i64>(0)
             })
+        })
+        .await
+        .map(|seq| seq as u64)
+    }
+
+    async fn latest_event_seq_of(&self, workflow_id: &str) -> Result<u64> {
+        let id = workflow_id.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT coalesce(max(seq), 0) FROM events WHERE workflow_id = ?1",
+                params![id],
+                |r| r.get::<_, i64>(0),
+            )
         })
         .await
         .map(|seq| seq as u64)

@@ -989,6 +989,10 @@ pub async fn health(ctx: &Context, args: HealthArgs) -> Result<u8, GzError> {
         _ => paint.red(&status),
     };
     println!("{} {verdict} ({source})", paint.bold("Gleitzeit"));
+    if report.get("version").is_none() {
+        // A server tells reasons and providers only to a valid key.
+        println!("  (details need an API key: `gleitzeit auth login` or GLEITZEIT_API_KEY)");
+    }
     for reason in report["reasons"].as_array().into_iter().flatten() {
         println!("  - {}", reason.as_str().unwrap_or(""));
     }

@@ -38,6 +38,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
             format!("--grace must be a number of seconds ≥ 0, not {grace}"),
         ));
     }
+    let trusted_proxy = trusted_proxy(section)?;
     let store = ctx.open_store(false).await?;
     let runtime = ctx.runtime(store).await?;
     let cluster = if runtime.is_remote() {
@@ -71,6 +72,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
             grace: Duration::from_secs_f64(grace),
             auth_required: !args.no_auth,
             cluster: cluster.clone(),
+            trusted_proxy,
         },
     );
     let resumed = if args.no_resume {
@@ -119,9 +121,58 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
         println!("Scale-out: tasks run on worker nodes (`gleitzeit worker --backend redis`); {active} active now.");
     }
     println!("API: http://{address}/api/v1  events: /api/v1/events  docs: /api/v1/openapi.json");
+    if let (Some(header), false) = (&section.trusted_proxy_header, args.no_auth) {
+        // Which address the failed-attempt limiter counts is a security
+        // setting: say it once, where the operator looks.
+        println!(
+            "Client addresses: from `{}` when the connection comes from {}",
+            header.trim(),
+            section.trusted_proxies.join(", ")
+        );
+    }
     server.serve(listener, shutdown_signal()).await?;
     println!("Server stopped.");
     Ok(output::EXIT_OK)
+}
+
+/// `server.trusted_proxy_header` and `server.trusted_proxies`, both or
+/// neither: a header believed from anyone would let every client choose the
+/// address the failed-attempt limiter counts.
+fn trusted_proxy(
+    section: &crate::config::ServerSection,
+) -> Result<Option<gleitzeit_server::TrustedProxy>, GzError> {
+    let invalid = |message: String| {
+        GzError::new(ErrorCode::ConfigInvalid, message)
+            .at("server.trusted_proxies")
+            .with_hint("Set both, e.g. `trusted_proxy_header: X-Forwarded-For` and `trusted_proxies: [127.0.0.1]` (the proxy's own address), or neither.")
+    };
+    match (
+        &section.trusted_proxy_header,
+        section.trusted_proxies.is_empty(),
+    ) {
+        (None, true) => Ok(None),
+        (None, false) => Err(invalid(
+            "server.trusted_proxies is set but server.trusted_proxy_header is not".into(),
+        )),
+        (Some(_), true) => Err(invalid(
+            "server.trusted_proxy_header is set but server.trusted_proxies names no proxy".into(),
+        )),
+        (Some(header), false) => {
+            let header = gleitzeit_server::auth::proxy_header(header)?;
+            let addresses = section
+                .trusted_proxies
+                .iter()
+                .map(|a| {
+                    a.trim().parse::<std::net::IpAddr>().map_err(|_| {
+                        invalid(format!(
+                            "`{a}` in server.trusted_proxies is not an IP address"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(gleitzeit_server::TrustedProxy { header, addresses }))
+        }
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

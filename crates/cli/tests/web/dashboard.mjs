@@ -229,6 +229,10 @@ async function main() {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   const consoleErrors = [];
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  // Every URL the page asks for: no key may ever be in one (proxies log
+  // them); streams open with one-time tickets instead.
+  const requested = [];
+  page.on("request", (r) => requested.push(r.url()));
   page.setDefaultTimeout(20000);
   try {
     await step("asks for an API key and refuses a wrong one", async () => {
@@ -408,6 +412,27 @@ async function main() {
       await api(`/api/v1/auth/keys/${made.record.id}/revoke`, { method: "POST" });
       await page.click("nav a[href='#/providers']");
       await page.waitForSelector("#key-form");
+    });
+
+    await step("no key in any URL; streams open with one-time tickets; every file has the CSP", async () => {
+      const leaked = requested.filter((u) => u.includes("api_key") || u.includes(KEY.slice(4)));
+      check(leaked.length === 0, `no key in URLs: ${leaked.join(" ")}`);
+      // Streams opened with a key carry a ticket; one opened right after
+      // logging out carries nothing (and is refused, GZ4001).
+      const streams = requested.filter((u) => u.includes("/api/v1/events?"));
+      const ticketed = streams.filter((u) => u.includes("ticket=gzs_"));
+      check(ticketed.length >= streams.length - 1 && ticketed.length > 3, `streams use tickets: ${streams.join(" ")}`);
+      // A ticket opens one stream only.
+      const used = new URL(ticketed[0]).searchParams.get("ticket");
+      const again = await fetch(`${BASE}/api/v1/events?ticket=${used}`);
+      check(again.status === 401 && (await again.json()).code === "GZ4006", `a used ticket is refused: ${again.status}`);
+      const withKey = await fetch(`${BASE}/api/v1/events?api_key=${KEY}`);
+      check(withKey.status === 401 && (await withKey.json()).code === "GZ4007", `a key in the URL is refused: ${withKey.status}`);
+      const index = (await fetch(`${BASE}/`)).headers.get("content-security-policy");
+      for (const file of ["app.js", "dag.js", "style.css", "favicon.svg"]) {
+        const csp = (await fetch(`${BASE}/dashboard/${file}`)).headers.get("content-security-policy");
+        check(index && csp === index, `/dashboard/${file} has the page's CSP: ${csp}`);
+      }
     });
 
     check(consoleErrors.length === 0, `no page errors: ${consoleErrors.join("\n")}`);
