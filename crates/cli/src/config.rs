@@ -22,6 +22,43 @@ pub struct Config {
     pub allowed_env: Vec<String>,
     /// `gleitzeit serve`, and where client commands find a server.
     pub server: ServerSection,
+    /// Where tasks may read files (see README "Authentication").
+    pub files: FilesSection,
+    /// What API roles may submit.
+    pub auth: AuthSection,
+}
+
+/// `files:` — the directories tasks may read files under. `gleitzeit run`
+/// adds the working directory; workflows submitted over the API get
+/// `roles.ROLE` (else `roots`), and nothing when neither names a directory;
+/// worker nodes read only under their own `roots`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesSection {
+    pub roots: Vec<String>,
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl FilesSection {
+    pub fn root_paths(&self) -> Vec<PathBuf> {
+        self.roots.iter().map(|r| expand_tilde(r)).collect()
+    }
+
+    pub fn role_paths(&self) -> std::collections::BTreeMap<String, Vec<PathBuf>> {
+        self.roles
+            .iter()
+            .map(|(role, dirs)| (role.clone(), dirs.iter().map(|d| expand_tilde(d)).collect()))
+            .collect()
+    }
+}
+
+/// `auth:` — `methods: {USER: ["llm/*", "function/*", "!function/read_file"]}`:
+/// method patterns per role (a leading `!` excludes); roles not named keep
+/// the defaults (everything, except `python/*` for USER and SERVICE).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    pub methods: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +196,9 @@ pub struct PythonSection {
     /// `auto` (own namespaces where the system allows, so tasks cannot read
     /// the store, config or credentials), `namespaces` (or no workers), `none`.
     pub isolation: gleitzeit_providers::python::Isolation,
+    /// `host` (the machine's network) or `none` (a network namespace with
+    /// only loopback: tasks reach neither the server nor Redis nor the LAN).
+    pub network: gleitzeit_providers::python::Network,
 }
 
 impl Default for PythonSection {
@@ -171,6 +211,7 @@ impl Default for PythonSection {
             max_processes: 256,
             max_file_size_mb: 1024,
             isolation: gleitzeit_providers::python::Isolation::Auto,
+            network: gleitzeit_providers::python::Network::Host,
         }
     }
 }

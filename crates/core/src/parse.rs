@@ -1451,6 +1451,7 @@ fn load_nested(
         tasks,
         outputs,
         budget: budget.flatten(),
+        access: None,
     })
 }
 

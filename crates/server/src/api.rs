@@ -201,6 +201,7 @@ pub struct SubmitResponse {
     responses(
         (status = 201, description = "Stored and started", body = SubmitResponse),
         (status = 400, description = "Malformed request or input", body = ErrorBody),
+        (status = 403, description = "A task's method is outside the caller's role (GZ4003)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Workflow invalid; `diagnostics` lists every problem", body = ErrorBody),
         (status = 503, description = "Server is shutting down", body = ErrorBody)
@@ -242,8 +243,9 @@ async fn submit_workflow(
         )
         .with_hint("Send the workflow file's text (YAML or JSON) as the body.")
     })?;
-    let workflow = parse::load(text, "request", state.runtime.registry(), &overrides)
+    let mut workflow = parse::load(text, "request", state.runtime.registry(), &overrides)
         .map_err(ApiError::invalid_workflow)?;
+    state.config.policy.admit(principal.role, &mut workflow)?;
     let name = workflow.name.clone();
     let total_tasks = workflow.tasks.len();
     let id = state

@@ -18,6 +18,7 @@ mod dashboard;
 mod error;
 mod health;
 mod metrics;
+pub mod policy;
 mod runs;
 mod socketio;
 mod stream;
@@ -45,6 +46,8 @@ pub struct ServerConfig {
     pub auth_required: bool,
     /// Scale-out: where worker nodes register (`None`: tasks run in-process).
     pub cluster: Option<Arc<gleitzeit_cluster::admin::Admin>>,
+    /// Methods and files per role for submitted workflows.
+    pub policy: policy::Policy,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             grace: Duration::from_secs(30),
             auth_required: false,
             cluster: None,
+            policy: policy::Policy::default(),
         }
     }
 }

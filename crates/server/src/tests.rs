@@ -37,6 +37,7 @@ fn server_with_limit(max_body_bytes: usize) -> Router {
             grace: Duration::from_secs(5),
             auth_required: false,
             cluster: None,
+            policy: Default::default(),
         },
     )
     .router()

@@ -376,6 +376,7 @@ pub async fn run_batch(ctx: &Context, args: &RunArgs, folder: &Path) -> Result<u
             .collect(),
         outputs: Default::default(),
         budget: None,
+        access: None,
     };
     if !ctx.global.json && !args.quiet {
         eprintln!(

@@ -10,8 +10,12 @@ fn provider(workers: usize) -> PythonProvider {
     })
 }
 
+/// A call that may read any file: these tests are about Python; the file
+/// guard has its own tests (and `python_paths_go_through_the_file_guard`).
 fn ctx() -> CallContext {
-    CallContext::detached("t")
+    let mut ctx = CallContext::detached("t");
+    ctx.files = FileGuard::under(&[PathBuf::from("/")]);
+    ctx
 }
 
 async fn execute(p: &PythonProvider, params: Value) -> Result<Value, GzError> {
@@ -792,7 +796,8 @@ async fn python_isolation_that_cannot_be_made() {
     let broken = || {
         // A directory as the veil over a file: the mount fails as a refused
         // namespace would.
-        isolation::Plan::new(std::slice::from_ref(&db), data.path()).map(Arc::new)
+        isolation::Plan::new(std::slice::from_ref(&db), Some(data.path()), Network::Host)
+            .map(Arc::new)
     };
     let strict = PythonProvider::new(PythonConfig {
         workers: 1,
@@ -832,4 +837,56 @@ async fn python_isolation_that_cannot_be_made() {
         "{}",
         err.message
     );
+}
+
+#[tokio::test]
+async fn python_paths_go_through_the_file_guard() {
+    let p = provider(1);
+    let dir = tempfile::tempdir().unwrap();
+    let inside = dir.path().join("inside");
+    std::fs::create_dir(&inside).unwrap();
+    std::fs::write(inside.join("job.py"), "result = 1").unwrap();
+    std::fs::write(dir.path().join("outside.py"), "def f():\n    return 1\n").unwrap();
+    let mut ctx = CallContext::detached("t");
+    ctx.files = FileGuard::under(std::slice::from_ref(&inside));
+    let ok = p
+        .call(
+            "python/script",
+            json!({"file": inside.join("job.py")}),
+            &ctx,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok["result"], 1);
+    for (method, params) in [
+        (
+            "python/script",
+            json!({"file": dir.path().join("outside.py")}),
+        ),
+        (
+            "python/script",
+            json!({"file": inside.join("../outside.py")}),
+        ),
+        (
+            "python/function",
+            json!({"module": dir.path().join("outside.py"), "function": "f"}),
+        ),
+    ] {
+        let error = p.call(method, params.clone(), &ctx).await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::FileAccessDenied, "{method} {params}");
+    }
+    let error = p
+        .call(
+            "python/script",
+            json!({"file": "job.py"}),
+            &CallContext::detached("t"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code,
+        ErrorCode::FileAccessDenied,
+        "a detached call may read no file"
+    );
+    p.shutdown().await;
 }
