@@ -492,7 +492,7 @@ fn no_function_panics_on_any_input() {
             }
         }
         // Calling `run` directly, skipping coercion, must not panic either.
-        let outcome = std::panic::catch_unwind(|| (f.run)(&Map::new()));
+        let outcome = std::panic::catch_unwind(|| (f.run)(&Map::new(), &everywhere()));
         assert!(outcome.is_ok(), "{}.run panicked without coercion", f.name);
     }
 }
