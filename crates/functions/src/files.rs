@@ -909,22 +909,47 @@ mod tests {
         let guard = FileGuard::under(std::slice::from_ref(&dir.path));
         let secret = secret.display().to_string();
         for (name, args, allowed) in [
-            ("read_file", json!({"path": secret}), json!({"path": inside})),
-            ("file_info", json!({"path": secret}), json!({"path": inside})),
+            (
+                "read_file",
+                json!({"path": secret}),
+                json!({"path": inside}),
+            ),
+            (
+                "file_info",
+                json!({"path": secret}),
+                json!({"path": inside}),
+            ),
             ("read_csv", json!({"file": secret}), json!({"file": inside})),
-            ("csv_filter", json!({"file": secret, "column": "a"}), json!({"file": inside, "column": "a"})),
-            ("analyze_data", json!({"data": secret}), json!({"data": inside})),
+            (
+                "csv_filter",
+                json!({"file": secret, "column": "a"}),
+                json!({"file": inside, "column": "a"}),
+            ),
+            (
+                "analyze_data",
+                json!({"data": secret}),
+                json!({"data": inside}),
+            ),
         ] {
             let f = crate::find(name).unwrap();
-            let Value::Object(args) = args else { unreachable!() };
+            let Value::Object(args) = args else {
+                unreachable!()
+            };
             let error = f.call(&args, &guard).unwrap_err();
             assert_eq!(error.code, ErrorCode::FileAccessDenied, "{name}");
             assert!(error.message.starts_with(name), "{name}: {}", error.message);
-            let Value::Object(allowed) = allowed else { unreachable!() };
+            let Value::Object(allowed) = allowed else {
+                unreachable!()
+            };
             assert!(f.call(&allowed, &guard).is_ok(), "{name} inside its root");
         }
         let nul = crate::find("read_file").unwrap();
-        let Value::Object(args) = json!({"path": "a\u{0}b"}) else { unreachable!() };
-        assert_eq!(nul.call(&args, &guard).unwrap_err().code, ErrorCode::PathInvalid);
+        let Value::Object(args) = json!({"path": "a\u{0}b"}) else {
+            unreachable!()
+        };
+        assert_eq!(
+            nul.call(&args, &guard).unwrap_err().code,
+            ErrorCode::PathInvalid
+        );
     }
 }

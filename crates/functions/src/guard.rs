@@ -209,6 +209,11 @@ impl FileGuard {
                 Ok(real)
             }
             Err(e) => {
+                // A journal file that does not exist right now is still the
+                // store's: refused, not "missing".
+                if self.protected(&lexical, None) {
+                    return Err(self.refused_protected(argument, raw).into());
+                }
                 if !self.allowed(&lexical) {
                     return Err(self.outside(argument, raw).into());
                 }

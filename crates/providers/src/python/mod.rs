@@ -349,76 +349,83 @@ impl Job {
         if let Some(mb) = memory_limit_mb {
             request.insert("memory_limit".into(), mb.saturating_mul(1024 * 1024).into());
         }
-        let filename = match method {
-            "python/execute" => {
-                let code = match params.remove("code") {
-                    Some(Value::String(code)) => code,
-                    _ => {
-                        return Err(invalid(
-                            "python/execute needs `code`: a string of Python source",
-                        )
-                        .with_hint("e.g. `params: {code: \"result = 1 + 1\"}`"))
-                    }
-                };
-                request.insert("kind".into(), "execute".into());
-                request.insert("code".into(), code.into());
-                request.insert("inputs".into(), inputs(&mut params)?);
-                "<task>".to_string()
-            }
-            "python/script" => {
-                let given = match params.remove("file").or_else(|| params.remove("path")) {
-                    Some(Value::String(path)) if !path.is_empty() => path,
-                    _ => {
-                        return Err(invalid(
-                            "python/script needs `file`: the path of a Python script",
-                        ))
-                    }
-                };
-                let (path, code) = read_script(files, &given)?;
-                let argv = match params.remove("args") {
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Array(items)) => items
-                        .into_iter()
-                        .map(|item| match item {
-                            Value::String(s) => Ok(s),
-                            Value::Number(_) | Value::Bool(_) => Ok(item.to_string()),
-                            other => Err(invalid(format!(
-                                "`args` must be a list of strings, found {other}"
-                            ))),
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                    Some(other) => {
-                        return Err(invalid(format!(
-                            "`args` must be a list of strings, not {other}"
-                        )))
-                    }
-                };
-                let filename = path.display().to_string();
-                request.insert("kind".into(), "script".into());
-                request.insert("code".into(), code.into());
-                request.insert("filename".into(), filename.clone().into());
-                request.insert("argv".into(), argv.into());
-                request.insert("inputs".into(), inputs(&mut params)?);
-                filename
-            }
-            "python/function" => {
-                let module = match params.remove("module") {
-                    Some(Value::String(module)) if !module.is_empty() => module,
-                    _ => {
-                        return Err(invalid(
-                            "python/function needs `module`: an import name or a .py file path",
-                        ))
-                    }
-                };
-                let function =
-                    match params.remove("function") {
+        let filename =
+            match method {
+                "python/execute" => {
+                    let code = match params.remove("code") {
+                        Some(Value::String(code)) => code,
+                        _ => {
+                            return Err(invalid(
+                                "python/execute needs `code`: a string of Python source",
+                            )
+                            .with_hint("e.g. `params: {code: \"result = 1 + 1\"}`"))
+                        }
+                    };
+                    request.insert("kind".into(), "execute".into());
+                    request.insert("code".into(), code.into());
+                    request.insert("inputs".into(), inputs(&mut params)?);
+                    "<task>".to_string()
+                }
+                "python/script" => {
+                    // An empty path is the guard's to refuse (GZ6011), like any
+                    // other path that names no file.
+                    let given = match params.remove("file").or_else(|| params.remove("path")) {
+                        Some(Value::String(path)) => path,
+                        _ => {
+                            return Err(invalid(
+                                "python/script needs `file`: the path of a Python script",
+                            ))
+                        }
+                    };
+                    let (path, code) = read_script(files, &given)?;
+                    let argv = match params.remove("args") {
+                        None | Some(Value::Null) => Vec::new(),
+                        Some(Value::Array(items)) => items
+                            .into_iter()
+                            .map(|item| match item {
+                                Value::String(s) => Ok(s),
+                                Value::Number(_) | Value::Bool(_) => Ok(item.to_string()),
+                                other => Err(invalid(format!(
+                                    "`args` must be a list of strings, found {other}"
+                                ))),
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                        Some(other) => {
+                            return Err(invalid(format!(
+                                "`args` must be a list of strings, not {other}"
+                            )))
+                        }
+                    };
+                    let filename = path.display().to_string();
+                    request.insert("kind".into(), "script".into());
+                    request.insert("code".into(), code.into());
+                    request.insert("filename".into(), filename.clone().into());
+                    request.insert("argv".into(), argv.into());
+                    request.insert("inputs".into(), inputs(&mut params)?);
+                    filename
+                }
+                "python/function" => {
+                    let module =
+                        match params.remove("module") {
+                            Some(Value::String(module)) => module,
+                            _ => return Err(invalid(
+                                "python/function needs `module`: an import name or a .py file path",
+                            )),
+                        };
+                    let function = match params.remove("function") {
                         Some(Value::String(function)) if !function.is_empty() => function,
                         _ => return Err(invalid(
                             "python/function needs `function`: the name of the function to call",
                         )),
                     };
-                let module =
-                    if module.ends_with(".py") || module.contains('/') || module.contains('\\') {
+                    // Only a plain dotted import name is handed to Python as is;
+                    // anything else is a path and goes through the guard.
+                    let import_name = !module.is_empty()
+                        && !module.ends_with(".py")
+                        && module
+                            .chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+                    let module = if !import_name {
                         let shown = gleitzeit_core::access::shown(&module);
                         let path = files.check_file("module", &module).map_err(|e| match e {
                             OpenError::Refused(e) => e.at(shown.clone()),
@@ -432,35 +439,35 @@ impl Job {
                     } else {
                         module
                     };
-                let args = match params.remove("args") {
-                    None | Some(Value::Null) => Value::Array(Vec::new()),
-                    Some(args @ Value::Array(_)) => args,
-                    Some(other) => {
-                        return Err(invalid(format!("`args` must be a list, not {other}")))
-                    }
-                };
-                let kwargs = match params.remove("kwargs") {
-                    None | Some(Value::Null) => Value::Object(Map::new()),
-                    Some(kwargs @ Value::Object(_)) => kwargs,
-                    Some(other) => {
-                        return Err(invalid(format!("`kwargs` must be a mapping, not {other}")))
-                    }
-                };
-                request.insert("kind".into(), "function".into());
-                request.insert("module".into(), module.clone().into());
-                request.insert("function".into(), function.into());
-                request.insert("args".into(), args);
-                request.insert("kwargs".into(), kwargs);
-                module
-            }
-            other => {
-                return Err(GzError::new(
-                    ErrorCode::ProviderUnavailable,
-                    format!("the python provider has no method `{other}`"),
-                )
-                .with_hint("Use python/execute, python/script or python/function."))
-            }
-        };
+                    let args = match params.remove("args") {
+                        None | Some(Value::Null) => Value::Array(Vec::new()),
+                        Some(args @ Value::Array(_)) => args,
+                        Some(other) => {
+                            return Err(invalid(format!("`args` must be a list, not {other}")))
+                        }
+                    };
+                    let kwargs = match params.remove("kwargs") {
+                        None | Some(Value::Null) => Value::Object(Map::new()),
+                        Some(kwargs @ Value::Object(_)) => kwargs,
+                        Some(other) => {
+                            return Err(invalid(format!("`kwargs` must be a mapping, not {other}")))
+                        }
+                    };
+                    request.insert("kind".into(), "function".into());
+                    request.insert("module".into(), module.clone().into());
+                    request.insert("function".into(), function.into());
+                    request.insert("args".into(), args);
+                    request.insert("kwargs".into(), kwargs);
+                    module
+                }
+                other => {
+                    return Err(GzError::new(
+                        ErrorCode::ProviderUnavailable,
+                        format!("the python provider has no method `{other}`"),
+                    )
+                    .with_hint("Use python/execute, python/script or python/function."))
+                }
+            };
         Ok(Job {
             request,
             timeout,

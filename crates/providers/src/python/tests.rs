@@ -915,7 +915,9 @@ async fn reach_host_port(network: Network) -> Result<Value, GzError> {
          own.listen(1)\n\
          result = {{'host': reach({port}), 'own': reach(own.getsockname()[1])}}\n"
     );
-    let outcome = p.call("python/execute", json!({"code": code}), &ctx()).await;
+    let outcome = p
+        .call("python/execute", json!({"code": code}), &ctx())
+        .await;
     p.shutdown().await;
     drop(listener);
     outcome
@@ -943,7 +945,11 @@ async fn python_network_none_reaches_only_its_own_loopback() {
         Err(error) => {
             assert_eq!(error.code, ErrorCode::ProviderUnavailable, "{error}");
             assert_eq!(error.details["isolation"], true, "{error}");
-            assert!(error.hint_text().contains("network"), "{}", error.hint_text());
+            assert!(
+                error.hint_text().contains("network"),
+                "{}",
+                error.hint_text()
+            );
         }
     }
 }
