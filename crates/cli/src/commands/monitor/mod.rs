@@ -43,7 +43,8 @@ pub struct MonitorArgs {
 enum Source {
     Remote(Client),
     Local {
-        runtime: Runtime,
+        // Boxed: a runtime is much larger than a client.
+        runtime: Box<Runtime>,
         admin: Option<Arc<Admin>>,
     },
 }
@@ -174,7 +175,7 @@ pub async fn run(ctx: &Context, args: MonitorArgs) -> Result<u8, GzError> {
             } else {
                 None
             };
-            let runtime = ctx.runtime(store).await?;
+            let runtime = Box::new(ctx.runtime(store).await?);
             let label = format!("local {} store", ctx.backend());
             (Source::Local { runtime, admin }, label)
         }
