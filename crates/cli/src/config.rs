@@ -495,4 +495,29 @@ mod tests {
         assert_eq!(error.code, ErrorCode::ConfigInvalid);
         assert_eq!(error.location.as_deref(), Some("c.yaml"));
     }
+
+    #[test]
+    fn files_auth_and_python_network_sections() {
+        let text = "files:\n  roots: [~/data]\n  roles: {USER: [/srv/shared]}\nauth:\n  methods: {USER: ['*']}\nproviders:\n  python: {network: none}\n";
+        let config = Config::parse(text, Path::new("c.yaml")).unwrap();
+        assert!(config.files.root_paths()[0].ends_with("data"));
+        assert!(!config.files.root_paths()[0].starts_with("~"));
+        assert_eq!(
+            config.files.role_paths()["USER"],
+            vec![PathBuf::from("/srv/shared")]
+        );
+        assert_eq!(config.auth.methods["USER"], vec!["*".to_string()]);
+        assert_eq!(
+            config.providers.python.network,
+            gleitzeit_providers::python::Network::None
+        );
+        // Writing is not something any method does: a `write_roots` would
+        // promise what nothing enforces, so it is refused.
+        let error = Config::parse("files: {write_roots: [/tmp]}", Path::new("c.yaml")).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ConfigInvalid);
+        assert!(error.message.contains("write_roots"), "{}", error.message);
+        let error =
+            Config::parse("providers: {python: {network: lan}}", Path::new("c.yaml")).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ConfigInvalid);
+    }
 }
