@@ -363,7 +363,7 @@ mod tests {
         std::fs::write(outside.join("secret.txt"), "secret").unwrap();
         std::fs::write(root.join("store.db"), "db").unwrap();
         let policy = FilePolicy {
-            protected: vec![root.join("store.db")],
+            protected: vec![root.join("store.db"), root.join("store.db-wal")],
             cap: None,
         };
         let guard = FileGuard::new(&FileAccess::under(vec![root.clone()]), &policy);
@@ -449,6 +449,18 @@ mod tests {
                 .open("path", &f.root.join("store.db").display().to_string()),
         );
         assert!(error.message.contains("protected"), "{}", error.message);
+    }
+
+    #[test]
+    fn a_protected_file_that_does_not_exist_yet_is_refused_not_missing() {
+        let f = fixture();
+        let wal = f.root.join("store.db-wal").display().to_string();
+        let error = refused(f.guard.open("path", &wal));
+        assert!(error.message.contains("protected"), "{}", error.message);
+        assert!(matches!(
+            f.guard.inspect("path", &wal),
+            Err(OpenError::Refused(_))
+        ));
     }
 
     #[test]
