@@ -25,6 +25,43 @@ pub struct Config {
     /// What a workflow, its inputs and a task's result may be at most
     /// (nesting, aliases, tasks, id lengths, result bytes, event pages).
     pub limits: gleitzeit_core::Limits,
+    /// Where tasks may read files (see README "Authentication").
+    pub files: FilesSection,
+    /// What API roles may submit.
+    pub auth: AuthSection,
+}
+
+/// `files:` — the directories tasks may read files under. `gleitzeit run`
+/// adds the working directory; workflows submitted over the API get
+/// `roles.ROLE` (else `roots`), and nothing when neither names a directory;
+/// worker nodes read only under their own `roots`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesSection {
+    pub roots: Vec<String>,
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl FilesSection {
+    pub fn root_paths(&self) -> Vec<PathBuf> {
+        self.roots.iter().map(|r| expand_tilde(r)).collect()
+    }
+
+    pub fn role_paths(&self) -> std::collections::BTreeMap<String, Vec<PathBuf>> {
+        self.roles
+            .iter()
+            .map(|(role, dirs)| (role.clone(), dirs.iter().map(|d| expand_tilde(d)).collect()))
+            .collect()
+    }
+}
+
+/// `auth:` — `methods: {USER: ["llm/*", "function/*", "!function/read_file"]}`:
+/// method patterns per role (a leading `!` excludes); roles not named keep
+/// the defaults (everything, except `python/*` for USER and SERVICE).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    pub methods: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +209,9 @@ pub struct PythonSection {
     /// `auto` (own namespaces where the system allows, so tasks cannot read
     /// the store, config or credentials), `namespaces` (or no workers), `none`.
     pub isolation: gleitzeit_providers::python::Isolation,
+    /// `host` (the machine's network) or `none` (a network namespace with
+    /// only loopback: tasks reach neither the server nor Redis nor the LAN).
+    pub network: gleitzeit_providers::python::Network,
 }
 
 impl Default for PythonSection {
@@ -184,6 +224,7 @@ impl Default for PythonSection {
             max_processes: 256,
             max_file_size_mb: 1024,
             isolation: gleitzeit_providers::python::Isolation::Auto,
+            network: gleitzeit_providers::python::Network::Host,
         }
     }
 }
@@ -466,5 +507,30 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.code, ErrorCode::ConfigInvalid);
         assert_eq!(error.location.as_deref(), Some("c.yaml"));
+    }
+
+    #[test]
+    fn files_auth_and_python_network_sections() {
+        let text = "files:\n  roots: [~/data]\n  roles: {USER: [/srv/shared]}\nauth:\n  methods: {USER: ['*']}\nproviders:\n  python: {network: none}\n";
+        let config = Config::parse(text, Path::new("c.yaml")).unwrap();
+        assert!(config.files.root_paths()[0].ends_with("data"));
+        assert!(!config.files.root_paths()[0].starts_with("~"));
+        assert_eq!(
+            config.files.role_paths()["USER"],
+            vec![PathBuf::from("/srv/shared")]
+        );
+        assert_eq!(config.auth.methods["USER"], vec!["*".to_string()]);
+        assert_eq!(
+            config.providers.python.network,
+            gleitzeit_providers::python::Network::None
+        );
+        // Writing is not something any method does: a `write_roots` would
+        // promise what nothing enforces, so it is refused.
+        let error = Config::parse("files: {write_roots: [/tmp]}", Path::new("c.yaml")).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ConfigInvalid);
+        assert!(error.message.contains("write_roots"), "{}", error.message);
+        let error =
+            Config::parse("providers: {python: {network: lan}}", Path::new("c.yaml")).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ConfigInvalid);
     }
 }

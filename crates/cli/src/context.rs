@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::GlobalOpts;
+use gleitzeit_core::access::{FileAccess, FilePolicy};
 use gleitzeit_core::{ErrorCode, GzError};
 use gleitzeit_providers::function::FunctionProvider;
 use gleitzeit_providers::jsonrpc::{JsonRpcProvider, ProviderSpec};
@@ -144,6 +145,7 @@ impl Context {
             max_processes: section.max_processes,
             max_file_size_mb: section.max_file_size_mb,
             isolation: section.isolation,
+            network: section.network,
             hidden: self.secret_files(),
             ..PythonConfig::default()
         };
@@ -153,8 +155,25 @@ impl Context {
         python
     }
 
+    /// What every task of this process is held to: the protected files and,
+    /// on a worker node (`cap`), the node's own `files.roots`.
+    pub fn file_policy(&self, cap: bool) -> FilePolicy {
+        FilePolicy {
+            protected: self.secret_files(),
+            cap: cap.then(|| self.config.files.root_paths()),
+        }
+    }
+
+    /// The grant of workflows run from this machine's command line: the
+    /// working directory and below, plus `files.roots`.
+    pub fn local_files(&self) -> FileAccess {
+        let mut roots: Vec<std::path::PathBuf> = std::env::current_dir().into_iter().collect();
+        roots.extend(self.config.files.root_paths());
+        FileAccess::under(roots)
+    }
+
     /// Files no task may read: the SQLite store (with its journal files), the
-    /// config file and saved credentials.
+    /// config file and saved credentials (the auth database is the store).
     fn secret_files(&self) -> Vec<std::path::PathBuf> {
         let db = self.config.db_path();
         let mut files = vec![
@@ -292,6 +311,8 @@ impl Context {
             max_concurrent_tasks: self.config.execution.max_concurrent_tasks.max(1),
             allowed_env: self.config.allowed_env.clone(),
             limits: self.config.limits,
+            files: self.local_files(),
+            file_policy: self.file_policy(false),
             ..RuntimeConfig::default()
         };
         let python_workers = self.python_config().workers.max(1);

@@ -783,3 +783,50 @@ fn llm_rate_limits_hold_across_worker_nodes() {
         assert!(node["completed"].as_u64().unwrap() > 0, "{nodes:?}");
     }
 }
+
+/// A worker node enforces the grant a call carries, narrowed to its own
+/// `files.roots`: the server grants `data/`, the node allows only
+/// `data/shared/`, so only files under both are read.
+#[test]
+fn worker_nodes_read_files_only_under_the_grant_and_their_own_roots() {
+    let mut cluster = Cluster::new();
+    let data = std::fs::canonicalize(cluster.env.home.path())
+        .unwrap()
+        .join("data");
+    std::fs::create_dir_all(data.join("shared")).unwrap();
+    std::fs::write(data.join("shared/a.txt"), "shared text").unwrap();
+    std::fs::write(data.join("b.txt"), "server-only text").unwrap();
+    cluster.env.write(
+        "config.yaml",
+        &format!("files:\n  roots: ['{}']\n", data.display()),
+    );
+    let node_config = cluster.env.write(
+        "node.yaml",
+        &format!("files:\n  roots: ['{}']\n", data.join("shared").display()),
+    );
+    cluster.start_server();
+    cluster.add_worker(&["--config", node_config.to_str().unwrap()]);
+    let id = cluster.submit(&format!(
+        "name: files on nodes\ntasks:\n\
+         \x20 - {{id: both, method: read_file, parameters: {{path: '{}'}}, on_error: continue}}\n\
+         \x20 - {{id: grant_only, method: read_file, parameters: {{path: '{}'}}, on_error: continue}}\n\
+         \x20 - {{id: neither, method: read_file, parameters: {{path: /etc/hostname}}, on_error: continue}}\n",
+        data.join("shared/a.txt").display(),
+        data.join("b.txt").display()
+    ));
+    let view = cluster.wait_finished(&id, Duration::from_secs(60));
+    let task = |name: &str| -> Value {
+        view["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no task {name} in {view}"))
+    };
+    assert_eq!(task("both")["result"]["content"], "shared text", "{view}");
+    for name in ["grant_only", "neither"] {
+        assert_eq!(task(name)["error"]["code"], "GZ6010", "{name}: {view}");
+    }
+    assert!(!view.to_string().contains("server-only text"), "{view}");
+}

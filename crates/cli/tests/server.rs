@@ -864,6 +864,10 @@ fn api_keys_users_and_isolation_through_the_cli() {
     let again = env.run(&["auth", "init"]).code(2);
     assert!(again.stderr.contains("already set up"), "{}", again.stderr);
 
+    // The users below submit the quickstart, which runs Python: USER may
+    // not by default (tests/confinement.rs checks that), so this server
+    // allows it explicitly, as an operator would.
+    env.write("config.yaml", "auth:\n  methods:\n    USER: [\"*\"]\n");
     // Debug logging on: the log is checked for keys at the end.
     let server = Server::spawn(&env, &["--debug"]);
     let s = server.url.as_str();

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: task calls carry the file grant (`call.files`) that workers enforce; a
+/// version-1 worker would ignore it, so it refuses these entries.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One queue entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]

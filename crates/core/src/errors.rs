@@ -278,6 +278,10 @@ registry! {
         "Request is malformed", "Check the request against the API description at /api/v1/openapi.json.";
     RouteNotFound = 6007, Network, Low, false,
         "No such API endpoint", "The API lives under /api/v1; /api/v1/openapi.json lists every endpoint.";
+    FileAccessDenied = 6010, Network, High, false,
+        "File access refused by the file-access policy", "Tasks read files only under the allowed roots: `files.roots` in the config of the machine that runs them (for workflows submitted over the API, `files.roles.ROLE`); the store, config file and saved credentials are refused always.";
+    PathInvalid = 6011, Network, Medium, false,
+        "Not a local file path", "Give the path of a local file, absolute or relative to the working directory; URLs, `~user/`, Windows-style paths, NUL bytes and empty paths are refused.";
 
     ResourceExhausted = 8001, System, Critical, true,
         "System resources exhausted", "Free memory or lower concurrency.";

@@ -4,6 +4,7 @@
 //! Nothing in this crate does I/O, reads a clock or spawns a task: it is the part
 //! of Gleitzeit that can be tested exhaustively and replayed exactly.
 
+pub mod access;
 pub mod errors;
 pub mod events;
 pub mod expr;

@@ -24,6 +24,11 @@ pub struct Workflow {
     /// further LLM task starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    /// Which files its tasks may open. Never read from a workflow file: the
+    /// process that accepts the workflow sets it (the server from the
+    /// submitter's role); `None` means the running process's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::access::FileAccess>,
 }
 
 /// `budget: {tokens: 100000, cost: 2.5}` (cost in USD).

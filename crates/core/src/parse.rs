@@ -1612,6 +1612,7 @@ fn load_nested(
         tasks,
         outputs,
         budget: budget.flatten(),
+        access: None,
     })
 }
 

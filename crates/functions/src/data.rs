@@ -1,5 +1,6 @@
 //! Lists and generated data.
 
+use crate::FileGuard;
 use crate::{closest, num, Args, Function};
 use gleitzeit_core::GzError;
 use serde_json::{Map, Value};
@@ -99,7 +100,7 @@ fn pick<'a>(rng: &mut fastrand::Rng, items: &[&'a str]) -> &'a str {
         .unwrap_or("")
 }
 
-fn random_data(m: &Map<String, Value>) -> Res {
+fn random_data(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("random_data", m);
     let data_type = a.str("data_type")?.trim().to_ascii_lowercase();
     if !DATA_TYPES.contains(&data_type.as_str()) {
@@ -184,7 +185,7 @@ pub(crate) fn compare(a: &Value, b: &Value) -> Ordering {
     }
 }
 
-fn sort_list(m: &Map<String, Value>) -> Res {
+fn sort_list(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("sort_list", m);
     let mut items = a.list("items")?.clone();
     let reverse = a.bool("reverse")?;
@@ -214,7 +215,7 @@ fn sort_list(m: &Map<String, Value>) -> Res {
     Ok(Value::Array(items))
 }
 
-fn unique(m: &Map<String, Value>) -> Res {
+fn unique(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("unique", m);
     let mut seen = HashSet::new();
     let items = a
@@ -225,7 +226,7 @@ fn unique(m: &Map<String, Value>) -> Res {
     Ok(Value::Array(items.collect()))
 }
 
-fn filter_numbers(m: &Map<String, Value>) -> Res {
+fn filter_numbers(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("filter_numbers", m);
     let numbers = a.numbers("numbers")?;
     let min = a.opt_num("min")?.unwrap_or(f64::NEG_INFINITY);
@@ -247,7 +248,7 @@ pub(crate) fn plain(v: &Value) -> String {
     }
 }
 
-fn join_list(m: &Map<String, Value>) -> Res {
+fn join_list(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("join_list", m);
     let items: Vec<String> = a.list("items")?.iter().map(plain).collect();
     Ok(Value::String(items.join(a.str("separator")?)))

@@ -5,6 +5,7 @@
 //! `03/15/2024`, `15 March 2024`, `March 15, 2024`), a Unix timestamp in seconds,
 //! `now` and `today`, or with an explicit strftime `format`.
 
+use crate::FileGuard;
 use crate::{Args, Function};
 use chrono::format::{Item, StrftimeItems};
 use chrono::{
@@ -224,7 +225,7 @@ fn strftime(a: &Args, name: &str, value: DateTime<Utc>, format: &str) -> Result<
     Ok(out)
 }
 
-fn now(m: &Map<String, Value>) -> Res {
+fn now(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("now", m);
     let current = Utc::now();
     match a.opt_str("format")? {
@@ -235,7 +236,7 @@ fn now(m: &Map<String, Value>) -> Res {
     }
 }
 
-fn parse_date(m: &Map<String, Value>) -> Res {
+fn parse_date(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("parse_date", m);
     let format = a.opt_str("format")?;
     let parsed = when(&a, "date", format)?;
@@ -280,7 +281,7 @@ impl WeekdayName for chrono::Weekday {
     }
 }
 
-fn date_diff(m: &Map<String, Value>) -> Res {
+fn date_diff(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("date_diff", m);
     let start = when(&a, "start", None)?;
     let end = when(&a, "end", None)?;
@@ -302,7 +303,7 @@ fn date_diff(m: &Map<String, Value>) -> Res {
     Ok(Value::from(value))
 }
 
-fn add_days(m: &Map<String, Value>) -> Res {
+fn add_days(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("add_days", m);
     let start = when(&a, "date", None)?;
     let days = a.int("days")?;
@@ -320,7 +321,7 @@ fn add_days(m: &Map<String, Value>) -> Res {
     Ok(Value::String(shifted.ok_or_else(out_of_range)?.iso()))
 }
 
-fn day_of_week(m: &Map<String, Value>) -> Res {
+fn day_of_week(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("day_of_week", m);
     Ok(Value::String(
         when(&a, "date", None)?
@@ -331,7 +332,7 @@ fn day_of_week(m: &Map<String, Value>) -> Res {
     ))
 }
 
-fn format_date(m: &Map<String, Value>) -> Res {
+fn format_date(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("format_date", m);
     let parsed = when(&a, "date", None)?;
     let format = a.str("format")?;

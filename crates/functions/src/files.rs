@@ -5,12 +5,12 @@
 
 use crate::data::plain;
 use crate::math::stats;
-use crate::{closest, num, Args, Function};
+use crate::{closest, num, Args, FileGuard, Function, OpenError};
 use gleitzeit_core::{ErrorCode, GzError};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 type Res = Result<Value, GzError>;
 
@@ -87,14 +87,6 @@ pub(crate) const FUNCTIONS: &[Function] = &[
 /// Files larger than this are refused rather than read into memory.
 pub(crate) const MAX_FILE_BYTES: u64 = 256 << 20;
 
-/// `~/x` → `$HOME/x`.
-fn expand(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => Path::new(&home).join(rest),
-        _ => PathBuf::from(path),
-    }
-}
-
 fn not_found(a: &Args, argument: &str, path: &str) -> GzError {
     let cwd = std::env::current_dir()
         .map(|d| d.display().to_string())
@@ -114,21 +106,37 @@ fn unreadable(a: &Args, argument: &str, path: &str, why: impl std::fmt::Display)
     .with_details(json!({ "function": a.function, "argument": argument, "path": path }))
 }
 
-/// Opens a regular file for reading, mapping failures to GZ5001/GZ5002.
-fn open(a: &Args, argument: &str, path: &str) -> Result<(std::fs::File, u64), GzError> {
-    let full = expand(path);
-    let meta = std::fs::metadata(&full).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => not_found(a, argument, path),
-        _ => unreadable(a, argument, path, e),
-    })?;
-    if meta.is_dir() {
+fn open_error(a: &Args, argument: &str, path: &str, error: OpenError) -> GzError {
+    match error {
+        OpenError::Refused(e) => GzError {
+            message: format!("{}: {}", a.function, e.message),
+            ..e
+        },
+        OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            not_found(a, argument, path)
+        }
+        OpenError::Io(e) => unreadable(a, argument, path, e),
+    }
+}
+
+/// Opens a regular file for reading through the guard, mapping failures to
+/// GZ6010/GZ6011 (policy) and GZ5001/GZ5002 (file system).
+fn open(
+    a: &Args,
+    files: &FileGuard,
+    argument: &str,
+    path: &str,
+) -> Result<(std::fs::File, u64), GzError> {
+    let opened = files
+        .open(argument, path)
+        .map_err(|e| open_error(a, argument, path, e))?;
+    if opened.metadata.is_dir() {
         return Err(unreadable(a, argument, path, "it is a directory"));
     }
-    let file = std::fs::File::open(&full).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => not_found(a, argument, path),
-        _ => unreadable(a, argument, path, e),
-    })?;
-    Ok((file, meta.len()))
+    if !opened.metadata.is_file() {
+        return Err(unreadable(a, argument, path, "it is not a regular file"));
+    }
+    Ok((opened.file, opened.metadata.len()))
 }
 
 fn utf8(a: &Args, argument: &str, path: &str, bytes: Vec<u8>) -> Result<String, GzError> {
@@ -150,8 +158,13 @@ fn utf8(a: &Args, argument: &str, path: &str, bytes: Vec<u8>) -> Result<String, 
 }
 
 /// The whole file as text (at most [`MAX_FILE_BYTES`]).
-pub(crate) fn read_text(a: &Args, argument: &str, path: &str) -> Result<String, GzError> {
-    let (file, size) = open(a, argument, path)?;
+pub(crate) fn read_text(
+    a: &Args,
+    files: &FileGuard,
+    argument: &str,
+    path: &str,
+) -> Result<String, GzError> {
+    let (file, size) = open(a, files, argument, path)?;
     if size > MAX_FILE_BYTES {
         return Err(unreadable(
             a,
@@ -312,8 +325,8 @@ fn delimiter_for(path: &str) -> char {
     }
 }
 
-fn load_table(a: &Args, argument: &str, path: &str) -> Result<Table, GzError> {
-    let text = read_text(a, argument, path)?;
+fn load_table(a: &Args, files: &FileGuard, argument: &str, path: &str) -> Result<Table, GzError> {
+    let text = read_text(a, files, argument, path)?;
     Ok(Table::from_csv(&text, delimiter_for(path)))
 }
 
@@ -356,14 +369,14 @@ pub(crate) fn typed(cell: &str) -> Value {
     }
 }
 
-fn csv_filter(m: &Map<String, Value>) -> Res {
+fn csv_filter(m: &Map<String, Value>, files: &FileGuard) -> Res {
     let a = Args::new("csv_filter", m);
     let path = a.str("file")?;
     let column = a.str("column")?;
     let min = a.opt_num("min_value")?;
     let max = a.opt_num("max_value")?;
     let equals = a.opt_str("equals")?;
-    let table = load_table(&a, "file", path)?;
+    let table = load_table(&a, files, "file", path)?;
     let index = table.column_index(&a, "column", column)?;
     let keep = |row: &Vec<String>| {
         let cell = table.cell(row, index).trim();
@@ -397,7 +410,7 @@ fn csv_filter(m: &Map<String, Value>) -> Res {
     }))
 }
 
-fn read_csv(m: &Map<String, Value>) -> Res {
+fn read_csv(m: &Map<String, Value>, files: &FileGuard) -> Res {
     let a = Args::new("read_csv", m);
     let path = a.str("file")?;
     let limit = match a.opt_int("limit")? {
@@ -405,7 +418,7 @@ fn read_csv(m: &Map<String, Value>) -> Res {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => usize::MAX,
     };
-    let table = load_table(&a, "file", path)?;
+    let table = load_table(&a, files, "file", path)?;
     let rows: Vec<Value> = table
         .rows
         .iter()
@@ -510,10 +523,10 @@ fn column_stats(values: &[&Value]) -> Value {
     Value::Object(out)
 }
 
-fn analyze_data(m: &Map<String, Value>) -> Res {
+fn analyze_data(m: &Map<String, Value>, files: &FileGuard) -> Res {
     let a = Args::new("analyze_data", m);
     let path = a.str("data")?;
-    let text = read_text(&a, "data", path)?;
+    let text = read_text(&a, files, "data", path)?;
     let lower = path.to_ascii_lowercase();
     let trimmed = text.trim_start();
     let is_json = lower.ends_with(".json")
@@ -568,11 +581,11 @@ fn analyze_data(m: &Map<String, Value>) -> Res {
     }))
 }
 
-fn read_file(m: &Map<String, Value>) -> Res {
+fn read_file(m: &Map<String, Value>, files: &FileGuard) -> Res {
     let a = Args::new("read_file", m);
     let path = a.str("path")?;
     let max = a.int_in("max_bytes", 0, MAX_FILE_BYTES as i64)? as u64;
-    let (file, size) = open(&a, "path", path)?;
+    let (file, size) = open(&a, files, "path", path)?;
     let mut bytes = Vec::with_capacity(size.min(max) as usize);
     file.take(max)
         .read_to_end(&mut bytes)
@@ -590,17 +603,18 @@ fn read_file(m: &Map<String, Value>) -> Res {
     Ok(json!({ "path": path, "content": content, "size": size, "truncated": truncated }))
 }
 
-fn file_info(m: &Map<String, Value>) -> Res {
+fn file_info(m: &Map<String, Value>, files: &FileGuard) -> Res {
     let a = Args::new("file_info", m);
     let path = a.str("path")?;
-    let full = expand(path);
-    let extension = full.extension().map(|e| e.to_string_lossy().into_owned());
-    let meta = match std::fs::metadata(&full) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let extension = Path::new(path)
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned());
+    let meta = match files.inspect("path", path) {
+        Ok(Some((_, meta))) => meta,
+        Ok(None) => {
             return Ok(json!({ "path": path, "exists": false, "extension": extension }));
         }
-        Err(e) => return Err(unreadable(&a, "path", path, e)),
+        Err(e) => return Err(open_error(&a, "path", path, e)),
     };
     let modified = meta.modified().ok().map(|t| {
         chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -884,5 +898,58 @@ mod tests {
         assert!(out["modified"].as_str().unwrap().ends_with('Z'));
         let missing = call("file_info", json!({"path": "/no/such.txt"})).unwrap();
         assert_eq!(missing["exists"], false);
+    }
+
+    #[test]
+    fn every_file_function_asks_the_guard() {
+        let (dir, inside) = temp_file("t.csv", "a\n1\n");
+        let outside = tempdir::Dir::new();
+        let secret = outside.path.join("s.csv");
+        std::fs::write(&secret, "a\n2\n").unwrap();
+        let guard = FileGuard::under(std::slice::from_ref(&dir.path));
+        let secret = secret.display().to_string();
+        for (name, args, allowed) in [
+            (
+                "read_file",
+                json!({"path": secret}),
+                json!({"path": inside}),
+            ),
+            (
+                "file_info",
+                json!({"path": secret}),
+                json!({"path": inside}),
+            ),
+            ("read_csv", json!({"file": secret}), json!({"file": inside})),
+            (
+                "csv_filter",
+                json!({"file": secret, "column": "a"}),
+                json!({"file": inside, "column": "a"}),
+            ),
+            (
+                "analyze_data",
+                json!({"data": secret}),
+                json!({"data": inside}),
+            ),
+        ] {
+            let f = crate::find(name).unwrap();
+            let Value::Object(args) = args else {
+                unreachable!()
+            };
+            let error = f.call(&args, &guard).unwrap_err();
+            assert_eq!(error.code, ErrorCode::FileAccessDenied, "{name}");
+            assert!(error.message.starts_with(name), "{name}: {}", error.message);
+            let Value::Object(allowed) = allowed else {
+                unreachable!()
+            };
+            assert!(f.call(&allowed, &guard).is_ok(), "{name} inside its root");
+        }
+        let nul = crate::find("read_file").unwrap();
+        let Value::Object(args) = json!({"path": "a\u{0}b"}) else {
+            unreachable!()
+        };
+        assert_eq!(
+            nul.call(&args, &guard).unwrap_err().code,
+            ErrorCode::PathInvalid
+        );
     }
 }

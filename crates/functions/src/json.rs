@@ -1,5 +1,6 @@
 //! JSON: paths, merging, keys, flattening, parsing.
 
+use crate::FileGuard;
 use crate::{Args, Function};
 use gleitzeit_core::GzError;
 use serde_json::{Map, Value};
@@ -112,7 +113,7 @@ pub(crate) fn lookup<'v>(data: &'v Value, segments: &[String]) -> Result<&'v Val
     Ok(current)
 }
 
-fn json_get(m: &Map<String, Value>) -> Res {
+fn json_get(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("json_get", m);
     let data = a
         .get("data")
@@ -179,7 +180,7 @@ fn merge(
     Ok(())
 }
 
-fn json_merge(m: &Map<String, Value>) -> Res {
+fn json_merge(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("json_merge", m);
     let mut base = a.object("base")?.clone();
     let other = a.object("other")?;
@@ -189,7 +190,7 @@ fn json_merge(m: &Map<String, Value>) -> Res {
     Ok(Value::Object(base))
 }
 
-fn json_keys(m: &Map<String, Value>) -> Res {
+fn json_keys(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("json_keys", m);
     Ok(Value::Array(
         a.object("data")?
@@ -235,7 +236,7 @@ fn flatten_into(
     Ok(())
 }
 
-fn flatten_json(m: &Map<String, Value>) -> Res {
+fn flatten_json(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("flatten_json", m);
     let data = a
         .get("data")
@@ -253,13 +254,13 @@ fn flatten_json(m: &Map<String, Value>) -> Res {
     Ok(Value::Object(out))
 }
 
-fn json_parse(m: &Map<String, Value>) -> Res {
+fn json_parse(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("json_parse", m);
     let text = a.str("text")?;
     serde_json::from_str(text).map_err(|e| a.error("text", format!("is not valid JSON: {e}")))
 }
 
-fn json_stringify(m: &Map<String, Value>) -> Res {
+fn json_stringify(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("json_stringify", m);
     let value = a
         .get("value")

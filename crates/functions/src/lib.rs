@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
+pub use guard::{FileGuard, OpenError, Opened};
+
 /// `arg!("n", Integer, required, "…")`, `arg!("n", Integer, optional, "…")`,
 /// `arg!("n", Integer, default "10", "…")`: one [`ArgSpec`].
 macro_rules! arg {
@@ -47,6 +49,7 @@ macro_rules! arg {
 mod data;
 mod date;
 mod files;
+pub mod guard;
 mod json;
 mod math;
 mod text;
@@ -102,8 +105,10 @@ pub struct Function {
     pub example: &'static str,
     /// Reads files or does heavy work: run off the async executor.
     pub blocking: bool,
+    /// Runs with coerced arguments; functions that open files do so only
+    /// through the guard.
     #[serde(skip)]
-    pub run: fn(&Map<String, Value>) -> Result<Value, GzError>,
+    pub run: fn(&Map<String, Value>, &FileGuard) -> Result<Value, GzError>,
 }
 
 impl std::fmt::Debug for Function {
@@ -119,9 +124,9 @@ impl std::fmt::Debug for Function {
 impl Function {
     /// Checks and converts `args` against the function's [`ArgSpec`]s (see
     /// [`coerce_args`]), then runs the function.
-    pub fn call(&self, args: &Map<String, Value>) -> Result<Value, GzError> {
+    pub fn call(&self, args: &Map<String, Value>, files: &FileGuard) -> Result<Value, GzError> {
         let args = coerce_args(self, args)?;
-        (self.run)(&args)
+        (self.run)(&args, files)
     }
 
     /// The spec of one argument.

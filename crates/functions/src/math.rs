@@ -1,5 +1,6 @@
 //! Numbers: sequences, statistics, primes, rounding.
 
+use crate::FileGuard;
 use crate::{num, Args, Function};
 use gleitzeit_core::GzError;
 use serde_json::{json, Map, Value};
@@ -136,7 +137,7 @@ pub(crate) const FUNCTIONS: &[Function] = &[
 
 pub(crate) const FIBONACCI_MAX: i64 = 186;
 
-fn fibonacci(m: &Map<String, Value>) -> Res {
+fn fibonacci(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("fibonacci", m);
     let n = a.int("n")?;
     if n < 0 {
@@ -233,7 +234,7 @@ impl Stats {
     }
 }
 
-fn analyze_numbers(m: &Map<String, Value>) -> Res {
+fn analyze_numbers(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("analyze_numbers", m);
     let numbers = a.numbers("numbers")?;
     stats(&numbers)
@@ -241,7 +242,7 @@ fn analyze_numbers(m: &Map<String, Value>) -> Res {
         .ok_or_else(|| a.failed("`numbers` is empty; give at least one number"))
 }
 
-fn sum(m: &Map<String, Value>) -> Res {
+fn sum(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("sum", m);
     let total: f64 = a.numbers("numbers")?.iter().sum();
     if !total.is_finite() {
@@ -250,14 +251,14 @@ fn sum(m: &Map<String, Value>) -> Res {
     Ok(num(total))
 }
 
-fn mean(m: &Map<String, Value>) -> Res {
+fn mean(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("mean", m);
     let numbers = a.numbers("numbers")?;
     let s = stats(&numbers).ok_or_else(|| a.failed("cannot take the mean of an empty list"))?;
     Ok(num(s.mean))
 }
 
-fn factorial(m: &Map<String, Value>) -> Res {
+fn factorial(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("factorial", m);
     let n = a.int("n")?;
     if n < 0 {
@@ -327,7 +328,7 @@ pub(crate) fn prime(n: u64) -> bool {
     true
 }
 
-fn is_prime(m: &Map<String, Value>) -> Res {
+fn is_prime(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("is_prime", m);
     let n = a.int("n")?;
     Ok(Value::Bool(n > 1 && prime(n as u64)))
@@ -335,7 +336,7 @@ fn is_prime(m: &Map<String, Value>) -> Res {
 
 pub(crate) const PRIMES_MAX: i64 = 10_000_000;
 
-fn primes(m: &Map<String, Value>) -> Res {
+fn primes(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("primes", m);
     let n = a.int_in("n", 0, PRIMES_MAX)? as usize;
     if n < 2 {
@@ -366,13 +367,13 @@ fn gcd_u64(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
-fn gcd(m: &Map<String, Value>) -> Res {
+fn gcd(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("gcd", m);
     let (x, y) = (a.int("a")?, a.int("b")?);
     Ok(Value::from(gcd_u64(x.unsigned_abs(), y.unsigned_abs())))
 }
 
-fn lcm(m: &Map<String, Value>) -> Res {
+fn lcm(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("lcm", m);
     let (x, y) = (a.int("a")?.unsigned_abs(), a.int("b")?.unsigned_abs());
     if x == 0 || y == 0 {
@@ -401,14 +402,14 @@ pub(crate) fn round_to(value: f64, decimals: i64) -> f64 {
     }
 }
 
-fn round_number(m: &Map<String, Value>) -> Res {
+fn round_number(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("round_number", m);
     let value = a.number("value")?;
     let decimals = a.int_in("decimals", -15, 15)?;
     Ok(num(round_to(value, decimals)))
 }
 
-fn percent_change(m: &Map<String, Value>) -> Res {
+fn percent_change(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("percent_change", m);
     let (old, new) = (a.number("old")?, a.number("new")?);
     if old == 0.0 {

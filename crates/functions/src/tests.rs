@@ -11,7 +11,13 @@ pub(crate) fn call(name: &str, args: Value) -> Result<Value, GzError> {
     let Value::Object(map) = args else {
         panic!("arguments must be an object")
     };
-    function.call(&map)
+    function.call(&map, &everywhere())
+}
+
+/// A guard allowing the whole file system: these tests are about the
+/// functions, the guard has its own.
+pub(crate) fn everywhere() -> FileGuard {
+    FileGuard::under(&[std::path::PathBuf::from("/")])
 }
 
 /// The error code of a call that must fail.
@@ -460,7 +466,8 @@ fn weird_values() -> Vec<Value> {
 #[test]
 fn no_function_panics_on_any_input() {
     let run = |f: &Function, args: &Map<String, Value>| {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args)));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args, &everywhere())));
         assert!(
             outcome.is_ok(),
             "{} panicked with args {}",
@@ -485,7 +492,7 @@ fn no_function_panics_on_any_input() {
             }
         }
         // Calling `run` directly, skipping coercion, must not panic either.
-        let outcome = std::panic::catch_unwind(|| (f.run)(&Map::new()));
+        let outcome = std::panic::catch_unwind(|| (f.run)(&Map::new(), &everywhere()));
         assert!(outcome.is_ok(), "{}.run panicked without coercion", f.name);
     }
 }
@@ -496,7 +503,7 @@ fn noop_is_cheap() {
     let args = Map::new();
     let started = std::time::Instant::now();
     for _ in 0..100_000 {
-        assert_eq!(noop.call(&args).unwrap(), Value::Null);
+        assert_eq!(noop.call(&args, &everywhere()).unwrap(), Value::Null);
     }
     // Generous even for an unoptimised build on a loaded machine.
     assert!(

@@ -1,5 +1,6 @@
 //! Text: counting, keywords, case, slugs, regular expressions, hashing, base64.
 
+use crate::FileGuard;
 use crate::{num, Args, Function};
 use gleitzeit_core::GzError;
 use serde_json::{json, Map, Value};
@@ -445,7 +446,7 @@ fn ranked(words: impl Iterator<Item = String>) -> Vec<(String, usize)> {
     ranked.into_iter().map(|(w, n, _)| (w, n)).collect()
 }
 
-fn count_words(m: &Map<String, Value>) -> Res {
+fn count_words(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("count_words", m);
     let text = a.str("text")?;
     let unique: HashSet<String> = words(text).collect();
@@ -459,7 +460,7 @@ fn count_words(m: &Map<String, Value>) -> Res {
     }))
 }
 
-fn extract_keywords(m: &Map<String, Value>) -> Res {
+fn extract_keywords(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("extract_keywords", m);
     let text = a.str("text")?;
     let max = a.int("max_keywords")?;
@@ -476,7 +477,7 @@ fn extract_keywords(m: &Map<String, Value>) -> Res {
     Ok(Value::Array(keywords.collect()))
 }
 
-fn word_frequency(m: &Map<String, Value>) -> Res {
+fn word_frequency(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("word_frequency", m);
     let text = a.str("text")?;
     let top = match a.opt_int("top")? {
@@ -494,7 +495,7 @@ fn word_frequency(m: &Map<String, Value>) -> Res {
     Ok(Value::Object(out))
 }
 
-fn text_stats(m: &Map<String, Value>) -> Res {
+fn text_stats(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("text_stats", m);
     let text = a.str("text")?;
     let all: Vec<String> = words(text).collect();
@@ -522,19 +523,19 @@ fn text_stats(m: &Map<String, Value>) -> Res {
     }))
 }
 
-fn uppercase(m: &Map<String, Value>) -> Res {
+fn uppercase(m: &Map<String, Value>, _: &FileGuard) -> Res {
     Ok(Value::String(
         Args::new("uppercase", m).str("text")?.to_uppercase(),
     ))
 }
 
-fn lowercase(m: &Map<String, Value>) -> Res {
+fn lowercase(m: &Map<String, Value>, _: &FileGuard) -> Res {
     Ok(Value::String(
         Args::new("lowercase", m).str("text")?.to_lowercase(),
     ))
 }
 
-fn reverse_text(m: &Map<String, Value>) -> Res {
+fn reverse_text(m: &Map<String, Value>, _: &FileGuard) -> Res {
     Ok(Value::String(
         Args::new("reverse_text", m)
             .str("text")?
@@ -544,7 +545,7 @@ fn reverse_text(m: &Map<String, Value>) -> Res {
     ))
 }
 
-fn slugify(m: &Map<String, Value>) -> Res {
+fn slugify(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("slugify", m);
     let text = a.str("text")?;
     let separator = a.str("separator")?;
@@ -556,7 +557,7 @@ fn slugify(m: &Map<String, Value>) -> Res {
     Ok(Value::String(parts.join(separator)))
 }
 
-fn truncate(m: &Map<String, Value>) -> Res {
+fn truncate(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("truncate", m);
     let text = a.str("text")?;
     let length = a.int("length")?;
@@ -577,7 +578,7 @@ fn truncate(m: &Map<String, Value>) -> Res {
     Ok(Value::String(out))
 }
 
-fn regex_extract(m: &Map<String, Value>) -> Res {
+fn regex_extract(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("regex_extract", m);
     let text = a.str("text")?;
     let pattern = a.str("pattern")?;
@@ -604,7 +605,7 @@ fn regex_extract(m: &Map<String, Value>) -> Res {
     Ok(Value::Array(matches.collect()))
 }
 
-fn split_text(m: &Map<String, Value>) -> Res {
+fn split_text(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("split_text", m);
     let text = a.str("text")?;
     let separator = a.str("separator")?;
@@ -628,7 +629,7 @@ fn split_text(m: &Map<String, Value>) -> Res {
 /// Replacement output larger than this is refused.
 const MAX_OUTPUT_BYTES: usize = 256 << 20;
 
-fn replace_text(m: &Map<String, Value>) -> Res {
+fn replace_text(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("replace_text", m);
     let text = a.str("text")?;
     let find = a.str("find")?;
@@ -650,7 +651,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn hash_text(m: &Map<String, Value>) -> Res {
+fn hash_text(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("hash_text", m);
     let text = a.str("text")?.as_bytes();
     let algorithm = a.str("algorithm")?;
@@ -739,14 +740,14 @@ pub(crate) fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn base64_encode(m: &Map<String, Value>) -> Res {
+fn base64_encode(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("base64_encode", m);
     let text = a.str("text")?;
     let url_safe = a.bool("url_safe")?;
     Ok(Value::String(encode_base64(text.as_bytes(), url_safe)))
 }
 
-fn base64_decode(m: &Map<String, Value>) -> Res {
+fn base64_decode(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("base64_decode", m);
     let text = a.str("text")?;
     let bytes =

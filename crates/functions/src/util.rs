@@ -1,5 +1,6 @@
 //! Utilities for testing and benchmarking workflows.
 
+use crate::FileGuard;
 use crate::{Args, Function};
 use gleitzeit_core::GzError;
 use serde_json::{json, Map, Value};
@@ -42,18 +43,18 @@ pub(crate) const FUNCTIONS: &[Function] = &[
 
 pub(crate) const SLEEP_MAX_MS: i64 = 60_000;
 
-fn noop(m: &Map<String, Value>) -> Res {
+fn noop(m: &Map<String, Value>, _: &FileGuard) -> Res {
     Ok(m.get("value").cloned().unwrap_or(Value::Null))
 }
 
-fn echo(m: &Map<String, Value>) -> Res {
+fn echo(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("echo", m);
     a.get("value")
         .cloned()
         .ok_or_else(|| a.error("value", "is required"))
 }
 
-fn sleep_ms(m: &Map<String, Value>) -> Res {
+fn sleep_ms(m: &Map<String, Value>, _: &FileGuard) -> Res {
     let a = Args::new("sleep_ms", m);
     let ms = a.int_in("ms", 0, SLEEP_MAX_MS)? as u64;
     let started = std::time::Instant::now();

@@ -66,7 +66,7 @@ impl Provider for FunctionProvider {
         &self,
         _method: &str,
         params: Value,
-        _ctx: &CallContext,
+        ctx: &CallContext,
     ) -> Result<Value, GzError> {
         let (name, args) = arguments(&params)?;
         let function = gleitzeit_functions::find(&name).ok_or_else(|| {
@@ -76,7 +76,8 @@ impl Provider for FunctionProvider {
             )
         })?;
         let result = if function.blocking {
-            tokio::task::spawn_blocking(move || function.call(&args))
+            let files = ctx.files.clone();
+            tokio::task::spawn_blocking(move || function.call(&args, &files))
                 .await
                 .map_err(|e| {
                     GzError::new(
@@ -85,7 +86,7 @@ impl Provider for FunctionProvider {
                     )
                 })?
         } else {
-            function.call(&args)
+            function.call(&args, &ctx.files)
         }?;
         Ok(serde_json::json!({ "result": result }))
     }

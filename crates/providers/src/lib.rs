@@ -14,6 +14,7 @@ pub mod python;
 mod registry;
 pub mod replay;
 
+pub use gleitzeit_functions::{FileGuard, OpenError};
 pub use registry::Registry;
 
 use async_trait::async_trait;
@@ -44,12 +45,16 @@ pub struct CallContext {
     pub cancel: CancellationToken,
     /// Where streamed tokens go while the call runs.
     pub events: Option<EventSink>,
+    /// Every path a call opens goes through this: the workflow's grant and
+    /// this process's protected files.
+    pub files: gleitzeit_functions::FileGuard,
 }
 
 /// Receives [`ProviderEvent`]s; the runtime turns them into `llm_token` events.
 pub type EventSink = std::sync::Arc<dyn Fn(ProviderEvent) + Send + Sync>;
 
 impl CallContext {
+    /// A call outside any workflow; it may open no files until `files` is set.
     pub fn detached(task_id: &str) -> CallContext {
         CallContext {
             workflow_id: String::new(),
@@ -58,6 +63,10 @@ impl CallContext {
             timeout: None,
             cancel: CancellationToken::new(),
             events: None,
+            files: gleitzeit_functions::FileGuard::new(
+                &gleitzeit_core::access::FileAccess::none(),
+                &gleitzeit_core::access::FilePolicy::default(),
+            ),
         }
     }
 }

@@ -20,16 +20,33 @@ pub(crate) struct CacheSlot {
 impl CacheSlot {
     /// `custom` is the task's rendered `cache.key`, which stands in for the
     /// parameters.
+    #[cfg(test)]
     pub fn new(
         method: &str,
         params: &Value,
         custom: Option<&Value>,
         ttl: Option<f64>,
     ) -> CacheSlot {
-        let subject = match custom {
+        CacheSlot::granted(method, params, custom, ttl, None)
+    }
+
+    /// As `new`, for a workflow that carries its own file grant: results are
+    /// shared only between workflows with the same grant, so a cached file
+    /// read never reaches a workflow that could not read the file itself.
+    pub fn granted(
+        method: &str,
+        params: &Value,
+        custom: Option<&Value>,
+        ttl: Option<f64>,
+        access: Option<&gleitzeit_core::access::FileAccess>,
+    ) -> CacheSlot {
+        let mut subject = match custom {
             Some(key) => json!({"method": method, "key": key}),
             None => json!({"method": method, "params": params}),
         };
+        if let (Some(access), Value::Object(map)) = (access, &mut subject) {
+            map.insert("files".into(), json!(access.roots));
+        }
         let mut text = String::new();
         gleitzeit_core::model::canonical_json(&subject, &mut text);
         CacheSlot {
@@ -120,6 +137,26 @@ mod tests {
     #[test]
     fn custom_key_replaces_the_parameters() {
         let key = json!("topic=rust");
+        let granted = |roots: Vec<std::path::PathBuf>| {
+            let access = gleitzeit_core::access::FileAccess::under(roots);
+            CacheSlot::granted(
+                "function/call",
+                &json!({"path": "x"}),
+                None,
+                None,
+                Some(&access),
+            )
+            .key
+        };
+        assert_ne!(
+            granted(vec!["/srv/a".into()]),
+            granted(vec!["/srv/b".into()]),
+            "different file grants never share results"
+        );
+        assert_ne!(
+            granted(vec![]),
+            CacheSlot::new("function/call", &json!({"path": "x"}), None, None).key
+        );
         let a = CacheSlot::new("llm/chat", &json!({"seed": 1}), Some(&key), Some(1.5));
         let b = CacheSlot::new("llm/chat", &json!({"seed": 2}), Some(&key), None);
         assert_eq!(a.key, b.key);

@@ -5,6 +5,7 @@
 
 use crate::Runtime;
 use async_trait::async_trait;
+use gleitzeit_core::access::FileAccess;
 use gleitzeit_core::events::{self, Event};
 use gleitzeit_core::{ErrorCode, GzError, Requires};
 use gleitzeit_providers::{CallContext, ProviderEvent};
@@ -31,6 +32,10 @@ pub struct TaskCall {
     pub timeout_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Requires::is_empty")]
     pub requires: Requires,
+    /// The workflow's file grant, enforced wherever the call runs (worker
+    /// nodes too). Missing in an entry means no file access.
+    #[serde(default)]
+    pub files: FileAccess,
 }
 
 impl TaskCall {
@@ -53,6 +58,15 @@ pub trait RemoteExecutor: Send + Sync {
 }
 
 impl Runtime {
+    /// The file grant of `workflow`'s tasks: its own, or this runtime's
+    /// default for workflows that carry none.
+    pub fn files_for(&self, workflow: &gleitzeit_core::Workflow) -> FileAccess {
+        workflow
+            .access
+            .clone()
+            .unwrap_or_else(|| self.config.files.clone())
+    }
+
     /// Runs one call with this process's providers: its timeout and cancel
     /// token apply, and streamed tokens and output lines are stored (and
     /// flushed before this returns, so they precede the task's result).
@@ -96,6 +110,7 @@ impl Runtime {
             timeout,
             cancel: cancel.clone(),
             events: Some(sink),
+            files: gleitzeit_providers::FileGuard::new(&call.files, &self.config.file_policy),
         };
         let outcome = match self.registry.for_method(&call.method).cloned() {
             None => Err(GzError::new(

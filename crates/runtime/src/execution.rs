@@ -893,8 +893,9 @@ impl Run<'_> {
         };
         if self.workflow.tasks[task].method == parse::SUB_WORKFLOW {
             let parent = self.id.clone();
+            let access = self.workflow.access.clone();
             self.running.spawn(async move {
-                let outcome = sub_workflow(rt, parent, params, token).await;
+                let outcome = sub_workflow(rt, parent, access, params, token).await;
                 let _ = tx.send(Msg::Done {
                     task,
                     attempt,
@@ -904,7 +905,15 @@ impl Run<'_> {
             });
             return;
         }
-        let call = task_call(&self.id, &self.workflow.tasks[task], None, attempt, params);
+        let files = self.rt.files_for(&self.workflow);
+        let call = task_call(
+            &self.id,
+            &self.workflow.tasks[task],
+            None,
+            attempt,
+            params,
+            files,
+        );
         self.running.spawn(async move {
             let outcome = execute(&rt, call, token, slot).await;
             // The provider answered; its outcome is not stored yet.
@@ -925,6 +934,7 @@ fn task_call(
     instance: Option<usize>,
     attempt: u32,
     params: Value,
+    files: gleitzeit_core::access::FileAccess,
 ) -> TaskCall {
     let timeout_s = spec.timeout.or_else(|| {
         params
@@ -948,6 +958,7 @@ fn task_call(
         params,
         timeout_s,
         requires: spec.requires.clone(),
+        files,
     }
 }
 
@@ -1062,7 +1073,13 @@ type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value,
 /// Runs the workflow embedded in a `workflow/run` task as a workflow of its
 /// own (stored, resumable, with its own events) and answers with its
 /// `outputs`. Boxed: a run that starts a run is a recursive future.
-fn sub_workflow(rt: Runtime, parent: String, params: Value, token: CancellationToken) -> BoxedRun {
+fn sub_workflow(
+    rt: Runtime,
+    parent: String,
+    access: Option<gleitzeit_core::access::FileAccess>,
+    params: Value,
+    token: CancellationToken,
+) -> BoxedRun {
     Box::pin(async move {
         let mut child: Workflow = params
             .get("workflow")
@@ -1079,6 +1096,8 @@ fn sub_workflow(rt: Runtime, parent: String, params: Value, token: CancellationT
                 child.inputs.insert(k.clone(), v.clone());
             }
         }
+        // A child reaches exactly the files its parent may.
+        child.access = access;
         let source = params
             .get("file")
             .and_then(Value::as_str)
@@ -1142,11 +1161,12 @@ fn cache_slot(
         Some(template) => Some(refs::render_str(template, names, scope)?),
         None => None,
     };
-    Ok(Some(CacheSlot::new(
+    Ok(Some(CacheSlot::granted(
         &spec.method,
         params,
         custom.as_ref(),
         policy.ttl,
+        scope.workflow.access.as_ref(),
     )))
 }
 
@@ -1235,7 +1255,8 @@ impl FanOut {
                         break;
                     }
                 };
-                let call = task_call(&workflow_id, spec, Some(i), self.attempt, params);
+                let files = rt.files_for(&self.workflow);
+                let call = task_call(&workflow_id, spec, Some(i), self.attempt, params, files);
                 let (rt, token) = (rt.clone(), token.clone());
                 running.spawn(async move { (i, execute(&rt, call, token, slot).await) });
             }

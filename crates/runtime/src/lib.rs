@@ -40,6 +40,11 @@ pub struct RuntimeConfig {
     pub use_cache: bool,
     /// What a workflow and a task's result may be at most (config `limits:`).
     pub limits: gleitzeit_core::Limits,
+    /// Files tasks of workflows without their own grant may read (`gleitzeit
+    /// run`: the working directory and `files.roots`; a server: none).
+    pub files: gleitzeit_core::access::FileAccess,
+    /// Files refused whatever the grant, and the cap of worker nodes.
+    pub file_policy: gleitzeit_core::access::FilePolicy,
 }
 
 impl Default for RuntimeConfig {
@@ -55,6 +60,8 @@ impl Default for RuntimeConfig {
             cancel_poll: std::time::Duration::from_millis(250),
             use_cache: true,
             limits: gleitzeit_core::Limits::default(),
+            files: gleitzeit_core::access::FileAccess::none(),
+            file_policy: gleitzeit_core::access::FilePolicy::default(),
         }
     }
 }
@@ -98,6 +105,19 @@ impl Runtime {
     /// the fresh one): `run --no-cache`.
     pub fn without_cache(mut self) -> Runtime {
         self.config.use_cache = false;
+        self
+    }
+
+    /// Workflows that carry no grant of their own read files under `files`
+    /// (a server: none).
+    pub fn with_default_files(mut self, files: gleitzeit_core::access::FileAccess) -> Runtime {
+        self.config.files = files;
+        self
+    }
+
+    /// What every call of this process is held to (worker nodes add their cap).
+    pub fn with_file_policy(mut self, policy: gleitzeit_core::access::FilePolicy) -> Runtime {
+        self.config.file_policy = policy;
         self
     }
 

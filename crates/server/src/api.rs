@@ -211,6 +211,7 @@ pub struct SubmitResponse {
     responses(
         (status = 201, description = "Stored and started", body = SubmitResponse),
         (status = 400, description = "Malformed request or input", body = ErrorBody),
+        (status = 403, description = "A task's method is outside the caller's role (GZ4003)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Workflow invalid; `diagnostics` lists every problem", body = ErrorBody),
         (status = 503, description = "Server is shutting down", body = ErrorBody)
@@ -256,7 +257,7 @@ async fn submit_workflow(
     // it; done on the blocking pool, it never holds up other requests.
     let text = text.to_string();
     let parser = state.clone();
-    let workflow = tokio::task::spawn_blocking(move || {
+    let mut workflow = tokio::task::spawn_blocking(move || {
         parse::load_with(
             &text,
             "request",
@@ -274,6 +275,7 @@ async fn submit_workflow(
         )
     })?
     .map_err(ApiError::invalid_workflow)?;
+    state.config.policy.admit(principal.role, &mut workflow)?;
     let name = workflow.name.clone();
     let total_tasks = workflow.tasks.len();
     let id = state

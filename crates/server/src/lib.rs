@@ -18,6 +18,7 @@ mod dashboard;
 mod error;
 mod health;
 mod metrics;
+pub mod policy;
 mod runs;
 mod socketio;
 mod stream;
@@ -48,6 +49,8 @@ pub struct ServerConfig {
     /// A reverse proxy whose header names the client (off by default: the
     /// peer address is the client).
     pub trusted_proxy: Option<TrustedProxy>,
+    /// Methods and files per role for submitted workflows.
+    pub policy: policy::Policy,
 }
 
 /// `server.trusted_proxy_header` with `server.trusted_proxies`: the header is
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             auth_required: false,
             cluster: None,
             trusted_proxy: None,
+            policy: policy::Policy::default(),
         }
     }
 }

@@ -38,6 +38,7 @@ fn server_with_limit(max_body_bytes: usize) -> Router {
             auth_required: false,
             cluster: None,
             trusted_proxy: None,
+            policy: Default::default(),
         },
     )
     .router()

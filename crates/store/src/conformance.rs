@@ -31,6 +31,7 @@ fn workflow(id: &str, created_ms: i64) -> (WorkflowRecord, Vec<TaskRecord>) {
         }],
         outputs: Default::default(),
         budget: None,
+        access: None,
     };
     let record = WorkflowRecord {
         submitted_by: None,

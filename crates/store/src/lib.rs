@@ -342,6 +342,8 @@ pub(crate) fn unreadable_workflow(
             tasks: Vec::new(),
             outputs: Default::default(),
             budget: None,
+            // Nothing of it runs: it grants nothing.
+            access: None,
         },
         name,
         state: WorkflowState::Failed,

@@ -136,6 +136,16 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
                 println!("  {}\n", paint.bold(key.reveal()));
                 println!("Save it now: it is not stored and will not be shown again.");
                 println!("Use it: gleitzeit auth login --api-key KEY --save   (or export GLEITZEIT_API_KEY=KEY)");
+                // Python on the server is arbitrary code: say who may submit it.
+                let policy = gleitzeit_server::policy::Policy::new(
+                    &ctx.config.auth.methods,
+                    &ctx.config.files.root_paths(),
+                    &ctx.config.files.role_paths(),
+                )?;
+                println!("\nWhat API workflows may do (`serve` prints this too):");
+                for line in policy.describe(true) {
+                    println!("{line}");
+                }
             }
             Ok(output::EXIT_OK)
         }

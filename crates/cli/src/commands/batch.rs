@@ -376,6 +376,13 @@ pub async fn run_batch(ctx: &Context, args: &RunArgs, folder: &Path) -> Result<u
             .collect(),
         outputs: Default::default(),
         budget: None,
+        // The folder named on the command line is readable as well as the
+        // working directory and `files.roots`.
+        access: Some({
+            let mut grant = ctx.local_files();
+            grant.roots.push(root.clone());
+            grant
+        }),
     };
     if !ctx.global.json && !args.quiet {
         eprintln!(

@@ -148,7 +148,12 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> Result<u8, GzError> {
     // Tokens and output lines a task streams go to the cluster's store.
     let store = ctx.open_redis_store().await?;
     ctx.share_limits_across_nodes();
-    let runtime = ctx.local_runtime(store);
+    // A node reads files only under its own `files.roots`, whatever grant
+    // a call carries.
+    let runtime = ctx
+        .local_runtime(store)
+        .with_default_files(gleitzeit_core::access::FileAccess::none())
+        .with_file_policy(ctx.file_policy(true));
     let worker = Worker::connect(options, runtime).await?;
     if worker.capabilities().is_empty() {
         return Err(GzError::new(

@@ -389,6 +389,7 @@ fn single_task_workflow(
         tasks: vec![single_task(id, method, params)],
         outputs: Default::default(),
         budget: None,
+        access: None,
     }
 }
 

@@ -39,8 +39,18 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
         ));
     }
     let trusted_proxy = trusted_proxy(section)?;
+    let policy = gleitzeit_server::policy::Policy::new(
+        &ctx.config.auth.methods,
+        &ctx.config.files.root_paths(),
+        &ctx.config.files.role_paths(),
+    )?;
     let store = ctx.open_store(false).await?;
-    let runtime = ctx.runtime(store).await?;
+    // Workflows over the API carry their submitter's grant; anything else
+    // (adopted from the command line) reads no files here.
+    let runtime = ctx
+        .runtime(store)
+        .await?
+        .with_default_files(gleitzeit_core::access::FileAccess::none());
     let cluster = if runtime.is_remote() {
         Some(std::sync::Arc::new(
             gleitzeit_cluster::admin::Admin::connect(&ctx.redis_url(), ctx.redis_prefix()).await?,
@@ -73,6 +83,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
             auth_required: !args.no_auth,
             cluster: cluster.clone(),
             trusted_proxy,
+            policy: policy.clone(),
         },
     );
     let resumed = if args.no_resume {
@@ -105,6 +116,21 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
     };
     // One line a script (or a test) can wait for.
     println!("Gleitzeit server listening on http://{address} (store: {location})");
+    println!("Policy for workflows submitted over the API:");
+    for line in policy.describe(!args.no_auth) {
+        println!("{line}");
+    }
+    let python = &ctx.config.providers.python;
+    println!(
+        "  python workers: network {}, isolation {}{}",
+        python.network.as_str(),
+        python.isolation.as_str(),
+        if cluster.is_some() {
+            " (worker nodes apply their own config, and read files only under their own files.roots)"
+        } else {
+            ""
+        }
+    );
     if !resumed.is_empty() {
         println!(
             "Resumed {} interrupted workflow(s): {}",

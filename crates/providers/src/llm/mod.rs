@@ -188,6 +188,7 @@ impl LlmProvider {
         &self,
         method: &str,
         params: &Value,
+        files: &gleitzeit_functions::FileGuard,
     ) -> Result<(LlmRequest, Vec<String>, Vec<String>), GzError> {
         let Some(map) = params.as_object() else {
             return Err(invalid("llm parameters must be a mapping"));
@@ -217,7 +218,7 @@ impl LlmProvider {
         let mut images = Vec::new();
         for key in ["images", "image", "image_path", "image_paths"] {
             for item in string_list(map.get(key)) {
-                images.push(images::load(&item, max_bytes)?);
+                images.push(images::load(files, &item, max_bytes)?);
             }
         }
         let mut messages = Vec::new();
@@ -237,7 +238,7 @@ impl LlmProvider {
                     .ok_or_else(|| invalid(format!("messages[{i}] has no `content`")))?;
                 let mut message_images = Vec::new();
                 for item in string_list(m.get("images")) {
-                    message_images.push(images::load(&item, max_bytes)?);
+                    message_images.push(images::load(files, &item, max_bytes)?);
                 }
                 messages.push(Message {
                     role,
@@ -250,7 +251,7 @@ impl LlmProvider {
         let mut attached = Vec::new();
         for key in ["files", "file"] {
             for path in string_list(map.get(key)) {
-                let content = files::load(&path)?;
+                let content = files::load(files, &path)?;
                 attached.push((path, content));
             }
         }
@@ -523,7 +524,7 @@ impl LlmProvider {
         params: &Value,
         ctx: &CallContext,
     ) -> Result<Value, GzError> {
-        let (template, models, tags) = self.build_request(method, params)?;
+        let (template, models, tags) = self.build_request(method, params, &ctx.files)?;
         let chars = template
             .messages
             .iter()

@@ -151,7 +151,8 @@ async fn vision_attaches_images_to_the_user_message() {
         [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0],
     )
     .unwrap();
-    let ctx = CallContext::detached("t");
+    let mut ctx = CallContext::detached("t");
+    ctx.files = crate::FileGuard::under(&[dir.path().to_path_buf()]);
     let result = llm
         .call(
             "llm/vision",
@@ -166,12 +167,22 @@ async fn vision_attaches_images_to_the_user_message() {
     let missing = llm
         .call(
             "llm/vision",
-            json!({"model": "llava", "prompt": "x", "images": ["nope.jpg"]}),
+            json!({"model": "llava", "prompt": "x", "images": [dir.path().join("nope.jpg")]}),
             &ctx,
         )
         .await
         .unwrap_err();
     assert_eq!(missing.code, ErrorCode::FileNotFound);
+    // Relative to the working directory, which is not among this call's roots.
+    let outside = llm
+        .call(
+            "llm/vision",
+            json!({"model": "llava", "prompt": "x", "images": ["nope.jpg"]}),
+            &ctx,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(outside.code, ErrorCode::FileAccessDenied);
 }
 
 #[tokio::test]

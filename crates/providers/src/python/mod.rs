@@ -16,10 +16,11 @@
 use crate::{CallContext, MethodInfo, Provider};
 use async_trait::async_trait;
 use gleitzeit_core::{ErrorCode, GzError};
+use gleitzeit_functions::{FileGuard, OpenError};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::{HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -34,7 +35,7 @@ pub mod isolation;
 #[cfg(test)]
 mod tests;
 
-pub use isolation::Isolation;
+pub use isolation::{Isolation, Network};
 
 /// The worker program, passed to the interpreter with `-c`.
 const WORKER_SOURCE: &str = include_str!("worker.py");
@@ -72,6 +73,8 @@ pub struct PythonConfig {
     /// Files tasks must not read: the store's database, the config file,
     /// saved credentials.
     pub hidden: Vec<PathBuf>,
+    /// `none`: workers get a network namespace with only loopback.
+    pub network: Network,
 }
 
 /// The only environment variables a worker inherits: everything else (API
@@ -112,6 +115,7 @@ impl Default for PythonConfig {
             max_file_size_mb: 1024,
             isolation: Isolation::Auto,
             hidden: Vec::new(),
+            network: Network::Host,
         }
     }
 }
@@ -149,7 +153,9 @@ impl PythonProvider {
                 warmed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 version: OnceLock::new(),
-                isolating: AtomicBool::new(!matches!(veil, Ok(None))),
+                isolating: AtomicBool::new(
+                    !matches!(veil, Ok(None)) || config.network == Network::None,
+                ),
                 veil,
                 #[cfg(test)]
                 plan_override: Mutex::new(None),
@@ -284,7 +290,11 @@ impl Provider for PythonProvider {
     }
 
     async fn call(&self, method: &str, params: Value, ctx: &CallContext) -> Result<Value, GzError> {
-        let job = Job::parse(method, params, self.pool.config.working_dir.as_deref()).await?;
+        let files = match self.pool.config.working_dir.as_deref() {
+            Some(dir) => ctx.files.clone().relative_to(dir),
+            None => ctx.files.clone(),
+        };
+        let job = Job::parse(method, params, &files)?;
         self.run(job, ctx).await
     }
 
@@ -306,11 +316,8 @@ struct Job {
 }
 
 impl Job {
-    async fn parse(
-        method: &str,
-        params: Value,
-        working_dir: Option<&Path>,
-    ) -> Result<Job, GzError> {
+    /// `files` resolves and checks the script and module paths.
+    fn parse(method: &str, params: Value, files: &FileGuard) -> Result<Job, GzError> {
         let mut params = match params {
             Value::Object(map) => map,
             Value::Null => Map::new(),
@@ -342,118 +349,125 @@ impl Job {
         if let Some(mb) = memory_limit_mb {
             request.insert("memory_limit".into(), mb.saturating_mul(1024 * 1024).into());
         }
-        let filename = match method {
-            "python/execute" => {
-                let code = match params.remove("code") {
-                    Some(Value::String(code)) => code,
-                    _ => {
-                        return Err(invalid(
-                            "python/execute needs `code`: a string of Python source",
-                        )
-                        .with_hint("e.g. `params: {code: \"result = 1 + 1\"}`"))
-                    }
-                };
-                request.insert("kind".into(), "execute".into());
-                request.insert("code".into(), code.into());
-                request.insert("inputs".into(), inputs(&mut params)?);
-                "<task>".to_string()
-            }
-            "python/script" => {
-                let given = match params.remove("file").or_else(|| params.remove("path")) {
-                    Some(Value::String(path)) if !path.is_empty() => path,
-                    _ => {
-                        return Err(invalid(
-                            "python/script needs `file`: the path of a Python script",
-                        ))
-                    }
-                };
-                let path = resolve(&given, working_dir);
-                let code = read_script(&path).await?;
-                let argv = match params.remove("args") {
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Array(items)) => items
-                        .into_iter()
-                        .map(|item| match item {
-                            Value::String(s) => Ok(s),
-                            Value::Number(_) | Value::Bool(_) => Ok(item.to_string()),
-                            other => Err(invalid(format!(
-                                "`args` must be a list of strings, found {other}"
-                            ))),
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                    Some(other) => {
-                        return Err(invalid(format!(
-                            "`args` must be a list of strings, not {other}"
-                        )))
-                    }
-                };
-                let filename = path.display().to_string();
-                request.insert("kind".into(), "script".into());
-                request.insert("code".into(), code.into());
-                request.insert("filename".into(), filename.clone().into());
-                request.insert("argv".into(), argv.into());
-                request.insert("inputs".into(), inputs(&mut params)?);
-                filename
-            }
-            "python/function" => {
-                let module = match params.remove("module") {
-                    Some(Value::String(module)) if !module.is_empty() => module,
-                    _ => {
-                        return Err(invalid(
-                            "python/function needs `module`: an import name or a .py file path",
-                        ))
-                    }
-                };
-                let function =
-                    match params.remove("function") {
+        let filename =
+            match method {
+                "python/execute" => {
+                    let code = match params.remove("code") {
+                        Some(Value::String(code)) => code,
+                        _ => {
+                            return Err(invalid(
+                                "python/execute needs `code`: a string of Python source",
+                            )
+                            .with_hint("e.g. `params: {code: \"result = 1 + 1\"}`"))
+                        }
+                    };
+                    request.insert("kind".into(), "execute".into());
+                    request.insert("code".into(), code.into());
+                    request.insert("inputs".into(), inputs(&mut params)?);
+                    "<task>".to_string()
+                }
+                "python/script" => {
+                    // An empty path is the guard's to refuse (GZ6011), like any
+                    // other path that names no file.
+                    let given = match params.remove("file").or_else(|| params.remove("path")) {
+                        Some(Value::String(path)) => path,
+                        _ => {
+                            return Err(invalid(
+                                "python/script needs `file`: the path of a Python script",
+                            ))
+                        }
+                    };
+                    let (path, code) = read_script(files, &given)?;
+                    let argv = match params.remove("args") {
+                        None | Some(Value::Null) => Vec::new(),
+                        Some(Value::Array(items)) => items
+                            .into_iter()
+                            .map(|item| match item {
+                                Value::String(s) => Ok(s),
+                                Value::Number(_) | Value::Bool(_) => Ok(item.to_string()),
+                                other => Err(invalid(format!(
+                                    "`args` must be a list of strings, found {other}"
+                                ))),
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                        Some(other) => {
+                            return Err(invalid(format!(
+                                "`args` must be a list of strings, not {other}"
+                            )))
+                        }
+                    };
+                    let filename = path.display().to_string();
+                    request.insert("kind".into(), "script".into());
+                    request.insert("code".into(), code.into());
+                    request.insert("filename".into(), filename.clone().into());
+                    request.insert("argv".into(), argv.into());
+                    request.insert("inputs".into(), inputs(&mut params)?);
+                    filename
+                }
+                "python/function" => {
+                    let module =
+                        match params.remove("module") {
+                            Some(Value::String(module)) => module,
+                            _ => return Err(invalid(
+                                "python/function needs `module`: an import name or a .py file path",
+                            )),
+                        };
+                    let function = match params.remove("function") {
                         Some(Value::String(function)) if !function.is_empty() => function,
                         _ => return Err(invalid(
                             "python/function needs `function`: the name of the function to call",
                         )),
                     };
-                let module =
-                    if module.ends_with(".py") || module.contains('/') || module.contains('\\') {
-                        let path = resolve(&module, working_dir);
-                        if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
-                            return Err(GzError::new(
+                    // Only a plain dotted import name is handed to Python as is;
+                    // anything else is a path and goes through the guard.
+                    let import_name = !module.is_empty()
+                        && !module.ends_with(".py")
+                        && module
+                            .chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+                    let module = if !import_name {
+                        let shown = gleitzeit_core::access::shown(&module);
+                        let path = files.check_file("module", &module).map_err(|e| match e {
+                            OpenError::Refused(e) => e.at(shown.clone()),
+                            OpenError::Io(_) => GzError::new(
                                 ErrorCode::FileNotFound,
-                                format!("python module file `{}` does not exist", path.display()),
+                                format!("python module file `{shown}` does not exist"),
                             )
-                            .at(path.display().to_string()));
-                        }
+                            .at(shown.clone()),
+                        })?;
                         path.display().to_string()
                     } else {
                         module
                     };
-                let args = match params.remove("args") {
-                    None | Some(Value::Null) => Value::Array(Vec::new()),
-                    Some(args @ Value::Array(_)) => args,
-                    Some(other) => {
-                        return Err(invalid(format!("`args` must be a list, not {other}")))
-                    }
-                };
-                let kwargs = match params.remove("kwargs") {
-                    None | Some(Value::Null) => Value::Object(Map::new()),
-                    Some(kwargs @ Value::Object(_)) => kwargs,
-                    Some(other) => {
-                        return Err(invalid(format!("`kwargs` must be a mapping, not {other}")))
-                    }
-                };
-                request.insert("kind".into(), "function".into());
-                request.insert("module".into(), module.clone().into());
-                request.insert("function".into(), function.into());
-                request.insert("args".into(), args);
-                request.insert("kwargs".into(), kwargs);
-                module
-            }
-            other => {
-                return Err(GzError::new(
-                    ErrorCode::ProviderUnavailable,
-                    format!("the python provider has no method `{other}`"),
-                )
-                .with_hint("Use python/execute, python/script or python/function."))
-            }
-        };
+                    let args = match params.remove("args") {
+                        None | Some(Value::Null) => Value::Array(Vec::new()),
+                        Some(args @ Value::Array(_)) => args,
+                        Some(other) => {
+                            return Err(invalid(format!("`args` must be a list, not {other}")))
+                        }
+                    };
+                    let kwargs = match params.remove("kwargs") {
+                        None | Some(Value::Null) => Value::Object(Map::new()),
+                        Some(kwargs @ Value::Object(_)) => kwargs,
+                        Some(other) => {
+                            return Err(invalid(format!("`kwargs` must be a mapping, not {other}")))
+                        }
+                    };
+                    request.insert("kind".into(), "function".into());
+                    request.insert("module".into(), module.clone().into());
+                    request.insert("function".into(), function.into());
+                    request.insert("args".into(), args);
+                    request.insert("kwargs".into(), kwargs);
+                    module
+                }
+                other => {
+                    return Err(GzError::new(
+                        ErrorCode::ProviderUnavailable,
+                        format!("the python provider has no method `{other}`"),
+                    )
+                    .with_hint("Use python/execute, python/script or python/function."))
+                }
+            };
         Ok(Job {
             request,
             timeout,
@@ -484,35 +498,45 @@ fn inputs(params: &mut Map<String, Value>) -> Result<Value, GzError> {
     }
 }
 
-fn resolve(path: &str, working_dir: Option<&Path>) -> PathBuf {
-    let path = Path::new(path);
-    match working_dir {
-        Some(dir) if path.is_relative() => dir.join(path),
-        _ => path.to_path_buf(),
-    }
-}
-
-async fn read_script(path: &Path) -> Result<String, GzError> {
-    let shown = path.display().to_string();
-    match tokio::fs::read(path).await {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
-            GzError::new(
-                ErrorCode::FileUnreadable,
-                format!("python script `{shown}` is not UTF-8 text"),
-            )
-            .at(shown.clone())
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(GzError::new(
+/// The checked path of a script and its text.
+fn read_script(files: &FileGuard, given: &str) -> Result<(PathBuf, String), GzError> {
+    let shown = gleitzeit_core::access::shown(given);
+    let mut opened = files.open("file", given).map_err(|e| match e {
+        OpenError::Refused(e) => e.at(shown.clone()),
+        OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => GzError::new(
             ErrorCode::FileNotFound,
             format!("python script `{shown}` does not exist"),
         )
-        .at(shown)),
-        Err(e) => Err(GzError::new(
+        .at(shown.clone()),
+        OpenError::Io(e) => GzError::new(
             ErrorCode::FileUnreadable,
             format!("cannot read python script `{shown}`: {e}"),
         )
-        .at(shown)),
+        .at(shown.clone()),
+    })?;
+    let mut bytes = Vec::new();
+    if !opened.metadata.is_file() {
+        return Err(GzError::new(
+            ErrorCode::FileUnreadable,
+            format!("cannot read python script `{shown}`: it is not a regular file"),
+        )
+        .at(shown));
     }
+    std::io::Read::read_to_end(&mut opened.file, &mut bytes).map_err(|e| {
+        GzError::new(
+            ErrorCode::FileUnreadable,
+            format!("cannot read python script `{shown}`: {e}"),
+        )
+        .at(shown.clone())
+    })?;
+    let code = String::from_utf8(bytes).map_err(|_| {
+        GzError::new(
+            ErrorCode::FileUnreadable,
+            format!("python script `{shown}` is not UTF-8 text"),
+        )
+        .at(shown.clone())
+    })?;
+    Ok((opened.path, code))
 }
 
 fn cancelled() -> GzError {
@@ -752,10 +776,12 @@ impl Pool {
             return Ok(Some(plan));
         }
         match &self.veil {
-            Ok(Some(veil)) => {
-                Ok(isolation::Plan::new(&self.config.hidden, veil.path()).map(Arc::new))
-            }
-            Ok(None) => Ok(None),
+            Ok(veil) => Ok(isolation::Plan::new(
+                &self.config.hidden,
+                veil.as_ref().map(|v| v.path()),
+                self.config.network,
+            )
+            .map(Arc::new)),
             Err(reason) => Err(isolation::unavailable(reason)),
         }
     }
@@ -766,6 +792,8 @@ impl Pool {
             Err(isolated)
                 if plan.is_some()
                     && self.config.isolation == Isolation::Auto
+                    // Asked-for network isolation is never dropped silently.
+                    && self.config.network == Network::Host
                     && isolated.details["isolation"] == true =>
             {
                 // Namespaces are not allowed here: say so once, then run without them.

@@ -2,6 +2,7 @@
 
 use super::*;
 use serde_json::json;
+use std::path::Path;
 
 fn provider(workers: usize) -> PythonProvider {
     PythonProvider::new(PythonConfig {
@@ -10,8 +11,12 @@ fn provider(workers: usize) -> PythonProvider {
     })
 }
 
+/// A call that may read any file: these tests are about Python; the file
+/// guard has its own tests (and `python_paths_go_through_the_file_guard`).
 fn ctx() -> CallContext {
-    CallContext::detached("t")
+    let mut ctx = CallContext::detached("t");
+    ctx.files = FileGuard::under(&[PathBuf::from("/")]);
+    ctx
 }
 
 async fn execute(p: &PythonProvider, params: Value) -> Result<Value, GzError> {
@@ -792,7 +797,8 @@ async fn python_isolation_that_cannot_be_made() {
     let broken = || {
         // A directory as the veil over a file: the mount fails as a refused
         // namespace would.
-        isolation::Plan::new(std::slice::from_ref(&db), data.path()).map(Arc::new)
+        isolation::Plan::new(std::slice::from_ref(&db), Some(data.path()), Network::Host)
+            .map(Arc::new)
     };
     let strict = PythonProvider::new(PythonConfig {
         workers: 1,
@@ -832,4 +838,141 @@ async fn python_isolation_that_cannot_be_made() {
         "{}",
         err.message
     );
+}
+
+#[tokio::test]
+async fn python_paths_go_through_the_file_guard() {
+    let p = provider(1);
+    let dir = tempfile::tempdir().unwrap();
+    let inside = dir.path().join("inside");
+    std::fs::create_dir(&inside).unwrap();
+    std::fs::write(inside.join("job.py"), "result = 1").unwrap();
+    std::fs::write(dir.path().join("outside.py"), "def f():\n    return 1\n").unwrap();
+    let mut ctx = CallContext::detached("t");
+    ctx.files = FileGuard::under(std::slice::from_ref(&inside));
+    let ok = p
+        .call(
+            "python/script",
+            json!({"file": inside.join("job.py")}),
+            &ctx,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok["result"], 1);
+    for (method, params) in [
+        (
+            "python/script",
+            json!({"file": dir.path().join("outside.py")}),
+        ),
+        (
+            "python/script",
+            json!({"file": inside.join("../outside.py")}),
+        ),
+        (
+            "python/function",
+            json!({"module": dir.path().join("outside.py"), "function": "f"}),
+        ),
+    ] {
+        let error = p.call(method, params.clone(), &ctx).await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::FileAccessDenied, "{method} {params}");
+    }
+    let error = p
+        .call(
+            "python/script",
+            json!({"file": "job.py"}),
+            &CallContext::detached("t"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code,
+        ErrorCode::FileAccessDenied,
+        "a detached call may read no file"
+    );
+    p.shutdown().await;
+}
+
+/// What a task sees when it connects to a listener of the test process on
+/// 127.0.0.1, and whether its own loopback works.
+async fn reach_host_port(network: Network) -> Result<Value, GzError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let p = PythonProvider::new(PythonConfig {
+        workers: 1,
+        network,
+        ..PythonConfig::default()
+    });
+    let code = format!(
+        "import socket\n\
+         def reach(port):\n\
+         \x20   try:\n\
+         \x20       socket.create_connection(('127.0.0.1', port), timeout=5).close()\n\
+         \x20       return 'connected'\n\
+         \x20   except OSError as e:\n\
+         \x20       return type(e).__name__\n\
+         own = socket.socket()\n\
+         own.bind(('127.0.0.1', 0))\n\
+         own.listen(1)\n\
+         result = {{'host': reach({port}), 'own': reach(own.getsockname()[1])}}\n"
+    );
+    let outcome = p
+        .call("python/execute", json!({"code": code}), &ctx())
+        .await;
+    p.shutdown().await;
+    drop(listener);
+    outcome
+}
+
+#[tokio::test]
+async fn python_network_host_reaches_this_machine() {
+    let record = reach_host_port(Network::Host).await.unwrap();
+    assert_eq!(
+        record["result"],
+        json!({"host": "connected", "own": "connected"})
+    );
+}
+
+#[tokio::test]
+async fn python_network_none_reaches_only_its_own_loopback() {
+    match reach_host_port(Network::None).await {
+        Ok(record) => assert_eq!(
+            record["result"],
+            json!({"host": "ConnectionRefusedError", "own": "connected"}),
+            "a task in its own network namespace must not reach the host's 127.0.0.1"
+        ),
+        // Where namespaces are not allowed, no worker runs at all: never
+        // one with the host's network.
+        Err(error) => {
+            assert_eq!(error.code, ErrorCode::ProviderUnavailable, "{error}");
+            assert_eq!(error.details["isolation"], true, "{error}");
+            assert!(
+                error.hint_text().contains("network"),
+                "{}",
+                error.hint_text()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn python_network_none_without_namespaces_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let p = PythonProvider::new(PythonConfig {
+        workers: 1,
+        network: Network::None,
+        ..PythonConfig::default()
+    });
+    // A plan whose mount fails, as a refused namespace would: `auto` must
+    // not fall back to the host's network.
+    let db = data.path().join("db");
+    std::fs::write(&db, b"x").unwrap();
+    *locked(&p.pool.plan_override) =
+        isolation::Plan::new(std::slice::from_ref(&db), Some(data.path()), Network::None)
+            .map(Arc::new);
+    let error = p
+        .call("python/execute", json!({"code": "result = 1"}), &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::ProviderUnavailable, "{error}");
+    p.shutdown().await;
 }
