@@ -815,15 +815,7 @@ fn worker_nodes_read_files_only_under_the_grant_and_their_own_roots() {
         data.join("b.txt").display()
     ));
     let view = cluster.wait_finished(&id, Duration::from_secs(60));
-    let task = |name: &str| -> Value {
-        view["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no task {name} in {view}"))
-    };
+    let task = |name: &str| common::task_of(&view, name);
     assert_eq!(task("both")["result"]["content"], "shared text", "{view}");
     for name in ["grant_only", "neither"] {
         assert_eq!(task(name)["error"]["code"], "GZ6010", "{name}: {view}");

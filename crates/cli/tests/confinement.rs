@@ -11,57 +11,12 @@
 //! outside a role's reach are refused at submit: 403, GZ4003, nothing stored.
 
 mod common;
-use common::Env;
+use common::{Env, Server};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const MARKER: &str = "TOPSECRET-5a1e";
-
-struct Server {
-    child: Child,
-    url: String,
-    banner: Vec<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(env: &Env) -> Server {
-    use std::io::BufRead;
-    let mut child = env
-        .command()
-        .args(["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let first = lines.next().expect("a first line").expect("read line");
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in `{first}`"))
-        .to_string();
-    // The policy follows the first line; the API line ends the banner.
-    let mut banner = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.expect("read line");
-        let done = line.starts_with("API:");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url, banner }
-}
 
 struct Caller {
     role: &'static str,
@@ -179,7 +134,7 @@ fn no_role_reads_outside_its_roots_or_any_secret_through_any_method() {
 
     let init = env.run(&["--json", "auth", "init"]).ok().json();
     let admin_key = init["key"].as_str().unwrap().to_string();
-    let server = spawn(&env);
+    let server = Server::spawn(&env, &[]);
     let s = server.url.clone();
     env.run(&[
         "--server",

@@ -212,15 +212,7 @@ fn results_over_the_limits_fail_their_task_and_are_never_stored() {
     let list = env.run(&["--json", "list"]).ok().json();
     let id = list[0]["id"].as_str().unwrap().to_string();
     let view = env.run(&["--json", "get", &id]).ok().json();
-    let task = |name: &str| -> Value {
-        view["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no task {name}: {view}"))
-    };
+    let task = |name: &str| common::task_of(&view, name);
     let huge = task("huge");
     assert_eq!(huge["state"], "failed", "{huge}");
     assert_eq!(huge["error"]["code"], "GZ2070", "{huge}");

@@ -4,7 +4,7 @@
 //! (SIGTERM) in the middle of a workflow.
 
 mod common;
-use common::Env;
+use common::{Env, Server};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -12,70 +12,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    /// A server without API keys (what most of these tests are not about).
-    fn start(env: &Env, extra: &[&str]) -> Server {
-        let mut args = vec!["--no-auth"];
-        args.extend_from_slice(extra);
-        Server::spawn(env, &args)
-    }
-
-    fn spawn(env: &Env, extra: &[&str]) -> Server {
-        let mut command: Command = env.command();
-        command
-            .args(["serve", "--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(env.path("server.log"))
-                    .expect("server log"),
-            );
-        let mut child = command.spawn().expect("start server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().expect("a first line").expect("read line");
-        let url = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in `{first}`"))
-            .to_string();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-
-    fn wait_exit(mut self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "server did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -414,6 +414,23 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// The highest sequence number in an event index (0 when empty).
+    async fn newest_seq(&self, index: &str) -> Result<u64> {
+        let newest: Vec<String> = self
+            .retrying(|mut con| async move {
+                redis::cmd("ZREVRANGE")
+                    .arg(index)
+                    .arg(0)
+                    .arg(0)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        newest
+            .first()
+            .map_or(Ok(0), |seq| number("an event sequence number", seq))
+    }
+
     async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>> {
         self.retrying(|mut con| async move {
             redis::cmd("HGETALL").arg(key).query_async(&mut con).await
@@ -928,39 +945,12 @@ impl Store for RedisStore {
     }
 
     async fn latest_event_seq_of(&self, workflow_id: &str) -> Result<u64> {
-        let index = self.key(&["evidx", "wf", workflow_id]);
-        let index = &index;
-        let newest: Vec<String> = self
-            .retrying(|mut con| async move {
-                redis::cmd("ZREVRANGE")
-                    .arg(index)
-                    .arg(0)
-                    .arg(0)
-                    .query_async(&mut con)
-                    .await
-            })
-            .await?;
-        newest
-            .first()
-            .map_or(Ok(0), |seq| number("an event sequence number", seq))
+        self.newest_seq(&self.key(&["evidx", "wf", workflow_id]))
+            .await
     }
 
     async fn latest_event_seq(&self) -> Result<u64> {
-        let index = self.key(&["evidx", "all"]);
-        let index = &index;
-        let newest: Vec<String> = self
-            .retrying(|mut con| async move {
-                redis::cmd("ZREVRANGE")
-                    .arg(index)
-                    .arg(0)
-                    .arg(0)
-                    .query_async(&mut con)
-                    .await
-            })
-            .await?;
-        newest
-            .first()
-            .map_or(Ok(0), |seq| number("an event sequence number", seq))
+        self.newest_seq(&self.key(&["evidx", "all"])).await
     }
 
     async fn tasks_finished_since(&self, since_ms: i64, limit: usize) -> Result<Vec<TaskRecord>> {

@@ -647,20 +647,7 @@ impl Store for SqliteStore {
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;
-        let mut matches = matches;
-        match matches.len() {
-            1 => Ok(matches.remove(0)),
-            0 => Err(StoreError::WorkflowNotFound(id_or_prefix.to_string())),
-            _ => Err(StoreError::Ambiguous(
-                id_or_prefix.to_string(),
-                matches
-                    .iter()
-                    .map(|w| w.id.as_str())
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            )),
-        }
+        one_match(id_or_prefix, matches)
     }
 
     async fn find_workflow_of(

@@ -157,15 +157,35 @@ pub fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// One task of a workflow view (`get --json`, `GET /workflows/{id}`) by id.
+pub fn task_of(view: &serde_json::Value, id: &str) -> serde_json::Value {
+    view["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["id"] == id))
+        .cloned()
+        .unwrap_or_else(|| panic!("no task {id} in {view}"))
+}
+
 /// `gleitzeit serve` on a free port, killed when dropped.
 pub struct Server {
     pub child: std::process::Child,
     pub url: String,
+    /// What `serve` printed from its first line to the `API:` line (the
+    /// policy in force, the proxy setting, …).
+    pub banner: Vec<String>,
 }
 
 impl Server {
-    /// Starts `serve --port 0` with `extra` arguments and reads its URL from
-    /// the first line it prints; its log goes to `server.log` in the home.
+    /// A server without API keys (what most tests are not about).
+    pub fn start(env: &Env, extra: &[&str]) -> Server {
+        let mut args = vec!["--no-auth"];
+        args.extend_from_slice(extra);
+        Server::spawn(env, &args)
+    }
+
+    /// Starts `serve --port 0` with `extra` arguments, reads its URL from
+    /// the first line and its banner up to the `API:` line; its log goes to
+    /// `server.log` in the home.
     pub fn spawn(env: &Env, extra: &[&str]) -> Server {
         use std::io::BufRead;
         let mut command = env.command();
@@ -183,18 +203,41 @@ impl Server {
         let mut child = command.spawn().expect("start server");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server printed its URL")
-                .expect("read line");
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                break url.to_string();
+        let first = lines.next().expect("a first line").expect("read line");
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in `{first}`"))
+            .to_string();
+        let mut banner = vec![first];
+        for line in lines.by_ref() {
+            let line = line.expect("read line");
+            let done = line.starts_with("API:");
+            banner.push(line);
+            if done {
+                break;
             }
-        };
+        }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, url }
+        Server { child, url, banner }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits (at most a minute) for the server to exit; its exit code.
+    pub fn wait_exit(mut self) -> i32 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(std::time::Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Peak resident memory of the server process so far, in MiB.
