@@ -34,14 +34,15 @@ pub(crate) fn round(value: f64, places: i32) -> f64 {
 }
 
 /// The server runs as users run it: with API keys. The admin key made by
-/// `auth init` goes on every request.
-static API_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// the latest `auth init` (each scenario's server has its own home) goes on
+/// every request.
+static API_KEY: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
 
 pub(crate) fn client_builder() -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(value) = API_KEY
-        .get()
-        .and_then(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).ok())
+    let key = API_KEY.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(value) =
+        key.and_then(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).ok())
     {
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
@@ -61,7 +62,7 @@ pub(crate) fn init_auth(binary: &Path, home: &Path) -> Result<()> {
     }
     let answer: Value = serde_json::from_slice(&output.stdout)?;
     let key = answer["key"].as_str().context("no key from auth init")?;
-    let _ = API_KEY.set(key.to_string());
+    *API_KEY.write().unwrap_or_else(|p| p.into_inner()) = Some(key.to_string());
     Ok(())
 }
 
