@@ -135,7 +135,12 @@ fn one(binary: &Path, dir: &Path, n: usize) -> Result<Value> {
     std::fs::create_dir_all(dir.join(&home))?;
     std::fs::write(
         dir.join(&home).join("config.yaml"),
-        format!("limits:\n  max_tasks: {}\n", n.max(100_000)),
+        // About 90 bytes a task: 100,000 tasks are a 9 MB body.
+        format!(
+            "limits:\n  max_tasks: {}\nserver:\n  max_body_bytes: {}\n",
+            n.max(100_000),
+            (n * 128).max(4 * 1024 * 1024)
+        ),
     )?;
     init_auth(binary, &dir.join(&home))?;
     let port = free_port()?;
