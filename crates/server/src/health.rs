@@ -35,6 +35,35 @@ impl ProviderCache {
     }
 }
 
+/// How long the store's counts are reused: they read every workflow row, and
+/// `/health` needs no key, so counting per call would let anyone keep the
+/// store busy.
+const STORE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last store check; callers within the interval share it, and a failed
+/// check is never reused.
+#[derive(Default)]
+pub(crate) struct StoreCache {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, gleitzeit_store::StoreStats)>>,
+}
+
+impl StoreCache {
+    async fn get(
+        &self,
+        runtime: &gleitzeit_runtime::Runtime,
+    ) -> Result<gleitzeit_store::StoreStats, gleitzeit_store::StoreError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, stats)) = last.as_ref() {
+            if at.elapsed() < STORE_CHECK_INTERVAL {
+                return Ok(stats.clone());
+            }
+        }
+        let stats = runtime.store().stats().await?;
+        *last = Some((std::time::Instant::now(), stats.clone()));
+        Ok(stats)
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthReport {
     /// healthy, degraded or unhealthy
@@ -61,8 +90,10 @@ pub struct HealthReport {
 /// start interpreters): what a client needs to tell that a server answers.
 /// Provider results come from [`ProviderCache`], never from a check per call.
 pub(crate) async fn report(state: &AppState, quick: bool) -> HealthReport {
-    let mut report = check(
+    let stats = state.store_health.get(&state.runtime).await;
+    let mut report = verdict(
         &state.runtime,
+        stats,
         state.runs.active_count(),
         state.started.elapsed(),
         false,
@@ -106,9 +137,20 @@ pub async fn check(
     uptime: std::time::Duration,
     check_providers: bool,
 ) -> HealthReport {
+    let stats = runtime.store().stats().await;
+    verdict(runtime, stats, active_workflows, uptime, check_providers).await
+}
+
+async fn verdict(
+    runtime: &gleitzeit_runtime::Runtime,
+    stats: Result<gleitzeit_store::StoreStats, gleitzeit_store::StoreError>,
+    active_workflows: usize,
+    uptime: std::time::Duration,
+    check_providers: bool,
+) -> HealthReport {
     let mut reasons = Vec::new();
     let mut status = HealthStatus::Healthy;
-    let store = match runtime.store().stats().await {
+    let store = match stats {
         Ok(stats) => {
             serde_json::json!({"ok": true, "workflows_by_state": stats.workflows_by_state.into_iter().collect::<BTreeMap<_, _>>()})
         }

@@ -89,6 +89,7 @@ pub(crate) struct Shared {
     /// streams check their principal at once rather than at their next tick.
     pub auth_changed: tokio::sync::watch::Sender<u64>,
     pub provider_health: health::ProviderCache,
+    pub store_health: health::StoreCache,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -113,6 +114,7 @@ impl Server {
                 tickets: auth::TicketBook::default(),
                 auth_changed: tokio::sync::watch::Sender::new(0),
                 provider_health: health::ProviderCache::default(),
+                store_health: health::StoreCache::default(),
             }),
         }
     }
