@@ -226,6 +226,20 @@ async fn read_sse(body: Body, done: impl Fn(&str) -> bool) -> (String, bool) {
     }
 }
 
+/// Revokes a key through the auth API, as an ADMIN.
+async fn revoke(f: &Fixture, id: &str) {
+    let (status, body) = json_of(
+        &f.router,
+        Call::post(
+            &format!("/api/v1/auth/keys/{id}/revoke"),
+            Some(&f.admin),
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 async fn open_sse(router: &Router, key: &str) -> Body {
     let request = Request::builder()
         .uri("/api/v1/events")
@@ -429,16 +443,7 @@ async fn open_sse_streams_close_on_revocation_disable_and_expiry() {
     let stream = open_sse(&f.router, &key).await;
     let reader = tokio::spawn(read_sse(stream, |_| false));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, _) = json_of(
-        &f.router,
-        Call::post(
-            &format!("/api/v1/auth/keys/{id}/revoke"),
-            Some(&f.admin),
-            "",
-        ),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    revoke(&f, &id).await;
     let (text, ended) = reader.await.unwrap();
     assert!(
         ended && text.contains("event: error") && text.contains("GZ4004"),
@@ -505,16 +510,7 @@ async fn open_websocket_and_socketio_streams_close_with_the_code() {
         packets.iter().any(|p| p.starts_with("42[\"subscribed\"")),
         "{packets:?}"
     );
-    let (status, _) = json_of(
-        &f.router,
-        Call::post(
-            &format!("/api/v1/auth/keys/{id}/revoke"),
-            Some(&f.admin),
-            "",
-        ),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    revoke(&f, &id).await;
     let mut after = Vec::new();
     while let Some(packet) = sio_next(&mut socket).await {
         let disconnect = packet == "41";

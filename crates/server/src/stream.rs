@@ -172,7 +172,12 @@ pub fn events(
                     // theirs, never everyone's history.
                     let page = match (workflow, filter.owner.as_deref()) {
                         (None, Some(owner)) => {
-                            store.events_submitted_by(owner, last.done, page_size).await?
+                            let page = store.events_submitted_by(owner, last.done, page_size).await?;
+                            // Theirs by construction: no record read to ask.
+                            for event in &page {
+                                owners.insert(event.workflow_id.clone(), true);
+                            }
+                            page
                         }
                         _ => store.events(workflow, last.done, page_size).await?,
                     };

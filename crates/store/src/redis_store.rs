@@ -414,6 +414,21 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Ids of the workflows `user` submitted, from their own index.
+    async fn ids_submitted_by(&self, user: &str) -> Result<Vec<String>> {
+        let index = self.key(&["wfidx", "by", user]);
+        let index = &index;
+        self.retrying(|mut con| async move {
+            redis::cmd("ZRANGE")
+                .arg(index)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut con)
+                .await
+        })
+        .await
+    }
+
     /// The highest sequence number in an event index (0 when empty).
     async fn newest_seq(&self, index: &str) -> Result<u64> {
         let newest: Vec<String> = self
@@ -826,18 +841,7 @@ impl Store for RedisStore {
         }
         // The submitter's own index: the work grows with their workflows,
         // never with everyone's.
-        let index = self.key(&["wfidx", "by", submitted_by]);
-        let index = &index;
-        let ids: Vec<String> = self
-            .retrying(|mut con| async move {
-                redis::cmd("ZRANGE")
-                    .arg(index)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut con)
-                    .await
-            })
-            .await?;
+        let ids = self.ids_submitted_by(submitted_by).await?;
         let mut matches = Vec::new();
         for id in ids.iter().filter(|id| id.starts_with(id_or_prefix)).take(6) {
             if let Some(record) = self.workflow(id).await? {
@@ -919,18 +923,7 @@ impl Store for RedisStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        let index = self.key(&["wfidx", "by", user]);
-        let index = &index;
-        let ids: Vec<String> = self
-            .retrying(|mut con| async move {
-                redis::cmd("ZRANGE")
-                    .arg(index)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut con)
-                    .await
-            })
-            .await?;
+        let ids = self.ids_submitted_by(user).await?;
         // Each of the user's workflows contributes at most `limit` events
         // after the cursor; the page is the first `limit` of them all.
         let mut events = Vec::new();

@@ -139,6 +139,29 @@ struct ReadPoolState {
 
 const MAX_READERS: usize = 4;
 
+/// A borrowed read connection; it goes back to the pool when dropped, also
+/// when a read panics, so the pool never runs out of connections it counted.
+struct Lease<'p> {
+    conn: Option<Connection>,
+    pool: &'p ReadPool,
+}
+
+impl Lease<'_> {
+    fn conn(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.give_back(conn);
+        }
+    }
+}
+
 fn open_reader(options: &SqliteOptions) -> Result<Connection> {
     let conn = open_connection(options)?;
     conn.execute_batch("PRAGMA query_only=1")
@@ -301,10 +324,11 @@ impl SqliteStore {
         let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = readers.take()?;
-            let result = f(&conn).map_err(|e| classify(e, &path));
-            readers.give_back(conn);
-            result
+            let lease = Lease {
+                conn: Some(readers.take()?),
+                pool: &readers,
+            };
+            f(lease.conn()).map_err(|e| classify(e, &path))
         })
         .await
         .map_err(|e| StoreError::Other(format!("read task failed: {e}")))?
@@ -983,5 +1007,31 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod read_pool_tests {
+    use super::*;
+
+    /// A read that panics still hands its connection back: more panics than
+    /// the pool has connections, and reads go on.
+    #[tokio::test]
+    async fn reads_that_panic_do_not_use_up_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteOptions::new(dir.path().join("g.db"))).unwrap();
+        for _ in 0..MAX_READERS + 2 {
+            let outcome = store
+                .read(|_| -> rusqlite::Result<()> { panic!("a read that fails hard") })
+                .await;
+            assert!(outcome.is_err());
+        }
+        let answered = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))),
+        )
+        .await
+        .expect("a connection was free");
+        assert_eq!(answered.unwrap(), 1);
     }
 }
