@@ -1,10 +1,7 @@
-//! Where client commands go. With `--server URL` (or GLEITZEIT_SERVER) they
-//! talk to that server; otherwise to a server answering on the configured
-//! host and port, if one does; otherwise they read the local store. Both paths
-//! produce the same JSON (`gleitzeit_server::views`), so output does not
-//! depend on where it came from.
+//! HTTP to a Gleitzeit server: its answers as typed values, its errors as the
+//! `GzError`s the local side produces, its event stream (SSE) resumed across
+//! reconnects.
 
-use crate::context::Context;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use gleitzeit_core::events::Event;
@@ -16,51 +13,6 @@ use std::time::Duration;
 pub struct Client {
     http: reqwest::Client,
     pub base: String,
-}
-
-pub enum Target {
-    Local,
-    Remote(Client),
-}
-
-impl Target {
-    pub async fn resolve(ctx: &Context) -> Result<Target, GzError> {
-        if ctx.global.local {
-            return Ok(Target::Local);
-        }
-        if let Some(url) = ctx
-            .global
-            .server
-            .clone()
-            .or_else(|| ctx.config.server.url.clone())
-        {
-            let client = Client::new(&url)?;
-            // Asked for by name: not answering is an error, not a fallback.
-            client
-                .get("/api/v1/health?quick=true")
-                .await
-                .map(|_| ())
-                .or_else(|e| {
-                    if e.code == ErrorCode::ServerUnreachable {
-                        Err(e)
-                    } else {
-                        Ok(())
-                    }
-                })?;
-            return Ok(Target::Remote(client));
-        }
-        let host = match ctx.config.server.host.as_str() {
-            "0.0.0.0" | "::" | "" => "127.0.0.1".to_string(),
-            host if host.contains(':') => format!("[{host}]"),
-            host => host.to_string(),
-        };
-        let client = Client::new(&format!("http://{host}:{}", ctx.config.server.port))?;
-        if client.probe().await {
-            Ok(Target::Remote(client))
-        } else {
-            Ok(Target::Local)
-        }
-    }
 }
 
 fn unreachable(base: &str, why: impl std::fmt::Display) -> GzError {
@@ -121,6 +73,54 @@ impl Client {
                 }),
             Err(_) => false,
         }
+    }
+
+    /// Fails unless a server answers here: for a server asked for by name,
+    /// not answering is an error, not a reason to fall back to the store.
+    pub async fn require(&self) -> Result<(), GzError> {
+        match self.get("/api/v1/health?quick=true").await {
+            Err(e) if e.code == ErrorCode::ServerUnreachable => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// An answer read into `T`; one that does not fit names the endpoint.
+    fn read<T: serde::de::DeserializeOwned>(&self, path: &str, body: Value) -> Result<T, GzError> {
+        serde_json::from_value(body).map_err(|e| {
+            let endpoint = path.split('?').next().unwrap_or(path);
+            GzError::new(
+                ErrorCode::ServerUnreachable,
+                format!(
+                    "the server at {} sent an unexpected answer to {endpoint}: {e}",
+                    self.base
+                ),
+            )
+            .at(format!("{}{endpoint}", self.base))
+        })
+    }
+
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, GzError> {
+        let body = self.get(path).await?;
+        self.read(path, body)
+    }
+
+    pub async fn post_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+    ) -> Result<T, GzError> {
+        let answer = self.post(path, query, body).await?;
+        self.read(path, answer)
+    }
+
+    pub async fn post_json_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, GzError> {
+        let answer = self.post_json(path, body).await?;
+        self.read(path, answer)
     }
 
     async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Value, GzError> {
@@ -245,64 +245,4 @@ impl Client {
             }
         })
     }
-}
-
-impl Target {
-    /// Events after `after` (or from now): from the server's stream, or by
-    /// reading the local store as other processes commit.
-    pub async fn follow(
-        &self,
-        ctx: &Context,
-        workflow_id: Option<String>,
-        types: Option<String>,
-        after: Option<u64>,
-    ) -> Result<BoxStream<'static, Result<Event, GzError>>, GzError> {
-        match self {
-            Target::Remote(client) => {
-                let mut query = Vec::new();
-                if let Some(id) = &workflow_id {
-                    query.push(format!("workflow_id={id}"));
-                }
-                if let Some(types) = &types {
-                    query.push(format!("types={types}"));
-                }
-                Ok(client.events(query.join("&"), after))
-            }
-            Target::Local => {
-                let store = ctx.open_store(false).await?;
-                let wanted: Option<Vec<String>> =
-                    types.map(|t| t.split(',').map(|s| s.trim().to_string()).collect());
-                Ok(follow_store(store, workflow_id, wanted, after))
-            }
-        }
-    }
-}
-
-/// Events from a store as other processes commit them (polled: a store has no
-/// push), after `after` or from now.
-pub fn follow_store(
-    store: std::sync::Arc<dyn gleitzeit_store::Store>,
-    workflow_id: Option<String>,
-    wanted: Option<Vec<String>>,
-    after: Option<u64>,
-) -> BoxStream<'static, Result<Event, GzError>> {
-    Box::pin(async_stream::try_stream! {
-        let mut last = match after {
-            Some(seq) => seq,
-            None => store.latest_event_seq().await?,
-        };
-        loop {
-            let page = store.events(workflow_id.as_deref(), last, 1000).await?;
-            let full = page.len() == 1000;
-            for event in gleitzeit_core::events::expand_all(page) {
-                last = event.seq;
-                if wanted.as_ref().is_none_or(|w| w.contains(&event.kind)) {
-                    yield event;
-                }
-            }
-            if !full {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    })
 }

@@ -16,6 +16,9 @@ use gleitzeit_runtime::{Runtime, RuntimeConfig};
 use gleitzeit_store::{MemoryStore, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store};
 use std::sync::Arc;
 
+/// Cloned for what outlives one command's borrow (the monitor's feeds): a
+/// clone shares what the original opened so far.
+#[derive(Clone)]
 pub struct Context {
     pub config: Config,
     pub global: GlobalOpts,

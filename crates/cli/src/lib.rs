@@ -2,13 +2,17 @@
 //! providers and the runtime from config, and hands off to one command module.
 //! No workflow logic lives here.
 
+mod batch;
 mod client;
 mod commands;
 pub mod config;
 mod context;
 mod credentials;
-mod includes;
+mod eventlog;
+mod launch;
 pub mod output;
+mod progress;
+mod service;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -112,7 +116,7 @@ pub enum Command {
     /// Run workflow files (or a single built-in function) and wait for the result
     Run(Box<commands::run::RunArgs>),
     /// Continue a workflow that was interrupted (completed tasks are kept)
-    Resume(commands::run::ResumeArgs),
+    Resume(commands::resume::ResumeArgs),
     /// Check workflow files without running them; reports every problem
     Validate(commands::validate::ValidateArgs),
     /// Execute Python code directly and print its output
@@ -120,15 +124,15 @@ pub enum Command {
     /// Write a runnable workflow template NAME.yaml
     Init(commands::init::InitArgs),
     /// What a folder holds, by file type, and which batch command fits it
-    Discover(commands::batch::DiscoverArgs),
+    Discover(commands::discover::DiscoverArgs),
     /// Show store statistics, running workflows and provider availability
-    Status(commands::inspect::StatusArgs),
+    Status(commands::status::StatusArgs),
     /// List workflows, newest first
-    List(commands::inspect::ListArgs),
+    List(commands::list::ListArgs),
     /// Show one workflow with its tasks, results and errors
-    Get(commands::inspect::GetArgs),
+    Get(commands::get::GetArgs),
     /// Cancel a workflow (running here, in another process, or not running)
-    Cancel(commands::inspect::CancelArgs),
+    Cancel(commands::cancel::CancelArgs),
     /// Show or change configuration
     Config(commands::config_cmd::ConfigArgs),
     /// Providers and LLM endpoints: list them or check their health
@@ -139,22 +143,22 @@ pub enum Command {
     /// Hand workflow files to the server (or a background run) and return
     Submit(commands::submit::SubmitArgs),
     /// Workflow log lines: history, then new ones with --follow
-    Logs(commands::observe::LogsArgs),
+    Logs(commands::logs::LogsArgs),
     /// Event stream (JSON lines with --json); --follow keeps streaming
-    Events(commands::observe::EventsArgs),
+    Events(commands::events::EventsArgs),
     /// Follow a workflow, a task or the queue until it finishes
     #[command(subcommand)]
-    Watch(commands::observe::WatchCommand),
+    Watch(commands::watch::WatchCommand),
     /// Throughput, durations and failure rates (table, JSON or CSV)
-    Stats(commands::observe::StatsArgs),
+    Stats(commands::stats::StatsArgs),
     /// Everything about one workflow, task or node
     #[command(subcommand)]
-    Inspect(commands::observe::InspectCommand),
+    Inspect(commands::inspect::InspectCommand),
     /// Full-screen live dashboard: workflows, tasks, tokens, providers, nodes (also: `pro`)
     #[command(alias = "pro")]
     Monitor(commands::monitor::MonitorArgs),
     /// Health check; exit 0 healthy, 1 degraded, 2 unhealthy
-    Health(commands::observe::HealthArgs),
+    Health(commands::health::HealthArgs),
     /// API keys and users for `serve`: init, login, status, logout, users, keys, audit
     #[command(subcommand)]
     Auth(commands::auth::AuthCommand),
@@ -171,12 +175,12 @@ pub enum Command {
     #[command(alias = "start", alias = "hub")]
     Serve(commands::serve::ServeArgs),
     /// Run tasks from the Redis queues as a worker node (scale-out)
-    Worker(commands::cluster::WorkerArgs),
+    Worker(commands::worker::WorkerArgs),
     /// Worker nodes: labels, capabilities, load, last heartbeat
     Nodes,
     /// Tasks that killed worker nodes: list, retry, drop
     #[command(subcommand)]
-    DeadLetters(commands::cluster::DeadLettersCommand),
+    DeadLetters(commands::dead_letters::DeadLettersCommand),
     /// The server with its in-process runtime, as `gleitzeit dev` / `dev start` (seeds 000, 002)
     #[command(args_conflicts_with_subcommands = true, hide = true)]
     Dev {
@@ -187,7 +191,7 @@ pub enum Command {
     },
     /// Worker roles of seed 003 (`components exec`, `components all`): a worker node
     #[command(hide = true)]
-    Components(commands::cluster::ComponentsArgs),
+    Components(commands::worker::ComponentsArgs),
     /// Built-in functions: list them or show one
     #[command(subcommand)]
     Functions(commands::functions::FunctionsCommand),
@@ -201,21 +205,21 @@ pub enum WorkflowCommand {
     /// Same as `gleitzeit submit`
     Submit(commands::submit::SubmitArgs),
     /// One workflow's state (same as `gleitzeit get`)
-    Status(commands::inspect::GetArgs),
+    Status(commands::get::GetArgs),
     /// Same as `gleitzeit list`
-    List(commands::inspect::ListArgs),
+    List(commands::list::ListArgs),
     /// Same as `gleitzeit get`
-    Get(commands::inspect::GetArgs),
+    Get(commands::get::GetArgs),
     /// Same as `gleitzeit cancel`
-    Cancel(commands::inspect::CancelArgs),
+    Cancel(commands::cancel::CancelArgs),
     /// Same as `gleitzeit resume`
-    Resume(commands::run::ResumeArgs),
+    Resume(commands::resume::ResumeArgs),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SystemCommand {
     /// Same as `gleitzeit status`
-    Status(commands::inspect::StatusArgs),
+    Status(commands::status::StatusArgs),
 }
 
 #[derive(Subcommand, Debug)]

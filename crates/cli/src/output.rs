@@ -174,6 +174,41 @@ pub fn cost_text(usage: &serde_json::Value) -> String {
     }
 }
 
+/// How long ago `ms` was, for heartbeats and dead letters.
+pub fn heartbeat_age(ms: i64) -> String {
+    let s = (gleitzeit_store::now_ms() - ms).max(0) as f64 / 1000.0;
+    if s < 120.0 {
+        format!("{s:.1}s ago")
+    } else {
+        format!("{:.0}m ago", s / 60.0)
+    }
+}
+
+/// A worker node's labels, `gpu` first, or `-`.
+pub fn node_labels(node: &gleitzeit_cluster::NodeInfo) -> String {
+    let mut parts: Vec<String> = node
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if node.gpu {
+        parts.insert(0, "gpu".into());
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// How `stats` and `health` print what they report.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,14 +3,15 @@
 //! straight to the local store: whoever can write the database file is its
 //! administrator anyway.
 
-use crate::client::Target;
 use crate::context::Context;
 use crate::output::{self, format_time, Paint};
+use crate::service::{self, NewKey};
 use clap::{Args, Subcommand};
 use gleitzeit_auth::ApiKey;
 use gleitzeit_core::{ErrorCode, GzError};
 use gleitzeit_server::auth::admin;
-use serde_json::{json, Value};
+use gleitzeit_store::UserRecord;
+use serde_json::json;
 
 #[derive(Subcommand, Debug)]
 pub enum AuthCommand {
@@ -113,13 +114,6 @@ fn parse_days(text: &str) -> Result<u32, GzError> {
     })
 }
 
-fn remote(target: &Target) -> Option<&crate::client::Client> {
-    match target {
-        Target::Remote(client) => Some(client),
-        Target::Local => None,
-    }
-}
-
 pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
     let paint = Paint(output::color_stdout());
     match command {
@@ -157,11 +151,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
             // A typo is caught here, before anything is sent.
             let key = ApiKey::parse(api_key.trim())?;
             std::env::set_var("GLEITZEIT_API_KEY", key.reveal());
-            let target = Target::resolve(ctx).await?;
-            let who = match remote(&target) {
-                Some(client) => Some(client.get("/api/v1/auth/whoami").await?),
-                None => None,
-            };
+            let who = service::connect(ctx).await?.whoami().await?;
             let saved = if save {
                 Some(crate::credentials::save(key.reveal())?)
             } else {
@@ -178,8 +168,8 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
                 Some(who) => println!(
                     "Key {} belongs to `{}` ({}).",
                     key.public_id(),
-                    who["user"].as_str().unwrap_or("?"),
-                    who["role"].as_str().unwrap_or("?")
+                    who.user,
+                    who.role
                 ),
                 None => println!(
                     "Key {} is well-formed (no server to check it with).",
@@ -194,10 +184,10 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
         }
         AuthCommand::Status => {
             let key = crate::credentials::api_key();
-            let target = Target::resolve(ctx).await?;
-            let who = match (remote(&target), &key) {
-                (Some(client), Some(_)) => Some(client.get("/api/v1/auth/whoami").await?),
-                _ => None,
+            let service = service::connect(ctx).await?;
+            let who = match &key {
+                Some(_) => service.whoami().await?,
+                None => None,
             };
             let key_id = key.as_ref().map(|(k, source)| {
                 (
@@ -219,11 +209,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
                 None => println!("No API key configured (local commands need none)."),
             }
             if let Some(who) = who {
-                println!(
-                    "Server says: `{}`, role {}",
-                    who["user"].as_str().unwrap_or("?"),
-                    who["role"].as_str().unwrap_or("?")
-                );
+                println!("Server says: `{}`, role {}", who.user, who.role);
             }
             Ok(output::EXIT_OK)
         }
@@ -245,38 +231,22 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
         AuthCommand::Users(command) => users(ctx, command, &paint).await,
         AuthCommand::Keys(command) => keys(ctx, command, &paint).await,
         AuthCommand::Audit { limit } => {
-            let target = Target::resolve(ctx).await?;
-            let entries: Vec<Value> = match remote(&target) {
-                Some(client) => client
-                    .get(&format!("/api/v1/auth/audit?limit={limit}"))
-                    .await?["entries"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
-                None => ctx
-                    .open_store(false)
-                    .await?
-                    .audit_log(0, limit)
-                    .await?
-                    .into_iter()
-                    .map(|e| serde_json::to_value(e).unwrap_or_default())
-                    .collect(),
-            };
+            let entries = service::connect(ctx).await?.audit(limit).await?;
             if ctx.global.json {
-                println!("{}", Value::Array(entries));
+                println!("{}", json!(entries));
                 return Ok(output::EXIT_OK);
             }
             for e in entries {
                 println!(
                     "{:>5}  {}  {:<16} {:<10} {:<22} {}{}",
-                    e["seq"],
-                    format_time(e["at_ms"].as_i64().unwrap_or(0)),
-                    e["action"].as_str().unwrap_or(""),
-                    e["actor"].as_str().unwrap_or("-"),
-                    e["target"].as_str().unwrap_or("-"),
-                    e["outcome"].as_str().unwrap_or(""),
-                    e["client"]
-                        .as_str()
+                    e.seq,
+                    format_time(e.at_ms),
+                    e.action,
+                    e.actor.as_deref().unwrap_or("-"),
+                    e.target.as_deref().unwrap_or("-"),
+                    e.outcome,
+                    e.client
+                        .as_deref()
                         .map(|c| format!("  from {c}"))
                         .unwrap_or_default()
                 );
@@ -287,56 +257,34 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
 }
 
 async fn users(ctx: &Context, command: UsersCommand, paint: &Paint) -> Result<u8, GzError> {
-    let target = Target::resolve(ctx).await?;
-    let result: Value = match (command, remote(&target)) {
-        (UsersCommand::List, Some(client)) => {
-            client.get("/api/v1/auth/users").await?["users"].clone()
+    let service = service::connect(ctx).await?;
+    let changed = |user: UserRecord| (json!(user), vec![user]);
+    let (result, rows) = match command {
+        UsersCommand::List => {
+            let users = service.users().await?;
+            (json!(users), users)
         }
-        (UsersCommand::List, None) => json!(ctx.open_store(false).await?.users().await?),
-        (UsersCommand::Create { name, email, role }, Some(client)) => {
-            client
-                .post_json(
-                    "/api/v1/auth/users",
-                    &json!({"name": name, "email": email, "role": role}),
-                )
-                .await?
+        UsersCommand::Create { name, email, role } => {
+            changed(service.create_user(&name, email, &role).await?)
         }
-        (UsersCommand::Create { name, email, role }, None) => {
-            let role = admin::parse_role(&role)?;
-            json!(
-                admin::create_user(ctx.open_store(false).await?.as_ref(), &name, email, role)
-                    .await?
-            )
-        }
-        (UsersCommand::Disable { name }, Some(client)) => {
-            client
-                .post(&format!("/api/v1/auth/users/{name}/disable"), &[], None)
-                .await?
-        }
-        (UsersCommand::Disable { name }, None) => {
-            json!(admin::disable_user(ctx.open_store(false).await?.as_ref(), &name).await?)
-        }
+        UsersCommand::Disable { name } => changed(service.disable_user(&name).await?),
     };
     if ctx.global.json {
         println!("{result}");
         return Ok(output::EXIT_OK);
     }
-    let rows = match &result {
-        Value::Array(list) => list.clone(),
-        one => vec![one.clone()],
-    };
     for u in rows {
         println!(
             "{:<20} {:<9} {}{}",
-            u["name"].as_str().unwrap_or(""),
-            u["role"].as_str().unwrap_or(""),
-            if u["disabled"] == true {
+            u.name,
+            u.role,
+            if u.disabled {
                 paint.red("disabled")
             } else {
                 paint.green("active")
             },
-            u["email"]
-                .as_str()
+            u.email
+                .as_deref()
                 .map(|e| format!("  <{e}>"))
                 .unwrap_or_default()
         );
@@ -345,112 +293,57 @@ async fn users(ctx: &Context, command: UsersCommand, paint: &Paint) -> Result<u8
 }
 
 async fn keys(ctx: &Context, command: KeysCommand, paint: &Paint) -> Result<u8, GzError> {
-    let target = Target::resolve(ctx).await?;
+    let service = service::connect(ctx).await?;
     match command {
         KeysCommand::Create(args) => {
-            let expires = args.expires.as_deref().map(parse_days).transpose()?;
+            let expires_days = args.expires.as_deref().map(parse_days).transpose()?;
             let label = args.label.or(args.name).unwrap_or_else(|| "key".into());
-            let (key_text, record): (String, Value) = match remote(&target) {
-                Some(client) => {
-                    let user = match args.user {
-                        Some(u) => u,
-                        None => client.get("/api/v1/auth/whoami").await?["user"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    };
-                    let made = client
-                        .post_json(
-                            "/api/v1/auth/keys",
-                            &json!({"user": user, "name": label, "role": args.role, "expires_days": expires}),
-                        )
-                        .await?;
-                    (
-                        made["key"].as_str().unwrap_or_default().to_string(),
-                        made["record"].clone(),
-                    )
-                }
-                None => {
-                    let store = ctx.open_store(false).await?;
-                    let user = match args.user {
-                        Some(u) => u,
-                        None => store
-                            .users()
-                            .await?
-                            .into_iter()
-                            .find(|u| u.role == "ADMIN" && !u.disabled)
-                            .map(|u| u.name)
-                            .ok_or_else(|| {
-                                GzError::new(
-                                    ErrorCode::InvalidArgument,
-                                    "no user to make a key for",
-                                )
-                                .with_hint("Run `gleitzeit auth init` first, or pass --user.")
-                            })?,
-                    };
-                    let role = args.role.as_deref().map(admin::parse_role).transpose()?;
-                    let (key, record) =
-                        admin::create_key(store.as_ref(), &user, &label, role, expires).await?;
-                    (key.reveal().to_string(), json!(record))
-                }
-            };
+            let made = service
+                .create_key(NewKey {
+                    user: args.user,
+                    label,
+                    role: args.role,
+                    expires_days,
+                })
+                .await?;
+            let record = &made.record;
             if ctx.global.json {
                 println!(
                     "{}",
-                    json!({"key": key_text, "id": record["id"], "user": record["user"], "expires_ms": record["expires_ms"]})
+                    json!({"key": made.key, "id": record.id, "user": record.user, "expires_ms": record.expires_ms})
                 );
             } else {
                 println!(
                     "Key {} for `{}`{}:\n\n  {}\n\nSave it now: it is not stored and will not be shown again.",
-                    record["id"].as_str().unwrap_or(""),
-                    record["user"].as_str().unwrap_or(""),
-                    record["expires_ms"].as_i64().map(|t| format!(", expires {}", format_time(t))).unwrap_or_default(),
-                    paint.bold(&key_text)
+                    record.id,
+                    record.user,
+                    record.expires_ms.map(|t| format!(", expires {}", format_time(t))).unwrap_or_default(),
+                    paint.bold(&made.key)
                 );
             }
             Ok(output::EXIT_OK)
         }
         KeysCommand::List { user } => {
-            let list: Vec<Value> = match remote(&target) {
-                Some(client) => {
-                    let path = match &user {
-                        Some(u) => format!("/api/v1/auth/keys?user={u}"),
-                        None => "/api/v1/auth/keys".into(),
-                    };
-                    client.get(&path).await?["keys"].as_array().cloned().unwrap_or_default()
-                }
-                None => ctx
-                    .open_store(false).await?
-                    .keys()
-                    .await?
-                    .into_iter()
-                    .filter(|k| user.as_ref().is_none_or(|u| *u == k.user))
-                    .map(|k| json!({"id": k.id, "name": k.name, "user": k.user, "role": k.role, "created_ms": k.created_ms, "expires_ms": k.expires_ms, "revoked_ms": k.revoked_ms}))
-                    .collect(),
-            };
+            let list = service.keys(user.as_deref()).await?;
             if ctx.global.json {
-                println!("{}", Value::Array(list));
+                println!("{}", json!(list));
                 return Ok(output::EXIT_OK);
             }
             for k in list {
-                let state = if k["revoked_ms"].is_number() {
+                let state = if k.revoked_ms.is_some() {
                     paint.red("revoked")
-                } else if k["expires_ms"]
-                    .as_i64()
-                    .is_some_and(|t| t <= gleitzeit_store::now_ms())
-                {
+                } else if k.expires_ms.is_some_and(|t| t <= gleitzeit_store::now_ms()) {
                     paint.yellow("expired")
                 } else {
                     paint.green("active")
                 };
                 println!(
                     "{:<12} {:<16} {:<20} {state}  created {}{}",
-                    k["id"].as_str().unwrap_or(""),
-                    k["user"].as_str().unwrap_or(""),
-                    k["name"].as_str().unwrap_or(""),
-                    format_time(k["created_ms"].as_i64().unwrap_or(0)),
-                    k["expires_ms"]
-                        .as_i64()
+                    k.id,
+                    k.user,
+                    k.name,
+                    format_time(k.created_ms),
+                    k.expires_ms
                         .map(|t| format!(", expires {}", format_time(t)))
                         .unwrap_or_default()
                 );
@@ -458,26 +351,7 @@ async fn keys(ctx: &Context, command: KeysCommand, paint: &Paint) -> Result<u8, 
             Ok(output::EXIT_OK)
         }
         KeysCommand::Revoke { id } => {
-            match remote(&target) {
-                Some(client) => {
-                    client
-                        .post(&format!("/api/v1/auth/keys/{id}/revoke"), &[], None)
-                        .await?;
-                }
-                None => {
-                    let store = ctx.open_store(false).await?;
-                    admin::revoke_key(store.as_ref(), &id).await?;
-                    gleitzeit_server::auth::audit(
-                        store.as_ref(),
-                        Some("local"),
-                        "key.revoke",
-                        Some(&id),
-                        "ok",
-                        None,
-                    )
-                    .await;
-                }
-            }
+            service.revoke_key(&id).await?;
             if !ctx.global.json {
                 println!("Revoked key {id}; it stops working at once.");
             } else {

@@ -1,378 +1,184 @@
-//! Reading the store: `status`, `list`, `get`, and `cancel`.
+//! `gleitzeit inspect workflow|task|node`: everything about one of them.
 
-use super::progress::summary;
-use crate::client::Target;
 use crate::context::Context;
-use crate::output::{self, format_ms, format_time, Paint};
-use clap::Args;
-use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
-use gleitzeit_runtime::process_alive;
-use gleitzeit_server::views::WorkflowView;
-use gleitzeit_store::{ListFilter, WorkflowSummary};
+use crate::eventlog::{format_time_ms, log_line, task_label};
+use crate::output::{self, format_ms, format_time, heartbeat_age, node_labels, preview, Paint};
+use crate::progress::summary;
+use crate::service::{self, WorkflowService};
+use clap::Subcommand;
+use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::{ErrorCode, GzError};
+use gleitzeit_server::views::TaskView;
 use serde_json::json;
 
-#[derive(Args, Debug)]
-pub struct StatusArgs {}
-
-#[derive(Args, Debug)]
-pub struct ListArgs {
-    /// Only workflows in this state (pending, running, completed, failed, cancelled)
-    #[arg(long)]
-    pub state: Option<String>,
-    /// How many to show
-    #[arg(long, short = 'n', default_value_t = 20)]
-    pub limit: usize,
-    /// Skip this many (for paging)
-    #[arg(long, default_value_t = 0)]
-    pub offset: usize,
+#[derive(Subcommand, Debug)]
+pub enum InspectCommand {
+    /// Everything about a workflow: tasks, dependencies, timings, results, errors, usage
+    Workflow { id: String },
+    /// One task in full: TASK, WORKFLOW/TASK or --workflow
+    Task {
+        task: String,
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+    /// A worker node
+    Node { name: String },
 }
 
-#[derive(Args, Debug)]
-pub struct GetArgs {
-    /// Workflow id (a unique prefix is enough)
-    pub id: String,
-}
-
-#[derive(Args, Debug)]
-pub struct CancelArgs {
-    /// Workflow id (a unique prefix is enough)
-    pub id: String,
-}
-
-async fn status_remote(ctx: &Context, client: &crate::client::Client) -> Result<u8, GzError> {
-    let health = client.get("/api/v1/health").await?;
-    let stats = client.get("/api/v1/stats?range_minutes=60").await?;
-    let running = client
-        .get("/api/v1/workflows?state=running&limit=50")
-        .await?;
-    if ctx.global.json {
-        println!(
-            "{}",
-            json!({"server": client.base, "health": health, "stats": stats, "running": running["workflows"]})
-        );
-        return Ok(output::EXIT_OK);
-    }
-    let paint = Paint(output::color_stdout());
-    println!("{}", paint.bold("Gleitzeit status"));
-    println!(
-        "  server     {} ({}, up {} s)",
-        client.base,
-        health["status"].as_str().unwrap_or("?"),
-        health["uptime_seconds"]
-    );
-    for reason in health["reasons"].as_array().into_iter().flatten() {
-        println!("             - {}", reason.as_str().unwrap_or(""));
-    }
-    println!(
-        "  workflows  {}",
-        output::counts(&stats["workflows_by_state"])
-    );
-    println!("  tasks      {}", output::counts(&stats["tasks_by_state"]));
-    println!("  queue      {}", stats["queue_depth"]);
-    let running = running["workflows"].as_array().cloned().unwrap_or_default();
-    if !running.is_empty() {
-        println!("  running:");
-        for w in running {
-            println!(
-                "    {}  {}  {}/{}",
-                w["id"].as_str().unwrap_or(""),
-                w["name"].as_str().unwrap_or(""),
-                w["completed"],
-                w["total"]
-            );
-        }
-    }
-    Ok(output::EXIT_OK)
-}
-
-pub async fn status(ctx: &Context, _args: StatusArgs) -> Result<u8, GzError> {
-    if let Target::Remote(client) = Target::resolve(ctx).await? {
-        return status_remote(ctx, &client).await;
-    }
-    let store = ctx.open_store(false).await?;
-    let stats = store.stats().await?;
-    let running = store
-        .list_workflows(&ListFilter {
-            submitted_by: None,
-            state: Some(WorkflowState::Running),
-            limit: 50,
-            offset: 0,
-        })
-        .await?;
-    let python = if ctx.config.providers.python.enabled {
-        let provider = gleitzeit_providers::python::PythonProvider::new(ctx.python_config());
-        let version = provider.check().await;
-        gleitzeit_providers::Provider::shutdown(&provider).await;
-        version
-    } else {
-        Err(GzError::new(
-            ErrorCode::ProviderUnavailable,
-            "disabled in config",
-        ))
-    };
-    let mut running_info = Vec::new();
-    for w in &running {
-        let record = store.workflow(&w.id).await?;
-        let live = record
-            .as_ref()
-            .and_then(|r| r.owner.clone())
-            .is_some_and(|o| process_alive(&o));
-        running_info.push((w, live));
-    }
-    let location = match ctx.backend() {
-        "sqlite" => ctx.config.db_path().display().to_string(),
-        other => other.to_string(),
-    };
-    if ctx.global.json {
-        println!(
-            "{}",
-            json!({
-                "backend": ctx.backend(),
-                "location": location,
-                "workflows_by_state": stats.workflows_by_state.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-                "tasks_by_state": stats.tasks_by_state.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-                "running": running_info.iter().map(|(w, live)| json!({"id": w.id, "name": w.name, "live": live, "completed": w.completed, "total": w.total})).collect::<Vec<_>>(),
-                "providers": {
-                    "python": match &python { Ok(v) => json!({"available": true, "version": v}), Err(e) => json!({"available": false, "error": output::json_error(e)}) },
-                    "function": {"available": true, "functions": gleitzeit_functions::all().len()},
-                },
-            })
-        );
-        return Ok(output::EXIT_OK);
-    }
-    let paint = Paint(output::color_stdout());
-    println!("{}", paint.bold("Gleitzeit status"));
-    println!("  store      {} ({location})", ctx.backend());
-    let fmt = |pairs: &[(String, u64)]| {
-        if pairs.is_empty() {
-            "none".to_string()
-        } else {
-            pairs
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
-    println!("  workflows  {}", fmt(&stats.workflows_by_state));
-    println!("  tasks      {}", fmt(&stats.tasks_by_state));
-    match &python {
-        Ok(version) => println!("  python     {} {version}", paint.green("available")),
-        Err(e) => println!(
-            "  python     {} {} {}",
-            paint.red("unavailable"),
-            e.code,
-            e.message
-        ),
-    }
-    println!("  functions  {} built-in", gleitzeit_functions::all().len());
-    if !running_info.is_empty() {
-        println!("  running:");
-        for (w, live) in running_info {
-            let note = if live {
-                ""
-            } else {
-                "  (interrupted — `gleitzeit resume` continues it)"
-            };
-            println!(
-                "    {}  {}  {}/{}{note}",
-                w.id, w.name, w.completed, w.total
-            );
-        }
-    }
-    Ok(output::EXIT_OK)
-}
-
-pub async fn list(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
-    let state = match &args.state {
-        None => None,
-        Some(s) => Some(
-            WorkflowState::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
-                GzError::new(ErrorCode::InvalidArgument, format!("unknown state `{s}`"))
-                    .with_hint("States: pending, running, completed, failed, cancelled, paused.")
-            })?,
-        ),
-    };
-    let workflows: Vec<WorkflowSummary> = match Target::resolve(ctx).await? {
-        Target::Remote(client) => {
-            let mut path = format!(
-                "/api/v1/workflows?limit={}&offset={}",
-                args.limit.clamp(1, 1000),
-                args.offset
-            );
-            if let Some(state) = state {
-                path.push_str(&format!("&state={}", state.as_str()));
+pub async fn run(ctx: &Context, command: InspectCommand) -> Result<u8, GzError> {
+    let service = service::connect(ctx).await?;
+    match command {
+        InspectCommand::Workflow { id } => {
+            let view = service.workflow(&id).await?;
+            let history = service.history(&view.workflow_id).await?;
+            if ctx.global.json {
+                let mut value = serde_json::to_value(&view).unwrap_or_default();
+                value["events"] = json!(history.len());
+                value["retries"] = json!(history
+                    .iter()
+                    .filter(|e| e.kind == events::TASK_RETRYING)
+                    .count());
+                println!("{value}");
+                return Ok(output::EXIT_OK);
             }
-            let page = client.get(&path).await?;
-            serde_json::from_value(page["workflows"].clone()).map_err(|e| {
-                GzError::new(
-                    ErrorCode::InternalError,
-                    format!("unexpected list from the server: {e}"),
-                )
-            })?
+            let paint = Paint(output::color_stdout());
+            print!("{}", summary(&view, &paint));
+            println!(
+                "  {} {}   {} {}   {} {} events",
+                paint.dim("created"),
+                format_time(view.created_ms),
+                paint.dim("state"),
+                view.state.as_str(),
+                paint.dim("log"),
+                history.len()
+            );
+            for task in &view.tasks {
+                println!();
+                print_task(task, &paint);
+            }
+            Ok(output::EXIT_OK)
         }
-        Target::Local => {
-            ctx.open_store(false)
+        InspectCommand::Task { task, workflow } => {
+            let (view, task) = service.find_task(&task, workflow).await?;
+            let history: Vec<Event> = service
+                .history(&view.workflow_id)
                 .await?
-                .list_workflows(&ListFilter {
-                    submitted_by: None,
-                    state,
-                    limit: args.limit,
-                    offset: args.offset,
-                })
-                .await?
-        }
-    };
-    if ctx.global.json {
-        println!("{}", serde_json::to_string(&workflows).unwrap_or_default());
-        return Ok(output::EXIT_OK);
-    }
-    if workflows.is_empty() {
-        println!("No workflows yet. Run one with `gleitzeit run FILE.yaml`.");
-        return Ok(output::EXIT_OK);
-    }
-    let paint = Paint(output::color_stdout());
-    println!(
-        "{}",
-        paint.bold(&format!(
-            "{:<19}  {:<10}  {:>7}  {:<19}  {:>9}  NAME",
-            "ID", "STATE", "TASKS", "CREATED", "DURATION"
-        ))
-    );
-    for w in workflows {
-        let duration = w
-            .finished_ms
-            .map(|f| format_ms(f - w.created_ms))
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<19}  {:<10}  {:>7}  {:<19}  {:>9}  {}",
-            w.id,
-            w.state.as_str(),
-            format!("{}/{}", w.completed, w.total),
-            format_time(w.created_ms),
-            duration,
-            w.name
-        );
-    }
-    Ok(output::EXIT_OK)
-}
-
-/// A workflow as the API shows it, from the server or the local store.
-pub async fn fetch_view(ctx: &Context, target: &Target, id: &str) -> Result<WorkflowView, GzError> {
-    match target {
-        Target::Remote(client) => {
-            let value = client.get(&format!("/api/v1/workflows/{id}")).await?;
-            serde_json::from_value(value).map_err(|e| {
-                GzError::new(
-                    ErrorCode::InternalError,
-                    format!("unexpected workflow from the server: {e}"),
-                )
-            })
-        }
-        Target::Local => {
-            let store = ctx.open_store(false).await?;
-            let record = store.find_workflow(id).await?;
-            let tasks = store.tasks(&record.id).await?;
-            Ok(WorkflowView::new(&record, &tasks))
-        }
-    }
-}
-
-pub async fn get(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
-    let target = Target::resolve(ctx).await?;
-    let view = fetch_view(ctx, &target, &args.id).await?;
-    if ctx.global.json {
-        println!("{}", serde_json::to_value(&view).unwrap_or_default());
-        return Ok(output::EXIT_OK);
-    }
-    let paint = Paint(output::color_stdout());
-    print!("{}", summary(&view, &paint));
-    println!(
-        "  {} {}",
-        paint.dim("created"),
-        format_time(view.created_ms)
-    );
-    if let Some(source) = &view.source {
-        println!("  {} {source}", paint.dim("source "));
-    }
-    let tokens = view.usage["total_tokens"].as_u64().unwrap_or(0);
-    if tokens > 0 {
-        println!(
-            "  {} {} prompt + {} completion tokens in {} LLM call(s), {}",
-            paint.dim("usage  "),
-            view.usage["prompt_tokens"],
-            view.usage["completion_tokens"],
-            view.usage["llm_calls"],
-            output::cost_text(&view.usage)
-        );
-    }
-    if let Some(error) = &view.error {
-        println!(
-            "  {} {} {}",
-            paint.dim("error  "),
-            error.code,
-            error.message
-        );
-    }
-    Ok(output::EXIT_OK)
-}
-
-pub async fn cancel(ctx: &Context, args: CancelArgs) -> Result<u8, GzError> {
-    let (was_terminal, id, state, cancel_requested) = match Target::resolve(ctx).await? {
-        Target::Remote(client) => {
-            let before = client
-                .get(&format!("/api/v1/workflows/{}", args.id))
-                .await?;
-            let was_terminal = before["state"]
-                .as_str()
-                .and_then(WorkflowState::parse)
-                .is_some_and(|s| s.is_terminal());
-            let after = client
-                .post(&format!("/api/v1/workflows/{}/cancel", args.id), &[], None)
-                .await?;
-            let state = after["state"]
-                .as_str()
-                .and_then(WorkflowState::parse)
-                .unwrap_or(WorkflowState::Running);
-            (
-                was_terminal,
-                after["workflow_id"]
-                    .as_str()
+                .into_iter()
+                .filter(|e| task_label(e) == task.id && e.kind != events::LLM_TOKEN)
+                .collect();
+            if ctx.global.json {
+                println!(
+                    "{}",
+                    json!({"workflow_id": view.workflow_id, "task": task, "events": history})
+                );
+                return Ok(output::EXIT_OK);
+            }
+            let paint = Paint(output::color_stdout());
+            println!("{} {}", paint.dim("workflow"), view.workflow_id);
+            print_task(&task, &paint);
+            if let Some(record) = &task.record {
+                println!("  {}", paint.dim("record"));
+                for line in serde_json::to_string_pretty(record)
                     .unwrap_or_default()
-                    .to_string(),
-                state,
-                after["cancel_requested"].as_bool().unwrap_or(false),
-            )
+                    .lines()
+                {
+                    println!("    {line}");
+                }
+            }
+            println!("  {}", paint.dim("history"));
+            for event in &history {
+                println!("    {} {}", format_time_ms(event.at_ms), log_line(event).1);
+            }
+            Ok(output::EXIT_OK)
         }
-        Target::Local => {
-            let store = ctx.open_store(false).await?;
-            let runtime = ctx.runtime(store).await?;
-            let before = runtime.store().find_workflow(&args.id).await?;
-            let after = runtime.cancel(&before.id).await?;
-            (
-                before.state.is_terminal(),
-                after.id,
-                after.state,
-                after.cancel_requested,
-            )
+        InspectCommand::Node { name } => inspect_node(ctx, service.as_ref(), &name).await,
+    }
+}
+
+fn print_task(task: &TaskView, paint: &Paint) {
+    println!("{} {}", paint.bold(&task.id), paint.dim(&task.method));
+    println!(
+        "  state {}   attempts {}   duration {}",
+        task.state.as_str(),
+        task.attempt,
+        task.duration_ms
+            .map(format_ms)
+            .unwrap_or_else(|| "-".into())
+    );
+    if !task.dependencies.is_empty() {
+        println!("  after {}", task.dependencies.join(", "));
+    }
+    if let Some(started) = task.started_ms {
+        println!("  started {}", format_time_ms(started));
+    }
+    if let Some(result) = &task.result {
+        println!("  result {}", preview(result, 300));
+    }
+    if let Some(record) = &task.record {
+        if let Some(usage) = record.get("usage") {
+            println!(
+                "  usage {} prompt + {} completion tokens ({} @ {})",
+                usage["prompt_tokens"],
+                usage["completion_tokens"],
+                record["model"].as_str().unwrap_or("?"),
+                record["endpoint"].as_str().unwrap_or("?")
+            );
         }
-    };
+    }
+    if let Some(error) = &task.error {
+        println!("  {} {} {}", paint.red("error"), error.code, error.message);
+        println!("  {} {}", paint.dim("hint"), error.hint_text());
+    }
+}
+
+async fn inspect_node(
+    ctx: &Context,
+    service: &dyn WorkflowService,
+    id: &str,
+) -> Result<u8, GzError> {
+    let nodes = service.nodes().await?;
+    let node = nodes
+        .iter()
+        .find(|n| n.id == id)
+        .or_else(|| {
+            let mut matching = nodes.iter().filter(|n| n.id.starts_with(id));
+            match (matching.next(), matching.next()) {
+                (Some(n), None) => Some(n),
+                _ => None,
+            }
+        })
+        .ok_or_else(|| {
+            GzError::new(
+                ErrorCode::InvalidArgument,
+                format!("no worker node `{id}` is registered"),
+            )
+            .with_hint(if ctx.backend() == "redis" {
+                "`gleitzeit nodes` lists the nodes."
+            } else {
+                "Worker nodes join with `gleitzeit worker` on the Redis backend (--backend redis)."
+            })
+        })?;
     if ctx.global.json {
-        println!(
-            "{}",
-            json!({"workflow_id": id, "state": state, "cancel_requested": cancel_requested})
-        );
+        println!("{}", json!(node));
         return Ok(output::EXIT_OK);
     }
-    if was_terminal {
-        println!(
-            "Workflow {id} is already {}; nothing to cancel.",
-            state.as_str()
-        );
-    } else if state == WorkflowState::Cancelled {
-        println!("Cancelled workflow {id}.");
-    } else {
-        println!("Asked the process running workflow {id} to cancel it.");
-    }
+    println!("{} ({})", node.id, node.state);
+    println!("  host         {} (pid {})", node.host, node.pid);
+    println!(
+        "  version      {} (queue protocol {})",
+        node.version, node.protocol
+    );
+    println!("  labels       {}", node_labels(node));
+    println!("  serves       {}", node.capabilities.join(", "));
+    println!(
+        "  load         {}/{} running",
+        node.running, node.concurrency
+    );
+    println!(
+        "  done         {} completed, {} failed",
+        node.completed, node.failed
+    );
+    println!("  started      {}", heartbeat_age(node.started_ms));
+    println!("  heartbeat    {}", heartbeat_age(node.heartbeat_ms));
     Ok(output::EXIT_OK)
 }

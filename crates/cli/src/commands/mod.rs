@@ -2,23 +2,33 @@
 //! its result into an exit code.
 
 pub mod auth;
-pub mod batch;
 pub mod cache;
-pub mod cluster;
+pub mod cancel;
 pub mod config_cmd;
+pub mod dead_letters;
+pub mod discover;
 pub mod errors;
+pub mod events;
 pub mod exec;
 pub mod functions;
+pub mod get;
+pub mod health;
 pub mod init;
 pub mod inspect;
+pub mod list;
+pub mod logs;
 pub mod monitor;
-pub mod observe;
-pub mod progress;
+pub mod nodes;
 pub mod providers;
+pub mod resume;
 pub mod run;
 pub mod serve;
+pub mod stats;
+pub mod status;
 pub mod submit;
 pub mod validate;
+pub mod watch;
+pub mod worker;
 
 use crate::context::Context;
 use crate::output::{self, print_error};
@@ -39,38 +49,38 @@ pub async fn dispatch(cli: Cli) -> u8 {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(&ctx, *args).await,
-        Command::Resume(args) => run::resume(&ctx, args).await,
+        Command::Resume(args) => resume::run(&ctx, args).await,
         Command::Validate(args) => validate::run(&ctx, args),
         Command::Exec(args) => exec::run(&ctx, args).await,
         Command::Init(args) => init::run(args),
-        Command::Discover(args) => batch::discover(&ctx, args),
+        Command::Discover(args) => discover::run(&ctx, args),
         Command::Monitor(args) => monitor::run(&ctx, args).await,
         Command::Status(args) | Command::System(crate::SystemCommand::Status(args)) => {
-            inspect::status(&ctx, args).await
+            status::run(&ctx, args).await
         }
         Command::List(args) | Command::Workflow(WorkflowCommand::List(args)) => {
-            inspect::list(&ctx, args).await
+            list::run(&ctx, args).await
         }
         Command::Get(args)
         | Command::Workflow(WorkflowCommand::Get(args) | WorkflowCommand::Status(args)) => {
-            inspect::get(&ctx, args).await
+            get::run(&ctx, args).await
         }
         Command::Cancel(args) | Command::Workflow(WorkflowCommand::Cancel(args)) => {
-            inspect::cancel(&ctx, args).await
+            cancel::run(&ctx, args).await
         }
         Command::Submit(args) | Command::Workflow(WorkflowCommand::Submit(args)) => {
             submit::run(&ctx, args).await
         }
-        Command::Workflow(WorkflowCommand::Resume(args)) => run::resume(&ctx, args).await,
-        Command::Worker(args) => cluster::worker(&ctx, args).await,
-        Command::Nodes => cluster::nodes(&ctx).await,
-        Command::DeadLetters(cmd) => cluster::dead_letters(&ctx, cmd).await,
-        Command::Logs(args) => observe::logs(&ctx, args).await,
-        Command::Events(args) => observe::events(&ctx, args).await,
-        Command::Watch(command) => observe::watch(&ctx, command).await,
-        Command::Stats(args) => observe::stats(&ctx, args).await,
-        Command::Inspect(command) => observe::inspect(&ctx, command).await,
-        Command::Health(args) => observe::health(&ctx, args).await,
+        Command::Workflow(WorkflowCommand::Resume(args)) => resume::run(&ctx, args).await,
+        Command::Worker(args) => worker::run(&ctx, args).await,
+        Command::Nodes => nodes::run(&ctx).await,
+        Command::DeadLetters(cmd) => dead_letters::run(&ctx, cmd).await,
+        Command::Logs(args) => logs::run(&ctx, args).await,
+        Command::Events(args) => events::run(&ctx, args).await,
+        Command::Watch(command) => watch::run(&ctx, command).await,
+        Command::Stats(args) => stats::run(&ctx, args).await,
+        Command::Inspect(command) => inspect::run(&ctx, command).await,
+        Command::Health(args) => health::run(&ctx, args).await,
         Command::Auth(command) => auth::run(&ctx, command).await,
         Command::Cache(command) => cache::run(&ctx, command).await,
         Command::Config(args) => config_cmd::run(&ctx, args),
@@ -83,7 +93,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
             command: None,
             args,
         } => serve::run(&ctx, args).await,
-        Command::Components(args) => cluster::components(&ctx, args).await,
+        Command::Components(args) => worker::components(&ctx, args).await,
         Command::Providers { command } => providers::run(&ctx, command).await,
         Command::Errors(_) | Command::Functions(_) => Ok(output::EXIT_OK),
     };
@@ -104,29 +114,5 @@ fn finish(result: Result<u8, GzError>, json: bool) -> u8 {
             }
             output::exit_code(&error)
         }
-    }
-}
-
-/// Reads a file a user named, with GZ5001/5002 errors that name it.
-pub fn read_user_file(path: &std::path::Path) -> Result<String, GzError> {
-    use gleitzeit_core::ErrorCode;
-    match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
-            GzError::new(
-                ErrorCode::FileUnreadable,
-                format!("{} is not UTF-8 text", path.display()),
-            )
-            .at(path.display().to_string())
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(GzError::new(
-            ErrorCode::FileNotFound,
-            format!("file {} does not exist", path.display()),
-        )
-        .at(path.display().to_string())),
-        Err(e) => Err(GzError::new(
-            ErrorCode::FileUnreadable,
-            format!("cannot read {}: {e}", path.display()),
-        )
-        .at(path.display().to_string())),
     }
 }

@@ -1,14 +1,15 @@
-//! `gleitzeit run` and `gleitzeit resume`.
+//! `gleitzeit run`: workflow files, one function (`--function`), one prompt
+//! (`--text`, `--vision`) or a folder (`--batch-folder`), in this process.
 
-use super::progress::{summary, Display};
-use super::read_user_file;
+use crate::batch::{self, BatchArgs, BatchRun};
 use crate::context::Context;
+use crate::launch::{
+    collect_inputs, default_model, execute, load_all, single_task_exit, single_task_workflow,
+};
 use crate::output::{self, Paint};
 use clap::Args;
-use gleitzeit_core::model::{RetryPolicy, TaskSpec};
-use gleitzeit_core::parse::{self, parse_input_override};
-use gleitzeit_core::{ErrorCode, GzError, Workflow, WorkflowState};
-use gleitzeit_runtime::{RunOutcome, Runtime};
+use gleitzeit_core::parse;
+use gleitzeit_core::{ErrorCode, GzError};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -54,35 +55,8 @@ pub struct RunArgs {
     /// Run one task per file of a folder: --batch-folder docs --pattern '*.txt' --prompt "Summarize"
     #[arg(long, value_name = "DIR", conflicts_with_all = ["files", "workflow", "function", "text", "vision"])]
     pub batch_folder: Option<PathBuf>,
-    /// Which files a batch takes: a glob on the file name (repeatable), e.g. '*.md'
-    #[arg(long, value_name = "GLOB", requires = "batch_folder")]
-    pub pattern: Vec<String>,
-    /// Which files a batch takes: extensions, e.g. .txt,.md
-    #[arg(long, value_name = "EXTS", requires = "batch_folder")]
-    pub extensions: Vec<String>,
-    /// Batch type: text files go into the prompt, vision sends images
-    #[arg(
-        long = "type",
-        value_enum,
-        value_name = "TYPE",
-        requires = "batch_folder"
-    )]
-    pub kind: Option<super::batch::FileKind>,
-    /// Take files from subfolders too
-    #[arg(long, short = 'r', requires = "batch_folder")]
-    pub recursive: bool,
-    /// Batch method instead of an LLM call: python/execute, python/script, python/function
-    #[arg(long, value_name = "METHOD", requires = "batch_folder")]
-    pub method: Option<String>,
-    /// Python code for --method python/execute; the file is inputs['file_path']
-    #[arg(long, value_name = "CODE", requires = "batch_folder")]
-    pub code: Option<String>,
-    /// A parameter of every batch task as KEY=VALUE (JSON when it parses), e.g. module=tools.py
-    #[arg(long = "param", value_name = "KEY=VALUE", requires = "batch_folder")]
-    pub params: Vec<String>,
-    /// Write batch results under this folder instead of next to the inputs
-    #[arg(long, value_name = "DIR", requires = "batch_folder")]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// Model for --text / --vision / --batch-folder (an alias from `llm.models` works too)
     #[arg(long, short = 'm', value_name = "MODEL")]
     pub model: Option<String>,
@@ -100,15 +74,6 @@ pub struct RunArgs {
     pub replay: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
-pub struct ResumeArgs {
-    /// Workflow id (a unique prefix is enough)
-    pub id: String,
-    /// Print only the summary (no live progress)
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-}
-
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
     if let Some(dir) = &args.record {
         ctx.use_recorder(gleitzeit_providers::replay::Recorder::record(dir)?)?;
@@ -120,7 +85,16 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
         return run_function(ctx, function, &args).await;
     }
     if let Some(folder) = &args.batch_folder {
-        return super::batch::run_batch(ctx, &args, folder).await;
+        let run = BatchRun {
+            prompt: args.prompt.clone(),
+            model: args.model.clone(),
+            system: args.system.clone(),
+            ephemeral: args.ephemeral,
+            quiet: args.quiet,
+            watch: args.watch,
+            no_cache: args.no_cache,
+        };
+        return batch::run_batch(ctx, folder, &args.batch, &run).await;
     }
     if args.text.is_some() || args.vision.is_some() {
         return run_llm(ctx, &args).await;
@@ -148,176 +122,17 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<u8, GzError> {
     }
 
     // Validate everything before running anything.
-    let mut workflows = Vec::new();
-    let mut invalid = false;
-    for file in &files {
-        let text = read_user_file(file)?;
-        let name = file.display().to_string();
-        match parse::load_with(
-            &text,
-            &name,
-            runtime.registry(),
-            &overrides,
-            &crate::includes::FsIncludes,
-            runtime.limits(),
-        ) {
-            Ok(workflow) => workflows.push((workflow, name)),
-            Err(diagnostics) => {
-                invalid = true;
-                super::validate::report_diagnostics(ctx.global.json, &name, &diagnostics);
-            }
-        }
-    }
-    if invalid {
+    let Some(workflows) = load_all(ctx.global.json, &files, &runtime, &overrides)? else {
         return Ok(output::EXIT_INVALID);
-    }
+    };
     let mut exit = output::EXIT_OK;
     for (workflow, source) in workflows {
         let id = runtime.submit(workflow, Some(source)).await?;
-        let code = execute(ctx, &runtime, &id, args.quiet, args.watch).await?;
+        let code = execute(ctx.global.json, &runtime, &id, args.quiet, args.watch).await?;
         exit = exit.max(code);
     }
     runtime.registry().shutdown().await;
     Ok(exit)
-}
-
-pub async fn resume(ctx: &Context, args: ResumeArgs) -> Result<u8, GzError> {
-    if let crate::client::Target::Remote(client) = crate::client::Target::resolve(ctx).await? {
-        let answer = client
-            .post(&format!("/api/v1/workflows/{}/resume", args.id), &[], None)
-            .await?;
-        let id = answer["workflow_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if !ctx.global.json && !args.quiet {
-            eprintln!("Resumed {id} on {}", client.base);
-        }
-        return super::submit::wait_remote(
-            ctx,
-            &crate::client::Target::Remote(client),
-            &id,
-            args.quiet,
-        )
-        .await;
-    }
-    let store = ctx.open_store(false).await?;
-    let runtime = ctx.runtime(store).await?;
-    let record = runtime.store().find_workflow(&args.id).await?;
-    let code = execute(ctx, &runtime, &record.id, args.quiet, false).await?;
-    runtime.registry().shutdown().await;
-    Ok(code)
-}
-
-pub fn collect_inputs(
-    inputs_file: Option<&std::path::Path>,
-    overrides: &[String],
-) -> Result<Map<String, Value>, GzError> {
-    let mut inputs = Map::new();
-    if let Some(path) = inputs_file {
-        let text = read_user_file(path)?;
-        let node = gleitzeit_core::yaml::parse(&text).map_err(|e| {
-            GzError::new(
-                ErrorCode::InvalidInput,
-                format!("inputs file is not valid YAML/JSON: {}", e.message),
-            )
-            .at(format!(
-                "{}:{}:{}",
-                path.display(),
-                e.pos.line,
-                e.pos.column
-            ))
-        })?;
-        match node.map(|n| n.to_json()) {
-            Some(Value::Object(map)) => inputs.extend(map),
-            None => {}
-            Some(_) => {
-                return Err(GzError::new(
-                    ErrorCode::InvalidInput,
-                    "inputs file must be a mapping of names to values",
-                )
-                .at(path.display().to_string()))
-            }
-        }
-    }
-    for arg in overrides {
-        let (key, value) = parse_input_override(arg)?;
-        inputs.insert(key, value);
-    }
-    Ok(inputs)
-}
-
-/// Runs a stored workflow with live progress, prints the summary, returns the exit code.
-pub async fn execute(
-    ctx: &Context,
-    runtime: &Runtime,
-    id: &str,
-    quiet: bool,
-    watch: bool,
-) -> Result<u8, GzError> {
-    let (outcome, interrupted) = drive(ctx, runtime, id, quiet, watch).await?;
-    let record = runtime.store().find_workflow(id).await?;
-    report(ctx, &record, &outcome);
-    Ok(match outcome.state {
-        WorkflowState::Completed => output::EXIT_OK,
-        WorkflowState::Cancelled if interrupted => 130,
-        _ => output::EXIT_WORKFLOW_FAILED,
-    })
-}
-
-/// Runs a stored workflow with live progress (Ctrl-C cancels it); says whether
-/// the user interrupted it.
-pub async fn drive(
-    ctx: &Context,
-    runtime: &Runtime,
-    id: &str,
-    quiet: bool,
-    watch: bool,
-) -> Result<(RunOutcome, bool), GzError> {
-    let cancel = CancellationToken::new();
-    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let signal_task = {
-        let cancel = cancel.clone();
-        let interrupted = interrupted.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-                cancel.cancel();
-                eprintln!("\ncancelling… (press Ctrl-C again to quit at once)");
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        })
-    };
-    let display = (!ctx.global.json && !quiet)
-        .then(|| Display::start(runtime.subscribe(), id.to_string(), watch));
-    let result = runtime.run(id, cancel).await;
-    signal_task.abort();
-    if let Some(display) = display {
-        display.finish().await;
-    }
-    Ok((
-        result?,
-        interrupted.load(std::sync::atomic::Ordering::SeqCst),
-    ))
-}
-
-fn report(ctx: &Context, record: &gleitzeit_store::WorkflowRecord, outcome: &RunOutcome) {
-    let view = gleitzeit_server::views::WorkflowView::new(record, &outcome.tasks);
-    if ctx.global.json {
-        println!("{}", serde_json::to_value(&view).unwrap_or_default());
-        return;
-    }
-    print!("{}", summary(&view, &Paint(output::color_stdout())));
-    if let Some(error) = &outcome.error {
-        if outcome.state == WorkflowState::Failed {
-            output::print_error(error);
-        }
-    }
-    if outcome.state == WorkflowState::Cancelled {
-        eprintln!("Resume with: gleitzeit resume {}", record.id);
-    }
 }
 
 async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, GzError> {
@@ -374,49 +189,6 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
         );
     }
     Ok(single_task_exit(&outcome))
-}
-
-fn single_task_workflow(
-    name: String,
-    id: &str,
-    method: &str,
-    params: Map<String, Value>,
-) -> Workflow {
-    Workflow {
-        name,
-        description: None,
-        inputs: Map::new(),
-        tasks: vec![single_task(id, method, params)],
-        outputs: Default::default(),
-        budget: None,
-        access: None,
-    }
-}
-
-/// A task with every option at its default.
-pub fn single_task(id: &str, method: &str, params: Map<String, Value>) -> TaskSpec {
-    TaskSpec {
-        id: id.to_string(),
-        name: None,
-        method: method.into(),
-        params: Value::Object(params),
-        dependencies: vec![],
-        priority: Default::default(),
-        timeout: None,
-        retry: RetryPolicy::default(),
-        on_error: Default::default(),
-        requires: Default::default(),
-        when: None,
-        on_skip: Default::default(),
-        for_each: None,
-        max_parallel: None,
-        cache: None,
-    }
-}
-
-/// The model `run --text`/`--vision`/`--batch-folder` ask when none is named.
-pub fn default_model(vision: bool) -> String {
-    if vision { "llava" } else { "llama3.2" }.into()
 }
 
 /// `run --text` / `run --vision`: one LLM call, its tokens printed as they come.
@@ -533,16 +305,4 @@ async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
         }
     }
     Ok(single_task_exit(&outcome))
-}
-
-/// Exit code of a one-task run: the task's error decides (bad arguments are 2).
-fn single_task_exit(outcome: &RunOutcome) -> u8 {
-    match (
-        outcome.state,
-        outcome.tasks.first().and_then(|t| t.error.as_ref()),
-    ) {
-        (WorkflowState::Completed, _) => output::EXIT_OK,
-        (_, Some(error)) => output::exit_code(error),
-        _ => output::EXIT_WORKFLOW_FAILED,
-    }
 }

@@ -156,7 +156,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
             section.trusted_proxies.join(", ")
         );
     }
-    server.serve(listener, shutdown_signal()).await?;
+    server
+        .serve(listener, crate::launch::shutdown_signal())
+        .await?;
     println!("Server stopped.");
     Ok(output::EXIT_OK)
 }
@@ -198,27 +200,5 @@ fn trusted_proxy(
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(gleitzeit_server::TrustedProxy { header, addresses }))
         }
-    }
-}
-
-pub(crate) async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }

@@ -1,10 +1,10 @@
 //! `gleitzeit validate FILE…`: every problem in every file, without running.
 
-use super::read_user_file;
 use crate::context::Context;
+use crate::launch::{diagnostics_json, read_user_file, FsIncludes};
 use crate::output::{self, render_diagnostics, Paint};
 use clap::Args;
-use gleitzeit_core::parse::{self, Diagnostic};
+use gleitzeit_core::parse;
 use gleitzeit_core::GzError;
 use serde_json::{json, Map};
 use std::path::PathBuf;
@@ -14,32 +14,6 @@ pub struct ValidateArgs {
     /// Workflow files (YAML or JSON)
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
-}
-
-/// Prints a file's problems: JSON on stdout with --json, else rendered on stderr.
-pub fn report_diagnostics(json: bool, file: &str, diagnostics: &[Diagnostic]) {
-    if json {
-        println!("{}", diagnostics_json(file, diagnostics));
-    } else {
-        eprint!(
-            "{}",
-            render_diagnostics(diagnostics, file, &Paint(output::color_stderr()))
-        );
-    }
-}
-
-pub fn diagnostics_json(file: &str, diagnostics: &[Diagnostic]) -> serde_json::Value {
-    json!({
-        "file": file,
-        "valid": diagnostics.is_empty(),
-        "problems": diagnostics.iter().map(|d| json!({
-            "code": d.code,
-            "message": d.message,
-            "hint": d.to_error().hint_text(),
-            "line": d.pos.line,
-            "column": d.pos.column,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 pub fn run(ctx: &Context, args: ValidateArgs) -> Result<u8, GzError> {
@@ -54,7 +28,7 @@ pub fn run(ctx: &Context, args: ValidateArgs) -> Result<u8, GzError> {
             &name,
             &registry,
             &Map::new(),
-            &crate::includes::FsIncludes,
+            &FsIncludes,
             &ctx.config.limits,
         );
         let diagnostics = match &result {

@@ -11,18 +11,13 @@
 mod app;
 mod ui;
 
-use crate::client::{Client, Target};
 use crate::context::Context;
+use crate::service::{self, WorkflowService};
 use app::{App, Command, Key, Update};
 use clap::Args;
 use futures_util::StreamExt;
-use gleitzeit_cluster::admin::Admin;
 use gleitzeit_core::{ErrorCode, GzError};
-use gleitzeit_runtime::Runtime;
-use gleitzeit_server::views::WorkflowView;
-use gleitzeit_store::{ListFilter, WorkflowSummary};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
-use serde_json::Value;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,112 +31,6 @@ pub struct MonitorArgs {
     /// Workflows shown (newest first)
     #[arg(long, default_value = "200")]
     pub limit: usize,
-}
-
-/// Where the monitor reads from.
-#[derive(Clone)]
-enum Source {
-    Remote(Client),
-    Local {
-        // Boxed: a runtime is far larger than a client.
-        runtime: Box<Runtime>,
-        admin: Option<Arc<Admin>>,
-    },
-}
-
-impl Source {
-    async fn workflows(&self, limit: usize) -> Result<Vec<WorkflowSummary>, GzError> {
-        match self {
-            Source::Remote(client) => {
-                let page = client
-                    .get(&format!("/api/v1/workflows?limit={limit}"))
-                    .await?;
-                serde_json::from_value(page["workflows"].clone()).map_err(unexpected)
-            }
-            Source::Local { runtime, .. } => Ok(runtime
-                .store()
-                .list_workflows(&ListFilter {
-                    submitted_by: None,
-                    state: None,
-                    limit,
-                    offset: 0,
-                })
-                .await?),
-        }
-    }
-
-    async fn detail(&self, id: &str) -> Result<WorkflowView, GzError> {
-        match self {
-            Source::Remote(client) => {
-                let value = client.get(&format!("/api/v1/workflows/{id}")).await?;
-                serde_json::from_value(value).map_err(unexpected)
-            }
-            Source::Local { runtime, .. } => {
-                let record = runtime.store().find_workflow(id).await?;
-                let tasks = runtime.store().tasks(&record.id).await?;
-                Ok(WorkflowView::new(&record, &tasks))
-            }
-        }
-    }
-
-    async fn providers(&self) -> Result<Value, GzError> {
-        match self {
-            Source::Remote(client) => client.get("/api/v1/providers?check=true").await,
-            Source::Local { runtime, .. } => {
-                Ok(gleitzeit_server::views::providers(runtime.registry(), true).await)
-            }
-        }
-    }
-
-    async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError> {
-        match self {
-            Source::Remote(client) => {
-                let value = client.get("/api/v1/nodes").await?;
-                serde_json::from_value(value["nodes"].clone()).map_err(unexpected)
-            }
-            Source::Local {
-                admin: Some(admin), ..
-            } => Ok(admin.nodes().await?),
-            Source::Local { admin: None, .. } => Ok(Vec::new()),
-        }
-    }
-
-    async fn cancel(&self, id: &str) -> Result<String, GzError> {
-        let state = match self {
-            Source::Remote(client) => {
-                let after = client
-                    .post(&format!("/api/v1/workflows/{id}/cancel"), &[], None)
-                    .await?;
-                after["state"].as_str().unwrap_or("cancelling").to_string()
-            }
-            Source::Local { runtime, .. } => {
-                let after = runtime.cancel(id).await?;
-                if after.state.is_terminal() {
-                    after.state.as_str().to_string()
-                } else {
-                    "cancelling".to_string()
-                }
-            }
-        };
-        Ok(format!("{id}: {state}"))
-    }
-
-    async fn latest_seq(&self) -> Result<u64, GzError> {
-        match self {
-            Source::Remote(client) => Ok(client.get("/api/v1/events/head").await?
-                ["latest_event_seq"]
-                .as_u64()
-                .unwrap_or(0)),
-            Source::Local { runtime, .. } => Ok(runtime.store().latest_event_seq().await?),
-        }
-    }
-}
-
-fn unexpected(e: serde_json::Error) -> GzError {
-    GzError::new(
-        ErrorCode::ServerUnreachable,
-        format!("unexpected answer from the server: {e}"),
-    )
 }
 
 pub async fn run(ctx: &Context, args: MonitorArgs) -> Result<u8, GzError> {
@@ -161,24 +50,13 @@ pub async fn run(ctx: &Context, args: MonitorArgs) -> Result<u8, GzError> {
             ),
         ));
     }
-    let (source, label) = match Target::resolve(ctx).await? {
-        Target::Remote(client) => {
-            let label = format!("server {}", client.base);
-            (Source::Remote(client), label)
-        }
-        Target::Local => {
-            let store = ctx.open_store(false).await?;
-            let admin = if ctx.backend() == "redis" {
-                Some(Arc::new(
-                    Admin::connect(&ctx.redis_url(), ctx.redis_prefix()).await?,
-                ))
-            } else {
-                None
-            };
-            let runtime = Box::new(ctx.runtime(store).await?);
-            let label = format!("local {} store", ctx.backend());
-            (Source::Local { runtime, admin }, label)
-        }
+    let source = service::connect(ctx).await?;
+    source.open().await?;
+    let location = source.location();
+    let label = if location == "local" {
+        format!("local {} store", ctx.backend())
+    } else {
+        format!("server {location}")
     };
     let (updates, mut inbox) = mpsc::unbounded_channel();
     let (selected_tx, selected_rx) = watch::channel(None::<String>);
@@ -213,7 +91,7 @@ pub async fn run(ctx: &Context, args: MonitorArgs) -> Result<u8, GzError> {
                         let source = source.clone();
                         let updates = updates.clone();
                         tokio::spawn(async move {
-                            let answer = source.cancel(&id).await.map_err(|e| format!("cancel failed: {} {}", e.code.as_str(), e.message));
+                            let answer = source.cancel(&id).await.map(|c| cancel_line(&c)).map_err(|e| format!("cancel failed: {} {}", e.code.as_str(), e.message));
                             let _ = updates.send(Update::Cancelled(answer));
                         });
                     }
@@ -250,14 +128,23 @@ pub async fn run(ctx: &Context, args: MonitorArgs) -> Result<u8, GzError> {
     for feed in feeds {
         feed.abort();
     }
-    if let Source::Local { runtime, .. } = &source {
-        runtime.registry().shutdown().await;
-    }
+    source.finish().await;
     result.map(|()| crate::output::EXIT_OK)
 }
 
+/// What the monitor says after a cancel: the state, or that the run was
+/// asked to stop.
+fn cancel_line(cancelled: &service::Cancelled) -> String {
+    let state = if cancelled.state.is_terminal() {
+        cancelled.state.as_str()
+    } else {
+        "cancelling"
+    };
+    format!("{}: {state}", cancelled.workflow_id)
+}
+
 async fn poll_workflows(
-    source: Source,
+    source: Arc<dyn WorkflowService>,
     limit: usize,
     every: Duration,
     mut selected: watch::Receiver<Option<String>>,
@@ -266,9 +153,9 @@ async fn poll_workflows(
     loop {
         let id = selected.borrow_and_update().clone();
         let fetched = async {
-            let list = source.workflows(limit).await?;
+            let list = source.list(None, limit, 0).await?;
             let detail = match &id {
-                Some(id) => Some(source.detail(id).await?),
+                Some(id) => Some(source.workflow(id).await?),
                 None => None,
             };
             Ok::<_, GzError>((list, detail))
@@ -293,7 +180,7 @@ async fn poll_workflows(
     }
 }
 
-async fn poll_fleet(source: Source, updates: mpsc::UnboundedSender<Update>) {
+async fn poll_fleet(source: Arc<dyn WorkflowService>, updates: mpsc::UnboundedSender<Update>) {
     loop {
         if let Ok(value) = source.providers().await {
             if updates
@@ -313,12 +200,12 @@ async fn poll_fleet(source: Source, updates: mpsc::UnboundedSender<Update>) {
 }
 
 /// The event stream, from a little history on; resumed after errors.
-async fn follow_events(source: Source, updates: mpsc::UnboundedSender<Update>) {
+async fn follow_events(source: Arc<dyn WorkflowService>, updates: mpsc::UnboundedSender<Update>) {
     let mut after: Option<u64> = None;
     loop {
         let start = match after {
             Some(seq) => seq,
-            None => match source.latest_seq().await {
+            None => match source.latest_event_seq().await {
                 Ok(head) => head.saturating_sub(200),
                 Err(e) => {
                     let _ = updates.send(Update::Connection(Err(e.message)));
@@ -327,10 +214,12 @@ async fn follow_events(source: Source, updates: mpsc::UnboundedSender<Update>) {
                 }
             },
         };
-        let mut stream = match &source {
-            Source::Remote(client) => client.events(String::new(), Some(start)),
-            Source::Local { runtime, .. } => {
-                crate::client::follow_store(runtime.store().clone(), None, None, Some(start))
+        let mut stream = match source.follow(None, None, Some(start)).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                let _ = updates.send(Update::Connection(Err(e.message)));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
         };
         while let Some(item) = stream.next().await {

@@ -1,13 +1,12 @@
 //! Folder batches (seed 000): `run --batch-folder DIR` runs one task per matching
-//! file as one stored workflow, and `discover DIR` says what a folder holds and
-//! which batch command fits it.
+//! file as one stored workflow; `discover DIR` reads folders the same way.
 //!
 //! Every file is its own task with `on_error: continue`, so one unreadable file
 //! is reported in the summary while the others complete. Results are written
 //! next to the inputs (`notes.txt` → `notes.txt.result.txt`) or under `--out`.
 
-use super::run::{drive, single_task, RunArgs};
 use crate::context::Context;
+use crate::launch::{default_model, drive, single_task};
 use crate::output::{self, format_ms, Paint};
 use clap::Args;
 use gleitzeit_core::{ErrorCode, GzError, OnError, TaskState, Workflow};
@@ -19,6 +18,53 @@ use std::path::{Path, PathBuf};
 /// Output files carry this marker so a second run over the same folder does
 /// not take the first run's results for inputs.
 const RESULT_MARKER: &str = ".result.";
+
+/// The flags of `run --batch-folder DIR`: which files it takes and what it
+/// does with each.
+#[derive(Args, Debug)]
+pub struct BatchArgs {
+    /// Which files a batch takes: a glob on the file name (repeatable), e.g. '*.md'
+    #[arg(long, value_name = "GLOB", requires = "batch_folder")]
+    pub pattern: Vec<String>,
+    /// Which files a batch takes: extensions, e.g. .txt,.md
+    #[arg(long, value_name = "EXTS", requires = "batch_folder")]
+    pub extensions: Vec<String>,
+    /// Batch type: text files go into the prompt, vision sends images
+    #[arg(
+        long = "type",
+        value_enum,
+        value_name = "TYPE",
+        requires = "batch_folder"
+    )]
+    pub kind: Option<FileKind>,
+    /// Take files from subfolders too
+    #[arg(long, short = 'r', requires = "batch_folder")]
+    pub recursive: bool,
+    /// Batch method instead of an LLM call: python/execute, python/script, python/function
+    #[arg(long, value_name = "METHOD", requires = "batch_folder")]
+    pub method: Option<String>,
+    /// Python code for --method python/execute; the file is inputs['file_path']
+    #[arg(long, value_name = "CODE", requires = "batch_folder")]
+    pub code: Option<String>,
+    /// A parameter of every batch task as KEY=VALUE (JSON when it parses), e.g. module=tools.py
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "batch_folder")]
+    pub params: Vec<String>,
+    /// Write batch results under this folder instead of next to the inputs
+    #[arg(long, value_name = "DIR", requires = "batch_folder")]
+    pub out: Option<PathBuf>,
+}
+
+/// What `run --batch-folder` shares with the other ways of `run`.
+pub struct BatchRun {
+    /// The question for every file.
+    pub prompt: Option<String>,
+    pub model: Option<String>,
+    pub system: Option<String>,
+    pub ephemeral: bool,
+    pub quiet: bool,
+    pub watch: bool,
+    pub no_cache: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum FileKind {
@@ -48,7 +94,7 @@ impl FileKind {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             FileKind::Text => "text",
             FileKind::Vision => "image",
@@ -59,7 +105,7 @@ impl FileKind {
     }
 }
 
-fn extension(path: &Path) -> String {
+pub fn extension(path: &Path) -> String {
     path.extension()
         .map(|e| e.to_string_lossy().to_lowercase())
         .unwrap_or_default()
@@ -68,7 +114,7 @@ fn extension(path: &Path) -> String {
 /// Regular files under `dir` (hidden entries and earlier results left out),
 /// sorted by path. Symlinked directories are not followed, so a link loop
 /// cannot trap the walk.
-fn walk(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>, GzError> {
+pub fn walk(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>, GzError> {
     let meta = std::fs::metadata(dir).map_err(|e| {
         let code = if e.kind() == std::io::ErrorKind::NotFound {
             ErrorCode::FileNotFound
@@ -134,7 +180,7 @@ struct Selection {
 }
 
 impl Selection {
-    fn new(args: &RunArgs, kind: FileKind) -> Result<Selection, GzError> {
+    fn new(args: &BatchArgs, kind: FileKind) -> Result<Selection, GzError> {
         let mut patterns = Vec::new();
         for pattern in &args.pattern {
             let glob = globset::GlobBuilder::new(pattern)
@@ -215,7 +261,7 @@ enum Action {
 }
 
 impl Action {
-    fn new(args: &RunArgs, kind: FileKind) -> Result<Action, GzError> {
+    fn new(args: &BatchArgs, run: &BatchRun, kind: FileKind) -> Result<Action, GzError> {
         let mut params = Map::new();
         for pair in &args.params {
             let (key, value) = gleitzeit_core::parse::parse_input_override(pair)?;
@@ -232,14 +278,14 @@ impl Action {
                     _ if vision => "llm/vision",
                     _ => "llm/chat",
                 };
-                let prompt = args.prompt.clone().unwrap_or_else(|| {
+                let prompt = run.prompt.clone().unwrap_or_else(|| {
                     if vision { "Describe this image." } else { "Summarize this document." }.into()
                 });
                 Ok(Action::Llm {
                     method,
-                    model: args.model.clone().unwrap_or_else(|| super::run::default_model(vision)),
+                    model: run.model.clone().unwrap_or_else(|| default_model(vision)),
                     prompt,
-                    system: args.system.clone(),
+                    system: run.system.clone(),
                 })
             }
             Some(method @ ("python/execute" | "python/script" | "python/function")) => {
@@ -328,7 +374,7 @@ fn task_id(index: usize, relative: &Path) -> String {
     format!("f{:03}_{}", index + 1, stem.trim_matches('_'))
 }
 
-fn kind_of(args: &RunArgs) -> FileKind {
+fn kind_of(args: &BatchArgs) -> FileKind {
     match (args.kind, args.method.as_deref()) {
         (Some(kind), _) => kind,
         (None, Some("llm/vision")) => FileKind::Vision,
@@ -336,10 +382,15 @@ fn kind_of(args: &RunArgs) -> FileKind {
     }
 }
 
-pub async fn run_batch(ctx: &Context, args: &RunArgs, folder: &Path) -> Result<u8, GzError> {
+pub async fn run_batch(
+    ctx: &Context,
+    folder: &Path,
+    args: &BatchArgs,
+    run: &BatchRun,
+) -> Result<u8, GzError> {
     let kind = kind_of(args);
     let selection = Selection::new(args, kind)?;
-    let action = Action::new(args, kind)?;
+    let action = Action::new(args, run, kind)?;
     let root = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
     let all = walk(&root, args.recursive)?;
     let files: Vec<PathBuf> = all
@@ -384,7 +435,7 @@ pub async fn run_batch(ctx: &Context, args: &RunArgs, folder: &Path) -> Result<u
             grant
         }),
     };
-    if !ctx.global.json && !args.quiet {
+    if !ctx.global.json && !run.quiet {
         eprintln!(
             "Batch: {} files {} in {}",
             files.len(),
@@ -392,15 +443,16 @@ pub async fn run_batch(ctx: &Context, args: &RunArgs, folder: &Path) -> Result<u
             folder.display()
         );
     }
-    let store = ctx.open_store(args.ephemeral).await?;
+    let store = ctx.open_store(run.ephemeral).await?;
     let mut runtime = ctx.runtime(store).await?;
-    if args.no_cache {
+    if run.no_cache {
         runtime = runtime.without_cache();
     }
     let id = runtime
         .submit(workflow, Some(folder.display().to_string()))
         .await?;
-    let (outcome, interrupted) = drive(ctx, &runtime, &id, args.quiet, args.watch).await?;
+    let (outcome, interrupted) =
+        drive(ctx.global.json, &runtime, &id, run.quiet, run.watch).await?;
     runtime.registry().shutdown().await;
 
     let rows: Vec<Row> = outcome
@@ -621,134 +673,6 @@ fn truncate(text: &str, width: usize) -> String {
         .rev()
         .collect();
     format!("…{tail}")
-}
-
-#[derive(Args, Debug)]
-pub struct DiscoverArgs {
-    /// The folder to look at
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
-    /// Look into subfolders too
-    #[arg(long, short = 'r')]
-    pub recursive: bool,
-}
-
-pub fn discover(ctx: &Context, args: DiscoverArgs) -> Result<u8, GzError> {
-    let files = walk(&args.dir, args.recursive)?;
-    struct Group {
-        count: usize,
-        bytes: u64,
-        extensions: BTreeMap<String, usize>,
-    }
-    let mut groups: BTreeMap<FileKind, Group> = BTreeMap::new();
-    for path in &files {
-        let group = groups.entry(FileKind::of(path)).or_insert(Group {
-            count: 0,
-            bytes: 0,
-            extensions: BTreeMap::new(),
-        });
-        group.count += 1;
-        group.bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        *group.extensions.entry(extension(path)).or_default() += 1;
-    }
-    let dir = args.dir.display().to_string();
-    let quoted = if dir.contains([' ', '\'', '"']) {
-        format!("'{dir}'")
-    } else {
-        dir.clone()
-    };
-    let recursive = if args.recursive { " --recursive" } else { "" };
-    let ext_list = |group: &Group| -> Vec<String> {
-        group
-            .extensions
-            .keys()
-            .filter(|e| !e.is_empty())
-            .map(|e| format!(".{e}"))
-            .collect()
-    };
-    let mut suggestions = Vec::new();
-    for (kind, group) in &groups {
-        let exts = ext_list(group).join(",");
-        let line = match kind {
-            FileKind::Text => format!("gleitzeit run --batch-folder {quoted}{recursive} --type text --extensions {exts} --prompt \"Summarize this document\""),
-            FileKind::Vision => format!("gleitzeit run --batch-folder {quoted}{recursive} --type vision --prompt \"Describe this image\" --model llava"),
-            FileKind::Data => format!("gleitzeit run --batch-folder {quoted}{recursive} --extensions {exts} --method python/execute --code \"result = sum(1 for _ in open(inputs['file_path']))\""),
-            FileKind::Code => format!("gleitzeit run --batch-folder {quoted}{recursive} --extensions {exts} --prompt \"Review this code\""),
-            FileKind::Other => continue,
-        };
-        suggestions.push(line);
-    }
-    if ctx.global.json {
-        let kinds: Vec<Value> = groups
-            .iter()
-            .map(|(kind, g)| {
-                json!({"type": kind.label(), "files": g.count, "bytes": g.bytes, "extensions": g.extensions})
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({"folder": dir, "files": files.len(), "types": kinds, "suggestions": suggestions})
-        );
-        return Ok(output::EXIT_OK);
-    }
-    let paint = Paint(output::color_stdout());
-    let total: u64 = groups.values().map(|g| g.bytes).sum();
-    println!("{dir}: {} files, {}", files.len(), size(total));
-    if files.is_empty() {
-        println!(
-            "Nothing to batch here{}.",
-            if args.recursive {
-                ""
-            } else {
-                " (add --recursive to look into subfolders)"
-            }
-        );
-        return Ok(output::EXIT_OK);
-    }
-    println!();
-    println!(
-        "{}",
-        paint.bold(&format!(
-            "{:<6}  {:>5}  {:>9}  EXTENSIONS",
-            "TYPE", "FILES", "SIZE"
-        ))
-    );
-    for (kind, group) in &groups {
-        let list: Vec<String> = group
-            .extensions
-            .iter()
-            .map(|(e, n)| {
-                if e.is_empty() {
-                    format!("(none) ({n})")
-                } else {
-                    format!(".{e} ({n})")
-                }
-            })
-            .collect();
-        println!(
-            "{:<6}  {:>5}  {:>9}  {}",
-            kind.label(),
-            group.count,
-            size(group.bytes),
-            list.join(", ")
-        );
-    }
-    if !suggestions.is_empty() {
-        println!();
-        println!("{}", paint.bold("Suggested batch commands:"));
-        for line in &suggestions {
-            println!("  {line}");
-        }
-    }
-    Ok(output::EXIT_OK)
-}
-
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b < 1024 => format!("{b} B"),
-        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{:.1} MiB", b as f64 / 1048576.0),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,53 @@
+//! `gleitzeit get ID` (also `workflow get|status`): one workflow with its
+//! tasks, results and errors.
+
+use crate::context::Context;
+use crate::output::{self, format_time, Paint};
+use crate::progress::summary;
+use crate::service;
+use clap::Args;
+use gleitzeit_core::GzError;
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Workflow id (a unique prefix is enough)
+    pub id: String,
+}
+
+pub async fn run(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
+    let view = service::connect(ctx).await?.workflow(&args.id).await?;
+    if ctx.global.json {
+        println!("{}", serde_json::to_value(&view).unwrap_or_default());
+        return Ok(output::EXIT_OK);
+    }
+    let paint = Paint(output::color_stdout());
+    print!("{}", summary(&view, &paint));
+    println!(
+        "  {} {}",
+        paint.dim("created"),
+        format_time(view.created_ms)
+    );
+    if let Some(source) = &view.source {
+        println!("  {} {source}", paint.dim("source "));
+    }
+    let tokens = view.usage["total_tokens"].as_u64().unwrap_or(0);
+    if tokens > 0 {
+        println!(
+            "  {} {} prompt + {} completion tokens in {} LLM call(s), {}",
+            paint.dim("usage  "),
+            view.usage["prompt_tokens"],
+            view.usage["completion_tokens"],
+            view.usage["llm_calls"],
+            output::cost_text(&view.usage)
+        );
+    }
+    if let Some(error) = &view.error {
+        println!(
+            "  {} {} {}",
+            paint.dim("error  "),
+            error.code,
+            error.message
+        );
+    }
+    Ok(output::EXIT_OK)
+}

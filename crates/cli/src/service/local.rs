@@ -1,0 +1,411 @@
+//! The service of this machine: its store, and a runtime of its own for what
+//! needs one (cancel, resume, health). Both are opened when first needed.
+
+use super::{
+    Cancelled, CreatedKey, EventStream, KeyView, NewKey, Rejected, Resumed, Runner, StatusReport,
+    Submitted, Whoami, WorkflowService,
+};
+use crate::context::Context;
+use gleitzeit_core::events::Event;
+use gleitzeit_core::parse;
+use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
+use gleitzeit_runtime::{process_alive, Runtime};
+use gleitzeit_server::auth::admin;
+use gleitzeit_server::views::WorkflowView;
+use gleitzeit_store::{AuditEntry, ListFilter, Store, UserRecord, WorkflowSummary};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+pub struct LocalService {
+    ctx: Context,
+    store: OnceCell<Arc<dyn Store>>,
+    runtime: OnceCell<Runtime>,
+}
+
+impl LocalService {
+    pub fn new(ctx: &Context) -> LocalService {
+        LocalService {
+            ctx: ctx.clone(),
+            store: OnceCell::new(),
+            runtime: OnceCell::new(),
+        }
+    }
+
+    async fn store(&self) -> Result<Arc<dyn Store>, GzError> {
+        self.store
+            .get_or_try_init(|| self.ctx.open_store(false))
+            .await
+            .cloned()
+    }
+
+    async fn runtime(&self) -> Result<&Runtime, GzError> {
+        self.runtime
+            .get_or_try_init(|| async { self.ctx.runtime(self.store().await?).await })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl WorkflowService for LocalService {
+    fn location(&self) -> String {
+        "local".to_string()
+    }
+
+    async fn list(
+        &self,
+        state: Option<WorkflowState>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<WorkflowSummary>, GzError> {
+        Ok(self
+            .store()
+            .await?
+            .list_workflows(&ListFilter {
+                submitted_by: None,
+                state,
+                limit,
+                offset,
+            })
+            .await?)
+    }
+
+    async fn workflow(&self, id: &str) -> Result<WorkflowView, GzError> {
+        let store = self.store().await?;
+        let record = store.find_workflow(id).await?;
+        let tasks = store.tasks(&record.id).await?;
+        Ok(WorkflowView::new(&record, &tasks))
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Cancelled, GzError> {
+        let runtime = self.runtime().await?;
+        let before = runtime.store().find_workflow(id).await?;
+        let after = runtime.cancel(&before.id).await?;
+        Ok(Cancelled {
+            workflow_id: after.id,
+            was_terminal: before.state.is_terminal(),
+            state: after.state,
+            cancel_requested: after.cancel_requested,
+        })
+    }
+
+    async fn resume(&self, id: &str) -> Result<Resumed, GzError> {
+        let record = self.store().await?.find_workflow(id).await?;
+        Ok(Resumed {
+            workflow_id: record.id,
+            on_server: None,
+        })
+    }
+
+    async fn submit(
+        &self,
+        text: &str,
+        file: &str,
+        overrides: &Map<String, Value>,
+    ) -> Result<Result<Submitted, Rejected>, GzError> {
+        if self.ctx.backend() == "memory" {
+            return Err(GzError::new(
+                ErrorCode::InvalidArgument,
+                "the memory backend keeps nothing after this process, so there is nothing to submit to",
+            )
+            .with_hint("Use `gleitzeit run FILE`, or start `gleitzeit serve` and submit to it."));
+        }
+        let runtime = self.runtime().await?;
+        let workflow = match parse::load_with(
+            text,
+            file,
+            runtime.registry(),
+            overrides,
+            &crate::launch::FsIncludes,
+            runtime.limits(),
+        ) {
+            Ok(workflow) => workflow,
+            Err(diagnostics) => return Ok(Err(diagnostics)),
+        };
+        let name = workflow.name.clone();
+        let total_tasks = workflow.tasks.len();
+        let workflow_id = runtime.submit(workflow, Some(file.to_string())).await?;
+        Ok(Ok(Submitted {
+            workflow_id,
+            name,
+            state: WorkflowState::Pending.as_str().to_string(),
+            total_tasks,
+            links: None,
+        }))
+    }
+
+    async fn start(&self, submitted: &Submitted) -> Result<Runner, GzError> {
+        let (pid, log) = spawn_background_run(&self.ctx, &submitted.workflow_id)?;
+        Ok(Runner::Process { pid, log })
+    }
+
+    async fn run_to_end(&self, id: &str, quiet: bool) -> Result<u8, GzError> {
+        let runtime = self.runtime().await?;
+        crate::launch::execute(self.ctx.global.json, runtime, id, quiet, false).await
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<Event>, GzError> {
+        let store = self.store().await?;
+        let record = store.find_workflow(id).await?;
+        Ok(gleitzeit_core::events::expand_all(
+            store.events(Some(&record.id), 0, 0).await?,
+        ))
+    }
+
+    async fn latest_event_seq(&self) -> Result<u64, GzError> {
+        Ok(self.store().await?.latest_event_seq().await?)
+    }
+
+    async fn follow(
+        &self,
+        workflow_id: Option<String>,
+        types: Option<Vec<String>>,
+        after: Option<u64>,
+    ) -> Result<EventStream, GzError> {
+        Ok(follow_store(self.store().await?, workflow_id, types, after))
+    }
+
+    async fn stats(&self, range_minutes: u64) -> Result<Value, GzError> {
+        let store = self.store().await?;
+        gleitzeit_server::views::stats(store.as_ref(), range_minutes, 0).await
+    }
+
+    async fn health(&self) -> Result<Value, GzError> {
+        let runtime = self.runtime().await?;
+        let report = gleitzeit_server::check_health(runtime, 0, Duration::ZERO, true).await;
+        serde_json::to_value(report)
+            .map_err(|e| GzError::new(ErrorCode::InternalError, format!("health report: {e}")))
+    }
+
+    async fn status(&self) -> Result<StatusReport, GzError> {
+        let ctx = &self.ctx;
+        let store = self.store().await?;
+        let stats = store.stats().await?;
+        let running = self.list(Some(WorkflowState::Running), 50, 0).await?;
+        let python = if ctx.config.providers.python.enabled {
+            let provider = gleitzeit_providers::python::PythonProvider::new(ctx.python_config());
+            let version = provider.check().await;
+            gleitzeit_providers::Provider::shutdown(&provider).await;
+            version
+        } else {
+            Err(GzError::new(
+                ErrorCode::ProviderUnavailable,
+                "disabled in config",
+            ))
+        };
+        let mut running_info = Vec::new();
+        for w in running {
+            let record = store.workflow(&w.id).await?;
+            let live = record
+                .as_ref()
+                .and_then(|r| r.owner.clone())
+                .is_some_and(|o| process_alive(&o));
+            running_info.push((w, live));
+        }
+        let location = match ctx.backend() {
+            "sqlite" => ctx.config.db_path().display().to_string(),
+            other => other.to_string(),
+        };
+        Ok(StatusReport::Store {
+            backend: ctx.backend().to_string(),
+            location,
+            workflows_by_state: stats.workflows_by_state,
+            tasks_by_state: stats.tasks_by_state,
+            running: running_info,
+            python,
+        })
+    }
+
+    async fn providers(&self) -> Result<Value, GzError> {
+        let runtime = self.runtime().await?;
+        Ok(gleitzeit_server::views::providers(runtime.registry(), true).await)
+    }
+
+    async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError> {
+        if self.ctx.backend() != "redis" {
+            return Ok(Vec::new());
+        }
+        let admin = gleitzeit_cluster::admin::Admin::connect(
+            &self.ctx.redis_url(),
+            self.ctx.redis_prefix(),
+        )
+        .await?;
+        Ok(admin.nodes().await?)
+    }
+
+    async fn whoami(&self) -> Result<Option<Whoami>, GzError> {
+        Ok(None)
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, GzError> {
+        Ok(self.store().await?.users().await?)
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        email: Option<String>,
+        role: &str,
+    ) -> Result<UserRecord, GzError> {
+        let role = admin::parse_role(role)?;
+        admin::create_user(self.store().await?.as_ref(), name, email, role).await
+    }
+
+    async fn disable_user(&self, name: &str) -> Result<UserRecord, GzError> {
+        admin::disable_user(self.store().await?.as_ref(), name).await
+    }
+
+    async fn keys(&self, user: Option<&str>) -> Result<Vec<KeyView>, GzError> {
+        Ok(self
+            .store()
+            .await?
+            .keys()
+            .await?
+            .into_iter()
+            .filter(|k| user.is_none_or(|u| u == k.user))
+            .map(KeyView::from)
+            .collect())
+    }
+
+    async fn create_key(&self, key: NewKey) -> Result<CreatedKey, GzError> {
+        let store = self.store().await?;
+        // Whoever can write the database file is its administrator anyway:
+        // without a user named, the key is the first active admin's.
+        let user = match key.user {
+            Some(u) => u,
+            None => store
+                .users()
+                .await?
+                .into_iter()
+                .find(|u| u.role == "ADMIN" && !u.disabled)
+                .map(|u| u.name)
+                .ok_or_else(|| {
+                    GzError::new(ErrorCode::InvalidArgument, "no user to make a key for")
+                        .with_hint("Run `gleitzeit auth init` first, or pass --user.")
+                })?,
+        };
+        let role = key.role.as_deref().map(admin::parse_role).transpose()?;
+        let (made, record) =
+            admin::create_key(store.as_ref(), &user, &key.label, role, key.expires_days).await?;
+        Ok(CreatedKey {
+            key: made.reveal().to_string(),
+            record: record.into(),
+        })
+    }
+
+    async fn revoke_key(&self, id: &str) -> Result<(), GzError> {
+        let store = self.store().await?;
+        admin::revoke_key(store.as_ref(), id).await?;
+        gleitzeit_server::auth::audit(
+            store.as_ref(),
+            Some("local"),
+            "key.revoke",
+            Some(id),
+            "ok",
+            None,
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, GzError> {
+        Ok(self.store().await?.audit_log(0, limit).await?)
+    }
+
+    async fn open(&self) -> Result<(), GzError> {
+        self.runtime().await.map(|_| ())
+    }
+
+    async fn finish(&self) {
+        if let Some(runtime) = self.runtime.get() {
+            runtime.registry().shutdown().await;
+        }
+    }
+}
+
+/// Events from a store as other processes commit them (polled: a store has no
+/// push), after `after` or from now.
+pub fn follow_store(
+    store: Arc<dyn Store>,
+    workflow_id: Option<String>,
+    wanted: Option<Vec<String>>,
+    after: Option<u64>,
+) -> EventStream {
+    Box::pin(async_stream::try_stream! {
+        let mut last = match after {
+            Some(seq) => seq,
+            None => store.latest_event_seq().await?,
+        };
+        loop {
+            let page = store.events(workflow_id.as_deref(), last, 1000).await?;
+            let full = page.len() == 1000;
+            for event in gleitzeit_core::events::expand_all(page) {
+                last = event.seq;
+                if wanted.as_ref().is_none_or(|w| w.contains(&event.kind)) {
+                    yield event;
+                }
+            }
+            if !full {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    })
+}
+
+/// `gleitzeit resume ID -q` in its own session, so it outlives this command
+/// and the terminal.
+fn spawn_background_run(ctx: &Context, id: &str) -> Result<(u32, String), GzError> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| {
+        GzError::new(
+            ErrorCode::InternalError,
+            format!("cannot find this program: {e}"),
+        )
+    })?;
+    let logs = crate::config::home_dir().join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| {
+        GzError::new(
+            ErrorCode::FileWriteFailed,
+            format!("cannot create {}: {e}", logs.display()),
+        )
+    })?;
+    let log_path = logs.join(format!("{id}.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| {
+        GzError::new(
+            ErrorCode::FileWriteFailed,
+            format!("cannot create {}: {e}", log_path.display()),
+        )
+    })?;
+    let mut command = std::process::Command::new(exe);
+    if let Some(config) = &ctx.global.config {
+        command.arg("--config").arg(config);
+    }
+    command
+        .arg("--backend")
+        .arg(ctx.backend())
+        .arg("--db")
+        .arg(ctx.config.db_path())
+        .arg("--local")
+        .args(["resume", id, "--quiet"])
+        .stdin(std::process::Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| GzError::new(ErrorCode::FileWriteFailed, format!("log file: {e}")))?,
+        )
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and only detaches the child.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|e| {
+        GzError::new(
+            ErrorCode::ServiceStartFailed,
+            format!("cannot start a background run: {e}"),
+        )
+    })?;
+    Ok((child.id(), log_path.display().to_string()))
+}

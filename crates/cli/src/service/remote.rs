@@ -1,0 +1,369 @@
+//! The service of a Gleitzeit server, over its REST API. Answers are read into
+//! the types both sides share; one that does not fit is an error naming the
+//! endpoint, never an empty result.
+
+use super::{
+    Cancelled, CreatedKey, EventStream, KeyView, NewKey, Rejected, Resumed, Runner, StatusReport,
+    Submitted, Whoami, WorkflowService,
+};
+use crate::client::Client;
+use crate::context::Context;
+use gleitzeit_core::events::Event;
+use gleitzeit_core::parse::Diagnostic;
+use gleitzeit_core::yaml::Pos;
+use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
+use gleitzeit_server::views::WorkflowView;
+use gleitzeit_store::{AuditEntry, UserRecord, WorkflowSummary};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+pub struct RemoteService {
+    /// `--json`: summaries print as JSON.
+    json: bool,
+    client: Client,
+}
+
+impl RemoteService {
+    pub fn new(ctx: &Context, client: Client) -> RemoteService {
+        RemoteService {
+            json: ctx.global.json,
+            client,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WorkflowPage {
+    workflows: Vec<WorkflowSummary>,
+}
+
+#[derive(Deserialize)]
+struct StateAnswer {
+    workflow_id: String,
+    state: WorkflowState,
+    #[serde(default)]
+    cancel_requested: bool,
+}
+
+#[derive(Deserialize)]
+struct ResumeAnswer {
+    workflow_id: String,
+}
+
+#[derive(Deserialize)]
+struct EventPage {
+    events: Vec<Event>,
+    next_after: u64,
+}
+
+#[derive(Deserialize)]
+struct EventsHead {
+    latest_event_seq: u64,
+}
+
+#[derive(Deserialize)]
+struct NodeList {
+    nodes: Vec<gleitzeit_cluster::NodeInfo>,
+}
+
+#[derive(Deserialize)]
+struct UserList {
+    users: Vec<UserRecord>,
+}
+
+#[derive(Deserialize)]
+struct KeyList {
+    keys: Vec<KeyView>,
+}
+
+#[derive(Deserialize)]
+struct NewKeyAnswer {
+    key: String,
+    record: KeyView,
+}
+
+#[derive(Deserialize)]
+struct AuditPage {
+    entries: Vec<AuditEntry>,
+}
+
+/// The problems a server found in a submitted workflow, pointing into the
+/// user's file (the server knows it only by the name it was sent under).
+fn server_diagnostics(error: &GzError, file: &str) -> Vec<Diagnostic> {
+    #[derive(Deserialize)]
+    struct Problem {
+        code: Option<String>,
+        #[serde(default)]
+        message: String,
+        hint: Option<String>,
+        line: Option<usize>,
+        column: Option<usize>,
+    }
+    let problems: Vec<Problem> =
+        serde_json::from_value(error.details["diagnostics"].clone()).unwrap_or_default();
+    problems
+        .into_iter()
+        .map(|p| Diagnostic {
+            code: p
+                .code
+                .as_deref()
+                .and_then(ErrorCode::parse)
+                .unwrap_or(error.code),
+            message: p.message,
+            hint: p.hint,
+            file: file.to_string(),
+            pos: Pos {
+                line: p.line.unwrap_or(1),
+                column: p.column.unwrap_or(1),
+            },
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl WorkflowService for RemoteService {
+    fn location(&self) -> String {
+        self.client.base.clone()
+    }
+
+    async fn list(
+        &self,
+        state: Option<WorkflowState>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<WorkflowSummary>, GzError> {
+        let mut path = format!(
+            "/api/v1/workflows?limit={}&offset={offset}",
+            limit.clamp(1, 1000)
+        );
+        if let Some(state) = state {
+            path.push_str(&format!("&state={}", state.as_str()));
+        }
+        Ok(self.client.get_as::<WorkflowPage>(&path).await?.workflows)
+    }
+
+    async fn workflow(&self, id: &str) -> Result<WorkflowView, GzError> {
+        self.client.get_as(&format!("/api/v1/workflows/{id}")).await
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Cancelled, GzError> {
+        let before = self.workflow(id).await?;
+        let after: StateAnswer = self
+            .client
+            .post_as(&format!("/api/v1/workflows/{id}/cancel"), &[], None)
+            .await?;
+        Ok(Cancelled {
+            workflow_id: after.workflow_id,
+            was_terminal: before.state.is_terminal(),
+            state: after.state,
+            cancel_requested: after.cancel_requested,
+        })
+    }
+
+    async fn resume(&self, id: &str) -> Result<Resumed, GzError> {
+        let answer: ResumeAnswer = self
+            .client
+            .post_as(&format!("/api/v1/workflows/{id}/resume"), &[], None)
+            .await?;
+        Ok(Resumed {
+            workflow_id: answer.workflow_id,
+            on_server: Some(self.client.base.clone()),
+        })
+    }
+
+    async fn submit(
+        &self,
+        text: &str,
+        file: &str,
+        overrides: &Map<String, Value>,
+    ) -> Result<Result<Submitted, Rejected>, GzError> {
+        let query: Vec<(&str, String)> = overrides
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                ("input", format!("{k}={value}"))
+            })
+            .collect();
+        match self
+            .client
+            .post_as("/api/v1/workflows", &query, Some(text.to_string()))
+            .await
+        {
+            Ok(submitted) => Ok(Ok(submitted)),
+            Err(error) if error.details.get("diagnostics").is_some() => {
+                Ok(Err(server_diagnostics(&error, file)))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn start(&self, _submitted: &Submitted) -> Result<Runner, GzError> {
+        // A server starts what it accepts.
+        Ok(Runner::Server {
+            base: self.client.base.clone(),
+        })
+    }
+
+    async fn run_to_end(&self, id: &str, quiet: bool) -> Result<u8, GzError> {
+        self.wait(id, quiet, self.json).await
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<Event>, GzError> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: EventPage = self
+                .client
+                .get_as(&format!(
+                    "/api/v1/workflows/{id}/events?after={after}&limit=10000"
+                ))
+                .await?;
+            all.extend(page.events);
+            if page.next_after == after {
+                return Ok(all);
+            }
+            after = page.next_after;
+        }
+    }
+
+    async fn latest_event_seq(&self) -> Result<u64, GzError> {
+        Ok(self
+            .client
+            .get_as::<EventsHead>("/api/v1/events/head")
+            .await?
+            .latest_event_seq)
+    }
+
+    async fn follow(
+        &self,
+        workflow_id: Option<String>,
+        types: Option<Vec<String>>,
+        after: Option<u64>,
+    ) -> Result<EventStream, GzError> {
+        let mut query = Vec::new();
+        if let Some(id) = &workflow_id {
+            query.push(format!("workflow_id={id}"));
+        }
+        if let Some(types) = &types {
+            query.push(format!("types={}", types.join(",")));
+        }
+        Ok(self.client.events(query.join("&"), after))
+    }
+
+    async fn stats(&self, range_minutes: u64) -> Result<Value, GzError> {
+        self.client
+            .get_as(&format!("/api/v1/stats?range_minutes={range_minutes}"))
+            .await
+    }
+
+    async fn health(&self) -> Result<Value, GzError> {
+        self.client.get_as("/api/v1/health").await
+    }
+
+    async fn status(&self) -> Result<StatusReport, GzError> {
+        let health = self.health().await?;
+        let stats = self.stats(60).await?;
+        let running = self.list(Some(WorkflowState::Running), 50, 0).await?;
+        Ok(StatusReport::Server {
+            base: self.client.base.clone(),
+            health,
+            stats,
+            running,
+        })
+    }
+
+    async fn providers(&self) -> Result<Value, GzError> {
+        self.client.get_as("/api/v1/providers?check=true").await
+    }
+
+    async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError> {
+        Ok(self.client.get_as::<NodeList>("/api/v1/nodes").await?.nodes)
+    }
+
+    async fn whoami(&self) -> Result<Option<Whoami>, GzError> {
+        Ok(Some(self.client.get_as("/api/v1/auth/whoami").await?))
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, GzError> {
+        Ok(self
+            .client
+            .get_as::<UserList>("/api/v1/auth/users")
+            .await?
+            .users)
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        email: Option<String>,
+        role: &str,
+    ) -> Result<UserRecord, GzError> {
+        self.client
+            .post_json_as(
+                "/api/v1/auth/users",
+                &json!({"name": name, "email": email, "role": role}),
+            )
+            .await
+    }
+
+    async fn disable_user(&self, name: &str) -> Result<UserRecord, GzError> {
+        self.client
+            .post_as(&format!("/api/v1/auth/users/{name}/disable"), &[], None)
+            .await
+    }
+
+    async fn keys(&self, user: Option<&str>) -> Result<Vec<KeyView>, GzError> {
+        let path = match user {
+            Some(u) => format!("/api/v1/auth/keys?user={u}"),
+            None => "/api/v1/auth/keys".into(),
+        };
+        Ok(self.client.get_as::<KeyList>(&path).await?.keys)
+    }
+
+    async fn create_key(&self, key: NewKey) -> Result<CreatedKey, GzError> {
+        let user = match key.user {
+            Some(u) => u,
+            None => {
+                self.client
+                    .get_as::<Whoami>("/api/v1/auth/whoami")
+                    .await?
+                    .user
+            }
+        };
+        let made: NewKeyAnswer = self
+            .client
+            .post_json_as(
+                "/api/v1/auth/keys",
+                &json!({"user": user, "name": key.label, "role": key.role, "expires_days": key.expires_days}),
+            )
+            .await?;
+        Ok(CreatedKey {
+            key: made.key,
+            record: made.record,
+        })
+    }
+
+    async fn revoke_key(&self, id: &str) -> Result<(), GzError> {
+        self.client
+            .post(&format!("/api/v1/auth/keys/{id}/revoke"), &[], None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, GzError> {
+        Ok(self
+            .client
+            .get_as::<AuditPage>(&format!("/api/v1/auth/audit?limit={limit}"))
+            .await?
+            .entries)
+    }
+
+    async fn open(&self) -> Result<(), GzError> {
+        Ok(())
+    }
+
+    async fn finish(&self) {}
+}
