@@ -1,7 +1,7 @@
 //! Where client commands go. With `--server URL` (or GLEITZEIT_SERVER) they
 //! talk to that server; otherwise to a server answering on the configured
 //! host and port, if one does; otherwise they read the local store. Both paths
-//! produce the same JSON (`gleitzeit_server::views`), so output does not
+//! produce the same JSON (`gleitzeit_api`), so output does not
 //! depend on where it came from.
 
 use crate::context::Context;

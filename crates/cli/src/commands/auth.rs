@@ -7,9 +7,9 @@ use crate::client::Target;
 use crate::context::Context;
 use crate::output::{self, format_time, Paint};
 use clap::{Args, Subcommand};
+use gleitzeit_auth::admin;
 use gleitzeit_auth::ApiKey;
 use gleitzeit_core::{ErrorCode, GzError};
-use gleitzeit_server::auth::admin;
 use serde_json::{json, Value};
 
 #[derive(Subcommand, Debug)]
@@ -137,7 +137,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
                 println!("Save it now: it is not stored and will not be shown again.");
                 println!("Use it: gleitzeit auth login --api-key KEY --save   (or export GLEITZEIT_API_KEY=KEY)");
                 // Python on the server is arbitrary code: say who may submit it.
-                let policy = gleitzeit_server::policy::Policy::new(
+                let policy = gleitzeit_auth::policy::Policy::new(
                     &ctx.config.auth.methods,
                     &ctx.config.files.root_paths(),
                     &ctx.config.files.role_paths(),
@@ -467,7 +467,7 @@ async fn keys(ctx: &Context, command: KeysCommand, paint: &Paint) -> Result<u8, 
                 None => {
                     let store = ctx.open_store(false).await?;
                     admin::revoke_key(store.as_ref(), &id).await?;
-                    gleitzeit_server::auth::audit(
+                    gleitzeit_auth::admin::audit(
                         store.as_ref(),
                         Some("local"),
                         "key.revoke",

@@ -5,9 +5,9 @@ use crate::client::Target;
 use crate::context::Context;
 use crate::output::{self, format_ms, format_time, Paint};
 use clap::Args;
+use gleitzeit_api::views::WorkflowView;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
 use gleitzeit_runtime::process_alive;
-use gleitzeit_server::views::WorkflowView;
 use gleitzeit_store::{ListFilter, WorkflowSummary};
 use serde_json::json;
 

@@ -9,9 +9,9 @@ use crate::context::Context;
 use crate::output::{self, format_ms, format_time, preview, Paint};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::StreamExt;
+use gleitzeit_api::views::{TaskView, WorkflowView};
 use gleitzeit_core::events::{self, Event};
 use gleitzeit_core::{ErrorCode, GzError};
-use gleitzeit_server::views::{TaskView, WorkflowView};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -581,7 +581,9 @@ async fn stats_value(ctx: &Context, target: &Target, range: u64) -> Result<Value
         }
         Target::Local => {
             let store = ctx.open_store(false).await?;
-            gleitzeit_server::views::stats(store.as_ref(), range, 0).await
+            gleitzeit_api::stats::stats(store.as_ref(), range, 0)
+                .await
+                .map(|stats| serde_json::json!(stats))
         }
     }
 }
@@ -961,7 +963,7 @@ pub async fn health(ctx: &Context, args: HealthArgs) -> Result<u8, GzError> {
         Target::Remote(client) => (client.get("/api/v1/health").await?, client.base.clone()),
         Target::Local => {
             let runtime = ctx.runtime(ctx.open_store(false).await?).await?;
-            let report = gleitzeit_server::check_health(&runtime, 0, Duration::ZERO, true).await;
+            let report = gleitzeit_runtime::health::check(&runtime, 0, Duration::ZERO, true).await;
             runtime.registry().shutdown().await;
             (
                 serde_json::to_value(report).unwrap_or_default(),

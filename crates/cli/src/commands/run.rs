@@ -304,7 +304,7 @@ pub async fn drive(
 }
 
 fn report(ctx: &Context, record: &gleitzeit_store::WorkflowRecord, outcome: &RunOutcome) {
-    let view = gleitzeit_server::views::WorkflowView::new(record, &outcome.tasks);
+    let view = gleitzeit_api::views::WorkflowView::new(record, &outcome.tasks);
     if ctx.global.json {
         println!("{}", serde_json::to_value(&view).unwrap_or_default());
         return;
@@ -357,7 +357,7 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
         let record = runtime.store().find_workflow(&id).await?;
         println!(
             "{}",
-            gleitzeit_server::views::workflow_json(&record, &outcome.tasks)
+            gleitzeit_api::views::workflow_json(&record, &outcome.tasks)
         );
     } else if let Some(error) = &task.error {
         output::print_error(error);
@@ -497,7 +497,7 @@ async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
         let record = runtime.store().find_workflow(&id).await?;
         println!(
             "{}",
-            gleitzeit_server::views::workflow_json(&record, &outcome.tasks)
+            gleitzeit_api::views::workflow_json(&record, &outcome.tasks)
         );
     } else if let Some(error) = &task.error {
         if printed {

@@ -16,10 +16,10 @@ use crate::context::Context;
 use app::{App, Command, Key, Update};
 use clap::Args;
 use futures_util::StreamExt;
+use gleitzeit_api::views::WorkflowView;
 use gleitzeit_cluster::admin::Admin;
 use gleitzeit_core::{ErrorCode, GzError};
 use gleitzeit_runtime::Runtime;
-use gleitzeit_server::views::WorkflowView;
 use gleitzeit_store::{ListFilter, WorkflowSummary};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 use serde_json::Value;
@@ -87,9 +87,9 @@ impl Source {
     async fn providers(&self) -> Result<Value, GzError> {
         match self {
             Source::Remote(client) => client.get("/api/v1/providers?check=true").await,
-            Source::Local { runtime, .. } => {
-                Ok(gleitzeit_server::views::providers(runtime.registry(), true).await)
-            }
+            Source::Local { runtime, .. } => Ok(serde_json::json!(
+                gleitzeit_runtime::health::providers(runtime.registry(), true).await
+            )),
         }
     }
 
