@@ -378,11 +378,7 @@ mod tests {
             json!({"function": "${inputs.f}"})
         )]));
         assert_eq!(
-            policy
-                .admit(Role::User, &mut dynamic)
-                .unwrap_err()
-                .error
-                .code,
+            policy.admit(Role::User, &mut dynamic).unwrap_err().code,
             ErrorCode::PermissionDenied
         );
         let bad_role = BTreeMap::from([("GUEST".to_string(), vec!["*".to_string()])]);
