@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
 from .client import EVENT_TYPES, TERMINAL, Client, Event, WorkflowSource
 from .errors import GleitzeitError
+from .schemas import EventHead
 
 Handler = Callable[[Event], Union[None, Awaitable[None]]]
 
@@ -117,7 +118,8 @@ class GleitzeitCluster:
         """Checks the server and starts delivering events (from now on)."""
         await self.client.health()
         await self.client.whoami()
-        after = (await self.client._call(self.client.sync._get, "/api/v1/events/head")).get("latest_event_seq", 0)
+        head: EventHead = await self.client._call(self.client.sync._get, "/api/v1/events/head")
+        after = head.get("latest_event_seq", 0)
         self._listener = asyncio.ensure_future(self._listen(after))
 
     async def _listen(self, after: int) -> None:

@@ -14,6 +14,7 @@ import urllib.request
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from .errors import GleitzeitError, WorkflowFailed, timed_out, unreachable
+from .schemas import HealthReport, StateResponse, SubmitResponse, TaskView, WhoAmI, WorkflowList, WorkflowView
 from .workflow import Workflow
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -116,10 +117,10 @@ class Client:
 
     # ------------------------------------------------------------ workflows
 
-    def health(self) -> Dict[str, Any]:
+    def health(self) -> HealthReport:
         return self._get("/api/v1/health")
 
-    def whoami(self) -> Dict[str, Any]:
+    def whoami(self) -> WhoAmI:
         return self._get("/api/v1/auth/whoami")
 
     def submit(self, workflow: WorkflowSource, inputs: Optional[Dict[str, Any]] = None) -> str:
@@ -128,21 +129,23 @@ class Client:
         query = {"input": [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in (inputs or {}).items()]}
         answer = self._request("POST", "/api/v1/workflows", body=_document(workflow).encode("utf-8"),
                                content_type="application/yaml", query=query if query["input"] else None)
-        return answer["workflow_id"]
+        submitted: SubmitResponse = answer
+        return submitted["workflow_id"]
 
-    def get(self, workflow_id: str) -> Dict[str, Any]:
+    def get(self, workflow_id: str) -> WorkflowView:
         return self._get(f"/api/v1/workflows/{urllib.parse.quote(workflow_id)}")
 
     def task(self, workflow_id: str, task_id: str) -> Dict[str, Any]:
         return self._get(f"/api/v1/workflows/{urllib.parse.quote(workflow_id)}/tasks/{urllib.parse.quote(task_id)}")
 
     def list(self, state: Optional[str] = None, limit: int = 20, offset: int = 0) -> List[Dict[str, Any]]:
-        return self._get("/api/v1/workflows", state=state, limit=limit, offset=offset)["workflows"]
+        page: WorkflowList = self._get("/api/v1/workflows", state=state, limit=limit, offset=offset)
+        return page["workflows"]
 
-    def cancel(self, workflow_id: str) -> Dict[str, Any]:
+    def cancel(self, workflow_id: str) -> StateResponse:
         return self._post(f"/api/v1/workflows/{urllib.parse.quote(workflow_id)}/cancel")
 
-    def resume(self, workflow_id: str) -> Dict[str, Any]:
+    def resume(self, workflow_id: str) -> StateResponse:
         return self._post(f"/api/v1/workflows/{urllib.parse.quote(workflow_id)}/resume")
 
     def wait(self, workflow_id: str, timeout: Optional[float] = None, raise_on_failure: bool = True) -> Dict[str, Any]:
@@ -152,7 +155,7 @@ class Client:
         for event in self.events(workflow_id=workflow_id, after=0, types=TERMINAL, deadline=deadline):
             if event.type in TERMINAL:
                 break
-        record = self.get(workflow_id)
+        record: WorkflowView = self.get(workflow_id)
         if raise_on_failure and record.get("state") != "completed":
             raise WorkflowFailed(record)
         return record
@@ -163,7 +166,7 @@ class Client:
         return self.wait(self.submit(workflow, inputs), timeout=timeout)
 
     @staticmethod
-    def results(record: Dict[str, Any]) -> Dict[str, Any]:
+    def results(record: WorkflowView) -> Dict[str, Any]:
         """Task id → primary result of a workflow record."""
         return {t["id"]: t.get("result") for t in record.get("tasks", [])}
 
@@ -172,14 +175,15 @@ class Client:
         """One LLM call (``gleitzeit run --text``); returns the response text."""
         workflow = Workflow("prompt")
         workflow.add_text_task("prompt", text, model=model, system=system, **params)
-        record = self.run(workflow, timeout=timeout)
+        record: WorkflowView = self.run(workflow, timeout=timeout)
         return record["tasks"][0]["result"]
 
     def call_function(self, name: str, timeout: Optional[float] = None, **kwargs: Any) -> Any:
         """One built-in function (``gleitzeit run --function``); returns its result."""
         workflow = Workflow(name)
         workflow.add_python_task(name, function_name=name, kwargs=kwargs)
-        return self.run(workflow, timeout=timeout)["tasks"][0]["result"]
+        record: WorkflowView = self.run(workflow, timeout=timeout)
+        return record["tasks"][0]["result"]
 
     # --------------------------------------------------------------- events
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from .schemas import ErrorBody, ErrorView, TaskView, WorkflowView
+
 
 class GleitzeitError(Exception):
     """An error with a stable GZ code (``GZ4004``, ``GZ2020``, …)."""
@@ -27,7 +29,7 @@ class GleitzeitError(Exception):
         self.diagnostics = diagnostics or []
 
     @classmethod
-    def from_body(cls, body: Dict[str, Any], status: Optional[int] = None) -> "GleitzeitError":
+    def from_body(cls, body: ErrorBody, status: Optional[int] = None) -> "GleitzeitError":
         return cls(
             code=str(body.get("code", "GZ8003")),
             message=str(body.get("message", "unknown error")),
@@ -47,11 +49,11 @@ class GleitzeitError(Exception):
 class WorkflowFailed(GleitzeitError):
     """A workflow ended failed or cancelled; ``workflow`` holds its full record."""
 
-    def __init__(self, workflow: Dict[str, Any]) -> None:
+    def __init__(self, workflow: WorkflowView) -> None:
         # The failed task's own error is the precise one (GZ2020 for a
         # Python exception); the workflow's wraps it.
-        failed = [t for t in workflow.get("tasks", []) if t.get("state") == "failed"]
-        error = (failed[0].get("error") if failed else None) or workflow.get("error") or {}
+        failed: List[TaskView] = [t for t in workflow.get("tasks", []) if t.get("state") == "failed"]
+        error: ErrorView = (failed[0].get("error") if failed else None) or workflow.get("error") or {}
         super().__init__(
             code=str(error.get("code", "GZ2001")),
             message=str(error.get("message", f"workflow {workflow.get('state')}")),

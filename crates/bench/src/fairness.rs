@@ -6,7 +6,7 @@
 //! (`--quick`: 2,000).
 
 use crate::http::{client_builder, free_port, init_auth, percentile, round, ServerProcess};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,7 +159,7 @@ fn one(binary: &Path, dir: &Path, n: usize) -> Result<Value> {
         let stop = Arc::new(AtomicBool::new(false));
         let loaded = tokio::spawn(sample(base.clone(), stop.clone()));
         let started = Instant::now();
-        let answer: Value = client_builder()
+        let answer: gleitzeit_api::workflows::SubmitResponse = client_builder()
             .build()?
             .post(format!("{base}/api/v1/workflows"))
             .body(heavy(n))
@@ -169,10 +169,7 @@ fn one(binary: &Path, dir: &Path, n: usize) -> Result<Value> {
             .json()
             .await?;
         let submit_s = started.elapsed().as_secs_f64();
-        let id = answer["workflow_id"]
-            .as_str()
-            .context("no workflow id")?
-            .to_string();
+        let id = answer.workflow_id;
         wait_finished(&base, &id).await?;
         let run_s = started.elapsed().as_secs_f64();
         // Four replays of everything stored, still sampled.

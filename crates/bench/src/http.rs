@@ -300,7 +300,7 @@ async fn submit_all(base: &str, total: usize) -> Result<Vec<f64>> {
 }
 
 async fn completed_count(base: &str) -> Result<usize> {
-    let list: Value = client_builder()
+    let list: gleitzeit_api::workflows::WorkflowList = client_builder()
         .build()?
         .get(format!(
             "{base}/api/v1/workflows?state=completed&limit=1000"
@@ -310,7 +310,7 @@ async fn completed_count(base: &str) -> Result<usize> {
         .error_for_status()?
         .json()
         .await?;
-    Ok(list["workflows"].as_array().map_or(0, Vec::len))
+    Ok(list.workflows.len())
 }
 
 struct Measured {

@@ -191,8 +191,9 @@ async fn submit_all(base: &str, total: usize) -> Result<HashMap<String, usize>> 
                 if status != reqwest::StatusCode::CREATED {
                     bail!("submit answered {status}: {answer}");
                 }
-                let id = answer["workflow_id"].as_str().context("workflow_id")?;
-                ids.push((id.to_string(), n));
+                let answer: gleitzeit_api::workflows::SubmitResponse =
+                    serde_json::from_value(answer).context("submit answer")?;
+                ids.push((answer.workflow_id, n));
             }
         }
     });
@@ -201,17 +202,16 @@ async fn submit_all(base: &str, total: usize) -> Result<HashMap<String, usize>> 
 }
 
 async fn finished_count(client: &reqwest::Client, base: &str) -> Result<u64> {
-    let stats: Value = client
+    let stats: gleitzeit_api::stats::Stats = client
         .get(format!("{base}/api/v1/stats"))
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    let by_state = &stats["workflows_by_state"];
     Ok(["completed", "failed", "cancelled"]
         .iter()
-        .filter_map(|s| by_state[*s].as_u64())
+        .filter_map(|s| stats.workflows_by_state.get(*s))
         .sum())
 }
 
@@ -227,14 +227,14 @@ struct Checked {
 }
 
 async fn check(client: &reqwest::Client, base: &str, id: &str, n: usize) -> Result<Checked> {
-    let view: Value = client
+    let view: gleitzeit_api::views::WorkflowView = client
         .get(format!("{base}/api/v1/workflows/{id}"))
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    let events: Value = client
+    let events: gleitzeit_api::workflows::EventPage = client
         .get(format!("{base}/api/v1/workflows/{id}/events?limit=1000"))
         .send()
         .await?
@@ -242,26 +242,27 @@ async fn check(client: &reqwest::Client, base: &str, id: &str, n: usize) -> Resu
         .json()
         .await?;
     let mut completions: HashMap<String, usize> = HashMap::new();
-    for event in events["events"].as_array().into_iter().flatten() {
-        if event["type"] == "task_completed" {
-            let task = event["data"]["task_id"].as_str().unwrap_or_default();
+    for event in &events.events {
+        if event.kind == "task_completed" {
+            let task = event.data["task_id"].as_str().unwrap_or_default();
             *completions.entry(task.to_string()).or_default() += 1;
         }
     }
-    let tasks = view["tasks"].as_array().cloned().unwrap_or_default();
     let mut missing_tasks = 0;
     for (task_id, value) in expected(n) {
-        let ok = tasks.iter().any(|t| {
-            t["id"] == task_id && t["state"] == "completed" && t["result"].as_u64() == Some(value)
+        let ok = view.tasks.iter().any(|t| {
+            t.id == task_id
+                && t.state == gleitzeit_core::TaskState::Completed
+                && t.result.as_ref().and_then(Value::as_u64) == Some(value)
         }) && completions.get(task_id) == Some(&1);
         if !ok {
             missing_tasks += 1;
         }
     }
-    let created_ms = view["created_ms"].as_i64().unwrap_or(0);
-    let finished_ms = view["finished_ms"].as_i64();
+    let created_ms = view.created_ms;
+    let finished_ms = view.finished_ms;
     Ok(Checked {
-        whole: view["state"] == "completed" && missing_tasks == 0,
+        whole: view.state == gleitzeit_core::WorkflowState::Completed && missing_tasks == 0,
         missing_tasks,
         latency_ms: finished_ms.map(|f| (f - created_ms) as f64),
         finished_ms,

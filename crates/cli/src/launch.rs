@@ -5,12 +5,12 @@
 
 use crate::output::{self, render_diagnostics, Paint};
 use crate::progress::{summary, Display};
+use gleitzeit_api::views::WorkflowView;
 use gleitzeit_core::events::{self, Event};
 use gleitzeit_core::model::{RetryPolicy, TaskSpec};
 use gleitzeit_core::parse::{self, parse_input_override, Diagnostic, Includes};
 use gleitzeit_core::{ErrorCode, GzError, Workflow, WorkflowState};
 use gleitzeit_runtime::{RunOutcome, Runtime};
-use gleitzeit_server::views::WorkflowView;
 use gleitzeit_store::WorkflowRecord;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};

@@ -109,7 +109,7 @@ pub fn render_diagnostics(diagnostics: &[Diagnostic], file: &str, paint: &Paint)
 }
 
 pub fn json_error(error: &GzError) -> serde_json::Value {
-    gleitzeit_server::views::error_json(error)
+    gleitzeit_api::error_json(error)
 }
 
 /// `{"completed": 3, "failed": 1}` as `completed 3, failed 1` (or `none`).

@@ -5,9 +5,9 @@
 //! plain timestamped lines, one per event.
 
 use crate::output::{color_stderr, format_ms, preview, Paint};
+use gleitzeit_api::views::WorkflowView;
 use gleitzeit_core::events::{self, Event};
 use gleitzeit_core::TaskState;
-use gleitzeit_server::views::WorkflowView;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -8,6 +8,7 @@
 mod cache;
 mod call;
 mod execution;
+pub mod health;
 mod live;
 mod scope;
 

@@ -8,6 +8,139 @@ import { drawGraph, drawGrouped, GROUP_THRESHOLD } from "./dag.js";
 const main = document.getElementById("main");
 const banner = document.getElementById("banner");
 
+// ------------------------------------------------------- the API's shapes
+
+// What this page reads from the API's answers. Each typedef is named after a
+// schema of /api/v1/openapi.json and lists only the fields read here; the
+// server's contract test (crates/server/tests/contract.rs) checks every
+// typedef against docs/openapi.json, and every read of a value annotated
+// with one (`@type`, `@param`) against the typedef.
+
+/**
+ * @typedef {Object} WhoAmI
+ * @property {string} user
+ * @property {string} role
+ *
+ * @typedef {Object} WorkflowList
+ * @property {Array<WorkflowSummaryView>} workflows
+ *
+ * @typedef {Object} WorkflowSummaryView
+ * @property {string} id
+ * @property {string} name
+ * @property {string} state
+ * @property {number} created_ms
+ * @property {number|null} finished_ms
+ * @property {number} total
+ * @property {number} completed
+ * @property {number} failed
+ *
+ * @typedef {Object} EventHead
+ * @property {number} latest_event_seq
+ *
+ * @typedef {Object} EventPage
+ * @property {Array<Object>} events
+ *
+ * @typedef {Object} WorkflowView
+ * @property {string} workflow_id
+ * @property {string} name
+ * @property {string} state
+ * @property {number} created_ms
+ * @property {number|null} started_ms
+ * @property {number|null} finished_ms
+ * @property {number|null} duration_ms
+ * @property {ErrorView|null} error
+ * @property {Usage} usage
+ * @property {Array<TaskView>} tasks
+ *
+ * @typedef {Object} TaskView
+ * @property {string} id
+ * @property {string} method
+ * @property {string} state
+ * @property {Array<string>|undefined} dependencies
+ *
+ * @typedef {Object} Usage
+ * @property {number} llm_calls
+ * @property {number} prompt_tokens
+ * @property {number} completion_tokens
+ * @property {number} total_tokens
+ *
+ * @typedef {Object} ErrorView
+ * @property {string} code
+ * @property {string} message
+ * @property {string} hint
+ * @property {string|null} location
+ *
+ * @typedef {Object} TaskDetail
+ * @property {string} id
+ * @property {string|null} name
+ * @property {string} method
+ * @property {string} state
+ * @property {number} attempt
+ * @property {number|null} started_ms
+ * @property {number|null} finished_ms
+ * @property {number|null} duration_ms
+ * @property {*} result
+ * @property {Object|null} record
+ * @property {ErrorView|null} error
+ * @property {Array<string>|undefined} dependencies
+ * @property {*} parameters
+ * @property {RetryView|undefined} retry
+ * @property {number|null|undefined} timeout
+ *
+ * @typedef {Object} RetryView
+ * @property {number} max_attempts
+ *
+ * @typedef {Object} StreamTicket
+ * @property {string} ticket
+ *
+ * @typedef {Object} SubmitResponse
+ * @property {string} workflow_id
+ *
+ * @typedef {Object} ErrorBody
+ * @property {string} code
+ * @property {string} message
+ * @property {string} hint
+ * @property {Array<DiagnosticBody>|undefined} diagnostics
+ *
+ * @typedef {Object} DiagnosticBody
+ * @property {string} code
+ * @property {string} message
+ * @property {string|undefined} hint
+ * @property {number} line
+ * @property {number} column
+ *
+ * @typedef {Object} ProviderList
+ * @property {Array<ProviderEntry>} providers
+ *
+ * @typedef {Object} ProviderEntry
+ * @property {string} protocol
+ * @property {Array<Object>} methods
+ * @property {ProviderHealthView|undefined} health
+ *
+ * @typedef {Object} ProviderHealthView
+ * @property {string} status
+ * @property {string|undefined} reason
+ *
+ * @typedef {Object} NodeList
+ * @property {boolean} scale_out
+ * @property {Array<NodeView>} nodes
+ *
+ * @typedef {Object} NodeView
+ * @property {string} id
+ * @property {string} host
+ * @property {number} pid
+ * @property {string} version
+ * @property {Object<string, string>} labels
+ * @property {boolean} gpu
+ * @property {Array<string>} capabilities
+ * @property {number} concurrency
+ * @property {number} running
+ * @property {number} completed
+ * @property {number} failed
+ * @property {number} heartbeat_ms
+ * @property {string} state
+ */
+
 // ------------------------------------------------------------------ helpers
 
 function h(tag, attrs = {}, ...children) {
@@ -191,7 +324,7 @@ class Live {
     if (this.params.types) q.set("types", this.params.types);
     if (this.last !== null) q.set("after", String(this.last));
     if (getKey()) {
-      let answer;
+      /** @type {StreamTicket} */ let answer;
       try {
         answer = await api("/api/v1/stream-tickets", { method: "POST" });
       } catch (e) {
@@ -372,7 +505,7 @@ async function whoami() {
     return;
   }
   try {
-    const me = await api("/api/v1/auth/whoami");
+    /** @type {WhoAmI} */ const me = await api("/api/v1/auth/whoami");
     who.textContent = me && me.user ? `${me.user} · ${me.role || ""}` : "";
     logout.hidden = false;
   } catch {
@@ -405,8 +538,8 @@ async function listView() {
   async function load() {
     const q = new URLSearchParams({ limit, offset });
     if (state) q.set("state", state);
-    const data = await api(`/api/v1/workflows?${q}`);
-    const rows = data.workflows.map((w) => {
+    /** @type {WorkflowList} */ const data = await api(`/api/v1/workflows?${q}`);
+    const rows = data.workflows.map((/** @type {WorkflowSummaryView} */ w) => {
       const done = w.completed + w.failed;
       return h("tr", { "data-id": w.id, class: "clickable", onclick: () => (location.hash = `#/workflows/${enc(w.id)}`) },
         h("td", {}, h("a", { href: `#/workflows/${enc(w.id)}` }, w.name)),
@@ -455,6 +588,7 @@ const WORKFLOW_STATE_OF = {
 
 /// The stored duration, else what can be told: a record that was never
 /// marked started (a resumed run) is measured from its creation.
+/** @param {WorkflowView} wf */
 function elapsed(wf) {
   if (wf.duration_ms !== null && wf.duration_ms !== undefined) return wf.duration_ms;
   const from = wf.started_ms || wf.created_ms;
@@ -466,10 +600,11 @@ async function workflowView(id, selectedTask) {
   // The head first, then the snapshot: events between the two are applied
   // again, which is harmless, and none can fall in a gap.
   let head;
-  let wf;
+  /** @type {WorkflowView} */ let wf;
   try {
     // This workflow's newest event: the caller's reach is all a head shows.
-    head = (await api(`/api/v1/events/head?workflow_id=${enc(id)}`)).latest_event_seq;
+    /** @type {EventHead} */ const newest = await api(`/api/v1/events/head?workflow_id=${enc(id)}`);
+    head = newest.latest_event_seq;
     wf = await api(`/api/v1/workflows/${enc(id)}`);
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) {
@@ -483,7 +618,8 @@ async function workflowView(id, selectedTask) {
   // stream carries on after `head`.
   let streamed = [];
   try {
-    streamed = (await api(`/api/v1/workflows/${enc(wf.workflow_id)}/events?types=llm_token,task_output&limit=5000`)).events;
+    /** @type {EventPage} */ const page = await api(`/api/v1/workflows/${enc(wf.workflow_id)}/events?types=llm_token,task_output&limit=5000`);
+    streamed = page.events;
   } catch {
     /* the live part still works */
   }
@@ -508,7 +644,7 @@ async function workflowView(id, selectedTask) {
       if (s === "failed") failed++;
     });
     fill(progress, progressBar(done, failed, states.size));
-    const usage = wf.usage || {};
+    /** @type {Usage} */ const usage = wf.usage || {};
     fill(facts, 
       h("dt", {}, "Id"), h("dd", { class: "mono" }, wf.workflow_id),
       h("dt", {}, "Created"), h("dd", {}, fmtTime(wf.created_ms)),
@@ -541,7 +677,7 @@ async function workflowView(id, selectedTask) {
     graph.select(taskId);
     if (!taskId) return;
     const mine = ++detailSeq;
-    let task;
+    /** @type {TaskDetail} */ let task;
     try {
       task = await api(`/api/v1/workflows/${enc(wf.workflow_id)}/tasks/${enc(taskId)}`);
     } catch (e) {
@@ -555,9 +691,10 @@ async function workflowView(id, selectedTask) {
     paintTask(task);
   }
 
+  /** @param {TaskDetail} t */
   function paintTask(t) {
     const usage = t.record && t.record.usage;
-    const retry = t.retry || {};
+    /** @type {RetryView} */ const retry = t.retry || {};
     const live = outputs.get(t.id);
     fill(detail, 
       h("div", { class: "detail-head" }, h("h2", {}, t.name || t.id), badge(t.state)),
@@ -720,17 +857,18 @@ function submitView() {
     for (const line of inputs.value.split("\n").map((l) => l.trim()).filter(Boolean)) q.append("input", line);
     fill(result);
     try {
-      const answer = await api(`/api/v1/workflows${q.toString() ? "?" + q : ""}`, {
+      /** @type {SubmitResponse} */ const answer = await api(`/api/v1/workflows${q.toString() ? "?" + q : ""}`, {
         method: "POST", body: yaml.value, headers: { "Content-Type": "application/yaml" },
       });
       location.hash = `#/workflows/${enc(answer.workflow_id)}`;
     } catch (err) {
       if (err instanceof ApiError) {
-        const diags = err.body.diagnostics || [];
+        /** @type {ErrorBody} */ const body = err.body;
+        const diags = body.diagnostics || [];
         fill(result, h("div", { class: "error-box", id: "submit-error" },
-          h("strong", {}, `${err.body.code}: ${err.message}`),
-          err.body.hint ? h("p", { class: "hint" }, err.body.hint) : null,
-          diags.length ? h("ul", {}, diags.map((d) => h("li", {},
+          h("strong", {}, `${body.code}: ${err.message}`),
+          body.hint ? h("p", { class: "hint" }, body.hint) : null,
+          diags.length ? h("ul", {}, diags.map((/** @type {DiagnosticBody} */ d) => h("li", {},
             h("span", { class: "mono" }, `line ${d.line}:${d.column} ${d.code}`), " ", d.message,
             d.hint ? h("span", { class: "hint" }, ` — ${d.hint}`) : null))) : null));
       } else failure(err);
@@ -747,8 +885,8 @@ async function providersView() {
   const status = h("span", { class: "muted" });
   async function load(check) {
     status.textContent = check ? "Checking…" : "";
-    const data = await api(`/api/v1/providers${check ? "?check=true" : ""}`);
-    fill(table, ...data.providers.map((p) => h("tr", { "data-protocol": p.protocol },
+    /** @type {ProviderList} */ const data = await api(`/api/v1/providers${check ? "?check=true" : ""}`);
+    fill(table, ...data.providers.map((/** @type {ProviderEntry} */ p) => h("tr", { "data-protocol": p.protocol },
       h("td", { class: "mono" }, p.protocol),
       h("td", {}, (p.methods || []).map((m) => h("span", { class: "chip", title: m.description || "" }, m.method || String(m)))),
       h("td", {}, p.health ? healthCell(p.health) : h("span", { class: "muted" }, "not checked")))));
@@ -763,8 +901,8 @@ async function providersView() {
   return { dispose() {}, resync() { load(false).catch(() => {}); } };
 }
 
+/** @param {ProviderHealthView} health */
 function healthCell(health) {
-  // ProviderHealth: {status: healthy|degraded|unhealthy, reason?, detail?}
   const status = String(health.status || "unknown");
   return h("span", { class: `health health-${status}` }, badge(status),
     health.reason ? h("span", { class: "muted" }, ` ${health.reason}`) : null);
@@ -773,7 +911,7 @@ function healthCell(health) {
 async function nodesView() {
   const host = h("div");
   async function load() {
-    let data;
+    /** @type {NodeList} */ let data;
     try {
       data = await api("/api/v1/nodes");
     } catch (e) {
@@ -792,7 +930,7 @@ async function nodesView() {
     fill(host, nodes.length
       ? h("table", { class: "list", id: "nodes-table" },
         h("thead", {}, h("tr", {}, ["Node", "State", "Host", "Capabilities", "Labels", "Running", "Done / failed", "Last heartbeat"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, nodes.map((n) => h("tr", {},
+        h("tbody", {}, nodes.map((/** @type {NodeView} */ n) => h("tr", {},
           h("td", { class: "mono" }, n.id),
           h("td", {}, badge(n.state || "active")),
           h("td", {}, `${n.host} (pid ${n.pid}, v${n.version})`),

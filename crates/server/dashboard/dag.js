@@ -18,7 +18,7 @@ export function layers(tasks) {
   const byId = new Map(tasks.map((t, i) => [t.id, i]));
   const indegree = new Array(tasks.length).fill(0);
   const children = tasks.map(() => []);
-  tasks.forEach((t, i) => {
+  tasks.forEach((/** @type {TaskView} */ t, i) => {
     for (const dep of t.dependencies || []) {
       const j = byId.get(dep);
       if (j === undefined || j === i) continue;
@@ -109,7 +109,7 @@ export function drawGraph(host, tasks, onSelect) {
   defs.appendChild(marker);
   svg.appendChild(defs);
   const edges = el("g", { class: "edges" });
-  tasks.forEach((t, i) => {
+  tasks.forEach((/** @type {TaskView} */ t, i) => {
     for (const dep of t.dependencies || []) {
       const j = shape.byId.get(dep);
       if (j === undefined) continue;

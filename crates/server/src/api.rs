@@ -7,8 +7,9 @@
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::health::HealthReport;
+use crate::shared::{bad_query, body_bytes, visible_workflow};
 use crate::stream::{self, EventQuery, Filter};
-use crate::{health, views, AppState};
+use crate::{health, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -19,16 +20,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
-use gleitzeit_auth::roles::Reach;
+use gleitzeit_api::health::HealthSummary;
+use gleitzeit_api::stats::{Stats, StatsQuery};
+use gleitzeit_api::system::{ErrorList, FunctionList, NodeList, NodeView, ProviderList};
+use gleitzeit_api::views::WorkflowView;
+use gleitzeit_api::workflows::{
+    EventHead, EventPage, HeadQuery, HistoryQuery, ListQuery, StateResponse, StreamTicket,
+    SubmitResponse, TaskDetail, TaskFromFile, WorkflowList,
+};
 use gleitzeit_auth::Permission;
 use gleitzeit_core::{parse, ErrorCode, GzError, WorkflowState};
-use gleitzeit_store::{ListFilter, WorkflowSummary};
-use serde::{Deserialize, Serialize};
+use gleitzeit_store::ListFilter;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -41,13 +48,16 @@ use utoipa_axum::routes;
     tags(
         (name = "workflows", description = "Submit, list, inspect, cancel and resume workflows"),
         (name = "events", description = "Live events: SSE, WebSocket (and Socket.IO at /socket.io/)"),
-        (name = "system", description = "Health, metrics, providers, functions and the error registry")
-    )
+        (name = "system", description = "Health, metrics, providers, functions and the error registry"),
+        (name = "auth", description = "The caller, users, API keys and the audit log")
+    ),
+    components(schemas(HealthSummary))
 )]
 struct ApiDoc;
 
-pub(crate) fn router(state: AppState) -> Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every documented route; the router serves them and the document lists them.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(submit_workflow, list_workflows))
         .routes(routes!(get_workflow))
         .routes(routes!(cancel_workflow))
@@ -79,7 +89,16 @@ pub(crate) fn router(state: AppState) -> Router {
         ))
         .routes(routes!(crate::auth_api::revoke_key))
         .routes(routes!(crate::auth_api::audit_log))
-        .split_for_parts();
+}
+
+/// The OpenAPI document `/api/v1/openapi.json` serves (and `docs/openapi.json`
+/// holds).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().split_for_parts().1
+}
+
+pub(crate) fn router(state: AppState) -> Router {
+    let (router, openapi) = documented_routes().split_for_parts();
     let openapi = Arc::new(openapi);
     let socketio = crate::socketio::layer(state.clone());
     router
@@ -140,62 +159,7 @@ async fn method_not_allowed() -> ApiError {
     error
 }
 
-pub(crate) fn bad_query(rejection: QueryRejection) -> ApiError {
-    ApiError::new(
-        ErrorCode::MalformedRequest,
-        format!("bad query string: {}", rejection.body_text()),
-    )
-}
-
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorCode::RequestTooLarge,
-                format!("request body is larger than {limit} bytes"),
-            )
-        } else {
-            ApiError::new(
-                ErrorCode::MalformedRequest,
-                format!("cannot read the request body: {}", rejection.body_text()),
-            )
-        }
-    })
-}
-
 // ---------------------------------------------------------------- workflows
-
-/// The workflow an id (or unique prefix) names, if the caller may act on it
-/// with `permission`. Ids and prefixes resolve only among the workflows the
-/// caller reaches, so another user's workflow answers exactly like a missing
-/// one and a prefix never lists ids the caller may not see.
-async fn visible_workflow(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-    permission: Permission,
-) -> Result<gleitzeit_store::WorkflowRecord, ApiError> {
-    let store = state.runtime.store();
-    let found = match principal.reach(permission) {
-        Reach::All => store.find_workflow(id).await,
-        Reach::Own => store.find_workflow_of(id, &principal.user).await,
-        Reach::None => Err(gleitzeit_store::StoreError::WorkflowNotFound(
-            id.to_string(),
-        )),
-    };
-    Ok(found?)
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SubmitResponse {
-    pub workflow_id: String,
-    pub name: String,
-    /// `pending` until the run starts a moment later.
-    pub state: String,
-    pub total_tasks: usize,
-    /// Where to follow it: the workflow and its event stream.
-    pub links: BTreeMap<String, String>,
-}
 
 /// Submit a workflow.
 ///
@@ -302,25 +266,6 @@ async fn submit_workflow(
     ))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// pending, running, completed, failed, cancelled
-    pub state: Option<String>,
-    /// Page size, 1–1000 (default 20).
-    pub limit: Option<usize>,
-    /// Skip this many (newest first).
-    pub offset: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WorkflowList {
-    #[schema(value_type = Vec<Object>)]
-    pub workflows: Vec<WorkflowSummary>,
-    pub limit: usize,
-    pub offset: usize,
-}
-
 /// List workflows, newest first.
 #[utoipa::path(
     get,
@@ -361,7 +306,7 @@ async fn list_workflows(
         .await
         .map_err(GzError::from)?;
     Ok(Json(WorkflowList {
-        workflows,
+        workflows: workflows.into_iter().map(Into::into).collect(),
         limit,
         offset,
     }))
@@ -373,24 +318,17 @@ async fn list_workflows(
     path = "/api/v1/workflows/{id}",
     tag = "workflows",
     params(("id" = String, Path, description = "Workflow id or a unique prefix")),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+    responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody))
 )]
 async fn get_workflow(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowView>, ApiError> {
     let store = state.runtime.store();
     let record = visible_workflow(&state, &principal, &id, Permission::ReadWorkflows).await?;
     let tasks = store.tasks(&record.id).await?;
-    Ok(Json(views::workflow_json(&record, &tasks)))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct StateResponse {
-    pub workflow_id: String,
-    pub state: String,
-    pub cancel_requested: bool,
+    Ok(Json(WorkflowView::new(&record, &tasks)))
 }
 
 /// Cancel a workflow. Tasks in flight are stopped; the answer shows the state
@@ -466,13 +404,13 @@ async fn resume_workflow(
         ("id" = String, Path, description = "Workflow id or a unique prefix"),
         ("task_id" = String, Path, description = "Task id as in the workflow file")
     ),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+    responses((status = 200, body = TaskDetail), (status = 404, body = ErrorBody))
 )]
 async fn get_task(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path((id, task_id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskDetail>, ApiError> {
     let store = state.runtime.store();
     let record = visible_workflow(&state, &principal, &id, Permission::ReadWorkflows).await?;
     let tasks = store.tasks(&record.id).await?;
@@ -482,38 +420,19 @@ async fn get_task(
             format!("workflow {} has no task `{task_id}`", record.id),
         )
     })?;
-    let mut view = views::task_json(task);
-    view["workflow_id"] = json!(record.id);
+    let mut view = gleitzeit_api::views::TaskView::new(task);
     // What the file asked for, so a task can be understood without its YAML:
     // parameters as written (references unresolved) and the retry policy
     // the attempt count is measured against.
-    if let Some(spec) = record.spec.tasks.iter().find(|s| s.id == task.task_id) {
-        view["name"] = json!(spec.name);
-        view["parameters"] = spec.params.clone();
-        view["dependencies"] = json!(spec.dependencies);
-        view["retry"] = json!(spec.retry);
-        view["timeout"] = json!(spec.timeout);
+    let spec = record.spec.tasks.iter().find(|s| s.id == task.task_id);
+    if let Some(spec) = spec {
+        view.dependencies = spec.dependencies.clone();
     }
-    Ok(Json(view))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct HistoryQuery {
-    /// Only events after this id.
-    pub after: Option<u64>,
-    /// At most this many (default 1000, max 10000).
-    pub limit: Option<usize>,
-    /// Comma-separated event types.
-    pub types: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EventPage {
-    #[schema(value_type = Vec<Object>)]
-    pub events: Vec<gleitzeit_core::events::Event>,
-    /// Pass as `after` for the next page (the last id read).
-    pub next_after: u64,
+    Ok(Json(TaskDetail {
+        task: view,
+        workflow_id: record.id.clone(),
+        spec: spec.map(TaskFromFile::new),
+    }))
 }
 
 /// A workflow's stored events (its log), oldest first.
@@ -632,13 +551,6 @@ async fn events_sse(
         .into_response())
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct HeadQuery {
-    /// Only this workflow's newest event (id or a unique prefix).
-    pub workflow_id: Option<String>,
-}
-
 /// The newest event id the caller may see — of one workflow, or of all the
 /// caller reaches: where a stream that wants "from now on" starts, or how
 /// far a client is behind. A caller who sees only their own workflows learns
@@ -648,13 +560,13 @@ pub struct HeadQuery {
     path = "/api/v1/events/head",
     tag = "events",
     params(HeadQuery),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+    responses((status = 200, body = EventHead), (status = 404, body = ErrorBody))
 )]
 async fn events_head(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     query: Result<Query<HeadQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventHead>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     let store = state.runtime.store();
     let seq = match (
@@ -682,15 +594,9 @@ async fn events_head(
             newest
         }
     };
-    Ok(Json(json!({ "latest_event_seq": seq })))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct StreamTicket {
-    /// Pass as `?ticket=` to `/api/v1/events` or `/api/v1/ws`; works once.
-    pub ticket: String,
-    /// Seconds until the ticket is void if unused.
-    pub expires_in: u64,
+    Ok(Json(EventHead {
+        latest_event_seq: seq,
+    }))
 }
 
 /// A one-time ticket to open one event stream (SSE or WebSocket) as the
@@ -801,13 +707,6 @@ async fn forward_to_socket(
 
 // ------------------------------------------------------------------- system
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct StatsQuery {
-    /// Window in minutes for throughput and durations (default 60).
-    pub range_minutes: Option<u64>,
-}
-
 /// Counts by state, queue depth, and for the window: tasks finished, failure
 /// rate, durations (p50/p95/max) per method, throughput and LLM tokens.
 #[utoipa::path(
@@ -815,13 +714,13 @@ pub struct StatsQuery {
     path = "/api/v1/stats",
     tag = "system",
     params(StatsQuery),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody))
+    responses((status = 200, body = Stats), (status = 400, body = ErrorBody))
 )]
 async fn stats(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     query: Result<Query<StatsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Stats>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     let range = query.range_minutes.unwrap_or(60).max(1);
     let store = state.runtime.store().as_ref();
@@ -829,8 +728,8 @@ async fn stats(
     // only their own workflows.
     Ok(Json(
         match principal.owner_filter(Permission::ReadWorkflows) {
-            None => views::stats(store, range, state.runs.active_count()).await?,
-            Some(user) => views::stats_of(store, &user, range).await?,
+            None => gleitzeit_api::stats::stats(store, range, state.runs.active_count()).await?,
+            Some(user) => gleitzeit_api::stats::stats_of(store, &user, range).await?,
         },
     ))
 }
@@ -841,16 +740,37 @@ async fn stats(
     get,
     path = "/api/v1/nodes",
     tag = "system",
-    responses((status = 200, body = Object), (status = 503, body = ErrorBody))
+    responses((status = 200, body = NodeList), (status = 503, body = ErrorBody))
 )]
-async fn list_nodes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_nodes(State(state): State<AppState>) -> Result<Json<NodeList>, ApiError> {
     let nodes = match &state.config.cluster {
         Some(cluster) => cluster.nodes().await.map_err(GzError::from)?,
         None => Vec::new(),
     };
-    Ok(Json(
-        json!({ "scale_out": state.config.cluster.is_some(), "nodes": nodes }),
-    ))
+    Ok(Json(NodeList {
+        scale_out: state.config.cluster.is_some(),
+        nodes: nodes.into_iter().map(node_view).collect(),
+    }))
+}
+
+fn node_view(node: gleitzeit_cluster::NodeInfo) -> NodeView {
+    NodeView {
+        id: node.id,
+        host: node.host,
+        pid: node.pid,
+        version: node.version,
+        protocol: node.protocol,
+        labels: node.labels,
+        gpu: node.gpu,
+        capabilities: node.capabilities,
+        concurrency: node.concurrency,
+        running: node.running,
+        completed: node.completed,
+        failed: node.failed,
+        started_ms: node.started_ms,
+        heartbeat_ms: node.heartbeat_ms,
+        state: node.state,
+    }
 }
 
 /// Providers and their methods; with `check=true` also each provider's health
@@ -860,16 +780,16 @@ async fn list_nodes(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     path = "/api/v1/providers",
     tag = "system",
     params(("check" = Option<bool>, Query, description = "Check health now")),
-    responses((status = 200, body = Object))
+    responses((status = 200, body = ProviderList))
 )]
 async fn list_providers(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProviderList>, ApiError> {
     let check = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .any(|(k, v)| k == "check" && (v == "true" || v == "1"));
     Ok(Json(
-        crate::views::providers(state.runtime.registry(), check).await,
+        gleitzeit_runtime::health::providers(state.runtime.registry(), check).await,
     ))
 }
 
@@ -878,10 +798,12 @@ async fn list_providers(
     get,
     path = "/api/v1/functions",
     tag = "system",
-    responses((status = 200, body = Object))
+    responses((status = 200, body = FunctionList))
 )]
-async fn list_functions() -> Json<Value> {
-    Json(json!({ "functions": gleitzeit_functions::all() }))
+async fn list_functions() -> Json<FunctionList> {
+    Json(FunctionList {
+        functions: json!(gleitzeit_functions::all()),
+    })
 }
 
 /// One built-in function.
@@ -907,10 +829,12 @@ async fn show_function(Path(name): Path<String>) -> Result<Json<Value>, ApiError
     get,
     path = "/api/v1/errors",
     tag = "system",
-    responses((status = 200, body = Object))
+    responses((status = 200, body = ErrorList))
 )]
-async fn list_errors() -> Json<Value> {
-    Json(json!({ "errors": gleitzeit_core::errors::REGISTRY }))
+async fn list_errors() -> Json<ErrorList> {
+    Json(ErrorList {
+        errors: json!(gleitzeit_core::errors::REGISTRY),
+    })
 }
 
 /// One error code: meaning, severity, whether retryable, and what to do.
@@ -945,7 +869,7 @@ async fn show_error(Path(code): Path<String>) -> Result<Json<Value>, ApiError> {
     tag = "system",
     params(("quick" = Option<bool>, Query, description = "Skip the provider checks (store and server state only)")),
     responses(
-        (status = 200, description = "healthy or degraded (without a key: only `status`)", body = HealthReport),
+        (status = 200, description = "healthy or degraded (without a key: only `status`, a HealthSummary)", body = HealthReport),
         (status = 503, description = "unhealthy", body = HealthReport)
     )
 )]
@@ -963,7 +887,13 @@ async fn health_check(
         StatusCode::OK
     };
     if principal.anonymous {
-        return (status, Json(json!({ "status": report.status }))).into_response();
+        return (
+            status,
+            Json(HealthSummary {
+                status: report.status,
+            }),
+        )
+            .into_response();
     }
     (status, Json(report)).into_response()
 }

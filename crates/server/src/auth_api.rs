@@ -3,18 +3,19 @@
 
 use crate::auth::{self, admin, Principal};
 use crate::error::{ApiError, ErrorBody};
+use crate::shared::bad_query;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use gleitzeit_api::auth::{
+    AuditLog, AuditQuery, CreatedKey, KeyList, KeyQuery, KeyView, UserList, UserView, WhoAmI,
+};
 use gleitzeit_auth::requests::{parse_body, NewKey, NewUser};
 use gleitzeit_core::ErrorCode;
-use gleitzeit_store::{AuditEntry, KeyRecord, UserRecord};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use utoipa::{IntoParams, ToSchema};
+use gleitzeit_store::{AuditEntry, UserRecord};
 
 fn bad_body(rejection: BytesRejection) -> ApiError {
     ApiError::new(
@@ -23,50 +24,39 @@ fn bad_body(rejection: BytesRejection) -> ApiError {
     )
 }
 
-/// A key as lists show it: never its text or hash.
-fn key_view(key: &KeyRecord) -> Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "user": key.user,
-        "role": key.role,
-        "created_ms": key.created_ms,
-        "expires_ms": key.expires_ms,
-        "revoked_ms": key.revoked_ms,
-    })
-}
-
 /// The caller: user, role, key id, and whether the server requires keys.
 #[utoipa::path(get, path = "/api/v1/auth/whoami", tag = "auth",
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
 pub(crate) async fn whoami(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-) -> Json<Value> {
-    Json(json!({
-        "user": principal.user,
-        "role": principal.role.as_str(),
-        "key_id": principal.key_id,
-        "auth_required": state.config.auth_required,
-    }))
+) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        user: principal.user,
+        role: principal.role.as_str().to_string(),
+        key_id: principal.key_id,
+        auth_required: state.config.auth_required,
+    })
 }
 
 /// Users (ADMIN).
 #[utoipa::path(get, path = "/api/v1/auth/users", tag = "auth",
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub(crate) async fn list_users(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    responses((status = 200, body = UserList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn list_users(State(state): State<AppState>) -> Result<Json<UserList>, ApiError> {
     let users: Vec<UserRecord> = state.runtime.store().users().await?;
-    Ok(Json(json!({ "users": users })))
+    Ok(Json(UserList {
+        users: users.iter().map(UserView::from).collect(),
+    }))
 }
 
 /// Create a user (ADMIN).
 #[utoipa::path(post, path = "/api/v1/auth/users", tag = "auth", request_body = NewUser,
-    responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn create_user(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<UserRecord>), ApiError> {
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let body: NewUser = parse_body(&body.map_err(bad_body)?)?;
     let role = body.validate()?;
     let store = state.runtime.store().as_ref();
@@ -80,18 +70,18 @@ pub(crate) async fn create_user(
         None,
     )
     .await;
-    Ok((StatusCode::CREATED, Json(user)))
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
 
 /// Disable a user: their keys stop working at once (ADMIN).
 #[utoipa::path(post, path = "/api/v1/auth/users/{name}/disable", tag = "auth",
     params(("name" = String, Path, description = "User name")),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn disable_user(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
-) -> Result<Json<UserRecord>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     let store = state.runtime.store().as_ref();
     let user = admin::disable_user(store, &name).await?;
     // Open streams of the user's keys close now, not at their next check.
@@ -105,42 +95,27 @@ pub(crate) async fn disable_user(
         None,
     )
     .await;
-    Ok(Json(user))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct KeyQuery {
-    /// Only this user's keys.
-    user: Option<String>,
+    Ok(Json(UserView::from(&user)))
 }
 
 /// API keys: ids, owners, expiry and revocation — never the keys (ADMIN).
 #[utoipa::path(get, path = "/api/v1/auth/keys", tag = "auth", params(KeyQuery),
-    responses((status = 200, body = Object), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = KeyList), (status = 403, body = ErrorBody)))]
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
     query: Result<Query<KeyQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(crate::api::bad_query)?;
-    let keys: Vec<Value> = state
+) -> Result<Json<KeyList>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let keys: Vec<KeyView> = state
         .runtime
         .store()
         .keys()
         .await?
         .iter()
         .filter(|k| query.user.as_ref().is_none_or(|u| *u == k.user))
-        .map(key_view)
+        .map(KeyView::from)
         .collect();
-    Ok(Json(json!({ "keys": keys })))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct CreatedKey {
-    /// The key itself: shown this once, stored only as a hash.
-    key: String,
-    #[schema(value_type = Object)]
-    record: Value,
+    Ok(Json(KeyList { keys }))
 }
 
 /// Create a key for a user; the answer holds the key, once (ADMIN).
@@ -170,7 +145,7 @@ pub(crate) async fn create_key(
         StatusCode::CREATED,
         Json(CreatedKey {
             key: key.reveal().to_string(),
-            record: key_view(&record),
+            record: KeyView::from(&record),
         }),
     ))
 }
@@ -178,12 +153,12 @@ pub(crate) async fn create_key(
 /// Revoke a key; it stops working at once (ADMIN).
 #[utoipa::path(post, path = "/api/v1/auth/keys/{id}/revoke", tag = "auth",
     params(("id" = String, Path, description = "Key id (gzt_ and 6 characters)")),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = KeyView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyView>, ApiError> {
     let store = state.runtime.store().as_ref();
     let key = admin::revoke_key(store, &id).await?;
     state.auth_changed.send_modify(|n| *n += 1);
@@ -196,25 +171,18 @@ pub(crate) async fn revoke_key(
         None,
     )
     .await;
-    Ok(Json(key_view(&key)))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct AuditQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
+    Ok(Json(KeyView::from(&key)))
 }
 
 /// The audit log: authentication failures, user and key changes,
 /// cancellations (ADMIN).
 #[utoipa::path(get, path = "/api/v1/auth/audit", tag = "auth", params(AuditQuery),
-    responses((status = 200, body = Object), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = AuditLog), (status = 403, body = ErrorBody)))]
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
     query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(crate::api::bad_query)?;
+) -> Result<Json<AuditLog>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let entries: Vec<AuditEntry> = state
         .runtime
         .store()
@@ -223,5 +191,7 @@ pub(crate) async fn audit_log(
             query.limit.unwrap_or(1000).clamp(1, 10_000),
         )
         .await?;
-    Ok(Json(json!({ "entries": entries })))
+    Ok(Json(AuditLog {
+        entries: entries.iter().map(Into::into).collect(),
+    }))
 }

@@ -4,40 +4,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+pub use gleitzeit_api::{DiagnosticBody, ErrorBody};
 use gleitzeit_core::parse::Diagnostic;
 use gleitzeit_core::{ErrorCode, GzError};
-use serde::Serialize;
-use serde_json::Value;
-use utoipa::ToSchema;
-
-/// The body of every error response.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable error code, e.g. `GZ3021`.
-    pub code: String,
-    pub message: String,
-    /// What to do about it.
-    pub hint: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    pub retryable: bool,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    #[schema(value_type = Object)]
-    pub details: Value,
-    /// Every problem found in a submitted workflow (422 only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub diagnostics: Vec<DiagnosticBody>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DiagnosticBody {
-    pub code: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-    pub line: usize,
-    pub column: usize,
-}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -82,12 +51,6 @@ impl ApiError {
 
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
-            code: self.error.code.to_string(),
-            message: self.error.message.clone(),
-            hint: self.error.hint_text().to_string(),
-            location: self.error.location.clone(),
-            retryable: self.error.retryable,
-            details: self.error.details.clone(),
             diagnostics: self
                 .diagnostics
                 .iter()
@@ -99,6 +62,7 @@ impl ApiError {
                     column: d.pos.column,
                 })
                 .collect(),
+            ..ErrorBody::new(&self.error)
         }
     }
 }

@@ -7,9 +7,15 @@
 //! - `stream.rs` — one event stream (stored history, then live) that SSE,
 //!   WebSocket and Socket.IO all serve;
 //! - `metrics.rs` / `health.rs` — Prometheus text and the health verdict;
-//! - `views.rs` — the JSON shape of workflows and tasks, shared with the CLI;
+//! - `auth_api.rs` — `/api/v1/auth/…` (users, keys, the audit log);
+//! - `shared.rs` — what the workflow and auth handlers both need (finding a
+//!   caller's workflow, turning rejected queries into the API's error);
 //! - `dashboard.rs` — the web dashboard at `/` (files in `dashboard/`, built
 //!   into the binary).
+//!
+//! Every body the API sends or accepts is a type of `gleitzeit-api`, which
+//! also gives `/api/v1/openapi.json` its schemas (checked in as
+//! `docs/openapi.json`).
 
 mod api;
 pub mod auth;
@@ -18,14 +24,14 @@ mod dashboard;
 mod error;
 mod health;
 mod metrics;
-pub mod policy;
 mod runs;
+mod shared;
 mod socketio;
 mod stream;
-pub mod views;
 
+pub use api::openapi;
 pub use error::{status_for, ApiError};
-pub use health::{check as check_health, HealthReport, HealthStatus};
+pub use health::{HealthReport, HealthStatus};
 
 use axum::Router;
 use gleitzeit_core::{ErrorCode, GzError};
@@ -50,7 +56,7 @@ pub struct ServerConfig {
     /// peer address is the client).
     pub trusted_proxy: Option<TrustedProxy>,
     /// Methods and files per role for submitted workflows.
-    pub policy: policy::Policy,
+    pub policy: gleitzeit_auth::policy::Policy,
 }
 
 /// `server.trusted_proxy_header` with `server.trusted_proxies`: the header is
@@ -70,7 +76,7 @@ impl Default for ServerConfig {
             auth_required: false,
             cluster: None,
             trusted_proxy: None,
-            policy: policy::Policy::default(),
+            policy: gleitzeit_auth::policy::Policy::default(),
         }
     }
 }

@@ -7,10 +7,10 @@ use crate::context::Context;
 use crate::output::{self, format_time, Paint};
 use crate::service::{self, NewKey};
 use clap::{Args, Subcommand};
+use gleitzeit_api::auth::UserView;
+use gleitzeit_auth::admin;
 use gleitzeit_auth::ApiKey;
 use gleitzeit_core::{ErrorCode, GzError};
-use gleitzeit_server::auth::admin;
-use gleitzeit_store::UserRecord;
 use serde_json::json;
 
 #[derive(Subcommand, Debug)]
@@ -131,7 +131,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
                 println!("Save it now: it is not stored and will not be shown again.");
                 println!("Use it: gleitzeit auth login --api-key KEY --save   (or export GLEITZEIT_API_KEY=KEY)");
                 // Python on the server is arbitrary code: say who may submit it.
-                let policy = gleitzeit_server::policy::Policy::new(
+                let policy = gleitzeit_auth::policy::Policy::new(
                     &ctx.config.auth.methods,
                     &ctx.config.files.root_paths(),
                     &ctx.config.files.role_paths(),
@@ -258,7 +258,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> Result<u8, GzError> {
 
 async fn users(ctx: &Context, command: UsersCommand, paint: &Paint) -> Result<u8, GzError> {
     let service = service::connect(ctx).await?;
-    let changed = |user: UserRecord| (json!(user), vec![user]);
+    let changed = |user: UserView| (json!(user), vec![user]);
     let (result, rows) = match command {
         UsersCommand::List => {
             let users = service.users().await?;

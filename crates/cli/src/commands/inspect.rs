@@ -6,9 +6,9 @@ use crate::output::{self, format_ms, format_time, heartbeat_age, node_labels, pr
 use crate::progress::summary;
 use crate::service::{self, WorkflowService};
 use clap::Subcommand;
+use gleitzeit_api::views::TaskView;
 use gleitzeit_core::events::{self, Event};
 use gleitzeit_core::{ErrorCode, GzError};
-use gleitzeit_server::views::TaskView;
 use serde_json::json;
 
 #[derive(Subcommand, Debug)]

@@ -172,7 +172,7 @@ async fn run_function(ctx: &Context, name: &str, args: &RunArgs) -> Result<u8, G
         let record = runtime.store().find_workflow(&id).await?;
         println!(
             "{}",
-            gleitzeit_server::views::workflow_json(&record, &outcome.tasks)
+            gleitzeit_api::views::workflow_json(&record, &outcome.tasks)
         );
     } else if let Some(error) = &task.error {
         output::print_error(error);
@@ -269,7 +269,7 @@ async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
         let record = runtime.store().find_workflow(&id).await?;
         println!(
             "{}",
-            gleitzeit_server::views::workflow_json(&record, &outcome.tasks)
+            gleitzeit_api::views::workflow_json(&record, &outcome.tasks)
         );
     } else if let Some(error) = &task.error {
         if printed {

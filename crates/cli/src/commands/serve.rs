@@ -39,7 +39,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
         ));
     }
     let trusted_proxy = trusted_proxy(section)?;
-    let policy = gleitzeit_server::policy::Policy::new(
+    let policy = gleitzeit_auth::policy::Policy::new(
         &ctx.config.auth.methods,
         &ctx.config.files.root_paths(),
         &ctx.config.files.role_paths(),

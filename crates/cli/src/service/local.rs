@@ -2,17 +2,19 @@
 //! needs one (cancel, resume, health). Both are opened when first needed.
 
 use super::{
-    Cancelled, CreatedKey, EventStream, KeyView, NewKey, Rejected, Resumed, Runner, StatusReport,
-    Submitted, Whoami, WorkflowService,
+    Cancelled, EventStream, NewKey, Rejected, Resumed, Runner, StatusReport, Submitted,
+    WorkflowService,
 };
 use crate::context::Context;
+use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
+use gleitzeit_api::system::ProviderList;
+use gleitzeit_api::views::WorkflowView;
+use gleitzeit_auth::admin;
 use gleitzeit_core::events::Event;
 use gleitzeit_core::parse;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
 use gleitzeit_runtime::{process_alive, Runtime};
-use gleitzeit_server::auth::admin;
-use gleitzeit_server::views::WorkflowView;
-use gleitzeit_store::{AuditEntry, ListFilter, Store, UserRecord, WorkflowSummary};
+use gleitzeit_store::{ListFilter, Store, WorkflowSummary};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,12 +170,14 @@ impl WorkflowService for LocalService {
 
     async fn stats(&self, range_minutes: u64) -> Result<Value, GzError> {
         let store = self.store().await?;
-        gleitzeit_server::views::stats(store.as_ref(), range_minutes, 0).await
+        gleitzeit_api::stats::stats(store.as_ref(), range_minutes, 0)
+            .await
+            .map(|stats| serde_json::json!(stats))
     }
 
     async fn health(&self) -> Result<Value, GzError> {
         let runtime = self.runtime().await?;
-        let report = gleitzeit_server::check_health(runtime, 0, Duration::ZERO, true).await;
+        let report = gleitzeit_runtime::health::check(runtime, 0, Duration::ZERO, true).await;
         serde_json::to_value(report)
             .map_err(|e| GzError::new(ErrorCode::InternalError, format!("health report: {e}")))
     }
@@ -217,9 +221,9 @@ impl WorkflowService for LocalService {
         })
     }
 
-    async fn providers(&self) -> Result<Value, GzError> {
+    async fn providers(&self) -> Result<ProviderList, GzError> {
         let runtime = self.runtime().await?;
-        Ok(gleitzeit_server::views::providers(runtime.registry(), true).await)
+        Ok(gleitzeit_runtime::health::providers(runtime.registry(), true).await)
     }
 
     async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError> {
@@ -234,12 +238,13 @@ impl WorkflowService for LocalService {
         Ok(admin.nodes().await?)
     }
 
-    async fn whoami(&self) -> Result<Option<Whoami>, GzError> {
+    async fn whoami(&self) -> Result<Option<WhoAmI>, GzError> {
         Ok(None)
     }
 
-    async fn users(&self) -> Result<Vec<UserRecord>, GzError> {
-        Ok(self.store().await?.users().await?)
+    async fn users(&self) -> Result<Vec<UserView>, GzError> {
+        let users = self.store().await?.users().await?;
+        Ok(users.iter().map(UserView::from).collect())
     }
 
     async fn create_user(
@@ -247,13 +252,15 @@ impl WorkflowService for LocalService {
         name: &str,
         email: Option<String>,
         role: &str,
-    ) -> Result<UserRecord, GzError> {
+    ) -> Result<UserView, GzError> {
         let role = admin::parse_role(role)?;
-        admin::create_user(self.store().await?.as_ref(), name, email, role).await
+        let user = admin::create_user(self.store().await?.as_ref(), name, email, role).await?;
+        Ok(UserView::from(&user))
     }
 
-    async fn disable_user(&self, name: &str) -> Result<UserRecord, GzError> {
-        admin::disable_user(self.store().await?.as_ref(), name).await
+    async fn disable_user(&self, name: &str) -> Result<UserView, GzError> {
+        let user = admin::disable_user(self.store().await?.as_ref(), name).await?;
+        Ok(UserView::from(&user))
     }
 
     async fn keys(&self, user: Option<&str>) -> Result<Vec<KeyView>, GzError> {
@@ -264,7 +271,7 @@ impl WorkflowService for LocalService {
             .await?
             .into_iter()
             .filter(|k| user.is_none_or(|u| u == k.user))
-            .map(KeyView::from)
+            .map(|k| KeyView::from(&k))
             .collect())
     }
 
@@ -290,14 +297,14 @@ impl WorkflowService for LocalService {
             admin::create_key(store.as_ref(), &user, &key.label, role, key.expires_days).await?;
         Ok(CreatedKey {
             key: made.reveal().to_string(),
-            record: record.into(),
+            record: KeyView::from(&record),
         })
     }
 
     async fn revoke_key(&self, id: &str) -> Result<(), GzError> {
         let store = self.store().await?;
         admin::revoke_key(store.as_ref(), id).await?;
-        gleitzeit_server::auth::audit(
+        gleitzeit_auth::admin::audit(
             store.as_ref(),
             Some("local"),
             "key.revoke",
@@ -309,8 +316,9 @@ impl WorkflowService for LocalService {
         Ok(())
     }
 
-    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, GzError> {
-        Ok(self.store().await?.audit_log(0, limit).await?)
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntryView>, GzError> {
+        let entries = self.store().await?.audit_log(0, limit).await?;
+        Ok(entries.iter().map(AuditEntryView::from).collect())
     }
 
     async fn open(&self) -> Result<(), GzError> {

@@ -11,11 +11,13 @@ mod remote;
 use crate::client::Client;
 use crate::context::Context;
 use futures_util::stream::BoxStream;
+use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
+use gleitzeit_api::system::ProviderList;
+use gleitzeit_api::views::{TaskView, WorkflowView};
 use gleitzeit_core::events::Event;
 use gleitzeit_core::parse::Diagnostic;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
-use gleitzeit_server::views::{TaskView, WorkflowView};
-use gleitzeit_store::{AuditEntry, KeyRecord, UserRecord, WorkflowSummary};
+use gleitzeit_store::WorkflowSummary;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -80,49 +82,6 @@ pub enum StatusReport {
         /// The Python interpreter's version, or why there is none.
         python: Result<String, GzError>,
     },
-}
-
-/// The caller as the server knows them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Whoami {
-    pub user: String,
-    pub role: String,
-    #[serde(default)]
-    pub key_id: Option<String>,
-    #[serde(default)]
-    pub auth_required: bool,
-}
-
-/// An API key as listed: everything but its hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyView {
-    pub id: String,
-    pub name: String,
-    pub user: String,
-    pub role: Option<String>,
-    pub created_ms: i64,
-    pub expires_ms: Option<i64>,
-    pub revoked_ms: Option<i64>,
-}
-
-impl From<KeyRecord> for KeyView {
-    fn from(key: KeyRecord) -> KeyView {
-        KeyView {
-            id: key.id,
-            name: key.name,
-            user: key.user,
-            role: key.role,
-            created_ms: key.created_ms,
-            expires_ms: key.expires_ms,
-            revoked_ms: key.revoked_ms,
-        }
-    }
-}
-
-/// A key just made: the key itself, shown this once, and its record.
-pub struct CreatedKey {
-    pub key: String,
-    pub record: KeyView,
 }
 
 /// What to make a key for.
@@ -199,25 +158,25 @@ pub trait WorkflowService: Send + Sync {
     async fn status(&self) -> Result<StatusReport, GzError>;
 
     /// Providers with a fresh check of each.
-    async fn providers(&self) -> Result<Value, GzError>;
+    async fn providers(&self) -> Result<ProviderList, GzError>;
 
     /// Worker nodes (none without scale-out).
     async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError>;
 
     /// Who the server says the API key in use belongs to; `None` where no
     /// server checks keys.
-    async fn whoami(&self) -> Result<Option<Whoami>, GzError>;
+    async fn whoami(&self) -> Result<Option<WhoAmI>, GzError>;
 
-    async fn users(&self) -> Result<Vec<UserRecord>, GzError>;
+    async fn users(&self) -> Result<Vec<UserView>, GzError>;
 
     async fn create_user(
         &self,
         name: &str,
         email: Option<String>,
         role: &str,
-    ) -> Result<UserRecord, GzError>;
+    ) -> Result<UserView, GzError>;
 
-    async fn disable_user(&self, name: &str) -> Result<UserRecord, GzError>;
+    async fn disable_user(&self, name: &str) -> Result<UserView, GzError>;
 
     async fn keys(&self, user: Option<&str>) -> Result<Vec<KeyView>, GzError>;
 
@@ -225,7 +184,7 @@ pub trait WorkflowService: Send + Sync {
 
     async fn revoke_key(&self, id: &str) -> Result<(), GzError>;
 
-    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, GzError>;
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntryView>, GzError>;
 
     /// Opens up front what answering needs (a local runtime), so that what
     /// opening prints comes before a full-screen display takes the terminal.

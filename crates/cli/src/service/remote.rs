@@ -3,17 +3,25 @@
 //! endpoint, never an empty result.
 
 use super::{
-    Cancelled, CreatedKey, EventStream, KeyView, NewKey, Rejected, Resumed, Runner, StatusReport,
-    Submitted, Whoami, WorkflowService,
+    Cancelled, EventStream, NewKey, Rejected, Resumed, Runner, StatusReport, Submitted,
+    WorkflowService,
 };
 use crate::client::Client;
 use crate::context::Context;
+use gleitzeit_api::auth::{
+    AuditEntryView, AuditLog, CreatedKey, KeyList, KeyView, UserList, UserView, WhoAmI,
+};
+use gleitzeit_api::stats::Stats;
+use gleitzeit_api::system::ProviderList;
+use gleitzeit_api::views::WorkflowView;
+use gleitzeit_api::workflows::{
+    EventHead, EventPage, StateResponse, SubmitResponse, WorkflowList, WorkflowSummaryView,
+};
 use gleitzeit_core::events::Event;
 use gleitzeit_core::parse::Diagnostic;
 use gleitzeit_core::yaml::Pos;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
-use gleitzeit_server::views::WorkflowView;
-use gleitzeit_store::{AuditEntry, UserRecord, WorkflowSummary};
+use gleitzeit_store::WorkflowSummary;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -32,59 +40,36 @@ impl RemoteService {
     }
 }
 
-#[derive(Deserialize)]
-struct WorkflowPage {
-    workflows: Vec<WorkflowSummary>,
+/// The workflow summary a server lists, as the store's.
+fn summary(view: WorkflowSummaryView) -> WorkflowSummary {
+    WorkflowSummary {
+        id: view.id,
+        name: view.name,
+        state: view.state,
+        created_ms: view.created_ms,
+        finished_ms: view.finished_ms,
+        total: view.total,
+        completed: view.completed,
+        failed: view.failed,
+    }
 }
 
-#[derive(Deserialize)]
-struct StateAnswer {
-    workflow_id: String,
-    state: WorkflowState,
-    #[serde(default)]
-    cancel_requested: bool,
-}
-
-#[derive(Deserialize)]
-struct ResumeAnswer {
-    workflow_id: String,
-}
-
-#[derive(Deserialize)]
-struct EventPage {
-    events: Vec<Event>,
-    next_after: u64,
-}
-
-#[derive(Deserialize)]
-struct EventsHead {
-    latest_event_seq: u64,
+/// A state the server names, or an error naming the endpoint.
+fn state_of(answer: &StateResponse, endpoint: &str) -> Result<WorkflowState, GzError> {
+    WorkflowState::parse(&answer.state).ok_or_else(|| {
+        GzError::new(
+            ErrorCode::ServerUnreachable,
+            format!(
+                "the server answered {endpoint} with an unknown state `{}`",
+                answer.state
+            ),
+        )
+    })
 }
 
 #[derive(Deserialize)]
 struct NodeList {
     nodes: Vec<gleitzeit_cluster::NodeInfo>,
-}
-
-#[derive(Deserialize)]
-struct UserList {
-    users: Vec<UserRecord>,
-}
-
-#[derive(Deserialize)]
-struct KeyList {
-    keys: Vec<KeyView>,
-}
-
-#[derive(Deserialize)]
-struct NewKeyAnswer {
-    key: String,
-    record: KeyView,
-}
-
-#[derive(Deserialize)]
-struct AuditPage {
-    entries: Vec<AuditEntry>,
 }
 
 /// The problems a server found in a submitted workflow, pointing into the
@@ -139,7 +124,8 @@ impl WorkflowService for RemoteService {
         if let Some(state) = state {
             path.push_str(&format!("&state={}", state.as_str()));
         }
-        Ok(self.client.get_as::<WorkflowPage>(&path).await?.workflows)
+        let page: WorkflowList = self.client.get_as(&path).await?;
+        Ok(page.workflows.into_iter().map(summary).collect())
     }
 
     async fn workflow(&self, id: &str) -> Result<WorkflowView, GzError> {
@@ -148,20 +134,19 @@ impl WorkflowService for RemoteService {
 
     async fn cancel(&self, id: &str) -> Result<Cancelled, GzError> {
         let before = self.workflow(id).await?;
-        let after: StateAnswer = self
-            .client
-            .post_as(&format!("/api/v1/workflows/{id}/cancel"), &[], None)
-            .await?;
+        let endpoint = format!("/api/v1/workflows/{id}/cancel");
+        let after: StateResponse = self.client.post_as(&endpoint, &[], None).await?;
+        let state = state_of(&after, &endpoint)?;
         Ok(Cancelled {
             workflow_id: after.workflow_id,
             was_terminal: before.state.is_terminal(),
-            state: after.state,
+            state,
             cancel_requested: after.cancel_requested,
         })
     }
 
     async fn resume(&self, id: &str) -> Result<Resumed, GzError> {
-        let answer: ResumeAnswer = self
+        let answer: StateResponse = self
             .client
             .post_as(&format!("/api/v1/workflows/{id}/resume"), &[], None)
             .await?;
@@ -189,10 +174,22 @@ impl WorkflowService for RemoteService {
             .collect();
         match self
             .client
-            .post_as("/api/v1/workflows", &query, Some(text.to_string()))
+            .post_as::<SubmitResponse>("/api/v1/workflows", &query, Some(text.to_string()))
             .await
         {
-            Ok(submitted) => Ok(Ok(submitted)),
+            Ok(SubmitResponse {
+                workflow_id,
+                name,
+                state,
+                total_tasks,
+                links,
+            }) => Ok(Ok(Submitted {
+                workflow_id,
+                name,
+                state,
+                total_tasks,
+                links: Some(links),
+            })),
             Err(error) if error.details.get("diagnostics").is_some() => {
                 Ok(Err(server_diagnostics(&error, file)))
             }
@@ -232,7 +229,7 @@ impl WorkflowService for RemoteService {
     async fn latest_event_seq(&self) -> Result<u64, GzError> {
         Ok(self
             .client
-            .get_as::<EventsHead>("/api/v1/events/head")
+            .get_as::<EventHead>("/api/v1/events/head")
             .await?
             .latest_event_seq)
     }
@@ -254,9 +251,11 @@ impl WorkflowService for RemoteService {
     }
 
     async fn stats(&self, range_minutes: u64) -> Result<Value, GzError> {
-        self.client
+        let stats: Stats = self
+            .client
             .get_as(&format!("/api/v1/stats?range_minutes={range_minutes}"))
-            .await
+            .await?;
+        Ok(json!(stats))
     }
 
     async fn health(&self) -> Result<Value, GzError> {
@@ -275,7 +274,7 @@ impl WorkflowService for RemoteService {
         })
     }
 
-    async fn providers(&self) -> Result<Value, GzError> {
+    async fn providers(&self) -> Result<ProviderList, GzError> {
         self.client.get_as("/api/v1/providers?check=true").await
     }
 
@@ -283,11 +282,11 @@ impl WorkflowService for RemoteService {
         Ok(self.client.get_as::<NodeList>("/api/v1/nodes").await?.nodes)
     }
 
-    async fn whoami(&self) -> Result<Option<Whoami>, GzError> {
+    async fn whoami(&self) -> Result<Option<WhoAmI>, GzError> {
         Ok(Some(self.client.get_as("/api/v1/auth/whoami").await?))
     }
 
-    async fn users(&self) -> Result<Vec<UserRecord>, GzError> {
+    async fn users(&self) -> Result<Vec<UserView>, GzError> {
         Ok(self
             .client
             .get_as::<UserList>("/api/v1/auth/users")
@@ -300,7 +299,7 @@ impl WorkflowService for RemoteService {
         name: &str,
         email: Option<String>,
         role: &str,
-    ) -> Result<UserRecord, GzError> {
+    ) -> Result<UserView, GzError> {
         self.client
             .post_json_as(
                 "/api/v1/auth/users",
@@ -309,7 +308,7 @@ impl WorkflowService for RemoteService {
             .await
     }
 
-    async fn disable_user(&self, name: &str) -> Result<UserRecord, GzError> {
+    async fn disable_user(&self, name: &str) -> Result<UserView, GzError> {
         self.client
             .post_as(&format!("/api/v1/auth/users/{name}/disable"), &[], None)
             .await
@@ -328,22 +327,17 @@ impl WorkflowService for RemoteService {
             Some(u) => u,
             None => {
                 self.client
-                    .get_as::<Whoami>("/api/v1/auth/whoami")
+                    .get_as::<WhoAmI>("/api/v1/auth/whoami")
                     .await?
                     .user
             }
         };
-        let made: NewKeyAnswer = self
-            .client
+        self.client
             .post_json_as(
                 "/api/v1/auth/keys",
                 &json!({"user": user, "name": key.label, "role": key.role, "expires_days": key.expires_days}),
             )
-            .await?;
-        Ok(CreatedKey {
-            key: made.key,
-            record: made.record,
-        })
+            .await
     }
 
     async fn revoke_key(&self, id: &str) -> Result<(), GzError> {
@@ -353,10 +347,10 @@ impl WorkflowService for RemoteService {
             .map(|_| ())
     }
 
-    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, GzError> {
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntryView>, GzError> {
         Ok(self
             .client
-            .get_as::<AuditPage>(&format!("/api/v1/auth/audit?limit={limit}"))
+            .get_as::<AuditLog>(&format!("/api/v1/auth/audit?limit={limit}"))
             .await?
             .entries)
     }

@@ -2,9 +2,9 @@
 //! updates, the terminal hands it keys, and the renderer reads it — so every
 //! interaction is testable without a terminal.
 
+use gleitzeit_api::views::WorkflowView;
 use gleitzeit_cluster::NodeInfo;
 use gleitzeit_core::events::{self, Event};
-use gleitzeit_server::views::WorkflowView;
 use gleitzeit_store::WorkflowSummary;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};

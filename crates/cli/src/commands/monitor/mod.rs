@@ -182,7 +182,8 @@ async fn poll_workflows(
 
 async fn poll_fleet(source: Arc<dyn WorkflowService>, updates: mpsc::UnboundedSender<Update>) {
     loop {
-        if let Ok(value) = source.providers().await {
+        if let Ok(list) = source.providers().await {
+            let value = serde_json::json!(list);
             if updates
                 .send(Update::Providers(app::provider_lines(&value)))
                 .is_err()

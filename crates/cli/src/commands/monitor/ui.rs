@@ -3,8 +3,8 @@
 
 use super::app::{App, Screen};
 use crate::output::format_ms;
+use gleitzeit_api::views::{TaskView, WorkflowView};
 use gleitzeit_core::{TaskState, WorkflowState};
-use gleitzeit_server::views::{TaskView, WorkflowView};
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};

@@ -6,8 +6,7 @@
 //! stored with the workflow and travels with every task call, so the process
 //! that runs a task (this one or a worker node) enforces it.
 
-use crate::ApiError;
-use gleitzeit_auth::Role;
+use crate::Role;
 use gleitzeit_core::access::FileAccess;
 use gleitzeit_core::{parse, ErrorCode, GzError, Workflow};
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -160,9 +159,9 @@ impl Policy {
 
     /// Checks every task (sub-workflows' too) against the role's methods and
     /// gives the workflow the role's file grant.
-    pub fn admit(&self, role: Role, workflow: &mut Workflow) -> Result<(), ApiError> {
+    pub fn admit(&self, role: Role, workflow: &mut Workflow) -> Result<(), GzError> {
         let methods = self.methods.get(&role).ok_or_else(|| {
-            ApiError::new(
+            GzError::new(
                 ErrorCode::PermissionDenied,
                 "this role may submit no methods",
             )
@@ -225,10 +224,10 @@ impl Policy {
     }
 }
 
-fn check_methods(role: Role, methods: &Methods, workflow: &Workflow) -> Result<(), ApiError> {
+fn check_methods(role: Role, methods: &Methods, workflow: &Workflow) -> Result<(), GzError> {
     for task in &workflow.tasks {
         let refused = |what: String| {
-            let mut error: ApiError = GzError::new(
+            let error = GzError::new(
                 ErrorCode::PermissionDenied,
                 format!(
                     "task `{}` uses {what}, which role {} may not submit; nothing was stored",
@@ -245,9 +244,7 @@ fn check_methods(role: Role, methods: &Methods, workflow: &Workflow) -> Result<(
             ))
             .with_details(serde_json::json!({
                 "task": task.id, "method": task.method, "role": role.as_str(), "setting": "auth.methods",
-            }))
-            .into();
-            error.status = axum::http::StatusCode::FORBIDDEN;
+            }));
             Err(error)
         };
         if !methods.allows(&task.method) {
@@ -330,13 +327,11 @@ mod tests {
             task("steal", "python/execute", json!({"code": "1"})),
         ]));
         let error = policy.admit(Role::User, &mut w).unwrap_err();
-        assert_eq!(error.status, axum::http::StatusCode::FORBIDDEN);
-        assert_eq!(error.error.code, ErrorCode::PermissionDenied);
+        assert_eq!(error.code, ErrorCode::PermissionDenied);
         assert!(
-            error.error.message.contains("`steal`")
-                && error.error.message.contains("python/execute"),
+            error.message.contains("`steal`") && error.message.contains("python/execute"),
             "{}",
-            error.error.message
+            error.message
         );
         assert!(w.access.is_none());
         policy.admit(Role::Admin, &mut w).unwrap();
@@ -376,22 +371,14 @@ mod tests {
             json!({"function": "read_file", "path": "x"})
         )]));
         let error = policy.admit(Role::User, &mut excluded).unwrap_err();
-        assert!(
-            error.error.message.contains("read_file"),
-            "{}",
-            error.error.message
-        );
+        assert!(error.message.contains("read_file"), "{}", error.message);
         let mut dynamic = workflow(json!([task(
             "d",
             "function/call",
             json!({"function": "${inputs.f}"})
         )]));
         assert_eq!(
-            policy
-                .admit(Role::User, &mut dynamic)
-                .unwrap_err()
-                .error
-                .code,
+            policy.admit(Role::User, &mut dynamic).unwrap_err().code,
             ErrorCode::PermissionDenied
         );
         let bad_role = BTreeMap::from([("GUEST".to_string(), vec!["*".to_string()])]);

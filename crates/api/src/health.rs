@@ -1,0 +1,128 @@
+//! The health verdict: unhealthy when the store cannot be read or the server
+//! is stopping, degraded when a provider cannot take work, healthy otherwise.
+//! The verdict is computed here from plain facts; whoever holds a runtime
+//! gathers them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+/// One provider's answer to a health check.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProviderHealthView {
+    pub status: HealthStatus,
+    /// Why it is not healthy, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Provider-specific state (LLM endpoints, interpreter version, …).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
+}
+
+/// Whether the store answered, with its counts, or why not.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoreHealth {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflows_by_state: Option<BTreeMap<String, u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Scale-out only: worker nodes by state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeCounts {
+    pub active: usize,
+    pub lost: usize,
+    pub left: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthReport {
+    /// healthy, degraded or unhealthy
+    pub status: HealthStatus,
+    /// Why it is not healthy (empty when healthy).
+    pub reasons: Vec<String>,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub active_workflows: usize,
+    pub store: StoreHealth,
+    /// Per provider: status, reason and detail (LLM endpoints, interpreter).
+    pub providers: BTreeMap<String, ProviderHealthView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeCounts>,
+}
+
+/// What a caller without a key learns about health: only the verdict.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthSummary {
+    pub status: HealthStatus,
+}
+
+impl HealthReport {
+    /// The verdict from the store's answer (its counts, or its error), whether
+    /// the server is stopping, and the providers' checks (empty when not run).
+    pub fn verdict(
+        store: Result<gleitzeit_store::StoreStats, String>,
+        draining: bool,
+        providers: BTreeMap<String, ProviderHealthView>,
+        active_workflows: usize,
+        uptime: std::time::Duration,
+    ) -> HealthReport {
+        let mut report = HealthReport {
+            status: HealthStatus::Healthy,
+            reasons: Vec::new(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_seconds: uptime.as_secs(),
+            active_workflows,
+            store: match store {
+                Ok(stats) => StoreHealth {
+                    ok: true,
+                    workflows_by_state: Some(stats.workflows_by_state.into_iter().collect()),
+                    error: None,
+                },
+                Err(error) => StoreHealth {
+                    ok: false,
+                    workflows_by_state: None,
+                    error: Some(error),
+                },
+            },
+            providers: BTreeMap::new(),
+            nodes: None,
+        };
+        if let Some(error) = &report.store.error {
+            report.status = HealthStatus::Unhealthy;
+            report.reasons.push(format!("store: {error}"));
+        }
+        if draining {
+            report.status = HealthStatus::Unhealthy;
+            report.reasons.push("server is shutting down".into());
+        }
+        report.add_providers(providers);
+        report
+    }
+
+    /// A provider that cannot work makes the verdict degraded, not
+    /// unhealthy: workflows that do not use it still run.
+    pub fn add_providers(&mut self, providers: BTreeMap<String, ProviderHealthView>) {
+        for (name, health) in &providers {
+            if health.status != HealthStatus::Healthy {
+                self.status = self.status.max(HealthStatus::Degraded);
+                self.reasons.push(format!(
+                    "{name}: {}",
+                    health.reason.as_deref().unwrap_or("not healthy")
+                ));
+            }
+        }
+        self.providers = providers;
+    }
+}
