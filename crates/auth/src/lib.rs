@@ -3,6 +3,8 @@
 //! I/O: storing keys and users is the store's job, and the server asks this
 //! crate what a key is, what a role may do and whether a request is valid.
 
+#![forbid(unsafe_code)]
+
 pub mod fuzzing;
 pub mod keys;
 pub mod requests;

@@ -17,6 +17,8 @@
 //!   workers: it goes to the dead letters with its history, and its task fails
 //!   with GZ1006.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 mod dispatch;
 mod keys;

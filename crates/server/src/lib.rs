@@ -11,6 +11,8 @@
 //! - `dashboard.rs` — the web dashboard at `/` (files in `dashboard/`, built
 //!   into the binary).
 
+#![forbid(unsafe_code)]
+
 mod api;
 pub mod auth;
 mod auth_api;

@@ -3,6 +3,8 @@
 //! by several processes). Every write goes through [`Store::apply`], which commits
 //! a batch atomically; the runtime announces a change only after `apply` returns.
 
+#![forbid(unsafe_code)]
+
 mod memory;
 mod redis_store;
 mod sqlite;
