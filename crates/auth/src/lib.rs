@@ -5,6 +5,8 @@
 //! CLI both perform them). The server asks this crate what a key is, what a
 //! role may do and whether a request is valid; transport is the server's.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod fuzzing;
 pub mod keys;

@@ -16,6 +16,7 @@ const SLOTS: usize = 16;
 struct Workers(Vec<Child>);
 
 impl Drop for Workers {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
         for child in &mut self.0 {
             // SAFETY: signalling our own child; SIGTERM lets it leave cleanly.

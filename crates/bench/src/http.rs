@@ -137,6 +137,7 @@ impl ServerProcess {
 
     /// SIGTERM, then waits (at most 60 s) for the exit. Returns the exit code
     /// and the server's peak RSS in KiB.
+    #[allow(unsafe_code)]
     pub(crate) fn terminate(&mut self) -> Result<(i32, i64)> {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: signalling our own child, which has not been reaped yet.

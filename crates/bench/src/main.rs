@@ -8,6 +8,9 @@
 //! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, cluster, limits, soak, fairness. A full run with
 //! `--only` replaces just those scenarios' entries in `latest.json`.
 
+// Unsafe only to signal and reap the processes it measures (marked `allow` there).
+#![deny(unsafe_code)]
+
 mod cluster;
 mod fairness;
 mod http;
@@ -29,6 +32,7 @@ struct Measure {
 }
 
 /// Runs a command to completion and reads its resource usage.
+#[allow(unsafe_code)]
 fn measure(binary: &Path, args: &[&str], home: &Path) -> Result<Measure> {
     let started = Instant::now();
     let mut child = Command::new(binary)

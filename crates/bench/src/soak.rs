@@ -146,6 +146,7 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
         let workers = std::mem::take(self.workers.get_mut().unwrap_or_else(|p| p.into_inner()));
         for mut child in workers.into_iter().chain(self.server.take()) {

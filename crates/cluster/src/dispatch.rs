@@ -131,9 +131,8 @@ impl RedisDispatcher {
             call: call.clone(),
             dispatched_ms: now_ms(),
         };
-        let payload =
-            serde_json::to_string(&message).map_err(|e| ClusterError::Redis(e.to_string()))?;
-        let meta = serde_json::to_string(&meta).map_err(|e| ClusterError::Redis(e.to_string()))?;
+        let payload = serde_json::to_string(&message)?;
+        let meta = serde_json::to_string(&meta)?;
         let mut backoff = Backoff::new();
         loop {
             let mut conn = self.inner.conn.clone();

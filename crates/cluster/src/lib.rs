@@ -17,6 +17,8 @@
 //!   workers: it goes to the dead letters with its history, and its task fails
 //!   with GZ1006.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 mod dispatch;
 mod keys;
@@ -32,6 +34,7 @@ pub use worker::{Worker, WorkerOptions};
 
 use gleitzeit_core::{ErrorCode, GzError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use gleitzeit_runtime::hostname;
@@ -43,8 +46,12 @@ pub const GROUP: &str = "workers";
 pub enum ClusterError {
     #[error("cannot reach Redis at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    // Shared so the error stays `Clone`; the cause stays reachable through `source()`.
     #[error("Redis command failed: {0}")]
-    Redis(String),
+    Redis(#[source] Arc<redis::RedisError>),
+    /// A queue message or node record that cannot be written as JSON.
+    #[error("cannot encode a message for Redis: {0}")]
+    Encode(#[source] Arc<serde_json::Error>),
     #[error("this worker speaks queue protocol {ours}, the cluster at {url} speaks {theirs}")]
     Incompatible {
         ours: u32,
@@ -62,7 +69,7 @@ pub enum ClusterError {
 impl ClusterError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            ClusterError::Unreachable { .. } | ClusterError::Redis(_) => {
+            ClusterError::Unreachable { .. } | ClusterError::Redis(_) | ClusterError::Encode(_) => {
                 ErrorCode::RedisConnectionFailed
             }
             ClusterError::Incompatible { .. } => ErrorCode::IncompatibleWorker,
@@ -91,7 +98,13 @@ impl From<ClusterError> for GzError {
 
 impl From<redis::RedisError> for ClusterError {
     fn from(error: redis::RedisError) -> ClusterError {
-        ClusterError::Redis(error.to_string())
+        ClusterError::Redis(Arc::new(error))
+    }
+}
+
+impl From<serde_json::Error> for ClusterError {
+    fn from(error: serde_json::Error) -> ClusterError {
+        ClusterError::Encode(Arc::new(error))
     }
 }
 

@@ -211,8 +211,7 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ClusterError> {
         let me = Arc::new(self);
         let mut conn = me.conn.clone();
-        let info =
-            serde_json::to_string(&me.info()).map_err(|e| ClusterError::Redis(e.to_string()))?;
+        let info = serde_json::to_string(&me.info())?;
         let _: () = redis::pipe()
             .hset(me.keys.nodes(), &me.id, info)
             .ignore()

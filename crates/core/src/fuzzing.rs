@@ -1,10 +1,11 @@
 //! The bodies of the fuzz targets (`fuzz/fuzz_targets/*.rs`), shared with the
 //! stable corpus-replay test (`tests/fuzz_replay.rs`) so CI exercises them
 //! without a nightly toolchain. Each takes arbitrary bytes and must return
-//! without panicking; every rejection must be a GZ-coded error.
+//! without panicking; every rejection must be a workflow error (GZ3xxx) that
+//! says what is wrong and, from the loader, where.
 
-use crate::errors::GzError;
-use crate::parse::{self, MethodCatalog, CORE_METHODS};
+use crate::errors::{Domain, ErrorCode, GzError};
+use crate::parse::{self, Diagnostic, MethodCatalog, CORE_METHODS};
 use crate::refs::{self, Scope, TaskView};
 use crate::{expr, yaml};
 use serde_json::{json, Map, Value};
@@ -72,12 +73,38 @@ fn names() -> Vec<String> {
     vec!["a".to_string(), "b".to_string()]
 }
 
-fn check_code(err: &GzError) {
-    let code = err.code.as_str();
-    assert!(
-        code.starts_with("GZ") && code.len() == 6,
-        "error without a GZ code: {err:?}"
+/// Everything these bodies read is workflow text the user wrote, so a refusal
+/// is the workflow's fault: an execution, storage or internal code here would
+/// send the user looking in the wrong place.
+fn check_refusal(code: ErrorCode, message: &str, what: &dyn std::fmt::Debug) {
+    let def = code.def();
+    assert_eq!(
+        ErrorCode::parse(def.code),
+        Some(code),
+        "the registry entry of {code:?} is not its own: {what:?}"
     );
+    assert_eq!(
+        def.domain,
+        Domain::Workflow,
+        "a refusal of workflow text outside the workflow codes: {what:?}"
+    );
+    assert!(
+        !message.trim().is_empty(),
+        "a refusal that says nothing: {what:?}"
+    );
+}
+
+fn check_code(err: &GzError) {
+    check_refusal(err.code, &err.message, err);
+}
+
+/// A loader's refusal also names the file it was given.
+fn check_diagnostics(diagnostics: &[Diagnostic], file: &str) {
+    assert!(!diagnostics.is_empty(), "rejected without a diagnostic");
+    for d in diagnostics {
+        check_refusal(d.code, &d.message, d);
+        assert_eq!(d.file, file, "a diagnostic about another file: {d:?}");
+    }
 }
 
 /// Workflow parser + validator: YAML text (or JSON) → `parse::load`.
@@ -87,10 +114,7 @@ pub fn workflow(data: &[u8]) {
     };
     let _ = yaml::parse(text);
     if let Err(diagnostics) = parse::load(text, "fuzz.yaml", &FuzzCatalog, &Map::new()) {
-        assert!(!diagnostics.is_empty(), "rejected without a diagnostic");
-        for d in &diagnostics {
-            assert!(d.code.as_str().starts_with("GZ"), "{d:?}");
-        }
+        check_diagnostics(&diagnostics, "fuzz.yaml");
     }
 }
 
@@ -162,7 +186,7 @@ pub fn api_body(data: &[u8]) {
         let _ = parse::load(&value.to_string(), "request", &FuzzCatalog, &overrides);
     }
     if let Err(diagnostics) = parse::load(text, "request", &FuzzCatalog, &overrides) {
-        assert!(!diagnostics.is_empty());
+        check_diagnostics(&diagnostics, "request");
     }
 }
 
@@ -259,7 +283,7 @@ fn nested_document(text: &str) {
             );
         }
         Ok(None) => {}
-        Err(e) => assert!(e.code.as_str().starts_with("GZ"), "{e:?}"),
+        Err(e) => check_refusal(e.code, &e.message, &e),
     }
     match parse::load(text, "nested.yaml", &FuzzCatalog, &Map::new()) {
         Ok(workflow) => {
@@ -270,11 +294,26 @@ fn nested_document(text: &str) {
                 "an accepted workflow does not read back as stored JSON"
             );
         }
-        Err(diagnostics) => {
-            assert!(!diagnostics.is_empty(), "rejected without a diagnostic");
-            for d in &diagnostics {
-                assert!(d.code.as_str().starts_with("GZ"), "{d:?}");
-            }
-        }
+        Err(diagnostics) => check_diagnostics(&diagnostics, "nested.yaml"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_under_another_domain_fails_the_target() {
+        let outcome = std::panic::catch_unwind(|| {
+            check_code(&GzError::new(ErrorCode::InternalError, "lost"));
+        });
+        assert!(outcome.is_err());
+        check_code(&GzError::new(ErrorCode::InvalidReference, "bad reference"));
+    }
+
+    #[test]
+    #[should_panic(expected = "a refusal that says nothing")]
+    fn a_refusal_without_a_message_fails_the_target() {
+        check_code(&GzError::new(ErrorCode::InvalidReference, " "));
     }
 }

@@ -4,6 +4,8 @@
 //! Nothing in this crate does I/O, reads a clock or spawns a task: it is the part
 //! of Gleitzeit that can be tested exhaustively and replayed exactly.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod errors;
 pub mod events;

@@ -326,6 +326,7 @@ fn fd_path(file: &File) -> std::io::Result<PathBuf> {
 }
 
 #[cfg(not(target_os = "linux"))]
+#[allow(unsafe_code)]
 fn fd_path(file: &File) -> std::io::Result<PathBuf> {
     use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; libc::PATH_MAX as usize];

@@ -7,6 +7,9 @@
 //! them into the kinds each function declares in its [`ArgSpec`] list before
 //! running it. The functions themselves live in one module per category.
 
+// Unsafe only for the file path lookup on systems without /proc (marked `allow` there).
+#![deny(unsafe_code)]
+
 use gleitzeit_core::{ErrorCode, GzError};
 use serde_json::{Map, Value};
 use std::borrow::Cow;

@@ -2,6 +2,8 @@
 //! MCP provider's tests: `add` (structured output), `fail` (a tool error) and
 //! `crash` (the process exits mid-call).
 
+#![forbid(unsafe_code)]
+
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::{schemars, tool, tool_router, ServiceExt};
 use serde::{Deserialize, Serialize};

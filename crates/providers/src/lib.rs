@@ -5,6 +5,9 @@
 //! Providers receive parameters with every reference already resolved: they never
 //! see other tasks, the store or the scheduler.
 
+// Unsafe only where the Python sandbox needs system calls (marked `allow` there).
+#![deny(unsafe_code)]
+
 pub mod function;
 pub mod http;
 pub mod jsonrpc;

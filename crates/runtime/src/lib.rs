@@ -5,6 +5,9 @@
 //! One workflow run is one loop (`execution::run_loop`) that owns the scheduler;
 //! provider calls run as spawned tasks that report back over a channel.
 
+// Unsafe only where libc is the way to ask the OS (marked `allow` there).
+#![deny(unsafe_code)]
+
 mod cache;
 mod call;
 mod execution;
@@ -347,6 +350,7 @@ pub fn current_owner() -> Owner {
 }
 
 /// This machine's name, as owners and worker nodes record it.
+#[allow(unsafe_code)]
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
@@ -360,6 +364,7 @@ pub fn hostname() -> String {
 
 /// Whether the process that owns a workflow still exists. Owners on other hosts
 /// are assumed alive: only they can say otherwise.
+#[allow(unsafe_code)]
 pub fn process_alive(owner: &Owner) -> bool {
     if owner.host != hostname() {
         return true;

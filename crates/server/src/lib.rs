@@ -17,6 +17,8 @@
 //! also gives `/api/v1/openapi.json` its schemas (checked in as
 //! `docs/openapi.json`).
 
+#![forbid(unsafe_code)]
+
 mod api;
 pub mod auth;
 mod auth_api;

@@ -3,6 +3,8 @@
 //! by several processes). Every write goes through [`Store::apply`], which commits
 //! a batch atomically; the runtime announces a change only after `apply` returns.
 
+#![forbid(unsafe_code)]
+
 mod memory;
 mod redis_store;
 mod sqlite;
@@ -16,6 +18,7 @@ use gleitzeit_core::events::Event;
 use gleitzeit_core::{ErrorCode, GzError, TaskState, Workflow, WorkflowState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -38,6 +41,14 @@ pub enum StoreError {
     /// before anything is written.
     #[error("{0}")]
     Unstorable(String),
+    // The causes below are shared so the error stays `Clone`; they stay
+    // reachable through `source()`.
+    /// SQLite refused for a reason that has no code of its own.
+    #[error("database error: {0}")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// Redis refused a command for a reason other than the connection.
+    #[error("database error: Redis: {0}")]
+    Redis(#[source] Arc<redis::RedisError>),
     #[error("database error: {0}")]
     Other(String),
 }
@@ -54,7 +65,9 @@ impl StoreError {
             }
             StoreError::Unreachable { .. } => ErrorCode::RedisConnectionFailed,
             StoreError::Unstorable(_) => ErrorCode::InputLimitExceeded,
-            StoreError::Other(_) => ErrorCode::DatabaseError,
+            StoreError::Sqlite(_) | StoreError::Redis(_) | StoreError::Other(_) => {
+                ErrorCode::DatabaseError
+            }
         }
     }
 }

@@ -266,7 +266,7 @@ impl RedisStore {
                 reason: error.to_string(),
             }
         } else {
-            StoreError::Other(format!("Redis: {error}"))
+            StoreError::Redis(Arc::new(error))
         }
     }
 

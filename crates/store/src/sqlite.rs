@@ -211,7 +211,7 @@ fn classify(error: rusqlite::Error, path: &Path) -> StoreError {
                 reason: text,
             }
         }
-        _ => StoreError::Other(text),
+        _ => StoreError::Sqlite(Arc::new(error)),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Runs the Ollama double until Ctrl-C, for poking at it with curl:
 //! `cargo run -p gleitzeit-testkit --example ollama_double`.
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 use gleitzeit_testkit::{DoubleConfig, OllamaDouble};

@@ -17,6 +17,8 @@
 //! counts are [`word_count`]s, embeddings come from [`embedding_for`]; tests
 //! can call these to compute the numbers they expect.
 
+#![forbid(unsafe_code)]
+
 mod handlers;
 mod llama;
 pub use llama::llama_server_url;

@@ -31,8 +31,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+// Namespaces and uid maps are set up with raw system calls in the forked child.
+#[allow(unsafe_code)]
 pub mod isolation;
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests;
 
 pub use isolation::{Isolation, Network};
@@ -976,6 +979,7 @@ fn worker_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
         .collect()
 }
 
+#[allow(unsafe_code)]
 fn kill_group(pid: u32) {
     #[cfg(unix)]
     if let Ok(pid) = libc::pid_t::try_from(pid) {
@@ -1024,6 +1028,7 @@ impl Worker {
         }
         if let Some(plan) = isolation.clone() {
             #[cfg(target_os = "linux")]
+            #[allow(unsafe_code)]
             // SAFETY: `enter` makes only async-signal-safe system calls on
             // data prepared before the fork.
             unsafe {
