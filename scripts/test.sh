@@ -85,3 +85,8 @@ echo "== benchmark smoke run (--quick, dev build: a check that every scenario ru
 GLEITZEIT_BIN="$CARGO_TARGET_DIR/debug/gleitzeit" "$CARGO_TARGET_DIR/debug/gleitzeit-bench" --quick
 echo "== comparison smoke run (--quick, Gleitzeit only)"
 GLEITZEIT_BENCH_PROFILE=debug scripts/bench-compare.sh --quick
+# The container image takes the binary built above (stripped) rather than
+# compiling it again inside a container; a user's `docker build .` compiles
+# the release binary itself.
+echo "== container deployment (image, docker compose, a killed worker; SKIP without a Docker engine)"
+scripts/docker-test.sh "$CARGO_TARGET_DIR/debug/gleitzeit"

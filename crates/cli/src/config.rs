@@ -143,6 +143,10 @@ pub struct RedisSection {
     pub password: Option<String>,
     /// Every key starts with this, so clusters can share one Redis.
     pub prefix: String,
+    /// Seconds to keep trying (with backoff, saying so) when Redis does not
+    /// answer at start, e.g. a container started before its Redis
+    /// (GLEITZEIT_REDIS_WAIT). 0: fail at once.
+    pub wait_seconds: f64,
 }
 
 impl Default for RedisSection {
@@ -154,6 +158,7 @@ impl Default for RedisSection {
             db: 0,
             password: None,
             prefix: "gleitzeit".into(),
+            wait_seconds: 0.0,
         }
     }
 }
@@ -268,13 +273,19 @@ pub fn expand_tilde(path: &str) -> PathBuf {
 }
 
 pub fn config_path(flag: Option<&Path>) -> PathBuf {
+    config_source(flag).0
+}
+
+/// The config file and who named it: `--config`, GLEITZEIT_CONFIG, or
+/// nobody (the default place, which may be absent).
+fn config_source(flag: Option<&Path>) -> (PathBuf, Option<&'static str>) {
     if let Some(path) = flag {
-        return path.to_path_buf();
+        return (path.to_path_buf(), Some("--config"));
     }
     if let Some(path) = std::env::var_os("GLEITZEIT_CONFIG").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
+        return (PathBuf::from(path), Some("GLEITZEIT_CONFIG"));
     }
-    home_dir().join("config.yaml")
+    (home_dir().join("config.yaml"), None)
 }
 
 fn config_error(path: &Path, message: impl Into<String>) -> GzError {
@@ -282,27 +293,46 @@ fn config_error(path: &Path, message: impl Into<String>) -> GzError {
 }
 
 impl Config {
-    /// Loads the file if it exists (an explicit `--config` must exist), then
-    /// applies environment overrides.
-    pub fn load(flag: Option<&Path>) -> Result<Config, GzError> {
-        let path = config_path(flag);
+    /// Loads the file if it exists (one named by `--config` or
+    /// GLEITZEIT_CONFIG must exist unless `creating` it), then applies
+    /// environment overrides.
+    pub fn load(flag: Option<&Path>, creating: bool) -> Result<Config, GzError> {
+        let (path, named_by) = config_source(flag);
         let mut config = match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text, &path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && flag.is_none() => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && (named_by.is_none() || creating) =>
+            {
                 Config::default()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(GzError::new(
                     ErrorCode::FileNotFound,
-                    format!("config file {} does not exist", path.display()),
+                    format!(
+                        "config file {} (named by {}) does not exist",
+                        path.display(),
+                        named_by.unwrap_or("--config")
+                    ),
                 )
-                .with_hint("Create one with `gleitzeit config init`."))
+                .at(path.display().to_string())
+                .with_hint("Create one with `gleitzeit config init`, or mount it there (in a container: check the volume's source path)."))
             }
             Err(e) => {
+                // A bind mount whose source file is missing on the host
+                // arrives as an empty directory.
+                let hint = if path.is_dir() {
+                    "It is a directory: in a container, the file mounted there probably does not exist on the host (Docker then creates a directory); mount an existing file."
+                } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    "Make it readable by the user this runs as (in the container image: uid 10001), e.g. `chmod a+r FILE` on the host."
+                } else {
+                    "Check the path and its permissions."
+                };
                 return Err(GzError::new(
                     ErrorCode::FileUnreadable,
-                    format!("cannot read {}: {e}", path.display()),
-                ))
+                    format!("cannot read config file {}: {e}", path.display()),
+                )
+                .at(path.display().to_string())
+                .with_hint(hint));
             }
         };
         config.apply_env()?;
@@ -346,6 +376,20 @@ impl Config {
                         ),
                     )
                     .at("environment")
+                })?;
+        }
+        if let Some(wait) = var("GLEITZEIT_REDIS_WAIT") {
+            self.persistence.redis.wait_seconds = wait
+                .parse::<f64>()
+                .ok()
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .ok_or_else(|| {
+                    GzError::new(
+                        ErrorCode::ConfigInvalid,
+                        format!("GLEITZEIT_REDIS_WAIT={wait} is not a number of seconds ≥ 0"),
+                    )
+                    .at("environment")
+                    .with_hint("Set GLEITZEIT_REDIS_WAIT to how long to wait for Redis at start, e.g. 60 (0: fail at once).")
                 })?;
         }
         if let Some(prefix) = var("GLEITZEIT_REDIS_PREFIX") {

@@ -13,7 +13,9 @@ use gleitzeit_providers::python::{PythonConfig, PythonProvider};
 use gleitzeit_providers::replay::Recorder;
 use gleitzeit_providers::Registry;
 use gleitzeit_runtime::{Runtime, RuntimeConfig};
-use gleitzeit_store::{MemoryStore, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store};
+use gleitzeit_store::{
+    MemoryStore, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store, StoreError,
+};
 use std::sync::Arc;
 
 /// Cloned for what outlives one command's borrow (the monitor's feeds): a
@@ -66,8 +68,10 @@ fn load_custom_providers(
 }
 
 impl Context {
-    pub fn load(global: &GlobalOpts) -> Result<Context, GzError> {
-        let mut config = Config::load(global.config.as_deref())?;
+    /// `creating_config`: the command writes the config file, so one named
+    /// by `--config` or GLEITZEIT_CONFIG need not exist yet.
+    pub fn load(global: &GlobalOpts, creating_config: bool) -> Result<Context, GzError> {
+        let mut config = Config::load(global.config.as_deref(), creating_config)?;
         if let Some(backend) = &global.backend {
             config.persistence.backend = backend.clone();
         }
@@ -100,19 +104,73 @@ impl Context {
     }
 
     async fn redis_store(&self) -> Result<Arc<RedisStore>, GzError> {
-        let store = self
-            .redis
-            .get_or_try_init(|| async {
-                let options = RedisOptions {
-                    prefix: self.redis_prefix().to_string(),
-                    ..RedisOptions::default()
-                };
-                RedisStore::connect(&self.redis_url(), options)
-                    .await
-                    .map(Arc::new)
-            })
-            .await?;
+        let store = self.redis.get_or_try_init(|| self.connect_redis()).await?;
         Ok(store.clone())
+    }
+
+    /// Connects to Redis. With `persistence.redis.wait_seconds`
+    /// (GLEITZEIT_REDIS_WAIT) a Redis that does not answer yet — a container
+    /// started before its Redis — is tried again with backoff, each attempt
+    /// said on stderr, until that time is up.
+    async fn connect_redis(&self) -> Result<Arc<RedisStore>, GzError> {
+        const FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+        const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+        let wait = self.config.persistence.redis.wait_seconds;
+        if !wait.is_finite() || wait < 0.0 {
+            return Err(GzError::new(
+                ErrorCode::ConfigInvalid,
+                format!(
+                    "persistence.redis.wait_seconds must be a number of seconds ≥ 0, not {wait}"
+                ),
+            )
+            .at("persistence.redis.wait_seconds"));
+        }
+        let url = self.redis_url();
+        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs_f64(wait);
+        let mut delay = FIRST_DELAY;
+        let mut attempt = 1u32;
+        loop {
+            let options = RedisOptions {
+                prefix: self.redis_prefix().to_string(),
+                ..RedisOptions::default()
+            };
+            match RedisStore::connect(&url, options).await {
+                Ok(store) => {
+                    if attempt > 1 {
+                        eprintln!(
+                            "Redis at {} answers (attempt {attempt}).",
+                            gleitzeit_store::redact_url(&url)
+                        );
+                    }
+                    return Ok(Arc::new(store));
+                }
+                // A malformed URL will not get better by waiting.
+                Err(StoreError::Unreachable { url: shown, reason })
+                    if !reason.starts_with("not a Redis URL")
+                        && tokio::time::Instant::now() + delay < give_up =>
+                {
+                    let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+                    eprintln!(
+                        "waiting for Redis at {shown} (attempt {attempt}: {reason}); next try in {:.1} s, giving up in {:.0} s",
+                        delay.as_secs_f64(),
+                        left.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_DELAY);
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let gz = GzError::from(e);
+                    return Err(if attempt > 1 {
+                        gz.with_hint(format!(
+                            "Redis did not answer within {wait} s (GLEITZEIT_REDIS_WAIT); check that it runs and the URL (GLEITZEIT_REDIS_URL)."
+                        ))
+                    } else {
+                        gz
+                    });
+                }
+            }
+        }
     }
 
     /// The Redis store whatever the configured backend (worker nodes, admin).

@@ -1,4 +1,5 @@
-//! The API key client commands send: GLEITZEIT_API_KEY, else the one saved by
+//! The API key client commands send: GLEITZEIT_API_KEY, else the file
+//! GLEITZEIT_API_KEY_FILE names (a container secret), else the one saved by
 //! `gleitzeit auth login --save` in `~/.gleitzeit/credentials` (mode 0600).
 //! The key is never printed; only its public id is.
 
@@ -17,6 +18,23 @@ pub fn api_key() -> Option<(String, &'static str)> {
         .filter(|k| !k.is_empty())
     {
         return Some((key, "GLEITZEIT_API_KEY"));
+    }
+    // A Docker or Kubernetes secret arrives as a file (/run/secrets/…).
+    if let Some(file) = std::env::var_os("GLEITZEIT_API_KEY_FILE").filter(|f| !f.is_empty()) {
+        let file = PathBuf::from(file);
+        match std::fs::read_to_string(&file) {
+            Ok(text) if !text.trim().is_empty() => {
+                return Some((text.trim().to_string(), "GLEITZEIT_API_KEY_FILE"))
+            }
+            Ok(_) => eprintln!(
+                "warning: GLEITZEIT_API_KEY_FILE {} is empty; no API key from it",
+                file.display()
+            ),
+            Err(e) => eprintln!(
+                "warning: cannot read GLEITZEIT_API_KEY_FILE {}: {e}; no API key from it",
+                file.display()
+            ),
+        }
     }
     let text = std::fs::read_to_string(path()).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;

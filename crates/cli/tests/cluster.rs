@@ -362,11 +362,10 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        OwnRedis::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> OwnRedis {
         let mut redis = OwnRedis {
             child: Command::new("true").spawn().unwrap(),
             port,
@@ -417,6 +416,14 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -821,4 +828,95 @@ fn worker_nodes_read_files_only_under_the_grant_and_their_own_roots() {
         assert_eq!(task(name)["error"]["code"], "GZ6010", "{name}: {view}");
     }
     assert!(!view.to_string().contains("server-only text"), "{view}");
+}
+
+/// `docker stop` (SIGTERM) on a worker: it takes nothing new, lets the calls
+/// it runs finish and records them, then leaves — with no other node to take
+/// its tasks over, the workflow completes only if it drained.
+#[test]
+fn a_worker_stopped_with_sigterm_finishes_its_running_tasks_before_leaving() {
+    let mut cluster = Cluster::new();
+    cluster.start_server();
+    let mut worker = cluster.spawn_worker(&["--concurrency", "2", "--grace", "60"]);
+    let id = cluster.submit(&fan_yaml(2, 1.5, ""));
+    // The node's own heartbeat says both calls run (a task the server
+    // shows as running may still wait in the queue).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nodes = cluster.nodes();
+        if nodes.first().is_some_and(|n| n["running"] == 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tasks never ran: {nodes:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let status = worker.wait().expect("worker exit");
+    assert!(status.success(), "worker exited {status:?}");
+    let view = cluster.wait_finished(&id, Duration::from_secs(30));
+    assert_exactly_once(&cluster, &id, &view, 2);
+    let node = &cluster.nodes()[0];
+    assert_eq!(node["state"], "left", "{node}");
+}
+
+/// A worker (or server) started before its Redis — containers coming up in
+/// any order — waits with backoff, says so, and joins once Redis answers.
+#[test]
+fn a_worker_started_before_redis_waits_with_backoff_and_joins_when_it_answers() {
+    let env = Env::new();
+    let port = free_port();
+    let mut worker = env
+        .command()
+        .args(["--redis-url", &format!("redis://127.0.0.1:{port}")])
+        .arg("worker")
+        .env("GLEITZEIT_REDIS_WAIT", "120")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start worker");
+    let mut stderr = BufReader::new(worker.stderr.take().expect("stderr")).lines();
+    let waiting = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("waiting for Redis"))
+        .expect("a line saying it waits");
+    assert!(
+        waiting.contains(&format!("redis://127.0.0.1:{port}")) && waiting.contains("next try in"),
+        "{waiting}"
+    );
+    let _redis = OwnRedis::start_on(port);
+    let joined = BufReader::new(worker.stdout.take().expect("stdout"))
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("read line");
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(joined.starts_with("Worker "), "{joined}");
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("answers (attempt")),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn a_redis_that_never_answers_is_given_up_after_the_wait_with_a_gz_error() {
+    let env = Env::new();
+    let out = env
+        .command()
+        .args(["--redis-url", "redis://:hunter2@127.0.0.1:1/0", "worker"])
+        .env("GLEITZEIT_REDIS_WAIT", "1")
+        .output()
+        .unwrap();
+    let out = common::Run::from(out);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("waiting for Redis"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("GZ1001") && out.stderr.contains("within 1 s"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
 }

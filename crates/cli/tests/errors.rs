@@ -172,3 +172,81 @@ fn bad_config_is_gz9003() {
         run.stderr
     );
 }
+
+/// A config file named by GLEITZEIT_CONFIG (a container's mount) must be
+/// there: a missing one is an error, not a silent fall-back to the defaults.
+#[test]
+fn a_config_file_named_by_the_environment_must_exist_and_be_a_file() {
+    let env = Env::new();
+    let missing = env.path("mounted/config.yaml");
+    let run = env
+        .command()
+        .env("GLEITZEIT_CONFIG", &missing)
+        .arg("status")
+        .output()
+        .unwrap();
+    let run = common::Run::from(run);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("GZ5001")
+            && run.stderr.contains("GLEITZEIT_CONFIG")
+            && run.stderr.contains("mounted/config.yaml"),
+        "{}",
+        run.stderr
+    );
+
+    // What Docker mounts when the host file is missing: a directory.
+    std::fs::create_dir_all(&missing).unwrap();
+    let run = env
+        .command()
+        .env("GLEITZEIT_CONFIG", &missing)
+        .arg("status")
+        .output()
+        .unwrap();
+    let run = common::Run::from(run);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("GZ5002") && run.stderr.contains("It is a directory"),
+        "{}",
+        run.stderr
+    );
+
+    // `config init` creates the file the variable names.
+    let fresh = env.path("fresh/config.yaml");
+    env.command()
+        .env("GLEITZEIT_CONFIG", &fresh)
+        .args(["config", "init"])
+        .status()
+        .unwrap();
+    assert!(fresh.is_file());
+    let run = env
+        .command()
+        .env("GLEITZEIT_CONFIG", &fresh)
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+}
+
+#[test]
+fn a_wrong_redis_wait_in_the_environment_is_gz9003() {
+    let env = Env::new();
+    for value in ["soon", "-1", "NaN"] {
+        let run = env
+            .command()
+            .env("GLEITZEIT_REDIS_WAIT", value)
+            .arg("status")
+            .output()
+            .unwrap();
+        let run = common::Run::from(run);
+        assert_eq!(run.code, 2, "{value}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("GZ9003")
+                && run
+                    .stderr
+                    .contains(&format!("GLEITZEIT_REDIS_WAIT={value}")),
+            "{value}: {}",
+            run.stderr
+        );
+    }
+}

@@ -43,7 +43,17 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Functions(cmd) => return finish(functions::run(cmd, global.json), global.json),
         _ => {}
     }
-    let ctx = match Context::load(&global) {
+    let creating_config = matches!(
+        &cli.command,
+        Command::Config(config_cmd::ConfigArgs {
+            action: Some(
+                config_cmd::ConfigAction::Init { .. }
+                    | config_cmd::ConfigAction::Set { .. }
+                    | config_cmd::ConfigAction::Path
+            )
+        })
+    );
+    let ctx = match Context::load(&global, creating_config) {
         Ok(ctx) => ctx,
         Err(e) => return finish(Err(e), global.json),
     };
