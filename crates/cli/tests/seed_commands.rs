@@ -399,6 +399,8 @@ fn run_in_terminal(fixture: &Fixture, line: &str, origin: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
     tmux(&["send-keys", "-t", &session, "q"]);
+    // Pacing only: the monitor gets a moment to restore the terminal before
+    // the session goes; nothing below depends on it.
     std::thread::sleep(Duration::from_millis(300));
     tmux(&["kill-session", "-t", &session]);
     assert!(
