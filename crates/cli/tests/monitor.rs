@@ -144,17 +144,21 @@ fn monitor_follows_drills_in_filters_cancels_and_quits() {
     monitor.keys(&["Home", "Enter"]);
     monitor.wait_for("Tasks of “talk”");
     monitor.keys(&["j"]);
-    let screen = monitor.wait_for("Live tokens");
-    assert!(
-        screen.contains("word"),
-        "tokens on screen while streaming:\n{screen}"
+    // The pane opens before the first words arrive.
+    poll::until(
+        "tokens on screen while streaming",
+        || monitor.screen(),
+        |screen| screen.contains("Live tokens") && screen.contains("word"),
     );
     let screen = monitor.wait_for("task_completed");
     assert!(screen.contains("chat"), "{screen}");
     let status = talker.wait().unwrap();
     assert!(status.success());
-    let screen = monitor.wait_for("completed · 2/2 tasks");
-    assert!(screen.contains("Result"), "{screen}");
+    poll::until(
+        "the finished workflow with its result",
+        || monitor.screen(),
+        |screen| screen.contains("completed · 2/2 tasks") && screen.contains("Result"),
+    );
 
     // Back to the list, filter to the sleeper, cancel it (n first, then y).
     monitor.keys(&["Escape"]);
