@@ -9,7 +9,7 @@
 //! prefix and deletes its keys at the end.
 
 mod common;
-use common::{redis_url, Env};
+use common::{poll, redis_url, Env};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -300,6 +300,7 @@ fn workers_killed_every_200ms_lose_no_task_and_record_each_result_once() {
     let id = cluster.submit(&fan_yaml(2_000, 0.01, ""));
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..20 {
+        // The scenario: a worker dies every 200 ms, whatever it is doing.
         std::thread::sleep(Duration::from_millis(200));
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -345,6 +346,8 @@ fn server_restart_while_workers_keep_running() {
     // Kill the scheduler once some tasks are done, with work still queued.
     cluster.wait_completed(&id, 30);
     cluster.kill_server();
+    // The scenario: workers keep finishing tasks while no scheduler is there
+    // to hear about it.
     std::thread::sleep(Duration::from_millis(500));
     cluster.start_server();
     let view = cluster.wait_finished(&id, Duration::from_secs(120));
@@ -437,6 +440,8 @@ fn redis_going_away_mid_run_loses_nothing_and_records_nothing_twice() {
     cluster.wait_completed(&id, 30);
     // Redis dies; server and workers wait it out with backoff.
     redis.kill();
+    // The scenario: Redis stays away long enough for every reconnect to fail
+    // a few times.
     std::thread::sleep(Duration::from_millis(1500));
     redis.restart();
     let view = cluster.wait_finished(&id, Duration::from_secs(180));
@@ -476,10 +481,12 @@ fn requires_routes_tasks_only_to_matching_workers() {
         cluster.wait_finished(&eu, Duration::from_secs(60))["state"],
         "completed"
     );
-    std::thread::sleep(Duration::from_millis(600)); // a heartbeat carries the counts
-    let counts = completed(&cluster);
-    assert_eq!(counts["gpu-node"], 8, "{counts:?}");
-    assert_eq!(counts["eu-node"], 8, "{counts:?}");
+    // Heartbeats carry the counts, so they arrive a beat after the results.
+    let counts = poll::until(
+        "the heartbeats to count 8 tasks on gpu-node and on eu-node",
+        || completed(&cluster),
+        |counts| counts.get("gpu-node") == Some(&8) && counts.get("eu-node") == Some(&8),
+    );
     assert_eq!(counts["plain-node"], 0, "{counts:?}");
 
     // Nobody offers gpu + region=us: the task waits, then runs on the node
@@ -489,6 +496,8 @@ fn requires_routes_tasks_only_to_matching_workers() {
         0.0,
         "    requires: {gpu: true, labels: {region: us}}\n",
     ));
+    // Time for a wrong node to take the task if placement let it: that
+    // nothing happens cannot be waited for.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(cluster.workflow(&us)["state"], "running");
     cluster.add_worker(&["--id", "us-gpu-node", "--gpu", "--labels", "region=us"]);
@@ -722,7 +731,7 @@ fn config_show_hides_the_redis_password() {
 fn run_on_redis_waits_for_a_worker_and_says_so() {
     let mut cluster = Cluster::new();
     let file = cluster.env.write("flow.yaml", &fan_yaml(5, 0.0, ""));
-    let child = cluster
+    let mut child = cluster
         .command()
         .args(["run", "--quiet", "--json"])
         .arg(&file)
@@ -730,9 +739,31 @@ fn run_on_redis_waits_for_a_worker_and_says_so() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    // Stderr is read as it comes: the worker joins once the run said it waits.
+    let stderr = child.stderr.take().unwrap();
+    let (line_sender, line_receiver) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = line_sender.send(line);
+        }
+        all
+    });
+    let mut said = String::new();
+    poll::until(
+        "the run to say that it waits for a worker",
+        || {
+            said.extend(line_receiver.try_iter().map(|line| line + "\n"));
+            said.clone()
+        },
+        |said| said.contains("no worker node is active"),
+    );
     cluster.add_worker(&[]);
-    let out = common::Run::from(child.wait_with_output().unwrap()).ok();
+    let mut output = child.wait_with_output().unwrap();
+    output.stderr = reader.join().unwrap().into_bytes();
+    let out = common::Run::from(output).ok();
     assert!(
         out.stderr.contains("no worker node is active"),
         "{}",
@@ -784,11 +815,17 @@ fn llm_rate_limits_hold_across_worker_nodes() {
     let busiest = gleitzeit_testkit::busiest_window(&times, Duration::from_secs(1));
     assert!(busiest <= 4, "{busiest} requests within one second");
     // Both nodes did part of the work, so the limit was shared, not one node's.
-    std::thread::sleep(Duration::from_millis(600)); // a heartbeat carries the counts
-    let nodes = cluster.nodes();
-    for node in &nodes {
-        assert!(node["completed"].as_u64().unwrap() > 0, "{nodes:?}");
-    }
+    // Heartbeats carry the counts, so they arrive a beat after the results.
+    poll::until(
+        "the heartbeats of both nodes to count completed tasks",
+        || cluster.nodes(),
+        |nodes| {
+            nodes.len() == 2
+                && nodes
+                    .iter()
+                    .all(|node| node["completed"].as_u64().unwrap_or(0) > 0)
+        },
+    );
 }
 
 /// A worker node enforces the grant a call carries, narrowed to its own

@@ -3,7 +3,7 @@
 //! with `/`, cancels with `c` after a confirmation, and quits with `q`.
 
 mod common;
-use common::{tmux, Env};
+use common::{poll, tmux, Env};
 use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -130,23 +130,35 @@ fn monitor_follows_drills_in_filters_cancels_and_quits() {
         .args(["run", "-q", talk.to_str().unwrap()])
         .spawn()
         .unwrap();
-    // The newest workflow comes first; drill in and watch its tokens stream.
-    let screen = monitor.wait_for("talk");
-    assert!(screen.contains("running"), "{screen}");
+    // The newest workflow comes first (listed while still pending, so wait for
+    // its row to say running); drill in and watch its tokens stream.
+    poll::until(
+        "the row of `talk` to say running",
+        || monitor.screen(),
+        |screen| {
+            screen
+                .lines()
+                .any(|row| row.contains("talk") && row.contains("running"))
+        },
+    );
     monitor.keys(&["Home", "Enter"]);
     monitor.wait_for("Tasks of “talk”");
     monitor.keys(&["j"]);
-    let screen = monitor.wait_for("Live tokens");
-    assert!(
-        screen.contains("word"),
-        "tokens on screen while streaming:\n{screen}"
+    // The pane opens before the first words arrive.
+    poll::until(
+        "tokens on screen while streaming",
+        || monitor.screen(),
+        |screen| screen.contains("Live tokens") && screen.contains("word"),
     );
     let screen = monitor.wait_for("task_completed");
     assert!(screen.contains("chat"), "{screen}");
     let status = talker.wait().unwrap();
     assert!(status.success());
-    let screen = monitor.wait_for("completed · 2/2 tasks");
-    assert!(screen.contains("Result"), "{screen}");
+    poll::until(
+        "the finished workflow with its result",
+        || monitor.screen(),
+        |screen| screen.contains("completed · 2/2 tasks") && screen.contains("Result"),
+    );
 
     // Back to the list, filter to the sleeper, cancel it (n first, then y).
     monitor.keys(&["Escape"]);
@@ -179,6 +191,7 @@ fn monitor_follows_drills_in_filters_cancels_and_quits() {
         .map(str::to_string)
         .unwrap_or(pid.trim().to_string());
     let before = cpu_seconds(&pid);
+    // The scenario: CPU time is measured over a stretch of idle time.
     std::thread::sleep(Duration::from_secs(4));
     let used = cpu_seconds(&pid) - before;
     assert!(used < 1.0, "idle monitor used {used:.2} CPU seconds in 4 s");

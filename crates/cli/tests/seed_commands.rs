@@ -399,6 +399,8 @@ fn run_in_terminal(fixture: &Fixture, line: &str, origin: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
     tmux(&["send-keys", "-t", &session, "q"]);
+    // Pacing only: the monitor gets a moment to restore the terminal before
+    // the session goes; nothing below depends on it.
     std::thread::sleep(Duration::from_millis(300));
     tmux(&["kill-session", "-t", &session]);
     assert!(
@@ -610,4 +612,47 @@ fn extraction_finds_lines_in_shell_blocks_only() {
             "gleitzeit exec \"\nprint(1)\n\""
         ]
     );
+}
+
+/// Seed 003 lists `examples/parallel_workflow.yaml`: it exists, and it runs
+/// with its three questions independent of each other and the summary after
+/// them all.
+#[test]
+fn the_parallel_example_seed_003_lists_runs() {
+    let seed = std::fs::read_dir(seeds_dir())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("003_"))
+        .expect("seed 003");
+    let text = std::fs::read_to_string(seed.path()).unwrap();
+    assert!(text.contains("`examples/parallel_workflow.yaml`"));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let llm = rt
+        .block_on(OllamaDouble::start(DoubleConfig::default()))
+        .unwrap();
+    let env = Env::new();
+    let file = workspace().join("examples/parallel_workflow.yaml");
+    let output = env
+        .command()
+        .env("OLLAMA_HOST", llm.url())
+        .args(["--json", "run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let run = common::Run::from(output).ok();
+    let view = run.json();
+    assert_eq!(view["state"], "completed", "{view}");
+    let summary = common::task_of(&view, "summary");
+    // The double answers "echo: One sentence about X": 5 words, 3 times.
+    assert_eq!(summary["result"]["answers"], 3, "{summary}");
+    assert_eq!(summary["result"]["words"], 15, "{summary}");
+    assert_eq!(llm.stats().chat, 3);
+    let tasks = view["tasks"].as_array().unwrap();
+    for question in ["rivers", "mountains", "forests"] {
+        let task = tasks.iter().find(|t| t["id"] == question).unwrap();
+        assert_eq!(task["dependencies"], serde_json::json!([]), "{task}");
+    }
 }

@@ -74,6 +74,7 @@ async fn two_nodes_share_one_request_window() {
         },
     )];
     assert!(one.try_admit(&other, 0.0).await.unwrap().is_ok());
+    // The scenario: the window moves on the clock, by the wait it announced.
     tokio::time::sleep(wait).await;
     assert!(two.try_admit(&endpoint, 0.0).await.unwrap().is_ok());
     cleanup(&prefix).await;

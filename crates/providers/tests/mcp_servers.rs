@@ -262,7 +262,17 @@ async fn a_server_that_dies_is_restarted_and_broken_ones_are_gz2041() {
         .unwrap();
     // SAFETY: signalling a child process this test started.
     unsafe { libc::kill(first_pid, libc::SIGKILL) };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Dead means gone or a zombie: its state letter follows the `(name)`.
+    gleitzeit_testkit::poll::until_async(
+        "the killed server to die",
+        || async {
+            std::fs::read_to_string(format!("/proc/{first_pid}/stat"))
+                .ok()
+                .and_then(|stat| Some(stat.get(stat.rfind(')')? + 2..)?.chars().next()?))
+        },
+        |state| matches!(state, None | Some('Z' | 'X')),
+    )
+    .await;
     let answer = call(&p, "mcp/call_tool", echo).await.unwrap();
     assert!(answer["text"].as_str().unwrap().contains("one"));
     let second_pid: i32 = std::fs::read_to_string(&pid_file)

@@ -253,6 +253,7 @@ async fn cancelling_aborts_running_tasks_and_marks_everything_cancelled() {
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
+        // The scenario: the cancel arrives while `slow` runs.
         tokio::time::sleep(Duration::from_millis(50)).await;
         trigger.cancel();
     });
@@ -283,6 +284,7 @@ async fn cancel_request_in_the_store_stops_a_run() {
     let store = rt.store().clone();
     let target = id.clone();
     tokio::spawn(async move {
+        // The scenario: the request arrives while `slow` runs.
         tokio::time::sleep(Duration::from_millis(50)).await;
         store.request_cancel(&target).await.unwrap();
     });

@@ -442,6 +442,7 @@ async fn open_sse_streams_close_on_revocation_disable_and_expiry() {
     let (key, id) = f.another_key("alice").await;
     let stream = open_sse(&f.router, &key).await;
     let reader = tokio::spawn(read_sse(stream, |_| false));
+    // The scenario: the key is revoked while the stream is being read.
     tokio::time::sleep(Duration::from_millis(200)).await;
     revoke(&f, &id).await;
     let (text, ended) = reader.await.unwrap();

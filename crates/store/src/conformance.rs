@@ -1251,6 +1251,7 @@ async fn redis_apply_waits_out_an_outage() {
         let seqs = store.apply(two_events("wf-o")).await;
         (store, seqs)
     });
+    // The scenario: an outage of 0.8 s, which the writer must wait out.
     tokio::time::sleep(Duration::from_millis(800)).await;
     proxy.set_down(false);
     let (store, seqs) = writer.await.unwrap();

@@ -21,6 +21,7 @@
 
 mod handlers;
 mod llama;
+pub mod poll;
 pub use llama::llama_server_url;
 mod wire;
 

@@ -967,6 +967,12 @@ async fn shutdown_refuses_connections() {
     let d = double(DoubleConfig::default()).await;
     let url = d.url();
     drop(d);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(client().get(url).send().await.is_err());
+    // Dropping stops the server in the background, so refusal comes a moment later.
+    let refused = gleitzeit_testkit::poll::until_async(
+        "a dropped double to refuse connections",
+        || async { client().get(&url).send().await.map(|r| r.status()) },
+        Result::is_err,
+    )
+    .await;
+    assert!(refused.is_err());
 }

@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+// Tests wait for state through this, never for a fixed time; not every
+// test binary waits.
+#[allow(unused_imports)]
+pub use gleitzeit_testkit::poll;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

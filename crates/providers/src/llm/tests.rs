@@ -221,6 +221,7 @@ async fn circuit_opens_after_repeated_failures_and_recovers_after_cooldown() {
     let status = llm.status();
     assert_eq!(status[0].circuit, fleet::Circuit::Open);
     broken.set_behavior(Behavior::Normal);
+    // The scenario: the circuit's cooldown (0.3 s) runs out on the clock.
     tokio::time::sleep(Duration::from_millis(400)).await;
     for _ in 0..3 {
         llm.call("llm/chat", chat("hi"), &ctx).await.unwrap();
@@ -506,8 +507,12 @@ async fn dropping_a_call_aborts_the_request() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(server.stats().in_flight, 1);
+    gleitzeit_testkit::poll::until_async(
+        "the request to reach the server",
+        || async { server.stats().in_flight },
+        |in_flight| *in_flight == 1,
+    )
+    .await;
     task.abort();
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.stats().in_flight > 0 {

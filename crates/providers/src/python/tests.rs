@@ -253,6 +253,7 @@ async fn python_cancellation_kills_the_worker() {
             .await
         })
     };
+    // The scenario: the cancel reaches code that is already running.
     tokio::time::sleep(Duration::from_millis(300)).await;
     cancel.cancel();
     let err = tokio::time::timeout(Duration::from_secs(10), task)
