@@ -21,7 +21,9 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   ROOTFS_TAR="$CACHE/bookworm-slim-rootfs.tar"
   if [ ! -s "$ROOTFS_TAR" ]; then
     if ! command -v debootstrap >/dev/null; then
-      apt-get install -y -qq debootstrap >/dev/null
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get install -y -qq debootstrap >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null && apt-get install -y -qq debootstrap >/dev/null; }
     fi
     WORK="$CACHE/rootfs-work"
     rm -rf "$WORK"

@@ -42,10 +42,18 @@ fail() {
 }
 step() { echo "-- $*"; }
 
+apt_install() { # PACKAGE…: from Debian's packages, refreshing the lists once when needed
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "$@" >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$@" >/dev/null 2>&1; }
+}
+
 # ---- the engine ---------------------------------------------------------
 if ! command -v docker >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y -qq docker.io >/dev/null 2>&1 || skip "docker.io does not install (apt-get install docker.io)"
+    step "installing Debian's docker.io"
+    apt_install docker.io || skip "docker.io does not install (apt-get install docker.io)"
   else
     skip "no docker CLI (install Docker, or run as root on Debian to get docker.io)"
   fi
@@ -56,7 +64,7 @@ if ! docker info >/dev/null 2>&1; then
     skip "no Docker engine answers and starting one needs root"
   fi
   if ! command -v dockerd >/dev/null; then
-    apt-get install -y -qq docker.io >/dev/null 2>&1 || skip "no dockerd and docker.io does not install"
+    apt_install docker.io || skip "no dockerd and docker.io does not install"
   fi
   ENGINE_RUN=/run/gleitzeit-dockerd
   mkdir -p "$ENGINE_RUN"
@@ -83,8 +91,8 @@ fi
 if docker compose version >/dev/null 2>&1; then
   COMPOSE_CMD=(docker compose)
 else
-  if ! command -v docker-compose >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -qq docker-compose >/dev/null 2>&1 || true
+  if ! command -v docker-compose >/dev/null; then
+    apt_install docker-compose || true
   fi
   command -v docker-compose >/dev/null || skip "neither \`docker compose\` nor docker-compose is installed"
   COMPOSE_CMD=(docker-compose)
@@ -137,7 +145,11 @@ scripts/docker-base-images.sh >/dev/null
 BINARY="${1:-${CARGO_TARGET_DIR:-$HOME/.cache/gleitzeit/target}/release/gleitzeit}"
 [ -x "$BINARY" ] || fail "no gleitzeit binary at $BINARY (build one, or pass its path)"
 mkdir -p docker/prebuilt
-strip -o docker/prebuilt/gleitzeit "$BINARY"
+if command -v strip >/dev/null; then
+  strip -o docker/prebuilt/gleitzeit "$BINARY"
+else
+  cp "$BINARY" docker/prebuilt/gleitzeit
+fi
 step "image $IMAGE from $BINARY (stripped: $(du -m docker/prebuilt/gleitzeit | cut -f1) MB)"
 buildkit_build --network host -q --build-arg GLEITZEIT_BINARY=prebuilt -t "$IMAGE" . >/dev/null
 echo "image size: $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1000/1000}')"

@@ -289,6 +289,9 @@ fn init_logging(global: &GlobalOpts) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Escape codes only on a terminal: `docker compose logs` and log
+        // files get plain lines.
+        .with_ansi(output::color_stderr())
         .with_target(false)
         .try_init();
 }
