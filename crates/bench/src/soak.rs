@@ -10,6 +10,7 @@
 //! Bounded: it gives up after a time limit and reports what was unfinished.
 
 use anyhow::{bail, Context, Result};
+use gleitzeit_core::events::{Event, EventPayload};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -234,18 +235,19 @@ async fn check(client: &reqwest::Client, base: &str, id: &str, n: usize) -> Resu
         .error_for_status()?
         .json()
         .await?;
-    let events: Value = client
+    let mut page: Value = client
         .get(format!("{base}/api/v1/workflows/{id}/events?limit=1000"))
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
+    let events: Vec<Event> = serde_json::from_value(page["events"].take())
+        .context("the events page holds no readable events")?;
     let mut completions: HashMap<String, usize> = HashMap::new();
-    for event in events["events"].as_array().into_iter().flatten() {
-        if event["type"] == "task_completed" {
-            let task = event["data"]["task_id"].as_str().unwrap_or_default();
-            *completions.entry(task.to_string()).or_default() += 1;
+    for event in events {
+        if let EventPayload::TaskCompleted(done) = event.payload {
+            *completions.entry(done.task_id).or_default() += 1;
         }
     }
     let tasks = view["tasks"].as_array().cloned().unwrap_or_default();
