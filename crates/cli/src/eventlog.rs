@@ -8,7 +8,10 @@ use gleitzeit_core::events::{self, Event};
 use serde_json::Value;
 
 pub fn task_label(event: &Event) -> String {
-    event.data["task_id"].as_str().unwrap_or("").to_string()
+    event.stored_data().1["task_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -40,9 +43,9 @@ pub fn error_text(value: &Value) -> String {
 
 /// One event as a log line: its level and message.
 pub fn log_line(event: &Event) -> (Level, String) {
-    let d = &event.data;
+    let d = &event.stored_data().1;
     let task = task_label(event);
-    match event.kind.as_str() {
+    match event.type_name() {
         events::WORKFLOW_STARTED => (
             Level::Info,
             format!(

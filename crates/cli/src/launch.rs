@@ -6,7 +6,7 @@
 use crate::output::{self, render_diagnostics, Paint};
 use crate::progress::{summary, Display};
 use gleitzeit_api::views::WorkflowView;
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{Event, EventPayload};
 use gleitzeit_core::model::{RetryPolicy, TaskSpec};
 use gleitzeit_core::parse::{self, parse_input_override, Diagnostic, Includes};
 use gleitzeit_core::{ErrorCode, GzError, Workflow, WorkflowState};
@@ -244,8 +244,10 @@ pub async fn show_until_finished(
     while let Some(event) = futures_util::StreamExt::next(&mut stream).await {
         let event = event?;
         let last = matches!(
-            event.kind.as_str(),
-            events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED
+            event.payload,
+            EventPayload::WorkflowCompleted(_)
+                | EventPayload::WorkflowFailed(_)
+                | EventPayload::WorkflowCancelled(_)
         );
         let _ = tx.send(event);
         if last {

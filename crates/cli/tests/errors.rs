@@ -250,3 +250,40 @@ fn a_wrong_redis_wait_in_the_environment_is_gz9003() {
         );
     }
 }
+
+/// A server whose every answer is `body`, whatever was asked.
+fn answering_everything_with(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_malformed_server_answer_is_an_error_naming_the_endpoint_not_empty_output() {
+    let env = Env::new();
+    let url = answering_everything_with(r#"{"status": "healthy", "keys": "not a list"}"#);
+    let run = env.run(&["--server", &url, "auth", "keys", "list"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("GZ1002") && run.stderr.contains("/api/v1/auth/keys"),
+        "{}",
+        run.stderr
+    );
+}

@@ -3,6 +3,7 @@
 //! that still holds queue entries.
 
 use gleitzeit_cluster::{DispatchOptions, Keys, NodeInfo, RedisDispatcher, GROUP};
+use gleitzeit_core::events::EventPayload;
 use gleitzeit_store::{now_ms, MemoryStore, Store};
 use gleitzeit_testkit::poll;
 use std::collections::HashMap;
@@ -180,11 +181,17 @@ async fn silent_nodes_are_marked_lost_and_long_gone_idle_ones_forgotten() {
     );
     // node_left announced once for each silent node, for nobody else.
     let events = store.events(None, 0, 100).await.unwrap();
-    let left: Vec<_> = events.iter().filter(|e| e.kind == "node_left").collect();
+    let left: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EventPayload::NodeLeft(left) => Some((e, left)),
+            _ => None,
+        })
+        .collect();
     assert_eq!(left.len(), 2, "{events:?}");
-    assert_eq!(left[0].data["node_id"], "silent");
-    assert_eq!(left[1].data["node_id"], "later");
-    assert_eq!(left[0].workflow_id, "");
+    assert_eq!(left[0].1.node_id, "silent");
+    assert_eq!(left[1].1.node_id, "later");
+    assert_eq!(left[0].0.workflow_id, "");
 
     let all: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))

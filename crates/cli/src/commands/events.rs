@@ -63,7 +63,10 @@ pub async fn run(ctx: &Context, args: EventsArgs) -> Result<u8, GzError> {
     let after = args.after.unwrap_or(head.saturating_sub(args.limit));
     let paint = Paint(output::color_stdout());
     let show = |event: &Event| {
-        if types.as_ref().is_some_and(|t| !t.contains(&event.kind)) {
+        if types
+            .as_ref()
+            .is_some_and(|t| !t.iter().any(|k| k == event.type_name()))
+        {
             return;
         }
         if ctx.global.json {
@@ -74,7 +77,7 @@ pub async fn run(ctx: &Context, args: EventsArgs) -> Result<u8, GzError> {
                 "{:>6}  {}  {:<18} {}  {message}",
                 event.seq,
                 format_time_ms(event.at_ms),
-                paint.cyan(&event.kind),
+                paint.cyan(event.type_name()),
                 short_id(&event.workflow_id)
             );
         }

@@ -36,7 +36,7 @@ pub async fn run(ctx: &Context, command: InspectCommand) -> Result<u8, GzError> 
                 value["events"] = json!(history.len());
                 value["retries"] = json!(history
                     .iter()
-                    .filter(|e| e.kind == events::TASK_RETRYING)
+                    .filter(|e| e.type_name() == events::TASK_RETRYING)
                     .count());
                 println!("{value}");
                 return Ok(output::EXIT_OK);
@@ -64,7 +64,7 @@ pub async fn run(ctx: &Context, command: InspectCommand) -> Result<u8, GzError> 
                 .history(&view.workflow_id)
                 .await?
                 .into_iter()
-                .filter(|e| task_label(e) == task.id && e.kind != events::LLM_TOKEN)
+                .filter(|e| task_label(e) == task.id && e.type_name() != events::LLM_TOKEN)
                 .collect();
             if ctx.global.json {
                 println!(

@@ -72,7 +72,7 @@ pub async fn run(ctx: &Context, args: LogsArgs) -> Result<u8, GzError> {
         if ctx.global.json {
             println!(
                 "{}",
-                json!({"seq": event.seq, "at_ms": event.at_ms, "level": level.as_str(), "workflow_id": event.workflow_id, "task_id": event.data["task_id"], "type": event.kind, "message": message})
+                json!({"seq": event.seq, "at_ms": event.at_ms, "level": level.as_str(), "workflow_id": event.workflow_id, "task_id": event.stored_data().1["task_id"], "type": event.type_name(), "message": message})
             );
         } else {
             let line = match level {

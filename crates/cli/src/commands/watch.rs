@@ -6,7 +6,7 @@ use crate::eventlog::{format_time_ms, log_line, next_or_interrupt, task_label};
 use crate::output::{self, format_ms, format_time, preview, Paint};
 use crate::service::{self, WorkflowService};
 use clap::Subcommand;
-use gleitzeit_core::events;
+use gleitzeit_core::events::EventPayload;
 use gleitzeit_core::{ErrorCode, GzError};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -65,19 +65,21 @@ async fn watch_task(
         while let Some(event) = next_or_interrupt(&mut stream).await {
             let event = event?;
             let workflow_over = matches!(
-                event.kind.as_str(),
-                events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED
+                event.payload,
+                EventPayload::WorkflowCompleted(_)
+                    | EventPayload::WorkflowFailed(_)
+                    | EventPayload::WorkflowCancelled(_)
             );
             if task_label(&event) == found.id {
-                if event.kind != events::LLM_TOKEN && !ctx.global.json {
+                if !matches!(event.payload, EventPayload::LlmToken(_)) && !ctx.global.json {
                     println!("{} {}", format_time_ms(event.at_ms), log_line(&event).1);
                 }
                 if matches!(
-                    event.kind.as_str(),
-                    events::TASK_COMPLETED
-                        | events::TASK_FAILED
-                        | events::TASK_SKIPPED
-                        | events::TASK_CANCELLED
+                    event.payload,
+                    EventPayload::TaskCompleted(_)
+                        | EventPayload::TaskFailed(_)
+                        | EventPayload::TaskSkipped(_)
+                        | EventPayload::TaskCancelled(_)
                 ) {
                     break;
                 }

@@ -17,6 +17,7 @@ use gleitzeit_api::views::WorkflowView;
 use gleitzeit_api::workflows::{
     EventHead, EventPage, StateResponse, SubmitResponse, WorkflowList, WorkflowSummaryView,
 };
+use gleitzeit_api::DiagnosticBody;
 use gleitzeit_core::events::Event;
 use gleitzeit_core::parse::Diagnostic;
 use gleitzeit_core::yaml::Pos;
@@ -74,35 +75,29 @@ struct NodeList {
 
 /// The problems a server found in a submitted workflow, pointing into the
 /// user's file (the server knows it only by the name it was sent under).
-fn server_diagnostics(error: &GzError, file: &str) -> Vec<Diagnostic> {
-    #[derive(Deserialize)]
-    struct Problem {
-        code: Option<String>,
-        #[serde(default)]
-        message: String,
-        hint: Option<String>,
-        line: Option<usize>,
-        column: Option<usize>,
-    }
-    let problems: Vec<Problem> =
-        serde_json::from_value(error.details["diagnostics"].clone()).unwrap_or_default();
-    problems
+fn server_diagnostics(error: &GzError, file: &str) -> Result<Vec<Diagnostic>, GzError> {
+    let problems: Vec<DiagnosticBody> =
+        serde_json::from_value(error.details["diagnostics"].clone()).map_err(|e| {
+            GzError::new(
+                ErrorCode::ServerUnreachable,
+                format!(
+                    "the server sent unreadable diagnostics for {file} to /api/v1/workflows: {e}"
+                ),
+            )
+        })?;
+    Ok(problems
         .into_iter()
         .map(|p| Diagnostic {
-            code: p
-                .code
-                .as_deref()
-                .and_then(ErrorCode::parse)
-                .unwrap_or(error.code),
+            code: ErrorCode::parse(&p.code).unwrap_or(error.code),
             message: p.message,
             hint: p.hint,
             file: file.to_string(),
             pos: Pos {
-                line: p.line.unwrap_or(1),
-                column: p.column.unwrap_or(1),
+                line: p.line,
+                column: p.column,
             },
         })
-        .collect()
+        .collect())
 }
 
 #[async_trait::async_trait]
@@ -191,7 +186,7 @@ impl WorkflowService for RemoteService {
                 links: Some(links),
             })),
             Err(error) if error.details.get("diagnostics").is_some() => {
-                Ok(Err(server_diagnostics(&error, file)))
+                Ok(Err(server_diagnostics(&error, file)?))
             }
             Err(error) => Err(error),
         }
