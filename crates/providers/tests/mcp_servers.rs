@@ -268,7 +268,7 @@ async fn a_server_that_dies_is_restarted_and_broken_ones_are_gz2041() {
         || async {
             std::fs::read_to_string(format!("/proc/{first_pid}/stat"))
                 .ok()
-                .and_then(|stat| Some(stat.get(stat.rfind(')')? + 2..)?.chars().next()?))
+                .and_then(|stat| stat.get(stat.rfind(')')? + 2..)?.chars().next())
         },
         |state| matches!(state, None | Some('Z' | 'X')),
     )
