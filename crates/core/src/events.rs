@@ -19,6 +19,9 @@ macro_rules! kinds {
         /// fields are `data`.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
         #[serde(tag = "type", content = "data", rename_all = "snake_case")]
+        // Unboxed so every kind matches as `EventPayload::Kind(Kind)`; an
+        // event is built once and moved, so the size is not copied around.
+        #[allow(clippy::large_enum_variant)]
         pub enum EventPayload {
             $( $variant($variant), )*
             /// See [`UndecodedEvent`]; it has no schema of its own.

@@ -29,7 +29,7 @@ pub(crate) const CHUNK_TOKENS: usize = 256;
 pub(crate) const CHUNK_WAIT: Duration = Duration::from_millis(100);
 
 enum Msg {
-    Event(Event),
+    Event(Box<Event>),
     /// Answered once every event sent before it is stored and announced.
     Flush(oneshot::Sender<()>),
 }
@@ -58,7 +58,7 @@ impl LiveEvents {
         events: &broadcast::Sender<Event>,
         event: Event,
     ) {
-        let _ = self.sender(store, events).send(Msg::Event(event));
+        let _ = self.sender(store, events).send(Msg::Event(Box::new(event)));
     }
 
     /// Waits until every event sent so far is stored and announced, so a task's
@@ -167,12 +167,12 @@ async fn write_loop(
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Event(event) if matches!(event.payload, EventPayload::LlmToken(_)) => {
-                    batch.extend(chunks.add(event));
+                    batch.extend(chunks.add(*event));
                 }
                 Msg::Event(event) => {
                     // Tokens that came before it are stored before it.
                     batch.extend(chunks.take_all());
-                    batch.push(event);
+                    batch.push(*event);
                 }
                 Msg::Flush(done) => {
                     batch.extend(chunks.take_all());

@@ -151,6 +151,9 @@ impl TaskRecord {
 
 /// One change; [`Store::apply`] commits a batch of them atomically.
 #[derive(Debug, Clone)]
+// A typed event is the largest change; writes are built once and moved into
+// a batch, so boxing it would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum Write {
     /// Insert or replace a task row.
     Task(TaskRecord),
