@@ -38,13 +38,21 @@ pub struct DiagnosticBody {
 impl ErrorBody {
     /// The body for one error; diagnostics are the caller's to add.
     pub fn new(error: &GzError) -> ErrorBody {
+        let ErrorView {
+            code,
+            message,
+            hint,
+            location,
+            retryable,
+            details,
+        } = ErrorView::new(error);
         ErrorBody {
-            code: error.code.to_string(),
-            message: error.message.clone(),
-            hint: error.hint_text().to_string(),
-            location: error.location.clone(),
-            retryable: error.retryable,
-            details: error.details.clone(),
+            code,
+            message,
+            hint,
+            location,
+            retryable,
+            details,
             diagnostics: Vec::new(),
         }
     }

@@ -7,7 +7,7 @@ use crate::output::{self, render_diagnostics, Paint};
 use crate::progress::{summary, Display};
 use gleitzeit_api::views::WorkflowView;
 use gleitzeit_core::events::{Event, EventPayload};
-use gleitzeit_core::model::{RetryPolicy, TaskSpec};
+use gleitzeit_core::model::TaskSpec;
 use gleitzeit_core::parse::{self, parse_input_override, Diagnostic, Includes};
 use gleitzeit_core::{ErrorCode, GzError, Workflow, WorkflowState};
 use gleitzeit_runtime::{RunOutcome, Runtime};
@@ -297,23 +297,7 @@ pub fn single_task_workflow(
 
 /// A task with every option at its default.
 pub fn single_task(id: &str, method: &str, params: Map<String, Value>) -> TaskSpec {
-    TaskSpec {
-        id: id.to_string(),
-        name: None,
-        method: method.into(),
-        params: Value::Object(params),
-        dependencies: vec![],
-        priority: Default::default(),
-        timeout: None,
-        retry: RetryPolicy::default(),
-        on_error: Default::default(),
-        requires: Default::default(),
-        when: None,
-        on_skip: Default::default(),
-        for_each: None,
-        max_parallel: None,
-        cache: None,
-    }
+    TaskSpec::new(id, method, Value::Object(params))
 }
 
 /// The model `run --text`/`--vision`/`--batch-folder` ask when none is named.

@@ -113,6 +113,29 @@ pub struct TaskSpec {
     pub cache: Option<CachePolicy>,
 }
 
+impl TaskSpec {
+    /// A task with every option at its default, as `exec` and tests build one.
+    pub fn new(id: impl Into<String>, method: impl Into<String>, params: Value) -> TaskSpec {
+        TaskSpec {
+            id: id.into(),
+            name: None,
+            method: method.into(),
+            params,
+            dependencies: vec![],
+            priority: Default::default(),
+            timeout: None,
+            retry: RetryPolicy::default(),
+            on_error: Default::default(),
+            requires: Default::default(),
+            when: None,
+            on_skip: Default::default(),
+            for_each: None,
+            max_parallel: None,
+            cache: None,
+        }
+    }
+}
+
 /// `cache: true` or `cache: {ttl: 1h, key: "…"}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CachePolicy {
