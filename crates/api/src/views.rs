@@ -75,9 +75,7 @@ pub struct WorkflowView {
     #[serde(with = "error_view")]
     #[schema(value_type = Option<ErrorView>)]
     pub error: Option<GzError>,
-    /// A [`Usage`]; kept as JSON because printers index into it by key.
-    #[schema(value_type = Usage)]
-    pub usage: Value,
+    pub usage: Usage,
     pub tasks: Vec<TaskView>,
 }
 
@@ -97,7 +95,7 @@ impl WorkflowView {
             },
             cancel_requested: record.cancel_requested,
             error: record.error.clone(),
-            usage: serde_json::to_value(usage(tasks)).unwrap_or_default(),
+            usage: usage(tasks),
             tasks: {
                 // By position first (records keep the spec's order), by id
                 // when that does not match: linear for any workflow size.

@@ -4,14 +4,42 @@
 use crate::output::{format_ms, preview};
 use clap::ValueEnum;
 use futures_util::StreamExt;
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{Event, EventPayload};
+use gleitzeit_core::GzError;
 use serde_json::Value;
 
+/// The task an event is about: its id and display name. An event this
+/// version could not decode still names its task by the key it was sent with.
+pub fn task_of(event: &Event) -> Option<(&str, &str)> {
+    let (id, name) = match &event.payload {
+        EventPayload::TaskStarted(e) => (&e.task_id, &e.task_name),
+        EventPayload::TaskCompleted(e) => (&e.task_id, &e.task_name),
+        EventPayload::TaskFailed(e) => (&e.task_id, &e.task_name),
+        EventPayload::TaskRetrying(e) => (&e.task_id, &e.task_name),
+        EventPayload::TaskSkipped(e) => (&e.task_id, &e.task_name),
+        EventPayload::TaskCancelled(e) => (&e.task_id, &e.task_name),
+        EventPayload::LlmToken(e) => (&e.task_id, &e.task_name),
+        EventPayload::LlmTokens(e) => (&e.task_id, &e.task_name),
+        EventPayload::TaskOutput(e) => (&e.task_id, &e.task_name),
+        EventPayload::Undecoded(e) => {
+            let id = e.data.get("task_id").and_then(Value::as_str)?;
+            let name = e.data.get("task_name").and_then(Value::as_str);
+            return Some((id, name.unwrap_or("?")));
+        }
+        EventPayload::WorkflowStarted(_)
+        | EventPayload::WorkflowProgress(_)
+        | EventPayload::WorkflowCompleted(_)
+        | EventPayload::WorkflowFailed(_)
+        | EventPayload::WorkflowCancelled(_)
+        | EventPayload::NodeJoined(_)
+        | EventPayload::NodeLeft(_) => return None,
+    };
+    Some((id.as_str(), name.as_str()))
+}
+
+/// The id of the task an event is about; empty when it is about none.
 pub fn task_label(event: &Event) -> String {
-    event.stored_data().1["task_id"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+    task_of(event).map_or("", |(id, _)| id).to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -33,87 +61,78 @@ impl Level {
     }
 }
 
-pub fn error_text(value: &Value) -> String {
-    format!(
-        "{} {}",
-        value["code"].as_str().unwrap_or(""),
-        value["message"].as_str().unwrap_or("")
-    )
+/// An error's code and message; both empty when there is none.
+pub fn error_text(error: Option<&GzError>) -> String {
+    match error {
+        Some(error) => format!("{} {}", error.code, error.message),
+        None => " ".to_string(),
+    }
 }
 
 /// One event as a log line: its level and message.
 pub fn log_line(event: &Event) -> (Level, String) {
-    let d = &event.stored_data().1;
     let task = task_label(event);
-    match event.type_name() {
-        events::WORKFLOW_STARTED => (
+    match &event.payload {
+        EventPayload::WorkflowStarted(e) => (
             Level::Info,
             format!(
                 "workflow \"{}\" started ({} tasks){}",
-                d["name"].as_str().unwrap_or(""),
-                d["total_tasks"],
-                if d["resumed"] == true {
-                    ", resumed"
-                } else {
-                    ""
-                }
+                e.name,
+                e.total_tasks,
+                if e.resumed { ", resumed" } else { "" }
             ),
         ),
-        events::WORKFLOW_PROGRESS => (
+        EventPayload::WorkflowProgress(e) => (
             Level::Debug,
             format!(
                 "progress {}/{} completed, {} failed",
-                d["completed_tasks"], d["total_tasks"], d["failed_tasks"]
+                e.completed_tasks, e.total_tasks, e.failed_tasks
             ),
         ),
-        events::WORKFLOW_COMPLETED => (Level::Info, "workflow completed".into()),
-        events::WORKFLOW_FAILED => (
+        EventPayload::WorkflowCompleted(_) => (Level::Info, "workflow completed".into()),
+        EventPayload::WorkflowFailed(e) => (
             Level::Error,
-            format!("workflow failed: {}", error_text(&d["error"])),
+            format!("workflow failed: {}", error_text(e.error.as_ref())),
         ),
-        events::WORKFLOW_CANCELLED => (Level::Warn, "workflow cancelled".into()),
-        events::TASK_STARTED => (
+        EventPayload::WorkflowCancelled(_) => (Level::Warn, "workflow cancelled".into()),
+        EventPayload::TaskStarted(e) => (
             Level::Info,
-            format!("task {task} started (attempt {})", d["attempt"]),
+            format!("task {task} started (attempt {})", e.attempt),
         ),
-        events::TASK_COMPLETED => (
+        EventPayload::TaskCompleted(e) => (
             Level::Info,
             format!(
                 "task {task} completed in {}: {}",
-                format_ms(d["duration_ms"].as_i64().unwrap_or(0)),
-                preview(&d["result"], 80)
+                format_ms(e.duration_ms),
+                preview(&e.result, 80)
             ),
         ),
-        events::TASK_FAILED => (
+        EventPayload::TaskFailed(e) => (
             Level::Error,
-            format!("task {task} failed: {}", error_text(&d["error"])),
+            format!("task {task} failed: {}", error_text(Some(&e.error))),
         ),
-        events::TASK_RETRYING => (
+        EventPayload::TaskRetrying(e) => (
             Level::Warn,
             format!(
                 "task {task} failed ({}), attempt {} in {:.1} s",
-                d["error"]["code"].as_str().unwrap_or(""),
-                d["next_attempt"],
-                d["delay_seconds"].as_f64().unwrap_or(0.0)
+                e.error.as_ref().map_or("", |error| error.code.as_str()),
+                e.next_attempt,
+                e.delay_seconds
             ),
         ),
-        events::TASK_SKIPPED => (
-            Level::Warn,
-            format!(
-                "task {task} skipped: {}",
-                d["reason"].as_str().unwrap_or("")
-            ),
-        ),
-        events::TASK_CANCELLED => (Level::Warn, format!("task {task} cancelled")),
-        events::TASK_OUTPUT => (
-            Level::Info,
-            format!("task {task} | {}", d["line"].as_str().unwrap_or("")),
-        ),
-        events::LLM_TOKEN => (
-            Level::Debug,
-            format!("task {task} token {:?}", d["token"].as_str().unwrap_or("")),
-        ),
-        other => (Level::Info, format!("{other} {d}")),
+        EventPayload::TaskSkipped(e) => (Level::Warn, format!("task {task} skipped: {}", e.reason)),
+        EventPayload::TaskCancelled(_) => (Level::Warn, format!("task {task} cancelled")),
+        EventPayload::TaskOutput(e) => (Level::Info, format!("task {task} | {}", e.line)),
+        EventPayload::LlmToken(e) => (Level::Debug, format!("task {task} token {:?}", e.token)),
+        // Kinds without a sentence of their own, and events this version
+        // could not decode, are shown as they are sent.
+        EventPayload::LlmTokens(_)
+        | EventPayload::NodeJoined(_)
+        | EventPayload::NodeLeft(_)
+        | EventPayload::Undecoded(_) => {
+            let (kind, data) = event.stored_data();
+            (Level::Info, format!("{kind} {data}"))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! How the CLI talks to people: errors with code, place and hint; colour only on
 //! a terminal (and never with NO_COLOR); exit codes per the spec.
 
+use gleitzeit_api::views::UsageTotals;
 use gleitzeit_core::parse::Diagnostic;
 use gleitzeit_core::{ErrorCode, GzError};
 use std::io::IsTerminal;
@@ -161,15 +162,11 @@ pub fn preview(value: &serde_json::Value, width: usize) -> String {
 }
 
 /// A usage total's cost: `$0.0123`, or what is unknown about it.
-pub fn cost_text(usage: &serde_json::Value) -> String {
-    let cost = usage["cost_usd"].as_f64().unwrap_or(0.0);
-    let unknown = usage["cost_unknown_calls"].as_u64().unwrap_or(0);
-    let known = format!("${cost:.4}");
-    match unknown {
+pub fn cost_text(usage: &UsageTotals) -> String {
+    let known = format!("${:.4}", usage.cost_usd);
+    match usage.cost_unknown_calls {
         0 => known,
-        n if n == usage["llm_calls"].as_u64().unwrap_or(0) => {
-            "cost unknown (no price for the model in `llm.prices`)".into()
-        }
+        n if n == usage.llm_calls => "cost unknown (no price for the model in `llm.prices`)".into(),
         n => format!("{known} + unknown for {n} call(s) without a price"),
     }
 }

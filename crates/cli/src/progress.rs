@@ -4,9 +4,10 @@
 //! every task that finishes (with its captured stdout). Elsewhere (pipes, CI):
 //! plain timestamped lines, one per event.
 
+use crate::eventlog::task_of;
 use crate::output::{color_stderr, format_ms, preview, Paint};
 use gleitzeit_api::views::WorkflowView;
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{Event, EventPayload};
 use gleitzeit_core::TaskState;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
@@ -37,7 +38,7 @@ impl Display {
                     biased;
                     event = events.recv() => match event {
                         Ok(event) if event.workflow_id == workflow_id => {
-                            let last = matches!(event.type_name(), events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED);
+                            let last = matches!(event.payload, EventPayload::WorkflowCompleted(_) | EventPayload::WorkflowFailed(_) | EventPayload::WorkflowCancelled(_));
                             view.show(&event);
                             if last { break; }
                         }
@@ -107,108 +108,80 @@ impl View {
     }
 
     fn show(&mut self, event: &Event) {
-        let data = &event.stored_data().1;
-        let name = data
-            .get("task_name")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_string();
+        let name = task_of(event).map_or("?", |(_, name)| name).to_string();
         let p = &self.paint;
-        match event.type_name() {
-            events::WORKFLOW_STARTED => {
-                let total = data.get("total_tasks").and_then(Value::as_u64).unwrap_or(0);
+        match &event.payload {
+            EventPayload::WorkflowStarted(started) => {
+                let total = started.total_tasks as u64;
                 if let Some(bar) = &self.bar {
                     bar.set_length(total);
                 }
-                let resumed = if data.get("resumed").and_then(Value::as_bool) == Some(true) {
-                    " (resumed)"
-                } else {
-                    ""
-                };
-                let wf_name = data.get("name").and_then(Value::as_str).unwrap_or("");
+                let resumed = if started.resumed { " (resumed)" } else { "" };
                 self.line(format!(
                     "{} {}{resumed} — {total} tasks  {}",
                     p.bold("▶"),
-                    p.bold(wf_name),
+                    p.bold(&started.name),
                     p.dim(&event.workflow_id)
                 ));
             }
-            events::TASK_STARTED => {
+            EventPayload::TaskStarted(started) => {
                 self.running.insert(name.clone());
                 if self.bar.is_none() {
-                    let attempt = data.get("attempt").and_then(Value::as_u64).unwrap_or(1);
-                    let suffix = if attempt > 1 {
-                        format!(" (attempt {attempt})")
+                    let suffix = if started.attempt > 1 {
+                        format!(" (attempt {})", started.attempt)
                     } else {
                         String::new()
                     };
                     self.line(format!("{} {name}{suffix}", p.cyan("→")));
                 }
             }
-            events::TASK_COMPLETED => {
+            EventPayload::TaskCompleted(completed) => {
                 self.running.remove(&name);
-                let ms = data.get("duration_ms").and_then(Value::as_i64).unwrap_or(0);
-                let result = data
-                    .get("result")
-                    .map(|r| preview(r, 60))
-                    .unwrap_or_default();
+                let result = preview(&completed.result, 60);
                 self.line(format!(
                     "{} {name} {} {}",
                     p.green("✓"),
-                    p.dim(&format_ms(ms)),
+                    p.dim(&format_ms(completed.duration_ms)),
                     p.dim(&result)
                 ));
-                if let Some(stdout) = data.get("stdout").and_then(Value::as_str) {
+                if let Some(stdout) = &completed.stdout {
                     for out in stdout.lines() {
                         self.line(format!("  {} {out}", p.dim("│")));
                     }
                 }
             }
-            events::TASK_FAILED => {
+            EventPayload::TaskFailed(failed) => {
                 self.running.remove(&name);
-                let error = data.get("error");
-                let code = error
-                    .and_then(|e| e.get("code"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let message = error
-                    .and_then(|e| e.get("message"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let first = message.lines().next().unwrap_or("");
-                self.line(format!("{} {name} {} {first}", p.red("✗"), p.red(code)));
+                let first = failed.error.message.lines().next().unwrap_or("");
+                self.line(format!(
+                    "{} {name} {} {first}",
+                    p.red("✗"),
+                    p.red(failed.error.code.as_str())
+                ));
             }
-            events::TASK_RETRYING => {
+            EventPayload::TaskRetrying(retrying) => {
                 self.running.remove(&name);
-                let delay = data
-                    .get("delay_seconds")
-                    .and_then(Value::as_f64)
-                    .unwrap_or(0.0);
-                let next = data
-                    .get("next_attempt")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
-                let message = data
-                    .get("error")
-                    .and_then(|e| e.get("message"))
-                    .and_then(Value::as_str)
-                    .and_then(|m| m.lines().next())
+                let delay = retrying.delay_seconds;
+                let next = retrying.next_attempt;
+                let message = retrying
+                    .error
+                    .as_ref()
+                    .and_then(|e| e.message.lines().next())
                     .unwrap_or("");
                 self.line(format!(
                     "{} {name} retry {next} in {delay:.2} s: {message}",
                     p.yellow("↻")
                 ));
             }
-            events::TASK_SKIPPED => {
-                let reason = data.get("reason").and_then(Value::as_str).unwrap_or("");
-                self.line(format!("{} {name} {}", p.dim("-"), p.dim(reason)));
+            EventPayload::TaskSkipped(skipped) => {
+                self.line(format!("{} {name} {}", p.dim("-"), p.dim(&skipped.reason)));
             }
-            events::TASK_CANCELLED => {
+            EventPayload::TaskCancelled(_) => {
                 self.running.remove(&name);
                 self.line(format!("{} {name} cancelled", p.yellow("■")));
             }
-            events::LLM_TOKEN => {
-                let token = data.get("token").and_then(Value::as_str).unwrap_or("");
+            EventPayload::LlmToken(token) => {
+                let token = token.token.as_str();
                 match &mut self.stream {
                     Some((task, text)) if *task == name => text.push_str(token),
                     _ => self.stream = Some((name.clone(), token.to_string())),
@@ -221,13 +194,11 @@ impl View {
                     }
                 }
             }
-            events::WORKFLOW_PROGRESS => {
+            EventPayload::WorkflowProgress(progress) => {
                 if let Some(bar) = &self.bar {
-                    let done = ["completed_tasks", "failed_tasks", "skipped_tasks"]
-                        .iter()
-                        .filter_map(|k| data.get(*k).and_then(Value::as_u64))
-                        .sum();
-                    bar.set_position(done);
+                    let done =
+                        progress.completed_tasks + progress.failed_tasks + progress.skipped_tasks;
+                    bar.set_position(done as u64);
                 }
             }
             _ => {}

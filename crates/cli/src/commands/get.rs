@@ -30,15 +30,15 @@ pub async fn run(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
     if let Some(source) = &view.source {
         println!("  {} {source}", paint.dim("source "));
     }
-    let tokens = view.usage["total_tokens"].as_u64().unwrap_or(0);
-    if tokens > 0 {
+    let usage = &view.usage.total;
+    if usage.total_tokens > 0 {
         println!(
             "  {} {} prompt + {} completion tokens in {} LLM call(s), {}",
             paint.dim("usage  "),
-            view.usage["prompt_tokens"],
-            view.usage["completion_tokens"],
-            view.usage["llm_calls"],
-            output::cost_text(&view.usage)
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.llm_calls,
+            output::cost_text(usage)
         );
     }
     if let Some(error) = &view.error {

@@ -7,7 +7,7 @@ use crate::progress::summary;
 use crate::service::{self, WorkflowService};
 use clap::Subcommand;
 use gleitzeit_api::views::TaskView;
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{Event, EventPayload};
 use gleitzeit_core::{ErrorCode, GzError};
 use serde_json::json;
 
@@ -36,7 +36,7 @@ pub async fn run(ctx: &Context, command: InspectCommand) -> Result<u8, GzError> 
                 value["events"] = json!(history.len());
                 value["retries"] = json!(history
                     .iter()
-                    .filter(|e| e.type_name() == events::TASK_RETRYING)
+                    .filter(|e| matches!(e.payload, EventPayload::TaskRetrying(_)))
                     .count());
                 println!("{value}");
                 return Ok(output::EXIT_OK);
@@ -64,7 +64,9 @@ pub async fn run(ctx: &Context, command: InspectCommand) -> Result<u8, GzError> 
                 .history(&view.workflow_id)
                 .await?
                 .into_iter()
-                .filter(|e| task_label(e) == task.id && e.type_name() != events::LLM_TOKEN)
+                .filter(|e| {
+                    task_label(e) == task.id && !matches!(e.payload, EventPayload::LlmToken(_))
+                })
                 .collect();
             if ctx.global.json {
                 println!(

@@ -2,7 +2,9 @@
 //! ones with --follow.
 
 use crate::context::Context;
-use crate::eventlog::{format_time_ms, log_line, next_or_interrupt, short_id, task_label, Level};
+use crate::eventlog::{
+    format_time_ms, log_line, next_or_interrupt, short_id, task_label, task_of, Level,
+};
 use crate::output::{self, Paint};
 use crate::service;
 use clap::Args;
@@ -72,7 +74,7 @@ pub async fn run(ctx: &Context, args: LogsArgs) -> Result<u8, GzError> {
         if ctx.global.json {
             println!(
                 "{}",
-                json!({"seq": event.seq, "at_ms": event.at_ms, "level": level.as_str(), "workflow_id": event.workflow_id, "task_id": event.stored_data().1["task_id"], "type": event.type_name(), "message": message})
+                json!({"seq": event.seq, "at_ms": event.at_ms, "level": level.as_str(), "workflow_id": event.workflow_id, "task_id": task_of(event).map(|(id, _)| id), "type": event.type_name(), "message": message})
             );
         } else {
             let line = match level {

@@ -8,6 +8,7 @@ use crate::launch::{
 };
 use crate::output::{self, Paint};
 use clap::Args;
+use gleitzeit_core::events::EventPayload;
 use gleitzeit_core::parse;
 use gleitzeit_core::{ErrorCode, GzError};
 use serde_json::{Map, Value};
@@ -230,18 +231,16 @@ async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
         use std::io::Write;
         let mut printed = false;
         while let Ok(event) = events.recv().await {
-            if event.type_name() == gleitzeit_core::events::LLM_TOKEN && !json {
-                if let Some(token) = event.stored_data().1.get("token").and_then(Value::as_str) {
-                    print!("{token}");
+            match &event.payload {
+                EventPayload::LlmToken(token) if !json => {
+                    print!("{}", token.token);
                     let _ = std::io::stdout().flush();
                     printed = true;
                 }
-            }
-            if event.type_name().starts_with("workflow_")
-                && event.type_name() != gleitzeit_core::events::WORKFLOW_STARTED
-                && event.type_name() != gleitzeit_core::events::WORKFLOW_PROGRESS
-            {
-                break;
+                EventPayload::WorkflowCompleted(_)
+                | EventPayload::WorkflowFailed(_)
+                | EventPayload::WorkflowCancelled(_) => break,
+                _ => {}
             }
         }
         printed

@@ -5,6 +5,7 @@ use crate::context::Context;
 use crate::output::{self, format_ms, Format, Paint};
 use crate::service;
 use clap::Args;
+use gleitzeit_api::views::UsageTotals;
 use gleitzeit_core::{ErrorCode, GzError};
 use serde_json::Value;
 
@@ -88,7 +89,7 @@ pub async fn run(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
                     usage["prompt_tokens"],
                     usage["completion_tokens"],
                     usage["llm_calls"],
-                    output::cost_text(usage)
+                    output::cost_text(&totals(usage))
                 );
                 for (kind, key) in [("model", "by_model"), ("endpoint", "by_endpoint")] {
                     for (name, u) in usage[key].as_object().into_iter().flatten() {
@@ -96,7 +97,7 @@ pub async fn run(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
                             "    {kind:<8} {name:<24} {:>8} tokens in {:>4} calls  {}",
                             u["total_tokens"],
                             u["llm_calls"],
-                            output::cost_text(u)
+                            output::cost_text(&totals(u))
                         );
                     }
                 }
@@ -188,4 +189,10 @@ fn format_range(minutes: u64) -> String {
         m if m % 60 == 0 => format!("{} hour(s)", m / 60),
         m => format!("{m} minute(s)"),
     }
+}
+
+/// Usage totals as the stats report sends them; a report without them
+/// counts as no calls.
+fn totals(value: &Value) -> UsageTotals {
+    serde_json::from_value(value.clone()).unwrap_or_default()
 }

@@ -2,9 +2,10 @@
 //! updates, the terminal hands it keys, and the renderer reads it — so every
 //! interaction is testable without a terminal.
 
+use crate::eventlog::task_label;
 use gleitzeit_api::views::WorkflowView;
 use gleitzeit_cluster::NodeInfo;
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{Event, EventPayload};
 use gleitzeit_store::WorkflowSummary;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -182,29 +183,24 @@ impl App {
     }
 
     fn record(&mut self, event: Event) {
-        let task = event.stored_data().1["task_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if event.type_name() == events::LLM_TOKEN {
-            if let Some(token) = event.stored_data().1["token"].as_str() {
-                let text = self
-                    .streams
-                    .entry((event.workflow_id.clone(), task))
-                    .or_default();
-                text.push_str(token);
-                if text.len() > STREAM_CHARS * 2 {
-                    let cut = text.len() - STREAM_CHARS;
-                    let cut = (cut..text.len())
-                        .find(|i| text.is_char_boundary(*i))
-                        .unwrap_or(text.len());
-                    text.drain(..cut);
-                }
+        let task = task_label(&event);
+        if let EventPayload::LlmToken(token) = &event.payload {
+            let text = self
+                .streams
+                .entry((event.workflow_id.clone(), task))
+                .or_default();
+            text.push_str(&token.token);
+            if text.len() > STREAM_CHARS * 2 {
+                let cut = text.len() - STREAM_CHARS;
+                let cut = (cut..text.len())
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(text.len());
+                text.drain(..cut);
             }
             // Tokens are shown in the stream pane, not one log line each.
             return;
         }
-        if event.type_name() == events::TASK_STARTED {
+        if let EventPayload::TaskStarted(_) = &event.payload {
             // A retry starts its stream afresh.
             self.streams
                 .remove(&(event.workflow_id.clone(), task.clone()));
@@ -348,21 +344,23 @@ fn log_line(event: &Event) -> String {
         })
         .unwrap_or_default();
     let short: String = event.workflow_id.chars().take(12).collect();
-    let data = &event.stored_data().1;
-    let task = data["task_id"].as_str().unwrap_or_default();
-    let detail = match event.type_name() {
-        events::TASK_FAILED | events::WORKFLOW_FAILED => {
-            let code = data["error"]["code"].as_str().unwrap_or_default();
-            let message = data["error"]["message"].as_str().unwrap_or_default();
-            format!("{task} {code} {message}")
+    let task = task_label(event);
+    let detail = match &event.payload {
+        EventPayload::TaskFailed(failed) => {
+            format!("{task} {} {}", failed.error.code, failed.error.message)
         }
-        events::TASK_OUTPUT => format!("{task} | {}", data["line"].as_str().unwrap_or_default()),
-        events::TASK_RETRYING => format!("{task} attempt {}", data["attempt"]),
-        events::WORKFLOW_PROGRESS => format!("{}/{}", data["completed_tasks"], data["total_tasks"]),
-        events::NODE_JOINED | events::NODE_LEFT => {
-            data["node_id"].as_str().unwrap_or_default().to_string()
+        EventPayload::WorkflowFailed(failed) => match &failed.error {
+            Some(error) => format!("{task} {} {}", error.code, error.message),
+            None => format!("{task}  "),
+        },
+        EventPayload::TaskOutput(output) => format!("{task} | {}", output.line),
+        EventPayload::TaskRetrying(retrying) => format!("{task} attempt {}", retrying.attempt),
+        EventPayload::WorkflowProgress(progress) => {
+            format!("{}/{}", progress.completed_tasks, progress.total_tasks)
         }
-        _ => task.to_string(),
+        EventPayload::NodeJoined(node) => node.node_id.clone(),
+        EventPayload::NodeLeft(node) => node.node_id.clone(),
+        _ => task,
     };
     format!(
         "{time} {:<18} {short:<12} {}",
@@ -422,6 +420,7 @@ pub fn provider_lines(value: &Value) -> Vec<ProviderLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gleitzeit_core::events::{LlmToken, TaskStarted};
     use gleitzeit_core::WorkflowState;
 
     fn summary(id: &str, name: &str, state: WorkflowState) -> WorkflowSummary {
@@ -515,22 +514,26 @@ mod tests {
     #[test]
     fn tokens_gather_per_task_and_restart_with_a_retry() {
         let mut app = app();
-        let event = |kind: &str, data: Value| {
-            Update::Event(Box::new(
-                Event::from_stored(0, kind.into(), "wf_a".into(), 0, data).0,
-            ))
+        let event = |payload: EventPayload| Update::Event(Box::new(Event::new(payload, "wf_a", 0)));
+        let token = |text: &str| {
+            event(EventPayload::LlmToken(LlmToken {
+                task_id: "t".into(),
+                task_name: "t".into(),
+                attempt: 1,
+                token: text.into(),
+            }))
         };
-        app.apply(event(
-            "llm_token",
-            serde_json::json!({"task_id": "t", "token": "Hel"}),
-        ));
-        app.apply(event(
-            "llm_token",
-            serde_json::json!({"task_id": "t", "token": "lo"}),
-        ));
+        app.apply(token("Hel"));
+        app.apply(token("lo"));
         assert_eq!(app.stream_of("wf_a", "t"), Some("Hello"));
         assert!(app.log.is_empty(), "tokens are not log lines");
-        app.apply(event("task_started", serde_json::json!({"task_id": "t"})));
+        app.apply(event(EventPayload::TaskStarted(TaskStarted {
+            items: None,
+            task_id: "t".into(),
+            task_name: "t".into(),
+            method: "llm/chat".into(),
+            attempt: 2,
+        })));
         assert_eq!(app.stream_of("wf_a", "t"), None);
         assert!(app.log[0].contains("task_started"));
     }

@@ -398,7 +398,7 @@ fn draw_workflow(frame: &mut Frame, area: Rect, app: &App) {
         .filter(|t| t.state.is_terminal())
         .count();
     let total = detail.tasks.len().max(1);
-    let usage = detail.usage["total_tokens"].as_u64().unwrap_or(0);
+    let usage = detail.usage.total.total_tokens;
     let label = format!(
         "{} · {done}/{} tasks · {}{}",
         detail.state.as_str(),
