@@ -70,7 +70,7 @@ impl Run<'_> {
                 ),
             ));
         }
-        let results = match self.partial.remove(&task) {
+        let results = match self.slots[task].partial.take() {
             Some(partial) if partial.len() == items.len() => partial,
             _ => vec![None; items.len()],
         };
@@ -84,13 +84,13 @@ impl Run<'_> {
         });
         // Instances render against the task's ancestors only; copying those
         // once keeps the run loop free while they execute.
-        let mut records = vec![None; self.records.len()];
+        let mut records = vec![None; self.slots.len()];
         let mut stack = vec![task];
         while let Some(t) = stack.pop() {
             for dep in &self.workflow.tasks[t].dependencies {
                 if let Some(&d) = self.index.get(dep) {
                     if records[d].is_none() {
-                        records[d] = self.records[d].clone();
+                        records[d] = self.slots[d].result.clone();
                         stack.push(d);
                     }
                 }

@@ -13,19 +13,19 @@ use std::time::Duration;
 
 impl Run<'_> {
     pub(super) fn complete(&mut self, task: usize, now: i64) {
-        let record = self.records[task].clone();
+        let record = self.slots[task].result.clone();
         let primary = record
             .as_ref()
             .and_then(|r| r.get(primary_field(&self.workflow.tasks[task].method)))
             .cloned()
             .unwrap_or(Value::Null);
-        let t = &mut self.tasks[task];
+        let t = &mut self.slots[task].task;
         t.state = TaskState::Completed;
         t.result = record;
         t.finished_ms = Some(now);
         let duration_ms = t.duration_ms().unwrap_or(0);
         self.save_task(task);
-        let result = self.tasks[task].result.as_ref();
+        let result = self.slots[task].task.result.as_ref();
         let stdout = result
             .and_then(|r| r.get("stdout"))
             .and_then(Value::as_str)
@@ -69,8 +69,8 @@ impl Run<'_> {
     pub(super) fn retry(&mut self, task: usize, next_attempt: u32, delay: Duration, now: i64) {
         let policy = &self.workflow.tasks[task].retry;
         let delay = policy.jittered(delay, fastrand::f64());
-        let error = self.last_error[task].clone();
-        let t = &mut self.tasks[task];
+        let error = self.slots[task].last_error.clone();
+        let t = &mut self.slots[task].task;
         t.state = TaskState::Retrying;
         t.error = error.clone();
         t.finished_ms = Some(now);
@@ -99,18 +99,20 @@ impl Run<'_> {
 
     pub(super) fn fail(&mut self, task: usize, now: i64) {
         let spec = &self.workflow.tasks[task];
-        let mut error = self.last_error[task].clone().unwrap_or_else(|| {
+        let mut error = self.slots[task].last_error.clone().unwrap_or_else(|| {
             GzError::new(ErrorCode::TaskFailed, format!("task `{}` failed", spec.id))
         });
-        if self.tasks[task].attempt > 1 {
-            error.details =
-                merge_details(error.details, json!({"attempts": self.tasks[task].attempt}));
+        if self.slots[task].task.attempt > 1 {
+            error.details = merge_details(
+                error.details,
+                json!({"attempts": self.slots[task].task.attempt}),
+            );
         }
         if matches!(spec.on_error, OnError::Stop | OnError::Retry) && self.first_failure.is_none() {
             self.first_failure = Some(task);
         }
-        self.records[task] = Some(error_record(Some(&error)));
-        let t = &mut self.tasks[task];
+        self.slots[task].result = Some(error_record(Some(&error)));
+        let t = &mut self.slots[task].task;
         t.state = TaskState::Failed;
         t.error = Some(error.clone());
         t.finished_ms = Some(now);
@@ -123,7 +125,7 @@ impl Run<'_> {
         } = self.task_ref(task);
         self.event(EventPayload::TaskFailed(TaskFailed {
             error,
-            duration_ms: self.tasks[task].duration_ms(),
+            duration_ms: self.slots[task].task.duration_ms(),
             task_id,
             task_name,
             method,
@@ -136,7 +138,7 @@ impl Run<'_> {
         let reason = match cause {
             Some(c) => {
                 let cause_spec = &self.workflow.tasks[c];
-                let what = match self.tasks[c].state {
+                let what = match self.slots[c].task.state {
                     TaskState::Failed => "failed",
                     TaskState::Skipped => "was skipped",
                     TaskState::Cancelled => "was cancelled",
@@ -156,8 +158,8 @@ impl Run<'_> {
             }
             None => "skipped because its `when` condition is false".to_string(),
         };
-        self.records[task] = Some(skipped_record(&self.workflow.tasks[task].method));
-        let t = &mut self.tasks[task];
+        self.slots[task].result = Some(skipped_record(&self.workflow.tasks[task].method));
+        let t = &mut self.slots[task].task;
         t.state = TaskState::Skipped;
         // A false condition is a decision, not an error.
         t.error = cause.map(|_| GzError::new(ErrorCode::DependencyFailed, reason.clone()));
@@ -179,7 +181,7 @@ impl Run<'_> {
     }
 
     pub(super) fn cancel(&mut self, task: usize, now: i64) {
-        let t = &mut self.tasks[task];
+        let t = &mut self.slots[task].task;
         t.state = TaskState::Cancelled;
         t.error = Some(GzError::new(ErrorCode::TaskCancelled, "cancelled"));
         t.finished_ms = Some(now);
@@ -199,7 +201,7 @@ impl Run<'_> {
     }
 
     pub(super) fn abort(&mut self, task: usize) {
-        if let Some(token) = &self.task_tokens[task] {
+        if let Some(token) = &self.slots[task].token {
             token.cancel();
         }
     }
@@ -207,7 +209,7 @@ impl Run<'_> {
     pub(super) fn finish(&mut self, state: WorkflowState, now: i64) {
         let error = match state {
             WorkflowState::Failed => self.first_failure.map(|task| {
-                let cause = self.tasks[task].error.clone();
+                let cause = self.slots[task].task.error.clone();
                 let mut error = GzError::new(
                     ErrorCode::TaskFailed,
                     format!(
@@ -234,8 +236,9 @@ impl Run<'_> {
             error: error.clone(),
         });
         let task_results: Map<String, Value> = self
-            .tasks
+            .slots
             .iter()
+            .map(|s| &s.task)
             .enumerate()
             .filter(|(_, t)| t.state == TaskState::Completed)
             .map(|(i, t)| {

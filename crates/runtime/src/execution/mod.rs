@@ -18,7 +18,7 @@ mod start;
 mod sub_workflow;
 
 use crate::cache::CacheSlot;
-use crate::scope::{RunScope, TaskNames};
+use crate::scope::{Records, RunScope, TaskNames};
 use crate::Runtime;
 use fan_out::FanOut;
 use gleitzeit_core::events::{
@@ -67,23 +67,36 @@ struct Run<'r> {
     /// Tasks per terminal state, for progress events without a scan.
     counts: HashMap<TaskState, usize>,
     scheduler: Scheduler,
-    /// Result records by task index, as references see them.
-    records: Vec<Option<Value>>,
-    tasks: Vec<TaskRecord>,
-    last_error: Vec<Option<GzError>>,
-    task_tokens: Vec<Option<CancellationToken>>,
+    /// Per task, by index in the workflow.
+    slots: Vec<TaskSlot>,
     first_failure: Option<usize>,
     queue: VecDeque<Input>,
     writes: Vec<Write>,
     announce: Vec<Event>,
     start: Vec<(usize, u32, Work)>,
-    /// Instance results of `for_each` tasks whose last attempt failed: a retry
-    /// runs only the instances that have none.
-    partial: HashMap<usize, Vec<Option<Value>>>,
     tx: mpsc::UnboundedSender<Msg>,
     running: JoinSet<()>,
     finished: Option<(WorkflowState, Option<GzError>)>,
     draining: bool,
+}
+
+/// What the run loop keeps of one task.
+struct TaskSlot {
+    task: TaskRecord,
+    /// The result record as references see it.
+    result: Option<Value>,
+    last_error: Option<GzError>,
+    /// Set while an attempt is in flight.
+    token: Option<CancellationToken>,
+    /// Instance results of a `for_each` task whose last attempt failed: a
+    /// retry runs only the instances that have none.
+    partial: Option<Vec<Option<Value>>>,
+}
+
+impl Records for Vec<TaskSlot> {
+    fn record(&self, task: usize) -> Option<&Value> {
+        self.get(task)?.result.as_ref()
+    }
 }
 
 pub(crate) async fn run_loop(
@@ -136,9 +149,7 @@ pub(crate) async fn run_loop(
     let mut scheduler = Scheduler::new(plan);
 
     let n = workflow.tasks.len();
-    let mut tasks: Vec<TaskRecord> = Vec::with_capacity(n);
-    let mut records = vec![None; n];
-    let mut last_error = vec![None; n];
+    let mut slots: Vec<TaskSlot> = Vec::with_capacity(n);
     for (i, spec) in workflow.tasks.iter().enumerate() {
         let task = stored
             .remove(&spec.id)
@@ -149,19 +160,22 @@ pub(crate) async fn run_loop(
             _ => task.attempt,
         };
         scheduler.restore(i, task.state, attempts_done);
-        match task.state {
-            TaskState::Completed => records[i] = task.result.clone(),
-            TaskState::Failed => {
-                records[i] = Some(error_record(task.error.as_ref()));
-                last_error[i] = task.error.clone();
-            }
-            TaskState::Skipped => records[i] = Some(skipped_record(&spec.method)),
-            _ => {}
-        }
-        tasks.push(task);
+        let (result, last_error) = match task.state {
+            TaskState::Completed => (task.result.clone(), None),
+            TaskState::Failed => (Some(error_record(task.error.as_ref())), task.error.clone()),
+            TaskState::Skipped => (Some(skipped_record(&spec.method)), None),
+            _ => (None, None),
+        };
+        slots.push(TaskSlot {
+            task,
+            result,
+            last_error,
+            token: None,
+            partial: None,
+        });
     }
     let mut counts: HashMap<TaskState, usize> = HashMap::new();
-    for task in &tasks {
+    for task in slots.iter().map(|s| &s.task) {
         if task.state.is_terminal() {
             *counts.entry(task.state).or_default() += 1;
         }
@@ -183,16 +197,12 @@ pub(crate) async fn run_loop(
         counts,
         workflow: Arc::new(workflow),
         scheduler,
-        records,
-        tasks,
-        last_error,
-        task_tokens: vec![None; n],
+        slots,
         first_failure: None,
         queue: VecDeque::from([Input::Start]),
         writes: Vec::new(),
         announce: Vec::new(),
         start: Vec::new(),
-        partial: HashMap::new(),
         tx,
         running: JoinSet::new(),
         finished: None,
@@ -227,10 +237,10 @@ pub(crate) async fn run_loop(
                 workflow_id: run.id,
                 state,
                 error,
-                tasks: run.tasks,
+                tasks: run.slots.into_iter().map(|s| s.task).collect(),
             });
         }
-        if run.draining && run.task_tokens.iter().all(Option::is_none) {
+        if run.draining && run.slots.iter().all(|s| s.token.is_none()) {
             // Every call that was in flight is recorded; what is left (pending,
             // retry timers, tasks marked running but not started) runs again
             // on resume.
@@ -239,7 +249,7 @@ pub(crate) async fn run_loop(
                 workflow_id: run.id,
                 state: WorkflowState::Running,
                 error: None,
-                tasks: run.tasks,
+                tasks: run.slots.into_iter().map(|s| s.task).collect(),
             });
         }
         tokio::select! {
@@ -308,7 +318,7 @@ impl Run<'_> {
             task_id: spec.id.clone(),
             task_name: spec.display_name().to_string(),
             method: spec.method.clone(),
-            attempt: self.tasks[task].attempt,
+            attempt: self.slots[task].task.attempt,
         }
     }
 
@@ -318,17 +328,17 @@ impl Run<'_> {
             completed_tasks: count(TaskState::Completed),
             failed_tasks: count(TaskState::Failed),
             skipped_tasks: count(TaskState::Skipped),
-            total_tasks: self.tasks.len(),
+            total_tasks: self.slots.len(),
         };
         self.event(EventPayload::WorkflowProgress(progress));
     }
 
     fn save_task(&mut self, task: usize) {
-        let state = self.tasks[task].state;
+        let state = self.slots[task].task.state;
         if state.is_terminal() {
             *self.counts.entry(state).or_default() += 1;
         }
-        self.writes.push(Write::Task(self.tasks[task].clone()));
+        self.writes.push(Write::Task(self.slots[task].task.clone()));
     }
 
     fn receive(&mut self, msg: Msg) {
@@ -345,16 +355,17 @@ impl Run<'_> {
                 }
                 match partial {
                     Some(partial) if outcome.is_err() => {
-                        self.partial.insert(task, partial);
+                        self.slots[task].partial = Some(partial);
                     }
                     _ => {
-                        self.partial.remove(&task);
+                        self.slots[task].partial.take();
                     }
                 }
-                let aborting = self.task_tokens[task]
+                let aborting = self.slots[task]
+                    .token
                     .as_ref()
                     .is_some_and(|t| t.is_cancelled());
-                self.task_tokens[task] = None;
+                self.slots[task].token = None;
                 // A result over the limits is never stored: the task fails
                 // with the limit named, and retrying would only repeat it.
                 let outcome = outcome.and_then(|record| {
@@ -363,13 +374,13 @@ impl Run<'_> {
                 });
                 match outcome {
                     Ok(record) => {
-                        self.records[task] = Some(record);
+                        self.slots[task].result = Some(record);
                         self.queue.push_back(Input::Succeeded { task });
                     }
                     Err(_) if aborting => self.queue.push_back(Input::Aborted { task }),
                     Err(error) => {
                         let (code, retryable) = (error.code, error.retryable);
-                        self.last_error[task] = Some(error);
+                        self.slots[task].last_error = Some(error);
                         self.queue.push_back(Input::Failed {
                             task,
                             code,
@@ -403,7 +414,7 @@ impl Run<'_> {
         RunScope {
             workflow: &self.workflow,
             index: &self.index,
-            records: &self.records,
+            records: &self.slots,
             allowed_env: &self.rt.config.allowed_env,
             item: None,
         }

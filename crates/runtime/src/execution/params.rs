@@ -1,7 +1,7 @@
 //! Rendering a task's parameters and its cache slot against a run's scope.
 
 use crate::cache::CacheSlot;
-use crate::scope::{RunScope, TaskNames};
+use crate::scope::{Records, RunScope, TaskNames};
 use gleitzeit_core::model::primary_field;
 use gleitzeit_core::parse;
 use gleitzeit_core::refs::{self, python};
@@ -18,7 +18,7 @@ pub(super) fn render_params(
     workflow: &Workflow,
     index: &HashMap<String, usize>,
     names: &TaskNames,
-    records: &[Option<Value>],
+    records: &dyn Records,
     scope: &RunScope<'_>,
     task: usize,
 ) -> Result<Value, GzError> {
@@ -53,7 +53,7 @@ pub(super) fn render_params(
         None => {
             for dep in &spec.dependencies {
                 if let Some(&i) = index.get(dep) {
-                    if let Some(record) = &records[i] {
+                    if let Some(record) = records.record(i) {
                         let primary = record
                             .get(primary_field(&workflow.tasks[i].method))
                             .cloned();

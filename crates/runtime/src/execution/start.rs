@@ -31,12 +31,12 @@ impl Run<'_> {
                 return;
             }
             Err(error) => {
-                self.tasks[task].attempt = attempt;
+                self.slots[task].task.attempt = attempt;
                 self.fail_before_start(task, error, now);
                 return;
             }
         }
-        self.tasks[task].attempt = attempt;
+        self.slots[task].task.attempt = attempt;
         if let Err(error) = self.within_budget(task) {
             self.fail_before_start(task, error, now);
             return;
@@ -52,7 +52,7 @@ impl Run<'_> {
         };
         match work {
             Ok(work) => {
-                let t = &mut self.tasks[task];
+                let t = &mut self.slots[task].task;
                 t.state = TaskState::Running;
                 t.started_ms = Some(now);
                 t.finished_ms = None;
@@ -104,7 +104,7 @@ impl Run<'_> {
                     .unwrap_or(0.0);
             }
         };
-        for record in self.records.iter().flatten() {
+        for record in self.slots.iter().filter_map(|s| s.result.as_ref()) {
             match record {
                 // A fan-in: one record per instance.
                 Value::Array(items) => items.iter().for_each(&mut add),
@@ -134,8 +134,9 @@ impl Run<'_> {
     /// Bad references or conditions fail the attempt without running it.
     fn fail_before_start(&mut self, task: usize, error: GzError, now: i64) {
         let (code, retryable) = (error.code, error.retryable);
-        self.last_error[task] = Some(error.at(format!("task {}", self.workflow.tasks[task].id)));
-        self.tasks[task].started_ms = Some(now);
+        self.slots[task].last_error =
+            Some(error.at(format!("task {}", self.workflow.tasks[task].id)));
+        self.slots[task].task.started_ms = Some(now);
         self.queue.push_back(Input::Failed {
             task,
             code,
@@ -166,7 +167,7 @@ impl Run<'_> {
             &self.workflow,
             &self.index,
             &self.names,
-            &self.records,
+            &self.slots,
             &self.scope(),
             task,
         )
@@ -174,7 +175,7 @@ impl Run<'_> {
 
     pub(super) fn spawn(&mut self, task: usize, attempt: u32, work: Work) {
         let token = CancellationToken::new();
-        self.task_tokens[task] = Some(token.clone());
+        self.slots[task].token = Some(token.clone());
         let tx = self.tx.clone();
         let rt = self.rt.clone();
         let (params, slot) = match work {
