@@ -11,16 +11,27 @@ pub(crate) struct RunScope<'a> {
     pub workflow: &'a Workflow,
     pub index: &'a HashMap<String, usize>,
     /// Result record per task index; failed tasks hold `{"error": …}`.
-    pub records: &'a [Option<Value>],
+    pub records: &'a dyn Records,
     pub allowed_env: &'a [String],
     /// `${item}` and `${index}` of one `for_each` instance.
     pub item: Option<(&'a Value, usize)>,
 }
 
+/// Finished tasks' result records by task index, wherever a run keeps them.
+pub(crate) trait Records {
+    fn record(&self, task: usize) -> Option<&Value>;
+}
+
+impl Records for Vec<Option<Value>> {
+    fn record(&self, task: usize) -> Option<&Value> {
+        self.get(task)?.as_ref()
+    }
+}
+
 impl Scope for RunScope<'_> {
     fn task(&self, id_or_name: &str) -> Option<TaskView<'_>> {
         let index = *self.index.get(id_or_name)?;
-        let record = self.records.get(index)?.as_ref()?;
+        let record = self.records.record(index)?;
         Some(TaskView {
             record,
             primary: primary_field(&self.workflow.tasks[index].method),
