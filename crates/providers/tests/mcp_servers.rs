@@ -273,6 +273,10 @@ async fn a_server_that_dies_is_restarted_and_broken_ones_are_gz2041() {
         |state| matches!(state, None | Some('Z' | 'X')),
     )
     .await;
+    // The scenario is a call made after the death, not racing it: the pool
+    // learns of a death from its transport's end of file, asynchronously (a
+    // call that races the death fails, since a tool call is never re-sent).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let answer = call(&p, "mcp/call_tool", echo).await.unwrap();
     assert!(answer["text"].as_str().unwrap().contains("one"));
     let second_pid: i32 = std::fs::read_to_string(&pid_file)
