@@ -20,6 +20,7 @@ use crate::yaml::Pos;
 use diagnostics::Ctx;
 use serde_json::{Map, Value};
 
+/// Which methods exist. Implemented by the provider registry; core only asks.
 pub trait MethodCatalog {
     /// Is `protocol/method` served by some provider?
     fn has_method(&self, method: &str) -> bool;
@@ -48,6 +49,8 @@ pub const CORE_METHODS: &[&str] = &[
 /// The method that runs another workflow file as one task.
 pub const SUB_WORKFLOW: &str = "workflow/run";
 
+/// Parses and validates workflow text. `overrides` replace or add workflow inputs
+/// (`--input k=v`). On failure every problem found is returned, sorted by position.
 pub fn load(
     text: &str,
     file: &str,

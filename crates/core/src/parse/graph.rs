@@ -128,6 +128,8 @@ fn dependency_indexes(
     dep_index
 }
 
+/// Reachability over the dependency graph (which must have no cycle), one
+/// query at a time: an iterative search with generation marks, so nothing is
 /// allocated per query and no recursion follows a long chain.
 pub(super) struct Ancestry<'d> {
     deps: &'d [Vec<usize>],

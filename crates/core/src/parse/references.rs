@@ -52,9 +52,6 @@ fn position_in(text: &str, at: Pos, value: &str, offset: usize) -> Pos {
     }
 }
 
-/// Reachability over the dependency graph (which must have no cycle), one
-/// query at a time: an iterative search with generation marks, so nothing is
-
 /// The workflow's `outputs`, each checked to name only declared inputs and
 /// no loop variables.
 pub(super) fn check_outputs(
