@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::{CachePolicy, ForEach, OnError, OnSkip, Priority};
 use expect_test::{expect, Expect};
 
 struct TestCatalog;
