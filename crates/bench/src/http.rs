@@ -6,6 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
+use gleitzeit_core::events;
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::path::Path;
@@ -234,8 +235,8 @@ async fn follow_events(
                 }
                 last_id = last_id.max(id);
                 match kind {
-                    "workflow_completed" => count.completed += 1,
-                    "workflow_failed" | "workflow_cancelled" => count.failed += 1,
+                    events::WORKFLOW_COMPLETED => count.completed += 1,
+                    events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED => count.failed += 1,
                     _ => {}
                 }
             }

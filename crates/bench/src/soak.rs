@@ -10,6 +10,7 @@
 //! Bounded: it gives up after a time limit and reports what was unfinished.
 
 use anyhow::{bail, Context, Result};
+use gleitzeit_core::events::EventPayload;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -234,7 +235,7 @@ async fn check(client: &reqwest::Client, base: &str, id: &str, n: usize) -> Resu
         .error_for_status()?
         .json()
         .await?;
-    let events: gleitzeit_api::workflows::EventPage = client
+    let page: gleitzeit_api::workflows::EventPage = client
         .get(format!("{base}/api/v1/workflows/{id}/events?limit=1000"))
         .send()
         .await?
@@ -242,10 +243,9 @@ async fn check(client: &reqwest::Client, base: &str, id: &str, n: usize) -> Resu
         .json()
         .await?;
     let mut completions: HashMap<String, usize> = HashMap::new();
-    for event in &events.events {
-        if event.kind == "task_completed" {
-            let task = event.data["task_id"].as_str().unwrap_or_default();
-            *completions.entry(task.to_string()).or_default() += 1;
+    for event in page.events {
+        if let EventPayload::TaskCompleted(done) = event.payload {
+            *completions.entry(done.task_id).or_default() += 1;
         }
     }
     let mut missing_tasks = 0;

@@ -296,7 +296,7 @@ pub fn follow_store(
             let full = page.len() == 1000;
             for event in gleitzeit_core::events::expand_all(page) {
                 last = event.seq;
-                if wanted.as_ref().is_none_or(|w| w.contains(&event.kind)) {
+                if wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == event.type_name())) {
                     yield event;
                 }
             }

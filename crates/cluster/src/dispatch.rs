@@ -6,13 +6,13 @@ use crate::keys::{call_field, Keys};
 use crate::protocol::{NodeInfo, Outcome, QueueMeta, TaskMessage, PROTOCOL_VERSION};
 use crate::{connect, is_transient, Backoff, ClusterError, GROUP};
 use async_trait::async_trait;
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{Event, EventPayload, NodeJoined, NodeLeft};
 use gleitzeit_core::{ErrorCode, GzError};
 use gleitzeit_runtime::{RemoteExecutor, TaskCall};
 use gleitzeit_store::{now_ms, Store, Write};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamReadReply;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -395,11 +395,7 @@ async fn watch_nodes(inner: Arc<Inner>) {
                     .await;
                 if marked == Ok(1) {
                     tracing::warn!(node = %node.id, "worker node stopped heartbeating; its tasks will be reclaimed");
-                    let event = node_event(
-                        events::NODE_LEFT,
-                        &node,
-                        json!({"reason": "heartbeat_timeout", "silent_ms": silent_ms}),
-                    );
+                    let event = node_event(node_left(&node, "heartbeat_timeout", Some(silent_ms)));
                     let _ = inner.store.apply(vec![Write::Event(event)]).await;
                 }
             } else if node.state != "active" && silent_ms > 3_600_000 {
@@ -417,23 +413,30 @@ async fn watch_nodes(inner: Arc<Inner>) {
     }
 }
 
-pub(crate) fn node_event(kind: &str, node: &NodeInfo, extra: Value) -> Event {
-    let mut data = json!({
-        "node_id": node.id,
-        "host": node.host,
-        "labels": node.labels,
-        "gpu": node.gpu,
-        "capabilities": node.capabilities,
-    });
-    if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra) {
-        data.extend(extra);
-    }
-    Event {
-        seq: 0,
-        kind: kind.to_string(),
-        workflow_id: String::new(),
-        at_ms: now_ms(),
-        data,
-        part: None,
-    }
+/// A node's event; nodes belong to no workflow.
+pub(crate) fn node_event(payload: EventPayload) -> Event {
+    Event::new(payload, String::new(), now_ms())
+}
+
+pub(crate) fn node_joined(node: &NodeInfo, rejoined: bool) -> EventPayload {
+    EventPayload::NodeJoined(NodeJoined {
+        node_id: node.id.clone(),
+        host: node.host.clone(),
+        labels: node.labels.clone(),
+        gpu: node.gpu,
+        capabilities: node.capabilities.clone(),
+        rejoined: rejoined.then_some(true),
+    })
+}
+
+pub(crate) fn node_left(node: &NodeInfo, reason: &str, silent_ms: Option<i64>) -> EventPayload {
+    EventPayload::NodeLeft(NodeLeft {
+        node_id: node.id.clone(),
+        host: node.host.clone(),
+        labels: node.labels.clone(),
+        gpu: node.gpu,
+        capabilities: node.capabilities.clone(),
+        reason: reason.to_string(),
+        silent_ms,
+    })
 }

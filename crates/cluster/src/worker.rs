@@ -4,12 +4,12 @@
 //! records the outcome. It heartbeats, keeps its running entries fresh, takes
 //! over entries of dead workers, and sends repeat killers to the dead letters.
 
-use crate::dispatch::{node_event, DONE_MAXLEN};
+use crate::dispatch::{node_event, node_joined, node_left, DONE_MAXLEN};
 use crate::keys::{call_field, Keys};
 use crate::protocol::{DeadLetter, NodeInfo, Outcome, QueueMeta, TaskMessage, PROTOCOL_VERSION};
 use crate::{connect, hostname, is_transient, Backoff, ClusterError, GROUP};
 use futures_util::StreamExt;
-use gleitzeit_core::events;
+use gleitzeit_core::events::EventPayload;
 use gleitzeit_core::{ErrorCode, GzError};
 use gleitzeit_runtime::Runtime;
 use gleitzeit_store::{now_ms, Write};
@@ -199,8 +199,9 @@ impl Worker {
         }
     }
 
-    async fn announce(&self, kind: &str, extra: serde_json::Value) {
-        let event = node_event(kind, &self.info(), extra);
+    async fn announce(&self, payload: impl FnOnce(&NodeInfo) -> EventPayload) {
+        let event = node_event(payload(&self.info()));
+        let kind = event.kind();
         if let Err(e) = self.runtime.store().apply(vec![Write::Event(event)]).await {
             tracing::warn!("could not record {kind}: {e}");
         }
@@ -220,7 +221,7 @@ impl Worker {
             .ignore()
             .query_async(&mut conn)
             .await?;
-        me.announce(events::NODE_JOINED, json!({})).await;
+        me.announce(|node| node_joined(node, false)).await;
         tracing::info!(node = %me.id, capabilities = ?me.capabilities, "worker joined");
 
         let background = CancellationToken::new();
@@ -250,8 +251,7 @@ impl Worker {
             .arg("left")
             .query_async(&mut conn)
             .await;
-        me.announce(events::NODE_LEFT, json!({"reason": "shutdown"}))
-            .await;
+        me.announce(|node| node_left(node, "shutdown", None)).await;
         tracing::info!(node = %me.id, "worker left");
         result
     }
@@ -691,8 +691,7 @@ async fn heartbeat(me: Arc<Worker>, stop: CancellationToken) {
                     .arg("active")
                     .query_async(&mut conn)
                     .await;
-                me.announce(events::NODE_JOINED, json!({"rejoined": true}))
-                    .await;
+                me.announce(|node| node_joined(node, true)).await;
             }
         }
         let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();

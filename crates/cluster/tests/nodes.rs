@@ -3,6 +3,7 @@
 //! that still holds queue entries.
 
 use gleitzeit_cluster::{DispatchOptions, Keys, NodeInfo, RedisDispatcher, GROUP};
+use gleitzeit_core::events::EventPayload;
 use gleitzeit_store::{now_ms, MemoryStore, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,10 +148,16 @@ async fn silent_nodes_are_marked_lost_and_long_gone_idle_ones_forgotten() {
     );
     // node_left announced once, for the silent node only.
     let events = store.events(None, 0, 100).await.unwrap();
-    let left: Vec<_> = events.iter().filter(|e| e.kind == "node_left").collect();
+    let left: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EventPayload::NodeLeft(left) => Some((e, left)),
+            _ => None,
+        })
+        .collect();
     assert_eq!(left.len(), 1, "{events:?}");
-    assert_eq!(left[0].data["node_id"], "silent");
-    assert_eq!(left[0].workflow_id, "");
+    assert_eq!(left[0].1.node_id, "silent");
+    assert_eq!(left[0].0.workflow_id, "");
 
     let all: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))

@@ -2,30 +2,93 @@
 //! earlier versions (`workflow_started`, `task_completed`, …) so existing clients
 //! and scripts keep working.
 
+mod payload;
+
+pub use payload::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
-pub const WORKFLOW_STARTED: &str = "workflow_started";
-pub const WORKFLOW_PROGRESS: &str = "workflow_progress";
-pub const WORKFLOW_COMPLETED: &str = "workflow_completed";
-pub const WORKFLOW_FAILED: &str = "workflow_failed";
-pub const WORKFLOW_CANCELLED: &str = "workflow_cancelled";
-pub const TASK_STARTED: &str = "task_started";
-pub const TASK_COMPLETED: &str = "task_completed";
-pub const TASK_FAILED: &str = "task_failed";
-pub const TASK_RETRYING: &str = "task_retrying";
-pub const TASK_SKIPPED: &str = "task_skipped";
-pub const TASK_CANCELLED: &str = "task_cancelled";
-pub const LLM_TOKEN: &str = "llm_token";
-/// How streamed tokens are stored: one event per chunk of one task attempt's
-/// tokens (`data.tokens`), never sent to clients as such — readers turn it
-/// back into `llm_token` events with [`expand`].
-pub const LLM_TOKENS: &str = "llm_tokens";
-pub const TASK_OUTPUT: &str = "task_output";
-/// Worker nodes (scale-out); their events carry an empty `workflow_id`.
-pub const NODE_JOINED: &str = "node_joined";
-pub const NODE_LEFT: &str = "node_left";
+/// Declares the kinds: each one's name constant and its [`EventPayload`]
+/// variant, whose snake_case name is the same string.
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $variant:ident = $konst:ident $name:literal;)*) => {
+        $( $(#[$doc])* pub const $konst: &str = $name; )*
 
+        /// What happened, by kind. On the wire the kind is `type` and the
+        /// fields are `data`.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+        #[serde(tag = "type", content = "data", rename_all = "snake_case")]
+        pub enum EventPayload {
+            $( $variant($variant), )*
+            /// See [`UndecodedEvent`]; it has no schema of its own.
+            #[serde(untagged, skip_deserializing)]
+            Undecoded(UndecodedEvent),
+        }
+
+        impl EventPayload {
+            /// The kind's name; for an undecoded event, the known kind it
+            /// claims to be, else `unknown`.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( EventPayload::$variant(_) => $konst, )*
+                    EventPayload::Undecoded(event) => match event.kind.as_str() {
+                        $( $name => $konst, )*
+                        _ => UNKNOWN,
+                    },
+                }
+            }
+
+            /// The payload of a `kind` event with these fields; an unknown
+            /// kind, or fields that do not fit it, give
+            /// [`EventPayload::Undecoded`] and the reason.
+            pub fn decode(kind: String, data: Value) -> (EventPayload, Option<String>) {
+                let decoded = match kind.as_str() {
+                    $( $name => $variant::deserialize(&data).map(EventPayload::$variant), )*
+                    _ => {
+                        let why = format!("unknown event type `{kind}`");
+                        return (EventPayload::Undecoded(UndecodedEvent { kind, data }), Some(why));
+                    }
+                };
+                match decoded {
+                    Ok(payload) => (payload, None),
+                    Err(e) => {
+                        let why = format!("`{kind}` event data does not fit: {e}");
+                        (EventPayload::Undecoded(UndecodedEvent { kind, data }), Some(why))
+                    }
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    WorkflowStarted = WORKFLOW_STARTED "workflow_started";
+    WorkflowProgress = WORKFLOW_PROGRESS "workflow_progress";
+    WorkflowCompleted = WORKFLOW_COMPLETED "workflow_completed";
+    WorkflowFailed = WORKFLOW_FAILED "workflow_failed";
+    WorkflowCancelled = WORKFLOW_CANCELLED "workflow_cancelled";
+    TaskStarted = TASK_STARTED "task_started";
+    TaskCompleted = TASK_COMPLETED "task_completed";
+    TaskFailed = TASK_FAILED "task_failed";
+    TaskRetrying = TASK_RETRYING "task_retrying";
+    TaskSkipped = TASK_SKIPPED "task_skipped";
+    TaskCancelled = TASK_CANCELLED "task_cancelled";
+    LlmToken = LLM_TOKEN "llm_token";
+    /// How streamed tokens are stored: one event per chunk of one task
+    /// attempt's tokens, never sent to clients as such — readers turn it
+    /// back into `llm_token` events with [`expand`].
+    LlmTokens = LLM_TOKENS "llm_tokens";
+    TaskOutput = TASK_OUTPUT "task_output";
+    /// Worker nodes (scale-out); their events carry an empty `workflow_id`.
+    NodeJoined = NODE_JOINED "node_joined";
+    NodeLeft = NODE_LEFT "node_left";
+}
+
+/// [`Event::kind`] of an undecoded event whose kind this version does not know.
+pub const UNKNOWN: &str = "unknown";
+
+/// The kinds clients can ask for (`llm_tokens` is only stored).
 pub const ALL: &[&str] = &[
     WORKFLOW_STARTED,
     WORKFLOW_PROGRESS,
@@ -44,22 +107,44 @@ pub const ALL: &[&str] = &[
     NODE_LEFT,
 ];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One event. Stores keep it as its kind plus its data
+/// ([`Event::stored_data`], [`Event::from_stored`]); reading one that does not
+/// decode never fails: it becomes [`EventPayload::Undecoded`], is passed on
+/// as it was stored, and [`Event::from_stored`] says why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(from = "WireEvent")]
 pub struct Event {
     /// Position in the store's event log; 0 for events that are not stored
     /// (token streams).
     #[serde(default)]
     pub seq: u64,
-    #[serde(rename = "type")]
-    pub kind: String,
     pub workflow_id: String,
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
-    pub data: Value,
+    #[serde(flatten)]
+    pub payload: EventPayload,
     /// For an `llm_token` expanded from a stored chunk: its place in the
     /// chunk. Not serialized; it only shapes the event's id ([`Event::id`]).
     #[serde(skip)]
     pub part: Option<Part>,
+}
+
+/// An event as it is sent and as the Redis store keeps it.
+#[derive(Deserialize)]
+struct WireEvent {
+    #[serde(default)]
+    seq: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    workflow_id: String,
+    at_ms: i64,
+    data: Value,
+}
+
+impl From<WireEvent> for Event {
+    fn from(wire: WireEvent) -> Event {
+        Event::from_stored(wire.seq, wire.kind, wire.workflow_id, wire.at_ms, wire.data).0
+    }
 }
 
 /// Where a token sits in the chunk stored under its event's `seq`.
@@ -70,20 +155,58 @@ pub struct Part {
 }
 
 impl Event {
-    pub fn new(
-        kind: impl Into<String>,
-        workflow_id: impl Into<String>,
-        at_ms: i64,
-        data: Value,
-    ) -> Event {
+    pub fn new(payload: EventPayload, workflow_id: impl Into<String>, at_ms: i64) -> Event {
         Event {
             seq: 0,
-            kind: kind.into(),
             workflow_id: workflow_id.into(),
             at_ms,
-            data,
+            payload,
             part: None,
         }
+    }
+
+    /// The event a store read back from its kind and data, and why it did not
+    /// decode if it did not.
+    pub fn from_stored(
+        seq: u64,
+        kind: String,
+        workflow_id: String,
+        at_ms: i64,
+        data: Value,
+    ) -> (Event, Option<String>) {
+        let (payload, undecoded) = EventPayload::decode(kind, data);
+        let event = Event {
+            seq,
+            workflow_id,
+            at_ms,
+            payload,
+            part: None,
+        };
+        (event, undecoded)
+    }
+
+    /// The kind's name (`task_completed`, …).
+    pub fn kind(&self) -> &'static str {
+        self.payload.kind()
+    }
+
+    /// The `type` it is sent with: the kind's name, or for an undecoded
+    /// event the name it came with (which [`Event::kind`] may not know).
+    pub fn type_name(&self) -> &str {
+        match &self.payload {
+            EventPayload::Undecoded(event) => &event.kind,
+            payload => payload.kind(),
+        }
+    }
+
+    /// The kind and data a store keeps: the `type` and `data` of the JSON.
+    pub fn stored_data(&self) -> (String, Value) {
+        if let EventPayload::Undecoded(event) = &self.payload {
+            return (event.kind.clone(), event.data.clone());
+        }
+        let mut value = serde_json::to_value(&self.payload).unwrap_or_default();
+        let data = value.get_mut("data").map(Value::take).unwrap_or_default();
+        (self.type_name().to_string(), data)
     }
 
     /// The id clients resume from: the sequence number, or for a token that
@@ -171,47 +294,37 @@ impl Cursor {
     }
 }
 
-/// The `llm_tokens` chunk event for some tokens of one task attempt.
-pub fn token_chunk(workflow_id: &str, at_ms: i64, task: &Value, tokens: Vec<String>) -> Event {
-    let mut data = task.clone();
-    if let Value::Object(map) = &mut data {
-        map.insert("tokens".into(), Value::from(tokens));
-    }
-    Event::new(LLM_TOKENS, workflow_id, at_ms, data)
-}
-
 /// A stored event as clients see it: an `llm_tokens` chunk becomes one
-/// `llm_token` per token (same `seq`, with its [`Part`]); anything else is
-/// itself.
+/// `llm_token` per token (same `seq`, with its [`Part`]); a chunk that does
+/// not decode becomes nothing, as it cannot be sent as tokens; anything else
+/// is itself.
 pub fn expand(event: Event) -> Vec<Event> {
-    if event.kind != LLM_TOKENS {
-        return vec![event];
-    }
-    let Value::Object(mut data) = event.data else {
-        return Vec::new();
+    let chunk = match event.payload {
+        EventPayload::LlmTokens(chunk) => chunk,
+        EventPayload::Undecoded(ref undecoded) if undecoded.kind == LLM_TOKENS => {
+            return Vec::new()
+        }
+        _ => return vec![event],
     };
-    let tokens = match data.remove("tokens") {
-        Some(Value::Array(tokens)) => tokens,
-        _ => Vec::new(),
-    };
-    let n = tokens.len();
-    tokens
+    let n = chunk.tokens.len();
+    chunk
+        .tokens
         .into_iter()
         .enumerate()
-        .map(|(i, token)| {
-            let mut data = data.clone();
-            data.insert("token".into(), token);
-            Event {
-                seq: event.seq,
-                kind: LLM_TOKEN.to_string(),
-                workflow_id: event.workflow_id.clone(),
-                at_ms: event.at_ms,
-                data: Value::Object(data),
-                part: Some(Part {
-                    index: i as u32,
-                    last: i + 1 == n,
-                }),
-            }
+        .map(|(i, token)| Event {
+            seq: event.seq,
+            workflow_id: event.workflow_id.clone(),
+            at_ms: event.at_ms,
+            payload: EventPayload::LlmToken(LlmToken {
+                task_id: chunk.task_id.clone(),
+                task_name: chunk.task_name.clone(),
+                attempt: chunk.attempt,
+                token,
+            }),
+            part: Some(Part {
+                index: i as u32,
+                last: i + 1 == n,
+            }),
         })
         .collect()
 }
@@ -222,42 +335,4 @@ pub fn expand_all(events: Vec<Event>) -> Vec<Event> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn chunks_expand_to_tokens_with_resumable_ids() {
-        let mut chunk = token_chunk(
-            "wf",
-            5,
-            &json!({"task_id": "t", "task_name": "T", "attempt": 1}),
-            vec!["a".into(), "b".into(), "c".into()],
-        );
-        chunk.seq = 7;
-        let tokens = expand(chunk);
-        let ids: Vec<String> = tokens.iter().map(Event::id).collect();
-        assert_eq!(ids, ["7.0", "7.1", "7"]);
-        assert_eq!(
-            tokens[1].data,
-            json!({"task_id": "t", "task_name": "T", "attempt": 1, "token": "b"})
-        );
-        assert_eq!(tokens[1].kind, LLM_TOKEN);
-        // Resuming from each id yields exactly the rest.
-        for (i, token) in tokens.iter().enumerate() {
-            let cursor = Cursor::parse(&token.id()).unwrap();
-            assert_eq!(cursor, token.cursor());
-            let rest: Vec<_> = tokens.iter().filter(|t| cursor.is_before(t)).collect();
-            assert_eq!(rest.len(), 2 - i);
-            if let Some(next) = rest.first() {
-                assert!(cursor.is_next(next));
-            }
-        }
-        assert!(Cursor::after_seq(6).is_next(&tokens[0]));
-        assert!(!Cursor::after_seq(6).is_next(&tokens[1]));
-        assert_eq!(Cursor::parse("0.1"), None);
-        assert_eq!(Cursor::parse("x"), None);
-        let plain = Event::new(TASK_STARTED, "wf", 0, json!({}));
-        assert_eq!(expand(plain.clone()), vec![plain]);
-    }
-}
+mod tests;

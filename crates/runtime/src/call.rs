@@ -6,12 +6,12 @@
 use crate::Runtime;
 use async_trait::async_trait;
 use gleitzeit_core::access::FileAccess;
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{Event, EventPayload, LlmToken, TaskOutput};
 use gleitzeit_core::{ErrorCode, GzError, Requires};
 use gleitzeit_providers::{CallContext, ProviderEvent};
 use gleitzeit_store::now_ms;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,21 +85,27 @@ impl Runtime {
             let task_name = call.task_name.clone();
             let attempt = call.attempt;
             Arc::new(move |event: ProviderEvent| {
-                let (kind, data) = match event {
-                    ProviderEvent::Token { text } => (
-                        events::LLM_TOKEN,
-                        json!({"task_id": task_id, "task_name": task_name, "attempt": attempt, "token": text}),
-                    ),
-                    ProviderEvent::Log { line } => (
-                        events::TASK_OUTPUT,
-                        json!({"task_id": task_id, "task_name": task_name, "attempt": attempt, "line": line}),
-                    ),
+                let task_id = task_id.clone();
+                let task_name = task_name.clone();
+                let payload = match event {
+                    ProviderEvent::Token { text } => EventPayload::LlmToken(LlmToken {
+                        task_id,
+                        task_name,
+                        attempt,
+                        token: text,
+                    }),
+                    ProviderEvent::Log { line } => EventPayload::TaskOutput(TaskOutput {
+                        task_id,
+                        task_name,
+                        attempt,
+                        line,
+                    }),
                 };
                 streamed.store(true, Ordering::Relaxed);
                 rt.live.send(
                     &rt.store,
                     &rt.events,
-                    Event::new(kind, workflow_id.clone(), now_ms(), data),
+                    Event::new(payload, workflow_id.clone(), now_ms()),
                 );
             })
         };

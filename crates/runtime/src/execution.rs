@@ -10,7 +10,11 @@ use crate::cache::CacheSlot;
 use crate::call::TaskCall;
 use crate::scope::{RunScope, TaskNames};
 use crate::Runtime;
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{
+    Event, EventPayload, TaskCancelled, TaskCompleted, TaskFailed, TaskRetrying, TaskSkipped,
+    TaskStarted, WorkflowCancelled, WorkflowCompleted, WorkflowFailed, WorkflowProgress,
+    WorkflowStarted,
+};
 use gleitzeit_core::expr;
 use gleitzeit_core::model::{primary_field, ForEach, MAX_FOR_EACH_ITEMS};
 use gleitzeit_core::parse;
@@ -194,10 +198,11 @@ pub(crate) async fn run_loop(
         at_ms: now_ms(),
         error: None,
     });
-    run.event(
-        events::WORKFLOW_STARTED,
-        json!({"name": run.workflow.name, "total_tasks": n, "resumed": resumed}),
-    );
+    run.event(EventPayload::WorkflowStarted(WorkflowStarted {
+        name: run.workflow.name.clone(),
+        total_tasks: n,
+        resumed,
+    }));
 
     let mut poll = tokio::time::interval(rt.config.cancel_poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,6 +274,14 @@ fn skipped_record(method: &str) -> Value {
     json!({ primary_field(method): null })
 }
 
+/// What every task event says about its task.
+struct TaskRef {
+    task_id: String,
+    task_name: String,
+    method: String,
+    attempt: u32,
+}
+
 /// What a decided attempt starts once it is committed.
 enum Work {
     Call(Value, Option<CacheSlot>),
@@ -276,35 +289,32 @@ enum Work {
 }
 
 impl Run<'_> {
-    fn event(&mut self, kind: &str, data: Value) {
-        self.announce.push(Event {
-            seq: 0,
-            kind: kind.to_string(),
-            workflow_id: self.id.clone(),
-            at_ms: now_ms(),
-            data,
-            part: None,
-        });
+    fn event(&mut self, payload: EventPayload) {
+        self.announce
+            .push(Event::new(payload, self.id.clone(), now_ms()));
     }
 
-    fn task_event(&mut self, kind: &str, task: usize, mut data: Map<String, Value>) {
+    /// The fields every task event carries: id, display name, method and
+    /// attempt.
+    fn task_ref(&self, task: usize) -> TaskRef {
         let spec = &self.workflow.tasks[task];
-        data.insert("task_id".into(), json!(spec.id));
-        data.insert("task_name".into(), json!(spec.display_name()));
-        data.insert("method".into(), json!(spec.method));
-        data.insert("attempt".into(), json!(self.tasks[task].attempt));
-        self.event(kind, Value::Object(data));
+        TaskRef {
+            task_id: spec.id.clone(),
+            task_name: spec.display_name().to_string(),
+            method: spec.method.clone(),
+            attempt: self.tasks[task].attempt,
+        }
     }
 
     fn progress(&mut self) {
         let count = |state| self.counts.get(&state).copied().unwrap_or(0);
-        let data = json!({
-            "completed_tasks": count(TaskState::Completed),
-            "failed_tasks": count(TaskState::Failed),
-            "skipped_tasks": count(TaskState::Skipped),
-            "total_tasks": self.tasks.len(),
-        });
-        self.event(events::WORKFLOW_PROGRESS, data);
+        let progress = WorkflowProgress {
+            completed_tasks: count(TaskState::Completed),
+            failed_tasks: count(TaskState::Failed),
+            skipped_tasks: count(TaskState::Skipped),
+            total_tasks: self.tasks.len(),
+        };
+        self.event(EventPayload::WorkflowProgress(progress));
     }
 
     fn save_task(&mut self, task: usize) {
@@ -458,11 +468,23 @@ impl Run<'_> {
                         t.finished_ms = None;
                         t.error = None;
                         self.save_task(task);
-                        let mut data = Map::new();
-                        if let Work::FanOut(f) = &work {
-                            data.insert("items".into(), json!(f.items.len()));
-                        }
-                        self.task_event(events::TASK_STARTED, task, data);
+                        let items = match &work {
+                            Work::FanOut(f) => Some(f.items.len()),
+                            Work::Call(..) => None,
+                        };
+                        let TaskRef {
+                            task_id,
+                            task_name,
+                            method,
+                            attempt,
+                        } = self.task_ref(task);
+                        self.event(EventPayload::TaskStarted(TaskStarted {
+                            items,
+                            task_id,
+                            task_name,
+                            method,
+                            attempt,
+                        }));
                         self.start.push((task, attempt, work));
                     }
                     Err(error) => self.fail_before_start(task, error, now),
@@ -481,51 +503,43 @@ impl Run<'_> {
                 t.finished_ms = Some(now);
                 let duration_ms = t.duration_ms().unwrap_or(0);
                 self.save_task(task);
-                let mut data = Map::new();
-                data.insert("result".into(), primary);
-                if let Some(stdout) = self.tasks[task]
-                    .result
-                    .as_ref()
+                let result = self.tasks[task].result.as_ref();
+                let stdout = result
                     .and_then(|r| r.get("stdout"))
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty())
-                {
-                    let cut: String = stdout.chars().take(4000).collect();
-                    data.insert("stdout".into(), json!(cut));
-                }
-                data.insert("duration_ms".into(), json!(duration_ms));
-                if self.tasks[task]
-                    .result
-                    .as_ref()
+                    .map(|stdout| stdout.chars().take(4000).collect());
+                let cached = result
                     .and_then(|r| r.get("cached"))
                     .is_some_and(|c| c == &Value::Bool(true))
-                {
-                    data.insert("cached".into(), json!(true));
-                }
-                data.insert(
-                    "duration_seconds".into(),
-                    json!(duration_ms as f64 / 1000.0),
-                );
+                    .then_some(true);
                 // LLM accounting rides along so metrics and clients need not
                 // fetch the result.
-                if let Some(record) = self.tasks[task]
-                    .result
-                    .as_ref()
-                    .filter(|r| r.get("usage").is_some())
-                {
-                    for (from, to) in [
-                        ("usage", "usage"),
-                        ("model", "model"),
-                        ("endpoint", "endpoint"),
-                        ("first_token_ms", "first_token_ms"),
-                        ("duration_ms", "provider_ms"),
-                    ] {
-                        if let Some(value) = record.get(from) {
-                            data.insert(to.into(), value.clone());
-                        }
-                    }
-                }
-                self.task_event(events::TASK_COMPLETED, task, data);
+                let llm = result.filter(|r| r.get("usage").is_some());
+                let copy = |field: &str| llm.and_then(|r| r.get(field)).cloned();
+                let TaskRef {
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                } = self.task_ref(task);
+                let completed = TaskCompleted {
+                    result: primary,
+                    stdout,
+                    duration_ms,
+                    cached,
+                    duration_seconds: duration_ms as f64 / 1000.0,
+                    usage: copy("usage"),
+                    model: copy("model"),
+                    endpoint: copy("endpoint"),
+                    first_token_ms: copy("first_token_ms"),
+                    provider_ms: copy("duration_ms"),
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                };
+                self.event(EventPayload::TaskCompleted(completed));
                 self.progress();
             }
             Action::Retry {
@@ -541,14 +555,21 @@ impl Run<'_> {
                 t.error = error.clone();
                 t.finished_ms = Some(now);
                 self.save_task(task);
-                let mut data = Map::new();
-                data.insert("next_attempt".into(), json!(next_attempt));
-                data.insert("delay_seconds".into(), json!(delay.as_secs_f64()));
-                data.insert(
-                    "error".into(),
-                    serde_json::to_value(&error).unwrap_or(Value::Null),
-                );
-                self.task_event(events::TASK_RETRYING, task, data);
+                let TaskRef {
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                } = self.task_ref(task);
+                self.event(EventPayload::TaskRetrying(TaskRetrying {
+                    next_attempt,
+                    delay_seconds: delay.as_secs_f64(),
+                    error,
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                }));
                 let tx = self.tx.clone();
                 self.running.spawn(async move {
                     tokio::time::sleep(delay).await;
@@ -575,15 +596,20 @@ impl Run<'_> {
                 t.error = Some(error.clone());
                 t.finished_ms = Some(now);
                 self.save_task(task);
-                let mut data = Map::new();
-                data.insert(
-                    "error".into(),
-                    serde_json::to_value(&error).unwrap_or(Value::Null),
-                );
-                if let Some(ms) = self.tasks[task].duration_ms() {
-                    data.insert("duration_ms".into(), json!(ms));
-                }
-                self.task_event(events::TASK_FAILED, task, data);
+                let TaskRef {
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                } = self.task_ref(task);
+                self.event(EventPayload::TaskFailed(TaskFailed {
+                    error,
+                    duration_ms: self.tasks[task].duration_ms(),
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                }));
                 self.progress();
             }
             Action::Skipped { task, cause } => {
@@ -617,9 +643,19 @@ impl Run<'_> {
                 t.error = cause.map(|_| GzError::new(ErrorCode::DependencyFailed, reason.clone()));
                 t.finished_ms = Some(now);
                 self.save_task(task);
-                let mut data = Map::new();
-                data.insert("reason".into(), json!(reason));
-                self.task_event(events::TASK_SKIPPED, task, data);
+                let TaskRef {
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                } = self.task_ref(task);
+                self.event(EventPayload::TaskSkipped(TaskSkipped {
+                    reason,
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                }));
             }
             Action::Cancelled { task } => {
                 let t = &mut self.tasks[task];
@@ -627,7 +663,18 @@ impl Run<'_> {
                 t.error = Some(GzError::new(ErrorCode::TaskCancelled, "cancelled"));
                 t.finished_ms = Some(now);
                 self.save_task(task);
-                self.task_event(events::TASK_CANCELLED, task, Map::new());
+                let TaskRef {
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                } = self.task_ref(task);
+                self.event(EventPayload::TaskCancelled(TaskCancelled {
+                    task_id,
+                    task_name,
+                    method,
+                    attempt,
+                }));
             }
             Action::Abort { task } => {
                 if let Some(token) = &self.task_tokens[task] {
@@ -679,20 +726,34 @@ impl Run<'_> {
                         (spec.display_name().to_string(), primary)
                     })
                     .collect();
-                let kind = match state {
-                    WorkflowState::Completed => events::WORKFLOW_COMPLETED,
-                    WorkflowState::Cancelled => events::WORKFLOW_CANCELLED,
-                    _ => events::WORKFLOW_FAILED,
-                };
-                self.event(
-                    kind,
-                    json!({
-                        "name": self.workflow.name,
-                        "state": state.as_str(),
-                        "task_results": task_results,
-                        "error": error,
+                let name = self.workflow.name.clone();
+                let state_name = state.as_str().to_string();
+                let task_results = Some(task_results);
+                let error_sent = error.clone();
+                self.event(match state {
+                    WorkflowState::Completed => {
+                        EventPayload::WorkflowCompleted(WorkflowCompleted {
+                            name,
+                            state: state_name,
+                            task_results,
+                            error: error_sent,
+                        })
+                    }
+                    WorkflowState::Cancelled => {
+                        EventPayload::WorkflowCancelled(WorkflowCancelled {
+                            name,
+                            state: state_name,
+                            task_results,
+                            error: error_sent,
+                        })
+                    }
+                    _ => EventPayload::WorkflowFailed(WorkflowFailed {
+                        name,
+                        state: state_name,
+                        task_results,
+                        error: error_sent,
                     }),
-                );
+                });
                 self.finished = Some((state, error));
             }
         }
@@ -1322,14 +1383,17 @@ pub(crate) async fn cancel_unowned(rt: &Runtime, record: &WorkflowRecord) -> Res
         at_ms: now,
         error: Some(error.clone()),
     });
-    let event = Event {
-        seq: 0,
-        kind: events::WORKFLOW_CANCELLED.to_string(),
-        workflow_id: record.id.clone(),
-        at_ms: now,
-        data: json!({"name": record.name, "state": "cancelled", "error": error}),
-        part: None,
+    let cancelled = WorkflowCancelled {
+        name: record.name.clone(),
+        state: WorkflowState::Cancelled.as_str().to_string(),
+        task_results: None,
+        error: Some(error),
     };
+    let event = Event::new(
+        EventPayload::WorkflowCancelled(cancelled),
+        record.id.clone(),
+        now,
+    );
     writes.push(Write::Event(event.clone()));
     let seqs = rt.store.apply(writes).await?;
     let _ = rt.events.send(Event {

@@ -14,9 +14,8 @@
 //! watchers still see each token, at most [`CHUNK_WAIT`] late, and readers of
 //! the store expand chunks back into the same events (`events::expand`).
 
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{self, Event, EventPayload, LlmTokens};
 use gleitzeit_store::{Store, Write};
-use serde_json::Value;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -75,11 +74,10 @@ impl LiveEvents {
 /// One task attempt's tokens not stored yet.
 struct Pending {
     workflow_id: String,
-    /// `task_id`, `task_name`, `attempt`: what every token event carries.
-    task: Value,
+    /// The task attempt and its tokens so far.
+    chunk: LlmTokens,
     at_ms: i64,
     since: Instant,
-    tokens: Vec<String>,
 }
 
 /// Token chunks being collected, in the order their first token arrived.
@@ -91,34 +89,33 @@ struct Chunks {
 impl Chunks {
     /// Takes a token event; a full chunk is returned to be stored.
     fn add(&mut self, event: Event) -> Option<Event> {
-        let Value::Object(mut data) = event.data else {
+        let EventPayload::LlmToken(token) = event.payload else {
             return None;
         };
-        let token = match data.remove("token") {
-            Some(Value::String(t)) => t,
-            Some(other) => other.to_string(),
-            None => String::new(),
-        };
-        let task = Value::Object(data);
         let at = self
             .pending
             .iter()
-            .position(|p| p.workflow_id == event.workflow_id && p.task == task);
+            .position(|p| p.workflow_id == event.workflow_id && p.chunk.same_attempt(&token));
         let at = match at {
             Some(at) => at,
             None => {
                 self.pending.push(Pending {
                     workflow_id: event.workflow_id,
-                    task,
+                    chunk: LlmTokens {
+                        task_id: token.task_id,
+                        task_name: token.task_name,
+                        attempt: token.attempt,
+                        tokens: Vec::new(),
+                    },
                     at_ms: event.at_ms,
                     since: Instant::now(),
-                    tokens: Vec::new(),
                 });
                 self.pending.len() - 1
             }
         };
-        self.pending[at].tokens.push(token);
-        (self.pending[at].tokens.len() >= CHUNK_TOKENS).then(|| chunk(self.pending.remove(at)))
+        self.pending[at].chunk.tokens.push(token.token);
+        (self.pending[at].chunk.tokens.len() >= CHUNK_TOKENS)
+            .then(|| chunk(self.pending.remove(at)))
     }
 
     /// Every chunk collected so far, to be stored now.
@@ -133,11 +130,10 @@ impl Chunks {
 }
 
 fn chunk(pending: Pending) -> Event {
-    events::token_chunk(
-        &pending.workflow_id,
+    Event::new(
+        EventPayload::LlmTokens(pending.chunk),
+        pending.workflow_id,
         pending.at_ms,
-        &pending.task,
-        pending.tokens,
     )
 }
 
@@ -170,7 +166,7 @@ async fn write_loop(
         let mut next = first;
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Event(event) if event.kind == events::LLM_TOKEN => {
+                Msg::Event(event) if matches!(event.payload, EventPayload::LlmToken(_)) => {
                     batch.extend(chunks.add(event));
                 }
                 Msg::Event(event) => {

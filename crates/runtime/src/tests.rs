@@ -2,6 +2,7 @@
 
 use super::*;
 use async_trait::async_trait;
+use gleitzeit_core::events::EventPayload;
 use gleitzeit_core::parse;
 use gleitzeit_core::TaskState;
 use gleitzeit_providers::{CallContext, MethodInfo, Provider};
@@ -133,7 +134,7 @@ tasks:
         .events(Some(&outcome.workflow_id), 0, 0)
         .await
         .unwrap();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(Event::kind).collect();
     assert_eq!(kinds.first(), Some(&"workflow_started"));
     assert_eq!(kinds.last(), Some(&"workflow_completed"));
     assert_eq!(kinds.iter().filter(|k| **k == "task_completed").count(), 3);
@@ -452,13 +453,13 @@ async fn llm_tokens_are_announced_as_they_stream_and_stored() {
     let mut token_events = 0;
     let mut completed_after_tokens = false;
     while let Ok(event) = events.try_recv() {
-        match event.kind.as_str() {
-            "llm_token" => {
-                assert_eq!(event.data["task_id"], "talk");
-                tokens.push_str(event.data["token"].as_str().unwrap());
+        match &event.payload {
+            EventPayload::LlmToken(token) => {
+                assert_eq!(token.task_id, "talk");
+                tokens.push_str(&token.token);
                 token_events += 1;
             }
-            "task_completed" => completed_after_tokens = token_events > 0,
+            EventPayload::TaskCompleted(_) => completed_after_tokens = token_events > 0,
             _ => {}
         }
     }
@@ -475,18 +476,20 @@ async fn llm_tokens_are_announced_as_they_stream_and_stored() {
         .events(Some(&outcome.workflow_id), 0, 0)
         .await
         .unwrap();
-    let stored_tokens: Vec<_> = stored.iter().filter(|e| e.kind == "llm_tokens").collect();
+    let stored_tokens: Vec<_> = stored.iter().filter(|e| e.kind() == "llm_tokens").collect();
     assert!(!stored_tokens.is_empty() && stored_tokens.len() < token_events);
-    assert!(stored.iter().all(|e| e.kind != "llm_token"));
+    assert!(stored.iter().all(|e| e.kind() != "llm_token"));
     let expanded: String = gleitzeit_core::events::expand_all(stored.clone())
         .iter()
-        .filter(|e| e.kind == "llm_token")
-        .map(|e| e.data["token"].as_str().unwrap().to_string())
+        .filter_map(|e| match &e.payload {
+            EventPayload::LlmToken(token) => Some(token.token.clone()),
+            _ => None,
+        })
         .collect();
     assert_eq!(expanded, tokens);
     let done = stored
         .iter()
-        .find(|e| e.kind == "task_completed")
+        .find(|e| e.kind() == "task_completed")
         .unwrap()
         .seq;
     assert!(stored_tokens.iter().all(|e| e.seq > 0 && e.seq < done));
@@ -508,7 +511,7 @@ async fn a_long_reply_is_stored_in_a_few_rows_and_expands_in_order() {
     assert_eq!(outcome.state, WorkflowState::Completed);
     let mut live = Vec::new();
     while let Ok(event) = events.try_recv() {
-        if event.kind == "llm_token" {
+        if event.kind() == "llm_token" {
             live.push(event);
         }
     }
@@ -517,10 +520,10 @@ async fn a_long_reply_is_stored_in_a_few_rows_and_expands_in_order() {
         .events(Some(&outcome.workflow_id), 0, 0)
         .await
         .unwrap();
-    let token_rows = stored.iter().filter(|e| e.kind == "llm_tokens").count();
+    let token_rows = stored.iter().filter(|e| e.kind() == "llm_tokens").count();
     let expanded: Vec<_> = gleitzeit_core::events::expand_all(stored)
         .into_iter()
-        .filter(|e| e.kind == "llm_token")
+        .filter(|e| e.kind() == "llm_token")
         .collect();
     assert_eq!(expanded.len(), 500, "one token per word plus `echo:`");
     // What a live watcher saw is exactly what a late reader gets, ids included.

@@ -7,6 +7,7 @@
 //! Needs the `failpoints` feature (the points compile to nothing without it):
 //! `cargo test -p gleitzeit-runtime --features failpoints --test crash_sweep`.
 
+use gleitzeit_core::events::EventPayload;
 use gleitzeit_core::parse;
 use gleitzeit_providers::function::FunctionProvider;
 use gleitzeit_providers::llm::{Dialect, EndpointConfig, LlmConfig, LlmProvider};
@@ -199,12 +200,11 @@ async fn summarize(store: &dyn Store, id: &str) -> Value {
         let Some(last) = events.last() else { break };
         after = last.seq;
         for event in &events {
-            match event.kind.as_str() {
-                "task_completed" => {
-                    let task = event.data["task_id"].as_str().unwrap_or_default();
-                    *completions.entry(task.to_string()).or_default() += 1;
+            match &event.payload {
+                EventPayload::TaskCompleted(completed) => {
+                    *completions.entry(completed.task_id.clone()).or_default() += 1;
                 }
-                "llm_tokens" | "llm_token" => tokens += 1,
+                EventPayload::LlmTokens(_) | EventPayload::LlmToken(_) => tokens += 1,
                 _ => {}
             }
         }

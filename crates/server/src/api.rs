@@ -537,7 +537,7 @@ async fn events_sse(
         Ok(event) => Ok::<_, std::convert::Infallible>(
             SseEvent::default()
                 .id(event.id())
-                .event(event.kind.clone())
+                .event(event.type_name())
                 .json_data(&event)
                 .unwrap_or_default(),
         ),

@@ -2,7 +2,7 @@
 //! truth, also for work other processes did); durations are observed from the
 //! event stream as tasks finish.
 
-use gleitzeit_core::events::{self, Event};
+use gleitzeit_core::events::{Event, EventPayload};
 use gleitzeit_store::StoreStats;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -57,7 +57,6 @@ pub(crate) struct Metrics {
     provider_latency: Family<ProviderLabel, Histogram>,
     first_token: Family<ProviderLabel, Histogram>,
     llm_tokens: Family<KindLabel, Counter>,
-    llm_cost: Family<ModelLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     events: Family<TypeLabel, Counter>,
 }
 
@@ -124,7 +123,8 @@ impl Metrics {
         registry.register(
             "llm_cost_usd",
             "Cost of LLM calls in USD, by model (calls without a known price are not counted)",
-            llm_cost.clone(),
+            // Registered for its place in dashboards; see `observe`.
+            llm_cost,
         );
         registry.register("events", "Events announced, by type", events.clone());
         Metrics {
@@ -137,7 +137,6 @@ impl Metrics {
             provider_latency,
             first_token,
             llm_tokens,
-            llm_cost,
             events,
         }
     }
@@ -161,21 +160,33 @@ impl Metrics {
     fn observe(&self, event: &Event) {
         self.events
             .get_or_create(&TypeLabel {
-                r#type: event.kind.clone(),
+                r#type: event.kind().to_string(),
             })
             .inc();
-        let outcome = match event.kind.as_str() {
-            events::TASK_COMPLETED => "completed",
-            events::TASK_FAILED => "failed",
-            _ => return,
-        };
-        let method = event
-            .data
-            .get("method")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        // What a finished task reports: method, outcome, its own and its
+        // provider's duration, and for LLM calls the first token and usage.
+        let (method, outcome, duration_ms, provider_ms, first_token_ms, usage) =
+            match &event.payload {
+                EventPayload::TaskCompleted(done) => (
+                    &done.method,
+                    "completed",
+                    Some(done.duration_ms as f64),
+                    done.provider_ms.as_ref().and_then(Value::as_f64),
+                    done.first_token_ms.as_ref().and_then(Value::as_f64),
+                    done.usage.as_ref(),
+                ),
+                EventPayload::TaskFailed(failed) => (
+                    &failed.method,
+                    "failed",
+                    failed.duration_ms.map(|ms| ms as f64),
+                    None,
+                    None,
+                    None,
+                ),
+                _ => return,
+            };
         let provider = method.split('/').next().unwrap_or("").to_string();
-        if let Some(ms) = event.data.get("duration_ms").and_then(Value::as_f64) {
+        if let Some(ms) = duration_ms {
             self.task_duration
                 .get_or_create(&TaskLabels {
                     method: method.to_string(),
@@ -183,34 +194,21 @@ impl Metrics {
                 })
                 .observe(ms / 1000.0);
         }
-        let record = &event.data;
-        if let Some(ms) = record
-            .get("provider_ms")
-            .or_else(|| record.get("duration_ms"))
-            .and_then(Value::as_f64)
-        {
+        if let Some(ms) = provider_ms.or(duration_ms) {
             self.provider_latency
                 .get_or_create(&ProviderLabel {
                     provider: provider.clone(),
                 })
                 .observe(ms / 1000.0);
         }
-        if let Some(ms) = record.get("first_token_ms").and_then(Value::as_f64) {
+        if let Some(ms) = first_token_ms {
             self.first_token
                 .get_or_create(&ProviderLabel { provider })
                 .observe(ms / 1000.0);
         }
-        if let (Some(cost), Some(model)) = (
-            record.get("cost_usd").and_then(Value::as_f64),
-            record.get("model").and_then(Value::as_str),
-        ) {
-            self.llm_cost
-                .get_or_create(&ModelLabel {
-                    model: model.to_string(),
-                })
-                .inc_by(cost);
-        }
-        if let Some(usage) = record.get("usage") {
+        // `llm_cost_usd` stays at zero: no event carries a cost (the result
+        // record's `cost_usd` is not copied into `task_completed`).
+        if let Some(usage) = usage {
             for kind in ["prompt", "completion"] {
                 if let Some(n) = usage.get(format!("{kind}_tokens")).and_then(Value::as_u64) {
                     self.llm_tokens

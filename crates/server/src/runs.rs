@@ -154,11 +154,12 @@ impl RunManager {
                     // so listings agree and the next start does not look again.
                     tracing::warn!("workflow {} is failed: {error}", record.id);
                     let at_ms = gleitzeit_store::now_ms();
-                    let data = serde_json::json!({
-                        "name": record.name,
-                        "state": "failed",
-                        "error": error,
-                    });
+                    let failed = gleitzeit_core::events::WorkflowFailed {
+                        name: record.name.clone(),
+                        state: WorkflowState::Failed.as_str().to_string(),
+                        task_results: None,
+                        error: Some(error.clone()),
+                    };
                     store
                         .apply(vec![
                             gleitzeit_store::Write::Workflow {
@@ -168,10 +169,9 @@ impl RunManager {
                                 error: Some(error.clone()),
                             },
                             gleitzeit_store::Write::Event(gleitzeit_core::events::Event::new(
-                                gleitzeit_core::events::WORKFLOW_FAILED,
+                                gleitzeit_core::events::EventPayload::WorkflowFailed(failed),
                                 record.id.clone(),
                                 at_ms,
-                                data,
                             )),
                         ])
                         .await?;

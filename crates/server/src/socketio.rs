@@ -227,7 +227,7 @@ async fn pump(
         };
         let Some(item) = item else { return };
         let (name, payload) = match item {
-            Ok(event) => (event.kind.clone(), stream::with_id(&event)),
+            Ok(event) => (event.type_name().to_string(), stream::with_id(&event)),
             Err(error) => (
                 "error".to_string(),
                 json!(crate::ApiError::from(error).body()),

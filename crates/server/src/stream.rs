@@ -112,7 +112,7 @@ impl Filter {
         self.workflow_id
             .as_ref()
             .is_none_or(|id| *id == event.workflow_id)
-            && self.types.as_ref().is_none_or(|t| t.contains(&event.kind))
+            && self.types.as_ref().is_none_or(|t| t.contains(event.kind()))
     }
 }
 

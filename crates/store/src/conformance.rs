@@ -4,8 +4,10 @@
 //! prefix and deletes its keys afterwards.
 
 use crate::*;
+use gleitzeit_core::events::*;
 use gleitzeit_core::model::TaskSpec;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 fn workflow(id: &str, created_ms: i64) -> (WorkflowRecord, Vec<TaskRecord>) {
     let spec = Workflow {
@@ -69,14 +71,210 @@ fn task(workflow_id: &str, task_id: &str, position: u32, state: TaskState) -> Ta
     }
 }
 
+/// A task event of `kind` (`task_started`, `task_completed`, `task_failed`)
+/// whose fields tell which kind it is.
 fn event(workflow_id: &str, kind: &str) -> Event {
-    Event {
-        seq: 0,
-        kind: kind.into(),
-        workflow_id: workflow_id.into(),
-        at_ms: 5,
-        data: json!({"k": kind}),
-        part: None,
+    let (task_id, task_name, method, attempt) = (
+        kind.to_string(),
+        "T".to_string(),
+        "python/execute".to_string(),
+        1,
+    );
+    let payload = match kind {
+        TASK_STARTED => EventPayload::TaskStarted(TaskStarted {
+            items: None,
+            task_id,
+            task_name,
+            method,
+            attempt,
+        }),
+        TASK_COMPLETED => EventPayload::TaskCompleted(TaskCompleted {
+            result: json!({"k": kind}),
+            stdout: None,
+            duration_ms: 1,
+            cached: None,
+            duration_seconds: 0.001,
+            usage: None,
+            model: None,
+            endpoint: None,
+            first_token_ms: None,
+            provider_ms: None,
+            task_id,
+            task_name,
+            method,
+            attempt,
+        }),
+        _ => EventPayload::TaskFailed(TaskFailed {
+            error: GzError::new(ErrorCode::TaskFailed, kind),
+            duration_ms: Some(1),
+            task_id,
+            task_name,
+            method,
+            attempt,
+        }),
+    };
+    Event::new(payload, workflow_id, 5)
+}
+
+/// One event of every kind, with every optional field set where there is
+/// one, and one this version cannot decode.
+fn every_kind(workflow_id: &str) -> Vec<Event> {
+    let task = || ("a".to_string(), "A".to_string(), "llm/chat".to_string());
+    let node = || {
+        (
+            "n1".to_string(),
+            "box".to_string(),
+            BTreeMap::from([("zone".to_string(), "eu".to_string())]),
+        )
+    };
+    let error = || GzError::new(ErrorCode::TaskFailed, "boom").with_hint("try again");
+    let results = json!({"A": "hi"}).as_object().cloned();
+    let (task_id, task_name, method) = task();
+    let mut payloads = vec![
+        EventPayload::WorkflowStarted(WorkflowStarted {
+            name: "flow".into(),
+            total_tasks: 3,
+            resumed: true,
+        }),
+        EventPayload::WorkflowProgress(WorkflowProgress {
+            completed_tasks: 1,
+            failed_tasks: 1,
+            skipped_tasks: 0,
+            total_tasks: 3,
+        }),
+        EventPayload::WorkflowCompleted(WorkflowCompleted {
+            name: "flow".into(),
+            state: "completed".into(),
+            task_results: results.clone(),
+            error: None,
+        }),
+        EventPayload::WorkflowFailed(WorkflowFailed {
+            name: "flow".into(),
+            state: "failed".into(),
+            task_results: results,
+            error: Some(error()),
+        }),
+        EventPayload::WorkflowCancelled(WorkflowCancelled {
+            name: "flow".into(),
+            state: "cancelled".into(),
+            task_results: None,
+            error: Some(error()),
+        }),
+        EventPayload::TaskStarted(TaskStarted {
+            items: Some(4),
+            task_id,
+            task_name,
+            method,
+            attempt: 1,
+        }),
+    ];
+    let (task_id, task_name, method) = task();
+    payloads.push(EventPayload::TaskCompleted(TaskCompleted {
+        result: json!("hi"),
+        stdout: Some("out".into()),
+        duration_ms: 1250,
+        cached: Some(true),
+        duration_seconds: 1.25,
+        usage: Some(json!({"prompt_tokens": 2, "completion_tokens": 3})),
+        model: Some(json!("m")),
+        endpoint: Some(json!("local")),
+        first_token_ms: Some(serde_json::Value::Null),
+        provider_ms: Some(json!(1200)),
+        task_id,
+        task_name,
+        method,
+        attempt: 2,
+    }));
+    let (task_id, task_name, method) = task();
+    payloads.push(EventPayload::TaskFailed(TaskFailed {
+        error: error(),
+        duration_ms: Some(3),
+        task_id,
+        task_name,
+        method,
+        attempt: 2,
+    }));
+    let (task_id, task_name, method) = task();
+    payloads.push(EventPayload::TaskRetrying(TaskRetrying {
+        next_attempt: 2,
+        delay_seconds: 0.25,
+        error: Some(error()),
+        task_id,
+        task_name,
+        method,
+        attempt: 1,
+    }));
+    let (task_id, task_name, method) = task();
+    payloads.push(EventPayload::TaskSkipped(TaskSkipped {
+        reason: "skipped because dependency `b` failed".into(),
+        task_id,
+        task_name,
+        method,
+        attempt: 0,
+    }));
+    let (task_id, task_name, method) = task();
+    payloads.push(EventPayload::TaskCancelled(TaskCancelled {
+        task_id,
+        task_name,
+        method,
+        attempt: 1,
+    }));
+    let (task_id, task_name, _) = task();
+    payloads.push(EventPayload::TaskOutput(TaskOutput {
+        task_id,
+        task_name,
+        attempt: 1,
+        line: "line".into(),
+    }));
+    let (task_id, task_name, _) = task();
+    payloads.push(EventPayload::LlmTokens(LlmTokens {
+        task_id,
+        task_name,
+        attempt: 1,
+        tokens: vec!["a".into(), "b".into()],
+    }));
+    let (node_id, host, labels) = node();
+    payloads.push(EventPayload::NodeJoined(NodeJoined {
+        node_id,
+        host,
+        labels,
+        gpu: true,
+        capabilities: vec!["llm".into()],
+        rejoined: Some(true),
+    }));
+    let (node_id, host, labels) = node();
+    payloads.push(EventPayload::NodeLeft(NodeLeft {
+        node_id,
+        host,
+        labels,
+        gpu: false,
+        capabilities: vec![],
+        reason: "heartbeat_timeout".into(),
+        silent_ms: Some(40_000),
+    }));
+    payloads.push(EventPayload::Undecoded(UndecodedEvent {
+        kind: "task_paused".into(),
+        data: json!({"task_id": "a"}),
+    }));
+    payloads
+        .into_iter()
+        .map(|p| Event::new(p, workflow_id, 7))
+        .collect()
+}
+
+/// Every kind of event reads back from the store exactly as it was written.
+async fn events_round_trip(store: &dyn Store) {
+    let written = every_kind("wf-kinds");
+    let before = store.latest_event_seq().await.unwrap();
+    let seqs = store
+        .apply(written.iter().cloned().map(Write::Event).collect())
+        .await
+        .unwrap();
+    let read = store.events(Some("wf-kinds"), before, 0).await.unwrap();
+    assert_eq!(read.len(), written.len());
+    for ((mut event, seq), read) in written.into_iter().zip(seqs).zip(read) {
+        event.seq = seq;
+        assert_eq!(read, event);
     }
 }
 
@@ -146,12 +344,18 @@ async fn contract(store: &dyn Store) {
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     let mine = store.events(Some("wf-0001"), 0, 0).await.unwrap();
     assert_eq!(
-        mine.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        mine.iter().map(Event::kind).collect::<Vec<_>>(),
         ["task_completed", "task_failed"]
     );
     let after = store.events(Some("wf-0001"), mine[0].seq, 0).await.unwrap();
     assert_eq!(after.len(), 1);
-    assert_eq!(after[0].data, json!({"k": "task_failed"}));
+    assert_eq!(
+        after[0],
+        Event {
+            seq: after[0].seq,
+            ..event("wf-0001", "task_failed")
+        }
+    );
 
     // Ownership is compare-and-set; finishing clears it.
     let me = Owner {
@@ -259,6 +463,7 @@ async fn contract(store: &dyn Store) {
     auth_records(store).await;
     cache_entries(store).await;
     token_chunks(store).await;
+    events_round_trip(store).await;
     owned_lookups(store).await;
 }
 
@@ -306,17 +511,24 @@ async fn owned_lookups(store: &dyn Store) {
 /// come back in order, expanding to the same `llm_token` events, with ids a
 /// stream can resume from inside a chunk.
 async fn token_chunks(store: &dyn Store) {
-    use gleitzeit_core::events::{expand_all, token_chunk, Cursor};
-    let task = json!({"task_id": "talk", "task_name": "talk", "attempt": 1});
+    let task = LlmTokens {
+        task_id: "talk".into(),
+        task_name: "talk".into(),
+        attempt: 1,
+        tokens: Vec::new(),
+    };
     let words: Vec<String> = (0..500).map(|i| format!("t{i} ")).collect();
     let before = store.latest_event_seq().await.unwrap();
     let mut writes = Vec::new();
     for (i, chunk) in words.chunks(200).enumerate() {
-        writes.push(Write::Event(token_chunk(
+        let chunk = LlmTokens {
+            tokens: chunk.to_vec(),
+            ..task.clone()
+        };
+        writes.push(Write::Event(Event::new(
+            EventPayload::LlmTokens(chunk),
             "wf-tok",
             i as i64,
-            &task,
-            chunk.to_vec(),
         )));
     }
     writes.push(Write::Event(event("wf-tok", "task_completed")));
@@ -327,14 +539,21 @@ async fn token_chunks(store: &dyn Store) {
     let expanded = expand_all(stored);
     let tokens: Vec<&str> = expanded
         .iter()
-        .filter(|e| e.kind == "llm_token")
-        .map(|e| e.data["token"].as_str().unwrap())
+        .filter_map(|e| match &e.payload {
+            EventPayload::LlmToken(token) => Some(token.token.as_str()),
+            _ => None,
+        })
         .collect();
     assert_eq!(tokens, words.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(expanded.last().unwrap().kind, "task_completed");
+    assert_eq!(expanded.last().unwrap().kind(), "task_completed");
     assert_eq!(
-        expanded[0].data,
-        json!({"task_id": "talk", "task_name": "talk", "attempt": 1, "token": "t0 "})
+        expanded[0].payload,
+        EventPayload::LlmToken(LlmToken {
+            task_id: "talk".into(),
+            task_name: "talk".into(),
+            attempt: 1,
+            token: "t0 ".into()
+        })
     );
     // Resuming after any id, reading from the store, gives exactly the rest.
     for (i, seen) in expanded.iter().enumerate().step_by(37) {
@@ -545,12 +764,10 @@ async fn reach_and_limits(store: &dyn Store) {
     let mut writes = Vec::new();
     for round in 0..3 {
         for id in ["rl-alice-1", "rl-bob-1", "rl-alice-2"] {
-            writes.push(Write::Event(Event::new(
-                "task_started",
-                id,
-                round,
-                json!({"round": round}),
-            )));
+            writes.push(Write::Event(Event {
+                at_ms: round,
+                ..event(id, TASK_STARTED)
+            }));
         }
     }
     let seqs = store.apply(writes).await.unwrap();
@@ -613,12 +830,10 @@ async fn sqlite_unreadable_rows_fail_only_their_workflow() {
         store.create_workflow(&record, &tasks).await.unwrap();
     }
     store
-        .apply(vec![Write::Event(Event::new(
-            "task_started",
-            "bad-result",
-            1,
-            json!({}),
-        ))])
+        .apply(vec![Write::Event(Event {
+            at_ms: 1,
+            ..event("bad-result", TASK_STARTED)
+        })])
         .await
         .unwrap();
     drop(store);
@@ -666,7 +881,12 @@ async fn sqlite_unreadable_rows_fail_only_their_workflow() {
     );
     let events = store.events(Some("bad-result"), 0, 0).await.unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].data["error"]["code"], "GZ5008");
+    // Passed on as it is, with the reason it cannot be read as its data.
+    assert_eq!(events[0].kind(), TASK_STARTED);
+    let EventPayload::Undecoded(undecoded) = &events[0].payload else {
+        panic!("{:?}", events[0]);
+    };
+    assert_eq!(undecoded.data["error"]["code"], "GZ5008");
 
     let fine = store.workflow("fine").await.unwrap().unwrap();
     assert_eq!(fine.state, WorkflowState::Pending);

@@ -373,7 +373,7 @@ pub(crate) fn check_storable_workflow(
 pub(crate) fn check_storable_writes(writes: &[Write]) -> Result<()> {
     for write in writes {
         if let Write::Event(event) = write {
-            storable(&event.data, "an event")?;
+            storable(&event.stored_data().1, "an event")?;
         }
     }
     check_storable_tasks(writes.iter().filter_map(|w| match w {
@@ -406,6 +406,26 @@ pub(crate) fn unreadable_error(what: &str, reason: &str) -> GzError {
 /// The data of a stored event that cannot be decoded, in place of it.
 pub(crate) fn unreadable_event_data(reason: &str) -> Value {
     serde_json::json!({ "error": unreadable_error("event", reason) })
+}
+
+/// A stored event read back from its kind and data. One that does not
+/// decode as its kind (damaged, or written by a newer version) is neither
+/// skipped nor an error: skipping would make a short page look like the end
+/// of the log, and an error would stop every reader at it. It is passed on
+/// as [`gleitzeit_core::events::EventPayload::Undecoded`], exactly as stored,
+/// with a warning here.
+pub(crate) fn stored_event(
+    seq: u64,
+    kind: String,
+    workflow_id: String,
+    at_ms: i64,
+    data: Value,
+) -> Event {
+    let (event, undecoded) = Event::from_stored(seq, kind, workflow_id, at_ms, data);
+    if let Some(why) = undecoded {
+        tracing::warn!("stored event {seq} is passed on undecoded: {why}");
+    }
+    event
 }
 
 /// A task whose stored result or error cannot be decoded becomes failed with

@@ -151,6 +151,33 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
         .map_err(|e| StoreError::Other(format!("Redis holds an unreadable {what}: {e}")))
 }
 
+/// An event as the log holds it: its JSON as clients get it, whose `seq` is
+/// ignored for the index's. A damaged entry keeps the stream going: its kind
+/// and workflow, where readable, with the reason as data.
+fn stored_event(seq: u64, text: &str) -> Event {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(rename = "type")]
+        kind: String,
+        workflow_id: String,
+        at_ms: i64,
+        data: serde_json::Value,
+    }
+    match parse::<Stored>("event", text) {
+        Ok(e) => crate::stored_event(seq, e.kind, e.workflow_id, e.at_ms, e.data),
+        Err(e) => {
+            let head: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+            crate::stored_event(
+                seq,
+                head["type"].as_str().unwrap_or("unreadable").to_string(),
+                head["workflow_id"].as_str().unwrap_or("").to_string(),
+                head["at_ms"].as_i64().unwrap_or(0),
+                crate::unreadable_event_data(&e.to_string()),
+            )
+        }
+    }
+}
+
 fn number<T: std::str::FromStr>(what: &str, text: &str) -> Result<T> {
     text.parse()
         .map_err(|_| StoreError::Other(format!("Redis holds `{text}` as {what}")))
@@ -892,27 +919,7 @@ impl Store for RedisStore {
             &self.key(&["events"]),
             after_seq,
             limit,
-            |seq, text| {
-                let mut event: Event = match parse("event", text) {
-                    Ok(event) => event,
-                    // Keep the stream going past a damaged entry: its kind
-                    // and workflow, where readable, with the reason as data.
-                    Err(e) => {
-                        let head: serde_json::Value =
-                            serde_json::from_str(text).unwrap_or_default();
-                        Event {
-                            seq,
-                            kind: head["type"].as_str().unwrap_or("unreadable").to_string(),
-                            workflow_id: head["workflow_id"].as_str().unwrap_or("").to_string(),
-                            at_ms: head["at_ms"].as_i64().unwrap_or(0),
-                            data: crate::unreadable_event_data(&e.to_string()),
-                            part: None,
-                        }
-                    }
-                };
-                event.seq = seq;
-                Ok(event)
-            },
+            |seq, text| Ok(stored_event(seq, text)),
         )
         .await
     }

@@ -426,10 +426,11 @@ fn run_transaction<'a>(
                             ])?;
                         }
                         Write::Event(event) => {
+                            let (kind, data) = event.stored_data();
                             tx.prepare_cached(
                                 "INSERT INTO events (workflow_id, kind, at_ms, data) VALUES (?1, ?2, ?3, ?4)",
                             )?
-                            .execute(params![event.workflow_id, event.kind, event.at_ms, json_text(&event.data)])?;
+                            .execute(params![event.workflow_id, kind, event.at_ms, json_text(&data)])?;
                             seqs.push(tx.last_insert_rowid() as u64);
                         }
                     }
@@ -618,14 +619,13 @@ fn event_row(row: &rusqlite::Row) -> rusqlite::Result<Event> {
         Ok(data) => data.unwrap_or(Value::Null),
         Err(e) => crate::unreadable_event_data(&e.to_string()),
     };
-    Ok(Event {
-        seq: seq as u64,
-        kind: row.get(1)?,
-        workflow_id: row.get(2)?,
-        at_ms: row.get(3)?,
+    Ok(crate::stored_event(
+        seq as u64,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
         data,
-        part: None,
-    })
+    ))
 }
 
 #[async_trait]

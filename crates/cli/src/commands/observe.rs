@@ -82,7 +82,10 @@ fn check_types(types: &Option<Vec<String>>) -> Result<(), GzError> {
 }
 
 fn task_label(event: &Event) -> String {
-    event.data["task_id"].as_str().unwrap_or("").to_string()
+    event.stored_data().1["task_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -114,9 +117,9 @@ fn error_text(value: &Value) -> String {
 
 /// One event as a log line: its level and message.
 fn log_line(event: &Event) -> (Level, String) {
-    let d = &event.data;
+    let d = &event.stored_data().1;
     let task = task_label(event);
-    match event.kind.as_str() {
+    match event.type_name() {
         events::WORKFLOW_STARTED => (
             Level::Info,
             format!(
@@ -251,7 +254,7 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> Result<u8, GzError> {
         if ctx.global.json {
             println!(
                 "{}",
-                json!({"seq": event.seq, "at_ms": event.at_ms, "level": level.as_str(), "workflow_id": event.workflow_id, "task_id": event.data["task_id"], "type": event.kind, "message": message})
+                json!({"seq": event.seq, "at_ms": event.at_ms, "level": level.as_str(), "workflow_id": event.workflow_id, "task_id": event.stored_data().1["task_id"], "type": event.type_name(), "message": message})
             );
         } else {
             let line = match level {
@@ -366,7 +369,10 @@ pub async fn events(ctx: &Context, args: EventsArgs) -> Result<u8, GzError> {
     let after = args.after.unwrap_or(head.saturating_sub(args.limit));
     let paint = Paint(output::color_stdout());
     let show = |event: &Event| {
-        if types.as_ref().is_some_and(|t| !t.contains(&event.kind)) {
+        if types
+            .as_ref()
+            .is_some_and(|t| !t.iter().any(|k| k == event.type_name()))
+        {
             return;
         }
         if ctx.global.json {
@@ -377,7 +383,7 @@ pub async fn events(ctx: &Context, args: EventsArgs) -> Result<u8, GzError> {
                 "{:>6}  {}  {:<18} {}  {message}",
                 event.seq,
                 format_time_ms(event.at_ms),
-                paint.cyan(&event.kind),
+                paint.cyan(event.type_name()),
                 short_id(&event.workflow_id)
             );
         }
@@ -520,15 +526,15 @@ async fn watch_task(
         while let Some(event) = next_or_interrupt(&mut stream).await {
             let event = event?;
             let workflow_over = matches!(
-                event.kind.as_str(),
+                event.type_name(),
                 events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED
             );
             if task_label(&event) == found.id {
-                if event.kind != events::LLM_TOKEN && !ctx.global.json {
+                if event.type_name() != events::LLM_TOKEN && !ctx.global.json {
                     println!("{} {}", format_time_ms(event.at_ms), log_line(&event).1);
                 }
                 if matches!(
-                    event.kind.as_str(),
+                    event.type_name(),
                     events::TASK_COMPLETED
                         | events::TASK_FAILED
                         | events::TASK_SKIPPED
@@ -851,7 +857,7 @@ pub async fn inspect(ctx: &Context, command: InspectCommand) -> Result<u8, GzErr
                 value["events"] = json!(history.len());
                 value["retries"] = json!(history
                     .iter()
-                    .filter(|e| e.kind == events::TASK_RETRYING)
+                    .filter(|e| e.type_name() == events::TASK_RETRYING)
                     .count());
                 println!("{value}");
                 return Ok(output::EXIT_OK);
@@ -878,7 +884,7 @@ pub async fn inspect(ctx: &Context, command: InspectCommand) -> Result<u8, GzErr
             let history: Vec<Event> = workflow_history(ctx, &target, &view.workflow_id)
                 .await?
                 .into_iter()
-                .filter(|e| task_label(e) == task.id && e.kind != events::LLM_TOKEN)
+                .filter(|e| task_label(e) == task.id && e.type_name() != events::LLM_TOKEN)
                 .collect();
             if ctx.global.json {
                 println!(

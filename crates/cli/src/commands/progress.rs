@@ -37,7 +37,7 @@ impl Display {
                     biased;
                     event = events.recv() => match event {
                         Ok(event) if event.workflow_id == workflow_id => {
-                            let last = matches!(event.kind.as_str(), events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED);
+                            let last = matches!(event.type_name(), events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED);
                             view.show(&event);
                             if last { break; }
                         }
@@ -107,14 +107,14 @@ impl View {
     }
 
     fn show(&mut self, event: &Event) {
-        let data = &event.data;
+        let data = &event.stored_data().1;
         let name = data
             .get("task_name")
             .and_then(Value::as_str)
             .unwrap_or("?")
             .to_string();
         let p = &self.paint;
-        match event.kind.as_str() {
+        match event.type_name() {
             events::WORKFLOW_STARTED => {
                 let total = data.get("total_tasks").and_then(Value::as_u64).unwrap_or(0);
                 if let Some(bar) = &self.bar {

@@ -458,16 +458,16 @@ async fn run_llm(ctx: &Context, args: &RunArgs) -> Result<u8, GzError> {
         use std::io::Write;
         let mut printed = false;
         while let Ok(event) = events.recv().await {
-            if event.kind == gleitzeit_core::events::LLM_TOKEN && !json {
-                if let Some(token) = event.data.get("token").and_then(Value::as_str) {
+            if event.type_name() == gleitzeit_core::events::LLM_TOKEN && !json {
+                if let Some(token) = event.stored_data().1.get("token").and_then(Value::as_str) {
                     print!("{token}");
                     let _ = std::io::stdout().flush();
                     printed = true;
                 }
             }
-            if event.kind.starts_with("workflow_")
-                && event.kind != gleitzeit_core::events::WORKFLOW_STARTED
-                && event.kind != gleitzeit_core::events::WORKFLOW_PROGRESS
+            if event.type_name().starts_with("workflow_")
+                && event.type_name() != gleitzeit_core::events::WORKFLOW_STARTED
+                && event.type_name() != gleitzeit_core::events::WORKFLOW_PROGRESS
             {
                 break;
             }

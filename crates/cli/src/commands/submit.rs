@@ -143,7 +143,7 @@ pub async fn wait_remote(
     while let Some(event) = futures_util::StreamExt::next(&mut stream).await {
         let event = event?;
         let last = matches!(
-            event.kind.as_str(),
+            event.type_name(),
             events::WORKFLOW_COMPLETED | events::WORKFLOW_FAILED | events::WORKFLOW_CANCELLED
         );
         let _ = tx.send(event);

@@ -182,12 +182,12 @@ impl App {
     }
 
     fn record(&mut self, event: Event) {
-        let task = event.data["task_id"]
+        let task = event.stored_data().1["task_id"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if event.kind == events::LLM_TOKEN {
-            if let Some(token) = event.data["token"].as_str() {
+        if event.type_name() == events::LLM_TOKEN {
+            if let Some(token) = event.stored_data().1["token"].as_str() {
                 let text = self
                     .streams
                     .entry((event.workflow_id.clone(), task))
@@ -204,7 +204,7 @@ impl App {
             // Tokens are shown in the stream pane, not one log line each.
             return;
         }
-        if event.kind == events::TASK_STARTED {
+        if event.type_name() == events::TASK_STARTED {
             // A retry starts its stream afresh.
             self.streams
                 .remove(&(event.workflow_id.clone(), task.clone()));
@@ -348,9 +348,9 @@ fn log_line(event: &Event) -> String {
         })
         .unwrap_or_default();
     let short: String = event.workflow_id.chars().take(12).collect();
-    let data = &event.data;
+    let data = &event.stored_data().1;
     let task = data["task_id"].as_str().unwrap_or_default();
-    let detail = match event.kind.as_str() {
+    let detail = match event.type_name() {
         events::TASK_FAILED | events::WORKFLOW_FAILED => {
             let code = data["error"]["code"].as_str().unwrap_or_default();
             let message = data["error"]["message"].as_str().unwrap_or_default();
@@ -364,7 +364,11 @@ fn log_line(event: &Event) -> String {
         }
         _ => task.to_string(),
     };
-    format!("{time} {:<18} {short:<12} {}", event.kind, detail.trim())
+    format!(
+        "{time} {:<18} {short:<12} {}",
+        event.type_name(),
+        detail.trim()
+    )
 }
 
 /// Lines for the providers pane from `/api/v1/providers?check=true` (or the
@@ -512,14 +516,9 @@ mod tests {
     fn tokens_gather_per_task_and_restart_with_a_retry() {
         let mut app = app();
         let event = |kind: &str, data: Value| {
-            Update::Event(Box::new(Event {
-                seq: 0,
-                kind: kind.into(),
-                workflow_id: "wf_a".into(),
-                at_ms: 0,
-                data,
-                part: None,
-            }))
+            Update::Event(Box::new(
+                Event::from_stored(0, kind.into(), "wf_a".into(), 0, data).0,
+            ))
         };
         app.apply(event(
             "llm_token",
