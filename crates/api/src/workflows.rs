@@ -128,7 +128,6 @@ pub struct HistoryQuery {
 /// `GET /api/v1/workflows/{id}/events`: one page of the log, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
-    #[schema(value_type = Vec<Object>)]
     pub events: Vec<Event>,
     /// Pass as `after` for the next page (the last id read).
     pub next_after: u64,
