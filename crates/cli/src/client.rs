@@ -218,15 +218,14 @@ impl Client {
                 };
                 failures = 0;
                 let mut bytes = response.bytes_stream();
-                let mut buffer = String::new();
+                let mut buffer = Vec::new();
                 let mut data = String::new();
                 let mut id: Option<String> = None;
                 while let Some(chunk) = bytes.next().await {
                     let Ok(chunk) = chunk else { break };
-                    buffer.push_str(&String::from_utf8_lossy(&chunk));
-                    while let Some(end) = buffer.find('\n') {
-                        let line: String = buffer.drain(..=end).collect();
-                        let line = line.trim_end_matches(['\n', '\r']);
+                    buffer.extend_from_slice(&chunk);
+                    while let Some(line) = take_line(&mut buffer) {
+                        let line = line.as_str();
                         if let Some(rest) = line.strip_prefix("data:") {
                             data.push_str(rest.trim_start());
                         } else if let Some(rest) = line.strip_prefix("id:") {
@@ -244,5 +243,45 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         })
+    }
+}
+
+/// Takes one complete line (without its `\n` or `\r\n`) off the front of an
+/// event stream's byte buffer. Bytes wait in the buffer until their line ends,
+/// so a character whose UTF-8 bytes arrive in two network chunks is decoded
+/// whole rather than as two replacement characters.
+fn take_line(buffer: &mut Vec<u8>) -> Option<String> {
+    let end = buffer.iter().position(|byte| *byte == b'\n')?;
+    let line: Vec<u8> = buffer.drain(..=end).collect();
+    let text = String::from_utf8_lossy(&line);
+    Some(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_line;
+
+    #[test]
+    fn a_character_split_across_chunks_is_decoded_whole() {
+        let line = "data: {\"token\":\"に向け\"}\n".as_bytes();
+        // Cut inside 向 (three bytes): the first chunk ends mid-character.
+        let cut = line.iter().position(|b| *b == 0xe5).unwrap() + 1;
+        let mut buffer = line[..cut].to_vec();
+        assert_eq!(take_line(&mut buffer), None);
+        buffer.extend_from_slice(&line[cut..]);
+        assert_eq!(
+            take_line(&mut buffer).as_deref(),
+            Some("data: {\"token\":\"に向け\"}")
+        );
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn crlf_lines_and_the_blank_separator_come_out_bare() {
+        let mut buffer = b"id: 7\r\n\r\nda".to_vec();
+        assert_eq!(take_line(&mut buffer).as_deref(), Some("id: 7"));
+        assert_eq!(take_line(&mut buffer).as_deref(), Some(""));
+        assert_eq!(take_line(&mut buffer), None);
+        assert_eq!(buffer, b"da");
     }
 }

@@ -382,13 +382,13 @@ fn an_event_replay_by_a_user_reads_only_their_own_events() {
             .await
             .expect("stream opens");
         assert_eq!(response.status(), 200);
-        let mut body = String::new();
+        let mut body = Vec::new();
         let mut chunks = response.bytes_stream();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, chunks.next()).await {
-            body.push_str(&String::from_utf8_lossy(&chunk));
+            body.extend_from_slice(&chunk);
         }
-        body
+        String::from_utf8_lossy(&body).into_owned()
     });
     assert!(text.contains(&mine), "bob's events are missing: {text}");
     assert!(text.contains("workflow_completed"), "{text}");

@@ -68,7 +68,8 @@ async fn read_sse(
         .unwrap()
         .starts_with("text/event-stream"));
     let mut body = response.bytes_stream();
-    let mut buffer = String::new();
+    // Bytes, not text: a character may arrive split across two chunks.
+    let mut buffer: Vec<u8> = Vec::new();
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
@@ -80,9 +81,10 @@ async fn read_sse(
             .expect("SSE stream stalled")
             .expect("SSE stream ended")
             .unwrap();
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buffer.drain(..end + 2).collect();
+            let frame = String::from_utf8(frame).expect("the server sends UTF-8");
             let mut id = None;
             let mut data = None;
             for line in frame.lines() {
