@@ -364,7 +364,6 @@ pub fn follow_store(
 /// `gleitzeit resume ID -q` in its own session, so it outlives this command
 /// and the terminal.
 fn spawn_background_run(ctx: &Context, id: &str) -> Result<(u32, String), GzError> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| {
         GzError::new(
             ErrorCode::InternalError,
@@ -402,13 +401,7 @@ fn spawn_background_run(ctx: &Context, id: &str) -> Result<(u32, String), GzErro
                 .map_err(|e| GzError::new(ErrorCode::FileWriteFailed, format!("log file: {e}")))?,
         )
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe and only detaches the child.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    own_session(&mut command);
     let child = command.spawn().map_err(|e| {
         GzError::new(
             ErrorCode::ServiceStartFailed,
@@ -416,4 +409,22 @@ fn spawn_background_run(ctx: &Context, id: &str) -> Result<(u32, String), GzErro
         )
     })?;
     Ok((child.id(), log_path.display().to_string()))
+}
+
+/// Starts the child in a session of its own, without a controlling terminal,
+/// so closing the terminal (SIGHUP) does not end the run.
+// `Command::process_group` would leave the child on the terminal; a new
+// session needs setsid between fork and exec, which only `pre_exec` (unsafe)
+// can run.
+#[allow(unsafe_code)]
+fn own_session(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // setsid, which is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
 }
