@@ -944,7 +944,7 @@ async fn locked_database_is_reported_as_gz5003() {
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn redis_url() -> String {
     std::env::var("GLEITZEIT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -1206,18 +1206,17 @@ async fn redis_lists_like_sqlite() {
 
 #[tokio::test]
 async fn unreachable_redis_fails_fast_without_the_password() {
-    let started = Instant::now();
     let error = RedisStore::connect("redis://:hunter2@127.0.0.1:1", RedisOptions::default())
         .await
         .err()
         .expect("nothing listens on port 1");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     match &error {
-        StoreError::Unreachable { url, .. } => assert_eq!(url, "redis://***@127.0.0.1:1"),
+        StoreError::Unreachable { url, reason } => {
+            assert_eq!(url, "redis://***@127.0.0.1:1");
+            // Fast: the refusal itself is the answer; connect did not sit
+            // out its timeout waiting for one.
+            assert!(!reason.contains("no connection within"), "{reason}");
+        }
         other => panic!("expected Unreachable, got {other:?}"),
     }
     assert!(!format!("{error} {error:?}").contains("hunter2"));
@@ -1239,13 +1238,18 @@ async fn silent_redis_fails_within_the_connect_timeout() {
         connect_timeout: Duration::from_millis(500),
         ..Default::default()
     };
-    let started = Instant::now();
     let error = RedisStore::connect(&url, options).await.err().unwrap();
-    assert!(matches!(error, StoreError::Unreachable { .. }), "{error:?}");
+    // The connection was accepted and held, so only a timeout (connect's own,
+    // or the connection manager's with the same limit) can have ended it.
+    let StoreError::Unreachable { reason, .. } = &error else {
+        panic!("expected Unreachable, got {error:?}");
+    };
+    let reason = reason.to_lowercase();
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
+        reason.contains("no connection within 500 ms")
+            || reason.contains("timed out")
+            || reason.contains("timeout"),
+        "{reason}"
     );
     holder.abort();
 }
@@ -1454,17 +1458,21 @@ async fn redis_apply_waits_out_an_outage() {
     let store = prefix.store_at(&proxy.url, prefix.options()).await;
     store.apply(two_events("wf-o")).await.unwrap();
     proxy.set_down(true);
-    let started = Instant::now();
     let writer = tokio::spawn(async move {
         let seqs = store.apply(two_events("wf-o")).await;
         (store, seqs)
     });
-    // The scenario: an outage of 0.8 s, which the writer must wait out.
+    // The scenario: an outage of 0.8 s, which the writer must wait out —
+    // neither done nor failed while Redis is away, done once it is back.
     tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !writer.is_finished(),
+        "the write ended during the outage: {:?}",
+        writer.await.map(|(_, seqs)| seqs)
+    );
     proxy.set_down(false);
     let (store, seqs) = writer.await.unwrap();
     assert_eq!(seqs.unwrap().len(), 2);
-    assert!(started.elapsed() >= Duration::from_millis(700));
     assert_eq!(store.events(None, 0, 0).await.unwrap().len(), 4);
 
     // An outage longer than the retry window is an error, in about that time.
@@ -1472,15 +1480,25 @@ async fn redis_apply_waits_out_an_outage() {
     options.retry_for = Duration::from_secs(1);
     let impatient = prefix.store_at(&proxy.url, options).await;
     proxy.set_down(true);
-    let started = Instant::now();
+    // The proxy stays down until the write has returned, so it can only have
+    // returned by giving up: after retrying for the whole window, no less.
     let error = impatient.apply(two_events("wf-o")).await.unwrap_err();
-    assert!(matches!(error, StoreError::Unreachable { .. }), "{error:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    let StoreError::Unreachable { reason, .. } = &error else {
+        panic!("expected Unreachable, got {error:?}");
+    };
+    let retried_ms: u64 = reason
+        .split("(retried for ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("the error does not say how long it retried: {reason}"));
+    assert!(retried_ms >= 1000, "{reason}");
     proxy.set_down(false);
+    assert_eq!(
+        prefix.store().await.events(None, 0, 0).await.unwrap().len(),
+        4,
+        "the write that gave up was not applied"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
