@@ -333,7 +333,7 @@ async fn get_workflow(
 
 /// Cancel a workflow. Tasks in flight are stopped; the answer shows the state
 /// after the run recorded the cancellation (or `cancel_requested` when another
-/// process runs it).
+/// process runs it), and `was_terminal` when it had finished before.
 #[utoipa::path(
     post,
     path = "/api/v1/workflows/{id}/cancel",
@@ -347,6 +347,7 @@ async fn cancel_workflow(
     Path(id): Path<String>,
 ) -> Result<Json<StateResponse>, ApiError> {
     let found = visible_workflow(&state, &principal, &id, Permission::CancelWorkflows).await?;
+    let was_terminal = found.state.is_terminal();
     let record = state.runs.cancel(&found.id).await?;
     crate::auth::audit(
         state.runtime.store().as_ref(),
@@ -361,6 +362,7 @@ async fn cancel_workflow(
         workflow_id: record.id,
         state: record.state.as_str().to_string(),
         cancel_requested: record.cancel_requested,
+        was_terminal,
     }))
 }
 
@@ -389,6 +391,7 @@ async fn resume_workflow(
             workflow_id: record.id,
             state: WorkflowState::Running.as_str().to_string(),
             cancel_requested: false,
+            was_terminal: false,
         }),
     ))
 }

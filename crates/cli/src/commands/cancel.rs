@@ -20,7 +20,7 @@ pub async fn run(ctx: &Context, args: CancelArgs) -> Result<u8, GzError> {
     if ctx.global.json {
         println!(
             "{}",
-            json!({"workflow_id": id, "state": state, "cancel_requested": cancelled.cancel_requested})
+            json!({"workflow_id": id, "state": state, "cancel_requested": cancelled.cancel_requested, "was_terminal": cancelled.was_terminal})
         );
         return Ok(output::EXIT_OK);
     }

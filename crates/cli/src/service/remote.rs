@@ -128,13 +128,12 @@ impl WorkflowService for RemoteService {
     }
 
     async fn cancel(&self, id: &str) -> Result<Cancelled, GzError> {
-        let before = self.workflow(id).await?;
         let endpoint = format!("/api/v1/workflows/{id}/cancel");
         let after: StateResponse = self.client.post_as(&endpoint, &[], None).await?;
         let state = state_of(&after, &endpoint)?;
         Ok(Cancelled {
             workflow_id: after.workflow_id,
-            was_terminal: before.state.is_terminal(),
+            was_terminal: after.was_terminal,
             state,
             cancel_requested: after.cancel_requested,
         })
