@@ -68,6 +68,50 @@ pub struct HealthSummary {
     pub status: HealthStatus,
 }
 
+/// `GET /api/v1/health`: the whole report for a caller with a valid key,
+/// only the verdict for one without. Untagged: the report is read first, and
+/// an answer with nothing but `status` is the summary.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum HealthAnswer {
+    // Boxed: the report is many times the summary's size.
+    Report(Box<HealthReport>),
+    Summary(HealthSummary),
+}
+
+impl HealthAnswer {
+    pub fn status(&self) -> HealthStatus {
+        match self {
+            HealthAnswer::Report(report) => report.status,
+            HealthAnswer::Summary(summary) => summary.status,
+        }
+    }
+
+    /// The whole report, when the answer has it.
+    pub fn report(&self) -> Option<&HealthReport> {
+        match self {
+            HealthAnswer::Report(report) => Some(report),
+            HealthAnswer::Summary(_) => None,
+        }
+    }
+}
+
+impl From<HealthReport> for HealthAnswer {
+    fn from(report: HealthReport) -> HealthAnswer {
+        HealthAnswer::Report(Box::new(report))
+    }
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
 impl HealthReport {
     /// The verdict from the store's answer (its counts, or its error), whether
     /// the server is stopping, and the providers' checks (empty when not run).

@@ -7,7 +7,9 @@ use super::{
 };
 use crate::context::Context;
 use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
-use gleitzeit_api::system::ProviderList;
+use gleitzeit_api::health::HealthAnswer;
+use gleitzeit_api::stats::Stats;
+use gleitzeit_api::system::{NodeView, ProviderList};
 use gleitzeit_api::views::WorkflowView;
 use gleitzeit_auth::admin;
 use gleitzeit_core::events::Event;
@@ -168,18 +170,15 @@ impl WorkflowService for LocalService {
         Ok(follow_store(self.store().await?, workflow_id, types, after))
     }
 
-    async fn stats(&self, range_minutes: u64) -> Result<Value, GzError> {
+    async fn stats(&self, range_minutes: u64) -> Result<Stats, GzError> {
         let store = self.store().await?;
-        gleitzeit_api::stats::stats(store.as_ref(), range_minutes, 0)
-            .await
-            .map(|stats| serde_json::json!(stats))
+        gleitzeit_api::stats::stats(store.as_ref(), range_minutes, 0).await
     }
 
-    async fn health(&self) -> Result<Value, GzError> {
+    async fn health(&self) -> Result<HealthAnswer, GzError> {
         let runtime = self.runtime().await?;
         let report = gleitzeit_runtime::health::check(runtime, 0, Duration::ZERO, true).await;
-        serde_json::to_value(report)
-            .map_err(|e| GzError::new(ErrorCode::InternalError, format!("health report: {e}")))
+        Ok(HealthAnswer::from(report))
     }
 
     async fn status(&self) -> Result<StatusReport, GzError> {
@@ -226,7 +225,7 @@ impl WorkflowService for LocalService {
         Ok(gleitzeit_runtime::health::providers(runtime.registry(), true).await)
     }
 
-    async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError> {
+    async fn nodes(&self) -> Result<Vec<NodeView>, GzError> {
         if self.ctx.backend() != "redis" {
             return Ok(Vec::new());
         }
@@ -235,7 +234,7 @@ impl WorkflowService for LocalService {
             self.ctx.redis_prefix(),
         )
         .await?;
-        Ok(admin.nodes().await?)
+        Ok(admin.nodes().await?.into_iter().map(NodeView::from).collect())
     }
 
     async fn whoami(&self) -> Result<Option<WhoAmI>, GzError> {

@@ -12,7 +12,9 @@ use crate::client::Client;
 use crate::context::Context;
 use futures_util::stream::BoxStream;
 use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
-use gleitzeit_api::system::ProviderList;
+use gleitzeit_api::health::HealthAnswer;
+use gleitzeit_api::stats::Stats;
+use gleitzeit_api::system::{NodeView, ProviderList};
 use gleitzeit_api::views::{TaskView, WorkflowView};
 use gleitzeit_core::events::Event;
 use gleitzeit_core::parse::Diagnostic;
@@ -68,8 +70,8 @@ pub struct Resumed {
 pub enum StatusReport {
     Server {
         base: String,
-        health: Value,
-        stats: Value,
+        health: HealthAnswer,
+        stats: Stats,
         running: Vec<WorkflowSummary>,
     },
     Store {
@@ -150,10 +152,11 @@ pub trait WorkflowService: Send + Sync {
     ) -> Result<EventStream, GzError>;
 
     /// Counts, throughput, durations and usage over the last `range_minutes`.
-    async fn stats(&self, range_minutes: u64) -> Result<Value, GzError>;
+    async fn stats(&self, range_minutes: u64) -> Result<Stats, GzError>;
 
-    /// The health report; its `status` is healthy, degraded or unhealthy.
-    async fn health(&self) -> Result<Value, GzError>;
+    /// The health verdict: the whole report, or from a server that is not
+    /// shown the key only its status.
+    async fn health(&self) -> Result<HealthAnswer, GzError>;
 
     async fn status(&self) -> Result<StatusReport, GzError>;
 
@@ -161,7 +164,7 @@ pub trait WorkflowService: Send + Sync {
     async fn providers(&self) -> Result<ProviderList, GzError>;
 
     /// Worker nodes (none without scale-out).
-    async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError>;
+    async fn nodes(&self) -> Result<Vec<NodeView>, GzError>;
 
     /// Who the server says the API key in use belongs to; `None` where no
     /// server checks keys.

@@ -4,7 +4,7 @@
 
 use crate::eventlog::task_label;
 use gleitzeit_api::views::WorkflowView;
-use gleitzeit_cluster::NodeInfo;
+use gleitzeit_api::system::NodeView;
 use gleitzeit_core::events::{Event, EventPayload};
 use gleitzeit_store::WorkflowSummary;
 use serde_json::Value;
@@ -39,7 +39,7 @@ pub enum Update {
     Workflows(Vec<WorkflowSummary>),
     Detail(Box<WorkflowView>),
     Providers(Vec<ProviderLine>),
-    Nodes(Vec<NodeInfo>),
+    Nodes(Vec<NodeView>),
     Event(Box<Event>),
     /// `Err` while the server or store cannot be reached.
     Connection(Result<(), String>),
@@ -82,7 +82,7 @@ pub struct App {
     pub opened: Option<String>,
     pub task_cursor: usize,
     pub providers: Vec<ProviderLine>,
-    pub nodes: Vec<NodeInfo>,
+    pub nodes: Vec<NodeView>,
     pub log: VecDeque<String>,
     pub streams: HashMap<(String, String), String>,
     pub filter: String,
