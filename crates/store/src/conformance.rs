@@ -62,19 +62,16 @@ fn task(workflow_id: &str, task_id: &str, position: u32, state: TaskState) -> Ta
 /// A task event of `kind` (`task_started`, `task_completed`, `task_failed`)
 /// whose fields tell which kind it is.
 fn event(workflow_id: &str, kind: &str) -> Event {
-    let (task_id, task_name, method, attempt) = (
-        kind.to_string(),
-        "T".to_string(),
-        "python/execute".to_string(),
-        1,
-    );
+    let task = TaskRef {
+        task_id: kind.to_string(),
+        task_name: "T".to_string(),
+        method: "python/execute".to_string(),
+        attempt: 1,
+    };
     let payload = match kind {
         TASK_STARTED => EventPayload::TaskStarted(TaskStarted {
             items: None,
-            task_id,
-            task_name,
-            method,
-            attempt,
+            task,
         }),
         TASK_COMPLETED => EventPayload::TaskCompleted(TaskCompleted {
             result: json!({"k": kind}),
@@ -87,18 +84,12 @@ fn event(workflow_id: &str, kind: &str) -> Event {
             endpoint: None,
             first_token_ms: None,
             provider_ms: None,
-            task_id,
-            task_name,
-            method,
-            attempt,
+            task,
         }),
         _ => EventPayload::TaskFailed(TaskFailed {
             error: GzError::new(ErrorCode::TaskFailed, kind),
             duration_ms: Some(1),
-            task_id,
-            task_name,
-            method,
-            attempt,
+            task,
         }),
     };
     Event::new(payload, workflow_id, 5)
@@ -107,7 +98,17 @@ fn event(workflow_id: &str, kind: &str) -> Event {
 /// One event of every kind, with every optional field set where there is
 /// one, and one this version cannot decode.
 fn every_kind(workflow_id: &str) -> Vec<Event> {
-    let task = || ("a".to_string(), "A".to_string(), "llm/chat".to_string());
+    let task = |attempt| TaskRef {
+        task_id: "a".into(),
+        task_name: "A".into(),
+        method: "llm/chat".into(),
+        attempt,
+    };
+    let streamed = || AttemptRef {
+        task_id: "a".into(),
+        task_name: "A".into(),
+        attempt: 1,
+    };
     let node = || {
         (
             "n1".to_string(),
@@ -117,7 +118,6 @@ fn every_kind(workflow_id: &str) -> Vec<Event> {
     };
     let error = || GzError::new(ErrorCode::TaskFailed, "boom").with_hint("try again");
     let results = json!({"A": "hi"}).as_object().cloned();
-    let (task_id, task_name, method) = task();
     let mut payloads = vec![
         EventPayload::WorkflowStarted(WorkflowStarted {
             name: "flow".into(),
@@ -150,13 +150,9 @@ fn every_kind(workflow_id: &str) -> Vec<Event> {
         }),
         EventPayload::TaskStarted(TaskStarted {
             items: Some(4),
-            task_id,
-            task_name,
-            method,
-            attempt: 1,
+            task: task(1),
         }),
     ];
-    let (task_id, task_name, method) = task();
     payloads.push(EventPayload::TaskCompleted(TaskCompleted {
         result: json!("hi"),
         stdout: Some("out".into()),
@@ -168,57 +164,32 @@ fn every_kind(workflow_id: &str) -> Vec<Event> {
         endpoint: Some(json!("local")),
         first_token_ms: Some(serde_json::Value::Null),
         provider_ms: Some(json!(1200)),
-        task_id,
-        task_name,
-        method,
-        attempt: 2,
+        task: task(2),
     }));
-    let (task_id, task_name, method) = task();
     payloads.push(EventPayload::TaskFailed(TaskFailed {
         error: error(),
         duration_ms: Some(3),
-        task_id,
-        task_name,
-        method,
-        attempt: 2,
+        task: task(2),
     }));
-    let (task_id, task_name, method) = task();
     payloads.push(EventPayload::TaskRetrying(TaskRetrying {
         next_attempt: 2,
         delay_seconds: 0.25,
         error: Some(error()),
-        task_id,
-        task_name,
-        method,
-        attempt: 1,
+        task: task(1),
     }));
-    let (task_id, task_name, method) = task();
     payloads.push(EventPayload::TaskSkipped(TaskSkipped {
         reason: "skipped because dependency `b` failed".into(),
-        task_id,
-        task_name,
-        method,
-        attempt: 0,
+        task: task(0),
     }));
-    let (task_id, task_name, method) = task();
     payloads.push(EventPayload::TaskCancelled(TaskCancelled {
-        task_id,
-        task_name,
-        method,
-        attempt: 1,
+        task: task(1),
     }));
-    let (task_id, task_name, _) = task();
     payloads.push(EventPayload::TaskOutput(TaskOutput {
-        task_id,
-        task_name,
-        attempt: 1,
+        task: streamed(),
         line: "line".into(),
     }));
-    let (task_id, task_name, _) = task();
     payloads.push(EventPayload::LlmTokens(LlmTokens {
-        task_id,
-        task_name,
-        attempt: 1,
+        task: streamed(),
         tokens: vec!["a".into(), "b".into()],
     }));
     let (node_id, host, labels) = node();
@@ -500,9 +471,11 @@ async fn owned_lookups(store: &dyn Store) {
 /// stream can resume from inside a chunk.
 async fn token_chunks(store: &dyn Store) {
     let task = LlmTokens {
-        task_id: "talk".into(),
-        task_name: "talk".into(),
-        attempt: 1,
+        task: AttemptRef {
+            task_id: "talk".into(),
+            task_name: "talk".into(),
+            attempt: 1,
+        },
         tokens: Vec::new(),
     };
     let words: Vec<String> = (0..500).map(|i| format!("t{i} ")).collect();
@@ -537,9 +510,11 @@ async fn token_chunks(store: &dyn Store) {
     assert_eq!(
         expanded[0].payload,
         EventPayload::LlmToken(LlmToken {
-            task_id: "talk".into(),
-            task_name: "talk".into(),
-            attempt: 1,
+            task: AttemptRef {
+                task_id: "talk".into(),
+                task_name: "talk".into(),
+                attempt: 1,
+            },
             token: "t0 ".into()
         })
     );

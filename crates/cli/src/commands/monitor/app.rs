@@ -354,7 +354,7 @@ fn log_line(event: &Event) -> String {
             None => format!("{task}  "),
         },
         EventPayload::TaskOutput(output) => format!("{task} | {}", output.line),
-        EventPayload::TaskRetrying(retrying) => format!("{task} attempt {}", retrying.attempt),
+        EventPayload::TaskRetrying(retrying) => format!("{task} attempt {}", retrying.task.attempt),
         EventPayload::WorkflowProgress(progress) => {
             format!("{}/{}", progress.completed_tasks, progress.total_tasks)
         }
@@ -420,7 +420,7 @@ pub fn provider_lines(value: &Value) -> Vec<ProviderLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gleitzeit_core::events::{LlmToken, TaskStarted};
+    use gleitzeit_core::events::{AttemptRef, LlmToken, TaskRef, TaskStarted};
     use gleitzeit_core::WorkflowState;
 
     fn summary(id: &str, name: &str, state: WorkflowState) -> WorkflowSummary {
@@ -517,9 +517,11 @@ mod tests {
         let event = |payload: EventPayload| Update::Event(Box::new(Event::new(payload, "wf_a", 0)));
         let token = |text: &str| {
             event(EventPayload::LlmToken(LlmToken {
-                task_id: "t".into(),
-                task_name: "t".into(),
-                attempt: 1,
+                task: AttemptRef {
+                    task_id: "t".into(),
+                    task_name: "t".into(),
+                    attempt: 1,
+                },
                 token: text.into(),
             }))
         };
@@ -529,10 +531,12 @@ mod tests {
         assert!(app.log.is_empty(), "tokens are not log lines");
         app.apply(event(EventPayload::TaskStarted(TaskStarted {
             items: None,
-            task_id: "t".into(),
-            task_name: "t".into(),
-            method: "llm/chat".into(),
-            attempt: 2,
+            task: TaskRef {
+                task_id: "t".into(),
+                task_name: "t".into(),
+                method: "llm/chat".into(),
+                attempt: 2,
+            },
         })));
         assert_eq!(app.stream_of("wf_a", "t"), None);
         assert!(app.log[0].contains("task_started"));
