@@ -57,6 +57,24 @@ pub struct Cancelled {
     pub cancel_requested: bool,
 }
 
+impl Cancelled {
+    /// What the cancel did, in one sentence: `gleitzeit cancel` prints it and
+    /// the monitor shows it.
+    pub fn sentence(&self) -> String {
+        let id = &self.workflow_id;
+        let state = self.state.as_str();
+        if self.was_terminal {
+            format!("Workflow {id} is already {state}; nothing to cancel.")
+        } else if self.state == WorkflowState::Cancelled {
+            format!("Cancelled workflow {id}.")
+        } else if self.state.is_terminal() {
+            format!("Workflow {id} ended {state} before the cancel reached it.")
+        } else {
+            format!("Asked the process running workflow {id} to cancel it.")
+        }
+    }
+}
+
 /// A workflow made ready to continue.
 pub struct Resumed {
     pub workflow_id: String,
@@ -271,5 +289,40 @@ pub async fn connect(ctx: &Context) -> Result<Arc<dyn WorkflowService>, GzError>
         Ok(Arc::new(remote::RemoteService::new(ctx, client)))
     } else {
         Ok(Arc::new(local::LocalService::new(ctx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cancelled(was_terminal: bool, state: WorkflowState) -> String {
+        Cancelled {
+            workflow_id: "wf_1".into(),
+            was_terminal,
+            state,
+            cancel_requested: !state.is_terminal(),
+        }
+        .sentence()
+    }
+
+    #[test]
+    fn a_cancel_says_what_it_did() {
+        assert_eq!(
+            cancelled(true, WorkflowState::Completed),
+            "Workflow wf_1 is already completed; nothing to cancel."
+        );
+        assert_eq!(
+            cancelled(false, WorkflowState::Cancelled),
+            "Cancelled workflow wf_1."
+        );
+        assert_eq!(
+            cancelled(false, WorkflowState::Failed),
+            "Workflow wf_1 ended failed before the cancel reached it."
+        );
+        assert_eq!(
+            cancelled(false, WorkflowState::Running),
+            "Asked the process running workflow wf_1 to cancel it."
+        );
     }
 }

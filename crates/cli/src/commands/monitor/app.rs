@@ -360,6 +360,9 @@ fn log_line(event: &Event) -> String {
         }
         EventPayload::NodeJoined(node) => node.node_id.clone(),
         EventPayload::NodeLeft(node) => node.node_id.clone(),
+        // As every log shows an event this version cannot read: its kind
+        // (the column before) and its data as sent.
+        EventPayload::Undecoded(undecoded) => undecoded.data.to_string(),
         _ => task,
     };
     format!(
@@ -509,6 +512,19 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("nothing to cancel"));
+    }
+
+    #[test]
+    fn undecoded_events_log_their_kind_and_data() {
+        let mut app = app();
+        let data = serde_json::json!({"task_id": "t", "why": "newer"});
+        let (event, why) =
+            Event::from_stored(4, "task_paused".into(), "wf_a".into(), 0, data.clone());
+        assert!(why.is_some());
+        app.apply(Update::Event(Box::new(event)));
+        let line = &app.log[0];
+        assert!(line.contains("task_paused"), "{line}");
+        assert!(line.ends_with(&data.to_string()), "{line}");
     }
 
     #[test]
