@@ -69,10 +69,7 @@ fn event(workflow_id: &str, kind: &str) -> Event {
         attempt: 1,
     };
     let payload = match kind {
-        TASK_STARTED => EventPayload::TaskStarted(TaskStarted {
-            items: None,
-            task,
-        }),
+        TASK_STARTED => EventPayload::TaskStarted(TaskStarted { items: None, task }),
         TASK_COMPLETED => EventPayload::TaskCompleted(TaskCompleted {
             result: json!({"k": kind}),
             stdout: None,
@@ -181,9 +178,7 @@ fn every_kind(workflow_id: &str) -> Vec<Event> {
         reason: "skipped because dependency `b` failed".into(),
         task: task(0),
     }));
-    payloads.push(EventPayload::TaskCancelled(TaskCancelled {
-        task: task(1),
-    }));
+    payloads.push(EventPayload::TaskCancelled(TaskCancelled { task: task(1) }));
     payloads.push(EventPayload::TaskOutput(TaskOutput {
         task: streamed(),
         line: "line".into(),

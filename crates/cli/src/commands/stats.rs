@@ -144,7 +144,10 @@ fn charts(buckets: &[TimelineBucket], paint: &Paint) -> String {
     }
     let finished: Vec<Option<f64>> = buckets.iter().map(|b| Some(b.finished as f64)).collect();
     let failed: Vec<Option<f64>> = buckets.iter().map(|b| Some(b.failed as f64)).collect();
-    let durations: Vec<Option<f64>> = buckets.iter().map(|b| b.avg_ms.map(|ms| ms as f64)).collect();
+    let durations: Vec<Option<f64>> = buckets
+        .iter()
+        .map(|b| b.avg_ms.map(|ms| ms as f64))
+        .collect();
     let max = |v: &[Option<f64>]| v.iter().flatten().cloned().fold(0.0, f64::max);
     let minutes = first.minutes;
     let per = if minutes >= 1.0 {

@@ -44,10 +44,7 @@ pub async fn run(ctx: &Context, _args: StatusArgs) -> Result<u8, GzError> {
                 // A server tells its uptime and reasons only to a valid key.
                 None => println!("  server     {base} ({})", health.status().as_str()),
             }
-            println!(
-                "  workflows  {}",
-                output::counts(&stats.workflows_by_state)
-            );
+            println!("  workflows  {}", output::counts(&stats.workflows_by_state));
             println!("  tasks      {}", output::counts(&stats.tasks_by_state));
             println!("  queue      {}", stats.queue_depth);
             if !running.is_empty() {

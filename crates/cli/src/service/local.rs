@@ -234,7 +234,12 @@ impl WorkflowService for LocalService {
             self.ctx.redis_prefix(),
         )
         .await?;
-        Ok(admin.nodes().await?.into_iter().map(NodeView::from).collect())
+        Ok(admin
+            .nodes()
+            .await?
+            .into_iter()
+            .map(NodeView::from)
+            .collect())
     }
 
     async fn whoami(&self) -> Result<Option<WhoAmI>, GzError> {

@@ -25,7 +25,10 @@ fn same_as_before(payload: EventPayload, old: Value) {
     // the data as sent and stored is the text clients have always read.
     assert_eq!(data.to_string(), old["data"].to_string());
     let sent = serde_json::to_string(&typed).unwrap();
-    assert!(sent.ends_with(&format!(",\"data\":{}}}", old["data"])), "{sent}");
+    assert!(
+        sent.ends_with(&format!(",\"data\":{}}}", old["data"])),
+        "{sent}"
+    );
     let (stored, undecoded) = Event::from_stored(3, kind, "wf".into(), 5, data);
     assert_eq!(undecoded, None);
     assert_eq!(stored, typed);

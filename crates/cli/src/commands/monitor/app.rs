@@ -3,8 +3,8 @@
 //! interaction is testable without a terminal.
 
 use crate::eventlog::task_label;
-use gleitzeit_api::views::WorkflowView;
 use gleitzeit_api::system::NodeView;
+use gleitzeit_api::views::WorkflowView;
 use gleitzeit_core::events::{Event, EventPayload};
 use gleitzeit_store::WorkflowSummary;
 use serde_json::Value;
