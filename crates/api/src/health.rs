@@ -68,6 +68,50 @@ pub struct HealthSummary {
     pub status: HealthStatus,
 }
 
+/// `GET /api/v1/health`: the whole report for a caller with a valid key,
+/// only the verdict for one without. Untagged: the report is read first, and
+/// an answer with nothing but `status` is the summary.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum HealthAnswer {
+    // Boxed: the report is many times the summary's size.
+    Report(Box<HealthReport>),
+    Summary(HealthSummary),
+}
+
+impl HealthAnswer {
+    pub fn status(&self) -> HealthStatus {
+        match self {
+            HealthAnswer::Report(report) => report.status,
+            HealthAnswer::Summary(summary) => summary.status,
+        }
+    }
+
+    /// The whole report, when the answer has it.
+    pub fn report(&self) -> Option<&HealthReport> {
+        match self {
+            HealthAnswer::Report(report) => Some(report),
+            HealthAnswer::Summary(_) => None,
+        }
+    }
+}
+
+impl From<HealthReport> for HealthAnswer {
+    fn from(report: HealthReport) -> HealthAnswer {
+        HealthAnswer::Report(Box::new(report))
+    }
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
 impl HealthReport {
     /// The verdict from the store's answer (its counts, or its error), whether
     /// the server is stopping, and the providers' checks (empty when not run).
@@ -124,5 +168,55 @@ impl HealthReport {
             }
         }
         self.providers = providers;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> HealthReport {
+        HealthReport::verdict(
+            Ok(gleitzeit_store::StoreStats {
+                workflows_by_state: vec![("completed".into(), 2)],
+                tasks_by_state: Vec::new(),
+            }),
+            false,
+            BTreeMap::from([(
+                "llm".to_string(),
+                ProviderHealthView {
+                    status: HealthStatus::Unhealthy,
+                    reason: Some("no endpoint answers".into()),
+                    detail: Value::Null,
+                },
+            )]),
+            1,
+            std::time::Duration::from_secs(5),
+        )
+    }
+
+    #[test]
+    fn an_answer_reads_back_as_the_kind_it_was() {
+        let full = serde_json::to_string(&HealthAnswer::from(report())).unwrap();
+        let read: HealthAnswer = serde_json::from_str(&full).unwrap();
+        let back = read.report().expect("a full report reads as one");
+        assert_eq!(back.status, HealthStatus::Degraded);
+        assert_eq!(back.reasons, ["llm: no endpoint answers"]);
+        assert_eq!(serde_json::to_string(&read).unwrap(), full);
+
+        // Without a key a server sends only the verdict.
+        let read: HealthAnswer = serde_json::from_str(r#"{"status":"unhealthy"}"#).unwrap();
+        assert!(read.report().is_none());
+        assert_eq!(read.status(), HealthStatus::Unhealthy);
+        assert_eq!(
+            serde_json::to_string(&read).unwrap(),
+            r#"{"status":"unhealthy"}"#
+        );
+    }
+
+    #[test]
+    fn an_answer_without_a_verdict_is_refused() {
+        assert!(serde_json::from_str::<HealthAnswer>(r#"{"reasons":[]}"#).is_err());
+        assert!(serde_json::from_str::<HealthAnswer>(r#"{"status":"fine"}"#).is_err());
     }
 }

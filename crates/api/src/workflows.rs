@@ -78,6 +78,11 @@ pub struct StateResponse {
     pub workflow_id: String,
     pub state: String,
     pub cancel_requested: bool,
+    /// Cancel: the workflow had already finished, so there was nothing to
+    /// cancel and `state` is how it ended. Resume answers `false` (it refuses
+    /// a finished workflow). Absent from servers before it was added.
+    #[serde(default)]
+    pub was_terminal: bool,
 }
 
 /// `GET /api/v1/workflows/{id}/tasks/{task_id}`: the task's view, and what

@@ -246,7 +246,7 @@ async fn check(client: &reqwest::Client, base: &str, id: &str, n: usize) -> Resu
     let mut completions: HashMap<String, usize> = HashMap::new();
     for event in page.events {
         if let EventPayload::TaskCompleted(done) = event.payload {
-            *completions.entry(done.task_id).or_default() += 1;
+            *completions.entry(done.task.task_id).or_default() += 1;
         }
     }
     let mut missing_tasks = 0;

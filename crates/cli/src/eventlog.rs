@@ -12,15 +12,15 @@ use serde_json::Value;
 /// version could not decode still names its task by the key it was sent with.
 pub fn task_of(event: &Event) -> Option<(&str, &str)> {
     let (id, name) = match &event.payload {
-        EventPayload::TaskStarted(e) => (&e.task_id, &e.task_name),
-        EventPayload::TaskCompleted(e) => (&e.task_id, &e.task_name),
-        EventPayload::TaskFailed(e) => (&e.task_id, &e.task_name),
-        EventPayload::TaskRetrying(e) => (&e.task_id, &e.task_name),
-        EventPayload::TaskSkipped(e) => (&e.task_id, &e.task_name),
-        EventPayload::TaskCancelled(e) => (&e.task_id, &e.task_name),
-        EventPayload::LlmToken(e) => (&e.task_id, &e.task_name),
-        EventPayload::LlmTokens(e) => (&e.task_id, &e.task_name),
-        EventPayload::TaskOutput(e) => (&e.task_id, &e.task_name),
+        EventPayload::TaskStarted(e) => (&e.task.task_id, &e.task.task_name),
+        EventPayload::TaskCompleted(e) => (&e.task.task_id, &e.task.task_name),
+        EventPayload::TaskFailed(e) => (&e.task.task_id, &e.task.task_name),
+        EventPayload::TaskRetrying(e) => (&e.task.task_id, &e.task.task_name),
+        EventPayload::TaskSkipped(e) => (&e.task.task_id, &e.task.task_name),
+        EventPayload::TaskCancelled(e) => (&e.task.task_id, &e.task.task_name),
+        EventPayload::LlmToken(e) => (&e.task.task_id, &e.task.task_name),
+        EventPayload::LlmTokens(e) => (&e.task.task_id, &e.task.task_name),
+        EventPayload::TaskOutput(e) => (&e.task.task_id, &e.task.task_name),
         EventPayload::Undecoded(e) => {
             let id = e.data.get("task_id").and_then(Value::as_str)?;
             let name = e.data.get("task_name").and_then(Value::as_str);
@@ -97,7 +97,7 @@ pub fn log_line(event: &Event) -> (Level, String) {
         EventPayload::WorkflowCancelled(_) => (Level::Warn, "workflow cancelled".into()),
         EventPayload::TaskStarted(e) => (
             Level::Info,
-            format!("task {task} started (attempt {})", e.attempt),
+            format!("task {task} started (attempt {})", e.task.attempt),
         ),
         EventPayload::TaskCompleted(e) => (
             Level::Info,

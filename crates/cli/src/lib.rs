@@ -2,6 +2,11 @@
 //! providers and the runtime from config, and hands off to one command module.
 //! No workflow logic lives here.
 
+// Two functions need libc calls the standard library does not offer (turning
+// terminal echo off for a typed key, and a new session for a background run);
+// each carries its own `allow` and nothing else may use `unsafe`.
+#![deny(unsafe_code)]
+
 mod batch;
 mod client;
 mod commands;

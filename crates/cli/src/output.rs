@@ -113,18 +113,16 @@ pub fn json_error(error: &GzError) -> serde_json::Value {
     gleitzeit_api::error_json(error)
 }
 
-/// `{"completed": 3, "failed": 1}` as `completed 3, failed 1` (or `none`).
-pub fn counts(value: &serde_json::Value) -> String {
-    value
-        .as_object()
-        .filter(|o| !o.is_empty())
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_else(|| "none".into())
+/// Counts by state as `completed 3, failed 1` (or `none`).
+pub fn counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "none".into();
+    }
+    counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn format_ms(ms: i64) -> String {
@@ -182,7 +180,7 @@ pub fn heartbeat_age(ms: i64) -> String {
 }
 
 /// A worker node's labels, `gpu` first, or `-`.
-pub fn node_labels(node: &gleitzeit_cluster::NodeInfo) -> String {
+pub fn node_labels(node: &gleitzeit_api::system::NodeView) -> String {
     let mut parts: Vec<String> = node
         .labels
         .iter()

@@ -127,8 +127,8 @@ impl View {
             EventPayload::TaskStarted(started) => {
                 self.running.insert(name.clone());
                 if self.bar.is_none() {
-                    let suffix = if started.attempt > 1 {
-                        format!(" (attempt {})", started.attempt)
+                    let suffix = if started.task.attempt > 1 {
+                        format!(" (attempt {})", started.task.attempt)
                     } else {
                         String::new()
                     };

@@ -72,6 +72,19 @@ fn prices_show_on_results_get_and_stats() {
     let (_, stats) = run(&["stats"]);
     assert!(stats.contains("model    llama3.2"), "{stats}");
     assert!(stats.contains("endpoint ollama"), "{stats}");
+    // The columns line up: after the kind (8) and the name (24), each
+    // count is right-aligned in 8 columns.
+    for line in stats.lines().filter(|l| l.contains(" tokens in ")) {
+        let counts = &line[4 + 9 + 25..];
+        assert!(counts.len() > 8, "{stats}");
+        assert_eq!(&counts[8..19], " tokens in ", "{stats}");
+        assert!(counts[..8].trim_start().parse::<u64>().is_ok(), "{stats}");
+    }
+    assert_eq!(
+        stats.lines().filter(|l| l.contains(" tokens in ")).count(),
+        2,
+        "{stats}"
+    );
 }
 
 #[test]

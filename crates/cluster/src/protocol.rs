@@ -81,6 +81,30 @@ pub struct NodeInfo {
     pub state: String,
 }
 
+/// A node as the API shows it: the same fields, which the node's record
+/// keeps under its own (protocol-versioned) format.
+impl From<NodeInfo> for gleitzeit_api::system::NodeView {
+    fn from(node: NodeInfo) -> Self {
+        gleitzeit_api::system::NodeView {
+            id: node.id,
+            host: node.host,
+            pid: node.pid,
+            version: node.version,
+            protocol: node.protocol,
+            labels: node.labels,
+            gpu: node.gpu,
+            capabilities: node.capabilities,
+            concurrency: node.concurrency,
+            running: node.running,
+            completed: node.completed,
+            failed: node.failed,
+            started_ms: node.started_ms,
+            heartbeat_ms: node.heartbeat_ms,
+            state: node.state,
+        }
+    }
+}
+
 /// An entry no worker could finish.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -319,9 +319,7 @@ pub fn expand(event: Event) -> Vec<Event> {
             workflow_id: event.workflow_id.clone(),
             at_ms: event.at_ms,
             payload: EventPayload::LlmToken(LlmToken {
-                task_id: chunk.task_id.clone(),
-                task_name: chunk.task_name.clone(),
-                attempt: chunk.attempt,
+                task: chunk.task.clone(),
                 token,
             }),
             part: Some(Part {

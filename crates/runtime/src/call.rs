@@ -6,7 +6,7 @@
 use crate::Runtime;
 use async_trait::async_trait;
 use gleitzeit_core::access::FileAccess;
-use gleitzeit_core::events::{Event, EventPayload, LlmToken, TaskOutput};
+use gleitzeit_core::events::{AttemptRef, Event, EventPayload, LlmToken, TaskOutput};
 use gleitzeit_core::{ErrorCode, GzError, Requires};
 use gleitzeit_providers::{CallContext, ProviderEvent};
 use gleitzeit_store::now_ms;
@@ -81,25 +81,20 @@ impl Runtime {
             let rt = self.clone();
             let streamed = streamed.clone();
             let workflow_id = call.workflow_id.clone();
-            let task_id = call.task_id.clone();
-            let task_name = call.task_name.clone();
-            let attempt = call.attempt;
+            let attempt = AttemptRef {
+                task_id: call.task_id.clone(),
+                task_name: call.task_name.clone(),
+                attempt: call.attempt,
+            };
             Arc::new(move |event: ProviderEvent| {
-                let task_id = task_id.clone();
-                let task_name = task_name.clone();
+                let task = attempt.clone();
                 let payload = match event {
-                    ProviderEvent::Token { text } => EventPayload::LlmToken(LlmToken {
-                        task_id,
-                        task_name,
-                        attempt,
-                        token: text,
-                    }),
-                    ProviderEvent::Log { line } => EventPayload::TaskOutput(TaskOutput {
-                        task_id,
-                        task_name,
-                        attempt,
-                        line,
-                    }),
+                    ProviderEvent::Token { text } => {
+                        EventPayload::LlmToken(LlmToken { task, token: text })
+                    }
+                    ProviderEvent::Log { line } => {
+                        EventPayload::TaskOutput(TaskOutput { task, line })
+                    }
                 };
                 streamed.store(true, Ordering::Relaxed);
                 rt.live.send(

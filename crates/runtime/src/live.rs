@@ -102,9 +102,7 @@ impl Chunks {
                 self.pending.push(Pending {
                     workflow_id: event.workflow_id,
                     chunk: LlmTokens {
-                        task_id: token.task_id,
-                        task_name: token.task_name,
-                        attempt: token.attempt,
+                        task: token.task,
                         tokens: Vec::new(),
                     },
                     at_ms: event.at_ms,

@@ -457,7 +457,7 @@ async fn llm_tokens_are_announced_as_they_stream_and_stored() {
     while let Ok(event) = events.try_recv() {
         match &event.payload {
             EventPayload::LlmToken(token) => {
-                assert_eq!(token.task_id, "talk");
+                assert_eq!(token.task.task_id, "talk");
                 tokens.push_str(&token.token);
                 token_events += 1;
             }

@@ -202,7 +202,9 @@ async fn summarize(store: &dyn Store, id: &str) -> Value {
         for event in &events {
             match &event.payload {
                 EventPayload::TaskCompleted(completed) => {
-                    *completions.entry(completed.task_id.clone()).or_default() += 1;
+                    *completions
+                        .entry(completed.task.task_id.clone())
+                        .or_default() += 1;
                 }
                 EventPayload::LlmTokens(_) | EventPayload::LlmToken(_) => tokens += 1,
                 _ => {}

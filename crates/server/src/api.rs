@@ -6,7 +6,6 @@
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
-use crate::health::HealthReport;
 use crate::shared::{bad_query, body_bytes, visible_workflow};
 use crate::stream::{self, EventQuery, Filter};
 use crate::{health, AppState};
@@ -20,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
-use gleitzeit_api::health::HealthSummary;
+use gleitzeit_api::health::{HealthAnswer, HealthSummary};
 use gleitzeit_api::stats::{Stats, StatsQuery};
 use gleitzeit_api::system::{ErrorList, FunctionList, NodeList, NodeView, ProviderList};
 use gleitzeit_api::views::WorkflowView;
@@ -50,8 +49,7 @@ use utoipa_axum::routes;
         (name = "events", description = "Live events: SSE, WebSocket (and Socket.IO at /socket.io/)"),
         (name = "system", description = "Health, metrics, providers, functions and the error registry"),
         (name = "auth", description = "The caller, users, API keys and the audit log")
-    ),
-    components(schemas(HealthSummary))
+    )
 )]
 struct ApiDoc;
 
@@ -333,7 +331,7 @@ async fn get_workflow(
 
 /// Cancel a workflow. Tasks in flight are stopped; the answer shows the state
 /// after the run recorded the cancellation (or `cancel_requested` when another
-/// process runs it).
+/// process runs it), and `was_terminal` when it had finished before.
 #[utoipa::path(
     post,
     path = "/api/v1/workflows/{id}/cancel",
@@ -347,6 +345,7 @@ async fn cancel_workflow(
     Path(id): Path<String>,
 ) -> Result<Json<StateResponse>, ApiError> {
     let found = visible_workflow(&state, &principal, &id, Permission::CancelWorkflows).await?;
+    let was_terminal = found.state.is_terminal();
     let record = state.runs.cancel(&found.id).await?;
     crate::auth::audit(
         state.runtime.store().as_ref(),
@@ -361,6 +360,7 @@ async fn cancel_workflow(
         workflow_id: record.id,
         state: record.state.as_str().to_string(),
         cancel_requested: record.cancel_requested,
+        was_terminal,
     }))
 }
 
@@ -389,6 +389,7 @@ async fn resume_workflow(
             workflow_id: record.id,
             state: WorkflowState::Running.as_str().to_string(),
             cancel_requested: false,
+            was_terminal: false,
         }),
     ))
 }
@@ -749,28 +750,8 @@ async fn list_nodes(State(state): State<AppState>) -> Result<Json<NodeList>, Api
     };
     Ok(Json(NodeList {
         scale_out: state.config.cluster.is_some(),
-        nodes: nodes.into_iter().map(node_view).collect(),
+        nodes: nodes.into_iter().map(NodeView::from).collect(),
     }))
-}
-
-fn node_view(node: gleitzeit_cluster::NodeInfo) -> NodeView {
-    NodeView {
-        id: node.id,
-        host: node.host,
-        pid: node.pid,
-        version: node.version,
-        protocol: node.protocol,
-        labels: node.labels,
-        gpu: node.gpu,
-        capabilities: node.capabilities,
-        concurrency: node.concurrency,
-        running: node.running,
-        completed: node.completed,
-        failed: node.failed,
-        started_ms: node.started_ms,
-        heartbeat_ms: node.heartbeat_ms,
-        state: node.state,
-    }
 }
 
 /// Providers and their methods; with `check=true` also each provider's health
@@ -869,8 +850,8 @@ async fn show_error(Path(code): Path<String>) -> Result<Json<Value>, ApiError> {
     tag = "system",
     params(("quick" = Option<bool>, Query, description = "Skip the provider checks (store and server state only)")),
     responses(
-        (status = 200, description = "healthy or degraded (without a key: only `status`, a HealthSummary)", body = HealthReport),
-        (status = 503, description = "unhealthy", body = HealthReport)
+        (status = 200, description = "healthy or degraded: a HealthReport, or without a key only `status` (a HealthSummary)", body = HealthAnswer),
+        (status = 503, description = "unhealthy", body = HealthAnswer)
     )
 )]
 async fn health_check(
@@ -886,16 +867,14 @@ async fn health_check(
     } else {
         StatusCode::OK
     };
-    if principal.anonymous {
-        return (
-            status,
-            Json(HealthSummary {
-                status: report.status,
-            }),
-        )
-            .into_response();
-    }
-    (status, Json(report)).into_response()
+    let answer = if principal.anonymous {
+        HealthAnswer::Summary(HealthSummary {
+            status: report.status,
+        })
+    } else {
+        HealthAnswer::from(report)
+    };
+    (status, Json(answer)).into_response()
 }
 
 /// Prometheus metrics (text exposition format).

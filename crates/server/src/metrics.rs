@@ -168,7 +168,7 @@ impl Metrics {
         let (method, outcome, duration_ms, provider_ms, first_token_ms, usage) =
             match &event.payload {
                 EventPayload::TaskCompleted(done) => (
-                    &done.method,
+                    &done.task.method,
                     "completed",
                     Some(done.duration_ms as f64),
                     done.provider_ms.as_ref().and_then(Value::as_f64),
@@ -176,7 +176,7 @@ impl Metrics {
                     done.usage.as_ref(),
                 ),
                 EventPayload::TaskFailed(failed) => (
-                    &failed.method,
+                    &failed.task.method,
                     "failed",
                     failed.duration_ms.map(|ms| ms as f64),
                     None,

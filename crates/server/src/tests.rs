@@ -642,6 +642,7 @@ async fn cancel_of_a_finished_workflow_returns_its_state() {
     assert_eq!(answer["workflow_id"], id);
     assert_eq!(answer["state"], "completed");
     assert_eq!(answer["cancel_requested"], false);
+    assert_eq!(answer["was_terminal"], true, "{answer:#}");
     // And it stays completed.
     let view = wait_terminal(&router, &id).await;
     assert_eq!(view["state"], "completed");
@@ -683,6 +684,7 @@ tasks:
         asked.elapsed()
     );
     assert_eq!(answer["state"], "cancelled", "{answer:#}");
+    assert_eq!(answer["was_terminal"], false, "{answer:#}");
     let view = wait_terminal(&router, &id).await;
     assert_eq!(view["state"], "cancelled");
 }

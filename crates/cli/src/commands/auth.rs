@@ -367,33 +367,50 @@ async fn keys(ctx: &Context, command: KeysCommand, paint: &Paint) -> Result<u8, 
 fn read_key() -> Result<String, GzError> {
     use std::io::{BufRead, IsTerminal, Write};
     let stdin = std::io::stdin();
-    let tty = stdin.is_terminal();
-    let mut saved: Option<libc::termios> = None;
-    if tty {
+    let mut saved = None;
+    if stdin.is_terminal() {
         eprint!("API key: ");
         let _ = std::io::stderr().flush();
-        // SAFETY: termios is plain data; fd 0 is our terminal.
-        unsafe {
-            let mut attrs: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut attrs) == 0 {
-                saved = Some(attrs);
-                attrs.c_lflag &= !libc::ECHO;
-                libc::tcsetattr(0, libc::TCSANOW, &attrs);
-            }
-        }
+        saved = echo_off();
     }
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     if let Some(attrs) = saved {
-        // SAFETY: restores the settings read above.
-        unsafe {
-            libc::tcsetattr(0, libc::TCSANOW, &attrs);
-        }
+        restore_terminal(&attrs);
         eprintln!();
     }
     match read {
         Ok(_) if !line.trim().is_empty() => Ok(line.trim().to_string()),
         _ => Err(GzError::new(ErrorCode::AuthRequired, "no API key given")
             .with_hint("Pass --api-key KEY, set GLEITZEIT_API_KEY, or type the key when asked; `gleitzeit auth init` (on the server's machine) creates the first one.")),
+    }
+}
+
+/// Turns the terminal's echo off so a typed key is not shown; the settings
+/// to restore, or `None` when stdin's settings cannot be read.
+// The standard library has no terminal settings, and the key must not be
+// shown: two libc calls on fd 0 with a struct they fill in themselves.
+#[allow(unsafe_code)]
+fn echo_off() -> Option<libc::termios> {
+    // SAFETY: termios is plain data that tcgetattr fills in; fd 0 is open
+    // for the whole process and tcsetattr only reads the struct.
+    unsafe {
+        let mut attrs: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut attrs) != 0 {
+            return None;
+        }
+        let saved = attrs;
+        attrs.c_lflag &= !libc::ECHO;
+        libc::tcsetattr(0, libc::TCSANOW, &attrs);
+        Some(saved)
+    }
+}
+
+/// Puts back the terminal settings [`echo_off`] saved.
+#[allow(unsafe_code)]
+fn restore_terminal(attrs: &libc::termios) {
+    // SAFETY: `attrs` came from tcgetattr on the same fd, which stays open.
+    unsafe {
+        libc::tcsetattr(0, libc::TCSANOW, attrs);
     }
 }

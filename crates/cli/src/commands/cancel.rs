@@ -5,7 +5,7 @@ use crate::context::Context;
 use crate::output;
 use crate::service;
 use clap::Args;
-use gleitzeit_core::{GzError, WorkflowState};
+use gleitzeit_core::GzError;
 use serde_json::json;
 
 #[derive(Args, Debug)]
@@ -20,19 +20,10 @@ pub async fn run(ctx: &Context, args: CancelArgs) -> Result<u8, GzError> {
     if ctx.global.json {
         println!(
             "{}",
-            json!({"workflow_id": id, "state": state, "cancel_requested": cancelled.cancel_requested})
+            json!({"workflow_id": id, "state": state, "cancel_requested": cancelled.cancel_requested, "was_terminal": cancelled.was_terminal})
         );
         return Ok(output::EXIT_OK);
     }
-    if cancelled.was_terminal {
-        println!(
-            "Workflow {id} is already {}; nothing to cancel.",
-            state.as_str()
-        );
-    } else if state == WorkflowState::Cancelled {
-        println!("Cancelled workflow {id}.");
-    } else {
-        println!("Asked the process running workflow {id} to cancel it.");
-    }
+    println!("{}", cancelled.sentence());
     Ok(output::EXIT_OK)
 }

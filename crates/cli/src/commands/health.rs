@@ -5,7 +5,9 @@ use crate::context::Context;
 use crate::output::{self, Format, Paint};
 use crate::service;
 use clap::Args;
+use gleitzeit_api::health::HealthStatus;
 use gleitzeit_core::GzError;
+use serde_json::json;
 
 #[derive(Args, Debug)]
 pub struct HealthArgs {
@@ -19,48 +21,48 @@ pub struct HealthArgs {
 
 pub async fn run(ctx: &Context, args: HealthArgs) -> Result<u8, GzError> {
     let service = service::connect(ctx).await?;
-    let report = service.health().await?;
+    let answer = service.health().await?;
     service.finish().await;
     let source = service.location();
-    let status = report["status"].as_str().unwrap_or("unhealthy").to_string();
-    let exit = match status.as_str() {
-        "healthy" => 0,
-        "degraded" => 1,
-        _ => 2,
+    let status = answer.status();
+    let exit = match status {
+        HealthStatus::Healthy => 0,
+        HealthStatus::Degraded => 1,
+        HealthStatus::Unhealthy => 2,
     };
     if args.quiet {
         return Ok(exit);
     }
     if ctx.global.json || matches!(args.format, Format::Json) {
-        println!("{report}");
+        println!("{}", json!(answer));
         return Ok(exit);
     }
     let paint = Paint(output::color_stdout());
-    let verdict = match exit {
-        0 => paint.green(&status),
-        1 => paint.yellow(&status),
-        _ => paint.red(&status),
+    let verdict = match status {
+        HealthStatus::Healthy => paint.green(status.as_str()),
+        HealthStatus::Degraded => paint.yellow(status.as_str()),
+        HealthStatus::Unhealthy => paint.red(status.as_str()),
     };
     println!("{} {verdict} ({source})", paint.bold("Gleitzeit"));
-    if report.get("version").is_none() {
+    let Some(report) = answer.report() else {
         // A server tells reasons and providers only to a valid key.
         println!("  (details need an API key: `gleitzeit auth login` or GLEITZEIT_API_KEY)");
+        return Ok(exit);
+    };
+    for reason in &report.reasons {
+        println!("  - {reason}");
     }
-    for reason in report["reasons"].as_array().into_iter().flatten() {
-        println!("  - {}", reason.as_str().unwrap_or(""));
-    }
-    if let Some(providers) = report["providers"].as_object() {
-        for (name, p) in providers {
-            println!(
-                "  {:<10} {}{}",
-                name,
-                p["status"].as_str().unwrap_or(""),
-                p["reason"]
-                    .as_str()
-                    .map(|r| format!(" — {r}"))
-                    .unwrap_or_default()
-            );
-        }
+    for (name, provider) in &report.providers {
+        println!(
+            "  {:<10} {}{}",
+            name,
+            provider.status.as_str(),
+            provider
+                .reason
+                .as_deref()
+                .map(|r| format!(" — {r}"))
+                .unwrap_or_default()
+        );
     }
     Ok(exit)
 }

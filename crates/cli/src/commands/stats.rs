@@ -5,9 +5,9 @@ use crate::context::Context;
 use crate::output::{self, format_ms, Format, Paint};
 use crate::service;
 use clap::Args;
-use gleitzeit_api::views::UsageTotals;
+use gleitzeit_api::stats::TimelineBucket;
 use gleitzeit_core::{ErrorCode, GzError};
-use serde_json::Value;
+use serde_json::json;
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
@@ -49,16 +49,15 @@ pub async fn run(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
     } else {
         args.format
     };
-    let window = &stats["window"];
-    let methods = window["methods"].as_object().cloned().unwrap_or_default();
+    let window = &stats.window;
     match format {
-        Format::Json => println!("{stats}"),
+        Format::Json => println!("{}", json!(stats)),
         Format::Csv => {
             println!("method,count,avg_ms,p50_ms,p95_ms,max_ms");
-            for (method, m) in &methods {
+            for (method, m) in &window.methods {
                 println!(
                     "{method},{},{},{},{},{}",
-                    m["count"], m["avg_ms"], m["p50_ms"], m["p95_ms"], m["max_ms"]
+                    m.count, m.avg_ms, m.p50_ms, m.p95_ms, m.max_ms
                 );
             }
         }
@@ -67,56 +66,52 @@ pub async fn run(ctx: &Context, args: StatsArgs) -> Result<u8, GzError> {
             println!("{}", paint.bold("Gleitzeit statistics"));
             println!(
                 "  workflows    {}",
-                output::counts(&stats["workflows_by_state"])
+                output::counts(&stats.workflows_by_state)
             );
-            println!(
-                "  tasks        {}",
-                output::counts(&stats["tasks_by_state"])
-            );
-            println!("  queue depth  {}", stats["queue_depth"]);
+            println!("  tasks        {}", output::counts(&stats.tasks_by_state));
+            println!("  queue depth  {}", stats.queue_depth);
             println!("{}", paint.bold(&format!("Last {}", format_range(range))));
             println!(
                 "  finished     {} tasks ({:.1}/min), failure rate {:.1}%",
-                window["tasks_finished"],
-                window["tasks_per_minute"].as_f64().unwrap_or(0.0),
-                window["failure_rate"].as_f64().unwrap_or(0.0) * 100.0
+                window.tasks_finished,
+                window.tasks_per_minute,
+                window.failure_rate * 100.0
             );
-            print!("{}", charts(&window["timeline"], &paint));
-            let usage = &window["usage"];
-            if usage["total_tokens"].as_u64().unwrap_or(0) > 0 {
+            print!("{}", charts(&window.timeline, &paint));
+            let usage = &window.usage;
+            if usage.total.total_tokens > 0 {
                 println!(
                     "  LLM tokens   {} prompt + {} completion in {} calls, {}",
-                    usage["prompt_tokens"],
-                    usage["completion_tokens"],
-                    usage["llm_calls"],
-                    output::cost_text(&totals(usage))
+                    usage.total.prompt_tokens,
+                    usage.total.completion_tokens,
+                    usage.total.llm_calls,
+                    output::cost_text(&usage.total)
                 );
-                for (kind, key) in [("model", "by_model"), ("endpoint", "by_endpoint")] {
-                    for (name, u) in usage[key].as_object().into_iter().flatten() {
+                for (kind, by) in [("model", &usage.by_model), ("endpoint", &usage.by_endpoint)] {
+                    for (name, u) in by {
                         println!(
                             "    {kind:<8} {name:<24} {:>8} tokens in {:>4} calls  {}",
-                            u["total_tokens"],
-                            u["llm_calls"],
-                            output::cost_text(&totals(u))
+                            u.total_tokens,
+                            u.llm_calls,
+                            output::cost_text(u)
                         );
                     }
                 }
             }
-            if !methods.is_empty() {
+            if !window.methods.is_empty() {
                 println!(
                     "  {:<24} {:>6} {:>9} {:>9} {:>9} {:>9}",
                     "METHOD", "COUNT", "AVG", "P50", "P95", "MAX"
                 );
-                let ms = |v: &Value| format_ms(v.as_i64().unwrap_or(0));
-                for (method, m) in &methods {
+                for (method, m) in &window.methods {
                     println!(
                         "  {:<24} {:>6} {:>9} {:>9} {:>9} {:>9}",
                         method,
-                        m["count"].as_u64().unwrap_or(0),
-                        ms(&m["avg_ms"]),
-                        ms(&m["p50_ms"]),
-                        ms(&m["p95_ms"]),
-                        ms(&m["max_ms"])
+                        m.count,
+                        format_ms(m.avg_ms),
+                        format_ms(m.p50_ms),
+                        format_ms(m.p95_ms),
+                        format_ms(m.max_ms)
                     );
                 }
             }
@@ -140,18 +135,21 @@ fn sparkline(values: &[Option<f64>]) -> String {
 }
 
 /// Throughput, failures and durations over the window, as sparklines.
-fn charts(timeline: &Value, paint: &Paint) -> String {
-    let Some(buckets) = timeline.as_array().filter(|b| !b.is_empty()) else {
+fn charts(buckets: &[TimelineBucket], paint: &Paint) -> String {
+    let Some(first) = buckets.first() else {
         return String::new();
     };
-    let finished: Vec<Option<f64>> = buckets.iter().map(|b| b["finished"].as_f64()).collect();
-    if finished.iter().flatten().all(|n| *n == 0.0) {
+    if buckets.iter().all(|b| b.finished == 0) {
         return String::new();
     }
-    let failed: Vec<Option<f64>> = buckets.iter().map(|b| b["failed"].as_f64()).collect();
-    let durations: Vec<Option<f64>> = buckets.iter().map(|b| b["avg_ms"].as_f64()).collect();
+    let finished: Vec<Option<f64>> = buckets.iter().map(|b| Some(b.finished as f64)).collect();
+    let failed: Vec<Option<f64>> = buckets.iter().map(|b| Some(b.failed as f64)).collect();
+    let durations: Vec<Option<f64>> = buckets
+        .iter()
+        .map(|b| b.avg_ms.map(|ms| ms as f64))
+        .collect();
     let max = |v: &[Option<f64>]| v.iter().flatten().cloned().fold(0.0, f64::max);
-    let minutes = buckets[0]["minutes"].as_f64().unwrap_or(1.0);
+    let minutes = first.minutes;
     let per = if minutes >= 1.0 {
         format!("{minutes:.0} min")
     } else {
@@ -189,10 +187,4 @@ fn format_range(minutes: u64) -> String {
         m if m % 60 == 0 => format!("{} hour(s)", m / 60),
         m => format!("{m} minute(s)"),
     }
-}
-
-/// Usage totals as the stats report sends them; a report without them
-/// counts as no calls.
-fn totals(value: &Value) -> UsageTotals {
-    serde_json::from_value(value.clone()).unwrap_or_default()
 }

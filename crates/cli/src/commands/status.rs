@@ -30,20 +30,23 @@ pub async fn run(ctx: &Context, _args: StatusArgs) -> Result<u8, GzError> {
                 return Ok(output::EXIT_OK);
             }
             println!("{}", paint.bold("Gleitzeit status"));
-            println!(
-                "  server     {base} ({}, up {} s)",
-                health["status"].as_str().unwrap_or("?"),
-                health["uptime_seconds"]
-            );
-            for reason in health["reasons"].as_array().into_iter().flatten() {
-                println!("             - {}", reason.as_str().unwrap_or(""));
+            match health.report() {
+                Some(report) => {
+                    println!(
+                        "  server     {base} ({}, up {} s)",
+                        report.status.as_str(),
+                        report.uptime_seconds
+                    );
+                    for reason in &report.reasons {
+                        println!("             - {reason}");
+                    }
+                }
+                // A server tells its uptime and reasons only to a valid key.
+                None => println!("  server     {base} ({})", health.status().as_str()),
             }
-            println!(
-                "  workflows  {}",
-                output::counts(&stats["workflows_by_state"])
-            );
-            println!("  tasks      {}", output::counts(&stats["tasks_by_state"]));
-            println!("  queue      {}", stats["queue_depth"]);
+            println!("  workflows  {}", output::counts(&stats.workflows_by_state));
+            println!("  tasks      {}", output::counts(&stats.tasks_by_state));
+            println!("  queue      {}", stats.queue_depth);
             if !running.is_empty() {
                 println!("  running:");
                 for w in running {

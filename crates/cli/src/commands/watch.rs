@@ -8,7 +8,8 @@ use crate::service::{self, WorkflowService};
 use clap::Subcommand;
 use gleitzeit_core::events::EventPayload;
 use gleitzeit_core::{ErrorCode, GzError};
-use serde_json::{json, Value};
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Subcommand, Debug)]
@@ -136,21 +137,21 @@ async fn watch_queue(
         if ctx.global.json {
             println!(
                 "{}",
-                json!({"at_ms": gleitzeit_store::now_ms(), "queue_depth": stats["queue_depth"], "tasks_by_state": stats["tasks_by_state"], "workflows_by_state": stats["workflows_by_state"]})
+                json!({"at_ms": gleitzeit_store::now_ms(), "queue_depth": stats.queue_depth, "tasks_by_state": stats.tasks_by_state, "workflows_by_state": stats.workflows_by_state})
             );
         } else {
-            let tasks = &stats["tasks_by_state"];
-            let workflows = &stats["workflows_by_state"];
-            let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+            let n = |counts: &BTreeMap<String, u64>, state: &str| {
+                counts.get(state).copied().unwrap_or(0)
+            };
             println!(
                 "{}  queue {:>5}  tasks: running {} retrying {}  workflows: running {} pending {}  finished last min {}",
                 format_time(gleitzeit_store::now_ms()),
-                stats["queue_depth"],
-                n(tasks, "running"),
-                n(tasks, "retrying"),
-                n(workflows, "running"),
-                n(workflows, "pending"),
-                stats["window"]["tasks_finished"]
+                stats.queue_depth,
+                n(&stats.tasks_by_state, "running"),
+                n(&stats.tasks_by_state, "retrying"),
+                n(&stats.workflows_by_state, "running"),
+                n(&stats.workflows_by_state, "pending"),
+                stats.window.tasks_finished
             );
         }
         if once {

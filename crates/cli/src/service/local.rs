@@ -7,7 +7,9 @@ use super::{
 };
 use crate::context::Context;
 use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
-use gleitzeit_api::system::ProviderList;
+use gleitzeit_api::health::HealthAnswer;
+use gleitzeit_api::stats::Stats;
+use gleitzeit_api::system::{NodeView, ProviderList};
 use gleitzeit_api::views::WorkflowView;
 use gleitzeit_auth::admin;
 use gleitzeit_core::events::Event;
@@ -168,18 +170,15 @@ impl WorkflowService for LocalService {
         Ok(follow_store(self.store().await?, workflow_id, types, after))
     }
 
-    async fn stats(&self, range_minutes: u64) -> Result<Value, GzError> {
+    async fn stats(&self, range_minutes: u64) -> Result<Stats, GzError> {
         let store = self.store().await?;
-        gleitzeit_api::stats::stats(store.as_ref(), range_minutes, 0)
-            .await
-            .map(|stats| serde_json::json!(stats))
+        gleitzeit_api::stats::stats(store.as_ref(), range_minutes, 0).await
     }
 
-    async fn health(&self) -> Result<Value, GzError> {
+    async fn health(&self) -> Result<HealthAnswer, GzError> {
         let runtime = self.runtime().await?;
         let report = gleitzeit_runtime::health::check(runtime, 0, Duration::ZERO, true).await;
-        serde_json::to_value(report)
-            .map_err(|e| GzError::new(ErrorCode::InternalError, format!("health report: {e}")))
+        Ok(HealthAnswer::from(report))
     }
 
     async fn status(&self) -> Result<StatusReport, GzError> {
@@ -226,7 +225,7 @@ impl WorkflowService for LocalService {
         Ok(gleitzeit_runtime::health::providers(runtime.registry(), true).await)
     }
 
-    async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError> {
+    async fn nodes(&self) -> Result<Vec<NodeView>, GzError> {
         if self.ctx.backend() != "redis" {
             return Ok(Vec::new());
         }
@@ -235,7 +234,12 @@ impl WorkflowService for LocalService {
             self.ctx.redis_prefix(),
         )
         .await?;
-        Ok(admin.nodes().await?)
+        Ok(admin
+            .nodes()
+            .await?
+            .into_iter()
+            .map(NodeView::from)
+            .collect())
     }
 
     async fn whoami(&self) -> Result<Option<WhoAmI>, GzError> {
@@ -364,7 +368,6 @@ pub fn follow_store(
 /// `gleitzeit resume ID -q` in its own session, so it outlives this command
 /// and the terminal.
 fn spawn_background_run(ctx: &Context, id: &str) -> Result<(u32, String), GzError> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| {
         GzError::new(
             ErrorCode::InternalError,
@@ -402,13 +405,7 @@ fn spawn_background_run(ctx: &Context, id: &str) -> Result<(u32, String), GzErro
                 .map_err(|e| GzError::new(ErrorCode::FileWriteFailed, format!("log file: {e}")))?,
         )
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe and only detaches the child.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    own_session(&mut command);
     let child = command.spawn().map_err(|e| {
         GzError::new(
             ErrorCode::ServiceStartFailed,
@@ -416,4 +413,22 @@ fn spawn_background_run(ctx: &Context, id: &str) -> Result<(u32, String), GzErro
         )
     })?;
     Ok((child.id(), log_path.display().to_string()))
+}
+
+/// Starts the child in a session of its own, without a controlling terminal,
+/// so closing the terminal (SIGHUP) does not end the run.
+// `Command::process_group` would leave the child on the terminal; a new
+// session needs setsid between fork and exec, which only `pre_exec` (unsafe)
+// can run.
+#[allow(unsafe_code)]
+fn own_session(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // setsid, which is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
 }

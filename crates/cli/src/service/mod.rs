@@ -12,7 +12,9 @@ use crate::client::Client;
 use crate::context::Context;
 use futures_util::stream::BoxStream;
 use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
-use gleitzeit_api::system::ProviderList;
+use gleitzeit_api::health::HealthAnswer;
+use gleitzeit_api::stats::Stats;
+use gleitzeit_api::system::{NodeView, ProviderList};
 use gleitzeit_api::views::{TaskView, WorkflowView};
 use gleitzeit_core::events::Event;
 use gleitzeit_core::parse::Diagnostic;
@@ -55,6 +57,24 @@ pub struct Cancelled {
     pub cancel_requested: bool,
 }
 
+impl Cancelled {
+    /// What the cancel did, in one sentence: `gleitzeit cancel` prints it and
+    /// the monitor shows it.
+    pub fn sentence(&self) -> String {
+        let id = &self.workflow_id;
+        let state = self.state.as_str();
+        if self.was_terminal {
+            format!("Workflow {id} is already {state}; nothing to cancel.")
+        } else if self.state == WorkflowState::Cancelled {
+            format!("Cancelled workflow {id}.")
+        } else if self.state.is_terminal() {
+            format!("Workflow {id} ended {state} before the cancel reached it.")
+        } else {
+            format!("Asked the process running workflow {id} to cancel it.")
+        }
+    }
+}
+
 /// A workflow made ready to continue.
 pub struct Resumed {
     pub workflow_id: String,
@@ -68,8 +88,8 @@ pub struct Resumed {
 pub enum StatusReport {
     Server {
         base: String,
-        health: Value,
-        stats: Value,
+        health: HealthAnswer,
+        stats: Stats,
         running: Vec<WorkflowSummary>,
     },
     Store {
@@ -150,10 +170,11 @@ pub trait WorkflowService: Send + Sync {
     ) -> Result<EventStream, GzError>;
 
     /// Counts, throughput, durations and usage over the last `range_minutes`.
-    async fn stats(&self, range_minutes: u64) -> Result<Value, GzError>;
+    async fn stats(&self, range_minutes: u64) -> Result<Stats, GzError>;
 
-    /// The health report; its `status` is healthy, degraded or unhealthy.
-    async fn health(&self) -> Result<Value, GzError>;
+    /// The health verdict: the whole report, or from a server that is not
+    /// shown the key only its status.
+    async fn health(&self) -> Result<HealthAnswer, GzError>;
 
     async fn status(&self) -> Result<StatusReport, GzError>;
 
@@ -161,7 +182,7 @@ pub trait WorkflowService: Send + Sync {
     async fn providers(&self) -> Result<ProviderList, GzError>;
 
     /// Worker nodes (none without scale-out).
-    async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError>;
+    async fn nodes(&self) -> Result<Vec<NodeView>, GzError>;
 
     /// Who the server says the API key in use belongs to; `None` where no
     /// server checks keys.
@@ -268,5 +289,40 @@ pub async fn connect(ctx: &Context) -> Result<Arc<dyn WorkflowService>, GzError>
         Ok(Arc::new(remote::RemoteService::new(ctx, client)))
     } else {
         Ok(Arc::new(local::LocalService::new(ctx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cancelled(was_terminal: bool, state: WorkflowState) -> String {
+        Cancelled {
+            workflow_id: "wf_1".into(),
+            was_terminal,
+            state,
+            cancel_requested: !state.is_terminal(),
+        }
+        .sentence()
+    }
+
+    #[test]
+    fn a_cancel_says_what_it_did() {
+        assert_eq!(
+            cancelled(true, WorkflowState::Completed),
+            "Workflow wf_1 is already completed; nothing to cancel."
+        );
+        assert_eq!(
+            cancelled(false, WorkflowState::Cancelled),
+            "Cancelled workflow wf_1."
+        );
+        assert_eq!(
+            cancelled(false, WorkflowState::Failed),
+            "Workflow wf_1 ended failed before the cancel reached it."
+        );
+        assert_eq!(
+            cancelled(false, WorkflowState::Running),
+            "Asked the process running workflow wf_1 to cancel it."
+        );
     }
 }

@@ -11,8 +11,9 @@ use crate::context::Context;
 use gleitzeit_api::auth::{
     AuditEntryView, AuditLog, CreatedKey, KeyList, KeyView, UserList, UserView, WhoAmI,
 };
+use gleitzeit_api::health::HealthAnswer;
 use gleitzeit_api::stats::Stats;
-use gleitzeit_api::system::ProviderList;
+use gleitzeit_api::system::{NodeList, NodeView, ProviderList};
 use gleitzeit_api::views::WorkflowView;
 use gleitzeit_api::workflows::{
     EventHead, EventPage, StateResponse, SubmitResponse, WorkflowList, WorkflowSummaryView,
@@ -23,7 +24,6 @@ use gleitzeit_core::parse::Diagnostic;
 use gleitzeit_core::yaml::Pos;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
 use gleitzeit_store::WorkflowSummary;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 pub struct RemoteService {
@@ -66,11 +66,6 @@ fn state_of(answer: &StateResponse, endpoint: &str) -> Result<WorkflowState, GzE
             ),
         )
     })
-}
-
-#[derive(Deserialize)]
-struct NodeList {
-    nodes: Vec<gleitzeit_cluster::NodeInfo>,
 }
 
 /// The problems a server found in a submitted workflow, pointing into the
@@ -128,13 +123,12 @@ impl WorkflowService for RemoteService {
     }
 
     async fn cancel(&self, id: &str) -> Result<Cancelled, GzError> {
-        let before = self.workflow(id).await?;
         let endpoint = format!("/api/v1/workflows/{id}/cancel");
         let after: StateResponse = self.client.post_as(&endpoint, &[], None).await?;
         let state = state_of(&after, &endpoint)?;
         Ok(Cancelled {
             workflow_id: after.workflow_id,
-            was_terminal: before.state.is_terminal(),
+            was_terminal: after.was_terminal,
             state,
             cancel_requested: after.cancel_requested,
         })
@@ -245,15 +239,13 @@ impl WorkflowService for RemoteService {
         Ok(self.client.events(query.join("&"), after))
     }
 
-    async fn stats(&self, range_minutes: u64) -> Result<Value, GzError> {
-        let stats: Stats = self
-            .client
+    async fn stats(&self, range_minutes: u64) -> Result<Stats, GzError> {
+        self.client
             .get_as(&format!("/api/v1/stats?range_minutes={range_minutes}"))
-            .await?;
-        Ok(json!(stats))
+            .await
     }
 
-    async fn health(&self) -> Result<Value, GzError> {
+    async fn health(&self) -> Result<HealthAnswer, GzError> {
         self.client.get_as("/api/v1/health").await
     }
 
@@ -273,7 +265,7 @@ impl WorkflowService for RemoteService {
         self.client.get_as("/api/v1/providers?check=true").await
     }
 
-    async fn nodes(&self) -> Result<Vec<gleitzeit_cluster::NodeInfo>, GzError> {
+    async fn nodes(&self) -> Result<Vec<NodeView>, GzError> {
         Ok(self.client.get_as::<NodeList>("/api/v1/nodes").await?.nodes)
     }
 

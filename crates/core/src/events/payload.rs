@@ -14,6 +14,28 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
     Value::deserialize(deserializer).map(Some)
 }
 
+/// The task a task event is about and the attempt it concerns. Every task
+/// event carries these keys after its own (flattened: on the wire they sit
+/// beside the kind's fields, as they always have).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskRef {
+    pub task_id: String,
+    /// The task's `name`, else its id.
+    pub task_name: String,
+    pub method: String,
+    pub attempt: u32,
+}
+
+/// The task attempt a streamed piece (a token, an output line) belongs to;
+/// the keys come before the piece's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AttemptRef {
+    pub task_id: String,
+    /// The task's `name`, else its id.
+    pub task_name: String,
+    pub attempt: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowStarted {
     pub name: String,
@@ -65,10 +87,8 @@ pub struct TaskStarted {
     /// For a fan-out: how many instances it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<usize>,
-    pub task_id: String,
-    pub task_name: String,
-    pub method: String,
-    pub attempt: u32,
+    #[serde(flatten)]
+    pub task: TaskRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -121,10 +141,8 @@ pub struct TaskCompleted {
     )]
     #[schema(value_type = Option<u64>)]
     pub provider_ms: Option<Value>,
-    pub task_id: String,
-    pub task_name: String,
-    pub method: String,
-    pub attempt: u32,
+    #[serde(flatten)]
+    pub task: TaskRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -134,10 +152,8 @@ pub struct TaskRetrying {
     /// The failure of the attempt that is retried; always sent.
     #[schema(value_type = Option<Object>)]
     pub error: Option<GzError>,
-    pub task_id: String,
-    pub task_name: String,
-    pub method: String,
-    pub attempt: u32,
+    #[serde(flatten)]
+    pub task: TaskRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -146,36 +162,29 @@ pub struct TaskFailed {
     pub error: GzError,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
-    pub task_id: String,
-    pub task_name: String,
-    pub method: String,
-    pub attempt: u32,
+    #[serde(flatten)]
+    pub task: TaskRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskSkipped {
     /// Which dependency or condition caused it, in words.
     pub reason: String,
-    pub task_id: String,
-    pub task_name: String,
-    pub method: String,
-    pub attempt: u32,
+    #[serde(flatten)]
+    pub task: TaskRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskCancelled {
-    pub task_id: String,
-    pub task_name: String,
-    pub method: String,
-    pub attempt: u32,
+    #[serde(flatten)]
+    pub task: TaskRef,
 }
 
 /// One streamed token, as clients receive it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LlmToken {
-    pub task_id: String,
-    pub task_name: String,
-    pub attempt: u32,
+    #[serde(flatten)]
+    pub task: AttemptRef,
     pub token: String,
 }
 
@@ -183,27 +192,23 @@ pub struct LlmToken {
 /// it into [`LlmToken`]s with [`super::expand`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LlmTokens {
-    pub task_id: String,
-    pub task_name: String,
-    pub attempt: u32,
+    #[serde(flatten)]
+    pub task: AttemptRef,
     pub tokens: Vec<String>,
 }
 
 impl LlmTokens {
     /// Whether `token` belongs to this chunk's task attempt.
     pub fn same_attempt(&self, token: &LlmToken) -> bool {
-        self.task_id == token.task_id
-            && self.task_name == token.task_name
-            && self.attempt == token.attempt
+        self.task == token.task
     }
 }
 
 /// One line a task printed while it ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskOutput {
-    pub task_id: String,
-    pub task_name: String,
-    pub attempt: u32,
+    #[serde(flatten)]
+    pub task: AttemptRef,
     pub line: String,
 }
 

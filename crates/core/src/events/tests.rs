@@ -21,6 +21,14 @@ fn same_as_before(payload: EventPayload, old: Value) {
     let (kind, data) = typed.stored_data();
     assert_eq!(kind, old["type"]);
     assert_eq!(data, old["data"]);
+    // Byte for byte, key order included (a Map's equality ignores order):
+    // the data as sent and stored is the text clients have always read.
+    assert_eq!(data.to_string(), old["data"].to_string());
+    let sent = serde_json::to_string(&typed).unwrap();
+    assert!(
+        sent.ends_with(&format!(",\"data\":{}}}", old["data"])),
+        "{sent}"
+    );
     let (stored, undecoded) = Event::from_stored(3, kind, "wf".into(), 5, data);
     assert_eq!(undecoded, None);
     assert_eq!(stored, typed);
@@ -109,10 +117,12 @@ fn task_started_is_unchanged() {
     same_as_before(
         EventPayload::TaskStarted(TaskStarted {
             items: None,
-            task_id: "a".into(),
-            task_name: "A".into(),
-            method: "llm/chat".into(),
-            attempt: 1,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                method: "llm/chat".into(),
+                attempt: 1,
+            },
         }),
         json!({"seq": 3, "type": "task_started", "workflow_id": "wf", "at_ms": 5,
                "data": {"task_id": "a", "task_name": "A", "method": "llm/chat", "attempt": 1}}),
@@ -120,10 +130,12 @@ fn task_started_is_unchanged() {
     same_as_before(
         EventPayload::TaskStarted(TaskStarted {
             items: Some(7),
-            task_id: "a".into(),
-            task_name: "A".into(),
-            method: "llm/chat".into(),
-            attempt: 2,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                method: "llm/chat".into(),
+                attempt: 2,
+            },
         }),
         json!({"seq": 3, "type": "task_started", "workflow_id": "wf", "at_ms": 5,
                "data": {"items": 7, "task_id": "a", "task_name": "A", "method": "llm/chat", "attempt": 2}}),
@@ -144,10 +156,12 @@ fn task_completed_is_unchanged() {
             endpoint: None,
             first_token_ms: None,
             provider_ms: None,
-            task_id: "a".into(),
-            task_name: "a".into(),
-            method: "python/run".into(),
-            attempt: 1,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "a".into(),
+                method: "python/run".into(),
+                attempt: 1,
+            },
         }),
         json!({"seq": 3, "type": "task_completed", "workflow_id": "wf", "at_ms": 5,
                "data": {"result": {"x": 1}, "duration_ms": 1500, "duration_seconds": 1.5,
@@ -167,10 +181,12 @@ fn task_completed_is_unchanged() {
             endpoint: Some(json!("local")),
             first_token_ms: Some(Value::Null),
             provider_ms: Some(json!(18)),
-            task_id: "a".into(),
-            task_name: "A".into(),
-            method: "llm/chat".into(),
-            attempt: 1,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                method: "llm/chat".into(),
+                attempt: 1,
+            },
         }),
         json!({"seq": 3, "type": "task_completed", "workflow_id": "wf", "at_ms": 5,
                "data": {"result": "hello", "stdout": "printed", "duration_ms": 20, "cached": true,
@@ -189,10 +205,12 @@ fn task_retrying_is_unchanged() {
             next_attempt: 2,
             delay_seconds: 0.5,
             error: Some(error()),
-            task_id: "a".into(),
-            task_name: "A".into(),
-            method: "python/run".into(),
-            attempt: 1,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                method: "python/run".into(),
+                attempt: 1,
+            },
         }),
         json!({"seq": 3, "type": "task_retrying", "workflow_id": "wf", "at_ms": 5,
                "data": {"next_attempt": 2, "delay_seconds": 0.5, "error": cause,
@@ -203,10 +221,12 @@ fn task_retrying_is_unchanged() {
             next_attempt: 3,
             delay_seconds: 0.0,
             error: None,
-            task_id: "a".into(),
-            task_name: "A".into(),
-            method: "python/run".into(),
-            attempt: 2,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                method: "python/run".into(),
+                attempt: 2,
+            },
         }),
         json!({"seq": 3, "type": "task_retrying", "workflow_id": "wf", "at_ms": 5,
                "data": {"next_attempt": 3, "delay_seconds": 0.0, "error": null,
@@ -223,10 +243,12 @@ fn task_failed_is_unchanged() {
         EventPayload::TaskFailed(TaskFailed {
             error: cause,
             duration_ms: Some(12),
-            task_id: "a".into(),
-            task_name: "A".into(),
-            method: "python/run".into(),
-            attempt: 3,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                method: "python/run".into(),
+                attempt: 3,
+            },
         }),
         json!({"seq": 3, "type": "task_failed", "workflow_id": "wf", "at_ms": 5,
                "data": {"error": cause_json, "duration_ms": 12,
@@ -237,10 +259,12 @@ fn task_failed_is_unchanged() {
         EventPayload::TaskFailed(TaskFailed {
             error: error(),
             duration_ms: None,
-            task_id: "a".into(),
-            task_name: "A".into(),
-            method: "python/run".into(),
-            attempt: 1,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                method: "python/run".into(),
+                attempt: 1,
+            },
         }),
         json!({"seq": 3, "type": "task_failed", "workflow_id": "wf", "at_ms": 5,
                "data": {"error": cause_json,
@@ -253,10 +277,12 @@ fn task_skipped_and_cancelled_are_unchanged() {
     same_as_before(
         EventPayload::TaskSkipped(TaskSkipped {
             reason: "skipped because its `when` condition is false".into(),
-            task_id: "a".into(),
-            task_name: "A".into(),
-            method: "python/run".into(),
-            attempt: 0,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                method: "python/run".into(),
+                attempt: 0,
+            },
         }),
         json!({"seq": 3, "type": "task_skipped", "workflow_id": "wf", "at_ms": 5,
                "data": {"reason": "skipped because its `when` condition is false",
@@ -264,10 +290,12 @@ fn task_skipped_and_cancelled_are_unchanged() {
     );
     same_as_before(
         EventPayload::TaskCancelled(TaskCancelled {
-            task_id: "a".into(),
-            task_name: "A".into(),
-            method: "python/run".into(),
-            attempt: 1,
+            task: TaskRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                method: "python/run".into(),
+                attempt: 1,
+            },
         }),
         json!({"seq": 3, "type": "task_cancelled", "workflow_id": "wf", "at_ms": 5,
                "data": {"task_id": "a", "task_name": "A", "method": "python/run", "attempt": 1}}),
@@ -278,9 +306,11 @@ fn task_skipped_and_cancelled_are_unchanged() {
 fn streamed_events_are_unchanged() {
     same_as_before(
         EventPayload::LlmToken(LlmToken {
-            task_id: "a".into(),
-            task_name: "A".into(),
-            attempt: 1,
+            task: AttemptRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                attempt: 1,
+            },
             token: "Hel".into(),
         }),
         json!({"seq": 3, "type": "llm_token", "workflow_id": "wf", "at_ms": 5,
@@ -288,9 +318,11 @@ fn streamed_events_are_unchanged() {
     );
     same_as_before(
         EventPayload::LlmTokens(LlmTokens {
-            task_id: "a".into(),
-            task_name: "A".into(),
-            attempt: 1,
+            task: AttemptRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                attempt: 1,
+            },
             tokens: vec!["Hel".into(), "lo".into()],
         }),
         json!({"seq": 3, "type": "llm_tokens", "workflow_id": "wf", "at_ms": 5,
@@ -298,9 +330,11 @@ fn streamed_events_are_unchanged() {
     );
     same_as_before(
         EventPayload::TaskOutput(TaskOutput {
-            task_id: "a".into(),
-            task_name: "A".into(),
-            attempt: 1,
+            task: AttemptRef {
+                task_id: "a".into(),
+                task_name: "A".into(),
+                attempt: 1,
+            },
             line: "step 1".into(),
         }),
         json!({"seq": 3, "type": "task_output", "workflow_id": "wf", "at_ms": 5,
@@ -418,9 +452,11 @@ fn every_kind_has_its_name() {
 fn chunks_expand_to_tokens_with_resumable_ids() {
     let mut chunk = Event::new(
         EventPayload::LlmTokens(LlmTokens {
-            task_id: "t".into(),
-            task_name: "T".into(),
-            attempt: 1,
+            task: AttemptRef {
+                task_id: "t".into(),
+                task_name: "T".into(),
+                attempt: 1,
+            },
             tokens: vec!["a".into(), "b".into(), "c".into()],
         }),
         "wf",
@@ -451,10 +487,12 @@ fn chunks_expand_to_tokens_with_resumable_ids() {
     assert_eq!(Cursor::parse("x"), None);
     let plain = Event::new(
         EventPayload::TaskCancelled(TaskCancelled {
-            task_id: "t".into(),
-            task_name: "T".into(),
-            method: "python/run".into(),
-            attempt: 1,
+            task: TaskRef {
+                task_id: "t".into(),
+                task_name: "T".into(),
+                method: "python/run".into(),
+                attempt: 1,
+            },
         }),
         "wf",
         0,

@@ -1,6 +1,6 @@
 //! How attempts, tasks and the workflow end: stored states and their events.
 
-use super::{error_record, merge_details, skipped_record, Msg, Run, TaskRef};
+use super::{error_record, merge_details, skipped_record, Msg, Run};
 use gleitzeit_core::events::{
     EventPayload, TaskCancelled, TaskCompleted, TaskFailed, TaskRetrying, TaskSkipped,
     WorkflowCancelled, WorkflowCompleted, WorkflowFailed,
@@ -39,12 +39,6 @@ impl Run<'_> {
         // fetch the result.
         let llm = result.filter(|r| r.get("usage").is_some());
         let copy = |field: &str| llm.and_then(|r| r.get(field)).cloned();
-        let TaskRef {
-            task_id,
-            task_name,
-            method,
-            attempt,
-        } = self.task_ref(task);
         let completed = TaskCompleted {
             result: primary,
             stdout,
@@ -56,10 +50,7 @@ impl Run<'_> {
             endpoint: copy("endpoint"),
             first_token_ms: copy("first_token_ms"),
             provider_ms: copy("duration_ms"),
-            task_id,
-            task_name,
-            method,
-            attempt,
+            task: self.task_ref(task),
         };
         self.event(EventPayload::TaskCompleted(completed));
         self.progress();
@@ -75,20 +66,11 @@ impl Run<'_> {
         t.error = error.clone();
         t.finished_ms = Some(now);
         self.save_task(task);
-        let TaskRef {
-            task_id,
-            task_name,
-            method,
-            attempt,
-        } = self.task_ref(task);
         self.event(EventPayload::TaskRetrying(TaskRetrying {
             next_attempt,
             delay_seconds: delay.as_secs_f64(),
             error,
-            task_id,
-            task_name,
-            method,
-            attempt,
+            task: self.task_ref(task),
         }));
         let tx = self.tx.clone();
         self.running.spawn(async move {
@@ -117,19 +99,10 @@ impl Run<'_> {
         t.error = Some(error.clone());
         t.finished_ms = Some(now);
         self.save_task(task);
-        let TaskRef {
-            task_id,
-            task_name,
-            method,
-            attempt,
-        } = self.task_ref(task);
         self.event(EventPayload::TaskFailed(TaskFailed {
             error,
             duration_ms: self.slots[task].task.duration_ms(),
-            task_id,
-            task_name,
-            method,
-            attempt,
+            task: self.task_ref(task),
         }));
         self.progress();
     }
@@ -165,18 +138,9 @@ impl Run<'_> {
         t.error = cause.map(|_| GzError::new(ErrorCode::DependencyFailed, reason.clone()));
         t.finished_ms = Some(now);
         self.save_task(task);
-        let TaskRef {
-            task_id,
-            task_name,
-            method,
-            attempt,
-        } = self.task_ref(task);
         self.event(EventPayload::TaskSkipped(TaskSkipped {
             reason,
-            task_id,
-            task_name,
-            method,
-            attempt,
+            task: self.task_ref(task),
         }));
     }
 
@@ -186,17 +150,8 @@ impl Run<'_> {
         t.error = Some(GzError::new(ErrorCode::TaskCancelled, "cancelled"));
         t.finished_ms = Some(now);
         self.save_task(task);
-        let TaskRef {
-            task_id,
-            task_name,
-            method,
-            attempt,
-        } = self.task_ref(task);
         self.event(EventPayload::TaskCancelled(TaskCancelled {
-            task_id,
-            task_name,
-            method,
-            attempt,
+            task: self.task_ref(task),
         }));
     }
 

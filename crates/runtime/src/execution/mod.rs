@@ -22,7 +22,7 @@ use crate::scope::{Records, RunScope, TaskNames};
 use crate::Runtime;
 use fan_out::FanOut;
 use gleitzeit_core::events::{
-    Event, EventPayload, WorkflowCancelled, WorkflowProgress, WorkflowStarted,
+    Event, EventPayload, TaskRef, WorkflowCancelled, WorkflowProgress, WorkflowStarted,
 };
 use gleitzeit_core::model::primary_field;
 use gleitzeit_core::scheduler::{Action, Input, Plan, Scheduler};
@@ -288,14 +288,6 @@ fn error_record(error: Option<&GzError>) -> Value {
 /// What references see of a skipped task: `${T.result}` is null.
 fn skipped_record(method: &str) -> Value {
     json!({ primary_field(method): null })
-}
-
-/// What every task event says about its task.
-struct TaskRef {
-    task_id: String,
-    task_name: String,
-    method: String,
-    attempt: u32,
 }
 
 /// What a decided attempt starts once it is committed.

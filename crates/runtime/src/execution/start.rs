@@ -3,7 +3,7 @@
 
 use super::params::{cache_slot, render_params};
 use super::sub_workflow::sub_workflow;
-use super::{Msg, Run, TaskRef, Work};
+use super::{Msg, Run, Work};
 use crate::cache::CacheSlot;
 use crate::call::TaskCall;
 use crate::Runtime;
@@ -62,18 +62,10 @@ impl Run<'_> {
                     Work::FanOut(f) => Some(f.items.len()),
                     Work::Call(..) => None,
                 };
-                let TaskRef {
-                    task_id,
-                    task_name,
-                    method,
-                    attempt,
-                } = self.task_ref(task);
+                let task_ref = self.task_ref(task);
                 self.event(EventPayload::TaskStarted(TaskStarted {
                     items,
-                    task_id,
-                    task_name,
-                    method,
-                    attempt,
+                    task: task_ref,
                 }));
                 self.start.push((task, attempt, work));
             }

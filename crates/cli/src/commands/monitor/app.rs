@@ -3,8 +3,8 @@
 //! interaction is testable without a terminal.
 
 use crate::eventlog::task_label;
+use gleitzeit_api::system::NodeView;
 use gleitzeit_api::views::WorkflowView;
-use gleitzeit_cluster::NodeInfo;
 use gleitzeit_core::events::{Event, EventPayload};
 use gleitzeit_store::WorkflowSummary;
 use serde_json::Value;
@@ -39,7 +39,7 @@ pub enum Update {
     Workflows(Vec<WorkflowSummary>),
     Detail(Box<WorkflowView>),
     Providers(Vec<ProviderLine>),
-    Nodes(Vec<NodeInfo>),
+    Nodes(Vec<NodeView>),
     Event(Box<Event>),
     /// `Err` while the server or store cannot be reached.
     Connection(Result<(), String>),
@@ -82,7 +82,7 @@ pub struct App {
     pub opened: Option<String>,
     pub task_cursor: usize,
     pub providers: Vec<ProviderLine>,
-    pub nodes: Vec<NodeInfo>,
+    pub nodes: Vec<NodeView>,
     pub log: VecDeque<String>,
     pub streams: HashMap<(String, String), String>,
     pub filter: String,
@@ -354,12 +354,15 @@ fn log_line(event: &Event) -> String {
             None => format!("{task}  "),
         },
         EventPayload::TaskOutput(output) => format!("{task} | {}", output.line),
-        EventPayload::TaskRetrying(retrying) => format!("{task} attempt {}", retrying.attempt),
+        EventPayload::TaskRetrying(retrying) => format!("{task} attempt {}", retrying.task.attempt),
         EventPayload::WorkflowProgress(progress) => {
             format!("{}/{}", progress.completed_tasks, progress.total_tasks)
         }
         EventPayload::NodeJoined(node) => node.node_id.clone(),
         EventPayload::NodeLeft(node) => node.node_id.clone(),
+        // As every log shows an event this version cannot read: its kind
+        // (the column before) and its data as sent.
+        EventPayload::Undecoded(undecoded) => undecoded.data.to_string(),
         _ => task,
     };
     format!(
@@ -420,7 +423,7 @@ pub fn provider_lines(value: &Value) -> Vec<ProviderLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gleitzeit_core::events::{LlmToken, TaskStarted};
+    use gleitzeit_core::events::{AttemptRef, LlmToken, TaskRef, TaskStarted};
     use gleitzeit_core::WorkflowState;
 
     fn summary(id: &str, name: &str, state: WorkflowState) -> WorkflowSummary {
@@ -512,14 +515,29 @@ mod tests {
     }
 
     #[test]
+    fn undecoded_events_log_their_kind_and_data() {
+        let mut app = app();
+        let data = serde_json::json!({"task_id": "t", "why": "newer"});
+        let (event, why) =
+            Event::from_stored(4, "task_paused".into(), "wf_a".into(), 0, data.clone());
+        assert!(why.is_some());
+        app.apply(Update::Event(Box::new(event)));
+        let line = &app.log[0];
+        assert!(line.contains("task_paused"), "{line}");
+        assert!(line.ends_with(&data.to_string()), "{line}");
+    }
+
+    #[test]
     fn tokens_gather_per_task_and_restart_with_a_retry() {
         let mut app = app();
         let event = |payload: EventPayload| Update::Event(Box::new(Event::new(payload, "wf_a", 0)));
         let token = |text: &str| {
             event(EventPayload::LlmToken(LlmToken {
-                task_id: "t".into(),
-                task_name: "t".into(),
-                attempt: 1,
+                task: AttemptRef {
+                    task_id: "t".into(),
+                    task_name: "t".into(),
+                    attempt: 1,
+                },
                 token: text.into(),
             }))
         };
@@ -529,10 +547,12 @@ mod tests {
         assert!(app.log.is_empty(), "tokens are not log lines");
         app.apply(event(EventPayload::TaskStarted(TaskStarted {
             items: None,
-            task_id: "t".into(),
-            task_name: "t".into(),
-            method: "llm/chat".into(),
-            attempt: 2,
+            task: TaskRef {
+                task_id: "t".into(),
+                task_name: "t".into(),
+                method: "llm/chat".into(),
+                attempt: 2,
+            },
         })));
         assert_eq!(app.stream_of("wf_a", "t"), None);
         assert!(app.log[0].contains("task_started"));

@@ -91,7 +91,7 @@ pub async fn run(ctx: &Context, args: MonitorArgs) -> Result<u8, GzError> {
                         let source = source.clone();
                         let updates = updates.clone();
                         tokio::spawn(async move {
-                            let answer = source.cancel(&id).await.map(|c| cancel_line(&c)).map_err(|e| format!("cancel failed: {} {}", e.code.as_str(), e.message));
+                            let answer = source.cancel(&id).await.map(|c| c.sentence()).map_err(|e| format!("cancel failed: {} {}", e.code.as_str(), e.message));
                             let _ = updates.send(Update::Cancelled(answer));
                         });
                     }
@@ -130,17 +130,6 @@ pub async fn run(ctx: &Context, args: MonitorArgs) -> Result<u8, GzError> {
     }
     source.finish().await;
     result.map(|()| crate::output::EXIT_OK)
-}
-
-/// What the monitor says after a cancel: the state, or that the run was
-/// asked to stop.
-fn cancel_line(cancelled: &service::Cancelled) -> String {
-    let state = if cancelled.state.is_terminal() {
-        cancelled.state.as_str()
-    } else {
-        "cancelling"
-    };
-    format!("{}: {state}", cancelled.workflow_id)
 }
 
 async fn poll_workflows(
