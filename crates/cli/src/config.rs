@@ -263,6 +263,35 @@ pub fn home_dir() -> PathBuf {
         .join(".gleitzeit")
 }
 
+/// The host and port a server listens on when clients are told to reach it at
+/// `url` (GLEITZEIT_HUB_URL). The host is bound as written, so a name resolves
+/// to this machine's address for it (`hub-server` in /etc/hosts or DNS).
+fn hub_listen_address(url: &str) -> Result<(String, u16), GzError> {
+    let invalid = |why: &str| {
+        GzError::new(
+            ErrorCode::ConfigInvalid,
+            format!("GLEITZEIT_HUB_URL={url} {why}"),
+        )
+        .at("environment")
+        .with_hint("Set GLEITZEIT_HUB_URL to the server's address, e.g. http://hub-server:8000.")
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&format!("is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("is not an http:// or https:// URL"));
+    }
+    // An IPv6 host is written in brackets in a URL but bound without them.
+    let host = match parsed.host_str() {
+        Some(host) if !host.is_empty() => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        _ => return Err(invalid("names no host")),
+    };
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| invalid("names no port"))?;
+    Ok((host, port))
+}
 pub fn expand_tilde(path: &str) -> PathBuf {
     if let Some(rest) = path.strip_prefix("~/") {
         if let Some(home) = std::env::var_os("HOME") {
@@ -398,6 +427,14 @@ impl Config {
         if let Some(python) = var("GLEITZEIT_PYTHON") {
             self.providers.python.interpreter = python;
         }
+        // Seed 003 starts its hub with `GLEITZEIT_HUB_URL=http://hub-server:8000
+        // gleitzeit hub`: the URL clients are given is also where the server
+        // listens, unless GLEITZEIT_HOST/GLEITZEIT_PORT (or the flags) say else.
+        if let Some(url) = var("GLEITZEIT_HUB_URL") {
+            let (host, port) = hub_listen_address(&url)?;
+            self.server.host = host;
+            self.server.port = port;
+        }
         if let Some(host) = var("GLEITZEIT_HOST") {
             self.server.host = host;
         }
@@ -509,6 +546,29 @@ fn scalar(value: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hub_url_names_the_listen_address() {
+        assert_eq!(
+            hub_listen_address("http://hub-server:8000").unwrap(),
+            ("hub-server".to_string(), 8000)
+        );
+        assert_eq!(
+            hub_listen_address("http://[::1]:9000/").unwrap(),
+            ("::1".to_string(), 9000)
+        );
+        // No port: the scheme's own.
+        assert_eq!(
+            hub_listen_address("https://hub.example").unwrap(),
+            ("hub.example".to_string(), 443)
+        );
+        for bad in ["hub-server:8000", "ftp://hub:21", "not a url", "http://:80"] {
+            let error = hub_listen_address(bad).unwrap_err();
+            assert_eq!(error.code, ErrorCode::ConfigInvalid, "{bad}");
+            assert_eq!(error.location.as_deref(), Some("environment"), "{bad}");
+            assert!(error.message.contains(bad), "{bad}: {}", error.message);
+        }
+    }
 
     #[test]
     fn seed_001_config_file_loads() {

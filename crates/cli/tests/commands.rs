@@ -152,3 +152,64 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(output.status.code(), Some(101), "{stderr}");
 }
+
+/// Seed 003's distributed deployment: `GLEITZEIT_HUB_URL=http://hub-server:8000
+/// gleitzeit hub` listens where the URL says, and client commands given the
+/// same variable reach it.
+#[test]
+fn the_hub_listens_where_gleitzeit_hub_url_points() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hub_url = format!("http://127.0.0.1:{port}");
+    let mut hub = env
+        .command()
+        .env_remove("GLEITZEIT_PORT")
+        .env("GLEITZEIT_HUB_URL", &hub_url)
+        .args(["hub", "--no-auth"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(hub.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    // Keep reading so the hub never writes its banner into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
+    assert!(
+        first.contains(&format!("listening on {hub_url}")),
+        "{first}"
+    );
+    let health = env
+        .command()
+        .env_remove("GLEITZEIT_PORT")
+        .env("GLEITZEIT_HUB_URL", &hub_url)
+        .args(["--json", "health"])
+        .output()
+        .unwrap();
+    let _ = hub.kill();
+    let _ = hub.wait();
+    // The hub answered with its report (degraded here: no LLM endpoint runs
+    // in this test, which `health` reports with exit code 1).
+    let answer: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(answer["store"]["ok"], true, "{answer}");
+    assert!(answer["uptime_seconds"].is_u64(), "{answer}");
+
+    // A URL that is not one is refused before anything starts.
+    let bad = env
+        .command()
+        .env_remove("GLEITZEIT_PORT")
+        .env("GLEITZEIT_HUB_URL", "hub-server:8000")
+        .args(["hub", "--no-auth"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("GZ9003") && stderr.contains("GLEITZEIT_HUB_URL"),
+        "{stderr}"
+    );
+}
