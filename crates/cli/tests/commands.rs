@@ -14,6 +14,13 @@ fn init_writes_runnable_templates() {
     let again = env.run(&["init", "my_workflow"]).code(2);
     assert!(again.stderr.contains("GZ9004"), "{}", again.stderr);
     env.run(&["init", "my_workflow", "--force"]).ok();
+    // The LLM template's hint names the config key that really exists.
+    let llm = env.run(&["init", "llm_hint", "--type", "llm"]).ok();
+    let said = format!("{}{}", llm.stdout, llm.stderr);
+    assert!(
+        said.contains("`llm:`") && !said.contains("providers.llm"),
+        "{said}"
+    );
     for kind in ["llm", "mixed"] {
         env.run(&["init", kind, "--type", kind]).ok();
         env.run(&["validate", &format!("{kind}.yaml")]).ok();
@@ -212,4 +219,78 @@ fn the_hub_listens_where_gleitzeit_hub_url_points() {
         stderr.contains("GZ9003") && stderr.contains("GLEITZEIT_HUB_URL"),
         "{stderr}"
     );
+}
+
+/// Runs `gleitzeit ARGS` in a real terminal (tmux) with the Env's settings,
+/// types `keys` once `prompt` shows, and returns the screen once `done`
+/// shows.
+fn in_terminal(env: &Env, args: &str, prompt: &str, keys: &str, done: &str) -> String {
+    use common::tmux;
+    let session = format!("gz-config-{}-{}", std::process::id(), keys.len());
+    let mut exports = String::new();
+    for (key, value) in env.command().get_envs() {
+        match value {
+            Some(value) => exports.push_str(&format!(
+                "export {}='{}'; ",
+                key.to_string_lossy(),
+                value.to_string_lossy()
+            )),
+            None => exports.push_str(&format!("unset {}; ", key.to_string_lossy())),
+        }
+    }
+    let script = format!(
+        "{exports} cd {}; {} {args}; sleep 30",
+        env.home.path().display(),
+        env!("CARGO_BIN_EXE_gleitzeit")
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "50",
+        &script,
+    ]);
+    let wait_for = |text: &str| {
+        let mut screen = String::new();
+        for _ in 0..300 {
+            screen = tmux(&["capture-pane", "-p", "-t", &session]);
+            if screen.contains(text) {
+                return screen;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        tmux(&["kill-session", "-t", &session]);
+        panic!("`{text}` never showed:\n{screen}");
+    };
+    wait_for(prompt);
+    tmux(&["send-keys", "-t", &session, keys, "Enter"]);
+    let screen = wait_for(done);
+    tmux(&["kill-session", "-t", &session]);
+    screen
+}
+
+/// Seed 001: `gleitzeit config` with no file yet follows a prompt to create
+/// the default config; answering no writes nothing; with a file it prints.
+#[test]
+fn config_at_a_terminal_offers_to_write_the_defaults() {
+    let env = Env::new();
+    let file = env.path("config.yaml");
+    let screen = in_terminal(&env, "config", "[Y/n]", "n", "Nothing written");
+    assert!(screen.contains("No config file at"), "{screen}");
+    assert!(!file.exists());
+
+    let screen = in_terminal(&env, "config", "[Y/n]", "", "wrote");
+    assert!(file.exists(), "{screen}");
+    // What was written is the default configuration and reads back.
+    env.run(&["config", "set", "execution.max_concurrent_tasks", "3"])
+        .ok();
+    let shown = env.run(&["--json", "config"]).ok().json();
+    assert_eq!(shown["execution"]["max_concurrent_tasks"], 3);
+    // With a file there is nothing to offer: a pipe or a terminal just prints.
+    let piped = env.run(&["config"]).ok();
+    assert!(!piped.stdout.contains("[Y/n]"), "{}", piped.stdout);
 }

@@ -5,6 +5,7 @@ use crate::context::Context;
 use crate::output::{self, Paint};
 use clap::{Args, Subcommand};
 use gleitzeit_core::{ErrorCode, GzError};
+use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(Args, Debug)]
 pub struct ConfigArgs {
@@ -53,6 +54,14 @@ fn write(path: &std::path::Path, config: &Config) -> Result<(), GzError> {
 pub fn run(ctx: &Context, args: ConfigArgs) -> Result<u8, GzError> {
     let path = config_path(ctx.global.config.as_deref());
     let paint = Paint(output::color_stdout());
+    // Seed 001: `gleitzeit config` on a new machine follows prompts to create
+    // the default config. Only a person at a terminal is asked; scripts and
+    // pipes get the effective configuration, as `config show` prints it.
+    let offer_to_write = args.action.is_none()
+        && !path.exists()
+        && !ctx.global.json
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal();
     match args.action.unwrap_or(ConfigAction::Show) {
         ConfigAction::Show => {
             // Secrets never reach the terminal (or a pasted bug report).
@@ -80,6 +89,9 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> Result<u8, GzError> {
                 );
                 print!("{}", shown.to_yaml());
             }
+            if offer_to_write {
+                offer_default_file(&path, &paint)?;
+            }
         }
         ConfigAction::Init { force } => {
             if path.exists() && !force {
@@ -105,4 +117,25 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> Result<u8, GzError> {
         ConfigAction::Path => println!("{}", path.display()),
     }
     Ok(output::EXIT_OK)
+}
+
+/// Asks whether to write the defaults to `path` (no file there yet) and does
+/// so on yes; Enter means yes, as the `[Y/n]` says.
+fn offer_default_file(path: &std::path::Path, paint: &Paint) -> Result<(), GzError> {
+    print!(
+        "\nNo config file at {} yet. Write these defaults there? [Y/n] ",
+        path.display()
+    );
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    // End of input or an unreadable terminal is not a yes.
+    let read = std::io::stdin().lock().read_line(&mut answer).unwrap_or(0);
+    let yes = read > 0 && matches!(answer.trim().to_lowercase().as_str(), "" | "y" | "yes");
+    if yes {
+        write(path, &Config::default())?;
+        println!("{} wrote {}", paint.green("✓"), path.display());
+    } else {
+        println!("Nothing written; `gleitzeit config init` writes it later.");
+    }
+    Ok(())
 }

@@ -151,7 +151,7 @@ pub fn run(args: InitArgs) -> Result<u8, GzError> {
     println!("  run it with: gleitzeit run {}", file.display());
     if !matches!(args.kind, TemplateKind::Python) {
         println!(
-            "  (LLM tasks need a model endpoint: set OLLAMA_HOST or `providers.llm` in the config)"
+            "  (LLM tasks need a model endpoint: set OLLAMA_HOST, or the `llm:` section (`llm.endpoints`) in the config)"
         );
     }
     Ok(output::EXIT_OK)
