@@ -56,7 +56,33 @@ fn errors_registry_commands() {
         .unwrap()
         .iter()
         .all(|e| e["severity"] == "critical"));
-    env.run(&["errors", "stats"]).ok();
+    // Stats say what they count: every domain with its range and what it
+    // covers, and the counts add up to the registry.
+    let stats = env.run(&["errors", "stats"]).ok();
+    for line in [
+        "execution",
+        "GZ2000-GZ2999",
+        "LLM endpoints",
+        "By severity",
+        "retryable",
+    ] {
+        assert!(stats.stdout.contains(line), "{line}: {}", stats.stdout);
+    }
+    let stats = env.run(&["--json", "errors", "stats"]).ok().json();
+    let domains = stats["domains"].as_object().unwrap();
+    let sum: u64 = domains.values().map(|d| d["codes"].as_u64().unwrap()).sum();
+    assert_eq!(sum, stats["total"].as_u64().unwrap(), "{stats}");
+    // Seed 000 lists the LLM endpoint codes and Python under execution.
+    for code in ["GZ2011", "GZ2014", "GZ2024"] {
+        let shown = env.run(&["--json", "errors", "show", code]).ok().json();
+        assert_eq!(shown["domain"], "execution", "{code}: {shown}");
+    }
+    let bad = env.run(&["errors", "list", "--domain", "nope"]).code(2);
+    assert!(
+        bad.stderr.contains("unknown domain") && bad.stderr.contains("infrastructure, execution"),
+        "{}",
+        bad.stderr
+    );
     env.run(&["errors", "validate"]).ok();
     let unknown = env.run(&["errors", "show", "GZ0000"]).code(2);
     assert!(unknown.stderr.contains("GZ9001"));

@@ -1,9 +1,11 @@
 //! The one registry of user-facing error codes (GZxxxx) and the error value that
 //! carries a code through every layer, into the store and out to the user.
 //!
-//! Ranges follow the earlier versions: 1xxx infrastructure, 2xxx execution and
-//! providers, 3xxx workflow, 4xxx auth, 5xxx storage, 6xxx network, 8xxx system,
-//! 9xxx CLI. Codes are stable: never renumber one, only add.
+//! Ranges follow the earlier versions (seed 000's list): 1xxx infrastructure,
+//! 2xxx execution (tasks, LLM endpoints, Python, functions and every other
+//! provider), 3xxx workflow, 4xxx auth, 5xxx storage, 6xxx network, 8xxx system,
+//! 9xxx CLI; a code's domain is the one its range names. Codes are stable: never
+//! renumber one, only add.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -13,7 +15,6 @@ use std::fmt;
 pub enum Domain {
     Infrastructure,
     Execution,
-    Provider,
     Workflow,
     Auth,
     Storage,
@@ -23,11 +24,55 @@ pub enum Domain {
 }
 
 impl Domain {
+    pub const ALL: [Domain; 8] = [
+        Domain::Infrastructure,
+        Domain::Execution,
+        Domain::Workflow,
+        Domain::Auth,
+        Domain::Storage,
+        Domain::Network,
+        Domain::System,
+        Domain::Cli,
+    ];
+
+    /// The codes this domain owns, as seed 000 lists them.
+    pub fn range(self) -> (u16, u16) {
+        match self {
+            Domain::Infrastructure => (1000, 1999),
+            Domain::Execution => (2000, 2999),
+            Domain::Workflow => (3000, 3999),
+            Domain::Auth => (4000, 4999),
+            Domain::Storage => (5000, 5999),
+            Domain::Network => (6000, 6999),
+            Domain::System => (8000, 8999),
+            Domain::Cli => (9000, 9999),
+        }
+    }
+
+    /// What the domain's errors are about, for `errors stats`.
+    pub fn covers(self) -> &'static str {
+        match self {
+            Domain::Infrastructure => "Redis, the server, workers and the queue",
+            Domain::Execution => "tasks, LLM endpoints, Python, functions, HTTP, MCP",
+            Domain::Workflow => "validation, dependencies, references, batches",
+            Domain::Auth => "API keys, roles, permissions",
+            Domain::Storage => "files and the store",
+            Domain::Network => "connections, requests, file access",
+            Domain::System => "resources and internal faults",
+            Domain::Cli => "arguments and configuration",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Domain> {
+        Domain::ALL
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(text))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Domain::Infrastructure => "infrastructure",
             Domain::Execution => "execution",
-            Domain::Provider => "provider",
             Domain::Workflow => "workflow",
             Domain::Auth => "auth",
             Domain::Storage => "storage",
@@ -121,7 +166,7 @@ registry! {
         "Task execution failed", "Read the task's error details; `gleitzeit get WORKFLOW_ID` shows every task's error.";
     TaskTimeout = 2002, Execution, Medium, true,
         "Task exceeded its timeout", "Raise `timeout:` on the task (seconds per attempt) or make the work smaller.";
-    ProviderUnavailable = 2003, Provider, High, false,
+    ProviderUnavailable = 2003, Execution, High, false,
         "No provider can run this method", "Check the method name (`gleitzeit functions list`, `gleitzeit providers list`) and that the provider is enabled in config.";
     InvalidParameters = 2004, Execution, Medium, false,
         "Task parameters are invalid", "Check the parameter names and types the method expects.";
@@ -129,17 +174,17 @@ registry! {
         "Task was cancelled", "The workflow was cancelled; `gleitzeit resume ID` continues it.";
     DependencyFailed = 2006, Execution, Medium, false,
         "A dependency of this task failed", "Fix the failed upstream task, or set `on_error: continue` on it to let dependants run.";
-    LlmEndpointUnreachable = 2010, Provider, High, true,
+    LlmEndpointUnreachable = 2010, Execution, High, true,
         "LLM endpoint is unreachable", "Start the server (e.g. `ollama serve` or llama-server) or fix the endpoint URL in config / OLLAMA_HOST.";
-    ModelNotFound = 2011, Provider, High, false,
+    ModelNotFound = 2011, Execution, High, false,
         "Requested model is not available", "Install the model (e.g. `ollama pull llava`) or map the name to a served model with `models:` aliases in config.";
-    LlmRequestFailed = 2012, Provider, Medium, true,
+    LlmRequestFailed = 2012, Execution, Medium, true,
         "LLM request failed", "See the endpoint's error message; transient errors are retried on another endpoint.";
-    StructuredOutputInvalid = 2013, Provider, Medium, true,
+    StructuredOutputInvalid = 2013, Execution, Medium, true,
         "LLM reply does not match the requested schema", "Simplify the schema, raise retry.max_attempts, or use a model that follows instructions better.";
-    RateLimited = 2014, Provider, Low, true,
+    RateLimited = 2014, Execution, Low, true,
         "Endpoint is rate limiting requests", "Lower concurrency or raise the endpoint's limits; the request is retried after the advised delay.";
-    NoHealthyEndpoint = 2015, Provider, High, true,
+    NoHealthyEndpoint = 2015, Execution, High, true,
         "No healthy endpoint serves this model", "Check `gleitzeit providers health`; endpoints come back after their circuit breaker cools down.";
     PythonException = 2020, Execution, Medium, true,
         "Python code raised an exception", "Read the traceback in the task's error; run the snippet with `gleitzeit exec` to iterate quickly.";
@@ -149,7 +194,7 @@ registry! {
         "Python task exceeded its memory limit", "Raise `memory_limit_mb` on the task or `python.memory_limit_mb` in config.";
     PythonResultNotSerializable = 2023, Execution, Low, false,
         "Python result is not JSON-serialisable", "Return plain dicts, lists, strings, numbers, booleans or None in `result`.";
-    PythonNotFound = 2024, System, Critical, false,
+    PythonNotFound = 2024, Execution, Critical, false,
         "python3 was not found", "Install Python 3 or set `python.interpreter` in config (or GLEITZEIT_PYTHON) to its path.";
     FunctionNotFound = 2030, Execution, Medium, false,
         "Unknown built-in function", "List the available functions with `gleitzeit functions list`.";
@@ -157,21 +202,21 @@ registry! {
         "Function argument is missing or has the wrong type", "See the function's arguments with `gleitzeit functions show NAME`.";
     FunctionFailed = 2032, Execution, Medium, false,
         "Built-in function failed", "Read the error message; it names the argument or value at fault.";
-    HttpRequestFailed = 2040, Provider, Medium, true,
+    HttpRequestFailed = 2040, Execution, Medium, true,
         "HTTP request failed", "Check the URL and the remote service; 5xx replies are retried.";
-    McpServerFailed = 2041, Provider, High, true,
+    McpServerFailed = 2041, Execution, High, true,
         "MCP server is unavailable or failed", "Check the server's entry under `mcp_servers` in config (command or url) and that it starts on its own.";
-    McpToolError = 2042, Provider, Medium, false,
+    McpToolError = 2042, Execution, Medium, false,
         "MCP tool returned an error", "Read the tool's message; `mcp/list_tools` shows each tool's input schema.";
-    CustomProviderFailed = 2043, Provider, High, true,
+    CustomProviderFailed = 2043, Execution, High, true,
         "Custom provider is unavailable or answered garbage", "Check the provider file's transport (command or url) and run the command by hand; `gleitzeit providers show NAME`.";
-    JsonRpcError = 2044, Provider, Medium, false,
+    JsonRpcError = 2044, Execution, Medium, false,
         "Custom provider answered with a JSON-RPC error", "Read the error's code and message; check the params against `gleitzeit providers show NAME`.";
     RetriesExhausted = 2050, Execution, Medium, false,
         "Task failed after all retry attempts", "Look at the last attempt's error; raise retry.max_attempts if the failure is transient.";
-    ReplayMissing = 2060, Provider, High, false,
+    ReplayMissing = 2060, Execution, High, false,
         "The recording has no answer for this request", "The workflow sends a request that was not recorded (changed prompt, model, options or an extra call); record it again with `gleitzeit run --record DIR`.";
-    ReplayCorrupt = 2061, Provider, High, false,
+    ReplayCorrupt = 2061, Execution, High, false,
         "A recording file cannot be read", "The named file of the recording directory is not a valid recorded exchange; restore it from version control or record again with `gleitzeit run --record DIR`.";
 
     ResultTooLarge = 2070, Execution, Medium, false,
@@ -414,27 +459,12 @@ mod tests {
             assert!(seen.insert(def.code), "duplicate {}", def.code);
             assert_eq!(code.def().code, def.code);
             let number = *code as u16;
-            let expected_thousands = match def.domain {
-                Domain::Infrastructure => 1,
-                Domain::Execution | Domain::Provider => 2,
-                Domain::Workflow => 3,
-                Domain::Auth => 4,
-                Domain::Storage => 5,
-                Domain::Network => 6,
-                Domain::System => {
-                    if number / 1000 == 2 {
-                        2
-                    } else {
-                        8
-                    }
-                }
-                Domain::Cli => 9,
-            };
-            assert_eq!(
-                number / 1000,
-                expected_thousands,
-                "{} in wrong range",
-                def.code
+            let (low, high) = def.domain.range();
+            assert!(
+                (low..=high).contains(&number),
+                "{} is outside its domain {}'s range",
+                def.code,
+                def.domain.as_str()
             );
             assert!(!def.hint.is_empty() && !def.message.is_empty());
         }

@@ -2,7 +2,7 @@
 
 use crate::output::{self, Paint};
 use clap::Subcommand;
-use gleitzeit_core::errors::{ErrorDef, REGISTRY};
+use gleitzeit_core::errors::{Domain, ErrorDef, REGISTRY};
 use gleitzeit_core::{ErrorCode, GzError};
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub enum ErrorsCommand {
     /// List error codes
     List {
-        /// Only this domain (infrastructure, execution, provider, workflow, auth, storage, network, system, cli)
+        /// Only this domain (infrastructure, execution, workflow, auth, storage, network, system, cli)
         #[arg(long)]
         domain: Option<String>,
         /// Only this severity or worse (low, medium, high, critical)
@@ -68,13 +68,22 @@ pub fn run(cmd: &ErrorsCommand, json: bool) -> Result<u8, GzError> {
                 })?),
                 None => None,
             };
+            let domain = match domain {
+                Some(text) => Some(Domain::parse(text).ok_or_else(|| {
+                    GzError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("unknown domain `{text}`"),
+                    )
+                    .with_hint(format!(
+                        "Domains: {}.",
+                        Domain::ALL.map(|d| d.as_str()).join(", ")
+                    ))
+                })?),
+                None => None,
+            };
             let defs: Vec<&ErrorDef> = REGISTRY
                 .iter()
-                .filter(|d| {
-                    domain
-                        .as_deref()
-                        .is_none_or(|x| d.domain.as_str().eq_ignore_ascii_case(x))
-                })
+                .filter(|d| domain.is_none_or(|x| d.domain == x))
                 .filter(|d| {
                     min.is_none_or(|m| severity_rank(d.severity.as_str()).unwrap_or(0) >= m)
                 })
@@ -130,29 +139,55 @@ pub fn run(cmd: &ErrorsCommand, json: bool) -> Result<u8, GzError> {
             print_defs(&defs, json);
         }
         ErrorsCommand::Stats => {
-            let mut by_domain: BTreeMap<&str, usize> = BTreeMap::new();
-            let mut by_severity: BTreeMap<&str, usize> = BTreeMap::new();
-            for d in REGISTRY {
-                *by_domain.entry(d.domain.as_str()).or_default() += 1;
-                *by_severity.entry(d.severity.as_str()).or_default() += 1;
-            }
+            let count = |domain: Domain| REGISTRY.iter().filter(|d| d.domain == domain).count();
+            let severities = ["low", "medium", "high", "critical"];
+            let by_severity: BTreeMap<&str, usize> = severities
+                .iter()
+                .map(|s| {
+                    (
+                        *s,
+                        REGISTRY
+                            .iter()
+                            .filter(|d| d.severity.as_str() == *s)
+                            .count(),
+                    )
+                })
+                .collect();
             let retryable = REGISTRY.iter().filter(|d| d.retryable).count();
             if json {
+                let domains: BTreeMap<&str, serde_json::Value> = Domain::ALL
+                    .iter()
+                    .map(|d| {
+                        let (low, high) = d.range();
+                        (
+                            d.as_str(),
+                            serde_json::json!({"codes": count(*d), "range": format!("GZ{low}-GZ{high}"), "covers": d.covers()}),
+                        )
+                    })
+                    .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"total": REGISTRY.len(), "domains": by_domain, "severities": by_severity, "retryable": retryable})
+                    serde_json::json!({"total": REGISTRY.len(), "domains": domains, "severities": by_severity, "retryable": retryable})
                 );
             } else {
                 println!(
-                    "{} errors across {} domains ({retryable} retryable)",
+                    "{} error codes in {} domains; {retryable} of them are retryable (a retry may succeed, so task retries apply)",
                     REGISTRY.len(),
-                    by_domain.len()
+                    Domain::ALL.len()
                 );
-                for (domain, n) in by_domain {
-                    println!("  {domain:<15} {n}");
+                println!("\nBy domain (codes in its range: what they are about):");
+                for domain in Domain::ALL {
+                    let (low, high) = domain.range();
+                    println!(
+                        "  {:<15} {:>3}  GZ{low}-GZ{high}  {}",
+                        domain.as_str(),
+                        count(domain),
+                        domain.covers()
+                    );
                 }
-                for (severity, n) in by_severity {
-                    println!("  {severity:<15} {n}");
+                println!("\nBy severity (how much of Gleitzeit the error stops):");
+                for severity in severities {
+                    println!("  {severity:<15} {:>3}", by_severity[severity]);
                 }
             }
         }
