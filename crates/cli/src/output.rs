@@ -88,7 +88,23 @@ pub fn render_error(error: &GzError, paint: &Paint) -> String {
         paint.yellow("hint:"),
         error.hint_text()
     ));
+    if let Some(context) = context_line(&error.details) {
+        out.push_str(&format!("  {} {context}\n", paint.dim("context:")));
+    }
     out
+}
+
+/// Seed 000's `Context: file_path=missing_file.csv, operation=read`: the
+/// error's details as `key=value` pairs, each value cut short (a model's whole
+/// response can be a detail). The traceback has its own lines above.
+fn context_line(details: &serde_json::Value) -> Option<String> {
+    let pairs: Vec<String> = details
+        .as_object()?
+        .iter()
+        .filter(|(key, value)| key.as_str() != "traceback" && !value.is_null())
+        .map(|(key, value)| format!("{key}={}", preview(value, 60)))
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join(", "))
 }
 
 pub fn print_error(error: &GzError) {
@@ -217,6 +233,23 @@ mod tests {
             text,
             "error[GZ3006]: task `a` depends on `x`\n  --> flow.yaml:5:3\n  hint: Use the id or name of a task defined in the same file.\n"
         );
+    }
+
+    #[test]
+    fn details_become_the_context_line_under_the_hint() {
+        let error = GzError::new(ErrorCode::FileNotFound, "no such file").with_details(
+            serde_json::json!({"file_path": "missing_file.csv", "operation": "read", "traceback": "x", "response": "a".repeat(100)}),
+        );
+        let text = render_error(&error, &Paint(false));
+        let last = text.lines().last().unwrap();
+        assert!(
+            last.starts_with("  context: file_path=missing_file.csv, operation=read, response=aaa"),
+            "{text}"
+        );
+        assert!(last.ends_with("…") && !last.contains("traceback"), "{text}");
+        // No details, no context line.
+        let plain = render_error(&GzError::new(ErrorCode::FileNotFound, "x"), &Paint(false));
+        assert!(!plain.contains("context:"), "{plain}");
     }
 
     #[test]
