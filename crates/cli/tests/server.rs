@@ -256,6 +256,15 @@ fn socketio_clients_receive_events_by_name() {
             let name = payload[0].as_str().unwrap().to_string();
             assert_eq!(payload[1]["type"], name.as_str(), "event named by its type");
             assert_eq!(payload[1]["workflow_id"], id.as_str());
+            // Seed 000's handlers read the fields flat: event['task_name'].
+            if name == "task_completed" {
+                assert!(payload[1]["task_name"].is_string(), "{payload}");
+                assert_eq!(payload[1]["task_name"], payload[1]["data"]["task_name"]);
+                assert!(payload[1].get("result").is_some(), "{payload}");
+            }
+            if name == "workflow_completed" {
+                assert!(payload[1]["task_results"].is_object(), "{payload}");
+            }
             names.push(name.clone());
             if name == "workflow_completed" {
                 break;

@@ -1,6 +1,7 @@
 //! Socket.IO for clients written against the earlier, Socket.IO-based
 //! Gleitzeit (`socket.on('task_completed', …)`). Each event is emitted under
-//! its type with the event as payload. A client chooses what it gets in the
+//! its type with the event as payload, its fields flat beside the envelope as
+//! the earlier clients read them. A client chooses what it gets in the
 //! connect `auth` payload or later with a `subscribe` message:
 //! `{workflow_id?, types? ("a,b" or ["a","b"]), after?}`; without either it
 //! receives every event from the moment it connected.
@@ -211,6 +212,21 @@ fn subscribe(
     tokio::spawn(pump(state.clone(), socket.clone(), filter, after, stop));
 }
 
+/// Seed 000's handlers read an event's fields at the top
+/// (`event['task_name']`, `event['task_results']`): the payload's fields go
+/// beside the envelope (`seq`, `type`, `workflow_id`, `at_ms`, `id`), which
+/// wins a clash. `data` stays too, for clients that read it there.
+fn flat(mut event: Value) -> Value {
+    if let Value::Object(map) = &mut event {
+        if let Some(Value::Object(data)) = map.get("data").cloned() {
+            for (key, value) in data {
+                map.entry(key).or_insert(value);
+            }
+        }
+    }
+    event
+}
+
 async fn pump(
     state: AppState,
     socket: SocketRef,
@@ -227,7 +243,7 @@ async fn pump(
         };
         let Some(item) = item else { return };
         let (name, payload) = match item {
-            Ok(event) => (event.type_name().to_string(), stream::with_id(&event)),
+            Ok(event) => (event.type_name().to_string(), flat(stream::with_id(&event))),
             Err(error) => (
                 "error".to_string(),
                 json!(crate::ApiError::from(error).body()),
@@ -248,5 +264,22 @@ async fn pump(
                 Err(_) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flat;
+    use serde_json::json;
+
+    #[test]
+    fn payload_fields_sit_beside_the_envelope_which_wins_a_clash() {
+        let event = json!({"seq": 4, "type": "task_completed", "workflow_id": "wf_1",
+            "data": {"task_name": "A", "result": 2, "seq": 99}});
+        let flat = flat(event);
+        assert_eq!(flat["task_name"], "A");
+        assert_eq!(flat["result"], 2);
+        assert_eq!(flat["seq"], 4);
+        assert_eq!(flat["data"]["task_name"], "A");
     }
 }
