@@ -47,6 +47,7 @@ use utoipa_axum::routes;
     ),
     tags(
         (name = "workflows", description = "Submit, list, inspect, cancel and resume workflows"),
+        (name = "schedules", description = "Schedules (cron, intervals) and webhooks that start workflows by themselves"),
         (name = "events", description = "Live events: SSE, WebSocket (and Socket.IO at /socket.io/)"),
         (name = "system", description = "Health, metrics, providers, functions and the error registry"),
         (name = "auth", description = "The caller, users, API keys and the audit log")
@@ -68,6 +69,19 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events_head))
         .routes(routes!(events_ws))
         .routes(routes!(create_stream_ticket))
+        .routes(routes!(
+            crate::schedules::add_schedule,
+            crate::schedules::list_schedules
+        ))
+        .routes(routes!(
+            crate::schedules::get_schedule,
+            crate::schedules::remove_schedule
+        ))
+        .routes(routes!(crate::schedules::pause_schedule))
+        .routes(routes!(crate::schedules::resume_schedule))
+        .routes(routes!(crate::schedules::run_now))
+        .routes(routes!(crate::schedules::backfill))
+        .routes(routes!(crate::schedules::call_hook))
         .routes(routes!(stats))
         .routes(routes!(list_providers))
         .routes(routes!(list_nodes))
@@ -302,6 +316,7 @@ async fn list_workflows(
             submitted_by: principal.owner_filter(Permission::ReadWorkflows),
             limit,
             offset,
+            schedule: query.schedule.clone().filter(|s| !s.is_empty()),
         })
         .await
         .map_err(GzError::from)?;
@@ -585,6 +600,7 @@ async fn events_head(
                     submitted_by: Some(user),
                     limit: 0,
                     offset: 0,
+                    schedule: None,
                 })
                 .await?;
             let mut newest = 0;
@@ -907,7 +923,11 @@ async fn health_check(
 )]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state.runtime.store().stats().await.map_err(GzError::from)?;
-    let text = state.metrics.render(&stats, state.runs.active_count());
+    let text = state.metrics.render(
+        &stats,
+        state.runs.active_count(),
+        state.ticker.counters().snapshot(),
+    );
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

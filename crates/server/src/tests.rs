@@ -39,6 +39,7 @@ fn server_with_limit(max_body_bytes: usize) -> Router {
             cluster: None,
             trusted_proxy: None,
             policy: Default::default(),
+            ..ServerConfig::default()
         },
     )
     .router()
@@ -872,6 +873,13 @@ async fn openapi_documents_every_route_the_router_serves() {
         ("/api/v1/auth/keys", &["get", "post"]),
         ("/api/v1/auth/keys/{id}/revoke", &["post"]),
         ("/api/v1/auth/audit", &["get"]),
+        ("/api/v1/schedules", &["get", "post"]),
+        ("/api/v1/schedules/{id}", &["get", "delete"]),
+        ("/api/v1/schedules/{id}/pause", &["post"]),
+        ("/api/v1/schedules/{id}/resume", &["post"]),
+        ("/api/v1/schedules/{id}/run-now", &["post"]),
+        ("/api/v1/schedules/{id}/backfill", &["post"]),
+        ("/api/v1/hooks/{name}", &["post"]),
     ];
     for (path, methods) in served {
         let item = paths

@@ -69,6 +69,7 @@ impl WorkflowService for LocalService {
                 state,
                 limit,
                 offset,
+                schedule: None,
             })
             .await?)
     }
