@@ -165,6 +165,9 @@ pub enum Command {
     /// Stored results of tasks with `cache:`: clear, stats
     #[command(subcommand)]
     Cache(commands::cache::CacheCommand),
+    /// Triggers that start workflows by themselves: add, list, pause, resume, remove, run-now, backfill
+    #[command(subcommand)]
+    Schedule(commands::schedule::ScheduleCommand),
     /// Workflow commands under one name (seed 002): submit, status, list, get, cancel, resume
     #[command(subcommand, hide = true)]
     Workflow(WorkflowCommand),
