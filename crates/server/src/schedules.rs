@@ -10,7 +10,7 @@ use crate::shared::body_bytes;
 use crate::AppState;
 use async_trait::async_trait;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -118,7 +118,7 @@ async fn visible_schedule(
                 .schedules()
                 .await?
                 .into_iter()
-                .filter(|s| s.submitted_by.as_deref() == Some(principal.user.as_str()))
+                .filter(|s| s.submitted_by == principal.submitter())
                 .filter(|s| s.id == id || (!id.is_empty() && s.id.starts_with(id)))
                 .collect();
             match mine.len() {
@@ -440,12 +440,13 @@ pub(crate) async fn backfill(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<BackfillRequest>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BackfillResponse>), ApiError> {
-    let Json(request) = body.map_err(|e| {
+    let body = body_bytes(body, state.config.max_body_bytes)?;
+    let request: BackfillRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedRequest,
-            format!("bad backfill body: {}", e.body_text()),
+            format!("bad backfill body: {e}"),
         )
         .with_hint("Send {\"from\": \"2026-01-01T00:00:00Z\", \"to\": \"2026-01-02T00:00:00Z\"}.")
     })?;
