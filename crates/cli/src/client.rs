@@ -153,7 +153,10 @@ impl Client {
         Err(error)
     }
 
-    pub async fn delete_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, GzError> {
+    pub async fn delete_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, GzError> {
         let answer = self
             .answer(self.http.delete(format!("{}{path}", self.base)))
             .await?;

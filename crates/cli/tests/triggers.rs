@@ -33,7 +33,16 @@ tasks:
 
 fn runs_of(env: &Env, server: &str, schedule: &str) -> Vec<Value> {
     let listed = env
-        .run(&["--server", server, "--json", "list", "--schedule", schedule, "-n", "100"])
+        .run(&[
+            "--server",
+            server,
+            "--json",
+            "list",
+            "--schedule",
+            schedule,
+            "-n",
+            "100",
+        ])
         .ok()
         .json();
     listed.as_array().cloned().unwrap_or_default()
@@ -46,10 +55,20 @@ fn serve_fires_an_every_second_schedule_and_lists_its_runs() {
     let server = Server::start(&env, &[]);
     let s = server.url.as_str();
     let added = env
-        .run(&["--server", s, "--json", "schedule", "add", flow.to_str().unwrap()])
+        .run(&[
+            "--server",
+            s,
+            "--json",
+            "schedule",
+            "add",
+            flow.to_str().unwrap(),
+        ])
         .ok()
         .json();
-    let id = added["schedules"][0]["schedule_id"].as_str().unwrap().to_string();
+    let id = added["schedules"][0]["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(added["schedules"][0]["describe"], "every 1s");
 
     // Two runs of different ticks, each completed.
@@ -74,9 +93,16 @@ fn serve_fires_an_every_second_schedule_and_lists_its_runs() {
     let human = env
         .run(&["--server", s, "get", run["id"].as_str().unwrap()])
         .ok();
-    assert!(human.stdout.contains(&format!("every of schedule {id}")), "{}", human.stdout);
+    assert!(
+        human.stdout.contains(&format!("every of schedule {id}")),
+        "{}",
+        human.stdout
+    );
 
-    let listed = env.run(&["--server", s, "--json", "schedule", "list"]).ok().json();
+    let listed = env
+        .run(&["--server", s, "--json", "schedule", "list"])
+        .ok()
+        .json();
     let mine = &listed["schedules"][0];
     assert!(mine["fired"].as_u64().unwrap() >= 2, "{mine}");
     assert!(mine["next_fire"].is_string());
@@ -91,7 +117,10 @@ fn serve_fires_an_every_second_schedule_and_lists_its_runs() {
     assert!(metrics.contains("outcome=\"skipped\""));
 
     // Paused, it fires no more; removed, it is gone but its runs stay.
-    let paused = env.run(&["--server", s, "--json", "schedule", "pause", &id[..10]]).ok().json();
+    let paused = env
+        .run(&["--server", s, "--json", "schedule", "pause", &id[..10]])
+        .ok()
+        .json();
     assert_eq!(paused["paused"], true);
     env.run(&["--server", s, "schedule", "remove", &id]).ok();
     let gone = env.run(&["--server", s, "schedule", "pause", &id]).code(2);
@@ -146,10 +175,20 @@ fn a_real_webhook_starts_runs_for_its_secret_or_a_service_key_only() {
             .unwrap();
         common::Run::from(output)
     };
-    let added = as_admin(&["--server", s, "--json", "schedule", "add", flow.to_str().unwrap()])
-        .ok()
-        .json();
-    let secret = added["hook_secrets"][0]["secret"].as_str().unwrap().to_string();
+    let added = as_admin(&[
+        "--server",
+        s,
+        "--json",
+        "schedule",
+        "add",
+        flow.to_str().unwrap(),
+    ])
+    .ok()
+    .json();
+    let secret = added["hook_secrets"][0]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let service_key = as_admin(&[
         "--server", s, "--json", "auth", "keys", "create", "ci", "--role", "SERVICE",
     ])
@@ -158,7 +197,10 @@ fn a_real_webhook_starts_runs_for_its_secret_or_a_service_key_only() {
         .as_str()
         .unwrap()
         .to_string();
-    as_admin(&["--server", s, "auth", "users", "create", "bob", "--role", "USER"]).ok();
+    as_admin(&[
+        "--server", s, "auth", "users", "create", "bob", "--role", "USER",
+    ])
+    .ok();
     let user_key = as_admin(&[
         "--server", s, "--json", "auth", "keys", "create", "bob", "--user", "bob",
     ])
@@ -172,12 +214,21 @@ fn a_real_webhook_starts_runs_for_its_secret_or_a_service_key_only() {
     let json = "application/json";
 
     // The secret: 202 with the run, whose inputs are the body.
-    let (status, started) = post_hook(&hook, &[("x-gleitzeit-hook-secret", &secret)], json, r#"{"ticket": "printer on fire"}"#);
+    let (status, started) = post_hook(
+        &hook,
+        &[("x-gleitzeit-hook-secret", &secret)],
+        json,
+        r#"{"ticket": "printer on fire"}"#,
+    );
     assert_eq!(status, 202, "{started}");
     let run = started["workflow_id"].as_str().unwrap().to_string();
     let view = poll::until(
         "the webhook's run to complete",
-        || as_admin(&["--server", s, "--json", "get", &run]).ok().json(),
+        || {
+            as_admin(&["--server", s, "--json", "get", &run])
+                .ok()
+                .json()
+        },
         |v| v["state"] == "completed",
     );
     assert_eq!(view["trigger"]["kind"], "webhook");
@@ -185,11 +236,21 @@ fn a_real_webhook_starts_runs_for_its_secret_or_a_service_key_only() {
 
     // A form body and a SERVICE key work too.
     let bearer = format!("Bearer {service_key}");
-    let (status, _) = post_hook(&hook, &[("authorization", &bearer)], "application/x-www-form-urlencoded", "ticket=two+words");
+    let (status, _) = post_hook(
+        &hook,
+        &[("authorization", &bearer)],
+        "application/x-www-form-urlencoded",
+        "ticket=two+words",
+    );
     assert_eq!(status, 202);
 
     // Without a key, a wrong secret and an unknown hook look the same.
-    let (status, wrong) = post_hook(&hook, &[("x-gleitzeit-hook-secret", "ghs_wrong")], json, "{}");
+    let (status, wrong) = post_hook(
+        &hook,
+        &[("x-gleitzeit-hook-secret", "ghs_wrong")],
+        json,
+        "{}",
+    );
     let (status2, unknown) = post_hook(&other, &[("x-gleitzeit-hook-secret", &secret)], json, "{}");
     let (status3, none) = post_hook(&hook, &[], json, "{}");
     assert_eq!((status, status2, status3), (401, 401, 401));
@@ -205,15 +266,26 @@ fn a_real_webhook_starts_runs_for_its_secret_or_a_service_key_only() {
     // Bad bodies.
     let (status, body) = post_hook(&hook, &[("authorization", &bearer)], json, "not json");
     assert_eq!((status, body["code"].as_str()), (400, Some("GZ3066")));
-    let (status, body) = post_hook(&hook, &[("authorization", &bearer)], json, &json!({"nope": 1}).to_string());
+    let (status, body) = post_hook(
+        &hook,
+        &[("authorization", &bearer)],
+        json,
+        &json!({"nope": 1}).to_string(),
+    );
     assert_eq!((status, body["code"].as_str()), (400, Some("GZ3066")));
 
     // The key never shows in the listing; the hook's runs are listed by schedule.
     let listed = as_admin(&["--server", s, "schedule", "list"]).ok();
-    assert!(listed.stdout.contains("webhook new-ticket"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("webhook new-ticket"),
+        "{}",
+        listed.stdout
+    );
     assert!(!listed.stdout.contains(&secret[4..]));
     let id = added["schedules"][0]["schedule_id"].as_str().unwrap();
-    let runs = as_admin(&["--server", s, "--json", "list", "--schedule", id]).ok().json();
+    let runs = as_admin(&["--server", s, "--json", "list", "--schedule", id])
+        .ok()
+        .json();
     assert_eq!(runs.as_array().unwrap().len(), 2);
 }
 
@@ -226,11 +298,22 @@ fn bad_triggers_are_refused_with_codes_locations_and_hints() {
     );
     let f = flow.to_str().unwrap();
     let validated = env.run(&["validate", f]).code(2);
-    assert!(validated.stdout.contains("GZ3061") || validated.stderr.contains("GZ3061"), "{}{}", validated.stdout, validated.stderr);
+    assert!(
+        validated.stdout.contains("GZ3061") || validated.stderr.contains("GZ3061"),
+        "{}{}",
+        validated.stdout,
+        validated.stderr
+    );
     let added = env.run(&["schedule", "add", f]).code(2);
     let all = added.stdout + &added.stderr;
-    assert!(all.contains("bad.yaml:3:14") && all.contains("GZ3061"), "{all}");
-    assert!(all.contains("GZ3062") && all.contains("Europe/Berlin"), "{all}");
+    assert!(
+        all.contains("bad.yaml:3:14") && all.contains("GZ3061"),
+        "{all}"
+    );
+    assert!(
+        all.contains("GZ3062") && all.contains("Europe/Berlin"),
+        "{all}"
+    );
     assert!(all.contains("GZ3063"), "{all}");
 
     let good = env.write("good.yaml", EVERY_SECOND);
@@ -243,14 +326,39 @@ fn bad_triggers_are_refused_with_codes_locations_and_hints() {
     assert!(missing.stderr.contains("GZ3064"), "{}", missing.stderr);
 
     // Locally: registered in the store, listed, backfilled, run now.
-    let added = env.run(&["--json", "schedule", "add", g, "--every", "1h"]).ok().json();
-    let id = added["schedules"][0]["schedule_id"].as_str().unwrap().to_string();
+    let added = env
+        .run(&["--json", "schedule", "add", g, "--every", "1h"])
+        .ok()
+        .json();
+    let id = added["schedules"][0]["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let listed = env.run(&["schedule", "list"]).ok();
-    assert!(listed.stdout.contains(&id) && listed.stdout.contains("every 1h"), "{}", listed.stdout);
-    let range = env.run(&["schedule", "backfill", &id, "--from", "2026-01-02", "--to", "2026-01-01"]).code(2);
+    assert!(
+        listed.stdout.contains(&id) && listed.stdout.contains("every 1h"),
+        "{}",
+        listed.stdout
+    );
+    let range = env
+        .run(&[
+            "schedule",
+            "backfill",
+            &id,
+            "--from",
+            "2026-01-02",
+            "--to",
+            "2026-01-01",
+        ])
+        .code(2);
     assert!(range.stderr.contains("GZ3067"), "{}", range.stderr);
     let now = env.run(&["schedule", "run-now", &id, "--wait"]).ok();
-    assert!(now.stdout.contains("completed") || now.stderr.contains("completed"), "{}{}", now.stdout, now.stderr);
+    assert!(
+        now.stdout.contains("completed") || now.stderr.contains("completed"),
+        "{}{}",
+        now.stdout,
+        now.stderr
+    );
     let runs = env.run(&["--json", "list", "--schedule", &id]).ok().json();
     assert_eq!(runs.as_array().unwrap().len(), 1);
 }

@@ -213,7 +213,9 @@ pub fn trigger_from_flags(
                     ErrorCode::InvalidTrigger,
                     format!("`{name}` is not a webhook name"),
                 )
-                .with_hint("Use 1-64 letters, digits, `-` or `_`: it becomes /api/v1/hooks/NAME."));
+                .with_hint(
+                    "Use 1-64 letters, digits, `-` or `_`: it becomes /api/v1/hooks/NAME.",
+                ));
             }
             TriggerKind::Webhook {
                 name: name.to_string(),
@@ -337,7 +339,10 @@ pub fn faulty_cron_field(expr: &str) -> Option<usize> {
             .enumerate()
             .map(|(j, (_, f))| if i == j { *f } else { "*" })
             .collect();
-        cron_parser().parse(&probe.join(" ")).is_err().then_some(*offset)
+        cron_parser()
+            .parse(&probe.join(" "))
+            .is_err()
+            .then_some(*offset)
     })
 }
 
@@ -363,7 +368,10 @@ pub enum Timing {
     Cron(Box<croner::Cron>, chrono_tz::Tz),
     /// Every `period` ms, counted from `anchor` (when the schedule was made),
     /// so ticks stay on the same grid across restarts.
-    Every { period: i64, anchor: i64 },
+    Every {
+        period: i64,
+        anchor: i64,
+    },
 }
 
 impl Timing {

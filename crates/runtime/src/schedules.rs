@@ -147,9 +147,14 @@ pub async fn register(
             if let Some(other) = existing.iter().find(|s| hook_name(s) == Some(name)) {
                 return Err(GzError::new(
                     ErrorCode::InvalidTrigger,
-                    format!("webhook `{name}` is already registered (schedule {})", other.id),
+                    format!(
+                        "webhook `{name}` is already registered (schedule {})",
+                        other.id
+                    ),
                 )
-                .with_hint("Choose another name, or `gleitzeit schedule remove` the other one first."));
+                .with_hint(
+                    "Choose another name, or `gleitzeit schedule remove` the other one first.",
+                ));
             }
         }
         let timing = Timing::of(&trigger.kind, now_ms)?;
@@ -363,7 +368,11 @@ impl Ticker {
         if let Some(&last) = plan.start.last() {
             updated.last_fire_ms = Some(last);
         }
-        if !self.store.put_schedule(&updated, Some(schedule.version)).await? {
+        if !self
+            .store
+            .put_schedule(&updated, Some(schedule.version))
+            .await?
+        {
             // Another scheduler advanced it first: the ticks are its to fire.
             return Ok(Vec::new());
         }
@@ -459,7 +468,8 @@ impl Ticker {
     /// person asked for it explicitly); the schedule's ticks are unchanged.
     pub async fn run_now(&self, id: &str) -> Result<String, GzError> {
         let schedule = gleitzeit_store::find_schedule(self.store.as_ref(), id).await?;
-        self.fire_with(&schedule, "run_now", Default::default()).await
+        self.fire_with(&schedule, "run_now", Default::default())
+            .await
     }
 
     /// Starts one run of `schedule` now, marked with `kind` and with `inputs`
@@ -493,7 +503,12 @@ impl Ticker {
 
     /// One run per tick of the schedule in `[from_ms, to_ms]`, through its
     /// overlap policy as if the ticks came one after another now.
-    pub async fn backfill(&self, id: &str, from_ms: i64, to_ms: i64) -> Result<BackfillReport, GzError> {
+    pub async fn backfill(
+        &self,
+        id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<BackfillReport, GzError> {
         let schedule = gleitzeit_store::find_schedule(self.store.as_ref(), id).await?;
         let Some(timing) = Timing::of(&schedule.trigger.kind, schedule.created_ms)? else {
             return Err(GzError::new(

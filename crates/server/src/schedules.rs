@@ -221,7 +221,12 @@ pub(crate) async fn add_schedule(
         flag("catchup"),
     )?;
     let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::new(ErrorCode::MalformedRequest, "request body is not UTF-8 text"))?
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                "request body is not UTF-8 text",
+            )
+        })?
         .to_string();
     let parser = state.clone();
     let mut workflow = tokio::task::spawn_blocking(move || {
@@ -509,11 +514,8 @@ pub(crate) async fn call_hook(
         .into_iter()
         .find(|s| hook_name(s).map(String::as_str) == Some(name.as_str()));
     let unauthorized = || {
-        ApiError::new(
-            ErrorCode::HookUnauthorized,
-            "webhook call not authorized",
-        )
-        .with_hint(ErrorCode::HookUnauthorized.def().hint)
+        ApiError::new(ErrorCode::HookUnauthorized, "webhook call not authorized")
+            .with_hint(ErrorCode::HookUnauthorized.def().hint)
     };
     let schedule = if principal.anonymous {
         let given = headers
@@ -556,7 +558,10 @@ pub(crate) async fn call_hook(
         )
         .with_hint(format!("`gleitzeit schedule resume {}`", schedule.id)));
     }
-    if let Err(wait) = state.hook_limiter.admit(&name, state.config.hook_calls_per_minute) {
+    if let Err(wait) = state
+        .hook_limiter
+        .admit(&name, state.config.hook_calls_per_minute)
+    {
         let mut response = ApiError::new(
             ErrorCode::HookRateLimited,
             format!(
@@ -600,7 +605,13 @@ fn hook_inputs(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, A
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -652,7 +663,11 @@ fn check_inputs(
         } else {
             format!(
                 "accepted: {}",
-                declared.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                declared
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         return Err(body_error(format!(

@@ -1240,28 +1240,59 @@ async fn hook_call(router: &Router, content_type: &str, body: &str) -> (StatusCo
         .expect("request");
     let response = router.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test]
 async fn schedules_are_registered_listed_paused_and_removed() {
     let (router, _) = hook_server(60);
-    let (status, added) = post(&router, "/api/v1/schedules?every=30s&overlap=skip", SUM_YAML).await;
+    let (status, added) = post(
+        &router,
+        "/api/v1/schedules?every=30s&overlap=skip",
+        SUM_YAML,
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{added:#}");
-    let id = added["schedules"][0]["schedule_id"].as_str().unwrap().to_string();
+    let id = added["schedules"][0]["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(added["schedules"][0]["describe"], "every 30s");
     assert!(added["schedules"][0]["next_fire"].is_string());
 
     let (status, list) = get(&router, "/api/v1/schedules").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["schedules"].as_array().unwrap().len(), 1);
-    let (_, paused) = post(&router, &format!("/api/v1/schedules/{}/pause", &id[..8]), Body::empty()).await;
+    let (_, paused) = post(
+        &router,
+        &format!("/api/v1/schedules/{}/pause", &id[..8]),
+        Body::empty(),
+    )
+    .await;
     assert_eq!(paused["paused"], true, "{paused:#}");
-    let (_, resumed) = post(&router, &format!("/api/v1/schedules/{id}/resume"), Body::empty()).await;
+    let (_, resumed) = post(
+        &router,
+        &format!("/api/v1/schedules/{id}/resume"),
+        Body::empty(),
+    )
+    .await;
     assert_eq!(resumed["paused"], false);
 
-    let (status, started) = post(&router, &format!("/api/v1/schedules/{id}/run-now"), Body::empty()).await;
+    let (status, started) = post(
+        &router,
+        &format!("/api/v1/schedules/{id}/run-now"),
+        Body::empty(),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started:#}");
     let run = started["workflow_id"].as_str().unwrap().to_string();
     let (_, runs) = get(&router, &format!("/api/v1/workflows?schedule={id}")).await;
@@ -1270,7 +1301,13 @@ async fn schedules_are_registered_listed_paused_and_removed() {
     assert_eq!(view["trigger"]["kind"], "run_now");
     assert_eq!(view["trigger"]["id"], id.as_str());
 
-    let (status, body) = send(&router, Method::DELETE, &format!("/api/v1/schedules/{id}"), Body::empty()).await;
+    let (status, body) = send(
+        &router,
+        Method::DELETE,
+        &format!("/api/v1/schedules/{id}"),
+        Body::empty(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["schedule_id"], id.as_str());
     let (status, body) = get(&router, &format!("/api/v1/schedules/{id}")).await;
@@ -1280,11 +1317,24 @@ async fn schedules_are_registered_listed_paused_and_removed() {
 #[tokio::test]
 async fn bad_schedules_are_refused_with_their_codes() {
     let (router, _) = hook_server(60);
-    let (status, body) = post(&router, "/api/v1/schedules?cron=61%20*%20*%20*%20*", SUM_YAML).await;
+    let (status, body) = post(
+        &router,
+        "/api/v1/schedules?cron=61%20*%20*%20*%20*",
+        SUM_YAML,
+    )
+    .await;
     assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "GZ3061");
-    let (status, body) = post(&router, "/api/v1/schedules?cron=%40daily&tz=Europe%2FBerln", SUM_YAML).await;
+    let (status, body) = post(
+        &router,
+        "/api/v1/schedules?cron=%40daily&tz=Europe%2FBerln",
+        SUM_YAML,
+    )
+    .await;
     assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "GZ3062");
-    assert!(body["hint"].as_str().unwrap().contains("Europe/Berlin"), "{body:#}");
+    assert!(
+        body["hint"].as_str().unwrap().contains("Europe/Berlin"),
+        "{body:#}"
+    );
     let (status, body) = post(&router, "/api/v1/schedules?every=200ms", SUM_YAML).await;
     assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "GZ3063");
     let (status, body) = post(&router, "/api/v1/schedules", SUM_YAML).await;
@@ -1294,7 +1344,12 @@ async fn bad_schedules_are_refused_with_their_codes() {
     assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "GZ3061");
     assert_eq!(body["diagnostics"][0]["line"], 3, "{body:#}");
     assert_eq!(body["diagnostics"][0]["column"], 14, "{body:#}");
-    let (status, body) = post(&router, "/api/v1/schedules/sch_nope/backfill", "{\"from\": \"2026-01-01\", \"to\": \"2026-01-02\"}").await;
+    let (status, body) = post(
+        &router,
+        "/api/v1/schedules/sch_nope/backfill",
+        "{\"from\": \"2026-01-01\", \"to\": \"2026-01-02\"}",
+    )
+    .await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "GZ3064");
 }
 
@@ -1323,7 +1378,13 @@ async fn webhook_bodies_become_inputs_and_bad_bodies_are_refused() {
     assert_error(status, &body, StatusCode::BAD_REQUEST, "GZ3066");
     let (status, body) = hook_call(&router, "application/json", "{\"tikcet\": 1}").await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "GZ3066");
-    assert!(body["message"].as_str().unwrap().contains("accepted: ticket"), "{body:#}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("accepted: ticket"),
+        "{body:#}"
+    );
     let (status, body) = hook_call(&router, "text/plain", "hello").await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "GZ3066");
     let big = format!("{{\"ticket\": \"{}\"}}", "x".repeat(300 * 1024));

@@ -774,7 +774,10 @@ async fn schedules(store: &dyn Store) {
         !store.put_schedule(&first, None).await.unwrap(),
         "a second create with the same id is refused"
     );
-    assert!(store.put_schedule(&schedule("sch_a", 10), None).await.unwrap());
+    assert!(store
+        .put_schedule(&schedule("sch_a", 10), None)
+        .await
+        .unwrap());
     let read = store.schedule("sch_b").await.unwrap().unwrap();
     assert_eq!(read.version, 1);
     assert_eq!(read.trigger, first.trigger);
@@ -794,7 +797,13 @@ async fn schedules(store: &dyn Store) {
     assert_eq!((read.version, read.fired, read.paused), (2, 1, false));
     assert!(!store.put_schedule(&read, Some(7)).await.unwrap());
 
-    let ids: Vec<String> = store.schedules().await.unwrap().into_iter().map(|s| s.id).collect();
+    let ids: Vec<String> = store
+        .schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
     assert_eq!(ids, ["sch_a", "sch_b"], "oldest first");
     assert_eq!(find_schedule(store, "sch_b").await.unwrap().id, "sch_b");
     assert_eq!(
@@ -808,7 +817,12 @@ async fn schedules(store: &dyn Store) {
     );
 
     // Runs carry their trigger; listing by schedule finds exactly them.
-    for (id, sched) in [("run-1", Some("sch_b")), ("run-2", Some("sch_a")), ("run-3", Some("sch_b")), ("run-4", None)] {
+    for (id, sched) in [
+        ("run-1", Some("sch_b")),
+        ("run-2", Some("sch_a")),
+        ("run-3", Some("sch_b")),
+        ("run-4", None),
+    ] {
         let (mut record, tasks) = workflow(id, 100);
         record.spec.trigger = sched.map(|s| gleitzeit_core::triggers::RunTrigger {
             kind: "every".into(),
@@ -828,7 +842,11 @@ async fn schedules(store: &dyn Store) {
     ids.sort();
     assert_eq!(ids, ["run-1", "run-3"]);
     let got = store.workflow("run-3").await.unwrap().unwrap();
-    assert_eq!(got.spec.trigger.unwrap().id, "sch_b", "the trigger reads back");
+    assert_eq!(
+        got.spec.trigger.unwrap().id,
+        "sch_b",
+        "the trigger reads back"
+    );
     let pending = store
         .list_workflows(&ListFilter {
             schedule: Some("sch_a".into()),
@@ -843,7 +861,10 @@ async fn schedules(store: &dyn Store) {
     assert!(!store.delete_schedule("sch_a").await.unwrap());
     assert!(store.schedule("sch_a").await.unwrap().is_none());
     assert!(
-        store.put_schedule(&schedule("sch_a", 10), None).await.unwrap(),
+        store
+            .put_schedule(&schedule("sch_a", 10), None)
+            .await
+            .unwrap(),
         "a removed id can be used again"
     );
 }

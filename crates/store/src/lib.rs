@@ -385,8 +385,7 @@ pub trait Store: Send + Sync {
     /// no schedule with its id exists); the stored version becomes
     /// `expected + 1` (1 for a new one). `false`: someone else changed or
     /// created it first, nothing was written.
-    async fn put_schedule(&self, schedule: &ScheduleRecord, expected: Option<u64>)
-        -> Result<bool>;
+    async fn put_schedule(&self, schedule: &ScheduleRecord, expected: Option<u64>) -> Result<bool>;
     /// Every schedule, oldest first.
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>>;
     async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>>;
@@ -395,7 +394,10 @@ pub trait Store: Send + Sync {
 }
 
 /// The schedule with this id, or the only one whose id starts with it.
-pub async fn find_schedule(store: &dyn Store, id_or_prefix: &str) -> Result<ScheduleRecord, GzError> {
+pub async fn find_schedule(
+    store: &dyn Store,
+    id_or_prefix: &str,
+) -> Result<ScheduleRecord, GzError> {
     if let Some(found) = store.schedule(id_or_prefix).await? {
         return Ok(found);
     }
@@ -415,7 +417,12 @@ pub async fn find_schedule(store: &dyn Store, id_or_prefix: &str) -> Result<Sche
             ErrorCode::ScheduleNotFound,
             format!(
                 "schedule id prefix `{id_or_prefix}` matches several schedules: {}",
-                matches.iter().map(|s| s.id.as_str()).take(5).collect::<Vec<_>>().join(", ")
+                matches
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
         .with_hint("Give more characters of the id.")),

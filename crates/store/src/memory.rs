@@ -185,9 +185,10 @@ impl Store for MemoryStore {
             .values()
             .filter(|w| filter.state.is_none_or(|s| w.state == s))
             .filter(|w| {
-                filter.schedule.as_ref().is_none_or(|id| {
-                    w.spec.trigger.as_ref().map(|t| &t.id) == Some(id)
-                })
+                filter
+                    .schedule
+                    .as_ref()
+                    .is_none_or(|id| w.spec.trigger.as_ref().map(|t| &t.id) == Some(id))
             })
             .filter(|w| {
                 filter
@@ -429,11 +430,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn put_schedule(
-        &self,
-        schedule: &ScheduleRecord,
-        expected: Option<u64>,
-    ) -> Result<bool> {
+    async fn put_schedule(&self, schedule: &ScheduleRecord, expected: Option<u64>) -> Result<bool> {
         check_storable_schedule(schedule)?;
         let mut inner = self.lock();
         let current = inner.schedules.iter().position(|s| s.id == schedule.id);

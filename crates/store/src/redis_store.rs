@@ -157,7 +157,10 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
 
 fn schedule_record(text: &str, version: Option<&str>) -> Result<ScheduleRecord> {
     let mut schedule = parse::<ScheduleRecord>("schedule", text)?;
-    schedule.version = version.map(|v| number("a version", v)).transpose()?.unwrap_or(0);
+    schedule.version = version
+        .map(|v| number("a version", v))
+        .transpose()?
+        .unwrap_or(0);
     Ok(schedule)
 }
 
@@ -810,7 +813,11 @@ impl Store for RedisStore {
             // A schedule's runs all belong to whoever registered it; the
             // submitter is checked per row below.
             _ if filter.schedule.is_some() => (
-                self.key(&["wfidx", "sched", filter.schedule.as_deref().unwrap_or_default()]),
+                self.key(&[
+                    "wfidx",
+                    "sched",
+                    filter.schedule.as_deref().unwrap_or_default(),
+                ]),
                 filter.state,
             ),
             (Some(user), state) => (self.key(&["wfidx", "by", user]), state),
@@ -883,7 +890,11 @@ impl Store for RedisStore {
                 let by = &by;
                 let score: Option<f64> = self
                     .retrying(|mut con| async move {
-                        redis::cmd("ZSCORE").arg(by).arg(id).query_async(&mut con).await
+                        redis::cmd("ZSCORE")
+                            .arg(by)
+                            .arg(id)
+                            .query_async(&mut con)
+                            .await
                     })
                     .await?;
                 if score.is_some() {
@@ -1153,11 +1164,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn put_schedule(
-        &self,
-        schedule: &ScheduleRecord,
-        expected: Option<u64>,
-    ) -> Result<bool> {
+    async fn put_schedule(&self, schedule: &ScheduleRecord, expected: Option<u64>) -> Result<bool> {
         check_storable_schedule(schedule)?;
         let mut ops = Ops::default();
         ops.0.extend([

@@ -997,11 +997,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_schedule(
-        &self,
-        schedule: &ScheduleRecord,
-        expected: Option<u64>,
-    ) -> Result<bool> {
+    async fn put_schedule(&self, schedule: &ScheduleRecord, expected: Option<u64>) -> Result<bool> {
         check_storable_schedule(schedule)?;
         let written = self
             .send(Job::PutSchedule(Box::new(schedule.clone()), expected))

@@ -99,7 +99,10 @@ pub async fn run(ctx: &Context, command: ScheduleCommand) -> Result<u8, GzError>
                         println!("{}", json!(added));
                     } else {
                         for s in &added.schedules {
-                            println!("Added schedule {} ({}): {}", s.schedule_id, s.name, s.describe);
+                            println!(
+                                "Added schedule {} ({}): {}",
+                                s.schedule_id, s.name, s.describe
+                            );
                             if let Some(next) = s.next_fire_ms {
                                 println!("  next: {}", both_times(next));
                             }
@@ -127,7 +130,9 @@ pub async fn run(ctx: &Context, command: ScheduleCommand) -> Result<u8, GzError>
             }
             output::EXIT_OK
         }
-        ScheduleCommand::Pause { id } => change(&*service, &id, ScheduleChange::Pause, json).await?,
+        ScheduleCommand::Pause { id } => {
+            change(&*service, &id, ScheduleChange::Pause, json).await?
+        }
         ScheduleCommand::Resume { id } => {
             change(&*service, &id, ScheduleChange::Resume, json).await?
         }
@@ -226,7 +231,10 @@ async fn change(
             ScheduleChange::Resume => "Resumed",
             ScheduleChange::Remove => "Removed",
         };
-        println!("{verb} schedule {} ({}: {})", view.schedule_id, view.name, view.describe);
+        println!(
+            "{verb} schedule {} ({}: {})",
+            view.schedule_id, view.name, view.describe
+        );
         if change == ScheduleChange::Resume {
             if let Some(next) = view.next_fire_ms {
                 println!("  next: {}", both_times(next));

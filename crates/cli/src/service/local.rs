@@ -5,18 +5,18 @@ use super::{
     Cancelled, EventStream, NewKey, Rejected, Resumed, Runner, ScheduleChange, StatusReport,
     Submitted, TriggerFlags, WorkflowService,
 };
+use crate::context::Context;
+use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
 use gleitzeit_api::schedules::{
     BackfillResponse, HookSecret, RunStarted, ScheduleAddResponse, ScheduleView,
 };
-use gleitzeit_runtime::schedules::{register, RunStarter, SystemClock, Ticker};
-use crate::context::Context;
-use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
 use gleitzeit_api::system::ProviderList;
 use gleitzeit_api::views::WorkflowView;
 use gleitzeit_auth::admin;
 use gleitzeit_core::events::Event;
 use gleitzeit_core::parse;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
+use gleitzeit_runtime::schedules::{register, RunStarter, SystemClock, Ticker};
 use gleitzeit_runtime::{process_alive, Runtime};
 use gleitzeit_store::{ListFilter, Store, WorkflowSummary};
 use serde_json::{Map, Value};
@@ -238,9 +238,7 @@ impl WorkflowService for LocalService {
         self.persistent()?;
         let ticker = self.ticker().await?;
         let schedule = gleitzeit_store::find_schedule(self.store().await?.as_ref(), id).await?;
-        let workflow_id = ticker
-            .fire_with(&schedule, "run_now", Map::new())
-            .await?;
+        let workflow_id = ticker.fire_with(&schedule, "run_now", Map::new()).await?;
         Ok(RunStarted {
             schedule_id: schedule.id,
             workflow_id,
@@ -260,7 +258,11 @@ impl WorkflowService for LocalService {
         };
         let (from_ms, to_ms) = (time(from, "from")?, time(to, "to")?);
         let schedule = gleitzeit_store::find_schedule(self.store().await?.as_ref(), id).await?;
-        let report = self.ticker().await?.backfill(&schedule.id, from_ms, to_ms).await?;
+        let report = self
+            .ticker()
+            .await?
+            .backfill(&schedule.id, from_ms, to_ms)
+            .await?;
         Ok(BackfillResponse {
             schedule_id: schedule.id,
             ticks: report.ticks,

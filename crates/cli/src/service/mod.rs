@@ -176,8 +176,7 @@ pub trait WorkflowService: Send + Sync {
     /// Stores a run of the schedule now (see [`Self::start`] to run it).
     async fn run_now(&self, id: &str) -> Result<RunStarted, GzError>;
 
-    async fn backfill(&self, id: &str, from: &str, to: &str)
-        -> Result<BackfillResponse, GzError>;
+    async fn backfill(&self, id: &str, from: &str, to: &str) -> Result<BackfillResponse, GzError>;
 
     /// One workflow with its tasks; a unique prefix of its id is enough.
     async fn workflow(&self, id: &str) -> Result<WorkflowView, GzError>;

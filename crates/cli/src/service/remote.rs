@@ -6,13 +6,13 @@ use super::{
     Cancelled, EventStream, NewKey, Rejected, Resumed, Runner, ScheduleChange, StatusReport,
     Submitted, TriggerFlags, WorkflowService,
 };
-use gleitzeit_api::schedules::{
-    BackfillResponse, RunStarted, ScheduleAddResponse, ScheduleList, ScheduleView,
-};
 use crate::client::Client;
 use crate::context::Context;
 use gleitzeit_api::auth::{
     AuditEntryView, AuditLog, CreatedKey, KeyList, KeyView, UserList, UserView, WhoAmI,
+};
+use gleitzeit_api::schedules::{
+    BackfillResponse, RunStarted, ScheduleAddResponse, ScheduleList, ScheduleView,
 };
 use gleitzeit_api::stats::Stats;
 use gleitzeit_api::system::ProviderList;
@@ -32,14 +32,17 @@ use serde_json::{json, Map, Value};
 /// A schedule id (or prefix) as a URL segment: ids are letters, digits and
 /// `_`, so anything else names no schedule.
 fn path_id(id: &str) -> Result<&str, GzError> {
-    if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         Ok(id)
     } else {
-        Err(GzError::new(
-            ErrorCode::ScheduleNotFound,
-            format!("no schedule `{id}`"),
+        Err(
+            GzError::new(ErrorCode::ScheduleNotFound, format!("no schedule `{id}`"))
+                .with_hint(ErrorCode::ScheduleNotFound.def().hint),
         )
-        .with_hint(ErrorCode::ScheduleNotFound.def().hint))
     }
 }
 
@@ -229,7 +232,11 @@ impl WorkflowService for RemoteService {
                     .post_as(&format!("/api/v1/schedules/{id}/resume"), &[], None)
                     .await
             }
-            ScheduleChange::Remove => self.client.delete_as(&format!("/api/v1/schedules/{id}")).await,
+            ScheduleChange::Remove => {
+                self.client
+                    .delete_as(&format!("/api/v1/schedules/{id}"))
+                    .await
+            }
         }
     }
 

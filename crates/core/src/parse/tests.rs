@@ -735,7 +735,11 @@ triggers:
   - folder: {{path: ./inbox, pattern: "*.pdf", stable: 500ms}}
 {TRIGGER_TASKS}"#
     ));
-    let kinds: Vec<String> = workflow.triggers.iter().map(|t| t.kind.describe()).collect();
+    let kinds: Vec<String> = workflow
+        .triggers
+        .iter()
+        .map(|t| t.kind.describe())
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -749,8 +753,14 @@ triggers:
     );
     assert_eq!(workflow.triggers[0].catchup_ms, Some(3_600_000));
     assert_eq!(workflow.triggers[0].inputs["since"], "24h");
-    assert_eq!(workflow.triggers[1].overlap, crate::triggers::Overlap::BufferOne);
-    assert_eq!(workflow.triggers[1].catchup_ms, None, "no catch-up unless asked");
+    assert_eq!(
+        workflow.triggers[1].overlap,
+        crate::triggers::Overlap::BufferOne
+    );
+    assert_eq!(
+        workflow.triggers[1].catchup_ms, None,
+        "no catch-up unless asked"
+    );
     match &workflow.triggers[5].kind {
         crate::triggers::TriggerKind::Folder { stable_ms, .. } => assert_eq!(*stable_ms, 500),
         other => panic!("{other:?}"),

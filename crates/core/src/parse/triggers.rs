@@ -6,8 +6,8 @@ use super::diagnostics::{suggest, Ctx};
 use super::fields::parse_duration;
 use crate::errors::ErrorCode;
 use crate::triggers::{
-    faulty_cron_field, parse_cron, parse_timezone, suggest_timezone, Overlap, Trigger,
-    TriggerKind, MIN_INTERVAL_MS,
+    faulty_cron_field, parse_cron, parse_timezone, suggest_timezone, Overlap, Trigger, TriggerKind,
+    MIN_INTERVAL_MS,
 };
 use crate::yaml::{Node, NodeKind, Pos, Scalar};
 use serde_json::{Map, Value};
@@ -119,7 +119,10 @@ fn read_trigger(
                 ErrorCode::InvalidTrigger,
                 tz.pos,
                 "`timezone` belongs to a cron trigger",
-                Some("Remove it; intervals, webhooks and folders do not depend on a time zone.".into()),
+                Some(
+                    "Remove it; intervals, webhooks and folders do not depend on a time zone."
+                        .into(),
+                ),
             );
         }
     }
@@ -161,7 +164,12 @@ fn read_trigger(
         None => None,
         Some(n) => read_catchup(ctx, n),
     };
-    if catchup_ms.is_some() && matches!(kind, Some(TriggerKind::Webhook { .. } | TriggerKind::Folder { .. })) {
+    if catchup_ms.is_some()
+        && matches!(
+            kind,
+            Some(TriggerKind::Webhook { .. } | TriggerKind::Folder { .. })
+        )
+    {
         if let Some(n) = node.get("catchup") {
             ctx.push(
                 ErrorCode::InvalidTrigger,
@@ -179,7 +187,12 @@ fn read_trigger(
     })
 }
 
-fn check_declared(ctx: &mut Ctx, node: &Node, given: &Map<String, Value>, declared: &Map<String, Value>) {
+fn check_declared(
+    ctx: &mut Ctx,
+    node: &Node,
+    given: &Map<String, Value>,
+    declared: &Map<String, Value>,
+) {
     for key in given.keys() {
         if declared.contains_key(key) {
             continue;
@@ -222,7 +235,10 @@ fn read_cron(ctx: &mut Ctx, text: &str, value: &Node, tz: Option<&Node>) -> Opti
         ctx.push(
             ErrorCode::InvalidCron,
             value.pos,
-            format!("`cron` must be a quoted expression, not {}", value.type_name()),
+            format!(
+                "`cron` must be a quoted expression, not {}",
+                value.type_name()
+            ),
             Some(ErrorCode::InvalidCron.def().hint.into()),
         );
         return None;
@@ -256,7 +272,12 @@ fn read_cron(ctx: &mut Ctx, text: &str, value: &Node, tz: Option<&Node>) -> Opti
                     let hint = suggest_timezone(name)
                         .map(|s| format!("Did you mean `{s}`?"))
                         .unwrap_or_else(|| ErrorCode::UnknownTimeZone.def().hint.into());
-                    ctx.push(ErrorCode::UnknownTimeZone, content_pos(text, n), why, Some(hint));
+                    ctx.push(
+                        ErrorCode::UnknownTimeZone,
+                        content_pos(text, n),
+                        why,
+                        Some(hint),
+                    );
                     None
                 }
             },
@@ -294,7 +315,10 @@ fn read_every(ctx: &mut Ctx, value: &Node) -> Option<TriggerKind> {
             ctx.push(
                 ErrorCode::IntervalTooShort,
                 value.pos,
-                format!("`every` is {} ms; the shortest interval is one second", ms.round()),
+                format!(
+                    "`every` is {} ms; the shortest interval is one second",
+                    ms.round()
+                ),
                 Some(ErrorCode::IntervalTooShort.def().hint.into()),
             );
             None
@@ -352,9 +376,7 @@ fn read_webhook(ctx: &mut Ctx, value: &Node) -> Option<TriggerKind> {
                 ErrorCode::InvalidTrigger,
                 name_node.pos,
                 format!("`{shown}` is not a webhook name"),
-                Some(
-                    "Use 1-64 letters, digits, `-` or `_`: it becomes /api/v1/hooks/NAME.".into(),
-                ),
+                Some("Use 1-64 letters, digits, `-` or `_`: it becomes /api/v1/hooks/NAME.".into()),
             );
             None
         }
@@ -399,11 +421,13 @@ fn read_folder(ctx: &mut Ctx, value: &Node) -> Option<TriggerKind> {
         _ => (value, None, DEFAULT_STABLE_MS),
     };
     match path_node.as_str() {
-        Some(path) if !path.trim().is_empty() && !path.contains('\0') => Some(TriggerKind::Folder {
-            path: path.to_string(),
-            pattern,
-            stable_ms,
-        }),
+        Some(path) if !path.trim().is_empty() && !path.contains('\0') => {
+            Some(TriggerKind::Folder {
+                path: path.to_string(),
+                pattern,
+                stable_ms,
+            })
+        }
         _ => {
             ctx.wrong_type(path_node, "path", "a folder path");
             None
@@ -412,7 +436,8 @@ fn read_folder(ctx: &mut Ctx, value: &Node) -> Option<TriggerKind> {
 }
 
 fn read_catchup(ctx: &mut Ctx, node: &Node) -> Option<u64> {
-    if matches!(node.as_str(), Some("none")) || matches!(node.kind, NodeKind::Scalar(Scalar::Null)) {
+    if matches!(node.as_str(), Some("none")) || matches!(node.kind, NodeKind::Scalar(Scalar::Null))
+    {
         return None;
     }
     match duration_ms(node) {

@@ -15,9 +15,14 @@ fn cron(expr: &str, tz: &str) -> Timing {
 }
 
 fn every(period_ms: u64, anchor: i64) -> Timing {
-    Timing::of(&TriggerKind::Every { every_ms: period_ms }, anchor)
-        .expect("valid")
-        .expect("timed")
+    Timing::of(
+        &TriggerKind::Every {
+            every_ms: period_ms,
+        },
+        anchor,
+    )
+    .expect("valid")
+    .expect("timed")
 }
 
 fn shown(ticks: &[i64]) -> Vec<String> {
@@ -39,11 +44,7 @@ fn weekday_cron_in_berlin_fires_at_local_six() {
 fn fixed_time_in_the_spring_gap_runs_once_after_it() {
     // 2026-03-29 02:00 CET jumps to 03:00 CEST in Berlin: 02:30 does not exist.
     let timing = cron("30 2 * * *", "Europe/Berlin");
-    let ticks = timing.ticks_between(
-        utc("2026-03-28T00:00:00Z"),
-        utc("2026-03-30T23:59:59Z"),
-        10,
-    );
+    let ticks = timing.ticks_between(utc("2026-03-28T00:00:00Z"), utc("2026-03-30T23:59:59Z"), 10);
     assert_eq!(
         shown(&ticks),
         [
@@ -58,19 +59,11 @@ fn fixed_time_in_the_spring_gap_runs_once_after_it() {
 fn fixed_time_in_the_autumn_overlap_runs_once_and_hourly_runs_twice() {
     // 2026-10-25 03:00 CEST falls back to 02:00 CET: 02:30 happens twice.
     let daily = cron("30 2 * * *", "Europe/Berlin");
-    let ticks = daily.ticks_between(
-        utc("2026-10-24T12:00:00Z"),
-        utc("2026-10-25T12:00:00Z"),
-        10,
-    );
+    let ticks = daily.ticks_between(utc("2026-10-24T12:00:00Z"), utc("2026-10-25T12:00:00Z"), 10);
     assert_eq!(shown(&ticks), ["2026-10-25T00:30:00.000Z"]);
 
     let hourly = cron("@hourly", "Europe/Berlin");
-    let ticks = hourly.ticks_between(
-        utc("2026-10-24T23:30:00Z"),
-        utc("2026-10-25T02:30:00Z"),
-        10,
-    );
+    let ticks = hourly.ticks_between(utc("2026-10-24T23:30:00Z"), utc("2026-10-25T02:30:00Z"), 10);
     // 02:00 CEST, 02:00 CET, 03:00 CET and 04:00 CET as one tick an hour of real time.
     assert_eq!(
         shown(&ticks),
@@ -102,7 +95,10 @@ fn invalid_cron_timezone_and_interval_are_gz_errors() {
         expr: "61 * * * *".into(),
         timezone: None,
     };
-    assert_eq!(Timing::of(&bad, 0).unwrap_err().code, ErrorCode::InvalidCron);
+    assert_eq!(
+        Timing::of(&bad, 0).unwrap_err().code,
+        ErrorCode::InvalidCron
+    );
     let bad = TriggerKind::Cron {
         expr: "0 6 * * *".into(),
         timezone: Some("Europe/Berln".into()),
@@ -132,7 +128,11 @@ fn every_ticks_stay_on_the_grid_of_their_anchor() {
     let timing = every(60_000, 1_000);
     assert_eq!(timing.next_after(0), Some(1_000));
     assert_eq!(timing.next_after(-59_000), Some(1_000));
-    assert_eq!(timing.next_after(-59_001), Some(-59_000), "before the anchor too");
+    assert_eq!(
+        timing.next_after(-59_001),
+        Some(-59_000),
+        "before the anchor too"
+    );
     assert_eq!(timing.next_after(1_000), Some(61_000));
     assert_eq!(timing.next_after(60_999), Some(61_000));
     assert_eq!(timing.next_after(61_000), Some(121_000));
@@ -197,7 +197,12 @@ fn cron_catchup_across_a_dst_change() {
     let timing = cron("@hourly", "Europe/Berlin");
     // Down from before the autumn change until 03:10 CET (02:10 UTC).
     let next = utc("2026-10-24T23:00:00Z");
-    let due = due(&timing, next, utc("2026-10-25T02:10:00Z"), Some(3 * 3_600_000));
+    let due = due(
+        &timing,
+        next,
+        utc("2026-10-25T02:10:00Z"),
+        Some(3 * 3_600_000),
+    );
     assert_eq!(
         shown(&due.fire),
         [
@@ -213,13 +218,21 @@ fn cron_catchup_across_a_dst_change() {
 #[test]
 fn overlap_policies_decide_as_named() {
     use OverlapAction::*;
-    for policy in [Overlap::Skip, Overlap::BufferOne, Overlap::CancelOther, Overlap::AllowAll] {
+    for policy in [
+        Overlap::Skip,
+        Overlap::BufferOne,
+        Overlap::CancelOther,
+        Overlap::AllowAll,
+    ] {
         assert_eq!(decide_overlap(policy, 0, false), Start, "{policy:?}");
     }
     assert_eq!(decide_overlap(Overlap::Skip, 1, false), Skip);
     assert_eq!(decide_overlap(Overlap::BufferOne, 1, false), Buffer);
     assert_eq!(decide_overlap(Overlap::BufferOne, 1, true), Skip);
-    assert_eq!(decide_overlap(Overlap::CancelOther, 2, false), CancelOthersAndStart);
+    assert_eq!(
+        decide_overlap(Overlap::CancelOther, 2, false),
+        CancelOthersAndStart
+    );
     assert_eq!(decide_overlap(Overlap::AllowAll, 3, true), Start);
 }
 
@@ -244,7 +257,10 @@ fn trigger_round_trips_through_json() {
             expr: "0 6 * * 1-5".into(),
             timezone: Some("Europe/Berlin".into()),
         },
-        inputs: serde_json::json!({"since": "24h"}).as_object().unwrap().clone(),
+        inputs: serde_json::json!({"since": "24h"})
+            .as_object()
+            .unwrap()
+            .clone(),
         overlap: Overlap::BufferOne,
         catchup_ms: Some(3_600_000),
     };
@@ -259,20 +275,104 @@ fn trigger_round_trips_through_json() {
 
 #[test]
 fn flags_make_the_same_triggers_as_a_file() {
-    let t = trigger_from_flags(Some("0 6 * * 1-5"), Some("Europe/Berlin"), None, None, Some("buffer_one"), Some("1h"))
+    let t = trigger_from_flags(
+        Some("0 6 * * 1-5"),
+        Some("Europe/Berlin"),
+        None,
+        None,
+        Some("buffer_one"),
+        Some("1h"),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(t.kind.describe(), "cron \"0 6 * * 1-5\" (Europe/Berlin)");
+    assert_eq!(
+        (t.overlap, t.catchup_ms),
+        (Overlap::BufferOne, Some(3_600_000))
+    );
+    let t = trigger_from_flags(None, None, Some("30s"), None, None, None)
         .unwrap()
         .unwrap();
-    assert_eq!(t.kind.describe(), "cron \"0 6 * * 1-5\" (Europe/Berlin)");
-    assert_eq!((t.overlap, t.catchup_ms), (Overlap::BufferOne, Some(3_600_000)));
-    let t = trigger_from_flags(None, None, Some("30s"), None, None, None).unwrap().unwrap();
     assert_eq!(t.kind, TriggerKind::Every { every_ms: 30_000 });
-    assert!(trigger_from_flags(None, None, None, None, None, None).unwrap().is_none());
+    assert!(trigger_from_flags(None, None, None, None, None, None)
+        .unwrap()
+        .is_none());
     let code = |r: Result<Option<Trigger>, GzError>| r.unwrap_err().code;
-    assert_eq!(code(trigger_from_flags(Some("* * *"), None, None, None, None, None)), ErrorCode::InvalidCron);
-    assert_eq!(code(trigger_from_flags(Some("@daily"), Some("Mars/Base"), None, None, None, None)), ErrorCode::UnknownTimeZone);
-    assert_eq!(code(trigger_from_flags(None, None, Some("0.5s"), None, None, None)), ErrorCode::IntervalTooShort);
-    assert_eq!(code(trigger_from_flags(None, None, None, Some("a b"), None, None)), ErrorCode::InvalidTrigger);
-    assert_eq!(code(trigger_from_flags(Some("@daily"), None, Some("1m"), None, None, None)), ErrorCode::InvalidTrigger);
-    assert_eq!(code(trigger_from_flags(None, Some("UTC"), Some("1m"), None, None, None)), ErrorCode::InvalidTrigger);
-    assert_eq!(code(trigger_from_flags(None, None, Some("1m"), None, Some("sometimes"), None)), ErrorCode::InvalidTrigger);
+    assert_eq!(
+        code(trigger_from_flags(
+            Some("* * *"),
+            None,
+            None,
+            None,
+            None,
+            None
+        )),
+        ErrorCode::InvalidCron
+    );
+    assert_eq!(
+        code(trigger_from_flags(
+            Some("@daily"),
+            Some("Mars/Base"),
+            None,
+            None,
+            None,
+            None
+        )),
+        ErrorCode::UnknownTimeZone
+    );
+    assert_eq!(
+        code(trigger_from_flags(
+            None,
+            None,
+            Some("0.5s"),
+            None,
+            None,
+            None
+        )),
+        ErrorCode::IntervalTooShort
+    );
+    assert_eq!(
+        code(trigger_from_flags(
+            None,
+            None,
+            None,
+            Some("a b"),
+            None,
+            None
+        )),
+        ErrorCode::InvalidTrigger
+    );
+    assert_eq!(
+        code(trigger_from_flags(
+            Some("@daily"),
+            None,
+            Some("1m"),
+            None,
+            None,
+            None
+        )),
+        ErrorCode::InvalidTrigger
+    );
+    assert_eq!(
+        code(trigger_from_flags(
+            None,
+            Some("UTC"),
+            Some("1m"),
+            None,
+            None,
+            None
+        )),
+        ErrorCode::InvalidTrigger
+    );
+    assert_eq!(
+        code(trigger_from_flags(
+            None,
+            None,
+            Some("1m"),
+            None,
+            Some("sometimes"),
+            None
+        )),
+        ErrorCode::InvalidTrigger
+    );
 }

@@ -54,7 +54,13 @@ impl StoringStarter {
     }
 
     async fn finish_all(&self) {
-        let ids: Vec<String> = self.started.lock().unwrap().iter().map(|(id, _)| id.clone()).collect();
+        let ids: Vec<String> = self
+            .started
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
             finish(self.store.as_ref(), &id, WorkflowState::Completed).await;
         }
@@ -128,7 +134,10 @@ fn every(seconds: u64, overlap: Overlap, catchup_ms: Option<u64>) -> Trigger {
         kind: TriggerKind::Every {
             every_ms: seconds * 1000,
         },
-        inputs: serde_json::json!({"since": "24h"}).as_object().unwrap().clone(),
+        inputs: serde_json::json!({"since": "24h"})
+            .as_object()
+            .unwrap()
+            .clone(),
         overlap,
         catchup_ms,
     }
@@ -146,10 +155,17 @@ async fn setup_on(store: Arc<dyn Store>, trigger: Trigger) -> Setup {
     let clock = ManualClock::at(T0);
     let starter = StoringStarter::new(store.clone());
     let ticker = Ticker::new(store.clone(), clock.clone(), starter.clone());
-    let records = register(store.as_ref(), &workflow(), &[trigger], Some("flow.yaml".into()), Some("alice".into()), T0)
-        .await
-        .unwrap()
-        .schedules;
+    let records = register(
+        store.as_ref(),
+        &workflow(),
+        &[trigger],
+        Some("flow.yaml".into()),
+        Some("alice".into()),
+        T0,
+    )
+    .await
+    .unwrap()
+    .schedules;
     Setup {
         id: records[0].id.clone(),
         store,
@@ -180,18 +196,27 @@ async fn an_every_schedule_fires_each_tick_once_with_its_inputs_and_trigger() {
     assert!(s.at(5).await.is_empty(), "nothing before the first tick");
     let first = s.at(10).await;
     assert_eq!(first.len(), 1);
-    assert!(s.at(10).await.is_empty(), "a turn at the same time fires nothing more");
+    assert!(
+        s.at(10).await.is_empty(),
+        "a turn at the same time fires nothing more"
+    );
     s.at(20).await;
     assert_eq!(
         s.starter.ticks(),
-        ["every 2026-01-01T00:00:10.000Z", "every 2026-01-01T00:00:20.000Z"]
+        [
+            "every 2026-01-01T00:00:10.000Z",
+            "every 2026-01-01T00:00:20.000Z"
+        ]
     );
     let run = s.store.workflow(&first[0]).await.unwrap().unwrap();
     assert_eq!(run.spec.inputs["since"], "24h", "the trigger's inputs win");
     assert!(run.spec.triggers.is_empty());
     assert_eq!(run.submitted_by.as_deref(), Some("alice"));
     let trigger = run.spec.trigger.unwrap();
-    assert_eq!((trigger.kind.as_str(), trigger.id.as_str()), ("every", s.id.as_str()));
+    assert_eq!(
+        (trigger.kind.as_str(), trigger.id.as_str()),
+        ("every", s.id.as_str())
+    );
     let schedule = s.schedule().await;
     assert_eq!(schedule.fired, 2);
     assert_eq!(schedule.next_fire_ms, Some(T0 + 30_000));
@@ -210,7 +235,10 @@ async fn skip_drops_ticks_while_a_run_outlasts_its_interval() {
     assert_eq!(s.at(40).await.len(), 1);
     assert_eq!(
         s.starter.ticks(),
-        ["every 2026-01-01T00:00:10.000Z", "every 2026-01-01T00:00:40.000Z"]
+        [
+            "every 2026-01-01T00:00:10.000Z",
+            "every 2026-01-01T00:00:40.000Z"
+        ]
     );
     let schedule = s.schedule().await;
     assert_eq!((schedule.fired, schedule.skipped), (2, 2));
@@ -226,10 +254,17 @@ async fn buffer_one_keeps_one_tick_and_starts_it_when_the_run_ends() {
     assert_eq!(s.schedule().await.buffered_tick_ms, Some(T0 + 20_000));
     assert!(s.at(35).await.is_empty(), "still running");
     s.starter.finish_all().await;
-    assert_eq!(s.at(36).await.len(), 1, "the buffered tick starts when the run ended");
+    assert_eq!(
+        s.at(36).await.len(),
+        1,
+        "the buffered tick starts when the run ended"
+    );
     assert_eq!(
         s.starter.ticks(),
-        ["every 2026-01-01T00:00:10.000Z", "every 2026-01-01T00:00:20.000Z"]
+        [
+            "every 2026-01-01T00:00:10.000Z",
+            "every 2026-01-01T00:00:20.000Z"
+        ]
     );
     let schedule = s.schedule().await;
     assert_eq!(schedule.buffered_tick_ms, None);
@@ -253,7 +288,13 @@ async fn allow_all_starts_every_tick_however_many_run() {
     for t in [10, 20, 30] {
         assert_eq!(s.at(t).await.len(), 1);
     }
-    assert_eq!(unfinished_runs(s.store.as_ref(), &s.id).await.unwrap().len(), 3);
+    assert_eq!(
+        unfinished_runs(s.store.as_ref(), &s.id)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -273,7 +314,11 @@ async fn a_scheduler_down_over_ticks_fires_those_within_catchup() {
     let started = s.at(630).await;
     assert_eq!(
         s.starter.ticks(),
-        ["every 2026-01-01T00:08:00.000Z", "every 2026-01-01T00:09:00.000Z", "every 2026-01-01T00:10:00.000Z"]
+        [
+            "every 2026-01-01T00:08:00.000Z",
+            "every 2026-01-01T00:09:00.000Z",
+            "every 2026-01-01T00:10:00.000Z"
+        ]
     );
     assert_eq!(started.len(), 3);
     assert_eq!(s.schedule().await.skipped, 7);
@@ -284,11 +329,19 @@ async fn paused_schedules_do_not_fire_and_resume_on_the_next_tick() {
     let s = setup(every(10, Overlap::AllowAll, None)).await;
     let mut schedule = s.schedule().await;
     schedule.paused = true;
-    assert!(s.store.put_schedule(&schedule, Some(schedule.version)).await.unwrap());
+    assert!(s
+        .store
+        .put_schedule(&schedule, Some(schedule.version))
+        .await
+        .unwrap());
     assert!(s.at(10).await.is_empty());
     let mut schedule = s.schedule().await;
     schedule.paused = false;
-    assert!(s.store.put_schedule(&schedule, Some(schedule.version)).await.unwrap());
+    assert!(s
+        .store
+        .put_schedule(&schedule, Some(schedule.version))
+        .await
+        .unwrap());
     // Still the stored next fire of 10 s; at 11 s it is on time.
     assert_eq!(s.at(11).await.len(), 1);
 }
@@ -314,8 +367,15 @@ async fn run_now_and_backfill() {
     let s = setup(every(10, Overlap::AllowAll, None)).await;
     s.clock.set(T0 + 5_000);
     let run = s.ticker.run_now(&s.id[..8]).await.unwrap();
-    assert_eq!(s.schedule().await.last_run_id.as_deref(), Some(run.as_str()));
-    let report = s.ticker.backfill(&s.id, T0 - 60_000, T0 - 30_000).await.unwrap();
+    assert_eq!(
+        s.schedule().await.last_run_id.as_deref(),
+        Some(run.as_str())
+    );
+    let report = s
+        .ticker
+        .backfill(&s.id, T0 - 60_000, T0 - 30_000)
+        .await
+        .unwrap();
     assert_eq!(report.ticks, 4);
     assert_eq!(report.started.len(), 4);
     assert_eq!(
@@ -331,8 +391,16 @@ async fn run_now_and_backfill() {
 
     let error = s.ticker.backfill(&s.id, T0, T0 - 1).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidBackfillRange);
-    let error = s.ticker.backfill(&s.id, T0, T0 + 86_400_000).await.unwrap_err();
-    assert_eq!(error.code, ErrorCode::InvalidBackfillRange, "too many ticks");
+    let error = s
+        .ticker
+        .backfill(&s.id, T0, T0 + 86_400_000)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code,
+        ErrorCode::InvalidBackfillRange,
+        "too many ticks"
+    );
     let error = s.ticker.run_now("sch_nope").await.unwrap_err();
     assert_eq!(error.code, ErrorCode::ScheduleNotFound);
 }
@@ -341,7 +409,10 @@ async fn run_now_and_backfill() {
 async fn backfill_respects_the_overlap_policy() {
     let s = setup(every(10, Overlap::Skip, None)).await;
     let report = s.ticker.backfill(&s.id, T0 - 40_000, T0 - 1).await.unwrap();
-    assert_eq!((report.ticks, report.started.len(), report.skipped), (4, 1, 3));
+    assert_eq!(
+        (report.ticks, report.started.len(), report.skipped),
+        (4, 1, 3)
+    );
 }
 
 #[tokio::test]
@@ -363,7 +434,10 @@ async fn webhooks_are_unique_and_have_no_ticks() {
     let (name, secret) = &registered.hook_secrets[0];
     assert_eq!(name, "new-ticket");
     assert!(secret.starts_with("ghs_") && secret.len() > 60);
-    assert_eq!(records[0].hook_secret_sha256.as_deref(), Some(hash_secret(secret).as_str()));
+    assert_eq!(
+        records[0].hook_secret_sha256.as_deref(),
+        Some(hash_secret(secret).as_str())
+    );
     let error = register(store.as_ref(), &workflow(), &[hook], None, None, T0)
         .await
         .unwrap_err();
@@ -371,9 +445,14 @@ async fn webhooks_are_unique_and_have_no_ticks() {
     let clock = ManualClock::at(T0 + 3_600_000);
     let ticker = Ticker::new(store.clone(), clock, StoringStarter::new(store.clone()));
     assert!(ticker.turn().await.unwrap().is_empty());
-    let error = ticker.backfill(&records[0].id, T0, T0 + 1).await.unwrap_err();
+    let error = ticker
+        .backfill(&records[0].id, T0, T0 + 1)
+        .await
+        .unwrap_err();
     assert_eq!(error.code, ErrorCode::ScheduleNotRunnable);
-    let error = register(store.as_ref(), &workflow(), &[], None, None, T0).await.unwrap_err();
+    let error = register(store.as_ref(), &workflow(), &[], None, None, T0)
+        .await
+        .unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidTrigger);
 }
 
