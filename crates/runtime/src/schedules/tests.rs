@@ -426,9 +426,16 @@ async fn webhooks_are_unique_and_have_no_ticks() {
         overlap: Overlap::AllowAll,
         catchup_ms: None,
     };
-    let registered = register(store.as_ref(), &workflow(), &[hook.clone()], None, None, T0)
-        .await
-        .unwrap();
+    let registered = register(
+        store.as_ref(),
+        &workflow(),
+        std::slice::from_ref(&hook),
+        None,
+        None,
+        T0,
+    )
+    .await
+    .unwrap();
     let records = registered.schedules;
     assert_eq!(records[0].next_fire_ms, None);
     let (name, secret) = &registered.hook_secrets[0];
