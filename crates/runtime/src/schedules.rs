@@ -136,6 +136,18 @@ pub async fn register(
             "Add a `triggers:` list to the file, or give one with --cron, --every or --webhook.",
         ));
     }
+    if triggers
+        .iter()
+        .any(|t| matches!(t.kind, TriggerKind::Folder { .. }))
+    {
+        return Err(GzError::new(
+            ErrorCode::InvalidTrigger,
+            "folder triggers cannot be registered as schedules yet",
+        )
+        .with_hint(
+            "Register the file's other triggers with --cron, --every or --webhook, one at a time.",
+        ));
+    }
     let existing = store.schedules().await?;
     let mut spec = workflow.clone();
     spec.triggers.clear();
@@ -376,6 +388,8 @@ impl Ticker {
             // Another scheduler advanced it first: the ticks are its to fire.
             return Ok(Vec::new());
         }
+        // Claimed, but no run is stored yet: a crash here loses these ticks.
+        fail::fail_point!("ticker.claimed");
         self.counters
             .skipped
             .fetch_add(plan.skipped, Ordering::Relaxed);
