@@ -46,6 +46,7 @@ Follow and inspect:
 Server and scale-out:
   serve         The server: REST API, web dashboard, live events (also: start, hub, dev, dev start)
   submit        Hand workflow files to the server (also: workflow submit|status|list|get|cancel|resume)
+  schedule      Schedules and webhooks that start workflows: add, list, pause, resume, remove, run-now, backfill
   worker        A worker node taking tasks from Redis (also: components exec|all)
   nodes         Worker nodes: labels, load, heartbeat
   dead-letters  Tasks that killed worker nodes: list, retry, drop

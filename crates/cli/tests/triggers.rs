@@ -90,6 +90,23 @@ fn serve_fires_an_every_second_schedule_and_lists_its_runs() {
         Some(7),
         "fibonacci(7): the trigger's input, not the default: {view}"
     );
+    let events = env
+        .run(&[
+            "--server",
+            s,
+            "--json",
+            "events",
+            "--workflow",
+            run["id"].as_str().unwrap(),
+        ])
+        .ok();
+    let started: Value = events
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["type"] == "workflow_started")
+        .unwrap_or_else(|| panic!("no workflow_started in {}", events.stdout));
+    assert_eq!(started["data"]["trigger"]["id"], id.as_str(), "{started}");
     let human = env
         .run(&["--server", s, "get", run["id"].as_str().unwrap()])
         .ok();

@@ -306,6 +306,26 @@ async fn list_workflows(
             })?,
         ),
     };
+    // A schedule id or prefix, among the schedules the caller reaches; the
+    // full id of a removed schedule still lists its runs (the owner filter
+    // below keeps them to the caller's).
+    let schedule = match query.schedule.as_deref().filter(|s| !s.is_empty()) {
+        Some(id) => Some(
+            match crate::schedules::visible_schedule(
+                &state,
+                &principal,
+                id,
+                Permission::ReadWorkflows,
+            )
+            .await
+            {
+                Ok(found) => found.id,
+                Err(e) if e.error.code == ErrorCode::ScheduleNotFound => id.to_string(),
+                Err(e) => return Err(e),
+            },
+        ),
+        None => None,
+    };
     let limit = query.limit.unwrap_or(20).clamp(1, 1000);
     let offset = query.offset.unwrap_or(0);
     let workflows = state
@@ -316,7 +336,7 @@ async fn list_workflows(
             submitted_by: principal.owner_filter(Permission::ReadWorkflows),
             limit,
             offset,
-            schedule: query.schedule.clone().filter(|s| !s.is_empty()),
+            schedule,
         })
         .await
         .map_err(GzError::from)?;

@@ -103,7 +103,7 @@ impl HookLimiter {
 
 /// The schedule `id` names if the caller reaches it with `permission`;
 /// another user's schedule answers exactly like a missing one.
-async fn visible_schedule(
+pub(crate) async fn visible_schedule(
     state: &AppState,
     principal: &Principal,
     id: &str,

@@ -1295,7 +1295,7 @@ async fn schedules_are_registered_listed_paused_and_removed() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started:#}");
     let run = started["workflow_id"].as_str().unwrap().to_string();
-    let (_, runs) = get(&router, &format!("/api/v1/workflows?schedule={id}")).await;
+    let (_, runs) = get(&router, &format!("/api/v1/workflows?schedule={}", &id[..8])).await;
     assert_eq!(runs["workflows"][0]["id"], run.as_str());
     let (_, view) = get(&router, &format!("/api/v1/workflows/{run}")).await;
     assert_eq!(view["trigger"]["kind"], "run_now");

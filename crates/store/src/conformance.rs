@@ -125,6 +125,7 @@ fn every_kind(workflow_id: &str) -> Vec<Event> {
             name: "flow".into(),
             total_tasks: 3,
             resumed: true,
+            trigger: None,
         }),
         EventPayload::WorkflowProgress(WorkflowProgress {
             completed_tasks: 1,

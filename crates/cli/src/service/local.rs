@@ -130,7 +130,22 @@ impl WorkflowService for LocalService {
         offset: usize,
     ) -> Result<Vec<WorkflowSummary>, GzError> {
         let store = self.store().await?;
-        let schedule = gleitzeit_store::find_schedule(store.as_ref(), schedule).await?;
+        // The full id of a removed schedule still lists its runs.
+        let schedule = match gleitzeit_store::find_schedule(store.as_ref(), schedule).await {
+            Ok(found) => found,
+            Err(e) if e.code == ErrorCode::ScheduleNotFound => {
+                return Ok(store
+                    .list_workflows(&ListFilter {
+                        submitted_by: None,
+                        state,
+                        limit,
+                        offset,
+                        schedule: Some(schedule.to_string()),
+                    })
+                    .await?)
+            }
+            Err(e) => return Err(e),
+        };
         Ok(store
             .list_workflows(&ListFilter {
                 submitted_by: None,
