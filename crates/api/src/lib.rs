@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod schedules;
 pub mod stats;
 pub mod system;
 pub mod views;

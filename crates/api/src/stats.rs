@@ -101,6 +101,7 @@ pub async fn stats_of(
             submitted_by: Some(user.to_string()),
             limit: 0,
             offset: 0,
+            schedule: None,
         })
         .await?;
     let mut workflows: BTreeMap<String, u64> = BTreeMap::new();

@@ -76,6 +76,9 @@ pub struct WorkflowView {
     #[schema(value_type = Option<ErrorView>)]
     pub error: Option<GzError>,
     pub usage: Usage,
+    /// What started it, when a schedule, webhook or folder did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<gleitzeit_core::triggers::RunTrigger>,
     pub tasks: Vec<TaskView>,
 }
 
@@ -96,6 +99,7 @@ impl WorkflowView {
             cancel_requested: record.cancel_requested,
             error: record.error.clone(),
             usage: usage(tasks),
+            trigger: record.spec.trigger.clone(),
             tasks: {
                 // By position first (records keep the spec's order), by id
                 // when that does not match: linear for any workflow size.

@@ -32,6 +32,8 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// Skip this many (newest first).
     pub offset: Option<usize>,
+    /// Only the runs this schedule started.
+    pub schedule: Option<String>,
 }
 
 /// A workflow as lists show it: its counts, not its tasks.

@@ -427,6 +427,8 @@ pub async fn run_batch(
             .collect(),
         outputs: Default::default(),
         budget: None,
+        triggers: Vec::new(),
+        trigger: None,
         // The folder named on the command line is readable as well as the
         // working directory and `files.roots`.
         access: Some({

@@ -153,6 +153,16 @@ impl Client {
         Err(error)
     }
 
+    pub async fn delete_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, GzError> {
+        let answer = self
+            .answer(self.http.delete(format!("{}{path}", self.base)))
+            .await?;
+        self.read(path, answer)
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value, GzError> {
         self.answer(self.http.get(format!("{}{path}", self.base)))
             .await

@@ -291,6 +291,8 @@ pub fn single_task_workflow(
         tasks: vec![single_task(id, method, params)],
         outputs: Default::default(),
         budget: None,
+        triggers: Vec::new(),
+        trigger: None,
         access: None,
     }
 }

@@ -51,6 +51,7 @@ Follow and inspect:
 Server and scale-out:
   serve         The server: REST API, web dashboard, live events (also: start, hub, dev, dev start)
   submit        Hand workflow files to the server (also: workflow submit|status|list|get|cancel|resume)
+  schedule      Schedules and webhooks that start workflows: add, list, pause, resume, remove, run-now, backfill
   worker        A worker node taking tasks from Redis (also: components exec|all)
   nodes         Worker nodes: labels, load, heartbeat
   dead-letters  Tasks that killed worker nodes: list, retry, drop
@@ -170,6 +171,9 @@ pub enum Command {
     /// Stored results of tasks with `cache:`: clear, stats
     #[command(subcommand)]
     Cache(commands::cache::CacheCommand),
+    /// Triggers that start workflows by themselves: add, list, pause, resume, remove, run-now, backfill
+    #[command(subcommand)]
+    Schedule(commands::schedule::ScheduleCommand),
     /// Workflow commands under one name (seed 002): submit, status, list, get, cancel, resume
     #[command(subcommand, hide = true)]
     Workflow(WorkflowCommand),

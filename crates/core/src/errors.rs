@@ -276,8 +276,31 @@ registry! {
         "Workflow budget used up", "The workflow's LLM calls reached its `budget:`; raise it, or use a smaller model or shorter prompts. `gleitzeit get ID` shows the usage per task.";
     InputLimitExceeded = 3033, Workflow, Medium, false,
         "Input exceeds a limit (nesting depth, alias expansion, task count, id length)", "Simplify the input, or raise the `limits.*` setting the message names in the config of the process that reads it.";
+    InvalidTrigger = 3060, Workflow, Medium, false,
+        "Trigger is invalid", "Each entry of `triggers:` has exactly one of cron, every, webhook or folder, plus optional inputs, overlap (skip|buffer_one|cancel_other|allow_all) and catchup (a duration).";
+    InvalidCron = 3061, Workflow, Medium, false,
+        "Cron expression is invalid", "Write five fields `minute hour day-of-month month day-of-week` (seconds may come first as a sixth), e.g. \"0 6 * * 1-5\", or @hourly, @daily, @weekly, @monthly, @yearly.";
+    UnknownTimeZone = 3062, Workflow, Medium, false,
+        "Unknown time zone", "Use an IANA time zone name such as Europe/Berlin, America/New_York or UTC.";
+    IntervalTooShort = 3063, Workflow, Medium, false,
+        "Schedule interval is invalid or under one second", "Write `every:` as a duration of at least one second, e.g. 30s, 15m, 1h.";
+    ScheduleNotFound = 3064, Workflow, Low, false,
+        "Schedule not found", "List schedules with `gleitzeit schedule list`; ids can be shortened to a unique prefix.";
+    HookNotFound = 3065, Workflow, Low, false,
+        "No webhook of that name", "Register it with `gleitzeit schedule add FILE` (a `webhook:` trigger) or `--webhook NAME`; `gleitzeit schedule list` shows the hooks.";
+    HookBodyInvalid = 3066, Workflow, Medium, false,
+        "Webhook body is invalid", "Send a JSON object (Content-Type: application/json) or a form (application/x-www-form-urlencoded) whose keys are inputs the workflow declares.";
+    InvalidBackfillRange = 3067, Workflow, Low, false,
+        "Backfill range is invalid", "Give --from and --to as RFC 3339 times (2026-01-01T00:00:00Z) or dates, with --from before --to; a backfill starts at most 1000 runs.";
+    ScheduleNotRunnable = 3068, Workflow, Low, false,
+        "The schedule cannot start this run", "Webhook and folder triggers have no ticks to backfill; a paused schedule starts nothing until `gleitzeit schedule resume ID`.";
     BatchNoFiles = 3030, Workflow, Low, false,
         "Batch folder has no matching files", "Check the folder and --pattern/--extensions/--type (add --recursive for subfolders); `gleitzeit discover DIR` lists what a folder holds.";
+
+    TickFailed = 2100, Execution, Medium, true,
+        "A scheduled tick could not start its run", "Read the message; the scheduler keeps running and tries the next tick. `gleitzeit schedule list` shows each schedule's last outcome.";
+    HookRateLimited = 2101, Execution, Low, true,
+        "Webhook called too often", "Wait for the time the Retry-After header gives; each hook accepts a limited number of calls per minute.";
 
     AuthRequired = 4001, Auth, High, false,
         "Authentication required", "Pass an API key with --api-key, GLEITZEIT_API_KEY or `gleitzeit auth login`.";
@@ -293,6 +316,9 @@ registry! {
         "Stream ticket is unknown, used or expired", "Get a new one with your key (POST /api/v1/stream-tickets); each ticket opens one stream, within 30 seconds.";
     KeyInUrl = 4007, Auth, High, false,
         "API keys are not accepted in URLs", "Send the key in the Authorization header; browsers' EventSource and WebSocket open streams with a ticket (POST /api/v1/stream-tickets, then ?ticket=).";
+
+    HookUnauthorized = 4010, Auth, High, false,
+        "Webhook call not authorized", "Send a SERVICE key (Authorization: Bearer gzt_…) or the hook's secret (X-Gleitzeit-Hook-Secret header).";
 
     FileNotFound = 5001, Storage, Medium, false,
         "Requested file does not exist", "Check the file path and that the file exists.";

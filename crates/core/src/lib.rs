@@ -17,6 +17,7 @@ pub mod model;
 pub mod parse;
 pub mod refs;
 pub mod scheduler;
+pub mod triggers;
 pub mod yaml;
 
 pub use errors::{ErrorCode, GzError};

@@ -29,6 +29,14 @@ pub struct Workflow {
     /// submitter's role); `None` means the running process's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::access::FileAccess>,
+    /// What starts it by itself (`triggers:`): registered with
+    /// `schedule add`, never acted on by `run`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<crate::triggers::Trigger>,
+    /// What started this run, when a trigger did. Set by whoever starts it,
+    /// never read from a workflow file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::triggers::RunTrigger>,
 }
 
 /// `budget: {tokens: 100000, cost: 2.5}` (cost in USD).

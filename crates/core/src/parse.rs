@@ -8,10 +8,12 @@ mod graph;
 mod references;
 mod sub_workflows;
 mod tasks;
+mod triggers;
 
 pub use diagnostics::{suggest, Diagnostic};
 pub use fields::parse_duration;
 pub use sub_workflows::{Includes, NoIncludes};
+pub use triggers::valid_hook_name;
 
 use crate::errors::{ErrorCode, GzError};
 use crate::limits::Limits;
@@ -136,6 +138,7 @@ fn load_nested(
     let budget = root
         .get("budget")
         .and_then(|node| fields::parse_budget(node, &mut ctx));
+    let triggers = triggers::read_triggers(&mut ctx, text, root.get("triggers"), &header.inputs);
     references::check_task_references(
         &mut ctx,
         text,
@@ -154,6 +157,8 @@ fn load_nested(
         outputs,
         budget,
         access: None,
+        triggers,
+        trigger: None,
     })
 }
 

@@ -13,6 +13,7 @@ mod call;
 mod execution;
 pub mod health;
 mod live;
+pub mod schedules;
 mod scope;
 
 pub use call::{RemoteExecutor, TaskCall};

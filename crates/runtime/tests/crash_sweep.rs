@@ -376,3 +376,163 @@ fn sweep(store_points: &[&str], fresh: impl Fn(&dyn Fn(Backend) -> Scenario) -> 
         crashed_at.join(", ")
     );
 }
+
+/// The tick sweep's child: registers an every-1s schedule (once) and runs
+/// the ticker's turn at 1 s with a clock of its own; in phase 2 also at 2 s.
+/// Prints how many runs each tick has.
+#[test]
+#[ignore = "the tick sweep's child process; the sweep runs it"]
+fn tick_child() {
+    let Ok(db) = std::env::var("TICK_SWEEP_DB") else {
+        return;
+    };
+    let phase2 = std::env::var("TICK_SWEEP_PHASE").as_deref() == Ok("2");
+    let scenario = fail::FailScenario::setup();
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("crashing: {info}");
+        std::process::abort();
+    }));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let summary = rt.block_on(async {
+        use gleitzeit_runtime::schedules::{register, Clock, RunStarter, Ticker};
+        const T0: i64 = 1_767_225_600_000;
+        struct At(i64);
+        impl Clock for At {
+            fn now_ms(&self) -> i64 {
+                self.0
+            }
+        }
+        struct Submit(Runtime);
+        #[async_trait::async_trait]
+        impl RunStarter for Submit {
+            async fn start(
+                &self,
+                workflow: gleitzeit_core::Workflow,
+                source: Option<String>,
+                by: Option<String>,
+            ) -> Result<String, gleitzeit_core::GzError> {
+                self.0.submit_as(workflow, source, by).await
+            }
+            async fn cancel(&self, _: &str) -> Result<(), gleitzeit_core::GzError> {
+                Ok(())
+            }
+        }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions::new(&db)).unwrap());
+        let mut registry = Registry::new();
+        registry.register(Arc::new(FunctionProvider));
+        let runtime = Runtime::new(store.clone(), registry, RuntimeConfig::default());
+        if store.schedules().await.unwrap().is_empty() {
+            let workflow = parse::load(
+                "name: ticking\ntriggers:\n  - every: 1s\n    overlap: allow_all\ntasks:\n  - id: a\n    method: fibonacci\n    parameters: {n: 3}\n",
+                "tick.yaml",
+                runtime.registry(),
+                &Map::new(),
+            )
+            .unwrap();
+            let triggers = workflow.triggers.clone();
+            register(store.as_ref(), &workflow, &triggers, None, None, T0)
+                .await
+                .unwrap();
+        }
+        let mut times = vec![T0 + 1000];
+        if phase2 {
+            times.push(T0 + 2000);
+        }
+        for now in times {
+            let ticker = Ticker::new(
+                store.clone(),
+                Arc::new(At(now)),
+                Arc::new(Submit(runtime.clone())),
+            );
+            ticker.turn().await.unwrap();
+        }
+        let mut ticks: BTreeMap<String, u64> = BTreeMap::new();
+        for summary in store.list_workflows(&ListFilter::default()).await.unwrap() {
+            let run = store.workflow(&summary.id).await.unwrap().unwrap();
+            *ticks.entry(run.spec.trigger.unwrap().tick).or_default() += 1;
+        }
+        let schedule = &store.schedules().await.unwrap()[0];
+        json!({"ticks": ticks, "fired": schedule.fired})
+    });
+    println!("SUMMARY {summary}");
+    scenario.teardown();
+}
+
+fn tick_child_process(db: &Path, phase2: bool, failpoints: Option<&str>) -> Output {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "tick_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TICK_SWEEP_DB", db)
+        .env("TICK_SWEEP_PHASE", if phase2 { "2" } else { "1" })
+        .env_remove("CRASH_SWEEP_DB")
+        .env_remove("CRASH_SWEEP_REDIS_PREFIX")
+        .env_remove("FAILPOINTS");
+    if let Some(failpoints) = failpoints {
+        command.env("FAILPOINTS", failpoints);
+    }
+    command.output().unwrap()
+}
+
+/// A scheduler killed at any durable step of a tick, then restarted: the
+/// tick has at most one run (a claim committed before the crash loses it,
+/// one not committed fires it on restart), and the next tick fires once.
+#[test]
+fn a_crash_at_a_tick_never_fires_it_twice() {
+    let mut crashed = 0;
+    for point in [
+        "ticker.claimed",
+        "sqlite.before_commit",
+        "sqlite.after_commit",
+    ] {
+        for skip in 0usize.. {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("g.db");
+            let failpoints = format!("{point}={skip}*off->panic");
+            let first = tick_child_process(&db, false, Some(&failpoints));
+            if first.status.success() {
+                break;
+            }
+            assert!(
+                String::from_utf8_lossy(&first.stderr).contains("crashing"),
+                "{failpoints}: died of something else: {}",
+                String::from_utf8_lossy(&first.stderr)
+            );
+            crashed += 1;
+            let resumed = tick_child_process(&db, true, None);
+            let summary = summary_of(&resumed).unwrap_or_else(|| {
+                panic!(
+                    "{failpoints}: the restart printed no summary: {}",
+                    String::from_utf8_lossy(&resumed.stderr)
+                )
+            });
+            let ticks = summary["ticks"].as_object().unwrap();
+            for (tick, runs) in ticks {
+                assert_eq!(
+                    runs.as_u64(),
+                    Some(1),
+                    "{failpoints}: tick {tick} ran {runs} times: {summary}"
+                );
+            }
+            assert_eq!(
+                ticks.get("2026-01-01T00:00:02.000Z"),
+                Some(&json!(1)),
+                "{failpoints}: the next tick fires once: {summary}"
+            );
+            assert!(
+                summary["fired"].as_u64().unwrap() >= ticks.len() as u64,
+                "{summary}"
+            );
+        }
+    }
+    assert!(crashed >= 4, "the sweep crashed only {crashed} times");
+}

@@ -46,6 +46,7 @@ use utoipa_axum::routes;
     ),
     tags(
         (name = "workflows", description = "Submit, list, inspect, cancel and resume workflows"),
+        (name = "schedules", description = "Schedules (cron, intervals) and webhooks that start workflows by themselves"),
         (name = "events", description = "Live events: SSE, WebSocket (and Socket.IO at /socket.io/)"),
         (name = "system", description = "Health, metrics, providers, functions and the error registry"),
         (name = "auth", description = "The caller, users, API keys and the audit log")
@@ -66,6 +67,19 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events_head))
         .routes(routes!(events_ws))
         .routes(routes!(create_stream_ticket))
+        .routes(routes!(
+            crate::schedules::add_schedule,
+            crate::schedules::list_schedules
+        ))
+        .routes(routes!(
+            crate::schedules::get_schedule,
+            crate::schedules::remove_schedule
+        ))
+        .routes(routes!(crate::schedules::pause_schedule))
+        .routes(routes!(crate::schedules::resume_schedule))
+        .routes(routes!(crate::schedules::run_now))
+        .routes(routes!(crate::schedules::backfill))
+        .routes(routes!(crate::schedules::call_hook))
         .routes(routes!(stats))
         .routes(routes!(list_providers))
         .routes(routes!(list_nodes))
@@ -290,6 +304,26 @@ async fn list_workflows(
             })?,
         ),
     };
+    // A schedule id or prefix, among the schedules the caller reaches; the
+    // full id of a removed schedule still lists its runs (the owner filter
+    // below keeps them to the caller's).
+    let schedule = match query.schedule.as_deref().filter(|s| !s.is_empty()) {
+        Some(id) => Some(
+            match crate::schedules::visible_schedule(
+                &state,
+                &principal,
+                id,
+                Permission::ReadWorkflows,
+            )
+            .await
+            {
+                Ok(found) => found.id,
+                Err(e) if e.error.code == ErrorCode::ScheduleNotFound => id.to_string(),
+                Err(e) => return Err(e),
+            },
+        ),
+        None => None,
+    };
     let limit = query.limit.unwrap_or(20).clamp(1, 1000);
     let offset = query.offset.unwrap_or(0);
     let workflows = state
@@ -300,6 +334,7 @@ async fn list_workflows(
             submitted_by: principal.owner_filter(Permission::ReadWorkflows),
             limit,
             offset,
+            schedule,
         })
         .await
         .map_err(GzError::from)?;
@@ -586,6 +621,7 @@ async fn events_head(
                     submitted_by: Some(user),
                     limit: 0,
                     offset: 0,
+                    schedule: None,
                 })
                 .await?;
             let mut newest = 0;
@@ -886,7 +922,11 @@ async fn health_check(
 )]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state.runtime.store().stats().await.map_err(GzError::from)?;
-    let text = state.metrics.render(&stats, state.runs.active_count());
+    let text = state.metrics.render(
+        &stats,
+        state.runs.active_count(),
+        state.ticker.counters().snapshot(),
+    );
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -117,6 +117,11 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
         // the visitor's key.
         (_, [""] | ["", "dashboard", _]) => return None,
         (_, ["", "api", "v1", "auth", "whoami"]) => ReadSystem,
+        // A hook authenticates its callers itself: a key, or the hook's
+        // secret (see `schedules::call_hook`).
+        ("POST", ["", "api", "v1", "hooks", _]) => return None,
+        ("GET", ["", "api", "v1", "schedules", ..]) => ReadWorkflows,
+        (_, ["", "api", "v1", "schedules", ..]) => SubmitWorkflow,
         ("POST", ["", "api", "v1", "workflows"]) => SubmitWorkflow,
         ("POST", ["", "api", "v1", "workflows", _, "cancel" | "resume"]) => CancelWorkflows,
         (_, ["", "api", "v1", "workflows", _, "events"]) => ReadEvents,

@@ -101,7 +101,12 @@ impl IntoResponse for ApiError {
 pub fn status_for(code: ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
-        WorkflowNotFound | TaskNotFound | FunctionNotFound | RouteNotFound => StatusCode::NOT_FOUND,
+        WorkflowNotFound | TaskNotFound | FunctionNotFound | RouteNotFound | ScheduleNotFound
+        | HookNotFound => StatusCode::NOT_FOUND,
+        ScheduleNotRunnable => StatusCode::CONFLICT,
+        HookBodyInvalid | InvalidBackfillRange => StatusCode::BAD_REQUEST,
+        HookUnauthorized => StatusCode::UNAUTHORIZED,
+        HookRateLimited => StatusCode::TOO_MANY_REQUESTS,
         WorkflowNotResumable => StatusCode::CONFLICT,
         RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         MalformedRequest | InvalidArgument | InvalidInput | ConfigInvalid => {

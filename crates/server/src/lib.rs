@@ -27,6 +27,7 @@ mod error;
 mod health;
 mod metrics;
 mod runs;
+mod schedules;
 mod shared;
 mod socketio;
 mod stream;
@@ -59,6 +60,10 @@ pub struct ServerConfig {
     pub trusted_proxy: Option<TrustedProxy>,
     /// Methods and files per role for submitted workflows.
     pub policy: gleitzeit_auth::policy::Policy,
+    /// Calls each webhook accepts per minute (429 beyond).
+    pub hook_calls_per_minute: u32,
+    /// How often the scheduler looks for due ticks.
+    pub tick_period: Duration,
 }
 
 /// `server.trusted_proxy_header` with `server.trusted_proxies`: the header is
@@ -79,6 +84,8 @@ impl Default for ServerConfig {
             cluster: None,
             trusted_proxy: None,
             policy: gleitzeit_auth::policy::Policy::default(),
+            hook_calls_per_minute: schedules::HOOK_CALLS_PER_MINUTE,
+            tick_period: Duration::from_millis(250),
         }
     }
 }
@@ -98,6 +105,9 @@ pub(crate) struct Shared {
     pub auth_changed: tokio::sync::watch::Sender<u64>,
     pub provider_health: health::ProviderCache,
     pub store_health: health::StoreCache,
+    /// Fires schedules; also starts the runs of webhooks and run-now.
+    pub ticker: gleitzeit_runtime::schedules::Ticker,
+    pub hook_limiter: schedules::HookLimiter,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -110,9 +120,20 @@ impl Server {
     pub fn new(runtime: Runtime, config: ServerConfig) -> Server {
         let metrics = metrics::Metrics::new();
         metrics.follow(runtime.subscribe());
+        let runs = runs::RunManager::new(runtime.clone());
+        let ticker = gleitzeit_runtime::schedules::Ticker::new(
+            runtime.store().clone(),
+            Arc::new(gleitzeit_runtime::schedules::SystemClock),
+            Arc::new(schedules::ServerStarter {
+                runtime: runtime.clone(),
+                runs: runs.clone(),
+            }),
+        );
         Server {
             state: Arc::new(Shared {
-                runs: runs::RunManager::new(runtime.clone()),
+                runs,
+                ticker,
+                hook_limiter: schedules::HookLimiter::default(),
                 runtime,
                 metrics,
                 config,
@@ -168,6 +189,13 @@ impl Server {
             runtime.drain();
             stopping.cancel();
         };
+        // Schedules fire from now until shutdown begins.
+        let ticker = tokio::spawn(
+            state
+                .ticker
+                .clone()
+                .run(state.config.tick_period, state.stopping.clone()),
+        );
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, service)
             .with_graceful_shutdown(signal)
@@ -180,6 +208,7 @@ impl Server {
             })?;
         state.runtime.drain();
         state.stopping.cancel();
+        let _ = ticker.await;
         if !state.runs.wait_idle(state.config.grace).await {
             tracing::warn!(
                 "grace period of {:?} passed with tasks still running; they run again on restart",

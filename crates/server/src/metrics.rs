@@ -58,6 +58,14 @@ pub(crate) struct Metrics {
     first_token: Family<ProviderLabel, Histogram>,
     llm_tokens: Family<KindLabel, Counter>,
     events: Family<TypeLabel, Counter>,
+    schedule_ticks: Family<OutcomeLabel, Counter>,
+    /// Serialises renders, which bring the tick counters up to the ticker's.
+    render_lock: Arc<std::sync::Mutex<()>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -127,6 +135,12 @@ impl Metrics {
             llm_cost,
         );
         registry.register("events", "Events announced, by type", events.clone());
+        let schedule_ticks = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "schedule_ticks",
+            "Schedule ticks handled by this server: fired (run started), skipped (overlap, or missed while down), failed (run could not start)",
+            schedule_ticks.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             workflows,
@@ -138,6 +152,8 @@ impl Metrics {
             first_token,
             llm_tokens,
             events,
+            schedule_ticks,
+            render_lock: Arc::default(),
         }
     }
 
@@ -222,7 +238,15 @@ impl Metrics {
     }
 
     /// The exposition text, with store counts as of now.
-    pub fn render(&self, stats: &StoreStats, active_runs: usize) -> String {
+    pub fn render(&self, stats: &StoreStats, active_runs: usize, ticks: (u64, u64, u64)) -> String {
+        let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (fired, skipped, failed) = ticks;
+        for (outcome, total) in [("fired", fired), ("skipped", skipped), ("failed", failed)] {
+            let counter = self.schedule_ticks.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         for (state, n) in &stats.workflows_by_state {
             self.workflows
                 .get_or_create(&StateLabel {

@@ -17,6 +17,7 @@ struct Active {
     done: watch::Receiver<bool>,
 }
 
+#[derive(Clone)]
 pub(crate) struct RunManager {
     runtime: Runtime,
     active: Arc<Mutex<HashMap<String, Active>>>,
@@ -130,6 +131,7 @@ impl RunManager {
                         state: Some(state),
                         limit: 500,
                         offset,
+                        schedule: None,
                     })
                     .await?;
                 candidates.extend(page.iter().map(|w| w.id.clone()));

@@ -39,6 +39,7 @@ fn server_with_limit(max_body_bytes: usize) -> Router {
             cluster: None,
             trusted_proxy: None,
             policy: Default::default(),
+            ..ServerConfig::default()
         },
     )
     .router()
@@ -874,6 +875,13 @@ async fn openapi_documents_every_route_the_router_serves() {
         ("/api/v1/auth/keys", &["get", "post"]),
         ("/api/v1/auth/keys/{id}/revoke", &["post"]),
         ("/api/v1/auth/audit", &["get"]),
+        ("/api/v1/schedules", &["get", "post"]),
+        ("/api/v1/schedules/{id}", &["get", "delete"]),
+        ("/api/v1/schedules/{id}/pause", &["post"]),
+        ("/api/v1/schedules/{id}/resume", &["post"]),
+        ("/api/v1/schedules/{id}/run-now", &["post"]),
+        ("/api/v1/schedules/{id}/backfill", &["post"]),
+        ("/api/v1/hooks/{name}", &["post"]),
     ];
     for (path, methods) in served {
         let item = paths
@@ -1196,4 +1204,212 @@ async fn quick_health_skips_providers_and_events_head_tracks_the_log() {
     let (_, log) = get(&router, &format!("/api/v1/workflows/{id}/events")).await;
     assert_eq!(head["latest_event_seq"], log["next_after"]);
     assert!(head["latest_event_seq"].as_u64().unwrap() > 0);
+}
+
+const HOOK_YAML: &str = "\
+name: hooked
+inputs: {ticket: none}
+triggers:
+  - webhook: {name: new-ticket}
+tasks:
+  - id: a
+    method: function/call
+    parameters: {name: sum, args: {numbers: [1, 2]}}
+";
+
+fn hook_server(calls_per_minute: u32) -> (Router, Arc<dyn gleitzeit_store::Store>) {
+    let mut registry = Registry::new();
+    registry.register(Arc::new(FunctionProvider));
+    let store: Arc<dyn gleitzeit_store::Store> = Arc::new(MemoryStore::new());
+    let runtime = Runtime::new(store.clone(), registry, RuntimeConfig::default());
+    let router = Server::new(
+        runtime,
+        ServerConfig {
+            hook_calls_per_minute: calls_per_minute,
+            ..ServerConfig::default()
+        },
+    )
+    .router();
+    (router, store)
+}
+
+async fn hook_call(router: &Router, content_type: &str, body: &str) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/hooks/new-ticket")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn schedules_are_registered_listed_paused_and_removed() {
+    let (router, _) = hook_server(60);
+    let (status, added) = post(
+        &router,
+        "/api/v1/schedules?every=30s&overlap=skip",
+        SUM_YAML,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{added:#}");
+    let id = added["schedules"][0]["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(added["schedules"][0]["describe"], "every 30s");
+    assert!(added["schedules"][0]["next_fire"].is_string());
+
+    let (status, list) = get(&router, "/api/v1/schedules").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["schedules"].as_array().unwrap().len(), 1);
+    let (_, paused) = post(
+        &router,
+        &format!("/api/v1/schedules/{}/pause", &id[..8]),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(paused["paused"], true, "{paused:#}");
+    let (_, resumed) = post(
+        &router,
+        &format!("/api/v1/schedules/{id}/resume"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(resumed["paused"], false);
+
+    let (status, started) = post(
+        &router,
+        &format!("/api/v1/schedules/{id}/run-now"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started:#}");
+    let run = started["workflow_id"].as_str().unwrap().to_string();
+    let (_, runs) = get(&router, &format!("/api/v1/workflows?schedule={}", &id[..8])).await;
+    assert_eq!(runs["workflows"][0]["id"], run.as_str());
+    let (_, view) = get(&router, &format!("/api/v1/workflows/{run}")).await;
+    assert_eq!(view["trigger"]["kind"], "run_now");
+    assert_eq!(view["trigger"]["id"], id.as_str());
+
+    let (status, body) = send(
+        &router,
+        Method::DELETE,
+        &format!("/api/v1/schedules/{id}"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["schedule_id"], id.as_str());
+    let (status, body) = get(&router, &format!("/api/v1/schedules/{id}")).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "GZ3064");
+}
+
+#[tokio::test]
+async fn bad_schedules_are_refused_with_their_codes() {
+    let (router, _) = hook_server(60);
+    let (status, body) = post(
+        &router,
+        "/api/v1/schedules?cron=61%20*%20*%20*%20*",
+        SUM_YAML,
+    )
+    .await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "GZ3061");
+    let (status, body) = post(
+        &router,
+        "/api/v1/schedules?cron=%40daily&tz=Europe%2FBerln",
+        SUM_YAML,
+    )
+    .await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "GZ3062");
+    assert!(
+        body["hint"].as_str().unwrap().contains("Europe/Berlin"),
+        "{body:#}"
+    );
+    let (status, body) = post(&router, "/api/v1/schedules?every=200ms", SUM_YAML).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "GZ3063");
+    let (status, body) = post(&router, "/api/v1/schedules", SUM_YAML).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "GZ3060");
+    let bad_file = SUM_YAML.replace("tasks:", "triggers:\n  - cron: \"0 25 * * *\"\ntasks:");
+    let (status, body) = post(&router, "/api/v1/schedules", bad_file).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "GZ3061");
+    assert_eq!(body["diagnostics"][0]["line"], 3, "{body:#}");
+    assert_eq!(body["diagnostics"][0]["column"], 14, "{body:#}");
+    let (status, body) = post(
+        &router,
+        "/api/v1/schedules/sch_nope/backfill",
+        "{\"from\": \"2026-01-01\", \"to\": \"2026-01-02\"}",
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "GZ3064");
+}
+
+#[tokio::test]
+async fn webhook_bodies_become_inputs_and_bad_bodies_are_refused() {
+    let (router, store) = hook_server(20);
+    let (status, added) = post(&router, "/api/v1/schedules", HOOK_YAML).await;
+    assert_eq!(status, StatusCode::CREATED, "{added:#}");
+    assert_eq!(added["hook_secrets"][0]["hook"], "new-ticket");
+
+    let (status, started) = hook_call(&router, "application/json", "{\"ticket\": \"T-1\"}").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started:#}");
+    let run = store
+        .workflow(started["workflow_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.spec.inputs["ticket"], "T-1");
+    assert_eq!(run.spec.trigger.unwrap().kind, "webhook");
+    let (status, _) = hook_call(&router, "application/x-www-form-urlencoded", "ticket=T-2").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let (status, body) = hook_call(&router, "application/json", "[1, 2]").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "GZ3066");
+    let (status, body) = hook_call(&router, "application/json", "{not json").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "GZ3066");
+    let (status, body) = hook_call(&router, "application/json", "{\"tikcet\": 1}").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "GZ3066");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("accepted: ticket"),
+        "{body:#}"
+    );
+    let (status, body) = hook_call(&router, "text/plain", "hello").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "GZ3066");
+    let big = format!("{{\"ticket\": \"{}\"}}", "x".repeat(300 * 1024));
+    let (status, body) = hook_call(&router, "application/json", &big).await;
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "GZ6005");
+}
+
+#[tokio::test]
+async fn webhooks_are_rate_limited_per_hook() {
+    let (router, _) = hook_server(2);
+    post(&router, "/api/v1/schedules", HOOK_YAML).await;
+    for _ in 0..2 {
+        let (status, _) = hook_call(&router, "application/json", "{}").await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/hooks/new-ticket")
+        .body(Body::empty())
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get("retry-after").is_some());
+    let (status, body) = post(&router, "/api/v1/hooks/other", Body::empty()).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "GZ3065");
 }

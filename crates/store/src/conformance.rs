@@ -21,6 +21,8 @@ fn workflow(id: &str, created_ms: i64) -> (WorkflowRecord, Vec<TaskRecord>) {
         )],
         outputs: Default::default(),
         budget: None,
+        triggers: Vec::new(),
+        trigger: None,
         access: None,
     };
     let record = WorkflowRecord {
@@ -120,6 +122,7 @@ fn every_kind(workflow_id: &str) -> Vec<Event> {
             name: "flow".into(),
             total_tasks: 3,
             resumed: true,
+            trigger: None,
         }),
         EventPayload::WorkflowProgress(WorkflowProgress {
             completed_tasks: 1,
@@ -691,12 +694,13 @@ async fn a_version_2_database_gets_the_cache_table() {
     let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
     assert!(store.workflow("wf-v2").await.unwrap().is_some());
     cache_entries(&store).await;
+    schedules(&store).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 fn nested(levels: usize) -> Value {
@@ -705,6 +709,135 @@ fn nested(levels: usize) -> Value {
         value = Value::Array(vec![value]);
     }
     value
+}
+
+fn schedule(id: &str, created_ms: i64) -> ScheduleRecord {
+    let (record, _) = workflow(id, created_ms);
+    ScheduleRecord {
+        id: id.into(),
+        name: record.name.clone(),
+        spec: record.spec,
+        source: Some("flow.yaml".into()),
+        trigger: serde_json::from_value(json!({"kind": "every", "every_ms": 1000})).unwrap(),
+        created_ms,
+        submitted_by: Some("alice".into()),
+        paused: false,
+        next_fire_ms: Some(created_ms + 1000),
+        last_fire_ms: None,
+        last_run_id: None,
+        buffered_tick_ms: None,
+        fired: 0,
+        skipped: 0,
+        failed: 0,
+        last_error: None,
+        hook_secret_sha256: None,
+        version: 0,
+    }
+}
+
+/// Schedules are written by compare-and-set on their version: of two
+/// writers that read the same version only the first wins. Runs are listed
+/// by the schedule that started them.
+async fn schedules(store: &dyn Store) {
+    let first = schedule("sch_b", 20);
+    assert!(store.put_schedule(&first, None).await.unwrap());
+    assert!(
+        !store.put_schedule(&first, None).await.unwrap(),
+        "a second create with the same id is refused"
+    );
+    assert!(store
+        .put_schedule(&schedule("sch_a", 10), None)
+        .await
+        .unwrap());
+    let read = store.schedule("sch_b").await.unwrap().unwrap();
+    assert_eq!(read.version, 1);
+    assert_eq!(read.trigger, first.trigger);
+    assert_eq!(read.submitted_by.as_deref(), Some("alice"));
+
+    let mut advanced = read.clone();
+    advanced.next_fire_ms = Some(2020);
+    advanced.fired = 1;
+    let mut paused = read.clone();
+    paused.paused = true;
+    assert!(store.put_schedule(&advanced, Some(1)).await.unwrap());
+    assert!(
+        !store.put_schedule(&paused, Some(1)).await.unwrap(),
+        "a stale version loses"
+    );
+    let read = store.schedule("sch_b").await.unwrap().unwrap();
+    assert_eq!((read.version, read.fired, read.paused), (2, 1, false));
+    assert!(!store.put_schedule(&read, Some(7)).await.unwrap());
+
+    let ids: Vec<String> = store
+        .schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, ["sch_a", "sch_b"], "oldest first");
+    assert_eq!(find_schedule(store, "sch_b").await.unwrap().id, "sch_b");
+    assert_eq!(
+        find_schedule(store, "sch_").await.unwrap_err().code,
+        ErrorCode::ScheduleNotFound,
+        "an ambiguous prefix"
+    );
+    assert_eq!(
+        find_schedule(store, "nope").await.unwrap_err().code,
+        ErrorCode::ScheduleNotFound
+    );
+
+    // Runs carry their trigger; listing by schedule finds exactly them.
+    for (id, sched) in [
+        ("run-1", Some("sch_b")),
+        ("run-2", Some("sch_a")),
+        ("run-3", Some("sch_b")),
+        ("run-4", None),
+    ] {
+        let (mut record, tasks) = workflow(id, 100);
+        record.spec.trigger = sched.map(|s| gleitzeit_core::triggers::RunTrigger {
+            kind: "every".into(),
+            id: s.into(),
+            tick: "2026-01-01T00:00:00.000Z".into(),
+        });
+        store.create_workflow(&record, &tasks).await.unwrap();
+    }
+    let runs = store
+        .list_workflows(&ListFilter {
+            schedule: Some("sch_b".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = runs.into_iter().map(|w| w.id).collect();
+    ids.sort();
+    assert_eq!(ids, ["run-1", "run-3"]);
+    let got = store.workflow("run-3").await.unwrap().unwrap();
+    assert_eq!(
+        got.spec.trigger.unwrap().id,
+        "sch_b",
+        "the trigger reads back"
+    );
+    let pending = store
+        .list_workflows(&ListFilter {
+            schedule: Some("sch_a".into()),
+            state: Some(WorkflowState::Pending),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+
+    assert!(store.delete_schedule("sch_a").await.unwrap());
+    assert!(!store.delete_schedule("sch_a").await.unwrap());
+    assert!(store.schedule("sch_a").await.unwrap().is_none());
+    assert!(
+        store
+            .put_schedule(&schedule("sch_a", 10), None)
+            .await
+            .unwrap(),
+        "a removed id can be used again"
+    );
 }
 
 /// Streams limited to one user read that user's events only, in order and
@@ -766,6 +899,7 @@ async fn reach_and_limits(store: &dyn Store) {
 async fn memory_store_keeps_the_contract() {
     contract(&MemoryStore::new()).await;
     reach_and_limits(&MemoryStore::new()).await;
+    schedules(&MemoryStore::new()).await;
 }
 
 #[tokio::test]
@@ -774,6 +908,7 @@ async fn sqlite_store_keeps_the_contract() {
     let store = SqliteStore::open(SqliteOptions::new(dir.path().join("g.db"))).unwrap();
     contract(&store).await;
     reach_and_limits(&store).await;
+    schedules(&store).await;
 }
 
 /// A row that cannot be decoded (an older version's, or a damaged one) fails
@@ -1000,6 +1135,7 @@ async fn redis_store_keeps_the_contract() {
     let store = prefix.store().await;
     contract(&store).await;
     reach_and_limits(&store).await;
+    schedules(&store).await;
     assert_eq!(store.prefix(), prefix.prefix);
     assert!(
         prefix.keys().iter().all(|k| k.starts_with(&prefix.prefix)),
@@ -1132,12 +1268,14 @@ async fn redis_lists_like_sqlite() {
             state: Some(WorkflowState::Completed),
             limit: 0,
             offset: 2,
+            schedule: None,
         },
         ListFilter {
             submitted_by: Some("zoe".into()),
             state: Some(WorkflowState::Pending),
             limit: 10,
             offset: 470,
+            schedule: None,
         },
         ListFilter {
             submitted_by: Some("nobody".into()),

@@ -171,6 +171,8 @@ pub struct ListFilter {
     pub state: Option<WorkflowState>,
     /// Only workflows this user submitted.
     pub submitted_by: Option<String>,
+    /// Only runs this schedule started (`trigger.id`).
+    pub schedule: Option<String>,
     pub limit: usize,
     pub offset: usize,
 }
@@ -231,6 +233,47 @@ pub struct AuditEntry {
     pub outcome: String,
     /// The client's address, when known.
     pub client: Option<String>,
+}
+
+/// A registered trigger: a workflow and what starts it, with the state the
+/// schedulers share. Every change is a compare-and-set on `version`
+/// ([`Store::put_schedule`]), so of several schedulers reading the same
+/// schedule only one can advance it past a tick: each tick fires once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub id: String,
+    /// The workflow's name.
+    pub name: String,
+    /// The workflow each run starts, as validated when it was registered.
+    pub spec: Workflow,
+    /// The file it was registered from, if any.
+    pub source: Option<String>,
+    pub trigger: gleitzeit_core::triggers::Trigger,
+    pub created_ms: i64,
+    /// The API user who registered it; its runs are theirs (`None`: the local CLI).
+    pub submitted_by: Option<String>,
+    pub paused: bool,
+    /// The next tick not yet handled (`None`: webhooks, folders, or a cron
+    /// expression with no further date).
+    pub next_fire_ms: Option<i64>,
+    /// The latest tick that started a run.
+    pub last_fire_ms: Option<i64>,
+    pub last_run_id: Option<String>,
+    /// A tick kept by `overlap: buffer_one` until the running one ends.
+    pub buffered_tick_ms: Option<i64>,
+    /// Ticks that started a run, ticks skipped (overlap or missed while
+    /// down), ticks whose run could not be started.
+    pub fired: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub last_error: Option<GzError>,
+    /// Hex SHA-256 of a webhook's secret (the secret itself is shown once,
+    /// when the hook is registered).
+    #[serde(default)]
+    pub hook_secret_sha256: Option<String>,
+    /// The stored version: set by the store when read, ignored when written.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A stored successful result of a task call with `cache:`, found again by
@@ -337,6 +380,53 @@ pub trait Store: Send + Sync {
     /// Removes every entry; returns how many were stored.
     async fn cache_clear(&self) -> Result<u64>;
     async fn cache_stats(&self, now_ms: i64) -> Result<CacheStats>;
+
+    /// Writes `schedule` if the stored version is still `expected` (`None`:
+    /// no schedule with its id exists); the stored version becomes
+    /// `expected + 1` (1 for a new one). `false`: someone else changed or
+    /// created it first, nothing was written.
+    async fn put_schedule(&self, schedule: &ScheduleRecord, expected: Option<u64>) -> Result<bool>;
+    /// Every schedule, oldest first.
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>>;
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>>;
+    /// Removes a schedule; `false` when there was none.
+    async fn delete_schedule(&self, id: &str) -> Result<bool>;
+}
+
+/// The schedule with this id, or the only one whose id starts with it.
+pub async fn find_schedule(
+    store: &dyn Store,
+    id_or_prefix: &str,
+) -> Result<ScheduleRecord, GzError> {
+    if let Some(found) = store.schedule(id_or_prefix).await? {
+        return Ok(found);
+    }
+    let mut matches: Vec<ScheduleRecord> = store
+        .schedules()
+        .await?
+        .into_iter()
+        .filter(|s| !id_or_prefix.is_empty() && s.id.starts_with(id_or_prefix))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(GzError::new(
+            ErrorCode::ScheduleNotFound,
+            format!("no schedule `{id_or_prefix}`"),
+        )),
+        _ => Err(GzError::new(
+            ErrorCode::ScheduleNotFound,
+            format!(
+                "schedule id prefix `{id_or_prefix}` matches several schedules: {}",
+                matches
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .with_hint("Give more characters of the id.")),
+    }
 }
 
 /// A workflow whose stored row cannot be decoded (written by an older
@@ -358,6 +448,8 @@ pub(crate) fn unreadable_workflow(
             tasks: Vec::new(),
             outputs: Default::default(),
             budget: None,
+            triggers: Vec::new(),
+            trigger: None,
             // Nothing of it runs: it grants nothing.
             access: None,
         },
@@ -396,6 +488,13 @@ pub(crate) fn check_storable_writes(writes: &[Write]) -> Result<()> {
         Write::Task(task) => Some(task),
         _ => None,
     }))
+}
+
+pub(crate) fn check_storable_schedule(schedule: &ScheduleRecord) -> Result<()> {
+    gleitzeit_core::limits::check_storable_workflow(&schedule.spec)
+        .map_err(|e| StoreError::Unstorable(e.message))?;
+    let inputs = Value::Object(schedule.trigger.inputs.clone());
+    storable(&inputs, "a trigger's inputs")
 }
 
 fn check_storable_tasks<'t>(tasks: impl Iterator<Item = &'t TaskRecord>) -> Result<()> {

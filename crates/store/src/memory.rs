@@ -14,6 +14,7 @@ struct Inner {
     keys: Vec<KeyRecord>,
     audit: Vec<AuditEntry>,
     cache: HashMap<String, CacheEntry>,
+    schedules: Vec<ScheduleRecord>,
 }
 
 #[derive(Default)]
@@ -183,6 +184,12 @@ impl Store for MemoryStore {
             .workflows
             .values()
             .filter(|w| filter.state.is_none_or(|s| w.state == s))
+            .filter(|w| {
+                filter
+                    .schedule
+                    .as_ref()
+                    .is_none_or(|id| w.spec.trigger.as_ref().map(|t| &t.id) == Some(id))
+            })
             .filter(|w| {
                 filter
                     .submitted_by
@@ -421,6 +428,40 @@ impl Store for MemoryStore {
             workflows_by_state: sorted(workflows),
             tasks_by_state: sorted(tasks),
         })
+    }
+
+    async fn put_schedule(&self, schedule: &ScheduleRecord, expected: Option<u64>) -> Result<bool> {
+        check_storable_schedule(schedule)?;
+        let mut inner = self.lock();
+        let current = inner.schedules.iter().position(|s| s.id == schedule.id);
+        let stored_version = current.map(|i| inner.schedules[i].version);
+        if stored_version != expected {
+            return Ok(false);
+        }
+        let mut record = schedule.clone();
+        record.version = expected.unwrap_or(0) + 1;
+        match current {
+            Some(i) => inner.schedules[i] = record,
+            None => inner.schedules.push(record),
+        }
+        Ok(true)
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        let mut all = self.lock().schedules.clone();
+        all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(all)
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>> {
+        Ok(self.lock().schedules.iter().find(|s| s.id == id).cloned())
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        let mut inner = self.lock();
+        let before = inner.schedules.len();
+        inner.schedules.retain(|s| s.id != id);
+        Ok(inner.schedules.len() != before)
     }
 }
 

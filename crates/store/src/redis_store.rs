@@ -36,6 +36,10 @@
 //! | `P:audit`, `P:audit:idx`| hash, zset | seq → entry JSON, seq by seq                |
 //! | `P:batch:{uuid}`        | string | results of an applied batch, expiring           |
 //! | `P:cache:{key}`         | string | cache entry JSON, expiring with its `ttl`       |
+//! | `P:sched`               | hash   | schedule id → schedule JSON                     |
+//! | `P:sched:ver`           | hash   | schedule id → version (compare-and-set)         |
+//! | `P:sched:idx`           | zset   | schedule ids by created_ms                      |
+//! | `P:wfidx:sched:{id}`    | zset   | workflow ids by created_ms, runs of a schedule  |
 //!
 //! Cache entries are the one exception to "every write is a script": each is a
 //! single independent key written with one `SET`, which is atomic on its own,
@@ -149,6 +153,15 @@ fn json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
 fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
     serde_json::from_str(text)
         .map_err(|e| StoreError::Other(format!("Redis holds an unreadable {what}: {e}")))
+}
+
+fn schedule_record(text: &str, version: Option<&str>) -> Result<ScheduleRecord> {
+    let mut schedule = parse::<ScheduleRecord>("schedule", text)?;
+    schedule.version = version
+        .map(|v| number("a version", v))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(schedule)
 }
 
 /// An event as the log holds it: its JSON as clients get it, whose `seq` is
@@ -693,6 +706,14 @@ impl Store for RedisStore {
         crate::check_storable_workflow(workflow, tasks)?;
         let mut ops = Ops::default();
         ops.create(workflow)?;
+        if let Some(trigger) = &workflow.spec.trigger {
+            ops.0.extend([
+                "I".to_string(),
+                trigger.id.clone(),
+                workflow.created_ms.to_string(),
+                workflow.id.clone(),
+            ]);
+        }
         for task in tasks {
             ops.task(task)?;
         }
@@ -789,6 +810,16 @@ impl Store for RedisStore {
         // The narrowest index that answers the filter; only the combination
         // of submitter and state needs a check per entry.
         let (index, check_state) = match (&filter.submitted_by, filter.state) {
+            // A schedule's runs all belong to whoever registered it; the
+            // submitter is checked per row below.
+            _ if filter.schedule.is_some() => (
+                self.key(&[
+                    "wfidx",
+                    "sched",
+                    filter.schedule.as_deref().unwrap_or_default(),
+                ]),
+                filter.state,
+            ),
             (Some(user), state) => (self.key(&["wfidx", "by", user]), state),
             (None, Some(state)) => (self.key(&["wfidx", "state", state.as_str()]), None),
             (None, None) => (self.key(&["wfidx", "all"]), None),
@@ -850,6 +881,27 @@ impl Store for RedisStore {
             }
             rank = next as usize;
             skip = number("a count", skip_left)?;
+        }
+        if let (Some(_), Some(user)) = (&filter.schedule, &filter.submitted_by) {
+            let by = self.key(&["wfidx", "by", user]);
+            let mut kept = Vec::with_capacity(out.len());
+            for summary in out {
+                let id = &summary.id;
+                let by = &by;
+                let score: Option<f64> = self
+                    .retrying(|mut con| async move {
+                        redis::cmd("ZSCORE")
+                            .arg(by)
+                            .arg(id)
+                            .query_async(&mut con)
+                            .await
+                    })
+                    .await?;
+                if score.is_some() {
+                    kept.push(summary);
+                }
+            }
+            return Ok(kept);
         }
         Ok(out)
     }
@@ -1110,6 +1162,74 @@ impl Store for RedisStore {
                 Ok(Some(entry).filter(|e| e.is_live(now_ms)))
             }
         }
+    }
+
+    async fn put_schedule(&self, schedule: &ScheduleRecord, expected: Option<u64>) -> Result<bool> {
+        check_storable_schedule(schedule)?;
+        let mut ops = Ops::default();
+        ops.0.extend([
+            "S".to_string(),
+            schedule.id.clone(),
+            expected.map(|v| v.to_string()).unwrap_or_default(),
+            schedule.created_ms.to_string(),
+            json(schedule)?,
+        ]);
+        let results = self.write_once(ops).await?;
+        Ok(results.first().map(String::as_str) == Some("1"))
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        let records = self.key(&["sched"]);
+        let versions = self.key(&["sched", "ver"]);
+        let (records, versions) = (&records, &versions);
+        // One atomic read, so each record comes with its own version.
+        let (texts, versions): (HashMap<String, String>, HashMap<String, String>) = self
+            .retrying(|mut con| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("HGETALL")
+                    .arg(records)
+                    .cmd("HGETALL")
+                    .arg(versions)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        let mut all = texts
+            .iter()
+            .map(|(id, text)| schedule_record(text, versions.get(id).map(String::as_str)))
+            .collect::<Result<Vec<_>>>()?;
+        all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(all)
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>> {
+        let records = self.key(&["sched"]);
+        let versions = self.key(&["sched", "ver"]);
+        let (records, versions) = (&records, &versions);
+        let (text, version): (Option<String>, Option<String>) = self
+            .retrying(|mut con| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("HGET")
+                    .arg(records)
+                    .arg(id)
+                    .cmd("HGET")
+                    .arg(versions)
+                    .arg(id)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        text.map(|t| schedule_record(&t, version.as_deref()))
+            .transpose()
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        let mut ops = Ops::default();
+        ops.0.extend(["D".to_string(), id.to_string()]);
+        let results = self.write_once(ops).await?;
+        Ok(results.first().map(String::as_str) == Some("1"))
     }
 
     async fn cache_put(&self, entry: &CacheEntry) -> Result<()> {

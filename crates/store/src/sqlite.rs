@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS workflows (
@@ -77,6 +77,17 @@ CREATE TABLE IF NOT EXISTS cache (
 CREATE INDEX IF NOT EXISTS cache_by_expiry ON cache(expires_ms) WHERE expires_ms IS NOT NULL;
 "#;
 
+/// Version 4: registered triggers (`schedule add`), versioned for
+/// compare-and-set.
+const SCHEDULE_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+"#;
+
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     pub path: PathBuf,
@@ -109,6 +120,10 @@ enum Job {
     CachePut(Box<CacheEntry>),
     /// Answers with the number of entries removed.
     CacheClear,
+    /// Answers 1 when written, 0 when the stored version was not the expected one.
+    PutSchedule(Box<ScheduleRecord>, Option<u64>),
+    /// Answers the number of schedules removed.
+    DeleteSchedule(String),
 }
 
 struct Request {
@@ -277,6 +292,7 @@ impl SqliteStore {
             }
             conn.execute_batch(AUTH_SCHEMA).map_err(map)?;
             conn.execute_batch(CACHE_SCHEMA).map_err(map)?;
+            conn.execute_batch(SCHEDULE_SCHEMA).map_err(map)?;
             conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
                 .map_err(map)?;
         }
@@ -333,6 +349,12 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Other(format!("read task failed: {e}")))?
     }
+}
+
+fn schedule_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    let mut schedule = json_column::<ScheduleRecord>(row, 1)?;
+    schedule.version = row.get::<_, i64>(0)? as u64;
+    Ok(schedule)
 }
 
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, path: PathBuf) {
@@ -475,6 +497,27 @@ fn run_transaction<'a>(
             }
             Job::CacheClear => {
                 let removed = tx.prepare_cached("DELETE FROM cache")?.execute([])?;
+                seqs.push(removed as u64);
+            }
+            Job::PutSchedule(schedule, expected) => {
+                let written = match expected {
+                    None => tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO schedules (id, created_ms, version, data) VALUES (?1, ?2, 1, ?3)",
+                        )?
+                        .execute(params![schedule.id, schedule.created_ms, json_text(schedule)])?,
+                    Some(version) => tx
+                        .prepare_cached(
+                            "UPDATE schedules SET version = version + 1, data = ?3 WHERE id = ?1 AND version = ?2",
+                        )?
+                        .execute(params![schedule.id, *version as i64, json_text(schedule)])?,
+                };
+                seqs.push(written as u64);
+            }
+            Job::DeleteSchedule(id) => {
+                let removed = tx
+                    .prepare_cached("DELETE FROM schedules WHERE id = ?1")?
+                    .execute(params![id])?;
                 seqs.push(removed as u64);
             }
         }
@@ -716,6 +759,7 @@ impl Store for SqliteStore {
     async fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>> {
         let state = filter.state.map(|s| s.as_str().to_string());
         let submitted_by = filter.submitted_by.clone();
+        let schedule = filter.schedule.clone();
         let limit = if filter.limit == 0 {
             -1
         } else {
@@ -730,9 +774,10 @@ impl Store for SqliteStore {
                         (SELECT count(*) FROM tasks t WHERE t.workflow_id = w.id AND t.state = 'failed')
                  FROM workflows w WHERE (?1 IS NULL OR w.state = ?1)
                    AND (?4 IS NULL OR w.submitted_by = ?4)
+                   AND (?5 IS NULL OR json_extract(w.spec, '$.trigger.id') = ?5)
                  ORDER BY w.created_ms DESC, w.id DESC LIMIT ?2 OFFSET ?3",
             )?;
-            let rows = stmt.query_map(params![state, limit, offset, submitted_by], |row| {
+            let rows = stmt.query_map(params![state, limit, offset, submitted_by, schedule], |row| {
                 let state: String = row.get(2)?;
                 Ok(WorkflowSummary {
                     id: row.get(0)?,
@@ -950,6 +995,39 @@ impl Store for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn put_schedule(&self, schedule: &ScheduleRecord, expected: Option<u64>) -> Result<bool> {
+        check_storable_schedule(schedule)?;
+        let written = self
+            .send(Job::PutSchedule(Box::new(schedule.clone()), expected))
+            .await?;
+        Ok(written.first().copied() == Some(1))
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT version, data FROM schedules ORDER BY created_ms, id")?;
+            let rows = stmt.query_map([], schedule_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT version, data FROM schedules WHERE id = ?1")?
+                .query_row(params![id], schedule_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        let removed = self.send(Job::DeleteSchedule(id.to_string())).await?;
+        Ok(removed.first().copied().unwrap_or(0) > 0)
     }
 
     async fn latest_event_seq(&self) -> Result<u64> {

@@ -30,6 +30,15 @@ pub async fn run(ctx: &Context, args: GetArgs) -> Result<u8, GzError> {
     if let Some(source) = &view.source {
         println!("  {} {source}", paint.dim("source "));
     }
+    if let Some(trigger) = &view.trigger {
+        println!(
+            "  {} {} of schedule {} (tick {})",
+            paint.dim("trigger"),
+            trigger.kind,
+            trigger.id,
+            trigger.tick
+        );
+    }
     let usage = &view.usage.total;
     if usage.total_tokens > 0 {
         println!(

@@ -17,6 +17,9 @@ pub struct ListArgs {
     /// Skip this many (for paging)
     #[arg(long, default_value_t = 0)]
     pub offset: usize,
+    /// Only the runs this schedule started (id or unique prefix)
+    #[arg(long)]
+    pub schedule: Option<String>,
 }
 
 pub async fn run(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
@@ -29,10 +32,15 @@ pub async fn run(ctx: &Context, args: ListArgs) -> Result<u8, GzError> {
             })?,
         ),
     };
-    let workflows = service::connect(ctx)
-        .await?
-        .list(state, args.limit, args.offset)
-        .await?;
+    let service = service::connect(ctx).await?;
+    let workflows = match &args.schedule {
+        Some(schedule) => {
+            service
+                .list_runs_of(schedule, state, args.limit, args.offset)
+                .await?
+        }
+        None => service.list(state, args.limit, args.offset).await?,
+    };
     if ctx.global.json {
         println!("{}", serde_json::to_string(&workflows).unwrap_or_default());
         return Ok(output::EXIT_OK);

@@ -22,6 +22,7 @@ pub mod nodes;
 pub mod providers;
 pub mod resume;
 pub mod run;
+pub mod schedule;
 pub mod serve;
 pub mod stats;
 pub mod status;
@@ -93,6 +94,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Health(args) => health::run(&ctx, args).await,
         Command::Auth(command) => auth::run(&ctx, command).await,
         Command::Cache(command) => cache::run(&ctx, command).await,
+        Command::Schedule(command) => schedule::run(&ctx, command).await,
         Command::Config(args) => config_cmd::run(&ctx, args),
         Command::Serve(args)
         | Command::Dev {

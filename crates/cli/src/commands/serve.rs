@@ -84,6 +84,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> Result<u8, GzError> {
             cluster: cluster.clone(),
             trusted_proxy,
             policy: policy.clone(),
+            ..ServerConfig::default()
         },
     );
     let resumed = if args.no_resume {

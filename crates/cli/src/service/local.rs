@@ -2,12 +2,15 @@
 //! needs one (cancel, resume, health). Both are opened when first needed.
 
 use super::{
-    Cancelled, EventStream, NewKey, Rejected, Resumed, Runner, StatusReport, Submitted,
-    WorkflowService,
+    Cancelled, EventStream, NewKey, Rejected, Resumed, Runner, ScheduleChange, StatusReport,
+    Submitted, TriggerFlags, WorkflowService,
 };
 use crate::context::Context;
 use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
 use gleitzeit_api::health::HealthAnswer;
+use gleitzeit_api::schedules::{
+    BackfillResponse, HookSecret, RunStarted, ScheduleAddResponse, ScheduleView,
+};
 use gleitzeit_api::stats::Stats;
 use gleitzeit_api::system::{NodeView, ProviderList};
 use gleitzeit_api::views::WorkflowView;
@@ -15,6 +18,7 @@ use gleitzeit_auth::admin;
 use gleitzeit_core::events::Event;
 use gleitzeit_core::parse;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
+use gleitzeit_runtime::schedules::{register, RunStarter, SystemClock, Ticker};
 use gleitzeit_runtime::{process_alive, Runtime};
 use gleitzeit_store::{ListFilter, Store, WorkflowSummary};
 use serde_json::{Map, Value};
@@ -51,6 +55,50 @@ impl LocalService {
     }
 }
 
+/// Stores a schedule's run for this machine; the command then has it run
+/// (`WorkflowService::start` or `run_to_end`).
+struct LocalStarter {
+    runtime: Runtime,
+}
+
+#[async_trait::async_trait]
+impl RunStarter for LocalStarter {
+    async fn start(
+        &self,
+        workflow: gleitzeit_core::Workflow,
+        source: Option<String>,
+        submitted_by: Option<String>,
+    ) -> Result<String, GzError> {
+        self.runtime.submit_as(workflow, source, submitted_by).await
+    }
+
+    async fn cancel(&self, workflow_id: &str) -> Result<(), GzError> {
+        self.runtime.cancel(workflow_id).await.map(drop)
+    }
+}
+
+impl LocalService {
+    async fn ticker(&self) -> Result<Ticker, GzError> {
+        let runtime = self.runtime().await?.clone();
+        Ok(Ticker::new(
+            runtime.store().clone(),
+            Arc::new(SystemClock),
+            Arc::new(LocalStarter { runtime }),
+        ))
+    }
+
+    fn persistent(&self) -> Result<(), GzError> {
+        if self.ctx.backend() == "memory" {
+            return Err(GzError::new(
+                ErrorCode::InvalidArgument,
+                "the memory backend keeps nothing after this process, so there is nowhere to keep a schedule",
+            )
+            .with_hint("Use the SQLite store (the default) or Redis, where `gleitzeit serve` fires the schedules."));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl WorkflowService for LocalService {
     fn location(&self) -> String {
@@ -71,8 +119,175 @@ impl WorkflowService for LocalService {
                 state,
                 limit,
                 offset,
+                schedule: None,
             })
             .await?)
+    }
+
+    async fn list_runs_of(
+        &self,
+        schedule: &str,
+        state: Option<WorkflowState>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<WorkflowSummary>, GzError> {
+        let store = self.store().await?;
+        // The full id of a removed schedule still lists its runs.
+        let schedule = match gleitzeit_store::find_schedule(store.as_ref(), schedule).await {
+            Ok(found) => found,
+            Err(e) if e.code == ErrorCode::ScheduleNotFound => {
+                return Ok(store
+                    .list_workflows(&ListFilter {
+                        submitted_by: None,
+                        state,
+                        limit,
+                        offset,
+                        schedule: Some(schedule.to_string()),
+                    })
+                    .await?)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(store
+            .list_workflows(&ListFilter {
+                submitted_by: None,
+                state,
+                limit,
+                offset,
+                schedule: Some(schedule.id),
+            })
+            .await?)
+    }
+
+    async fn add_schedules(
+        &self,
+        text: &str,
+        file: &str,
+        flags: &TriggerFlags,
+    ) -> Result<Result<ScheduleAddResponse, Rejected>, GzError> {
+        self.persistent()?;
+        let flagged = gleitzeit_core::triggers::trigger_from_flags(
+            flags.cron.as_deref(),
+            flags.tz.as_deref(),
+            flags.every.as_deref(),
+            flags.webhook.as_deref(),
+            flags.overlap.as_deref(),
+            flags.catchup.as_deref(),
+        )?;
+        let runtime = self.runtime().await?;
+        let workflow = match parse::load_with(
+            text,
+            file,
+            runtime.registry(),
+            &Map::new(),
+            &crate::launch::FsIncludes,
+            runtime.limits(),
+        ) {
+            Ok(workflow) => workflow,
+            Err(diagnostics) => return Ok(Err(diagnostics)),
+        };
+        let triggers = match flagged {
+            Some(trigger) => vec![trigger],
+            None => workflow.triggers.clone(),
+        };
+        let registered = register(
+            runtime.store().as_ref(),
+            &workflow,
+            &triggers,
+            Some(file.to_string()),
+            None,
+            gleitzeit_store::now_ms(),
+        )
+        .await?;
+        Ok(Ok(ScheduleAddResponse {
+            schedules: registered.schedules.iter().map(Into::into).collect(),
+            hook_secrets: registered
+                .hook_secrets
+                .into_iter()
+                .map(|(hook, secret)| HookSecret { hook, secret })
+                .collect(),
+        }))
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleView>, GzError> {
+        let store = self.store().await?;
+        Ok(store.schedules().await?.iter().map(Into::into).collect())
+    }
+
+    async fn change_schedule(
+        &self,
+        id: &str,
+        change: ScheduleChange,
+    ) -> Result<ScheduleView, GzError> {
+        let store = self.store().await?;
+        for _ in 0..16 {
+            let mut schedule = gleitzeit_store::find_schedule(store.as_ref(), id).await?;
+            let version = schedule.version;
+            match change {
+                ScheduleChange::Remove => {
+                    store.delete_schedule(&schedule.id).await?;
+                    return Ok((&schedule).into());
+                }
+                ScheduleChange::Pause => schedule.paused = true,
+                ScheduleChange::Resume if schedule.paused => {
+                    // Ticks that passed while paused do not fire.
+                    let now = gleitzeit_store::now_ms();
+                    schedule.paused = false;
+                    schedule.next_fire_ms = gleitzeit_core::triggers::Timing::of(
+                        &schedule.trigger.kind,
+                        schedule.created_ms,
+                    )?
+                    .and_then(|t| t.next_after(now));
+                }
+                ScheduleChange::Resume => return Ok((&schedule).into()),
+            }
+            if store.put_schedule(&schedule, Some(version)).await? {
+                return Ok((&schedule).into());
+            }
+        }
+        Err(GzError::new(
+            ErrorCode::DatabaseLocked,
+            format!("schedule {id} keeps changing; try again"),
+        ))
+    }
+
+    async fn run_now(&self, id: &str) -> Result<RunStarted, GzError> {
+        self.persistent()?;
+        let ticker = self.ticker().await?;
+        let schedule = gleitzeit_store::find_schedule(self.store().await?.as_ref(), id).await?;
+        let workflow_id = ticker.fire_with(&schedule, "run_now", Map::new()).await?;
+        Ok(RunStarted {
+            schedule_id: schedule.id,
+            workflow_id,
+        })
+    }
+
+    async fn backfill(&self, id: &str, from: &str, to: &str) -> Result<BackfillResponse, GzError> {
+        self.persistent()?;
+        let time = |text: &str, which: &str| {
+            gleitzeit_core::triggers::parse_time(text).ok_or_else(|| {
+                GzError::new(
+                    ErrorCode::InvalidBackfillRange,
+                    format!("--{which} {text} is not a time"),
+                )
+                .with_hint(ErrorCode::InvalidBackfillRange.def().hint)
+            })
+        };
+        let (from_ms, to_ms) = (time(from, "from")?, time(to, "to")?);
+        let schedule = gleitzeit_store::find_schedule(self.store().await?.as_ref(), id).await?;
+        let report = self
+            .ticker()
+            .await?
+            .backfill(&schedule.id, from_ms, to_ms)
+            .await?;
+        Ok(BackfillResponse {
+            schedule_id: schedule.id,
+            ticks: report.ticks,
+            started: report.started,
+            skipped: report.skipped,
+            buffered: report.buffered,
+            failed: report.failed.iter().map(GzError::to_string).collect(),
+        })
     }
 
     async fn workflow(&self, id: &str) -> Result<WorkflowView, GzError> {

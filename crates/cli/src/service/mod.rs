@@ -13,6 +13,7 @@ use crate::context::Context;
 use futures_util::stream::BoxStream;
 use gleitzeit_api::auth::{AuditEntryView, CreatedKey, KeyView, UserView, WhoAmI};
 use gleitzeit_api::health::HealthAnswer;
+use gleitzeit_api::schedules::{BackfillResponse, RunStarted, ScheduleAddResponse, ScheduleView};
 use gleitzeit_api::stats::Stats;
 use gleitzeit_api::system::{NodeView, ProviderList};
 use gleitzeit_api::views::{TaskView, WorkflowView};
@@ -104,6 +105,42 @@ pub enum StatusReport {
     },
 }
 
+/// The `schedule add` flags that describe one trigger instead of the
+/// file's `triggers:`.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerFlags {
+    pub cron: Option<String>,
+    pub tz: Option<String>,
+    pub every: Option<String>,
+    pub webhook: Option<String>,
+    pub overlap: Option<String>,
+    pub catchup: Option<String>,
+}
+
+impl TriggerFlags {
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("cron", &self.cron),
+            ("tz", &self.tz),
+            ("every", &self.every),
+            ("webhook", &self.webhook),
+            ("overlap", &self.overlap),
+            ("catchup", &self.catchup),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// `schedule pause|resume|remove`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleChange {
+    Pause,
+    Resume,
+    Remove,
+}
+
 /// What to make a key for.
 pub struct NewKey {
     /// Whose key; the caller (server) or the first active admin (store) when
@@ -130,6 +167,36 @@ pub trait WorkflowService: Send + Sync {
         limit: usize,
         offset: usize,
     ) -> Result<Vec<WorkflowSummary>, GzError>;
+
+    /// The runs one schedule started, newest first.
+    async fn list_runs_of(
+        &self,
+        schedule: &str,
+        state: Option<WorkflowState>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<WorkflowSummary>, GzError>;
+
+    /// Registers a workflow file's triggers (or the one `flags` describe).
+    async fn add_schedules(
+        &self,
+        text: &str,
+        file: &str,
+        flags: &TriggerFlags,
+    ) -> Result<Result<ScheduleAddResponse, Rejected>, GzError>;
+
+    async fn schedules(&self) -> Result<Vec<ScheduleView>, GzError>;
+
+    async fn change_schedule(
+        &self,
+        id: &str,
+        change: ScheduleChange,
+    ) -> Result<ScheduleView, GzError>;
+
+    /// Stores a run of the schedule now (see [`Self::start`] to run it).
+    async fn run_now(&self, id: &str) -> Result<RunStarted, GzError>;
+
+    async fn backfill(&self, id: &str, from: &str, to: &str) -> Result<BackfillResponse, GzError>;
 
     /// One workflow with its tasks; a unique prefix of its id is enough.
     async fn workflow(&self, id: &str) -> Result<WorkflowView, GzError>;

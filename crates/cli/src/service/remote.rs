@@ -3,8 +3,8 @@
 //! endpoint, never an empty result.
 
 use super::{
-    Cancelled, EventStream, NewKey, Rejected, Resumed, Runner, StatusReport, Submitted,
-    WorkflowService,
+    Cancelled, EventStream, NewKey, Rejected, Resumed, Runner, ScheduleChange, StatusReport,
+    Submitted, TriggerFlags, WorkflowService,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -12,6 +12,9 @@ use gleitzeit_api::auth::{
     AuditEntryView, AuditLog, CreatedKey, KeyList, KeyView, UserList, UserView, WhoAmI,
 };
 use gleitzeit_api::health::HealthAnswer;
+use gleitzeit_api::schedules::{
+    BackfillResponse, RunStarted, ScheduleAddResponse, ScheduleList, ScheduleView,
+};
 use gleitzeit_api::stats::Stats;
 use gleitzeit_api::system::{NodeList, NodeView, ProviderList};
 use gleitzeit_api::views::WorkflowView;
@@ -25,6 +28,23 @@ use gleitzeit_core::yaml::Pos;
 use gleitzeit_core::{ErrorCode, GzError, WorkflowState};
 use gleitzeit_store::WorkflowSummary;
 use serde_json::{json, Map, Value};
+
+/// A schedule id (or prefix) as a URL segment: ids are letters, digits and
+/// `_`, so anything else names no schedule.
+fn path_id(id: &str) -> Result<&str, GzError> {
+    if !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(id)
+    } else {
+        Err(
+            GzError::new(ErrorCode::ScheduleNotFound, format!("no schedule `{id}`"))
+                .with_hint(ErrorCode::ScheduleNotFound.def().hint),
+        )
+    }
+}
 
 pub struct RemoteService {
     /// `--json`: summaries print as JSON.
@@ -143,6 +163,92 @@ impl WorkflowService for RemoteService {
             workflow_id: answer.workflow_id,
             on_server: Some(self.client.base.clone()),
         })
+    }
+
+    async fn list_runs_of(
+        &self,
+        schedule: &str,
+        state: Option<WorkflowState>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<WorkflowSummary>, GzError> {
+        let mut path = format!(
+            "/api/v1/workflows?limit={}&offset={offset}&schedule={}",
+            limit.clamp(1, 1000),
+            path_id(schedule)?
+        );
+        if let Some(state) = state {
+            path.push_str(&format!("&state={}", state.as_str()));
+        }
+        let page: WorkflowList = self.client.get_as(&path).await?;
+        Ok(page.workflows.into_iter().map(summary).collect())
+    }
+
+    async fn add_schedules(
+        &self,
+        text: &str,
+        file: &str,
+        flags: &TriggerFlags,
+    ) -> Result<Result<ScheduleAddResponse, Rejected>, GzError> {
+        let query: Vec<(&str, String)> = flags.pairs();
+        match self
+            .client
+            .post_as::<ScheduleAddResponse>("/api/v1/schedules", &query, Some(text.to_string()))
+            .await
+        {
+            Ok(added) => Ok(Ok(added)),
+            Err(error) if error.details.get("diagnostics").is_some() => {
+                Ok(Err(server_diagnostics(&error, file)?))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleView>, GzError> {
+        let list: ScheduleList = self.client.get_as("/api/v1/schedules").await?;
+        Ok(list.schedules)
+    }
+
+    async fn change_schedule(
+        &self,
+        id: &str,
+        change: ScheduleChange,
+    ) -> Result<ScheduleView, GzError> {
+        let id = path_id(id)?;
+        match change {
+            ScheduleChange::Pause => {
+                self.client
+                    .post_as(&format!("/api/v1/schedules/{id}/pause"), &[], None)
+                    .await
+            }
+            ScheduleChange::Resume => {
+                self.client
+                    .post_as(&format!("/api/v1/schedules/{id}/resume"), &[], None)
+                    .await
+            }
+            ScheduleChange::Remove => {
+                self.client
+                    .delete_as(&format!("/api/v1/schedules/{id}"))
+                    .await
+            }
+        }
+    }
+
+    async fn run_now(&self, id: &str) -> Result<RunStarted, GzError> {
+        let id = path_id(id)?;
+        self.client
+            .post_as(&format!("/api/v1/schedules/{id}/run-now"), &[], None)
+            .await
+    }
+
+    async fn backfill(&self, id: &str, from: &str, to: &str) -> Result<BackfillResponse, GzError> {
+        let id = path_id(id)?;
+        self.client
+            .post_json_as(
+                &format!("/api/v1/schedules/{id}/backfill"),
+                &serde_json::json!({"from": from, "to": to}),
+            )
+            .await
     }
 
     async fn submit(

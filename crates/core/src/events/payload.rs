@@ -42,6 +42,9 @@ pub struct WorkflowStarted {
     pub total_tasks: usize,
     /// Whether the run picks up a workflow an earlier process left unfinished.
     pub resumed: bool,
+    /// What started it, when a schedule, webhook or folder did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::triggers::RunTrigger>,
 }
 
 /// Sent after every task that reaches a terminal state by itself.

@@ -45,6 +45,7 @@ fn workflow_started_is_unchanged() {
             name: "flow".into(),
             total_tasks: 2,
             resumed: false,
+            trigger: None,
         }),
         json!({"seq": 3, "type": "workflow_started", "workflow_id": "wf", "at_ms": 5,
                "data": {"name": "flow", "total_tasks": 2, "resumed": false}}),

@@ -18,6 +18,7 @@ const WORKFLOW_KEYS: &[&str] = &[
     "tasks",
     "outputs",
     "budget",
+    "triggers",
 ];
 
 /// The workflow-level fields, read before any task.

@@ -713,3 +713,94 @@ fn a_long_chain_with_far_references_validates_without_recursion() {
         .unwrap_or_else(|d| panic!("{:#?}", &d[..d.len().min(3)]));
     assert_eq!(workflow.tasks.len(), n);
 }
+
+const TRIGGER_TASKS: &str = "tasks:\n  - id: a\n    method: fibonacci\n";
+
+#[test]
+fn triggers_of_every_kind_parse() {
+    let workflow = load_ok(&format!(
+        r#"name: nightly digest
+inputs: {{since: "1h", file_path: ""}}
+triggers:
+  - cron: "0 6 * * 1-5"
+    timezone: Europe/Berlin
+    inputs: {{since: "24h"}}
+    overlap: skip
+    catchup: 1h
+  - every: 15m
+    overlap: buffer_one
+  - cron: "@hourly"
+  - cron: "*/10 * * * * *"
+  - webhook: {{name: new-ticket}}
+  - folder: {{path: ./inbox, pattern: "*.pdf", stable: 500ms}}
+{TRIGGER_TASKS}"#
+    ));
+    let kinds: Vec<String> = workflow
+        .triggers
+        .iter()
+        .map(|t| t.kind.describe())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "cron \"0 6 * * 1-5\" (Europe/Berlin)",
+            "every 15m",
+            "cron \"@hourly\" (UTC)",
+            "cron \"*/10 * * * * *\" (UTC)",
+            "webhook new-ticket",
+            "folder ./inbox (*.pdf)"
+        ]
+    );
+    assert_eq!(workflow.triggers[0].catchup_ms, Some(3_600_000));
+    assert_eq!(workflow.triggers[0].inputs["since"], "24h");
+    assert_eq!(
+        workflow.triggers[1].overlap,
+        crate::triggers::Overlap::BufferOne
+    );
+    assert_eq!(
+        workflow.triggers[1].catchup_ms, None,
+        "no catch-up unless asked"
+    );
+    match &workflow.triggers[5].kind {
+        crate::triggers::TriggerKind::Folder { stable_ms, .. } => assert_eq!(*stable_ms, 500),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_triggers_are_reported_with_columns_and_hints() {
+    check_problems(
+        &format!(
+            r#"name: t
+inputs: {{since: "1h"}}
+triggers:
+  - cron: "0 25 * * *"
+  - cron: 0 6 * * 1-9
+    timezone: "Europe/Berln"
+  - every: 500ms
+  - every: often
+  - cron: "@daily"
+    every: 1h
+  - webhook: {{name: "bad name"}}
+  - every: 1m
+    overlap: buffer
+    inputs: {{sinse: "2h"}}
+    catchup: soon
+  - {{}}
+{TRIGGER_TASKS}"#
+        ),
+        expect![[r#"
+            4:14 GZ3061 invalid cron expression "0 25 * * *": Component error: Number out of bounds. [Write five fields `minute hour day-of-month month day-of-week` (seconds may come first as a sixth), e.g. "0 6 * * 1-5", or @hourly, @daily, @weekly, @monthly, @yearly.]
+            5:19 GZ3061 invalid cron expression "0 6 * * 1-9": Component error: Range out of bounds. [Write five fields `minute hour day-of-month month day-of-week` (seconds may come first as a sixth), e.g. "0 6 * * 1-5", or @hourly, @daily, @weekly, @monthly, @yearly.]
+            6:16 GZ3062 `Europe/Berln` is not an IANA time zone [Did you mean `Europe/Berlin`?]
+            7:12 GZ3063 `every` is 500 ms; the shortest interval is one second [Write `every:` as a duration of at least one second, e.g. 30s, 15m, 1h.]
+            8:12 GZ3063 `every: often` is not a duration [Write `every:` as a duration of at least one second, e.g. 30s, 15m, 1h.]
+            9:5 GZ3060 trigger has several kinds (cron, every); each entry is one trigger [Split it into one list entry per kind.]
+            11:21 GZ3060 `bad name` is not a webhook name [Use 1-64 letters, digits, `-` or `_`: it becomes /api/v1/hooks/NAME.]
+            13:14 GZ3060 `overlap: buffer` is not a policy [Use one of skip, buffer_one, cancel_other, allow_all.]
+            14:14 GZ3060 trigger input `sinse` is not an input of the workflow [Did you mean `since`?]
+            15:14 GZ3060 `catchup: soon` is not a duration [Write a window such as 1h or 30m, or `none` to skip missed ticks (the default).]
+            16:5 GZ3060 trigger has none of cron, every, webhook or folder [Add exactly one of them, e.g. `every: 15m`.]
+        "#]],
+    );
+}

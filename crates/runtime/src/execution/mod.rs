@@ -218,6 +218,7 @@ pub(crate) async fn run_loop(
         name: run.workflow.name.clone(),
         total_tasks: n,
         resumed,
+        trigger: run.workflow.trigger.clone(),
     }));
 
     let mut poll = tokio::time::interval(rt.config.cancel_poll);

@@ -22,7 +22,7 @@ if done then
 end
 
 -- Fixed argument counts; 'C' has a variable tail of field/value pairs.
-local ARITY = { T = 7, W = 5, E = 2, X = 1, O = 3, U = 2, K = 3, A = 1 }
+local ARITY = { T = 7, W = 5, E = 2, X = 1, O = 3, U = 2, K = 3, A = 1, S = 4, D = 1, I = 3 }
 
 local ops = {}
 local i = 4
@@ -192,6 +192,30 @@ for _, op in ipairs(ops) do
     redis.call('HSET', P .. ':keys', id, op[4])
     redis.call('HSET', P .. ':keys:hashof', id, hash)
     redis.call('HSET', P .. ':keys:idbyhash', hash, id)
+  elseif code == 'S' then
+    -- S id expected_version("" must not exist) created_ms json: compare-and-set
+    local id, expected, created, json = op[2], op[3], op[4], op[5]
+    local current = redis.call('HGET', P .. ':sched:ver', id)
+    if (expected == '' and not current) or (current and current == expected) then
+      local version = 1
+      if current then
+        version = tonumber(current) + 1
+      end
+      redis.call('HSET', P .. ':sched', id, json)
+      redis.call('HSET', P .. ':sched:ver', id, string.format('%d', version))
+      redis.call('ZADD', P .. ':sched:idx', created, id)
+      results[#results + 1] = '1'
+    else
+      results[#results + 1] = '0'
+    end
+  elseif code == 'D' then
+    local removed = redis.call('HDEL', P .. ':sched', op[2])
+    redis.call('HDEL', P .. ':sched:ver', op[2])
+    redis.call('ZREM', P .. ':sched:idx', op[2])
+    results[#results + 1] = string.format('%d', removed)
+  elseif code == 'I' then
+    -- I schedule_id created_ms workflow_id: the runs a schedule started
+    redis.call('ZADD', P .. ':wfidx:sched:' .. op[2], op[3], op[4])
   elseif code == 'A' then
     local seq = string.format('%d', redis.call('INCR', P .. ':audit:seq'))
     redis.call('HSET', P .. ':audit', seq, op[2])
