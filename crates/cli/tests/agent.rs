@@ -1,0 +1,191 @@
+//! `llm/agent` through the real binary: `examples/agent.yaml` against the
+//! Ollama double (deterministic tool turns), and an agent with a built-in
+//! function and an MCP tool against the real llama.cpp server, where only the
+//! transcript's structure is checked, never the model's wording.
+
+mod common;
+use common::{examples, Env};
+use gleitzeit_testkit::{DoubleConfig, OllamaDouble, ToolTurn};
+use serde_json::{json, Value};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_agent_example_runs_its_tool_loop() {
+    let rt = runtime();
+    let server = rt
+        .block_on(OllamaDouble::start(DoubleConfig::default().with_tool_turns(
+            vec![
+                ToolTurn::Call(vec![
+                    (
+                        "count_words".into(),
+                        json!({"text": "the quick brown fox jumps over the lazy dog"}),
+                    ),
+                    ("fibonacci".into(), json!({"n": 8})),
+                ]),
+                ToolTurn::Answer("Nine words; 0 1 1 2 3 5 8 13.".into()),
+            ],
+        )))
+        .unwrap();
+    let env = Env::new();
+    let path = examples().join("agent.yaml");
+    let run = env
+        .command()
+        .env("OLLAMA_HOST", server.url())
+        .args(["--json", "run", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let run = common::Run::from(run).ok();
+    let json = run.json();
+    assert_eq!(json["state"], "completed", "{json}");
+    let agent = &json["tasks"][0]["record"];
+    assert_eq!(agent["turns"], 2, "{agent}");
+    assert_eq!(agent["tool_calls"][0]["result"]["words"], 9);
+    assert_eq!(
+        json["tasks"][1]["result"],
+        json!({"answer": "Nine words; 0 1 1 2 3 5 8 13.", "turns": 2, "tools_called": 2})
+    );
+    assert_eq!(server.stats().chat, 2);
+
+    // The turns are in the workflow's events, for `events` and the views.
+    let id = json["workflow_id"].as_str().unwrap();
+    let events = env
+        .command()
+        .args(["--json", "events", "--workflow", id, "--limit", "200"])
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    for kind in ["agent_turn", "tool_call_started", "tool_call_completed"] {
+        assert!(events.contains(kind), "{kind} missing: {events}");
+    }
+}
+
+#[test]
+fn an_agent_against_the_real_model_keeps_a_well_formed_transcript() {
+    let env = Env::new();
+    let notes = env.path("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("todo.txt"), "Buy milk. Fix the roof.").unwrap();
+    let notes = notes.canonicalize().unwrap();
+    let llama = gleitzeit_testkit::llama_server_url();
+    let config = env.write(
+        "config.yaml",
+        &format!(
+            "mcp_servers:\n  files:\n    command: [node, '{dir}/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js', '{notes}']\nllm:\n  default_max_tokens: 60\n  endpoints:\n    - {{name: llama, url: '{llama}', kind: openai}}\n  models:\n    llama3.2: [gemma3]\n",
+            dir = gleitzeit_testkit::mcp_servers_dir().display(),
+            notes = notes.display()
+        ),
+    );
+    let workflow = env.write(
+        "agent.yaml",
+        &format!(
+            r#"
+name: real-agent
+tasks:
+  - id: agent
+    method: llm/agent
+    parameters:
+      model: llama3.2
+      system: "Use the tools to answer."
+      prompt: "Read {notes}/todo.txt with read_text_file, then count its words with count_words."
+      tools:
+        - function: count_words
+        - mcp: {{server: files, tools: [read_text_file]}}
+      max_turns: 3
+"#,
+            notes = notes.display()
+        ),
+    );
+    let run = env.run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        "run",
+        workflow.to_str().unwrap(),
+    ]);
+    let json = run.json();
+    let task = &json["tasks"][0];
+    // The model may call tools or answer in text; either way the loop ends
+    // with a result or a loop-level error, never anything else.
+    let (transcript, turns) = match task["state"].as_str().unwrap() {
+        "completed" => (task["record"].clone(), task["record"]["turns"].clone()),
+        "failed" => {
+            let code = task["error"]["code"].as_str().unwrap();
+            assert!(
+                ["GZ2080", "GZ2081", "GZ2013"].contains(&code),
+                "unexpected failure: {task}"
+            );
+            (task["error"]["details"].clone(), task["error"]["details"]["turns"].clone())
+        }
+        other => panic!("agent ended {other}: {json}"),
+    };
+    let turns = turns.as_u64().unwrap_or(0);
+    assert!((1..=3).contains(&turns), "{transcript}");
+    let messages = transcript["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(messages[1]["role"], "user");
+    // Every assistant turn's calls are answered, in order, before the next turn.
+    let mut i = 2;
+    let mut assistant_turns = 0;
+    while i < messages.len() {
+        assert_eq!(messages[i]["role"], "assistant", "{transcript}");
+        assistant_turns += 1;
+        let calls = messages[i]["tool_calls"].as_array().cloned().unwrap_or_default();
+        i += 1;
+        for call in &calls {
+            if i == messages.len() {
+                break; // the last turn's calls, unrun at max_turns
+            }
+            assert_eq!(messages[i]["role"], "tool", "{transcript}");
+            assert_eq!(messages[i]["tool_call_id"], call["id"], "{transcript}");
+            i += 1;
+        }
+    }
+    assert_eq!(assistant_turns, turns, "{transcript}");
+    for call in transcript["tool_calls"].as_array().unwrap() {
+        let offered = ["count_words", "read_text_file"].contains(&call["name"].as_str().unwrap());
+        let outcome = call.get("result").or(call.get("error")).cloned().unwrap_or(Value::Null);
+        assert!(!outcome.is_null(), "{call}");
+        if !offered {
+            assert_eq!(call["error"]["code"], "GZ2084", "{call}");
+        }
+    }
+    assert!(transcript["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn validate_refuses_tool_approval_and_unknown_tools() {
+    let env = Env::new();
+    let workflow = env.write(
+        "agent.yaml",
+        r#"
+name: bad-agent
+tasks:
+  - id: agent
+    method: llm/agent
+    parameters:
+      model: llama3.2
+      prompt: "p"
+      max_turns: 0
+      tools:
+        - function: count_wordz
+        - function: fibonacci
+          approve: true
+"#,
+    );
+    let run = env.run(&["validate", workflow.to_str().unwrap()]).code(2);
+    for expected in ["GZ3040", "count_wordz", "GZ3041", "durable waits", "max_turns"] {
+        assert!(
+            run.stderr.contains(expected) || run.stdout.contains(expected),
+            "{expected}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+}
