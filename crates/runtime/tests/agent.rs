@@ -10,7 +10,7 @@ use gleitzeit_providers::mcp::{McpProvider, McpServerConfig};
 use gleitzeit_providers::Registry;
 use gleitzeit_runtime::{RunOutcome, Runtime, RuntimeConfig};
 use gleitzeit_store::{MemoryStore, Store};
-use gleitzeit_testkit::{DoubleConfig, OllamaDouble, ToolTurn};
+use gleitzeit_testkit::{DoubleConfig, OllamaDouble, OpenAiPeer, ToolTurn};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,13 +27,17 @@ async fn double(turns: Vec<ToolTurn>) -> OllamaDouble {
 }
 
 fn registry(llm_url: &str, mcp: Option<McpProvider>) -> Registry {
+    registry_for(llm_url, Dialect::Ollama, mcp)
+}
+
+fn registry_for(llm_url: &str, dialect: Dialect, mcp: Option<McpProvider>) -> Registry {
     let mut registry = Registry::new();
     registry.register(Arc::new(FunctionProvider));
     let llm = LlmConfig {
         endpoints: vec![EndpointConfig {
             name: "double".into(),
             url: llm_url.into(),
-            kind: Some(Dialect::Ollama),
+            kind: Some(dialect),
             ..EndpointConfig::default()
         }],
         health_interval_secs: 0.0,
@@ -405,4 +409,39 @@ tasks:
     assert_eq!(error.code, ErrorCode::AgentToolUnavailable, "{error:#?}");
     assert!(error.message.contains("echo"), "{}", error.message);
     assert_eq!(llm.stats().chat, 0);
+}
+
+#[tokio::test]
+async fn openai_dialect_streamed_call_deltas_drive_the_loop() {
+    let peer = OpenAiPeer::start(vec![
+        ToolTurn::Call(vec![
+            call("count_words", json!({"text": "streamed in small fragments"})),
+            call("fibonacci", json!({"n": 5})),
+        ]),
+        ToolTurn::Answer("four words".into()),
+    ])
+    .await
+    .unwrap();
+    let yaml = TWO_TOOLS.replace("model: llama3.2", "model: peer");
+    let (_, outcome) = run(registry_for(&peer.url(), Dialect::Openai, None), &yaml).await;
+    assert_eq!(outcome.state, WorkflowState::Completed, "{outcome:#?}");
+    let result = outcome.tasks[0].result.clone().unwrap();
+    assert_eq!(result["response"], "four words");
+    let calls = result["tool_calls"].as_array().unwrap();
+    assert_eq!(calls[0]["id"], "call_peer_0_0");
+    assert_eq!(calls[0]["arguments"], json!({"text": "streamed in small fragments"}));
+    assert_eq!(calls[0]["result"]["words"], 4);
+    assert_eq!(calls[1]["id"], "call_peer_0_1");
+    assert_eq!(calls[1]["arguments"], json!({"n": 5}));
+    let requests = peer.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["parallel_tool_calls"], true);
+    let second = requests[1]["messages"].as_array().unwrap();
+    assert_eq!(second[2]["content"], Value::Null);
+    assert_eq!(second[2]["tool_calls"][0]["id"], "call_peer_0_0");
+    assert_eq!(
+        second[2]["tool_calls"][0]["function"]["arguments"],
+        json!({"text": "streamed in small fragments"}).to_string()
+    );
+    assert_eq!(second[3], json!({"role": "tool", "content": calls[0]["result"].to_string(), "tool_call_id": "call_peer_0_0"}));
 }

@@ -26,7 +26,9 @@
 
 mod handlers;
 mod llama;
+mod openai;
 pub mod poll;
+pub use openai::OpenAiPeer;
 pub use llama::llama_server_url;
 mod wire;
 

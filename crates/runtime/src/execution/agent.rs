@@ -591,6 +591,8 @@ struct Transcript {
     cost: Option<f64>,
     model: Option<String>,
     endpoint: Option<String>,
+    /// Time spent in model calls, summed over turns.
+    model_ms: u64,
 }
 
 impl Transcript {
@@ -628,6 +630,7 @@ impl Transcript {
             cost: Some(0.0),
             model: None,
             endpoint: None,
+            model_ms: 0,
         })
     }
 
@@ -703,6 +706,7 @@ impl Transcript {
         };
         self.model = step.model.clone().or(self.model.take());
         self.endpoint = step.endpoint.clone().or(self.endpoint.take());
+        self.model_ms += step.duration_ms;
         let mut message = json!({"role": "assistant", "content": step.response});
         if !step.tool_calls.is_empty() {
             message["tool_calls"] = json!(step.tool_calls);
@@ -800,6 +804,7 @@ impl Transcript {
             "model": self.model,
             "endpoint": self.endpoint,
             "duration_ms": started.elapsed().as_millis() as u64,
+            "model_ms": self.model_ms,
         });
         if let Some(parsed) = parsed {
             record["parsed"] = parsed;
