@@ -4,7 +4,7 @@
 //! transcript's structure is checked, never the model's wording.
 
 mod common;
-use common::{examples, Env};
+use common::{examples, Env, Server};
 use gleitzeit_testkit::{DoubleConfig, OllamaDouble, ToolTurn};
 use serde_json::{json, Value};
 
@@ -188,4 +188,115 @@ tasks:
             run.stderr
         );
     }
+}
+
+/// The attack through an agent: a USER key submits an agent whose model asks
+/// `read_file` for a secret outside the user's roots, the server's config and
+/// a file the user may read. The tools run under the submitter's grant, so the
+/// secrets are refused (GZ6010, handed back to the model) and only the
+/// allowed file is read; a tool whose method the role may not call is refused
+/// at submit.
+#[test]
+fn an_agent_over_the_api_reaches_only_its_submitters_files() {
+    const MARKER: &str = "AGENT-SECRET-77c1";
+    let rt = runtime();
+    let env = Env::new();
+    let home = std::fs::canonicalize(env.home.path()).unwrap();
+    let shared = home.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("ok.txt"), "fine\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let secret = std::fs::canonicalize(elsewhere.path()).unwrap().join("secret.txt");
+    std::fs::write(&secret, MARKER).unwrap();
+    let config_path = home.join("config.yaml");
+    let llm = rt
+        .block_on(OllamaDouble::start(DoubleConfig::default().with_tool_turns(vec![
+            ToolTurn::Call(vec![
+                ("read_file".into(), json!({"path": secret.display().to_string()})),
+                ("read_file".into(), json!({"path": config_path.display().to_string()})),
+                ("read_file".into(), json!({"path": shared.join("ok.txt").display().to_string()})),
+            ]),
+            ToolTurn::Answer("done".into()),
+        ])))
+        .unwrap();
+    env.write(
+        "config.yaml",
+        &format!(
+            "# {MARKER}\nfiles:\n  roots: ['{}']\nauth:\n  methods:\n    USER: ['llm/*', 'function/*']\nllm:\n  health_interval_secs: 0\n  endpoints:\n    - {{name: double, url: '{}', kind: ollama}}\n",
+            shared.display(),
+            llm.url()
+        ),
+    );
+    let init = env.run(&["--json", "auth", "init"]).ok().json();
+    let admin = init["key"].as_str().unwrap().to_string();
+    let server = Server::spawn(&env, &[]);
+    let s = server.url.clone();
+    let as_admin = |args: &[&str]| {
+        let output = env
+            .command()
+            .env("GLEITZEIT_API_KEY", &admin)
+            .args(["--server", &s])
+            .args(args)
+            .output()
+            .unwrap();
+        common::Run::from(output).ok()
+    };
+    as_admin(&["auth", "users", "create", "mallory", "--role", "USER"]);
+    let key = as_admin(&["--json", "auth", "keys", "create", "k", "--user", "mallory"]).json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = reqwest::Client::new();
+    let submit = |tools: Value| {
+        let body = json!({"name": "agent attack", "tasks": [{"id": "agent", "method": "llm/agent",
+            "parameters": {"model": "llama3.2", "prompt": "read the files", "tools": tools}}]});
+        rt.block_on(async {
+            let response = client
+                .post(format!("{s}/api/v1/workflows"))
+                .bearer_auth(&key)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+
+    let (status, answer) = submit(json!([{"function": "read_file"}]));
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["workflow_id"].as_str().unwrap().to_string();
+    let view = common::poll::until(
+        "the agent to finish",
+        || -> Value {
+            rt.block_on(async {
+                match client
+                    .get(format!("{s}/api/v1/workflows/{id}"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.json().await.unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                }
+            })
+        },
+        |view| matches!(view["state"].as_str(), Some("completed" | "failed")),
+    );
+    assert_eq!(view["state"], "completed", "{view}");
+    let calls = view["tasks"][0]["record"]["tool_calls"].as_array().cloned().unwrap_or_default();
+    assert_eq!(calls.len(), 3, "{view}");
+    assert_eq!(calls[0]["error"]["code"], "GZ6010", "{view}");
+    assert_eq!(calls[1]["error"]["code"], "GZ6010", "{view}");
+    assert!(calls[2]["result"]["content"].as_str().unwrap().starts_with("fine"), "{view}");
+    assert!(!view.to_string().contains(MARKER), "a secret was read: {view}");
+    // What the model was sent holds no secret either.
+    for request in llm.stats().requests_to("/api/chat") {
+        assert!(!request.body.to_string().contains(MARKER));
+    }
+
+    // A tool outside the role's methods: refused whole at submit.
+    let (status, answer) = submit(json!([{"http": {"name": "f", "url_prefix": "https://example.com/"}}]));
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["code"], "GZ4003", "{answer}");
 }

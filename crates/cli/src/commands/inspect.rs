@@ -258,7 +258,7 @@ mod tests {
                     endpoint: None,
                     duration_ms: 12,
                 }),
-                "wf".into(),
+                "wf",
                 0,
             )
         };
@@ -275,7 +275,7 @@ mod tests {
                     error,
                     duration_ms: 1,
                 }),
-                "wf".into(),
+                "wf",
                 0,
             )
         };
