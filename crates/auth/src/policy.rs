@@ -346,17 +346,31 @@ mod tests {
         let mut config = BTreeMap::new();
         config.insert(
             "USER".to_string(),
-            vec!["llm/*".to_string(), "function/*".to_string(), "!function/read_file".to_string()],
+            vec![
+                "llm/*".to_string(),
+                "function/*".to_string(),
+                "!function/read_file".to_string(),
+            ],
         );
         let policy = Policy::new(&config, &[], &BTreeMap::new()).unwrap();
         let agent = |tools: serde_json::Value| {
-            workflow(json!([task("a", "llm/agent", json!({"prompt": "p", "tools": tools}))]))
+            workflow(json!([task(
+                "a",
+                "llm/agent",
+                json!({"prompt": "p", "tools": tools})
+            )]))
         };
         let mut ok = agent(json!([{"function": "count_words"}]));
         policy.admit(Role::User, &mut ok).unwrap();
         for (tools, named) in [
-            (json!([{"mcp": {"server": "files", "tools": ["read_text_file"]}}]), "mcp/list_tools"),
-            (json!([{"http": {"name": "f", "url_prefix": "https://x.example/"}}]), "http/request"),
+            (
+                json!([{"mcp": {"server": "files", "tools": ["read_text_file"]}}]),
+                "mcp/list_tools",
+            ),
+            (
+                json!([{"http": {"name": "f", "url_prefix": "https://x.example/"}}]),
+                "http/request",
+            ),
             (json!([{"function": "read_file"}]), "function/read_file"),
         ] {
             let error = policy.admit(Role::User, &mut agent(tools)).unwrap_err();

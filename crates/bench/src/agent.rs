@@ -44,7 +44,13 @@ pub fn run(binary: &Path, dir: &Path, url: &str) -> Result<Value> {
     let file = dir.join("agents.yaml");
     std::fs::write(&file, yaml)?;
     // Warm-up on the memory store, then the measured run on SQLite.
-    run_ephemeral(binary, &config, &file, &dir.join("home-agent-warm"), "agent warm-up")?;
+    run_ephemeral(
+        binary,
+        &config,
+        &file,
+        &dir.join("home-agent-warm"),
+        "agent warm-up",
+    )?;
     let json = run_durable(binary, &config, &file, &dir.join("home-agent"))?;
     let tasks = json["tasks"].as_array().context("tasks")?;
     let (mut turns, mut total, mut outside) = (0u64, 0f64, 0f64);

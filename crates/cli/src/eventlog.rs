@@ -143,11 +143,19 @@ pub fn log_line(event: &Event) -> (Level, String) {
         EventPayload::ToolCallCompleted(e) => match &e.error {
             None => (
                 Level::Info,
-                format!("task {task} tool {} ({}) done in {} ms", e.name, e.call_id, e.duration_ms),
+                format!(
+                    "task {task} tool {} ({}) done in {} ms",
+                    e.name, e.call_id, e.duration_ms
+                ),
             ),
             Some(error) => (
                 Level::Warn,
-                format!("task {task} tool {} ({}) failed: {}", e.name, e.call_id, error_text(Some(error))),
+                format!(
+                    "task {task} tool {} ({}) failed: {}",
+                    e.name,
+                    e.call_id,
+                    error_text(Some(error))
+                ),
             ),
         },
         // Kinds without a sentence of their own, and events this version

@@ -20,8 +20,8 @@ fn runtime() -> tokio::runtime::Runtime {
 fn the_agent_example_runs_its_tool_loop() {
     let rt = runtime();
     let server = rt
-        .block_on(OllamaDouble::start(DoubleConfig::default().with_tool_turns(
-            vec![
+        .block_on(OllamaDouble::start(
+            DoubleConfig::default().with_tool_turns(vec![
                 ToolTurn::Call(vec![
                     (
                         "count_words".into(),
@@ -30,8 +30,8 @@ fn the_agent_example_runs_its_tool_loop() {
                     ("fibonacci".into(), json!({"n": 8})),
                 ]),
                 ToolTurn::Answer("Nine words; 0 1 1 2 3 5 8 13.".into()),
-            ],
-        )))
+            ]),
+        ))
         .unwrap();
     let env = Env::new();
     let path = examples().join("agent.yaml");
@@ -121,7 +121,10 @@ tasks:
                 ["GZ2080", "GZ2081", "GZ2013"].contains(&code),
                 "unexpected failure: {task}"
             );
-            (task["error"]["details"].clone(), task["error"]["details"]["turns"].clone())
+            (
+                task["error"]["details"].clone(),
+                task["error"]["details"]["turns"].clone(),
+            )
         }
         other => panic!("agent ended {other}: {json}"),
     };
@@ -136,7 +139,10 @@ tasks:
     while i < messages.len() {
         assert_eq!(messages[i]["role"], "assistant", "{transcript}");
         assistant_turns += 1;
-        let calls = messages[i]["tool_calls"].as_array().cloned().unwrap_or_default();
+        let calls = messages[i]["tool_calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         i += 1;
         for call in &calls {
             if i == messages.len() {
@@ -150,7 +156,11 @@ tasks:
     assert_eq!(assistant_turns, turns, "{transcript}");
     for call in transcript["tool_calls"].as_array().unwrap() {
         let offered = ["count_words", "read_text_file"].contains(&call["name"].as_str().unwrap());
-        let outcome = call.get("result").or(call.get("error")).cloned().unwrap_or(Value::Null);
+        let outcome = call
+            .get("result")
+            .or(call.get("error"))
+            .cloned()
+            .unwrap_or(Value::Null);
         assert!(!outcome.is_null(), "{call}");
         if !offered {
             assert_eq!(call["error"]["code"], "GZ2084", "{call}");
@@ -180,7 +190,13 @@ tasks:
 "#,
     );
     let run = env.run(&["validate", workflow.to_str().unwrap()]).code(2);
-    for expected in ["GZ3040", "count_wordz", "GZ3041", "durable waits", "max_turns"] {
+    for expected in [
+        "GZ3040",
+        "count_wordz",
+        "GZ3041",
+        "durable waits",
+        "max_turns",
+    ] {
         assert!(
             run.stderr.contains(expected) || run.stdout.contains(expected),
             "{expected}: {}{}",
@@ -206,18 +222,31 @@ fn an_agent_over_the_api_reaches_only_its_submitters_files() {
     std::fs::create_dir_all(&shared).unwrap();
     std::fs::write(shared.join("ok.txt"), "fine\n").unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    let secret = std::fs::canonicalize(elsewhere.path()).unwrap().join("secret.txt");
+    let secret = std::fs::canonicalize(elsewhere.path())
+        .unwrap()
+        .join("secret.txt");
     std::fs::write(&secret, MARKER).unwrap();
     let config_path = home.join("config.yaml");
     let llm = rt
-        .block_on(OllamaDouble::start(DoubleConfig::default().with_tool_turns(vec![
-            ToolTurn::Call(vec![
-                ("read_file".into(), json!({"path": secret.display().to_string()})),
-                ("read_file".into(), json!({"path": config_path.display().to_string()})),
-                ("read_file".into(), json!({"path": shared.join("ok.txt").display().to_string()})),
+        .block_on(OllamaDouble::start(
+            DoubleConfig::default().with_tool_turns(vec![
+                ToolTurn::Call(vec![
+                    (
+                        "read_file".into(),
+                        json!({"path": secret.display().to_string()}),
+                    ),
+                    (
+                        "read_file".into(),
+                        json!({"path": config_path.display().to_string()}),
+                    ),
+                    (
+                        "read_file".into(),
+                        json!({"path": shared.join("ok.txt").display().to_string()}),
+                    ),
+                ]),
+                ToolTurn::Answer("done".into()),
             ]),
-            ToolTurn::Answer("done".into()),
-        ])))
+        ))
         .unwrap();
     env.write(
         "config.yaml",
@@ -242,7 +271,8 @@ fn an_agent_over_the_api_reaches_only_its_submitters_files() {
         common::Run::from(output).ok()
     };
     as_admin(&["auth", "users", "create", "mallory", "--role", "USER"]);
-    let key = as_admin(&["--json", "auth", "keys", "create", "k", "--user", "mallory"]).json()["key"]
+    let key = as_admin(&["--json", "auth", "keys", "create", "k", "--user", "mallory"]).json()
+        ["key"]
         .as_str()
         .unwrap()
         .to_string();
@@ -259,7 +289,10 @@ fn an_agent_over_the_api_reaches_only_its_submitters_files() {
                 .await
                 .unwrap();
             let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
         })
     };
 
@@ -284,19 +317,32 @@ fn an_agent_over_the_api_reaches_only_its_submitters_files() {
         |view| matches!(view["state"].as_str(), Some("completed" | "failed")),
     );
     assert_eq!(view["state"], "completed", "{view}");
-    let calls = view["tasks"][0]["record"]["tool_calls"].as_array().cloned().unwrap_or_default();
+    let calls = view["tasks"][0]["record"]["tool_calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(calls.len(), 3, "{view}");
     assert_eq!(calls[0]["error"]["code"], "GZ6010", "{view}");
     assert_eq!(calls[1]["error"]["code"], "GZ6010", "{view}");
-    assert!(calls[2]["result"]["content"].as_str().unwrap().starts_with("fine"), "{view}");
-    assert!(!view.to_string().contains(MARKER), "a secret was read: {view}");
+    assert!(
+        calls[2]["result"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("fine"),
+        "{view}"
+    );
+    assert!(
+        !view.to_string().contains(MARKER),
+        "a secret was read: {view}"
+    );
     // What the model was sent holds no secret either.
     for request in llm.stats().requests_to("/api/chat") {
         assert!(!request.body.to_string().contains(MARKER));
     }
 
     // A tool outside the role's methods: refused whole at submit.
-    let (status, answer) = submit(json!([{"http": {"name": "f", "url_prefix": "https://example.com/"}}]));
+    let (status, answer) =
+        submit(json!([{"http": {"name": "f", "url_prefix": "https://example.com/"}}]));
     assert_eq!(status, 403, "{answer}");
     assert_eq!(answer["code"], "GZ4003", "{answer}");
 }

@@ -133,7 +133,10 @@ pub fn valid_tool_name(name: &str) -> bool {
 
 /// Reads an agent task's parameters. `has_function` answers whether a
 /// built-in function exists. Every problem is returned, not only the first.
-pub fn read(params: &Value, has_function: &dyn Fn(&str) -> bool) -> Result<AgentSpec, Vec<Problem>> {
+pub fn read(
+    params: &Value,
+    has_function: &dyn Fn(&str) -> bool,
+) -> Result<AgentSpec, Vec<Problem>> {
     let mut problems = Vec::new();
     let empty = Map::new();
     let map = params.as_object().unwrap_or(&empty);
@@ -145,17 +148,19 @@ pub fn read(params: &Value, has_function: &dyn Fn(&str) -> bool) -> Result<Agent
     }
     let max_turns = match map.get("max_turns") {
         None => DEFAULT_MAX_TURNS,
-        Some(v) => match v.as_u64() {
-            Some(n) if (1..=MAX_TURNS_LIMIT as u64).contains(&n) => n as u32,
-            _ => {
-                problems.push(Problem::new(
+        Some(v) => {
+            match v.as_u64() {
+                Some(n) if (1..=MAX_TURNS_LIMIT as u64).contains(&n) => n as u32,
+                _ => {
+                    problems.push(Problem::new(
                     "max_turns",
                     None,
                     format!("`max_turns` must be a whole number from 1 to {MAX_TURNS_LIMIT}, not {v}"),
                 ));
-                DEFAULT_MAX_TURNS
+                    DEFAULT_MAX_TURNS
+                }
             }
-        },
+        }
     };
     let parallel_tool_calls = match map.get("parallel_tool_calls") {
         None => true,
@@ -258,7 +263,9 @@ fn read_tool(
 ) -> Result<Vec<ToolSpec>, Problem> {
     let bad = |message: String| Problem::new("tools", Some(i), message);
     let Some(map) = entry.as_object() else {
-        return Err(bad(format!("tools[{i}] must be a mapping like `function: count_words`, not {entry}")));
+        return Err(bad(format!(
+            "tools[{i}] must be a mapping like `function: count_words`, not {entry}"
+        )));
     };
     let approve = map.get("approve").or_else(|| {
         KINDS
@@ -316,7 +323,9 @@ fn read_tool(
     match kind {
         "function" => {
             let Some(function) = text(map, "function") else {
-                return Err(bad(format!("tools[{i}]: `function` must be a function's name")));
+                return Err(bad(format!(
+                    "tools[{i}]: `function` must be a function's name"
+                )));
             };
             if !has_function(function) {
                 return Err(bad(format!("tools[{i}]: unknown function `{function}`"))
@@ -351,7 +360,9 @@ fn read_tool(
                 )));
             }
             let Some(server) = text(inner, "server") else {
-                return Err(bad(format!("tools[{i}]: `mcp` needs `server`, a configured MCP server's name")));
+                return Err(bad(format!(
+                    "tools[{i}]: `mcp` needs `server`, a configured MCP server's name"
+                )));
             };
             let names: Vec<&str> = match inner.get("tools") {
                 Some(Value::Array(list)) if !list.is_empty() => {
@@ -394,7 +405,9 @@ fn read_tool(
                 )));
             }
             let Some(name) = text(inner, "name") else {
-                return Err(bad(format!("tools[{i}]: `http` needs `name`, what the model calls it")));
+                return Err(bad(format!(
+                    "tools[{i}]: `http` needs `name`, what the model calls it"
+                )));
             };
             if !valid_tool_name(name) {
                 return Err(bad(format!(
@@ -438,7 +451,9 @@ fn read_tool(
 pub fn http_tool_url(prefix: &str, path: &str) -> Result<String, String> {
     let path = path.trim();
     if path.contains("://") || path.starts_with("//") || path.contains('\\') {
-        return Err(format!("`path` must be a path under {prefix}, not `{path}`"));
+        return Err(format!(
+            "`path` must be a path under {prefix}, not `{path}`"
+        ));
     }
     if path
         .split(['/', '?', '#'])
@@ -485,7 +500,13 @@ mod tests {
         let names: Vec<&str> = spec.tools.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
-            ["count_words", "words2", "read_text_file", "list_directory", "fetch"]
+            [
+                "count_words",
+                "words2",
+                "read_text_file",
+                "list_directory",
+                "fetch"
+            ]
         );
         assert_eq!(
             spec.tools[4].source,
@@ -520,26 +541,47 @@ mod tests {
         assert_eq!(problems.len(), 10, "{text:#?}");
         assert!(text[0].contains("prompt"));
         assert!(text.iter().any(|t| t.contains("unknown function `nope`")));
-        let approve = problems.iter().find(|p| p.message.contains("approve")).unwrap();
+        let approve = problems
+            .iter()
+            .find(|p| p.message.contains("approve"))
+            .unwrap();
         assert_eq!(approve.code, ErrorCode::ApprovalNotAvailable);
         assert_eq!(approve.at, Some(1));
-        assert!(text.iter().any(|t| t.contains("`python:` tools are not available")));
+        assert!(text
+            .iter()
+            .any(|t| t.contains("`python:` tools are not available")));
         assert!(text.iter().any(|t| t.contains("mcp.tools")));
         assert!(text.iter().any(|t| t.contains("url_prefix")));
-        assert!(text.iter().any(|t| t.contains("two tools are named `count_words`")));
+        assert!(text
+            .iter()
+            .any(|t| t.contains("two tools are named `count_words`")));
         assert!(text.iter().any(|t| t.contains("must be a mapping")));
     }
 
     #[test]
     fn http_tool_urls_stay_under_their_prefix() {
         let p = "https://api.example.com/v1/";
-        assert_eq!(http_tool_url(p, "items?q=1").unwrap(), "https://api.example.com/v1/items?q=1");
-        assert_eq!(http_tool_url(p, "/items").unwrap(), "https://api.example.com/v1/items");
+        assert_eq!(
+            http_tool_url(p, "items?q=1").unwrap(),
+            "https://api.example.com/v1/items?q=1"
+        );
+        assert_eq!(
+            http_tool_url(p, "/items").unwrap(),
+            "https://api.example.com/v1/items"
+        );
         assert_eq!(
             http_tool_url("https://api.example.com", "items").unwrap(),
             "https://api.example.com/items"
         );
-        for bad in ["../admin", "a/../../b", "https://evil.com/", "//evil.com", "a\\b", "%2e%2e/x", "a%2Fb"] {
+        for bad in [
+            "../admin",
+            "a/../../b",
+            "https://evil.com/",
+            "//evil.com",
+            "a\\b",
+            "%2e%2e/x",
+            "a%2Fb",
+        ] {
             assert!(http_tool_url(p, bad).is_err(), "{bad}");
         }
     }

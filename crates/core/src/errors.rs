@@ -243,7 +243,7 @@ registry! {
     InputLimitExceeded = 3033, Workflow, Medium, false,
         "Input exceeds a limit (nesting depth, alias expansion, task count, id length)", "Simplify the input, or raise the `limits.*` setting the message names in the config of the process that reads it.";
     InvalidAgentTool = 3040, Workflow, Medium, false,
-        "An `llm/agent` tool or setting is invalid", "Each tool is one of `function: NAME`, `mcp: {server, tools: [...]}` or `http: {name, url_prefix}`, with unique names; see the README, "Agents".";
+        "An `llm/agent` tool or setting is invalid", "Each tool is one of `function: NAME`, `mcp: {server, tools: [...]}` or `http: {name, url_prefix}`, with unique names; see the README, section Agents.";
     ApprovalNotAvailable = 3041, Workflow, Medium, false,
         "Tool approval (`approve: true`) is not available yet", "Human approval of tool calls needs durable waits, which this version does not have; remove `approve: true` or leave the tool out.";
     BatchNoFiles = 3030, Workflow, Low, false,

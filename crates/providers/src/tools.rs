@@ -103,6 +103,8 @@ mod tests {
         assert!(check.problems(&json!({"path": "items"})).is_empty());
         assert!(!check.problems(&json!({"path": "x", "json": {}})).is_empty());
         let post = ArgumentCheck::new(&http_tool_schema("POST")).unwrap();
-        assert!(post.problems(&json!({"path": "x", "json": {"a": 1}})).is_empty());
+        assert!(post
+            .problems(&json!({"path": "x", "json": {"a": 1}}))
+            .is_empty());
     }
 }

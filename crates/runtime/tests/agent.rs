@@ -140,7 +140,10 @@ async fn parallel_calls_feed_back_in_the_models_order_and_the_loop_answers() {
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(offered, ["count_words", "fibonacci"]);
-    assert_eq!(bodies[0]["tools"][1]["function"]["description"], "Fibonacci numbers");
+    assert_eq!(
+        bodies[0]["tools"][1]["function"]["description"],
+        "Fibonacci numbers"
+    );
     assert_eq!(
         bodies[0]["tools"][0]["function"]["parameters"]["required"],
         json!(["text"])
@@ -191,21 +194,37 @@ async fn sequential_calls_run_one_after_the_other() {
         ToolTurn::Answer("done".into()),
     ])
     .await;
-    let yaml = TWO_TOOLS.replace("max_turns: 4", "max_turns: 4\n      parallel_tool_calls: false");
+    let yaml = TWO_TOOLS.replace(
+        "max_turns: 4",
+        "max_turns: 4\n      parallel_tool_calls: false",
+    );
     let (store, outcome) = run(registry(&llm.url(), None), &yaml).await;
     assert_eq!(outcome.state, WorkflowState::Completed, "{outcome:#?}");
     let kinds: Vec<&str> = events(store.as_ref(), &outcome.workflow_id)
         .await
         .iter()
-        .filter(|e| matches!(e, EventPayload::ToolCallStarted(_) | EventPayload::ToolCallCompleted(_)))
+        .filter(|e| {
+            matches!(
+                e,
+                EventPayload::ToolCallStarted(_) | EventPayload::ToolCallCompleted(_)
+            )
+        })
         .map(|e| e.kind())
         .collect();
     assert_eq!(
         kinds,
-        ["tool_call_started", "tool_call_completed", "tool_call_started", "tool_call_completed"]
+        [
+            "tool_call_started",
+            "tool_call_completed",
+            "tool_call_started",
+            "tool_call_completed"
+        ]
     );
     let body = llm.stats().last_body("/api/chat").cloned().unwrap();
-    assert!(body.get("parallel_tool_calls").is_none(), "Ollama has no such field");
+    assert!(
+        body.get("parallel_tool_calls").is_none(),
+        "Ollama has no such field"
+    );
 }
 
 #[tokio::test]
@@ -231,8 +250,11 @@ async fn refused_and_failed_calls_go_back_to_the_model() {
         .unwrap()
         .contains("no tool `delete_everything`"));
     assert_eq!(calls[1]["error"]["code"], "GZ2084");
-    assert!(calls[1]["error"]["message"].as_str().unwrap().contains("schema"));
-    assert_eq!(calls[2]["error"]["code"], "GZ2032");
+    assert!(calls[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("schema"));
+    assert_eq!(calls[2]["error"]["code"], "GZ2031");
     // The model read each error as its tool's answer.
     let body = llm.stats().last_body("/api/chat").cloned().unwrap();
     let tool_messages: Vec<&Value> = body["messages"]
@@ -242,8 +264,14 @@ async fn refused_and_failed_calls_go_back_to_the_model() {
         .filter(|m| m["role"] == "tool")
         .collect();
     assert_eq!(tool_messages.len(), 3);
-    assert!(tool_messages[0]["content"].as_str().unwrap().contains("GZ2084"));
-    assert!(tool_messages[2]["content"].as_str().unwrap().contains("GZ2032"));
+    assert!(tool_messages[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("GZ2084"));
+    assert!(tool_messages[2]["content"]
+        .as_str()
+        .unwrap()
+        .contains("GZ2031"));
 }
 
 #[tokio::test]
@@ -262,9 +290,12 @@ async fn on_tool_error_fail_ends_the_task_with_the_transcript() {
     assert_eq!(task.state, TaskState::Failed);
     let error = task.error.clone().unwrap();
     assert_eq!(error.code, ErrorCode::AgentToolFailed);
-    assert_eq!(error.details["tool_error"]["code"], "GZ2032");
+    assert_eq!(error.details["tool_error"]["code"], "GZ2031");
     assert_eq!(error.details["turns"], 1);
-    assert_eq!(roles(&error.details["messages"]), ["system", "user", "assistant", "tool"]);
+    assert_eq!(
+        roles(&error.details["messages"]),
+        ["system", "user", "assistant", "tool"]
+    );
     assert_eq!(llm.stats().chat, 1, "no turn after the failure");
 }
 
@@ -286,7 +317,15 @@ async fn a_model_that_never_stops_ends_at_max_turns() {
     assert_eq!(error.details["tool_calls"].as_array().unwrap().len(), 2);
     assert_eq!(
         roles(&error.details["messages"]),
-        ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"]
+        [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "tool",
+            "assistant"
+        ]
     );
     assert!(error.details["usage"]["total_tokens"].as_u64().unwrap() > 0);
     assert_eq!(llm.stats().chat, 3);
@@ -325,7 +364,10 @@ async fn a_structured_final_answer_is_parsed_and_validated() {
     );
     let (_, outcome) = run(registry(&llm.url(), None), &yaml).await;
     assert_eq!(outcome.state, WorkflowState::Completed, "{outcome:#?}");
-    assert_eq!(outcome.tasks[0].result.as_ref().unwrap()["parsed"], json!({"words": 2}));
+    assert_eq!(
+        outcome.tasks[0].result.as_ref().unwrap()["parsed"],
+        json!({"words": 2})
+    );
 
     let llm = double(vec![ToolTurn::Answer(r#"{"count": "two"}"#.into())]).await;
     let (_, outcome) = run(registry(&llm.url(), None), &yaml).await;
@@ -344,10 +386,16 @@ async fn approval_and_unknown_tools_are_refused_before_anything_runs() {
     let diagnostics = parse::load(&yaml, "agent.yaml", &registry, &Map::new()).unwrap_err();
     let codes: Vec<&str> = diagnostics.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(codes, ["GZ3040", "GZ3041"], "{diagnostics:#?}");
-    assert!(diagnostics[0].message.contains("unknown function `fibonaci`"));
+    assert!(diagnostics[0]
+        .message
+        .contains("unknown function `fibonaci`"));
     assert_eq!(diagnostics[0].pos.line, 12);
     assert_eq!(diagnostics[1].pos.line, 13);
-    assert!(diagnostics[1].hint.as_deref().unwrap().contains("durable waits"));
+    assert!(diagnostics[1]
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("durable waits"));
     assert_eq!(llm.stats().requests, 0);
 }
 
@@ -392,7 +440,13 @@ tasks:
             .contains("hallo"),
         "{result}"
     );
-    let first = llm.stats().requests_to("/api/chat").next().unwrap().body.clone();
+    let first = llm
+        .stats()
+        .requests_to("/api/chat")
+        .next()
+        .unwrap()
+        .body
+        .clone();
     assert_eq!(
         first["tools"][0]["function"]["parameters"]["properties"]["message"]["type"],
         "string"
@@ -415,7 +469,10 @@ tasks:
 async fn openai_dialect_streamed_call_deltas_drive_the_loop() {
     let peer = OpenAiPeer::start(vec![
         ToolTurn::Call(vec![
-            call("count_words", json!({"text": "streamed in small fragments"})),
+            call(
+                "count_words",
+                json!({"text": "streamed in small fragments"}),
+            ),
             call("fibonacci", json!({"n": 5})),
         ]),
         ToolTurn::Answer("four words".into()),
@@ -429,7 +486,10 @@ async fn openai_dialect_streamed_call_deltas_drive_the_loop() {
     assert_eq!(result["response"], "four words");
     let calls = result["tool_calls"].as_array().unwrap();
     assert_eq!(calls[0]["id"], "call_peer_0_0");
-    assert_eq!(calls[0]["arguments"], json!({"text": "streamed in small fragments"}));
+    assert_eq!(
+        calls[0]["arguments"],
+        json!({"text": "streamed in small fragments"})
+    );
     assert_eq!(calls[0]["result"]["words"], 4);
     assert_eq!(calls[1]["id"], "call_peer_0_1");
     assert_eq!(calls[1]["arguments"], json!({"n": 5}));
@@ -443,5 +503,8 @@ async fn openai_dialect_streamed_call_deltas_drive_the_loop() {
         second[2]["tool_calls"][0]["function"]["arguments"],
         json!({"text": "streamed in small fragments"}).to_string()
     );
-    assert_eq!(second[3], json!({"role": "tool", "content": calls[0]["result"].to_string(), "tool_call_id": "call_peer_0_0"}));
+    assert_eq!(
+        second[3],
+        json!({"role": "tool", "content": calls[0]["result"].to_string(), "tool_call_id": "call_peer_0_0"})
+    );
 }

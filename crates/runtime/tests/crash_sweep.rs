@@ -230,10 +230,14 @@ async fn summarize(store: &dyn Store, id: &str) -> Value {
                 }
                 EventPayload::LlmTokens(_) | EventPayload::LlmToken(_) => tokens += 1,
                 EventPayload::AgentTurn(turn) => {
-                    *agent_steps.entry(format!("turn {}", turn.turn)).or_default() += 1;
+                    *agent_steps
+                        .entry(format!("turn {}", turn.turn))
+                        .or_default() += 1;
                 }
                 EventPayload::ToolCallCompleted(call) => {
-                    *agent_steps.entry(format!("call {}", call.call_id)).or_default() += 1;
+                    *agent_steps
+                        .entry(format!("call {}", call.call_id))
+                        .or_default() += 1;
                 }
                 _ => {}
             }

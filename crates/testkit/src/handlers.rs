@@ -986,10 +986,12 @@ async fn chat(
             &format!("invalid tool type: {}", go_quote(&bad.kind)),
         );
     }
-    if let Some(bad) = tools
-        .iter()
-        .find(|t| t.function.parameters.as_ref().is_some_and(|p| !p.is_object()))
-    {
+    if let Some(bad) = tools.iter().find(|t| {
+        t.function
+            .parameters
+            .as_ref()
+            .is_some_and(|p| !p.is_object())
+    }) {
         return error_response(
             StatusCode::BAD_REQUEST,
             &format!(
@@ -1005,10 +1007,14 @@ async fn chat(
         .map(|m| {
             word_count(&content(m))
                 + m.tool_name.as_deref().map_or(0, word_count)
-                + m.tool_calls.iter().flatten().map(|c| {
-                    word_count(&c.function.name)
-                        + word_count(&Value::Object(c.function.arguments.clone()).to_string())
-                }).sum::<u64>()
+                + m.tool_calls
+                    .iter()
+                    .flatten()
+                    .map(|c| {
+                        word_count(&c.function.name)
+                            + word_count(&Value::Object(c.function.arguments.clone()).to_string())
+                    })
+                    .sum::<u64>()
         })
         .sum();
     let last_user = messages
@@ -1029,7 +1035,9 @@ async fn chat(
         Some(ToolTurn::Call(calls)) => {
             let calls: Vec<Value> = calls
                 .iter()
-                .map(|(name, arguments)| json!({"function": {"name": name, "arguments": arguments}}))
+                .map(
+                    |(name, arguments)| json!({"function": {"name": name, "arguments": arguments}}),
+                )
                 .collect();
             (String::new(), Some(Value::Array(calls)))
         }
@@ -1121,7 +1129,8 @@ async fn generate(
         prompt_eval_count,
         context: (!raw).then(|| format!("{system} {prompt}")),
         start: adm.start,
-        token_delay: s.token_delay,    tool_calls: None,
+        token_delay: s.token_delay,
+        tool_calls: None,
     };
     respond_generation(generation, stream, adm.mode, adm.guard).await
 }

@@ -28,8 +28,8 @@ mod handlers;
 mod llama;
 mod openai;
 pub mod poll;
-pub use openai::OpenAiPeer;
 pub use llama::llama_server_url;
+pub use openai::OpenAiPeer;
 mod wire;
 
 use std::net::SocketAddr;

@@ -40,7 +40,9 @@ impl OpenAiPeer {
             .route("/v1/chat/completions", post(chat))
             .route(
                 "/v1/models",
-                get(|| async { Json(json!({"object": "list", "data": [{"id": "peer", "object": "model"}]})) }),
+                get(|| async {
+                    Json(json!({"object": "list", "data": [{"id": "peer", "object": "model"}]}))
+                }),
             )
             .with_state(state.clone());
         let server = tokio::spawn(async move {
@@ -89,9 +91,20 @@ async fn chat(State(state): State<Arc<PeerState>>, Json(request): Json<Value>) -
     };
     let prompt_tokens: u64 = messages
         .iter()
-        .map(|m| word_count(&m["content"].as_str().map(str::to_string).unwrap_or_default()))
+        .map(|m| {
+            word_count(
+                &m["content"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_default(),
+            )
+        })
         .sum();
-    let mut body = chunk(&model, json!({"role": "assistant", "content": null}), Value::Null);
+    let mut body = chunk(
+        &model,
+        json!({"role": "assistant", "content": null}),
+        Value::Null,
+    );
     let (completion_tokens, finish) = match &turn {
         ToolTurn::Answer(text) => {
             let tokens = tokenize(text);

@@ -295,8 +295,17 @@ mod tests {
         ];
         let lines = agent_timeline(&history);
         assert_eq!(lines.len(), 4, "{lines:#?}");
-        assert!(lines[0].starts_with("turn 1 ") && lines[0].contains("→ count_words {\"text\":\"a b c\"}"), "{}", lines[0]);
-        assert!(lines[1].contains("count_words (call_0") && lines[1].contains("{\"words\":3}"), "{}", lines[1]);
+        assert!(
+            lines[0].starts_with("turn 1 ")
+                && lines[0].contains("→ count_words {\"text\":\"a b c\"}"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("count_words (call_0") && lines[1].contains("{\"words\":3}"),
+            "{}",
+            lines[1]
+        );
         assert!(lines[2].contains("failed GZ2084: no tool"), "{}", lines[2]);
         assert!(lines[3].contains("answered: Three words."), "{}", lines[3]);
     }

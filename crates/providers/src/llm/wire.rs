@@ -182,7 +182,10 @@ impl ToolCallAssembler {
         for (n, call) in self.calls.into_iter().enumerate() {
             let name = call.name.trim().to_string();
             if name.is_empty() {
-                return Err(malformed_call(endpoint, format!("tool call #{n} has no name")));
+                return Err(malformed_call(
+                    endpoint,
+                    format!("tool call #{n} has no name"),
+                ));
             }
             let arguments = match call.whole {
                 Some(Value::String(text)) => parse_arguments(&text),
@@ -198,7 +201,9 @@ impl ToolCallAssembler {
             if !arguments.is_object() {
                 return Err(malformed_call(
                     endpoint,
-                    format!("the arguments of tool call `{name}` are not a JSON object: {arguments}"),
+                    format!(
+                        "the arguments of tool call `{name}` are not a JSON object: {arguments}"
+                    ),
                 ));
             }
             out.push(ToolCall {
@@ -326,7 +331,9 @@ fn ollama_body(request: &LlmRequest) -> Value {
                         message["tool_calls"] = m
                             .tool_calls
                             .iter()
-                            .map(|c| json!({"function": {"name": c.name, "arguments": c.arguments}}))
+                            .map(
+                                |c| json!({"function": {"name": c.name, "arguments": c.arguments}}),
+                            )
                             .collect();
                     }
                     if let Some(name) = m.tool_name {
@@ -886,8 +893,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(calls.len(), 2);
-        assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("call_0", "f"));
-        assert_eq!((calls[1].id.as_str(), &calls[1].arguments), ("call_1", &json!({})));
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].name.as_str()),
+            ("call_0", "f")
+        );
+        assert_eq!(
+            (calls[1].id.as_str(), &calls[1].arguments),
+            ("call_1", &json!({}))
+        );
     }
 
     #[test]
@@ -956,7 +969,9 @@ mod tests {
         let mut request = request(Operation::Chat);
         request.images.clear();
         request.format = None;
-        request.tools = vec![json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}})];
+        request.tools = vec![
+            json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}),
+        ];
         request.parallel_tool_calls = Some(false);
         request.messages.push(Message {
             role: "assistant".into(),

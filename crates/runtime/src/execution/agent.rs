@@ -131,7 +131,10 @@ impl AgentJob {
         }
         let mut after = 0;
         loop {
-            let page = rt.store.events(Some(&self.workflow_id), after, 1000).await?;
+            let page = rt
+                .store
+                .events(Some(&self.workflow_id), after, 1000)
+                .await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for event in page {
@@ -177,8 +180,11 @@ impl AgentJob {
                 ),
                 ToolSource::Mcp { server, tool: name } => {
                     if !listed.contains_key(server) {
-                        let call =
-                            self.call("mcp/list_tools", json!({"server": server}), Requires::default());
+                        let call = self.call(
+                            "mcp/list_tools",
+                            json!({"server": server}),
+                            Requires::default(),
+                        );
                         let record = execute(rt, call, token.clone(), None).await?;
                         let tools = record
                             .get("result")
@@ -222,7 +228,10 @@ impl AgentJob {
             let check = ArgumentCheck::new(&schema).map_err(|why| {
                 GzError::new(
                     ErrorCode::AgentToolUnavailable,
-                    format!("tool `{}`: its schema is not valid JSON Schema: {why}", tool.name),
+                    format!(
+                        "tool `{}`: its schema is not valid JSON Schema: {why}",
+                        tool.name
+                    ),
                 )
             })?;
             let description = tool.description.clone().unwrap_or(description);
@@ -267,7 +276,10 @@ impl AgentJob {
         }
         if !definitions.is_empty() {
             turn_options.insert("tools".into(), Value::Array(definitions));
-            turn_options.insert("parallel_tool_calls".into(), json!(agent.parallel_tool_calls));
+            turn_options.insert(
+                "parallel_tool_calls".into(),
+                json!(agent.parallel_tool_calls),
+            );
         }
         let (task_id, task_name) = (self.spec.id.clone(), self.spec.display_name().to_string());
         for turn in 1..=agent.max_turns {
@@ -280,7 +292,11 @@ impl AgentJob {
                     fail::fail_point!("agent.before_turn");
                     let mut params = turn_options.clone();
                     params.insert("messages".into(), Value::Array(transcript.messages.clone()));
-                    let call = self.call("llm/chat", Value::Object(params), self.spec.requires.clone());
+                    let call = self.call(
+                        "llm/chat",
+                        Value::Object(params),
+                        self.spec.requires.clone(),
+                    );
                     let asked = Instant::now();
                     let record = execute(&rt, call, token.clone(), None).await.map_err(|e| {
                         let mut e = e;
@@ -295,7 +311,8 @@ impl AgentJob {
                         self.attempt,
                         asked.elapsed().as_millis() as u64,
                     );
-                    self.commit(&rt, EventPayload::AgentTurn(step.clone())).await?;
+                    self.commit(&rt, EventPayload::AgentTurn(step.clone()))
+                        .await?;
                     // The turn is stored; its tools have not run.
                     fail::fail_point!("agent.after_turn");
                     step
@@ -665,10 +682,7 @@ impl Transcript {
                 ToolCallRequest {
                     id,
                     name: call["name"].as_str().unwrap_or_default().to_string(),
-                    arguments: call
-                        .get("arguments")
-                        .cloned()
-                        .unwrap_or_else(|| json!({})),
+                    arguments: call.get("arguments").cloned().unwrap_or_else(|| json!({})),
                 }
             })
             .collect();
@@ -784,12 +798,16 @@ impl Transcript {
         let parsed = match &agent.format {
             None => None,
             Some(format) => Some(
-                gleitzeit_providers::llm::structured_answer(agent::METHOD, &self.last_response, format)
-                    .map_err(|e| {
-                        let mut e = e;
-                        e.details = super::merge_details(e.details, self.details());
-                        e
-                    })?,
+                gleitzeit_providers::llm::structured_answer(
+                    agent::METHOD,
+                    &self.last_response,
+                    format,
+                )
+                .map_err(|e| {
+                    let mut e = e;
+                    e.details = super::merge_details(e.details, self.details());
+                    e
+                })?,
             ),
         };
         let failed = self.calls.iter().filter(|c| c.outcome.is_err()).count();

@@ -1,8 +1,8 @@
 //! Starting an attempt: its condition, the budget, its parameters, and the
 //! provider call, sub-workflow or fan-out it spawns once committed.
 
-use super::params::{cache_slot, render_params};
 use super::agent::{AgentJob, BudgetUse};
+use super::params::{cache_slot, render_params};
 use super::sub_workflow::sub_workflow;
 use super::{Msg, Run, TaskRef, Work};
 use crate::cache::CacheSlot;
