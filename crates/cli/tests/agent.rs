@@ -346,3 +346,66 @@ fn an_agent_over_the_api_reaches_only_its_submitters_files() {
     assert_eq!(status, 403, "{answer}");
     assert_eq!(answer["code"], "GZ4003", "{answer}");
 }
+
+/// A recorded agent run replays offline: every turn's model call comes from
+/// the recording (the tools run again, they are local and deterministic), and
+/// the transcript is the same.
+#[test]
+fn a_recorded_agent_replays_without_an_endpoint() {
+    let rt = runtime();
+    let server = rt
+        .block_on(OllamaDouble::start(
+            DoubleConfig::default().with_tool_turns(vec![
+                ToolTurn::Call(vec![
+                    ("count_words".into(), json!({"text": "a b c"})),
+                    ("fibonacci".into(), json!({"n": 5})),
+                ]),
+                ToolTurn::Answer("Three words.".into()),
+            ]),
+        ))
+        .unwrap();
+    let env = Env::new();
+    let live_config = env.write(
+        "live.yaml",
+        &format!(
+            "llm:\n  endpoints:\n    - {{name: ollama, url: '{}', kind: ollama}}\n",
+            server.url()
+        ),
+    );
+    let offline = env.write(
+        "offline.yaml",
+        "llm:\n  endpoints:\n    - {name: ollama, url: 'http://127.0.0.1:1', kind: ollama}\n",
+    );
+    let dir = env.path("recording");
+    let file = examples().join("agent.yaml");
+    let run = |config: &std::path::Path, flag: &str| {
+        env.run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            "run",
+            "--ephemeral",
+            file.to_str().unwrap(),
+            flag,
+            dir.to_str().unwrap(),
+        ])
+        .ok()
+        .json()
+    };
+    let live = run(&live_config, "--record");
+    assert_eq!(live["state"], "completed", "{live}");
+    let chats = server.stats().chat;
+    assert_eq!(chats, 2);
+    let replayed = run(&offline, "--replay");
+    assert_eq!(replayed["state"], "completed", "{replayed}");
+    assert_eq!(server.stats().chat, chats, "the replay asked no model");
+    let transcript = |json: &Value| {
+        let record = &json["tasks"][0]["record"];
+        (
+            record["messages"].clone(),
+            record["usage"].clone(),
+            record["response"].clone(),
+        )
+    };
+    assert_eq!(transcript(&replayed), transcript(&live));
+}
