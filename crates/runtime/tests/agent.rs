@@ -5,6 +5,7 @@
 use gleitzeit_core::events::EventPayload;
 use gleitzeit_core::{parse, ErrorCode, TaskState, WorkflowState};
 use gleitzeit_providers::function::FunctionProvider;
+use gleitzeit_providers::http::{HttpConfig, HttpProvider};
 use gleitzeit_providers::llm::{Dialect, EndpointConfig, LlmConfig, LlmProvider};
 use gleitzeit_providers::mcp::{McpProvider, McpServerConfig};
 use gleitzeit_providers::Registry;
@@ -506,5 +507,66 @@ async fn openai_dialect_streamed_call_deltas_drive_the_loop() {
     assert_eq!(
         second[3],
         json!({"role": "tool", "content": calls[0]["result"].to_string(), "tool_call_id": "call_peer_0_0"})
+    );
+}
+
+/// An `http:` tool reaches only URLs under its prefix, through the HTTP
+/// provider and its SSRF guard. The Ollama double doubles as the web API.
+#[tokio::test]
+async fn http_tools_stay_under_their_prefix_and_behind_the_guard() {
+    let llm = double(vec![
+        ToolTurn::Call(vec![
+            call("models", json!({"path": "tags"})),
+            call("models", json!({"path": "../version"})),
+            call("models", json!({"path": "https://example.com/"})),
+        ]),
+        ToolTurn::Answer("listed".into()),
+    ])
+    .await;
+    let yaml = format!(
+        r#"
+name: agent-http
+tasks:
+  - id: research
+    method: llm/agent
+    parameters:
+      model: llama3.2
+      prompt: "Which models are installed?"
+      tools:
+        - http: {{name: models, url_prefix: "{}/api/", method: GET}}
+"#,
+        llm.url()
+    );
+    let with_http = |allow: bool| {
+        let mut registry = registry(&llm.url(), None);
+        let config = HttpConfig {
+            allow_hosts: if allow {
+                vec!["127.0.0.1".into()]
+            } else {
+                vec![]
+            },
+            ..HttpConfig::default()
+        };
+        registry.register(Arc::new(HttpProvider::new(config).unwrap()));
+        registry
+    };
+    let (_, outcome) = run(with_http(true), &yaml).await;
+    assert_eq!(outcome.state, WorkflowState::Completed, "{outcome:#?}");
+    let calls = outcome.tasks[0].result.as_ref().unwrap()["tool_calls"].clone();
+    assert!(calls[0]["result"]["models"].is_array(), "{calls}");
+    assert_eq!(calls[1]["error"]["code"], "GZ2084", "{calls}");
+    assert_eq!(calls[2]["error"]["code"], "GZ2084", "{calls}");
+    let tags = llm.stats().requests_to("/api/tags").count();
+    assert_eq!(tags, 1, "only the call under the prefix went out");
+    assert_eq!(llm.stats().version, 0);
+
+    // Loopback is private: without an allowance the guard refuses the call,
+    // and the model hears why.
+    let (_, outcome) = run(with_http(false), &yaml).await;
+    let calls = outcome.tasks[0].result.as_ref().unwrap()["tool_calls"].clone();
+    assert_eq!(
+        calls[0]["error"]["code"],
+        ErrorCode::AddressBlocked.as_str(),
+        "{calls}"
     );
 }
