@@ -93,10 +93,27 @@ impl AgentJob {
         }
     }
 
-    fn call(&self, method: &str, params: Value, requires: Requires) -> TaskCall {
+    /// The call of one step (`step` names it within the attempt). Worker
+    /// nodes take one call per task id and attempt, so there each step is a
+    /// call of its own, `task#step`: a step re-run after a resume finds its
+    /// earlier outcome instead of running twice. Here the task's own id is
+    /// kept, so streamed tokens show under the task.
+    fn call(
+        &self,
+        rt: &Runtime,
+        step: &str,
+        method: &str,
+        params: Value,
+        requires: Requires,
+    ) -> TaskCall {
+        let task_id = if rt.is_remote() {
+            format!("{}#{step}", self.spec.id)
+        } else {
+            self.spec.id.clone()
+        };
         TaskCall {
             workflow_id: self.workflow_id.clone(),
-            task_id: self.spec.id.clone(),
+            task_id,
             task_name: self.spec.display_name().to_string(),
             attempt: self.attempt,
             method: method.to_string(),
@@ -181,6 +198,8 @@ impl AgentJob {
                 ToolSource::Mcp { server, tool: name } => {
                     if !listed.contains_key(server) {
                         let call = self.call(
+                            rt,
+                            &format!("tools@{server}"),
                             "mcp/list_tools",
                             json!({"server": server}),
                             Requires::default(),
@@ -293,6 +312,8 @@ impl AgentJob {
                     let mut params = turn_options.clone();
                     params.insert("messages".into(), Value::Array(transcript.messages.clone()));
                     let call = self.call(
+                        &rt,
+                        &format!("turn{turn}"),
                         "llm/chat",
                         Value::Object(params),
                         self.spec.requires.clone(),
@@ -575,7 +596,7 @@ impl AgentJob {
                 ("http/request", params)
             }
         };
-        let call = self.call(method, params, Requires::default());
+        let call = self.call(rt, &request.id, method, params, Requires::default());
         let record = execute(rt, call, token.clone(), None).await?;
         Ok(record.get("result").cloned().unwrap_or(record))
     }
