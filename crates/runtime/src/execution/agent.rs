@@ -127,11 +127,25 @@ impl AgentJob {
     /// Stores one step's event and announces it; tokens streamed before it
     /// are stored first, so the stream reads in order.
     async fn commit(&self, rt: &Runtime, payload: EventPayload) -> Result<(), GzError> {
+        self.commit_all(rt, vec![payload]).await
+    }
+
+    /// [`commit`](Self::commit) for several events in one write.
+    async fn commit_all(&self, rt: &Runtime, payloads: Vec<EventPayload>) -> Result<(), GzError> {
         rt.live.flush(&rt.store, &rt.events).await;
-        let mut event = Event::new(payload, self.workflow_id.clone(), now_ms());
-        let seqs = rt.store.apply(vec![Write::Event(event.clone())]).await?;
-        event.seq = seqs.first().copied().unwrap_or(0);
-        let _ = rt.events.send(event);
+        let at = now_ms();
+        let events: Vec<Event> = payloads
+            .into_iter()
+            .map(|p| Event::new(p, self.workflow_id.clone(), at))
+            .collect();
+        let seqs = rt
+            .store
+            .apply(events.iter().cloned().map(Write::Event).collect())
+            .await?;
+        for (mut event, seq) in events.into_iter().zip(seqs) {
+            event.seq = seq;
+            let _ = rt.events.send(event);
+        }
         Ok(())
     }
 
@@ -469,9 +483,8 @@ impl AgentJob {
             }
         };
         if agent.parallel_tool_calls {
-            for &i in &pending {
-                self.commit(rt, started(i)).await?;
-            }
+            self.commit_all(rt, pending.iter().map(|&i| started(i)).collect())
+                .await?;
             let mut running: FuturesUnordered<_> = pending.iter().map(|&i| one(i)).collect();
             while let Some((i, record)) = running.next().await {
                 self.record(rt, &record).await?;
