@@ -23,6 +23,7 @@ EVENT_TYPES = (
     "workflow_started", "workflow_progress", "workflow_completed", "workflow_failed",
     "workflow_cancelled", "task_started", "task_completed", "task_failed", "task_retrying",
     "task_skipped", "task_cancelled", "llm_token", "task_output",
+    "agent_turn", "tool_call_started", "tool_call_completed",
 )
 
 WorkflowSource = Union[str, pathlib.Path, Dict[str, Any], Workflow]

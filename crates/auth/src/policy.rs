@@ -8,6 +8,7 @@
 
 use crate::Role;
 use gleitzeit_core::access::FileAccess;
+use gleitzeit_core::agent::{self, ToolSource};
 use gleitzeit_core::{parse, ErrorCode, GzError, Workflow};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, HashMap};
@@ -270,6 +271,31 @@ fn check_methods(role: Role, methods: &Methods, workflow: &Workflow) -> Result<(
                 }
             }
         }
+        if task.method == agent::METHOD {
+            // Each tool is a call of its own method: an agent reaches only
+            // what its submitter could call directly.
+            let Ok(spec) = agent::read(&task.params, &|_| true) else {
+                return refused("an llm/agent task whose tools cannot be read".into());
+            };
+            for tool in &spec.tools {
+                let (methods_used, function): (&[&str], _) = match &tool.source {
+                    ToolSource::Function { function } => (&["function/call"], Some(function)),
+                    ToolSource::Mcp { .. } => (&["mcp/list_tools", "mcp/call_tool"], None),
+                    ToolSource::Http { .. } => (&["http/request"], None),
+                };
+                for method in methods_used {
+                    if !methods.allows(method) {
+                        return refused(format!("tool `{}` (method `{method}`)", tool.name));
+                    }
+                }
+                if let (Some(name), true) = (function, methods.denies_functions) {
+                    let full = format!("function/{name}");
+                    if methods.deny.is_match(&full) {
+                        return refused(format!("tool `{}` (function `{full}`)", tool.name));
+                    }
+                }
+            }
+        }
         if task.method == parse::SUB_WORKFLOW {
             if let Some(child) = task
                 .params
@@ -312,6 +338,44 @@ mod tests {
         }
         for role in Role::ALL {
             assert!(policy.files(role).is_none(), "no file access by default");
+        }
+    }
+
+    #[test]
+    fn an_agents_tools_need_their_own_methods() {
+        let mut config = BTreeMap::new();
+        config.insert(
+            "USER".to_string(),
+            vec![
+                "llm/*".to_string(),
+                "function/*".to_string(),
+                "!function/read_file".to_string(),
+            ],
+        );
+        let policy = Policy::new(&config, &[], &BTreeMap::new()).unwrap();
+        let agent = |tools: serde_json::Value| {
+            workflow(json!([task(
+                "a",
+                "llm/agent",
+                json!({"prompt": "p", "tools": tools})
+            )]))
+        };
+        let mut ok = agent(json!([{"function": "count_words"}]));
+        policy.admit(Role::User, &mut ok).unwrap();
+        for (tools, named) in [
+            (
+                json!([{"mcp": {"server": "files", "tools": ["read_text_file"]}}]),
+                "mcp/list_tools",
+            ),
+            (
+                json!([{"http": {"name": "f", "url_prefix": "https://x.example/"}}]),
+                "http/request",
+            ),
+            (json!([{"function": "read_file"}]), "function/read_file"),
+        ] {
+            let error = policy.admit(Role::User, &mut agent(tools)).unwrap_err();
+            assert_eq!(error.code, ErrorCode::PermissionDenied);
+            assert!(error.message.contains(named), "{}", error.message);
         }
     }
 

@@ -5,12 +5,13 @@
 //! `bench/results/latest.json`. Each scenario runs several times; the median is
 //! reported so one slow run does not decide the number.
 //!
-//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, cluster, limits, soak, fairness. A full run with
+//! Scenarios (for `--only`): chain, fanout, python, http, llm, overhead, agent, cluster, limits, soak, fairness. A full run with
 //! `--only` replaces just those scenarios' entries in `latest.json`.
 
 // Unsafe only to signal and reap the processes it measures (marked `allow` there).
 #![deny(unsafe_code)]
 
+mod agent;
 mod cluster;
 mod fairness;
 mod http;
@@ -161,7 +162,8 @@ fn scenario(
 
 /// Scenario names `--only` accepts.
 const SCENARIOS: &[&str] = &[
-    "chain", "fanout", "python", "http", "llm", "overhead", "cluster", "limits", "soak", "fairness",
+    "chain", "fanout", "python", "http", "llm", "overhead", "agent", "cluster", "limits", "soak",
+    "fairness",
 ];
 
 struct Options {
@@ -285,6 +287,11 @@ fn main() -> Result<()> {
             &url,
             "llm_overhead_64_instant_peer",
         )?);
+    }
+    if wants("agent") && !quick {
+        let peer_rt = tokio::runtime::Runtime::new()?;
+        let url = peer::start(&peer_rt)?;
+        results.push(agent::run(&binary, dir.path(), &url)?);
     }
     if wants("soak") {
         results.extend(soak::run(&binary, dir.path(), quick)?);

@@ -12,8 +12,16 @@ use serde_json::{json, Value};
 
 const TOKENS: usize = 16;
 
+/// Model turns of an agent against the peer: it asks for `noop` until the
+/// conversation holds this many assistant turns, then answers.
+pub const AGENT_TURNS: usize = 5;
+
 async fn chat(Json(request): Json<Value>) -> axum::response::Response {
     let model = request["model"].as_str().unwrap_or("peer").to_string();
+    let offered = request["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let turns = request["messages"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["role"] == "assistant").count());
     let chunk = |delta: Value, finish: Value, usage: Option<Value>| {
         let mut c = json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
@@ -23,6 +31,29 @@ async fn chat(Json(request): Json<Value>) -> axum::response::Response {
         format!("data: {c}\n\n")
     };
     let mut body = chunk(json!({"role": "assistant"}), Value::Null, None);
+    if offered && turns + 1 < AGENT_TURNS {
+        // One tool call, streamed as deltas the way llama-server sends them.
+        body.push_str(&chunk(
+            json!({"tool_calls": [{"index": 0, "id": format!("call_{turns}"), "type": "function", "function": {"name": "noop", "arguments": ""}}]}),
+            Value::Null,
+            None,
+        ));
+        let n = turns.to_string();
+        for part in ["{\"value\": ", n.as_str(), "}"] {
+            body.push_str(&chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                Value::Null,
+                None,
+            ));
+        }
+        body.push_str(&chunk(
+            json!({}),
+            json!("tool_calls"),
+            Some(json!({"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12})),
+        ));
+        body.push_str("data: [DONE]\n\n");
+        return ([("content-type", "text/event-stream")], body).into_response();
+    }
     for i in 0..TOKENS {
         body.push_str(&chunk(
             json!({"content": format!("t{i} ")}),

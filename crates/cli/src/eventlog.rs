@@ -21,6 +21,9 @@ pub fn task_of(event: &Event) -> Option<(&str, &str)> {
         EventPayload::LlmToken(e) => (&e.task.task_id, &e.task.task_name),
         EventPayload::LlmTokens(e) => (&e.task.task_id, &e.task.task_name),
         EventPayload::TaskOutput(e) => (&e.task.task_id, &e.task.task_name),
+        EventPayload::AgentTurn(e) => (&e.task_id, &e.task_name),
+        EventPayload::ToolCallStarted(e) => (&e.task_id, &e.task_name),
+        EventPayload::ToolCallCompleted(e) => (&e.task_id, &e.task_name),
         EventPayload::Undecoded(e) => {
             let id = e.data.get("task_id").and_then(Value::as_str)?;
             let name = e.data.get("task_name").and_then(Value::as_str);
@@ -124,6 +127,37 @@ pub fn log_line(event: &Event) -> (Level, String) {
         EventPayload::TaskCancelled(_) => (Level::Warn, format!("task {task} cancelled")),
         EventPayload::TaskOutput(e) => (Level::Info, format!("task {task} | {}", e.line)),
         EventPayload::LlmToken(e) => (Level::Debug, format!("task {task} token {:?}", e.token)),
+        EventPayload::AgentTurn(e) => {
+            let asked: Vec<&str> = e.tool_calls.iter().map(|c| c.name.as_str()).collect();
+            let what = if asked.is_empty() {
+                "answered".to_string()
+            } else {
+                format!("called {}", asked.join(", "))
+            };
+            (Level::Info, format!("task {task} turn {}: {what}", e.turn))
+        }
+        EventPayload::ToolCallStarted(e) => (
+            Level::Debug,
+            format!("task {task} tool {} ({}) started", e.name, e.call_id),
+        ),
+        EventPayload::ToolCallCompleted(e) => match &e.error {
+            None => (
+                Level::Info,
+                format!(
+                    "task {task} tool {} ({}) done in {} ms",
+                    e.name, e.call_id, e.duration_ms
+                ),
+            ),
+            Some(error) => (
+                Level::Warn,
+                format!(
+                    "task {task} tool {} ({}) failed: {}",
+                    e.name,
+                    e.call_id,
+                    error_text(Some(error))
+                ),
+            ),
+        },
         // Kinds without a sentence of their own, and events this version
         // could not decode, are shown as they are sent.
         EventPayload::LlmTokens(_)

@@ -957,3 +957,54 @@ fn a_redis_that_never_answers_is_given_up_after_the_wait_with_a_gz_error() {
     );
     assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
 }
+
+/// An agent in scale-out: the loop runs in the server, each turn and each
+/// tool call is a call of its own on the workers (`task#step`), so no step's
+/// outcome is mistaken for another's and none is sent twice.
+#[test]
+fn an_agents_steps_run_on_workers_one_call_each() {
+    // The double serves from this runtime's own thread while the test waits.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let llm = rt
+        .block_on(gleitzeit_testkit::OllamaDouble::start(
+            gleitzeit_testkit::DoubleConfig::default().with_tool_turns(vec![
+                gleitzeit_testkit::ToolTurn::Call(vec![
+                    ("count_words".into(), serde_json::json!({"text": "a b c d"})),
+                    ("fibonacci".into(), serde_json::json!({"n": 4})),
+                ]),
+                gleitzeit_testkit::ToolTurn::Call(vec![(
+                    "count_words".into(),
+                    serde_json::json!({"text": "e f"}),
+                )]),
+                gleitzeit_testkit::ToolTurn::Answer("Six words.".into()),
+            ]),
+        ))
+        .unwrap();
+    let mut cluster = Cluster::new();
+    cluster.env.write(
+        "config.yaml",
+        &format!(
+            "llm:\n  health_interval_secs: 0\n  endpoints:\n    - {{name: double, url: '{}', kind: ollama}}\n",
+            llm.url()
+        ),
+    );
+    cluster.start_server();
+    cluster.add_worker(&["--concurrency", "4"]);
+    let id = cluster.submit(
+        "name: agent\ntasks:\n  - id: agent\n    method: llm/agent\n    parameters:\n      model: llama3.2\n      prompt: count\n      tools: [{function: count_words}, {function: fibonacci}]\n",
+    );
+    let view = cluster.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(view["state"], "completed", "{view}");
+    let record = &view["tasks"][0]["record"];
+    assert_eq!(record["turns"], 3, "{record}");
+    let calls = record["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls[0]["result"]["words"], 4, "{record}");
+    assert_eq!(calls[2]["result"]["words"], 2, "{record}");
+    assert_eq!(record["response"], "Six words.");
+    assert_eq!(llm.stats().chat, 3, "each turn sent once");
+}

@@ -222,6 +222,17 @@ registry! {
     ResultTooLarge = 2070, Execution, Medium, false,
         "Task result is over the result size limit", "Return less (write big data to a file and return its path), or raise limits.max_result_bytes in the config.";
 
+    AgentMaxTurns = 2080, Execution, Medium, false,
+        "Agent reached `max_turns` without a final answer", "The model kept asking for tools. Raise `max_turns`, narrow the prompt, or offer fewer tools; the error's details hold the transcript so far.";
+    ToolCallMalformed = 2081, Execution, Medium, true,
+        "The model server sent a malformed tool call", "The server's tool call has no name or its arguments are not a JSON object; retrying samples again. A model or chat template with proper tool support avoids it.";
+    AgentToolFailed = 2082, Execution, Medium, false,
+        "A tool the agent called failed (`on_tool_error: fail`)", "Read the tool's error in the details; with `on_tool_error: return` the model sees the error and may recover.";
+    AgentToolUnavailable = 2083, Execution, High, false,
+        "A tool offered to the agent cannot be provided", "The MCP server does not list the tool, or the tool's schema is not valid JSON Schema. `gleitzeit providers list` shows each MCP server's tools.";
+    ToolCallRejected = 2084, Execution, Low, false,
+        "The model called a tool that was not offered, or with arguments that do not fit its schema", "The call is not run; the error goes back to the model, which may correct it. Frequent rejections suggest a model with weak tool use or an unclear tool description.";
+
     YamlSyntax = 3001, Workflow, High, false,
         "Workflow file is not valid YAML or JSON", "Fix the syntax at the reported line and column (indentation, quotes, colons).";
     UnknownKey = 3002, Workflow, Medium, false,
@@ -276,6 +287,10 @@ registry! {
         "Workflow budget used up", "The workflow's LLM calls reached its `budget:`; raise it, or use a smaller model or shorter prompts. `gleitzeit get ID` shows the usage per task.";
     InputLimitExceeded = 3033, Workflow, Medium, false,
         "Input exceeds a limit (nesting depth, alias expansion, task count, id length)", "Simplify the input, or raise the `limits.*` setting the message names in the config of the process that reads it.";
+    InvalidAgentTool = 3040, Workflow, Medium, false,
+        "An `llm/agent` tool or setting is invalid", "Each tool is one of `function: NAME`, `mcp: {server, tools: [...]}` or `http: {name, url_prefix}`, with unique names; see the README, section Agents.";
+    ApprovalNotAvailable = 3041, Workflow, Medium, false,
+        "Tool approval (`approve: true`) is not available yet", "Human approval of tool calls needs durable waits, which this version does not have; remove `approve: true` or leave the tool out.";
     InvalidTrigger = 3060, Workflow, Medium, false,
         "Trigger is invalid", "Each entry of `triggers:` has exactly one of cron, every, webhook or folder, plus optional inputs, overlap (skip|buffer_one|cancel_other|allow_all) and catchup (a duration).";
     InvalidCron = 3061, Workflow, Medium, false,

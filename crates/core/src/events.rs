@@ -83,6 +83,11 @@ kinds! {
     /// back into `llm_token` events with [`expand`].
     LlmTokens = LLM_TOKENS "llm_tokens";
     TaskOutput = TASK_OUTPUT "task_output";
+    /// An agent task's model turn, committed before its tool calls run.
+    AgentTurn = AGENT_TURN "agent_turn";
+    ToolCallStarted = TOOL_CALL_STARTED "tool_call_started";
+    /// A tool call's result or error, committed before the next step.
+    ToolCallCompleted = TOOL_CALL_COMPLETED "tool_call_completed";
     /// Worker nodes (scale-out); their events carry an empty `workflow_id`.
     NodeJoined = NODE_JOINED "node_joined";
     NodeLeft = NODE_LEFT "node_left";
@@ -106,6 +111,9 @@ pub const ALL: &[&str] = &[
     TASK_CANCELLED,
     LLM_TOKEN,
     TASK_OUTPUT,
+    AGENT_TURN,
+    TOOL_CALL_STARTED,
+    TOOL_CALL_COMPLETED,
     NODE_JOINED,
     NODE_LEFT,
 ];

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod agent;
 pub mod errors;
 pub mod events;
 pub mod expr;

@@ -1,6 +1,7 @@
 //! From workflow text (YAML or JSON) to a validated [`Workflow`], reporting every
 //! problem at once with its line and column.
 
+mod agents;
 mod diagnostics;
 mod document;
 mod fields;
@@ -39,6 +40,7 @@ pub const CORE_METHODS: &[&str] = &[
     "llm/generate",
     "llm/vision",
     "llm/embed",
+    "llm/agent",
     "python/execute",
     "python/script",
     "python/function",
@@ -131,6 +133,7 @@ fn load_nested(
         catalog,
         limits,
     );
+    agents::check_agents(&mut ctx, &tasks, catalog);
     sub_workflows::embed_sub_workflows(&mut ctx, &mut tasks, catalog, includes, limits, stack);
     let graph = graph::build_graph(&mut ctx, &tasks);
     let outputs =

@@ -16,6 +16,7 @@ pub mod mcp;
 pub mod python;
 mod registry;
 pub mod replay;
+pub mod tools;
 
 pub use gleitzeit_functions::{FileGuard, OpenError};
 pub use registry::Registry;

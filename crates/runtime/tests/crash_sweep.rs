@@ -15,7 +15,7 @@ use gleitzeit_providers::python::{PythonConfig, PythonProvider};
 use gleitzeit_providers::Registry;
 use gleitzeit_runtime::{Runtime, RuntimeConfig};
 use gleitzeit_store::{ListFilter, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store};
-use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
+use gleitzeit_testkit::{DoubleConfig, OllamaDouble, ToolTurn};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,11 +31,15 @@ const RUNTIME_POINTS: &[&str] = &[
     "runtime.call_returned",
     "runtime.before_cache_put",
     "live.before_flush",
+    "agent.before_turn",
+    "agent.after_turn",
+    "agent.between_tools",
 ];
 
 /// Functions, a Python fan-out with a cached result per item, a fan-in, a
-/// skipped task, a task that fails after a retry, and an LLM call whose
-/// tokens stream into the store.
+/// skipped task, a task that fails after a retry, an LLM call whose
+/// tokens stream into the store, and an agent whose first turn calls two
+/// tools at once.
 const WORKFLOW: &str = r#"
 name: crash-sweep
 tasks:
@@ -74,6 +78,15 @@ tasks:
     method: llm/chat
     dependencies: [total]
     parameters: {model: llama3.2, prompt: "Say something about ${total.result}"}
+  - id: agent
+    method: llm/agent
+    dependencies: [total]
+    parameters:
+      model: llama3.2
+      prompt: "Look into ${total.result}"
+      tools:
+        - function: count_words
+        - function: fibonacci
   - id: report
     method: python/execute
     dependencies: [stats, words, total, never, ask]
@@ -118,7 +131,15 @@ fn child() {
         .unwrap();
     let summary = rt.block_on(async {
         let llm = OllamaDouble::start(
-            DoubleConfig::default().with_token_delay(std::time::Duration::from_millis(2)),
+            DoubleConfig::default()
+                .with_token_delay(std::time::Duration::from_millis(2))
+                .with_tool_turns(vec![
+                    ToolTurn::Call(vec![
+                        ("count_words".into(), json!({"text": "a b c"})),
+                        ("fibonacci".into(), json!({"n": 6})),
+                    ]),
+                    ToolTurn::Answer("It is 273.".into()),
+                ]),
         )
         .await
         .unwrap();
@@ -193,6 +214,9 @@ async fn summarize(store: &dyn Store, id: &str) -> Value {
         );
     }
     let mut completions: BTreeMap<String, u64> = BTreeMap::new();
+    // How often each agent step was committed: a turn sent again or a tool
+    // run again after a crash would show as a 2.
+    let mut agent_steps: BTreeMap<String, u64> = BTreeMap::new();
     let mut tokens = 0;
     let mut after = 0;
     loop {
@@ -207,6 +231,16 @@ async fn summarize(store: &dyn Store, id: &str) -> Value {
                         .or_default() += 1;
                 }
                 EventPayload::LlmTokens(_) | EventPayload::LlmToken(_) => tokens += 1,
+                EventPayload::AgentTurn(turn) => {
+                    *agent_steps
+                        .entry(format!("turn {}", turn.turn))
+                        .or_default() += 1;
+                }
+                EventPayload::ToolCallCompleted(call) => {
+                    *agent_steps
+                        .entry(format!("call {}", call.call_id))
+                        .or_default() += 1;
+                }
                 _ => {}
             }
         }
@@ -215,6 +249,7 @@ async fn summarize(store: &dyn Store, id: &str) -> Value {
         "state": record.state.as_str(),
         "tasks": tasks,
         "completions": completions,
+        "agent_steps": agent_steps,
         "streamed_tokens": tokens > 0,
     })
 }
@@ -224,6 +259,11 @@ fn steady(mut value: Value) -> Value {
     if let Some(object) = value.as_object_mut() {
         object.retain(|key, _| !key.ends_with("_ms") && !key.contains("duration"));
         for (_, inner) in object.iter_mut() {
+            *inner = steady(inner.take());
+        }
+    }
+    if let Some(items) = value.as_array_mut() {
+        for inner in items.iter_mut() {
             *inner = steady(inner.take());
         }
     }
@@ -317,6 +357,16 @@ fn sweep(store_points: &[&str], fresh: impl Fn(&dyn Fn(Backend) -> Scenario) -> 
     assert_eq!(clean["tasks"]["never"]["state"], "skipped", "{clean}");
     assert_eq!(clean["tasks"]["flaky"]["state"], "failed", "{clean}");
     assert_eq!(clean["streamed_tokens"], true, "{clean}");
+    assert_eq!(clean["tasks"]["agent"]["state"], "completed", "{clean}");
+    assert_eq!(clean["tasks"]["agent"]["result"]["turns"], 2, "{clean}");
+    assert_eq!(
+        clean["agent_steps"].as_object().map(|s| s.len()),
+        Some(4),
+        "two turns, two calls: {clean}"
+    );
+    for (step, count) in clean["agent_steps"].as_object().unwrap() {
+        assert_eq!(count, 1, "{step} in the clean run: {clean}");
+    }
     for (task, count) in clean["completions"].as_object().unwrap() {
         assert_eq!(count, 1, "{task} in the clean run: {clean}");
     }

@@ -21,7 +21,7 @@ use crate::wire::{
     instance_for_schema, is_embedding_model, is_vision, model_facts, now_rfc3339, tokenize,
     word_count, MODIFIED_AT,
 };
-use crate::{lock, Behavior, ConnKill, RecordedRequest, Reply, Shared};
+use crate::{lock, Behavior, ConnKill, RecordedRequest, Reply, Shared, ToolTurn};
 
 const OLLAMA_VERSION: &str = "0.5.7";
 const LOAD_DURATION_NS: u64 = 1_843_208;
@@ -302,6 +302,35 @@ struct ChatMessage {
     role: Option<String>,
     content: Option<String>,
     images: Option<Vec<String>>,
+    tool_calls: Option<Vec<ToolCallIn>>,
+    tool_name: Option<String>,
+}
+
+/// `api.ToolCall`: `{function: {name, arguments: {…}}}`.
+#[derive(Deserialize)]
+struct ToolCallIn {
+    function: ToolCallFunctionIn,
+}
+
+#[derive(Deserialize)]
+struct ToolCallFunctionIn {
+    name: String,
+    arguments: Map<String, Value>,
+}
+
+/// `api.Tool`: `{type: "function", function: {name, description, parameters}}`.
+#[derive(Deserialize)]
+struct ToolIn {
+    #[serde(rename = "type")]
+    kind: String,
+    function: ToolFunctionIn,
+}
+
+#[derive(Deserialize)]
+struct ToolFunctionIn {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -309,6 +338,7 @@ struct ChatMessage {
 struct ChatRequest {
     model: Option<String>,
     messages: Option<Vec<ChatMessage>>,
+    tools: Option<Vec<ToolIn>>,
     stream: Option<bool>,
     format: Option<Value>,
     options: Option<Map<String, Value>>,
@@ -538,9 +568,22 @@ struct Generation {
     context: Option<String>,
     start: Instant,
     token_delay: Duration,
+    /// The `message.tool_calls` of a chat turn that calls tools; what the
+    /// model generated to call them counts towards `eval_count`.
+    tool_calls: Option<Value>,
 }
 
 impl Generation {
+    /// The chunk that carries a turn's tool calls (streaming).
+    fn calls_chunk(&self, calls: &Value) -> Value {
+        json!({
+            "model": self.model,
+            "created_at": now_rfc3339(),
+            "message": { "role": "assistant", "content": "", "tool_calls": calls },
+            "done": false,
+        })
+    }
+
     fn chunk(&self, content: &str) -> Value {
         match self.kind {
             Kind::Chat => json!({
@@ -559,16 +602,18 @@ impl Generation {
     }
 
     /// The `done: true` record; `content` is empty when streaming.
-    fn final_record(&self, content: &str) -> Value {
+    fn final_record(&self, content: &str, with_calls: bool) -> Value {
         let mut record = Map::new();
         record.insert("model".into(), json!(self.model));
         record.insert("created_at".into(), json!(now_rfc3339()));
         match self.kind {
             Kind::Chat => {
-                record.insert(
-                    "message".into(),
-                    json!({ "role": "assistant", "content": content }),
-                );
+                let mut message = json!({ "role": "assistant", "content": content });
+                // Non-streaming: the calls come with the final message.
+                if let (Some(calls), true) = (&self.tool_calls, with_calls) {
+                    message["tool_calls"] = calls.clone();
+                }
+                record.insert("message".into(), message);
                 record.insert("done_reason".into(), json!(self.done_reason));
                 record.insert("done".into(), json!(true));
             }
@@ -585,7 +630,11 @@ impl Generation {
                 }
             }
         }
-        let eval_count = self.tokens.len() as u64;
+        let eval_count = self.tokens.len() as u64
+            + self
+                .tool_calls
+                .as_ref()
+                .map_or(0, |c| word_count(&c.to_string()));
         let per_token = (self.token_delay.as_nanos() as u64).max(1_000_000);
         let prompt_eval_duration = self.prompt_eval_count * 150_000;
         let eval_duration = eval_count * per_token;
@@ -686,7 +735,7 @@ async fn respond_generation(
         // A non-streaming reply takes as long as streaming it would.
         let tokens = u32::try_from(generation.tokens.len()).unwrap_or(u32::MAX);
         pause(generation.token_delay.saturating_mul(tokens)).await;
-        let value = generation.final_record(&generation.tokens.concat());
+        let value = generation.final_record(&generation.tokens.concat(), true);
         let response = deliver_json(&value, mode);
         drop(guard);
         return response;
@@ -709,8 +758,12 @@ async fn respond_generation(
         if head > 0 {
             pause(delay).await;
         }
+        if let (Some(calls), Mode::Normal) = (&g.tool_calls, &mode) {
+            yield Ok(ndjson(&g.calls_chunk(calls)));
+            pause(delay).await;
+        }
         match mode {
-            Mode::Normal => yield Ok(ndjson(&g.final_record(""))),
+            Mode::Normal => yield Ok(ndjson(&g.final_record("", false))),
             Mode::Malformed => yield Ok(g.garbage_line()),
             Mode::Cut => {
                 // Let the chunks reach the socket, then abort the body: hyper
@@ -926,8 +979,44 @@ async fn chat(
     if has_images && !is_vision(&model) {
         s.mark_images_to_non_vision(adm.log_index);
     }
+    let tools = req.tools.unwrap_or_default();
+    if let Some(bad) = tools.iter().find(|t| t.kind != "function") {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid tool type: {}", go_quote(&bad.kind)),
+        );
+    }
+    if let Some(bad) = tools.iter().find(|t| {
+        t.function
+            .parameters
+            .as_ref()
+            .is_some_and(|p| !p.is_object())
+    }) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "json: cannot unmarshal parameters of tool {}",
+                go_quote(&bad.function.name)
+            ),
+        );
+    }
     let content = |m: &ChatMessage| m.content.clone().unwrap_or_default();
-    let prompt_eval_count = messages.iter().map(|m| word_count(&content(m))).sum();
+    // Tool calls and tool names are part of the prompt the model reads.
+    let prompt_eval_count = messages
+        .iter()
+        .map(|m| {
+            word_count(&content(m))
+                + m.tool_name.as_deref().map_or(0, word_count)
+                + m.tool_calls
+                    .iter()
+                    .flatten()
+                    .map(|c| {
+                        word_count(&c.function.name)
+                            + word_count(&Value::Object(c.function.arguments.clone()).to_string())
+                    })
+                    .sum::<u64>()
+        })
+        .sum();
     let last_user = messages
         .iter()
         .rev()
@@ -935,7 +1024,26 @@ async fn chat(
         .or(messages.last())
         .map(content)
         .unwrap_or_default();
-    let text = reply_text(&s, &last_user, &format);
+    let turn = (!tools.is_empty() && !s.tool_turns.is_empty()).then(|| {
+        let n = messages
+            .iter()
+            .filter(|m| m.role.as_deref() == Some("assistant"))
+            .count();
+        &s.tool_turns[n.min(s.tool_turns.len() - 1)]
+    });
+    let (text, tool_calls) = match turn {
+        Some(ToolTurn::Call(calls)) => {
+            let calls: Vec<Value> = calls
+                .iter()
+                .map(
+                    |(name, arguments)| json!({"function": {"name": name, "arguments": arguments}}),
+                )
+                .collect();
+            (String::new(), Some(Value::Array(calls)))
+        }
+        Some(ToolTurn::Answer(text)) => (text.clone(), None),
+        None => (reply_text(&s, &last_user, &format), None),
+    };
     let (tokens, done_reason) = shape(&text, req.options.as_ref());
     let generation = Generation {
         kind: Kind::Chat,
@@ -946,6 +1054,7 @@ async fn chat(
         context: None,
         start: adm.start,
         token_delay: s.token_delay,
+        tool_calls,
     };
     respond_generation(generation, stream, adm.mode, adm.guard).await
 }
@@ -1021,6 +1130,7 @@ async fn generate(
         context: (!raw).then(|| format!("{system} {prompt}")),
         start: adm.start,
         token_delay: s.token_delay,
+        tool_calls: None,
     };
     respond_generation(generation, stream, adm.mode, adm.guard).await
 }

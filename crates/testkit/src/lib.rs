@@ -13,6 +13,11 @@
 //! `POST /api/embed` and the legacy `POST /api/embeddings`. Anything else is
 //! `404 page not found` (text), like Ollama's router.
 //!
+//! Tool calling: a chat that carries `tools` is answered from
+//! [`DoubleConfig::tool_turns`] — a scripted [`ToolTurn`] per assistant turn,
+//! sent as Ollama sends it (`message.tool_calls` with arguments as objects and
+//! no ids, in one chunk when streaming, in the final message otherwise).
+//!
 //! Determinism: replies are split into tokens by [`tokenize`], prompt token
 //! counts are [`word_count`]s, embeddings come from [`embedding_for`]; tests
 //! can call these to compute the numbers they expect.
@@ -21,8 +26,10 @@
 
 mod handlers;
 mod llama;
+mod openai;
 pub mod poll;
 pub use llama::llama_server_url;
+pub use openai::OpenAiPeer;
 mod wire;
 
 use std::net::SocketAddr;
@@ -57,6 +64,19 @@ pub enum Reply {
     Json(Value),
     /// The n-th chat/generate reply is `replies[n]`; the last one repeats.
     Sequence(Vec<String>),
+}
+
+/// What the model does on one turn of a chat that offers `tools`. The turn
+/// is chosen by the conversation itself — the number of assistant messages
+/// the request carries — so a client that resumes a conversation (after a
+/// crash, in another process) gets the same turn again.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ToolTurn {
+    /// Asks for these tool calls, `(name, arguments)`, in this order: one
+    /// chunk whose `message.tool_calls` holds them all, as Ollama sends it.
+    Call(Vec<(String, Value)>),
+    /// Answers with this text (streamed as tokens).
+    Answer(String),
 }
 
 /// How the server misbehaves. See each variant for the endpoints it affects.
@@ -120,6 +140,9 @@ pub struct DoubleConfig {
     /// `token_delay * tokens` before it is sent.
     pub token_delay: Duration,
     pub reply: Reply,
+    /// The turns of chats that carry `tools`; empty: such chats get `reply`.
+    /// The n-th assistant turn is `tool_turns[n]`; the last one repeats.
+    pub tool_turns: Vec<ToolTurn>,
 }
 
 impl Default for DoubleConfig {
@@ -129,6 +152,7 @@ impl Default for DoubleConfig {
             behavior: Behavior::Normal,
             token_delay: Duration::ZERO,
             reply: Reply::Echo,
+            tool_turns: Vec::new(),
         }
     }
 }
@@ -155,6 +179,11 @@ impl DoubleConfig {
 
     pub fn with_reply(mut self, reply: Reply) -> Self {
         self.reply = reply;
+        self
+    }
+
+    pub fn with_tool_turns(mut self, turns: Vec<ToolTurn>) -> Self {
+        self.tool_turns = turns;
         self
     }
 }
@@ -220,6 +249,7 @@ pub(crate) struct Shared {
     pub(crate) models: Vec<String>,
     pub(crate) token_delay: Duration,
     pub(crate) reply: Reply,
+    pub(crate) tool_turns: Vec<ToolTurn>,
     pub(crate) behavior: Mutex<BehaviorState>,
     pub(crate) stats: Mutex<Stats>,
     pub(crate) reply_seq: AtomicUsize,
@@ -249,6 +279,7 @@ impl OllamaDouble {
             models: config.models,
             token_delay: config.token_delay,
             reply: config.reply,
+            tool_turns: config.tool_turns,
             behavior: Mutex::new(BehaviorState {
                 behavior: config.behavior,
                 failed: 0,

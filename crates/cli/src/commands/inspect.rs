@@ -87,6 +87,13 @@ pub async fn run(ctx: &Context, command: InspectCommand) -> Result<u8, GzError> 
                     println!("    {line}");
                 }
             }
+            let turns = agent_timeline(&history);
+            if !turns.is_empty() {
+                println!("  {}", paint.dim("turns"));
+                for line in turns {
+                    println!("    {line}");
+                }
+            }
             println!("  {}", paint.dim("history"));
             for event in &history {
                 println!("    {} {}", format_time_ms(event.at_ms), log_line(event).1);
@@ -183,4 +190,123 @@ async fn inspect_node(
     println!("  started      {}", heartbeat_age(node.started_ms));
     println!("  heartbeat    {}", heartbeat_age(node.heartbeat_ms));
     Ok(output::EXIT_OK)
+}
+
+/// An agent task's turns as a timeline: what the model asked for each turn,
+/// then each tool call's outcome, from the task's stored events (so a running
+/// or failed agent shows the steps it committed).
+fn agent_timeline(history: &[Event]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for event in history {
+        match &event.payload {
+            EventPayload::AgentTurn(turn) => {
+                let what = if turn.tool_calls.is_empty() {
+                    format!("answered: {}", preview(&json!(turn.response), 120))
+                } else {
+                    let calls: Vec<String> = turn
+                        .tool_calls
+                        .iter()
+                        .map(|c| format!("{} {}", c.name, preview(&c.arguments, 60)))
+                        .collect();
+                    format!("→ {}", calls.join(", "))
+                };
+                lines.push(format!(
+                    "turn {} (attempt {}, {})  {what}",
+                    turn.turn,
+                    turn.attempt,
+                    format_ms(turn.duration_ms as i64)
+                ));
+            }
+            EventPayload::ToolCallCompleted(call) => {
+                let outcome = match (&call.error, &call.result) {
+                    (Some(error), _) => format!("failed {}: {}", error.code, error.message),
+                    (None, Some(result)) => preview(result, 100),
+                    (None, None) => "null".into(),
+                };
+                lines.push(format!(
+                    "  {} ({}, {})  {outcome}",
+                    call.name,
+                    call.call_id,
+                    format_ms(call.duration_ms as i64)
+                ));
+            }
+            _ => {}
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gleitzeit_core::events::{AgentTurn, ToolCallCompleted, ToolCallRequest};
+
+    #[test]
+    fn agent_turns_read_as_a_timeline() {
+        let turn = |n: u32, calls: Vec<ToolCallRequest>, response: &str| {
+            Event::new(
+                EventPayload::AgentTurn(AgentTurn {
+                    task_id: "a".into(),
+                    task_name: "a".into(),
+                    attempt: 1,
+                    turn: n,
+                    response: response.into(),
+                    tool_calls: calls,
+                    usage: None,
+                    cost_usd: None,
+                    model: None,
+                    endpoint: None,
+                    duration_ms: 12,
+                }),
+                "wf",
+                0,
+            )
+        };
+        let done = |error: Option<GzError>| {
+            Event::new(
+                EventPayload::ToolCallCompleted(ToolCallCompleted {
+                    task_id: "a".into(),
+                    task_name: "a".into(),
+                    attempt: 1,
+                    turn: 1,
+                    call_id: "call_0".into(),
+                    name: "count_words".into(),
+                    result: error.is_none().then(|| json!({"words": 3})),
+                    error,
+                    duration_ms: 1,
+                }),
+                "wf",
+                0,
+            )
+        };
+        let history = vec![
+            turn(
+                1,
+                vec![ToolCallRequest {
+                    id: "call_0".into(),
+                    name: "count_words".into(),
+                    arguments: json!({"text": "a b c"}),
+                }],
+                "",
+            ),
+            done(None),
+            done(Some(GzError::new(ErrorCode::ToolCallRejected, "no tool"))),
+            turn(2, vec![], "Three words."),
+        ];
+        let lines = agent_timeline(&history);
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("turn 1 ")
+                && lines[0].contains("→ count_words {\"text\":\"a b c\"}"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("count_words (call_0") && lines[1].contains("{\"words\":3}"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains("failed GZ2084: no tool"), "{}", lines[2]);
+        assert!(lines[3].contains("answered: Three words."), "{}", lines[3]);
+    }
 }

@@ -215,6 +215,72 @@ pub struct TaskOutput {
     pub line: String,
 }
 
+/// A tool call as the model asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ToolCallRequest {
+    /// Unique within the task's transcript.
+    pub id: String,
+    pub name: String,
+    /// A JSON object.
+    #[schema(value_type = Object)]
+    pub arguments: Value,
+}
+
+/// One model turn of an `llm/agent` task. It is the loop's journal: a run
+/// resumed after a crash rebuilds the transcript from these and
+/// `tool_call_completed` events instead of asking the model again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentTurn {
+    pub task_id: String,
+    pub task_name: String,
+    pub attempt: u32,
+    /// From 1.
+    pub turn: u32,
+    /// The text the model wrote this turn (the answer, on the last turn).
+    pub response: String,
+    /// The tools it asked for; empty on the final turn.
+    pub tool_calls: Vec<ToolCallRequest>,
+    /// Prompt/completion tokens of this turn's call.
+    #[schema(value_type = Option<Object>)]
+    pub usage: Option<Value>,
+    pub cost_usd: Option<f64>,
+    pub model: Option<String>,
+    pub endpoint: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ToolCallStarted {
+    pub task_id: String,
+    pub task_name: String,
+    pub attempt: u32,
+    pub turn: u32,
+    pub call_id: String,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub arguments: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ToolCallCompleted {
+    pub task_id: String,
+    pub task_name: String,
+    pub attempt: u32,
+    pub turn: u32,
+    pub call_id: String,
+    pub name: String,
+    /// The tool's primary result; absent when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Why it failed (the model is told, or the task fails, per
+    /// `on_tool_error`); absent when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<GzError>,
+    pub duration_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeJoined {
     pub node_id: String,

@@ -344,6 +344,65 @@ fn streamed_events_are_unchanged() {
 }
 
 #[test]
+fn agent_events_keep_their_keys() {
+    same_as_before(
+        EventPayload::AgentTurn(AgentTurn {
+            task_id: "a".into(),
+            task_name: "A".into(),
+            attempt: 1,
+            turn: 2,
+            response: String::new(),
+            tool_calls: vec![ToolCallRequest {
+                id: "call_0".into(),
+                name: "count_words".into(),
+                arguments: json!({"text": "x"}),
+            }],
+            usage: Some(json!({"prompt_tokens": 3, "completion_tokens": 4})),
+            cost_usd: Some(0.0),
+            model: Some("m".into()),
+            endpoint: Some("e".into()),
+            duration_ms: 7,
+        }),
+        json!({"seq": 3, "type": "agent_turn", "workflow_id": "wf", "at_ms": 5,
+               "data": {"task_id": "a", "task_name": "A", "attempt": 1, "turn": 2, "response": "",
+                        "tool_calls": [{"id": "call_0", "name": "count_words", "arguments": {"text": "x"}}],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 4}, "cost_usd": 0.0,
+                        "model": "m", "endpoint": "e", "duration_ms": 7}}),
+    );
+    same_as_before(
+        EventPayload::ToolCallStarted(ToolCallStarted {
+            task_id: "a".into(),
+            task_name: "A".into(),
+            attempt: 1,
+            turn: 2,
+            call_id: "call_0".into(),
+            name: "count_words".into(),
+            arguments: json!({}),
+        }),
+        json!({"seq": 3, "type": "tool_call_started", "workflow_id": "wf", "at_ms": 5,
+               "data": {"task_id": "a", "task_name": "A", "attempt": 1, "turn": 2,
+                        "call_id": "call_0", "name": "count_words", "arguments": {}}}),
+    );
+    same_as_before(
+        EventPayload::ToolCallCompleted(ToolCallCompleted {
+            task_id: "a".into(),
+            task_name: "A".into(),
+            attempt: 1,
+            turn: 2,
+            call_id: "call_0".into(),
+            name: "count_words".into(),
+            result: None,
+            error: Some(error()),
+            duration_ms: 1,
+        }),
+        json!({"seq": 3, "type": "tool_call_completed", "workflow_id": "wf", "at_ms": 5,
+               "data": {"task_id": "a", "task_name": "A", "attempt": 1, "turn": 2,
+                        "call_id": "call_0", "name": "count_words",
+                        "error": serde_json::to_value(error()).unwrap(), "duration_ms": 1}}),
+    );
+}
+
+#[test]
 fn node_events_are_unchanged() {
     let labels = BTreeMap::from([("zone".to_string(), "a".to_string())]);
     same_as_before(

@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use wire::{Format, LlmRequest, Message, Operation, Options, Piece};
+use wire::{Format, LlmRequest, Message, Operation, Options, Piece, ToolCall, ToolCallAssembler};
 
 pub struct LlmProvider {
     fleet: Arc<Fleet>,
@@ -43,6 +43,7 @@ struct Reply {
     finish_reason: Option<String>,
     first_token_ms: Option<u64>,
     embeddings: Option<Vec<Value>>,
+    tool_calls: Vec<ToolCall>,
 }
 
 /// An endpoint on this machine or the local network: running it costs no
@@ -205,6 +206,11 @@ impl LlmProvider {
             .to_string();
         let op = match method {
             "llm/chat" | "llm/vision" => Operation::Chat,
+            AGENT => {
+                return Err(invalid(
+                    "llm/agent runs in the workflow runtime, not as a single LLM call",
+                ))
+            }
             "llm/generate" => Operation::Generate,
             "llm/embed" => Operation::Embed,
             other => {
@@ -232,18 +238,33 @@ impl LlmProvider {
                     .and_then(Value::as_str)
                     .unwrap_or("user")
                     .to_string();
-                let content = m
-                    .get("content")
-                    .map(text_of)
-                    .ok_or_else(|| invalid(format!("messages[{i}] has no `content`")))?;
+                let tool_calls = match m.get("tool_calls") {
+                    None | Some(Value::Null) => vec![],
+                    Some(calls) => serde_json::from_value::<Vec<ToolCall>>(calls.clone())
+                        .map_err(|e| {
+                            invalid(format!(
+                                "messages[{i}].tool_calls must be a list of {{id, name, arguments}}: {e}"
+                            ))
+                        })?,
+                };
+                let content = match m.get("content") {
+                    Some(Value::Null) | None if !tool_calls.is_empty() => String::new(),
+                    other => other
+                        .map(text_of)
+                        .ok_or_else(|| invalid(format!("messages[{i}] has no `content`")))?,
+                };
                 let mut message_images = Vec::new();
                 for item in string_list(m.get("images")) {
                     message_images.push(images::load(files, &item, max_bytes)?);
                 }
+                let text_field = |key: &str| m.get(key).and_then(Value::as_str).map(str::to_string);
                 messages.push(Message {
                     role,
                     content,
                     images: message_images,
+                    tool_calls,
+                    tool_call_id: text_field("tool_call_id"),
+                    tool_name: text_field("tool_name").or_else(|| text_field("name")),
                 });
             }
         }
@@ -269,7 +290,7 @@ impl LlmProvider {
                     Message {
                         role: "system".into(),
                         content: system.clone(),
-                        images: vec![],
+                        ..Message::default()
                     },
                 );
             }
@@ -279,7 +300,7 @@ impl LlmProvider {
                 messages.push(Message {
                     role: "user".into(),
                     content: prompt.clone(),
-                    images: vec![],
+                    ..Message::default()
                 });
             }
             if messages.iter().all(|m| m.role == "system") {
@@ -341,6 +362,23 @@ impl LlmProvider {
             models.extend(self.config.candidates(&fallback));
         }
         let tags = string_list(map.get("tags"));
+        let tools = match map.get("tools") {
+            None | Some(Value::Null) => vec![],
+            Some(_) if op != Operation::Chat => {
+                return Err(invalid(format!("{method} takes no `tools`; use llm/chat")))
+            }
+            Some(Value::Array(tools)) => tools
+                .iter()
+                .enumerate()
+                .map(|(i, t)| tool_definition(i, t))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`tools` must be a list of function definitions, not {other}"
+                )))
+            }
+        };
+        let parallel_tool_calls = map.get("parallel_tool_calls").and_then(Value::as_bool);
         Ok((
             LlmRequest {
                 op,
@@ -352,6 +390,8 @@ impl LlmProvider {
                 options,
                 format,
                 input,
+                tools,
+                parallel_tool_calls,
             },
             models,
             tags,
@@ -415,6 +455,7 @@ impl LlmProvider {
                 finish_reason: None,
                 first_token_ms: None,
                 embeddings: Some(vectors),
+                tool_calls: vec![],
             });
         }
         let idle =
@@ -429,7 +470,9 @@ impl LlmProvider {
             finish_reason: None,
             first_token_ms: None,
             embeddings: None,
+            tool_calls: vec![],
         };
+        let mut calls = ToolCallAssembler::default();
         let mut done = false;
         let mut finished = false;
         loop {
@@ -494,6 +537,12 @@ impl LlmProvider {
                             reply.prompt_tokens = prompt_tokens.or(reply.prompt_tokens);
                             reply.completion_tokens = completion_tokens.or(reply.completion_tokens);
                         }
+                        Piece::ToolCall {
+                            index,
+                            id,
+                            name,
+                            arguments,
+                        } => calls.add(index, id, name, arguments),
                     }
                 }
             }
@@ -514,6 +563,7 @@ impl LlmProvider {
             .at(name)
             .retryable(true));
         }
+        reply.tool_calls = calls.finish(name)?;
         Ok(reply)
     }
 
@@ -772,7 +822,12 @@ impl LlmProvider {
         record.insert("first_token_ms".into(), json!(reply.first_token_ms));
         record.insert("finish_reason".into(), json!(reply.finish_reason));
         record.insert("failovers".into(), json!(failovers));
-        if let Some(format) = &request.format {
+        let asked_for_tools = !reply.tool_calls.is_empty();
+        if asked_for_tools {
+            record.insert("tool_calls".into(), json!(reply.tool_calls));
+        }
+        // A turn that asks for tools is not the answer the format is for.
+        if let Some(format) = request.format.as_ref().filter(|_| !asked_for_tools) {
             let parsed = parse_structured(&reply.text).map_err(|why| {
                 GzError::new(
                     ErrorCode::StructuredOutputInvalid,
@@ -814,6 +869,91 @@ impl LlmProvider {
         }
         Ok(Value::Object(record))
     }
+}
+
+/// The method whose loop the runtime drives, each turn an `llm/chat` call.
+pub const AGENT: &str = "llm/agent";
+
+/// A tool as both dialects take it: `{type: function, function: {name,
+/// description, parameters}}`; the bare `{name, description, parameters}` is
+/// accepted too.
+fn tool_definition(i: usize, tool: &Value) -> Result<Value, GzError> {
+    let function = match tool.get("function") {
+        Some(f) if f.is_object() => f,
+        _ => tool,
+    };
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| invalid(format!("tools[{i}] has no `name`")))?;
+    let parameters = function
+        .get("parameters")
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    if !parameters.is_object() {
+        return Err(invalid(format!(
+            "tools[{i}] (`{name}`): `parameters` must be a JSON Schema object"
+        )));
+    }
+    jsonschema::validator_for(&parameters).map_err(|e| {
+        invalid(format!(
+            "tools[{i}] (`{name}`): `parameters` is not a valid JSON Schema: {e}"
+        ))
+    })?;
+    let mut out = json!({"name": name, "parameters": parameters});
+    if let Some(description) = function.get("description").and_then(Value::as_str) {
+        out["description"] = json!(description);
+    }
+    Ok(json!({"type": "function", "function": out}))
+}
+
+/// The structured answer in `text` for `format` (`"json"` or a JSON Schema):
+/// GZ2013 (retryable) when it is not JSON or does not match.
+pub fn structured_answer(method: &str, text: &str, format: &Value) -> Result<Value, GzError> {
+    let parsed = parse_structured(text).map_err(|why| {
+        GzError::new(
+            ErrorCode::StructuredOutputInvalid,
+            format!("{method}: the reply is not JSON: {why}"),
+        )
+        .with_details(json!({"response": text}))
+    })?;
+    if format.is_object() {
+        let validator = jsonschema::validator_for(format)
+            .map_err(|e| invalid(format!("`format` is not a valid JSON Schema: {e}")))?;
+        let problems = schema_problems(&validator, &parsed);
+        if !problems.is_empty() {
+            return Err(GzError::new(
+                ErrorCode::StructuredOutputInvalid,
+                format!(
+                    "{method}: the reply does not match the schema: {}",
+                    problems.join("; ")
+                ),
+            )
+            .with_details(json!({"response": text, "violations": problems})));
+        }
+    }
+    Ok(parsed)
+}
+
+/// At most five violations of `schema` by `value`, each with its place.
+pub fn schema_problems(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            format!(
+                "{}{}",
+                if at.is_empty() {
+                    String::new()
+                } else {
+                    format!("{at}: ")
+                },
+                e
+            )
+        })
+        .take(5)
+        .collect()
 }
 
 /// JSON out of a reply, tolerating a code fence around it.
@@ -907,6 +1047,7 @@ impl Provider for LlmProvider {
             ("llm/generate", "Text completion of a prompt"),
             ("llm/vision", "Chat about images (file paths or base64)"),
             ("llm/embed", "Embeddings of a text or a list of texts"),
+            (AGENT, "A durable tool-calling loop: the model calls functions, MCP tools or HTTP until it answers"),
         ]
         .iter()
         .map(|(m, d)| MethodInfo {

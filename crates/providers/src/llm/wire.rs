@@ -19,11 +19,27 @@ pub struct Image {
     pub mime: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Message {
     pub role: String,
     pub content: String,
     pub images: Vec<Image>,
+    /// An assistant turn's requests for tools.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: the call it answers (OpenAI-compatible servers
+    /// match on it) and the tool's name (Ollama matches on that).
+    pub tool_call_id: Option<String>,
+    pub tool_name: Option<String>,
+}
+
+/// One tool call the model asked for, assembled from whatever pieces the
+/// server sent it in.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// Always a JSON object.
+    pub arguments: Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +71,11 @@ pub struct LlmRequest {
     pub format: Option<Format>,
     /// Texts to embed.
     pub input: Vec<String>,
+    /// Tools offered to the model, each `{type: function, function: {name,
+    /// description, parameters}}` (the form both dialects take).
+    pub tools: Vec<Value>,
+    /// OpenAI-compatible servers: whether one turn may ask for several tools.
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// One decoded part of a reply.
@@ -72,6 +93,147 @@ pub enum Piece {
         prompt_tokens: Option<u64>,
         completion_tokens: Option<u64>,
     },
+    /// A piece of a tool call. OpenAI-compatible servers stream a call as
+    /// deltas under one `index` (the id and name first, then fragments of the
+    /// arguments' JSON text); Ollama sends each call whole, with its
+    /// arguments as an object.
+    ToolCall {
+        index: Option<usize>,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: ToolArguments,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolArguments {
+    /// A fragment of the arguments' JSON text, to be appended.
+    Fragment(String),
+    /// The arguments as a value (already complete).
+    Whole(Value),
+}
+
+/// Collects [`Piece::ToolCall`]s of one reply into whole calls, in the order
+/// the model made them.
+#[derive(Debug, Default)]
+pub struct ToolCallAssembler {
+    calls: Vec<PartialCall>,
+}
+
+#[derive(Debug, Default)]
+struct PartialCall {
+    index: Option<usize>,
+    id: Option<String>,
+    name: String,
+    text: String,
+    whole: Option<Value>,
+}
+
+impl ToolCallAssembler {
+    pub fn add(
+        &mut self,
+        index: Option<usize>,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: ToolArguments,
+    ) {
+        // A delta joins the call with its index; one without an index (or a
+        // whole call) starts a call of its own.
+        let at = match index {
+            Some(i) => self.calls.iter().position(|c| c.index == Some(i)),
+            None => None,
+        };
+        let call = match at {
+            Some(at) => &mut self.calls[at],
+            None => {
+                self.calls.push(PartialCall {
+                    index,
+                    ..PartialCall::default()
+                });
+                let last = self.calls.len() - 1;
+                &mut self.calls[last]
+            }
+        };
+        if let Some(id) = id.filter(|i| !i.is_empty()) {
+            call.id = Some(id);
+        }
+        if let Some(name) = name {
+            // Some servers repeat the name in every delta; others split it.
+            if !call.name.ends_with(&name) || call.name.is_empty() {
+                call.name.push_str(&name);
+            }
+        }
+        match arguments {
+            ToolArguments::Fragment(text) => call.text.push_str(&text),
+            ToolArguments::Whole(value) => call.whole = Some(value),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The whole calls. A call without a name or whose arguments are not a
+    /// JSON object is the server's fault (GZ2081, retryable: another sample
+    /// may be well formed). Calls without an id get `call_N` (N from 0 in
+    /// this reply), so ids are stable when a reply is replayed.
+    pub fn finish(self, endpoint: &str) -> Result<Vec<ToolCall>, GzError> {
+        let mut out = Vec::with_capacity(self.calls.len());
+        for (n, call) in self.calls.into_iter().enumerate() {
+            let name = call.name.trim().to_string();
+            if name.is_empty() {
+                return Err(malformed_call(
+                    endpoint,
+                    format!("tool call #{n} has no name"),
+                ));
+            }
+            let arguments = match call.whole {
+                Some(Value::String(text)) => parse_arguments(&text),
+                Some(value) => Ok(value),
+                None => parse_arguments(&call.text),
+            }
+            .map_err(|why| {
+                malformed_call(
+                    endpoint,
+                    format!("the arguments of tool call `{name}` are not JSON: {why}"),
+                )
+            })?;
+            if !arguments.is_object() {
+                return Err(malformed_call(
+                    endpoint,
+                    format!(
+                        "the arguments of tool call `{name}` are not a JSON object: {arguments}"
+                    ),
+                ));
+            }
+            out.push(ToolCall {
+                id: call.id.unwrap_or_else(|| format!("call_{n}")),
+                name,
+                arguments,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn parse_arguments(text: &str) -> Result<Value, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        let shown: String = text.chars().take(120).collect();
+        format!("{e} in `{shown}`")
+    })
+}
+
+fn malformed_call(endpoint: &str, message: String) -> GzError {
+    GzError::new(
+        ErrorCode::ToolCallMalformed,
+        format!("endpoint `{endpoint}`: {message}"),
+    )
+    .at(endpoint.to_string())
+    .retryable(true)
 }
 
 pub fn path(dialect: Dialect, op: Operation) -> &'static str {
@@ -100,13 +262,13 @@ fn messages_with_images(request: &LlmRequest) -> Vec<Message> {
             messages.push(Message {
                 role: "system".into(),
                 content: system.clone(),
-                images: vec![],
+                ..Message::default()
             });
         }
         messages.push(Message {
             role: "user".into(),
             content: request.prompt.clone().unwrap_or_default(),
-            images: vec![],
+            ..Message::default()
         });
     }
     if !request.images.is_empty() {
@@ -164,10 +326,26 @@ fn ollama_body(request: &LlmRequest) -> Value {
                         message["images"] =
                             json!(m.images.into_iter().map(|i| i.base64).collect::<Vec<_>>());
                     }
+                    if !m.tool_calls.is_empty() {
+                        // Ollama's shape: no id, arguments as an object.
+                        message["tool_calls"] = m
+                            .tool_calls
+                            .iter()
+                            .map(
+                                |c| json!({"function": {"name": c.name, "arguments": c.arguments}}),
+                            )
+                            .collect();
+                    }
+                    if let Some(name) = m.tool_name {
+                        message["tool_name"] = json!(name);
+                    }
                     message
                 })
                 .collect();
             body.insert("messages".into(), json!(messages));
+            if !request.tools.is_empty() {
+                body.insert("tools".into(), json!(request.tools));
+            }
         }
     }
     body.insert("stream".into(), json!(true));
@@ -213,7 +391,21 @@ fn openai_body(request: &LlmRequest) -> Value {
     let messages: Vec<Value> = messages_with_images(request)
         .into_iter()
         .map(|m| {
-            if m.images.is_empty() {
+            if !m.tool_calls.is_empty() {
+                // Arguments travel as JSON text; content is null when the
+                // turn only asked for tools.
+                let calls: Vec<Value> = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments.to_string()}})
+                    })
+                    .collect();
+                let content = if m.content.is_empty() { Value::Null } else { json!(m.content) };
+                json!({"role": m.role, "content": content, "tool_calls": calls})
+            } else if let Some(id) = &m.tool_call_id {
+                json!({"role": m.role, "content": m.content, "tool_call_id": id})
+            } else if m.images.is_empty() {
                 json!({"role": m.role, "content": m.content})
             } else {
                 let mut parts = vec![json!({"type": "text", "text": m.content})];
@@ -225,6 +417,12 @@ fn openai_body(request: &LlmRequest) -> Value {
         })
         .collect();
     body.insert("messages".into(), json!(messages));
+    if !request.tools.is_empty() {
+        body.insert("tools".into(), json!(request.tools));
+        if let Some(parallel) = request.parallel_tool_calls {
+            body.insert("parallel_tool_calls".into(), json!(parallel));
+        }
+    }
     body.insert("stream".into(), json!(true));
     body.insert("stream_options".into(), json!({"include_usage": true}));
     let o = &request.options;
@@ -320,6 +518,31 @@ pub fn decode_line(
             if !text.is_empty() {
                 pieces.push(Piece::Token(text.to_string()));
             }
+            if let Some(calls) = value.pointer("/message/tool_calls") {
+                let Some(calls) = calls.as_array() else {
+                    return Err(malformed_call(
+                        endpoint,
+                        format!("`tool_calls` is not a list: {calls}"),
+                    ));
+                };
+                for call in calls {
+                    pieces.push(Piece::ToolCall {
+                        index: None,
+                        id: call.get("id").and_then(Value::as_str).map(str::to_string),
+                        name: Some(
+                            call.pointer("/function/name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                        ),
+                        arguments: ToolArguments::Whole(
+                            call.pointer("/function/arguments")
+                                .cloned()
+                                .unwrap_or_else(|| Value::Object(Map::new())),
+                        ),
+                    });
+                }
+            }
             if value.get("done").and_then(Value::as_bool) == Some(true) {
                 *done = true;
                 pieces.push(Piece::Done {
@@ -345,6 +568,39 @@ pub fn decode_line(
                     .unwrap_or("");
                 if !text.is_empty() {
                     pieces.push(Piece::Token(text.to_string()));
+                }
+                let calls = choice
+                    .pointer("/delta/tool_calls")
+                    .or_else(|| choice.pointer("/message/tool_calls"))
+                    .filter(|c| !c.is_null());
+                if let Some(calls) = calls {
+                    let Some(calls) = calls.as_array() else {
+                        return Err(malformed_call(
+                            endpoint,
+                            format!("`tool_calls` is not a list: {calls}"),
+                        ));
+                    };
+                    for (n, call) in calls.iter().enumerate() {
+                        let arguments = match call.pointer("/function/arguments") {
+                            Some(Value::String(text)) => ToolArguments::Fragment(text.clone()),
+                            None | Some(Value::Null) => ToolArguments::Fragment(String::new()),
+                            Some(other) => ToolArguments::Whole(other.clone()),
+                        };
+                        pieces.push(Piece::ToolCall {
+                            // A whole message's calls may come without an index.
+                            index: call
+                                .get("index")
+                                .and_then(Value::as_u64)
+                                .map(|i| i as usize)
+                                .or(Some(n)),
+                            id: call.get("id").and_then(Value::as_str).map(str::to_string),
+                            name: call
+                                .pointer("/function/name")
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
+                            arguments,
+                        });
+                    }
                 }
                 if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
                     pieces.push(Piece::Done {
@@ -445,7 +701,7 @@ mod tests {
             messages: vec![Message {
                 role: "user".into(),
                 content: "hi".into(),
-                images: vec![],
+                ..Message::default()
             }],
             prompt: Some("p".into()),
             system: Some("s".into()),
@@ -462,6 +718,8 @@ mod tests {
             },
             format: Some(Format::Schema(json!({"type": "object"}))),
             input: vec![],
+            tools: vec![],
+            parallel_tool_calls: None,
         }
     }
 
@@ -571,6 +829,186 @@ mod tests {
         );
         decode_line(Dialect::Openai, "data: [DONE]", "e", &mut done).unwrap();
         assert!(done);
+    }
+
+    fn assemble(dialect: Dialect, lines: &[&str]) -> Result<Vec<ToolCall>, GzError> {
+        let mut done = false;
+        let mut calls = ToolCallAssembler::default();
+        for line in lines {
+            for piece in decode_line(dialect, line, "e", &mut done)? {
+                if let Piece::ToolCall {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                } = piece
+                {
+                    calls.add(index, id, name, arguments);
+                }
+            }
+        }
+        calls.finish("e")
+    }
+
+    #[test]
+    fn assembles_streamed_openai_tool_call_deltas_by_index() {
+        // Two parallel calls whose deltas interleave, as llama.cpp and vLLM send them.
+        let calls = assemble(
+            Dialect::Openai,
+            &[
+                r#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"count_words","arguments":""}}]}}]}"#,
+                r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"read_text_file","arguments":"{\"pa"}}]}}]}"#,
+                r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"text\": \"a b"}}]}}]}"#,
+                r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":" c\"}"}}]}}]}"#,
+                r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"th\": \"/x\"}"}}]}}]}"#,
+                r#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+                "data: [DONE]",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            calls,
+            vec![
+                ToolCall {
+                    id: "call_a".into(),
+                    name: "count_words".into(),
+                    arguments: json!({"text": "a b c"})
+                },
+                ToolCall {
+                    id: "call_b".into(),
+                    name: "read_text_file".into(),
+                    arguments: json!({"path": "/x"})
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_openai_message_tool_calls_and_missing_ids() {
+        let calls = assemble(
+            Dialect::Openai,
+            &[
+                r#"data: {"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}},{"type":"function","function":{"name":"g","arguments":""}}]},"finish_reason":"tool_calls"}]}"#,
+            ],
+        )
+        .unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].name.as_str()),
+            ("call_0", "f")
+        );
+        assert_eq!(
+            (calls[1].id.as_str(), &calls[1].arguments),
+            ("call_1", &json!({}))
+        );
+    }
+
+    #[test]
+    fn ollama_tool_calls_come_whole() {
+        let calls = assemble(
+            Dialect::Ollama,
+            &[
+                r#"{"model":"m","message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"a","arguments":{"x":1}}},{"function":{"name":"b","arguments":{}}}]},"done":false}"#,
+                r#"{"model":"m","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop"}"#,
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            calls,
+            vec![
+                ToolCall {
+                    id: "call_0".into(),
+                    name: "a".into(),
+                    arguments: json!({"x": 1})
+                },
+                ToolCall {
+                    id: "call_1".into(),
+                    name: "b".into(),
+                    arguments: json!({})
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_tool_calls_are_gz2081() {
+        let cut = assemble(
+            Dialect::Openai,
+            &[
+                r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{\"a\": "}}]}}]}"#,
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(cut.code, ErrorCode::ToolCallMalformed);
+        assert!(cut.retryable);
+        assert!(cut.message.contains("`f`"), "{}", cut.message);
+        let not_object = assemble(
+            Dialect::Openai,
+            &[
+                r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"[1]"}}]}}]}"#,
+            ],
+        )
+        .unwrap_err();
+        assert!(not_object.message.contains("not a JSON object"));
+        let nameless = assemble(
+            Dialect::Ollama,
+            &[r#"{"message":{"role":"assistant","content":"","tool_calls":[{"function":{"arguments":{}}}]},"done":false}"#],
+        )
+        .unwrap_err();
+        assert!(nameless.message.contains("no name"));
+        let not_list = assemble(
+            Dialect::Ollama,
+            &[r#"{"message":{"role":"assistant","content":"","tool_calls":{"x":1}},"done":false}"#],
+        )
+        .unwrap_err();
+        assert_eq!(not_list.code, ErrorCode::ToolCallMalformed);
+    }
+
+    #[test]
+    fn tool_turns_in_both_dialects() {
+        let mut request = request(Operation::Chat);
+        request.images.clear();
+        request.format = None;
+        request.tools = vec![
+            json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}),
+        ];
+        request.parallel_tool_calls = Some(false);
+        request.messages.push(Message {
+            role: "assistant".into(),
+            tool_calls: vec![ToolCall {
+                id: "call_0".into(),
+                name: "f".into(),
+                arguments: json!({"x": 1}),
+            }],
+            ..Message::default()
+        });
+        request.messages.push(Message {
+            role: "tool".into(),
+            content: "42".into(),
+            tool_call_id: Some("call_0".into()),
+            tool_name: Some("f".into()),
+            ..Message::default()
+        });
+        let ollama = body(Dialect::Ollama, &request);
+        assert_eq!(ollama["tools"], json!(request.tools));
+        assert_eq!(
+            ollama["messages"][1],
+            json!({"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {"x": 1}}}]})
+        );
+        assert_eq!(
+            ollama["messages"][2],
+            json!({"role": "tool", "content": "42", "tool_name": "f"})
+        );
+        let openai = body(Dialect::Openai, &request);
+        assert_eq!(openai["parallel_tool_calls"], false);
+        assert_eq!(
+            openai["messages"][1],
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]})
+        );
+        assert_eq!(
+            openai["messages"][2],
+            json!({"role": "tool", "content": "42", "tool_call_id": "call_0"})
+        );
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //!
 //! `perform` turns each scheduler action into its effects; the families live
 //! apart: starting an attempt (`start`), recording how it ended (`finish`),
-//! `for_each` fan-out (`fan_out`), embedded workflows (`sub_workflow`) and
-//! rendering parameters (`params`).
+//! `for_each` fan-out (`fan_out`), embedded workflows (`sub_workflow`),
+//! tool-calling loops (`agent`) and rendering parameters (`params`).
 
+mod agent;
 mod fan_out;
 mod finish;
 mod params;
@@ -78,6 +79,8 @@ struct Run<'r> {
     running: JoinSet<()>,
     finished: Option<(WorkflowState, Option<GzError>)>,
     draining: bool,
+    /// The workflow ran before (this run resumes it).
+    resumed: bool,
 }
 
 /// What the run loop keeps of one task.
@@ -207,6 +210,7 @@ pub(crate) async fn run_loop(
         running: JoinSet::new(),
         finished: None,
         draining: rt.drain.is_cancelled(),
+        resumed,
     };
     run.writes.push(Write::Workflow {
         id: run.id.clone(),

@@ -1,12 +1,14 @@
 //! Starting an attempt: its condition, the budget, its parameters, and the
 //! provider call, sub-workflow or fan-out it spawns once committed.
 
+use super::agent::{AgentJob, BudgetUse};
 use super::params::{cache_slot, render_params};
 use super::sub_workflow::sub_workflow;
 use super::{Msg, Run, Work};
 use crate::cache::CacheSlot;
 use crate::call::TaskCall;
 use crate::Runtime;
+use gleitzeit_core::agent;
 use gleitzeit_core::events::{EventPayload, TaskStarted};
 use gleitzeit_core::expr;
 use gleitzeit_core::parse;
@@ -73,15 +75,8 @@ impl Run<'_> {
         }
     }
 
-    /// An LLM task may start only while the workflow's LLM calls so far stay
-    /// inside its `budget:` (tokens and known costs of finished calls).
-    fn within_budget(&self, task: usize) -> Result<(), GzError> {
-        let Some(budget) = self.workflow.budget else {
-            return Ok(());
-        };
-        if !self.workflow.tasks[task].method.starts_with("llm/") {
-            return Ok(());
-        }
+    /// Tokens, known costs and count of the workflow's finished LLM calls.
+    fn llm_use(&self) -> (u64, f64, u64) {
         let (mut tokens, mut cost, mut calls) = (0u64, 0f64, 0u64);
         let mut add = |record: &Value| {
             if let Some(usage) = record.get("usage") {
@@ -103,6 +98,19 @@ impl Run<'_> {
                 record => add(record),
             }
         }
+        (tokens, cost, calls)
+    }
+
+    /// An LLM task may start only while the workflow's LLM calls so far stay
+    /// inside its `budget:` (tokens and known costs of finished calls).
+    fn within_budget(&self, task: usize) -> Result<(), GzError> {
+        let Some(budget) = self.workflow.budget else {
+            return Ok(());
+        };
+        if !self.workflow.tasks[task].method.starts_with("llm/") {
+            return Ok(());
+        }
+        let (tokens, cost, calls) = self.llm_use();
         let over = match (budget.tokens, budget.cost) {
             (Some(limit), _) if tokens >= limit => Some(format!(
                 "token budget of {limit} used up: {tokens} tokens in {calls} LLM call(s)"
@@ -186,6 +194,43 @@ impl Run<'_> {
                 return;
             }
         };
+        if self.workflow.tasks[task].method == agent::METHOD {
+            let (tokens, cost, _) = self.llm_use();
+            let job = AgentJob {
+                workflow_id: self.id.clone(),
+                spec: self.workflow.tasks[task].clone(),
+                attempt,
+                params,
+                files: self.rt.files_for(&self.workflow),
+                resumed: self.resumed,
+                budget: self.workflow.budget.map(|budget| BudgetUse {
+                    budget,
+                    tokens,
+                    cost,
+                }),
+            };
+            self.running.spawn(async move {
+                let outcome = match slot.as_ref() {
+                    Some(slot) => match rt.cached(slot).await {
+                        Some(record) => Ok(record),
+                        None => {
+                            let outcome = job.run(rt.clone(), token).await;
+                            rt.remember(slot, &outcome).await;
+                            outcome
+                        }
+                    },
+                    None => job.run(rt.clone(), token).await,
+                };
+                fail::fail_point!("runtime.call_returned");
+                let _ = tx.send(Msg::Done {
+                    task,
+                    attempt,
+                    outcome,
+                    partial: None,
+                });
+            });
+            return;
+        }
         if self.workflow.tasks[task].method == parse::SUB_WORKFLOW {
             let parent = self.id.clone();
             let access = self.workflow.access.clone();

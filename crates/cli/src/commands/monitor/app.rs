@@ -354,6 +354,18 @@ fn log_line(event: &Event) -> String {
             None => format!("{task}  "),
         },
         EventPayload::TaskOutput(output) => format!("{task} | {}", output.line),
+        EventPayload::AgentTurn(turn) => {
+            let asked: Vec<&str> = turn.tool_calls.iter().map(|c| c.name.as_str()).collect();
+            if asked.is_empty() {
+                format!("{task} turn {} answered", turn.turn)
+            } else {
+                format!("{task} turn {} → {}", turn.turn, asked.join(", "))
+            }
+        }
+        EventPayload::ToolCallCompleted(call) => match &call.error {
+            None => format!("{task} {} done", call.name),
+            Some(error) => format!("{task} {} {}", call.name, error.code),
+        },
         EventPayload::TaskRetrying(retrying) => format!("{task} attempt {}", retrying.task.attempt),
         EventPayload::WorkflowProgress(progress) => {
             format!("{}/{}", progress.completed_tasks, progress.total_tasks)
