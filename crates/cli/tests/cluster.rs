@@ -9,7 +9,7 @@
 //! prefix and deletes its keys at the end.
 
 mod common;
-use common::{poll, redis_url, Env};
+use common::{free_port, poll, redis_url, Env};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -419,14 +419,6 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

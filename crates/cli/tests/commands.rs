@@ -193,11 +193,7 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
 fn the_hub_listens_where_gleitzeit_hub_url_points() {
     use std::io::BufRead;
     let env = Env::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let hub_url = format!("http://127.0.0.1:{port}");
     let mut hub = env
         .command()

@@ -231,11 +231,7 @@ fn serve(env: &Env, port: u16) -> std::process::Child {
 #[test]
 fn monitor_reads_a_server_and_reconnects_after_it_went_away() {
     let env = Env::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut server = serve(&env, port);
     let file = env.write(

@@ -9,7 +9,7 @@
 //! are started, checked for their first output and stopped.
 
 mod common;
-use common::{redis_url, tmux, Env};
+use common::{free_port, redis_url, tmux, Env};
 use gleitzeit_testkit::{DoubleConfig, OllamaDouble};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -108,14 +108,6 @@ fn extract(dir: &Path) -> Vec<SeedLine> {
         }
     }
     lines
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// What a line must do beyond exiting 0 with no usage error.

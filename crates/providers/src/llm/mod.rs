@@ -838,22 +838,7 @@ impl LlmProvider {
             if let Format::Schema(schema) = format {
                 let validator = jsonschema::validator_for(schema)
                     .map_err(|e| invalid(format!("`format` is not a valid JSON Schema: {e}")))?;
-                let problems: Vec<String> = validator
-                    .iter_errors(&parsed)
-                    .map(|e| {
-                        let at = e.instance_path().to_string();
-                        format!(
-                            "{}{}",
-                            if at.is_empty() {
-                                String::new()
-                            } else {
-                                format!("{at}: ")
-                            },
-                            e
-                        )
-                    })
-                    .take(5)
-                    .collect();
+                let problems = schema_problems(&validator, &parsed);
                 if !problems.is_empty() {
                     return Err(GzError::new(
                         ErrorCode::StructuredOutputInvalid,
